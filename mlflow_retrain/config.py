@@ -1,0 +1,440 @@
+"""The policy file (`retrain.yaml`) as a typed, validated object.
+
+Every other module takes these dataclasses, never raw dicts, so a typo in the file is caught once,
+here, with a message that names the key and the file, before anything touches the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mlflow_retrain.errors import ConfigError
+
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc")
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_span(text: Any, key: str = "span") -> timedelta:
+    """Parse a span such as `30d`, `12h`, `2w`, `90m` (the policy file's only duration syntax)."""
+    match = _SPAN.match(str(text))
+    if not match:
+        raise ConfigError(f"{key}: {text!r} is not a span; write a number and a unit m/h/d/w, e.g. 14d")
+    span = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    if span <= timedelta(0):
+        raise ConfigError(f"{key}: span must be positive, got {text!r}")
+    return span
+
+
+def higher_is_better(metric: str) -> bool:
+    """Error metrics fall as the model improves; scores rise."""
+    return metric not in LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str
+    timestamp: str
+    target: str
+    features: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    window: timedelta = timedelta(days=180)
+    holdout: timedelta = timedelta(days=14)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    window: timedelta = timedelta(days=1)
+    metric: str = "mae"
+    max_data_gap: timedelta | None = None
+    max_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ThresholdTrigger:
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass(frozen=True)
+class TrendTrigger:
+    windows: int = 7
+    max_relative_increase: float | None = None
+    max_slope: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftTrigger:
+    max_drift_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class NewDataTrigger:
+    min_rows: int = 1000
+
+
+@dataclass(frozen=True)
+class Debounce:
+    k: int = 1
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class TriggersConfig:
+    metric_threshold: ThresholdTrigger | None = None
+    metric_trend: TrendTrigger | None = None
+    data_drift: DriftTrigger | None = None
+    max_age: timedelta | None = None
+    new_data: NewDataTrigger | None = None
+    cooldown: timedelta | None = None
+    debounce: Debounce | None = None
+
+
+@dataclass(frozen=True)
+class Significance:
+    confidence: float = 0.95
+    n_boot: int = 2000
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    max_metric: float | None = None
+    min_metric: float | None = None
+    min_improvement: float = 0.0
+    significance: Significance | None = None
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    production_alias: str = "production"
+    staging_alias: str = "staging"
+    use_stages: bool = True
+    lease_ttl: timedelta = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Config:
+    model_name: str
+    experiment: str
+    task: str
+    data: DataConfig
+    training: TrainingConfig
+    monitoring: MonitoringConfig
+    triggers: TriggersConfig
+    validation: ValidationConfig
+    registry: RegistryConfig
+    source: Path | None = None
+
+    @property
+    def metric(self) -> str:
+        return self.monitoring.metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.monitoring.metric)
+
+    @property
+    def gate_threshold(self) -> float | None:
+        """The absolute gate in the metric's own direction (max for errors, min for scores)."""
+        return self.validation.min_metric if self.higher_is_better else self.validation.max_metric
+
+    @property
+    def threshold_limit(self) -> float | None:
+        t = self.triggers.metric_threshold
+        if t is None:
+            return None
+        return t.min if self.higher_is_better else t.max
+
+    def data_path(self) -> Path:
+        """Relative data paths resolve against the policy file, so CI can run from anywhere."""
+        path = Path(self.data.path)
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for logging as a run artifact (spans as seconds)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, timedelta):
+                return value.total_seconds()
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, Mapping):
+                return {k: plain(v) for k, v in value.items()}
+            return value
+
+        return plain(dataclasses.asdict(self))
+
+
+class _Section:
+    """Reads one mapping of the file, remembering where it is for error messages."""
+
+    def __init__(self, raw: Any, where: str, origin: str):
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{origin}: {where or 'the file'} must be a mapping, got {type(raw).__name__}")
+        self.raw = dict(raw)
+        self.where = where
+        self.origin = origin
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {self.key(name)} {message}")
+
+    def has(self, name: str) -> bool:
+        return name in self.raw and self.raw[name] is not None
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.used.add(name)
+        if not self.has(name):
+            if required:
+                raise self.fail(name, "is required")
+            return default
+        value = self.raw[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(name, f"must be {_names(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(name, f"must be {_names(kinds)}, got {value!r}")
+        return value
+
+    def span(self, name: str, default: timedelta | None = None) -> timedelta | None:
+        self.used.add(name)
+        if not self.has(name):
+            return default
+        try:
+            return parse_span(self.raw[name], self.key(name))
+        except ConfigError as exc:
+            raise ConfigError(f"{self.origin}: {exc}") from None
+
+    def strings(self, name: str, required: bool = False) -> tuple[str, ...]:
+        value = self.get(name, list, default=[], required=required)
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(name, f"must be a list of column names, got {value!r}")
+        return tuple(value)
+
+    def sub(self, name: str) -> "_Section | None":
+        self.used.add(name)
+        if name not in self.raw:
+            return None
+        return _Section(self.raw[name], self.key(name), self.origin)
+
+    def positive(self, name: str, value: float | None) -> None:
+        if value is not None and value <= 0:
+            raise self.fail(name, f"must be positive, got {value}")
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise self.fail(unknown[0], f"is not a known key (known here: {known})")
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _data(s: _Section) -> DataConfig:
+    cfg = DataConfig(
+        path=s.get("path", str, required=True),
+        timestamp=s.get("timestamp", str, required=True),
+        target=s.get("target", str, required=True),
+        features=s.strings("features", required=True),
+        categorical=s.strings("categorical"),
+    )
+    s.done()
+    if not cfg.features:
+        raise s.fail("features", "must list at least one column")
+    extra = [c for c in cfg.categorical if c not in cfg.features]
+    if extra:
+        raise s.fail("categorical", f"names {extra} which are not in data.features")
+    clash = {cfg.target, cfg.timestamp} & set(cfg.features)
+    if clash:
+        raise s.fail("features", f"must not contain the target or timestamp column {sorted(clash)}")
+    return cfg
+
+
+def _training(s: _Section) -> TrainingConfig:
+    d = TrainingConfig()
+    estimator = s.get("estimator", str, d.estimator)
+    if "." not in estimator:
+        raise s.fail("estimator", f"must be a dotted class path such as {d.estimator}, got {estimator!r}")
+    cfg = TrainingConfig(
+        estimator=estimator,
+        params=s.get("params", dict, {}),
+        window=s.span("window", d.window),
+        holdout=s.span("holdout", d.holdout),
+        seed=s.get("seed", int, d.seed),
+    )
+    s.done()
+    return cfg
+
+
+def _monitoring(s: _Section, task: str) -> MonitoringConfig:
+    d = MonitoringConfig()
+    allowed = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    metric = s.get("metric", str, allowed[0] if task == "classification" else d.metric)
+    if metric not in allowed:
+        raise s.fail("metric", f"must be one of {', '.join(allowed)} for task {task}, got {metric!r}")
+    latency = s.get("max_latency_ms", float)
+    s.positive("max_latency_ms", latency)
+    cfg = MonitoringConfig(
+        window=s.span("window", d.window),
+        metric=metric,
+        max_data_gap=s.span("max_data_gap"),
+        max_latency_ms=latency,
+    )
+    s.done()
+    return cfg
+
+
+def _triggers(s: _Section, metric: str) -> TriggersConfig:
+    threshold = trend = drift = new_data = debounce = None
+    if (t := s.sub("metric_threshold")) is not None:
+        threshold = ThresholdTrigger(max=t.get("max", float), min=t.get("min", float))
+        t.done()
+        needed = "min" if higher_is_better(metric) else "max"
+        if getattr(threshold, needed) is None:
+            raise t.fail(needed, f"is required for metric {metric}")
+    if (t := s.sub("metric_trend")) is not None:
+        trend = TrendTrigger(
+            windows=t.get("windows", int, 7),
+            max_relative_increase=t.get("max_relative_increase", float),
+            max_slope=t.get("max_slope", float),
+        )
+        t.done()
+        if trend.windows < 2:
+            raise t.fail("windows", f"must be at least 2, got {trend.windows}")
+        if trend.max_relative_increase is None and trend.max_slope is None:
+            raise t.fail("max_relative_increase", "or max_slope must be set")
+    if (t := s.sub("data_drift")) is not None:
+        drift = DriftTrigger(max_drift_share=t.get("max_drift_share", float, 0.5))
+        t.done()
+        if not 0 <= drift.max_drift_share <= 1:
+            raise t.fail("max_drift_share", f"must be between 0 and 1, got {drift.max_drift_share}")
+    if (t := s.sub("new_data")) is not None:
+        new_data = NewDataTrigger(min_rows=t.get("min_rows", int, 1000))
+        t.done()
+        t.positive("min_rows", new_data.min_rows)
+    if (t := s.sub("debounce")) is not None:
+        debounce = Debounce(k=t.get("k", int, 1), n=t.get("n", int, 1))
+        t.done()
+        if not 1 <= debounce.k <= debounce.n:
+            raise t.fail("k", f"must satisfy 1 <= k <= n, got k={debounce.k} n={debounce.n}")
+    cfg = TriggersConfig(
+        metric_threshold=threshold,
+        metric_trend=trend,
+        data_drift=drift,
+        max_age=s.span("max_age"),
+        new_data=new_data,
+        cooldown=s.span("cooldown"),
+        debounce=debounce,
+    )
+    s.done()
+    return cfg
+
+
+def _validation(s: _Section) -> ValidationConfig:
+    significance = None
+    if (t := s.sub("significance")) is not None:
+        significance = Significance(confidence=t.get("confidence", float, 0.95), n_boot=t.get("n_boot", int, 2000))
+        t.done()
+        if not 0.5 <= significance.confidence < 1:
+            raise t.fail("confidence", f"must be in [0.5, 1), got {significance.confidence}")
+    cfg = ValidationConfig(
+        max_metric=s.get("max_metric", float),
+        min_metric=s.get("min_metric", float),
+        min_improvement=s.get("min_improvement", float, 0.0),
+        significance=significance,
+    )
+    s.done()
+    if cfg.min_improvement < 0:
+        raise s.fail("min_improvement", f"must be >= 0, got {cfg.min_improvement}")
+    return cfg
+
+
+def _registry(s: _Section) -> RegistryConfig:
+    d = RegistryConfig()
+    aliases = s.sub("aliases")
+    production, staging = d.production_alias, d.staging_alias
+    if aliases is not None:
+        production = aliases.get("production", str, production)
+        staging = aliases.get("staging", str, staging)
+        aliases.done()
+        if production == staging:
+            raise aliases.fail("staging", "must differ from the production alias")
+    cfg = RegistryConfig(
+        production_alias=production,
+        staging_alias=staging,
+        use_stages=s.get("use_stages", bool, d.use_stages),
+        lease_ttl=s.span("lease_ttl", d.lease_ttl),
+    )
+    s.done()
+    return cfg
+
+
+def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None) -> Config:
+    """Validate a parsed policy file. `origin` names the file in every error message."""
+    top = _Section(raw, "", origin)
+    model_name = top.get("model_name", str, required=True)
+    task = top.get("task", str, "regression")
+    if task not in ("regression", "classification"):
+        raise top.fail("task", f"must be regression or classification, got {task!r}")
+    data = _data(top.sub("data") or _Section({}, "data", origin))
+    monitoring = _monitoring(top.sub("monitoring") or _Section({}, "monitoring", origin), task)
+    cfg = Config(
+        model_name=model_name,
+        experiment=top.get("experiment", str, model_name),
+        task=task,
+        data=data,
+        training=_training(top.sub("training") or _Section({}, "training", origin)),
+        monitoring=monitoring,
+        triggers=_triggers(top.sub("triggers") or _Section({}, "triggers", origin), monitoring.metric),
+        validation=_validation(top.sub("validation") or _Section({}, "validation", origin)),
+        registry=_registry(top.sub("registry") or _Section({}, "registry", origin)),
+        source=source,
+    )
+    top.done()
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate `retrain.yaml`; every problem is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: policy file not found; pass --config PATH (see retrain.yaml in the README)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, origin=str(path), source=path.resolve())

@@ -1,0 +1,41 @@
+"""User-facing errors.
+
+Each kind of user mistake has its own type so the CLI can turn it into one clear line and a
+documented exit code instead of a traceback. Anything that is *not* a RetrainError is a bug.
+"""
+
+from __future__ import annotations
+
+
+class RetrainError(Exception):
+    """Base class: a problem the user can fix; the message says what and how."""
+
+    exit_code = 2
+
+
+class ConfigError(RetrainError):
+    """The policy file (or a command-line override) is missing, malformed or inconsistent."""
+
+
+class DataError(RetrainError):
+    """The data cannot be used: missing column, unusable type, NaN target, empty window."""
+
+
+class RegistryError(RetrainError):
+    """The registry does not hold what was asked for: unknown model, version or stage."""
+
+
+class TrackingServerError(RetrainError):
+    """The tracking server cannot be reached."""
+
+
+class LeaseHeldError(RetrainError):
+    """Another cycle holds the lease on the registered model; not an error of the user's input."""
+
+    exit_code = 3
+
+
+class HealthError(RetrainError):
+    """Monitoring found downtime (unloadable model, data gap, slow predictions)."""
+
+    exit_code = 4

@@ -1,0 +1,104 @@
+"""Thin wrappers over Evidently 0.7: a report in, (headline numbers, self-contained HTML) out.
+
+Evidently is imported lazily (about 3.5 s) so the CLI starts fast and commands that need no report
+never pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlflow_retrain.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class DriftNumbers:
+    """Evidently's DataDriftPreset headline: how many feature columns drifted, and which."""
+
+    drift_share: float
+    drifted_columns: int
+    total_columns: int
+    column_scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    kind: str
+    path: Path
+
+
+def _definition(spec: DataConfig, extra_numeric: tuple[str, ...] = (), **kwargs: Any):
+    from evidently import DataDefinition
+
+    numeric = [c for c in spec.features if c not in spec.categorical]
+    return DataDefinition(numerical_columns=numeric + list(extra_numeric),
+                          categorical_columns=list(spec.categorical), **kwargs)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig,
+                 html_path: Path | None = None) -> DriftNumbers:
+    """Feature drift of `current` against the model's training rows (`reference`)."""
+    from evidently import Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = _definition(spec)
+    columns = list(spec.features)
+    snapshot = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    numbers = parse_drift(snapshot.dict(), len(columns))
+    if html_path is not None:
+        snapshot.save_html(str(html_path))
+    return numbers
+
+
+def parse_drift(snapshot: dict[str, Any], total_columns: int) -> DriftNumbers:
+    """Read the DriftedColumnsCount and per-column ValueDrift entries of a snapshot dict."""
+    share, count, scores = math.nan, 0, {}
+    for metric in snapshot.get("metrics", []):
+        name = metric.get("metric_name", "")
+        value = metric.get("value")
+        if name.startswith("DriftedColumnsCount") and isinstance(value, dict):
+            share, count = _as_float(value.get("share")), int(_as_float(value.get("count")))
+        elif name.startswith("ValueDrift"):
+            column = metric.get("config", {}).get("column")
+            if column is not None:
+                scores[str(column)] = _as_float(value)
+    return DriftNumbers(share, count, total_columns, scores)
+
+
+def quality_report(scored: pd.DataFrame, spec: DataConfig, task: str, html_path: Path) -> None:
+    """Evidently's model quality preset on a window that carries target and `prediction` columns."""
+    from evidently import BinaryClassification, Dataset, MulticlassClassification, Regression, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    columns = [*spec.features, spec.target, PREDICTION]
+    if task == "regression":
+        definition = _definition(spec, (spec.target, PREDICTION),
+                                 regression=[Regression(target=spec.target, prediction=PREDICTION)])
+        preset = RegressionPreset()
+    else:
+        kind = BinaryClassification if scored[spec.target].nunique() <= 2 else MulticlassClassification
+        definition = _definition(spec, classification=[kind(target=spec.target, prediction_labels=PREDICTION)])
+        definition.categorical_columns = [*definition.categorical_columns, spec.target, PREDICTION]
+        preset = ClassificationPreset()
+    snapshot = Report([preset]).run(Dataset.from_pandas(scored[columns], data_definition=definition), None)
+    snapshot.save_html(str(html_path))

@@ -1,0 +1,27 @@
+"""The audit contract: tag names written on model versions, the registered model and runs.
+
+One place for the names so the writer (controller, train) and the readers (status, history,
+monitor) cannot drift apart.
+"""
+
+TRIGGER = "retrain.trigger"
+REASON = "retrain.reason"
+DECISION = "retrain.decision"
+DECISION_REASON = "retrain.decision_reason"
+BASELINE_VERSION = "retrain.baseline_version"
+CYCLE_RUN_ID = "retrain.cycle_run_id"
+TRAIN_WINDOW = "retrain.train_window"
+HOLDOUT_WINDOW = "retrain.holdout_window"
+AS_OF = "retrain.as_of"
+PROMOTED_AT = "retrain.promoted_at"
+ARCHIVED_AT = "retrain.archived_at"
+LAST_CYCLE = "retrain.last_cycle"
+LEASE_FOR = "retrain.lease_for"
+LEASE_HOLDER = "retrain.lease_holder"
+LEASE_EXPIRES = "retrain.lease_expires"
+RUN_KIND = "retrain.kind"
+
+PROMOTED, REJECTED, PENDING = "promoted", "rejected", "pending"
+BOOTSTRAP = "bootstrap"
+
+REFERENCE_ARTIFACT = "reference/train.parquet"

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real sqlite MLflow store per test, copied from one migrated template.
+
+Creating a sqlite store runs every MLflow migration (seconds), so the session builds one and each
+test gets a byte copy in its own tmp_path: real store, isolated, quick.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIKE = REPO / "data" / "bike_sharing_hourly.csv"
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("store-template")
+    MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def store(tmp_path: Path, store_template: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh real MLflow store (sqlite + local artifacts) in tmp_path, the working directory."""
+    import mlflow
+
+    shutil.copy(store_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def bike_frame() -> pd.DataFrame:
+    return pd.read_csv(BIKE)
+
+
+def policy(data_path: Path, **overrides) -> dict:
+    """A small, fast policy over the bike columns (short windows, few boosting rounds)."""
+    raw = {
+        "model_name": "bikes",
+        "experiment": "bikes",
+        "data": {
+            "path": str(data_path),
+            "timestamp": "timestamp",
+            "target": "cnt",
+            "features": ["hour", "season", "holiday", "weekday", "workingday", "weathersit", "temp", "atemp", "hum",
+                         "windspeed"],
+            "categorical": ["season", "holiday", "weekday", "workingday", "weathersit"],
+        },
+        "training": {"params": {"max_iter": 30}, "window": "60d", "holdout": "7d"},
+        "monitoring": {"window": "7d", "metric": "mae"},
+        "triggers": {"metric_threshold": {"max": 80}},
+        "validation": {"max_metric": 120, "min_improvement": 0.0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+@pytest.fixture
+def small_data(tmp_path: Path, bike_frame: pd.DataFrame) -> Path:
+    """Jan-Sep 2011 of the real data: enough for two training windows and later degradation."""
+    path = tmp_path / "data" / "bikes.csv"
+    path.parent.mkdir()
+    bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def write_policy(tmp_path: Path, small_data: Path):
+    def write(**overrides) -> Path:
+        path = tmp_path / "retrain.yaml"
+        path.write_text(yaml.safe_dump(policy(small_data, **overrides)))
+        return path
+
+    return write

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlflow_retrain.config import load_config, parse_config, parse_span
+from mlflow_retrain.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = {"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a", "b"]}}
+
+
+def test_bundled_policy_loads_with_every_section():
+    config = load_config(REPO / "retrain.yaml")
+    assert config.model_name == "bike-demand" and config.data.target == "cnt"
+    assert "casual" not in config.data.features and "registered" not in config.data.features
+    assert config.training.window == timedelta(days=120) and config.monitoring.window == timedelta(days=7)
+    assert config.threshold_limit == 80 and config.gate_threshold == 90 and not config.higher_is_better
+    assert config.data_path() == REPO / "data" / "bike_sharing_hourly.csv"
+
+
+def test_defaults_fill_a_minimal_file():
+    config = parse_config(MINIMAL)
+    assert config.experiment == "m" and config.task == "regression" and config.metric == "mae"
+    assert config.training.estimator.endswith("HistGradientBoostingRegressor")
+    assert config.registry.production_alias == "production" and config.registry.use_stages
+    assert config.triggers.metric_threshold is None
+
+
+@pytest.mark.parametrize("span, expected", [("14d", timedelta(days=14)), ("12h", timedelta(hours=12)),
+                                            ("2w", timedelta(weeks=2)), ("90m", timedelta(minutes=90))])
+def test_spans(span, expected):
+    assert parse_span(span) == expected
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"model_nam": "x"}, "f.yaml: model_nam is not a known key"),
+    ({"task": "ranking"}, "f.yaml: task must be regression or classification"),
+    ({"training": {"window": "3 months"}}, "f.yaml: training.window: '3 months' is not a span"),
+    ({"training": {"window": "0d"}}, "training.window: span must be positive"),
+    ({"monitoring": {"metric": "accuracy"}}, "monitoring.metric must be one of mae, rmse, r2"),
+    ({"triggers": {"metric_threshold": {"min": 3}}}, "triggers.metric_threshold.max is required for metric mae"),
+    ({"triggers": {"metric_trend": {"windows": 5}}}, "triggers.metric_trend.max_relative_increase or max_slope"),
+    ({"triggers": {"data_drift": {"max_drift_share": 1.5}}}, "max_drift_share must be between 0 and 1"),
+    ({"triggers": {"debounce": {"k": 3, "n": 2}}}, "triggers.debounce.k must satisfy 1 <= k <= n"),
+    ({"validation": {"max_metric": "high"}}, "validation.max_metric must be a number, got 'high'"),
+    ({"registry": {"use_stages": "yes"}}, "registry.use_stages must be true or false"),
+    ({"data": {"path": "d", "timestamp": "t", "target": "y", "features": ["a"], "categorical": ["z"]}},
+     "data.categorical names ['z'] which are not in data.features"),
+    ({"data": {"path": "d", "timestamp": "t", "target": "y", "features": ["y"]}},
+     "must not contain the target or timestamp"),
+    ({"data": {"path": "d", "timestamp": "t", "target": "y"}}, "data.features is required"),
+])
+def test_bad_values_name_the_key_and_the_file(patch, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, **patch}, origin="f.yaml")
+    assert message in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="policy file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+
+
+def test_relative_data_path_resolves_against_the_file(tmp_path):
+    path = tmp_path / "sub" / "retrain.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(MINIMAL))
+    assert load_config(path).data_path() == path.parent.resolve() / "d.csv"
