@@ -135,6 +135,252 @@ def evaluate(config_path: str, as_of: str | None, model_uri: str | None, out_dir
         f"\nreport: {p}" for p in r["reports"]))
 
 
+def _cycle_human(r: dict[str, Any]) -> str:
+    lines = [f"outcome: {r['outcome']}  (model {r['model_name']}, as of {r['as_of']}, "
+             f"Production was v{r['production_version'] or '-'})"]
+    if r["monitoring"]:
+        lines += ["", "monitoring", table(r["monitoring"])]
+    if r["retrain"] and r["retrain"]["results"]:
+        lines += ["", "triggers", table([{"trigger": t["kind"], "fired": t["fired"], "reason": t["reason"]}
+                                         for t in r["retrain"]["results"]])]
+    if r["promotion"]:
+        lines += ["", "validation gate", *(f"  {x}" for x in r["promotion"]["reasons"])]
+    if r["candidate_version"]:
+        lines.append(f"candidate: v{r['candidate_version']}")
+    lines += ["", f"reason: {r['reason']}"]
+    if r["cycle_run_id"]:
+        lines.append(f"audit run: {r['cycle_run_id']}")
+    return "\n".join(lines)
+
+
+@cli.command(epilog="""\b
+Examples:
+  mlflow-retrain cycle --config retrain.yaml
+  mlflow-retrain cycle --force --reason "new pricing launched" --summary-md "$GITHUB_STEP_SUMMARY"
+""" + EXIT_CODES)
+@config_option
+@as_of_option
+@click.option("--force", is_flag=True, help="Retrain now whatever the triggers say (needs --reason).")
+@click.option("--reason", default=None, help="Why a forced retrain happens; recorded on the version.")
+@click.option("--dry-run", is_flag=True, help="Decide and print, write nothing (same as `check`).")
+@click.option("--retrain-via", type=click.Choice(["project", "inprocess"]), default="project", show_default=True,
+              help="Train through the MLproject `train` entry point, or in this process.")
+@click.option("--summary-md", type=click.Path(dir_okay=False), default=None,
+              help="Append a Markdown summary of the decision (e.g. $GITHUB_STEP_SUMMARY).")
+@json_option
+def cycle(config_path: str, as_of: str | None, force: bool, reason: str | None, dry_run: bool, retrain_via: str,
+          summary_md: str | None, as_json: bool) -> None:
+    """One controller cycle: monitor Production, check triggers, retrain, validate, promote or reject."""
+    from mlflow_retrain.controller import run_cycle
+
+    report = run_cycle(_load(config_path), as_of=as_of, force=force, reason=reason, dry_run=dry_run,
+                       via=retrain_via)
+    if summary_md:
+        with open(summary_md, "a", encoding="utf-8") as out:
+            out.write(report.to_markdown())
+    emit(report.to_dict(), as_json, _cycle_human)
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain check --config retrain.yaml --as-of 2012-06-30")
+@config_option
+@as_of_option
+@json_option
+def check(config_path: str, as_of: str | None, as_json: bool) -> None:
+    """What a cycle would decide now and why; writes nothing."""
+    from mlflow_retrain.controller import run_cycle
+
+    emit(run_cycle(_load(config_path), as_of=as_of, dry_run=True).to_dict(), as_json, _cycle_human)
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain status --config retrain.yaml")
+@config_option
+@json_option
+def status(config_path: str, as_json: bool) -> None:
+    """Production and Staging versions, their metrics and trigger tags, the last cycle."""
+    from mlflow_retrain.audit import status as read_status
+    from mlflow_retrain.tracking import check_tracking
+
+    check_tracking()
+    result = read_status(_load(config_path))
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"model: {r['model_name']}"]
+        for stage in ("production", "staging"):
+            lines += ["", stage, table([r[stage]]) if r[stage] else "(none)"]
+        lines += ["", "versions", table(r["versions"], ["version", "stage", "aliases", "trigger", "decision",
+                                                         "baseline_version", "reason"])]
+        lines += ["", f"last cycle: {r['last_cycle'] or '-'}", f"lease: {r['lease'] or 'free'}"]
+        return "\n".join(lines)
+
+    emit(result.to_dict(), as_json, human)
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain compare --config retrain.yaml")
+@config_option
+@as_of_option
+@json_option
+def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
+    """Score Staging and Production on the same holdout and apply the gate; moves nothing."""
+    from mlflow_retrain.controller import compare as run_compare
+    from mlflow_retrain.data import LabelledData, Window
+    from mlflow_retrain.errors import RegistryError
+    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.tracking import check_tracking
+
+    config = _load(config_path)
+    data = LabelledData.load(config)
+    stamp = data.resolve_as_of(as_of)
+    check_tracking()
+    registry = Registry(config)
+    registry.require()
+    staging = registry.staging()
+    if staging is None:
+        raise RegistryError(f"model {config.model_name!r} has no Staging version to compare")
+    decision, evidence = run_compare(config, data, Window.ending(stamp, config.training.holdout), staging,
+                                     registry.production())
+    payload = {"staging": staging.version, **evidence, "decision": decision.to_dict()}
+
+    def human(r: dict[str, Any]) -> str:
+        names = sorted(r["candidate"])
+        rows = [{"metric": m, "staging": r["candidate"][m],
+                 "production": (r["production"] or {}).get(m)} for m in names]
+        return "\n".join([f"holdout {r['holdout_window']} ({r['holdout_rows']} rows, digest {r['holdout_digest']})",
+                          table(rows), "", f"would promote: {r['decision']['promote']}",
+                          *(f"  {x}" for x in r["decision"]["reasons"])])
+
+    emit(payload, as_json, human)
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain promote 7 --reason \"validated offline by the pricing team\"")
+@config_option
+@click.argument("version")
+@click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
+@json_option
+def promote(config_path: str, version: str, reason: str, as_json: bool) -> None:
+    """Put VERSION in Production by hand; the old Production is archived."""
+    from mlflow_retrain.controller import promote as run_promote
+
+    move = run_promote(_load(config_path), version, reason)
+    emit(move.to_dict(), as_json, lambda r: f"v{r['version']} is in Production (was v{r['previous'] or '-'}); "
+                                            f"audit run {r['run_id']}")
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain rollback --reason \"v8 over-predicts weekends\"")
+@config_option
+@click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
+@json_option
+def rollback(config_path: str, reason: str, as_json: bool) -> None:
+    """Back to the previous Production version; the current one is archived."""
+    from mlflow_retrain.controller import rollback as run_rollback
+
+    move = run_rollback(_load(config_path), reason)
+    emit(move.to_dict(), as_json, lambda r: f"rolled back to v{r['version']} (from v{r['previous'] or '-'}); "
+                                            f"audit run {r['run_id']}")
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain history --config retrain.yaml --limit 20")
+@config_option
+@click.option("--limit", default=50, show_default=True, help="How many runs, newest first.")
+@json_option
+def history(config_path: str, limit: int, as_json: bool) -> None:
+    """The controller's cycles and manual moves, newest first, with the versions and reasons."""
+    from mlflow_retrain.audit import history as read_history
+    from mlflow_retrain.tracking import check_tracking
+
+    check_tracking()
+    rows = read_history(_load(config_path), limit)
+    click.echo(json.dumps(rows, indent=2) if as_json else table(
+        rows, ["started", "kind", "as_of", "outcome", "triggers", "production", "candidate", "reason"]))
+
+
+@cli.command(epilog="""\b
+Examples:
+  mlflow-retrain monitor --config retrain.yaml --every 1d --out monitor/
+  mlflow-retrain monitor --from 2012-01-01 --to 2012-07-01 --reports
+""" + EXIT_CODES)
+@config_option
+@click.option("--from", "start", default=None, help="First window start (default: the first promotion).")
+@click.option("--to", "end", default=None, help="Last window end (default: the newest data).")
+@click.option("--every", default=None, help="Window length, e.g. 1d or 12h (default: monitoring.window).")
+@click.option("--out", "out_dir", default="monitor", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for dashboard.html and monitor.csv.")
+@click.option("--reports", is_flag=True, help="Also write Evidently reports for each window where something fired.")
+@json_option
+def monitor(config_path: str, start: str | None, end: str | None, every: str | None, out_dir: str, reports: bool,
+            as_json: bool) -> None:
+    """The error over time of whichever model was in Production, drift, and downtime; a dashboard."""
+    from pathlib import Path
+
+    from mlflow_retrain.config import parse_span
+    from mlflow_retrain.monitor import raise_if_unhealthy, run_monitor
+    from mlflow_retrain.tracking import check_tracking
+
+    config = _load(config_path)
+    span = parse_span(every, "--every") if every else None
+    check_tracking()
+    result = run_monitor(config, start=start, end=end, every=span, out_dir=Path(out_dir), with_reports=reports)
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [table(r["windows"][-20:], ["end", "version", "rows", "metric", "drift_share", "fired", "health"])]
+        if len(r["windows"]) > 20:
+            lines.insert(0, f"(last 20 of {len(r['windows'])} windows; all in {r['table']})")
+        lines += ["", f"dashboard: {r['dashboard']}", f"health: {'ok' if not r['health'] else r['health'][0]}"]
+        return "\n".join(lines)
+
+    emit(result.to_dict(), as_json, human)
+    raise_if_unhealthy(result)
+
+
+@cli.command(epilog="""\b
+Examples:
+  mlflow-retrain backtest --config retrain.yaml --from 2011-05-01 --every 1d --jobs 2
+  mlflow-retrain backtest --from 2011-05-01 --policy never,configured,threshold-80 --thresholds 60,80,100
+""")
+@config_option
+@click.option("--from", "start", required=True, help="First step (the bootstrap).")
+@click.option("--to", "end", default=None, help="Last step (default: the newest data).")
+@click.option("--every", default=None, help="Step between cycles, e.g. 1d (default: monitoring.window).")
+@click.option("--policy", "policy_names", default=None, help="Comma-separated policy names (default: all).")
+@click.option("--thresholds", default=None, help="Comma-separated values for the threshold sweep.")
+@click.option("--tolerance", default=0.05, show_default=True, type=float,
+              help="Recommend the cheapest policy whose mean metric is within this fraction of the best.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
+@click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False))
+@json_option
+def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
+             thresholds: str | None, tolerance: float, jobs: int, out_dir: str, as_json: bool) -> None:
+    """Replay history under several retraining policies: retrains against error, and a recommendation."""
+    from pathlib import Path
+
+    from mlflow_retrain.backtest import default_policies, run_backtest, select, write_outputs
+    from mlflow_retrain.config import parse_span
+    from mlflow_retrain.errors import ConfigError
+    from mlflow_retrain.tracking import check_tracking
+
+    config = _load(config_path)
+    span = parse_span(every, "--every") if every else config.monitoring.window
+    try:
+        values = [float(v) for v in thresholds.split(",")] if thresholds else None
+    except ValueError:
+        raise ConfigError(f"--thresholds {thresholds!r} must be comma-separated numbers, e.g. 60,80,100") from None
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    policies = select(default_policies(config, span, values), policy_names.split(",") if policy_names else None)
+    check_tracking()
+    result = run_backtest(config, start=start, end=end, every=span, policies=policies, tolerance=tolerance, jobs=jobs)
+    write_outputs(config, result, Path(out_dir))
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join([
+            f"{r['steps']} steps {r['from']} .. {r['to']}, {r['fits']} fits, {r['seconds']} s",
+            table(r["policies"], ["policy", "retrains", "promoted", "rejected", "mean_metric", "p90_metric",
+                                  "windows_above_threshold", "train_seconds"]),
+            "", f"recommended: {r['recommended']} (cheapest within {r['tolerance']:.0%} of the best mean)",
+            f"chart: {r['chart']}"])
+
+    emit(result.to_dict(), as_json, human)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     cli.main(args=list(argv) if argv is not None else None, prog_name="mlflow-retrain")
 

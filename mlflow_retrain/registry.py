@@ -192,7 +192,7 @@ class Registry:
 
     def _drop_alias(self, stage: str, version: str) -> None:
         alias = self.aliases[stage]
-        if self.client.get_registered_model(self.name).aliases.get(alias) == str(version):
+        if str(self.client.get_registered_model(self.name).aliases.get(alias)) == str(version):
             self.client.delete_registered_model_alias(self.name, alias)
 
     def promote(self, version: str, when: datetime | None = None) -> VersionInfo | None:
@@ -202,7 +202,7 @@ class Registry:
         _retry(lambda: self.client.set_registered_model_alias(self.name, self.aliases[PRODUCTION], str(version)))
         self._drop_alias(STAGING, version)
         stamp = (when or utcnow()).isoformat()
-        self.tag(version, {T.PROMOTED_AT: stamp})
+        self.tag(version, {T.PROMOTED_AT: stamp, T.PROMOTED_WALL: utcnow().isoformat()})
         if previous is not None and previous.version != str(version):
             self.tag(previous.version, {T.ARCHIVED_AT: stamp})
             if self.config.registry.use_stages and self.get(previous.version).stage != ARCHIVED:
@@ -240,12 +240,9 @@ class Registry:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            try:
-                current = self.client.get_registered_model(self.lease_name).tags
-            except MlflowException as exc:
-                if _not_found(exc):
-                    continue  # released meanwhile: try again
-                raise
+            current = self.lease_state()
+            if current is None:
+                continue  # released meanwhile: try again
             other = current.get(T.LEASE_HOLDER, "?")
             until = datetime.fromisoformat(current.get(T.LEASE_EXPIRES, utcnow().isoformat()))
             if until > utcnow():
@@ -273,13 +270,17 @@ class Registry:
             if not _not_found(exc):
                 raise
 
-    def release_lease(self, lease: Lease) -> None:
-        """Remove the lease if it is still ours (it may have expired and been taken over)."""
+    def lease_state(self) -> dict[str, str] | None:
+        """The lease's tags (holder, expiry), or None when nobody holds it."""
         try:
-            current = self.client.get_registered_model(lease.name).tags
+            return dict(self.client.get_registered_model(self.lease_name).tags)
         except MlflowException as exc:
             if _not_found(exc):
-                return
+                return None
             raise
-        if current.get(T.LEASE_HOLDER) == lease.holder:
+
+    def release_lease(self, lease: Lease) -> None:
+        """Remove the lease if it is still ours (it may have expired and been taken over)."""
+        current = self.lease_state()
+        if current is not None and current.get(T.LEASE_HOLDER) == lease.holder:
             self.client.delete_registered_model(lease.name)

@@ -10,6 +10,7 @@ import importlib
 import inspect
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,14 @@ def trusted_types(model: BaseEstimator) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
+def model_requirements() -> list[str]:
+    """What loading the model needs: scikit-learn and skops at the versions that saved it."""
+    from importlib.metadata import version
+
+    return [f"scikit-learn=={version('scikit-learn')}", f"skops=={version('skops')}",
+            f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
+
+
 def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str]:
     """Log params, metrics, datasets, the reference frame and the model in the active run.
 
@@ -126,6 +135,9 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
     import mlflow
     from mlflow.models import infer_signature
 
+    # MLflow warns about integer columns in signatures and ambiguous local sources on every call;
+    # neither applies (labelled data has no missing values; the source is a path we name).
+    warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
     columns = [config.data.timestamp, *config.data.features, config.data.target]
     train_digest = frame_digest(result.train_rows[columns])
     holdout_digest = frame_digest(result.holdout_rows[columns])
@@ -153,6 +165,8 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
         signature=infer_signature(features, result.model.predict(features.head(50))),
         input_example=features.head(5),
         skops_trusted_types=trusted_types(result.model),
+        # named, not inferred: inference re-imports the model in a subprocess (5 s per version)
+        pip_requirements=model_requirements(),
     )
     return info.model_uri, train_digest, holdout_digest
 
@@ -187,7 +201,6 @@ def train(
     """
     from mlflow_retrain.registry import Registry
     from mlflow_retrain.tracking import check_tracking, start_run
-    from mlflow_retrain.validation import gate
 
     data = data or LabelledData.load(config)
     as_of = data.resolve_as_of(as_of)
@@ -210,6 +223,8 @@ def train(
     info = registry.register(model_uri, run.info.run_id, version_tags)
     stage = "Staging"
     if is_bootstrap:
+        from mlflow_retrain.validation import gate
+
         decision = gate(metric=config.metric, candidate=result.holdout_metrics[config.metric], baseline=None,
                         higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
         registry.tag(info.version, {T.DECISION: T.PROMOTED if decision.promote else T.PENDING,

@@ -43,7 +43,8 @@ def test_first_version_bootstraps_to_production_then_next_goes_to_staging(store,
     registry = Registry(config)
     assert registry.production().version == "1" and registry.staging().version == "2"
     client = MlflowClient()
-    assert client.get_registered_model("bikes").aliases == {"production": "1", "staging": "2"}
+    assert {k: str(v) for k, v in client.get_registered_model("bikes").aliases.items()} == {"production": "1",
+                                                                                             "staging": "2"}
     v1, v2 = registry.get("1"), registry.get("2")
     assert v1.stage == "Production" and v1.tags[T.TRIGGER] == "bootstrap" and v1.tags[T.DECISION] == "promoted"
     assert v2.tags[T.TRIGGER] == "metric_threshold" and v2.tags[T.REASON] == "mae 90 > max 80"
@@ -65,10 +66,11 @@ def test_evaluate_logs_metrics_and_evidently_reports(store, write_policy, tmp_pa
     config = load_config(write_policy())
     train(config, as_of="2011-04-30")
     result = evaluate(config, as_of="2011-08-31", out_dir=tmp_path / "reports")
-    assert result.version == "1" and result.rows == 7 * 24
+    assert result.version == "1"
     # independent computation of the metric on the same window
     frame = pd.read_csv(config.data_path(), parse_dates=["timestamp"])
     window = frame[(frame.timestamp > pd.Timestamp("2011-08-24")) & (frame.timestamp <= pd.Timestamp("2011-08-31"))]
+    assert result.rows == len(window) > 100  # the real data misses a few hours
     pred = load_model("models:/bikes/1").predict(window[list(config.data.features)])
     assert result.metrics["mae"] == pytest.approx(np.mean(np.abs(pred - window.cnt)))
     assert 0.0 <= result.drift.drift_share <= 1.0 and result.drift.total_columns == 10
@@ -122,7 +124,7 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(store, write_policy, 
     elif breakage == "as_of_outside":
         args[-1] = "2013-01-01"
     elif breakage == "empty_window":
-        frame[(frame.timestamp < "2011-06-20") | (frame.timestamp > "2011-06-30")].to_csv(small_data, index=False)
+        frame[(frame.timestamp < "2011-06-20") | (frame.timestamp > "2011-07-01")].to_csv(small_data, index=False)
     elif breakage == "bad_config":
         path = write_policy(training={"window": "14 days"})
         args[2] = str(path)

@@ -1,0 +1,331 @@
+"""Choose the retraining policy by replaying history: number of retrains against error.
+
+A sensitive threshold keeps the model fresh but retrains often; a lax one is cheap but leaves a
+stale model serving. The backtest measures that trade-off on the user's own data. It replays the
+data step by step exactly as the controller would have run at each `--as-of`: the same windows,
+`controller.assess` (the same triggers), `controller.judge` (the same validation gate) and
+`train.fit` (the same training code). The "scratch store" is memory: fitted models live in a cache,
+so the real registry is never touched.
+
+Fast without changing results: every policy that retrains at step t needs the same fit (same
+window, same parameters), so fits are cached by their `as_of` and shared; window metrics and drift
+are cached per (model, window); all policies advance together in one pass; when the
+retrain-every-window policy is present every step's fit is known in advance and fitted on all
+cores (`jobs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.charts import PolicyPoint, tradeoff_html
+from mlflow_retrain.config import Config, DriftTrigger, ThresholdTrigger, TrendTrigger, TriggersConfig
+from mlflow_retrain.controller import WindowScore, assess, judge, monitoring_depth, recent_windows
+from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.drift import DriftMeter
+from mlflow_retrain.errors import ConfigError, DataError
+from mlflow_retrain.metrics import score
+from mlflow_retrain.reports import DriftNumbers
+from mlflow_retrain.train import FitResult, fit
+from mlflow_retrain.triggers import format_span
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    family: str
+    config: Config
+    every_window: bool = False
+
+
+def default_policies(config: Config, every: timedelta, thresholds: Iterable[float] | None = None) -> list[Policy]:
+    """The comparison set: never, schedules, a threshold sweep, trend, drift, configured, every window."""
+    hib = config.higher_is_better
+
+    def with_triggers(**changes: Any) -> Config:
+        return dataclasses.replace(config, triggers=TriggersConfig(**changes))
+
+    base = config.threshold_limit or config.gate_threshold
+    if thresholds is None:
+        if base is None:
+            raise ConfigError("the threshold sweep needs triggers.metric_threshold or validation.max_metric in the "
+                              "policy file, or --thresholds")
+        thresholds = [round(base * f, 4) for f in THRESHOLD_FACTORS]
+    policies = [Policy("never", "never", with_triggers())]
+    for windows in (7, 30):
+        span = every * windows
+        policies.append(Policy(f"schedule-{format_span(span)}", "schedule", with_triggers(max_age=span)))
+    for value in thresholds:
+        limit = ThresholdTrigger(min=value) if hib else ThresholdTrigger(max=value)
+        policies.append(Policy(f"threshold-{value:g}", "threshold", with_triggers(metric_threshold=limit)))
+    trend = config.triggers.metric_trend or TrendTrigger(windows=7, max_relative_increase=0.25)
+    policies.append(Policy("trend", "trend", with_triggers(metric_trend=trend)))
+    drift = config.triggers.data_drift or DriftTrigger(max_drift_share=0.5)
+    policies.append(Policy("drift", "drift", with_triggers(data_drift=drift)))
+    policies.append(Policy("configured", "configured", config))
+    policies.append(Policy("every-window", "every_window", with_triggers(), every_window=True))
+    return policies
+
+
+def select(policies: list[Policy], names: Iterable[str] | None) -> list[Policy]:
+    if not names:
+        return policies
+    known = {p.name: p for p in policies}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown policy {unknown[0]!r}; choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+@dataclass
+class PolicyState:
+    policy: Policy
+    production: pd.Timestamp  # the as_of of the fit serving now (its cache key)
+    last_retrain: pd.Timestamp | None = None
+    retrains: int = 0
+    promoted: int = 0
+    rejected: int = 0
+    train_seconds: float = 0.0
+    retrain_points: list[tuple[str, str]] = field(default_factory=list)  # (as_of, promoted|rejected)
+    series: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class BacktestResult:
+    steps: list[pd.Timestamp]
+    states: list[PolicyState]
+    recommended: str
+    tolerance: float
+    threshold: float | None
+    seconds: float
+    fits: int
+    run_id: str | None = None
+    chart: Path | None = None
+    table_path: Path | None = None
+
+    def table(self) -> list[dict[str, Any]]:
+        rows = []
+        for s in self.states:
+            values = np.array([v for v in s.series if v is not None], dtype=float)
+            above = sum(1 for v in s.series if v is not None and self.threshold is not None and v > self.threshold)
+            rows.append({
+                "policy": s.policy.name, "family": s.policy.family, "retrains": s.retrains, "promoted": s.promoted,
+                "rejected": s.rejected, "mean_metric": float(values.mean()) if len(values) else math.nan,
+                "p90_metric": float(np.percentile(values, 90)) if len(values) else math.nan,
+                "windows_above_threshold": above, "train_seconds": round(s.train_seconds, 2),
+                "recommended": s.policy.name == self.recommended,
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": len(self.steps), "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
+                "policies": self.table(), "recommended": self.recommended, "tolerance": self.tolerance,
+                "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
+                "chart": str(self.chart) if self.chart else None,
+                "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
+
+
+class Replay:
+    """Caches shared by every policy: fits by as_of, window metrics and drift by (fit, window)."""
+
+    def __init__(self, config: Config, data: LabelledData, cache: bool = True):
+        self.config, self.data, self.cache = config, data, cache
+        self.fits: dict[pd.Timestamp, FitResult] = {}
+        self.fit_count = 0
+        self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
+        self.meters: dict[pd.Timestamp, DriftMeter] = {}
+
+    def fit(self, as_of: pd.Timestamp) -> FitResult:
+        if self.cache and as_of in self.fits:
+            return self.fits[as_of]
+        result = fit(self.config, self.data, as_of)
+        self.fit_count += 1
+        self.fits[as_of] = result
+        return result
+
+    def prefit(self, points: list[pd.Timestamp], jobs: int) -> None:
+        """Fit many windows on all cores; results are identical to fitting one by one."""
+        todo = [p for p in points if p not in self.fits]
+        if not todo:
+            return
+        if jobs == 1:
+            for point in todo:
+                self.fit(point)
+            return
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs)(delayed(fit)(self.config, self.data, p) for p in todo)
+        self.fits.update(zip(todo, results))
+        self.fit_count += len(todo)
+
+    def window_score(self, model_at: pd.Timestamp, window: Window) -> WindowScore:
+        key = (model_at, window.iso())
+        if self.cache and key in self.metrics:
+            return self.metrics[key]
+        ts = self.data.frame[self.data.spec.timestamp]
+        lo, hi = ts.searchsorted(window.start, side="right"), ts.searchsorted(window.end, side="right")
+        value = None
+        if hi > lo:
+            rows = self.data.frame.iloc[lo:hi]
+            pred = self.fits[model_at].model.predict(self.data.features(rows))
+            value = score(self.config.task, self.data.target(rows), pred)[self.config.metric]
+        result = WindowScore(window.iso(), int(hi - lo), value)
+        self.metrics[key] = result
+        return result
+
+    def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
+        ts = self.data.frame[self.data.spec.timestamp]
+        lo, hi = ts.searchsorted(window.start, side="right"), ts.searchsorted(window.end, side="right")
+        if hi <= lo:
+            return None
+        if model_at not in self.meters or not self.cache:
+            self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.config.data)
+        return self.meters[model_at].measure(self.data.frame.iloc[lo:hi])
+
+
+def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
+    first = data.resolve_as_of(start)
+    last = data.resolve_as_of(end) if end else data.last
+    if last <= first:
+        raise DataError(f"--to {last.isoformat()} must be after --from {first.isoformat()}")
+    steps = list(pd.date_range(first, last, freq=pd.Timedelta(every)))
+    if len(steps) < 2:
+        raise DataError(f"the span {first.isoformat()}..{last.isoformat()} holds fewer than two steps of "
+                        f"{format_span(every)}; widen it or shorten --every")
+    return steps
+
+
+def run_backtest(config: Config, *, start: str, end: str | None = None, every: timedelta | None = None,
+                 policies: list[Policy] | None = None, data: LabelledData | None = None, tolerance: float = 0.05,
+                 jobs: int = 1, cache: bool = True) -> BacktestResult:
+    """Replay all policies over the steps in one pass; return their table and the recommendation."""
+    began = time.perf_counter()
+    data = data or LabelledData.load(config)
+    every = every or config.monitoring.window
+    steps = replay_steps(data, start, end, every)
+    policies = policies or default_policies(config, every)
+    replay = Replay(config, data, cache=cache)
+    if cache and any(p.every_window for p in policies):
+        replay.prefit(steps[1:-1] + [steps[0]], jobs)
+    first = replay.fit(steps[0])  # the bootstrap: every policy starts from the same first model
+    states = [PolicyState(p, steps[0], last_retrain=steps[0], train_seconds=first.fit_seconds) for p in policies]
+    depth = {p.name: monitoring_depth(p.config) for p in policies}
+    step_span = pd.Timedelta(every)
+    try:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
+    except ImportError:  # tqdm is a dependency; a bare environment still runs
+        progress = None
+    for index, as_of in enumerate(steps[:-1]):
+        if index > 0:
+            for state in states:
+                _step(replay, state, as_of, depth[state.policy.name])
+        serve = Window(as_of, min(as_of + step_span, steps[-1]))
+        for state in states:
+            state.series.append(replay.window_score(state.production, serve).metric)
+        if progress and index:
+            progress.update(1)
+    if progress:
+        progress.close()
+    result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, time.perf_counter() - began,
+                            replay.fit_count)
+    result.recommended = recommend(result.table(), tolerance, config.higher_is_better)
+    return result
+
+
+def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -> None:
+    """One controller cycle of one policy at `as_of`: assess, and if asked, fit and judge."""
+    config = state.policy.config
+    scores = [replay.window_score(state.production, w) for w in recent_windows(as_of, config, depth)]
+    drift = None
+    if config.triggers.data_drift is not None:
+        drift = replay.drift(state.production, Window.parse(scores[-1].window))
+    decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
+                      rows_since=replay.data.count_after(state.production, as_of),
+                      last_retrain_at=state.last_retrain, force=state.policy.every_window,
+                      reason="every window" if state.policy.every_window else None)
+    if not decision.retrain:
+        return
+    candidate = replay.fit(as_of)
+    production = replay.fits[state.production]
+    promotion, _ = judge(config, replay.data, candidate.holdout_rows, candidate.model, production.model)
+    state.retrains += 1
+    state.train_seconds += candidate.fit_seconds
+    state.last_retrain = as_of
+    if promotion.promote:
+        state.promoted += 1
+        state.production = as_of
+    else:
+        state.rejected += 1
+    state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))
+
+
+def recommend(rows: list[dict[str, Any]], tolerance: float, higher_is_better: bool = False) -> str:
+    """The cheapest policy (fewest retrains) whose mean metric is within `tolerance` of the best."""
+    scored = [r for r in rows if not math.isnan(r["mean_metric"])]
+    if not scored:
+        return ""
+    if higher_is_better:
+        best = max(r["mean_metric"] for r in scored)
+        ok = [r for r in scored if r["mean_metric"] >= best * (1 - tolerance)]
+    else:
+        best = min(r["mean_metric"] for r in scored)
+        ok = [r for r in scored if r["mean_metric"] <= best * (1 + tolerance)]
+    return min(ok, key=lambda r: (r["retrains"], -r["mean_metric"] if higher_is_better else r["mean_metric"]))["policy"]
+
+
+def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run: bool = True,
+                  show: Iterable[str] = ("never", "configured", "every-window")) -> BacktestResult:
+    """The table as CSV, the trade-off chart as self-contained HTML, both in one MLflow run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = result.table()
+    result.table_path = out_dir / "backtest.csv"
+    pd.DataFrame(rows).to_csv(result.table_path, index=False)
+    shown = [result.recommended, *show]
+    series = {s.policy.name: list(zip([t.to_pydatetime() for t in result.steps[:-1]], s.series))
+              for s in result.states if s.policy.name in shown}
+    result.chart = out_dir / "backtest.html"
+    result.chart.write_text(tradeoff_html(
+        title=f"{config.model_name}: retrains vs mean {config.metric}, "
+              f"{result.steps[0].date()}..{result.steps[-1].date()} ({len(result.steps) - 1} steps)",
+        metric=config.metric,
+        policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"])
+                  for r in rows if not math.isnan(r["mean_metric"])],
+        series=series, recommended=result.recommended, table_rows=rows,
+    ))
+    if log_run:
+        import mlflow
+
+        from mlflow_retrain.tracking import start_run
+
+        with start_run(f"{config.experiment}-backtest", "backtest",
+                       {T.RUN_KIND: "backtest", "model_name": config.model_name,
+                        "recommended": result.recommended}) as run:
+            mlflow.log_params({"from": result.steps[0].isoformat(), "to": result.steps[-1].isoformat(),
+                               "steps": len(result.steps) - 1, "tolerance": result.tolerance,
+                               "policies": ",".join(r["policy"] for r in rows)})
+            for r in rows:
+                safe = r["policy"].replace(".", "_")
+                mlflow.log_metrics({f"{safe}.retrains": r["retrains"], f"{safe}.mean_{config.metric}": r["mean_metric"],
+                                    f"{safe}.train_seconds": r["train_seconds"]})
+            mlflow.log_metric("seconds", result.seconds)
+            mlflow.log_artifact(str(result.table_path))
+            mlflow.log_artifact(str(result.chart))
+            result.run_id = run.info.run_id
+    return result

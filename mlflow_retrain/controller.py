@@ -1,0 +1,475 @@
+"""One controller cycle: monitor Production, check triggers, retrain, validate, transition, audit.
+
+A reconcile loop: each cycle reads the registry, decides, acts, and records why, under a lease so
+two cycles started at once never both train or promote. Decisions come from the pure functions in
+`triggers` and `validation`; this module only gathers their inputs and carries out their verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from mlflow_retrain import tags as T
+from mlflow_retrain import triggers as trig
+from mlflow_retrain.config import Config
+from mlflow_retrain.data import LabelledData, Window, frame_digest
+from mlflow_retrain.errors import RegistryError, RetrainError
+from mlflow_retrain.evaluate import load_model, load_reference, score_rows
+from mlflow_retrain.metrics import per_row_loss
+from mlflow_retrain.registry import Lease, Registry, VersionInfo, utcnow
+from mlflow_retrain.reports import DriftNumbers, drift_report, quality_report, PREDICTION
+from mlflow_retrain.tracking import check_tracking
+from mlflow_retrain.validation import PromotionDecision, gate
+
+log = logging.getLogger(__name__)
+
+IN_PROCESS, PROJECT = "inprocess", "project"
+
+
+def controller_experiment(config: Config) -> str:
+    return f"{config.experiment}-controller"
+
+
+@dataclass
+class WindowScore:
+    window: str
+    rows: int
+    metric: float | None
+
+
+@dataclass
+class CycleReport:
+    """Everything one cycle saw and did; logged as `decision.json` and printed by the CLI."""
+
+    model_name: str
+    as_of: str
+    dry_run: bool
+    outcome: str = "no_retrain"  # no_retrain | blocked | would_retrain | promoted | rejected
+    cycle_run_id: str | None = None
+    production_version: str | None = None
+    metric: str = "mae"
+    monitoring: list[WindowScore] = field(default_factory=list)
+    drift: DriftNumbers | None = None
+    decision: trig.RetrainDecision | None = None
+    candidate_version: str | None = None
+    promotion: PromotionDecision | None = None
+    holdout_window: str | None = None
+    holdout_digest: str | None = None
+    archived_versions: list[str] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        if self.promotion is not None:
+            return self.promotion.reason
+        return self.decision.reason if self.decision else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name, "as_of": self.as_of, "dry_run": self.dry_run, "outcome": self.outcome,
+            "cycle_run_id": self.cycle_run_id, "production_version": self.production_version, "metric": self.metric,
+            "monitoring": [w.__dict__ for w in self.monitoring],
+            "drift": None if self.drift is None else {"drift_share": self.drift.drift_share,
+                                                      "drifted_columns": self.drift.drifted_columns,
+                                                      "total_columns": self.drift.total_columns},
+            "retrain": None if self.decision is None else self.decision.to_dict(),
+            "candidate_version": self.candidate_version,
+            "promotion": None if self.promotion is None else self.promotion.to_dict(),
+            "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
+            "archived_versions": self.archived_versions, "reason": self.reason,
+        }
+
+    def to_markdown(self) -> str:
+        """The CI job summary: the decision first, then the evidence."""
+        lines = [f"## mlflow-retrain cycle: **{self.outcome}** ({self.model_name}, as of {self.as_of})", ""]
+        lines.append(f"- Production before the cycle: version {self.production_version or 'none'}")
+        if self.candidate_version:
+            lines.append(f"- Candidate: version {self.candidate_version}")
+        lines.append(f"- Reason: {self.reason}")
+        if self.cycle_run_id:
+            lines.append(f"- Audit run: `{self.cycle_run_id}`")
+        if self.decision is not None:
+            lines += ["", "| trigger | fired | reason |", "| --- | --- | --- |"]
+            lines += [f"| {r.kind} | {'yes' if r.fired else 'no'} | {r.reason} |" for r in self.decision.results]
+        if self.promotion is not None:
+            lines += ["", "| check | result |", "| --- | --- |"]
+            lines += [f"| gate | {r} |" for r in self.promotion.reasons]
+        return "\n".join(lines) + "\n"
+
+
+# ---- monitoring --------------------------------------------------------------------------------
+def recent_windows(as_of: pd.Timestamp, config: Config, count: int) -> list[Window]:
+    """The `count` monitoring windows ending at `as_of`, oldest first."""
+    span = pd.Timedelta(config.monitoring.window)
+    return [Window.ending(as_of - span * i, config.monitoring.window) for i in reversed(range(count))]
+
+
+def score_windows(config: Config, data: LabelledData, model: Any, windows: list[Window]) -> list[WindowScore]:
+    """The metric per window; a window without rows is None (a gap), never an error or a zero."""
+    scores = []
+    for window in windows:
+        try:
+            rows = data.cut(window)
+        except RetrainError:
+            scores.append(WindowScore(window.iso(), 0, None))
+            continue
+        scores.append(WindowScore(window.iso(), len(rows), score_rows(config, data, model, rows).metrics[config.metric]))
+    return scores
+
+
+def version_time(version: VersionInfo) -> pd.Timestamp:
+    """When a version was trained, in data time (its --as-of), so replays age models correctly."""
+    stamp = version.tags.get(T.AS_OF)
+    return pd.Timestamp(stamp) if stamp else pd.Timestamp(version.created_at).tz_convert(None)
+
+
+def last_retrain(versions: list[VersionInfo]) -> pd.Timestamp | None:
+    made = [version_time(v) for v in versions if T.TRIGGER in v.tags]
+    return max(made) if made else None
+
+
+def monitoring_depth(config: Config) -> int:
+    """How many recent windows the triggers look at (trend length, debounce span)."""
+    tc = config.triggers
+    return max(tc.metric_trend.windows if tc.metric_trend else 1, tc.debounce.n if tc.debounce else 1)
+
+
+def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
+           trained_at: pd.Timestamp, rows_since: int, last_retrain_at: pd.Timestamp | None, force: bool,
+           reason: str | None) -> trig.RetrainDecision:
+    """Every configured trigger over plain numbers, then the decision (cooldown, force).
+
+    Pure: the controller feeds it from the registry, the backtest from its replay, so both decide
+    with exactly the same logic.
+    """
+    tc = config.triggers
+    latest = scores[-1] if scores else WindowScore("", 0, None)
+    hib = config.higher_is_better
+    results: list[trig.TriggerResult] = []
+    if tc.metric_threshold is not None:
+        limit = config.threshold_limit
+        result = trig.metric_threshold(latest.metric, metric=config.metric, higher_is_better=hib, limit=limit,
+                                       window=latest.window)
+        if tc.debounce is not None and result.fired:
+            history = [trig.metric_threshold(s.metric, metric=config.metric, higher_is_better=hib, limit=limit).fired
+                       for s in scores]
+            if not trig.debounce(history, k=tc.debounce.k, n=tc.debounce.n):
+                result = trig.TriggerResult(False, result.kind, f"{result.reason}, but it held in fewer than "
+                                            f"{tc.debounce.k} of the last {tc.debounce.n} windows (debounce)",
+                                            {**result.evidence, "debounce_history": history})
+        results.append(result)
+    if tc.metric_trend is not None:
+        results.append(trig.metric_trend([s.metric for s in scores], metric=config.metric, higher_is_better=hib,
+                                          windows=tc.metric_trend.windows,
+                                          max_relative_increase=tc.metric_trend.max_relative_increase,
+                                          max_slope=tc.metric_trend.max_slope))
+    if tc.data_drift is not None:
+        results.append(trig.data_drift(None if drift is None else drift.drift_share,
+                                       max_drift_share=tc.data_drift.max_drift_share,
+                                       drifted_columns=None if drift is None else drift.drifted_columns,
+                                       total_columns=None if drift is None else drift.total_columns))
+    if tc.max_age is not None:
+        results.append(trig.max_age(trained_at.to_pydatetime(), as_of=as_of.to_pydatetime(), max_age=tc.max_age))
+    if tc.new_data is not None:
+        results.append(trig.new_data(rows_since, min_rows=tc.new_data.min_rows, since=trained_at.to_pydatetime()))
+    if force:
+        results.append(trig.on_demand(True, reason))
+    cooldown = None
+    if tc.cooldown is not None:
+        cooldown = trig.cooldown(None if last_retrain_at is None else last_retrain_at.to_pydatetime(),
+                                 as_of=as_of.to_pydatetime(), span=tc.cooldown)
+    return trig.decide(results, cooldown=cooldown, forced=force)
+
+
+def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, production: VersionInfo,
+                      versions: list[VersionInfo], *, force: bool, reason: str | None,
+                      reports_dir: Path | None) -> tuple[trig.RetrainDecision, list[WindowScore], DriftNumbers | None]:
+    """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`."""
+    model = load_model(f"models:/{config.model_name}/{production.version}")
+    scores = score_windows(config, data, model, recent_windows(as_of, config, monitoring_depth(config)))
+    latest = scores[-1]
+    drift = None
+    if config.triggers.data_drift is not None and latest.rows:
+        rows = data.cut(Window.parse(latest.window))
+        html = None
+        if reports_dir is not None:
+            html = reports_dir / "data_drift.html"
+            quality_report(rows.assign(**{PREDICTION: model.predict(data.features(rows))}), config.data,
+                           config.task, reports_dir / "model_quality.html")
+        drift = drift_report(load_reference(production.run_id), rows, config.data, html)
+    trained_at = version_time(production)
+    decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
+                      rows_since=data.count_after(trained_at, as_of), last_retrain_at=last_retrain(versions),
+                      force=force, reason=reason)
+    return decision, scores, drift
+
+
+# ---- validation ---------------------------------------------------------------------------------
+def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Any,
+          production: Any | None) -> tuple[PromotionDecision, dict[str, Any]]:
+    """Score both models on ONE frame with ONE metric function, then apply the gate.
+
+    Takes fitted models so the controller (models from the registry) and the backtest (models in
+    memory) validate with the same code.
+    """
+    cand = score_rows(config, data, candidate, rows)
+    base = None if production is None else score_rows(config, data, production, rows)
+    significance = config.validation.significance
+    decision = gate(
+        metric=config.metric, candidate=cand.metrics[config.metric],
+        baseline=None if base is None else base.metrics[config.metric],
+        higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
+        min_improvement=config.validation.min_improvement,
+        significance=significance.confidence if significance else None,
+        baseline_loss=None if base is None else per_row_loss(config.metric, base.y_true, base.y_pred),
+        candidate_loss=per_row_loss(config.metric, cand.y_true, cand.y_pred),
+        n_boot=significance.n_boot if significance else 2000, seed=config.training.seed,
+    )
+    evidence = {"holdout_digest": frame_digest(rows), "holdout_rows": len(rows), "candidate": cand.metrics,
+                "production": None if base is None else base.metrics}
+    return decision, evidence
+
+
+def compare(config: Config, data: LabelledData, holdout: Window, candidate: VersionInfo,
+            production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
+    """Staging against Production, both loaded from the registry, on the holdout ending at as_of."""
+    rows = data.cut(holdout, "holdout window")
+    load = lambda v: load_model(f"models:/{config.model_name}/{v.version}")
+    decision, evidence = judge(config, data, rows, load(candidate), None if production is None else load(production))
+    return decision, {"holdout_window": holdout.iso(), **evidence}
+
+
+def apply_decision(registry: Registry, candidate: VersionInfo, production: VersionInfo | None,
+                   decision: PromotionDecision, when: pd.Timestamp, decision_reason: str | None = None) -> list[str]:
+    """Promote (old Production archived) or archive the candidate; tag it either way. Returns archived."""
+    registry.tag(candidate.version, {
+        T.DECISION: T.PROMOTED if decision.promote else T.REJECTED,
+        T.DECISION_REASON: decision_reason or decision.reason,
+        T.BASELINE_VERSION: production.version if production else "",
+    })
+    if decision.promote:
+        previous = registry.promote(candidate.version, when=when.to_pydatetime())
+        return [previous.version] if previous else []
+    registry.archive(candidate.version, when=when.to_pydatetime())
+    return [candidate.version]
+
+
+# ---- retraining ---------------------------------------------------------------------------------
+def project_dir(config: Config) -> Path:
+    """The MLproject beside the policy file, else in the working folder: the train entry point's home."""
+    for folder in ([config.source.parent] if config.source else []) + [Path.cwd()]:
+        if (folder / "MLproject").is_file():
+            return folder
+    raise RetrainError("no MLproject found beside the policy file or in the working folder; "
+                       "run from the project root or use --retrain-via inprocess")
+
+
+def retrain(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
+            cycle_run_id: str, via: str) -> str:
+    """Train a new version through the `train` entry point (the real contract) or in-process."""
+    if via == IN_PROCESS:
+        from mlflow_retrain.train import train
+
+        return train(config, as_of=as_of, data=data, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id).version
+    import mlflow.projects
+    from mlflow.exceptions import ExecutionException
+    from mlflow.tracking import MlflowClient
+
+    # `mlflow run --env-manager local` runs `python` from PATH: make it ours.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
+              "cycle_run_id": cycle_run_id}
+    try:
+        submitted = mlflow.projects.run(uri=str(project_dir(config)), entry_point="train", parameters=params,
+                                        env_manager="local", experiment_name=config.experiment, synchronous=True)
+    except ExecutionException as exc:
+        raise RetrainError(f"the train entry point failed: {exc}") from None
+    found = MlflowClient().search_model_versions(f"name = '{config.model_name}' and run_id = '{submitted.run_id}'")
+    if not found:
+        raise RetrainError(f"train run {submitted.run_id} registered no version of {config.model_name}")
+    return str(found[0].version)
+
+
+# ---- the cycle ----------------------------------------------------------------------------------
+def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, reason: str | None = None,
+              dry_run: bool = False, via: str = PROJECT, data: LabelledData | None = None) -> CycleReport:
+    """One reconcile step. Inputs are checked before the lease, the run or any registry write."""
+    if force and not (reason and reason.strip()):
+        raise RetrainError("--force needs --reason \"...\": every on-demand retrain records why")
+    data = data or LabelledData.load(config)
+    stamp = data.resolve_as_of(as_of)
+    check_tracking()
+    registry = Registry(config)
+    report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric)
+    if dry_run:
+        _observe(config, data, stamp, registry, report, force=force, reason=reason, reports_dir=None)
+        return report
+    lease = registry.acquire_lease(config.registry.lease_ttl)
+    try:
+        return _cycle(config, data, stamp, registry, report, force=force, reason=reason, via=via)
+    finally:
+        registry.release_lease(lease)
+
+
+def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
+             *, force: bool, reason: str | None, reports_dir: Path | None) -> VersionInfo | None:
+    production = registry.production()
+    report.production_version = production.version if production else None
+    if production is None:
+        # nothing to defend yet: the first model is trained and, if it passes the gate, promoted
+        data.cut(Window.ending(as_of, config.training.holdout), "holdout window")
+        report.decision = trig.RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
+        report.outcome = "would_retrain"
+        return None
+    decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,
+                                                reason=reason, reports_dir=reports_dir)
+    report.decision, report.monitoring, report.drift = decision, scores, drift
+    report.outcome = "would_retrain" if decision.retrain else ("blocked" if decision.blocked_by else "no_retrain")
+    return production
+
+
+def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport, *,
+           force: bool, reason: str | None, via: str) -> CycleReport:
+    import mlflow
+
+    from mlflow_retrain.tracking import start_run
+
+    with tempfile.TemporaryDirectory() as tmp, start_run(
+            controller_experiment(config), f"cycle as of {as_of.isoformat()}",
+            {T.RUN_KIND: "cycle", "model_name": config.model_name, T.AS_OF: as_of.isoformat()}) as run:
+        report.cycle_run_id = run.info.run_id
+        reports_dir = Path(tmp)
+        production = _observe(config, data, as_of, registry, report, force=force, reason=reason,
+                              reports_dir=reports_dir)
+        decision = report.decision
+        if decision.retrain:
+            trigger = ",".join(decision.fired)
+            version = retrain(config, data, as_of, trigger=trigger, reason=decision.reason,
+                              cycle_run_id=run.info.run_id, via=via)
+            candidate = registry.get(version)
+            report.candidate_version = version
+            if production is None:
+                report.outcome = T.PROMOTED if candidate.tags.get(T.DECISION) == T.PROMOTED else "pending"
+            else:
+                holdout = Window.ending(as_of, config.training.holdout)
+                promotion, evidence = compare(config, data, holdout, candidate, production)
+                report.promotion = promotion
+                report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
+                report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of)
+                report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
+                _log_comparison(evidence)
+        _log_audit(report, reports_dir)
+        registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} "
+                                          f"as_of={as_of.isoformat()} {report.outcome}"})
+        mlflow.set_tags({"outcome": report.outcome, T.DECISION: report.outcome})
+    return report
+
+
+def _log_comparison(evidence: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({"holdout_window": evidence["holdout_window"], "holdout_digest": evidence["holdout_digest"],
+                       "holdout_rows": evidence["holdout_rows"]})
+    for who in ("candidate", "production"):
+        if evidence[who]:
+            mlflow.log_metrics({f"{who}_{k}": v for k, v in evidence[who].items() if np.isfinite(v)})
+
+
+def _log_audit(report: CycleReport, reports_dir: Path) -> None:
+    """The cycle's own record: triggers with their numbers, the decision, versions touched."""
+    import mlflow
+
+    payload = report.to_dict()
+    tags = {"production_version": report.production_version or "", "candidate_version": report.candidate_version or "",
+            "reason": report.reason[:7900]}
+    if report.decision is not None:
+        tags["triggers_fired"] = ",".join(report.decision.fired)
+        for result in report.decision.results:
+            mlflow.log_metric(f"trigger.{result.kind}", float(result.fired))
+    mlflow.set_tags(tags)
+    for step, score in enumerate(report.monitoring):
+        if score.metric is not None:
+            mlflow.log_metric(f"production_{report.metric}", score.metric, step=step)
+    if report.drift is not None:
+        mlflow.log_metric("drift_share", report.drift.drift_share)
+    mlflow.log_dict(payload, "decision.json")
+    for html in sorted(reports_dir.glob("*.html")):
+        mlflow.log_artifact(str(html), "reports")
+        report.reports.append(f"reports/{html.name}")
+
+
+# ---- manual moves ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ManualMove:
+    action: str
+    version: str
+    previous: str | None
+    reason: str
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _manual(config: Config, action: str, version: str, reason: str,
+            pick: Callable[[Registry], VersionInfo] | None = None) -> ManualMove:
+    if not reason.strip():
+        raise RetrainError(f"{action} needs --reason \"...\": every move of Production records why")
+    check_tracking()
+    registry = Registry(config)
+    registry.require()
+    target = pick(registry) if pick else registry.get(version)
+    production = registry.production()
+    if production is not None and production.version == target.version:
+        raise RegistryError(f"version {target.version} is already in Production")
+    lease = registry.acquire_lease(config.registry.lease_ttl)
+    try:
+        from mlflow_retrain.tracking import start_run
+        import mlflow
+
+        with start_run(controller_experiment(config), f"{action} v{target.version}",
+                       {T.RUN_KIND: action, "model_name": config.model_name,
+                        T.AS_OF: utcnow().replace(tzinfo=None).isoformat()}) as run:
+            registry.tag(target.version, {T.DECISION: T.PROMOTED, T.DECISION_REASON: f"{action}: {reason}",
+                                          T.BASELINE_VERSION: production.version if production else "",
+                                          f"retrain.{action}_run_id": run.info.run_id})
+            previous = registry.promote(target.version)
+            move = ManualMove(action, target.version, previous.version if previous else None, reason,
+                              run.info.run_id)
+            mlflow.set_tags({"outcome": action, "production_version": move.previous or "",
+                             "candidate_version": target.version, "reason": reason})
+            mlflow.log_dict(move.to_dict(), "decision.json")
+            registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} {action}"})
+        return move
+    finally:
+        registry.release_lease(lease)
+
+
+def promote(config: Config, version: str, reason: str) -> ManualMove:
+    """Put a chosen version in Production by hand (the old one archived), tagged and audited."""
+    return _manual(config, "promote", version, reason)
+
+
+def previous_production(registry: Registry) -> VersionInfo:
+    """The version that was in Production before the current one: the latest promoted, now archived."""
+    current = registry.production()
+    candidates = [v for v in registry.versions() if T.PROMOTED_AT in v.tags
+                  and (current is None or v.version != current.version) and v.stage != "Staging"]
+    if not candidates:
+        raise RegistryError(f"model {registry.name!r} has no earlier Production version to roll back to")
+    return max(candidates, key=lambda v: (v.tags.get(T.PROMOTED_WALL, ""), v.number))
+
+
+def rollback(config: Config, reason: str) -> ManualMove:
+    """Back to the previous Production version (found from the promotion tags)."""
+    return _manual(config, "rollback", "", reason, pick=previous_production)

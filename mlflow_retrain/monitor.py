@@ -1,0 +1,338 @@
+"""The model's error over time: per window, the model that was in Production *then*, plus health.
+
+Seeing the error at the frequency that matters is the first step of automatic retraining: it shows
+how fast the model degrades, how often retraining makes sense, and failures that are not error at
+all (a model that will not load, labels that stopped arriving, slow predictions).
+
+Fast by construction: the data is read once, each version is loaded once and predicts its whole
+span in one call, drift uses `DriftMeter` (Evidently's statistics with the reference prepared once
+per version), and the per-window numbers are group-bys over those arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.charts import RetrainEvent, WindowPoint, dashboard_html
+from mlflow_retrain.config import Config
+from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.drift import DriftMeter
+from mlflow_retrain.errors import DataError, HealthError
+from mlflow_retrain.evaluate import load_model, load_reference
+from mlflow_retrain.metrics import score
+from mlflow_retrain.registry import Registry
+from mlflow_retrain.triggers import format_span
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """From `time` on (data time), `version` served."""
+
+    time: pd.Timestamp
+    version: str
+
+
+@dataclass
+class MonitorResult:
+    points: list[WindowPoint]
+    events: list[RetrainEvent]
+    health: list[str]
+    dashboard: Path
+    table: Path
+    run_id: str | None = None
+    seconds: float = 0.0
+    reports: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.health
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"start": p.start.isoformat(), "end": p.end.isoformat(), "version": p.version, "rows": p.rows,
+                 "metric": p.metric, "drift_share": p.drift_share, "latency_ms": p.latency_ms,
+                 "fired": ",".join(p.fired), "health": "; ".join(p.health)} for p in self.points]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"windows": self.rows(), "health": self.health, "dashboard": str(self.dashboard),
+                "table": str(self.table), "run_id": self.run_id, "seconds": self.seconds,
+                "events": [e.__dict__ | {"time": e.time.isoformat()} for e in self.events]}
+
+
+def production_timeline(config: Config, registry: Registry) -> tuple[list[Promotion], list[RetrainEvent]]:
+    """Who served when, from the controller's audit runs and the versions' promotion tags.
+
+    Audit runs give every promotion in order (a version promoted twice, by a rollback, appears
+    twice); versions promoted outside the controller (a first `train`) come from their tags.
+    """
+    import mlflow
+
+    from mlflow_retrain.controller import controller_experiment
+
+    promotions: list[Promotion] = []
+    events: list[RetrainEvent] = []
+    experiment = mlflow.get_experiment_by_name(controller_experiment(config))
+    runs = [] if experiment is None else mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id], output_format="list", max_results=50_000)
+    seen: set[str] = set()
+    for run in runs:
+        tags = run.data.tags
+        as_of, candidate, outcome = tags.get(T.AS_OF), tags.get("candidate_version"), tags.get("outcome", "")
+        if not (as_of and candidate):
+            continue
+        when = naive(as_of)
+        promoted = outcome in (T.PROMOTED, "promote", "rollback")
+        if promoted:
+            promotions.append(Promotion(when, candidate))
+            seen.add(candidate)
+        events.append(RetrainEvent(time=when.to_pydatetime(), version=candidate,
+                                   decision=T.PROMOTED if promoted else (T.REJECTED if outcome == T.REJECTED else outcome),
+                                   trigger=tags.get("triggers_fired", outcome), reason=tags.get("reason", "")))
+    for version in registry.versions():
+        if version.version not in seen and T.PROMOTED_AT in version.tags:
+            promotions.append(Promotion(naive(version.tags[T.PROMOTED_AT]), version.version))
+    promotions.sort(key=lambda p: p.time)
+    events.sort(key=lambda e: e.time)
+    return promotions, events
+
+
+def naive(stamp: str) -> pd.Timestamp:
+    """Data time is naive; a wall-clock stamp (a manual promotion) is converted from UTC."""
+    value = pd.Timestamp(stamp)
+    return value.tz_convert("UTC").tz_localize(None) if value.tzinfo is not None else value
+
+
+def serving(promotions: list[Promotion], at: pd.Timestamp) -> str | None:
+    """The version in Production at time `at`: the last one promoted at or before it."""
+    index = bisect_right([p.time for p in promotions], at)
+    return promotions[index - 1].version if index else None
+
+
+def spans(start: pd.Timestamp, end: pd.Timestamp, every: timedelta) -> list[Window]:
+    step = pd.Timedelta(every)
+    count = int((end - start) / step)
+    if count < 1:
+        raise DataError(f"the span {start.isoformat()}..{end.isoformat()} is shorter than one window of "
+                        f"{format_span(every)}; widen --from/--to or shorten --every")
+    return [Window(start + step * i, start + step * (i + 1)) for i in range(count)]
+
+
+class _Models:
+    """Each version loaded once; a version that cannot load is remembered as downtime, not retried."""
+
+    def __init__(self, config: Config, data: LabelledData):
+        self.config, self.data = config, data
+        self.loaded: dict[str, Any] = {}
+        self.meters: dict[str, DriftMeter | None] = {}
+        self.errors: dict[str, str] = {}
+
+    def get(self, version: str) -> Any:
+        if version not in self.loaded and version not in self.errors:
+            try:
+                self.loaded[version] = load_model(f"models:/{self.config.model_name}/{version}")
+            except Exception as exc:  # any failure to load is downtime to report, whatever its type
+                self.errors[version] = f"model_unloadable: v{version} cannot be loaded ({type(exc).__name__}: {exc})"[:300]
+        return self.loaded.get(version)
+
+    def meter(self, version: str, run_id: str) -> DriftMeter | None:
+        if version not in self.meters:
+            try:
+                self.meters[version] = DriftMeter(load_reference(run_id), self.config.data)
+            except Exception as exc:  # no reference: drift unknown, the error series still stands
+                log.warning("no drift reference for v%s: %s", version, exc)
+                self.meters[version] = None
+        return self.meters[version]
+
+
+def run_monitor(config: Config, *, data: LabelledData | None = None, start: str | None = None,
+                end: str | None = None, every: timedelta | None = None, out_dir: Path | None = None,
+                log_run: bool = True, with_reports: bool = False) -> MonitorResult:
+    """Score every window of the span with the model that served it; write the dashboard."""
+    started = time.perf_counter()
+    data = data or LabelledData.load(config)
+    every = every or config.monitoring.window
+    registry = Registry(config)
+    registry.require()
+    promotions, events = production_timeline(config, registry)
+    if not promotions:
+        raise DataError(f"model {config.model_name!r} has never been in Production; nothing to monitor yet")
+    first = promotions[0].time if start is None else data.resolve_as_of(start)
+    last = data.last if end is None else pd.Timestamp(end)
+    if end is not None and last < data.first:
+        raise DataError(f"--to {end} is before the data starts ({data.first.isoformat()})")
+    windows = spans(first, last, every)
+    runs = {v.version: v.run_id for v in registry.versions()}
+    models = _Models(config, data)
+    points = _score(config, data, windows, promotions, models, runs)
+    health = _health(config, data, points, windows)
+    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="mlflow-retrain-monitor-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = out_dir / "monitor.csv"
+    result = MonitorResult(points, events, health, out_dir / "dashboard.html", table)
+    pd.DataFrame(result.rows()).to_csv(table, index=False)
+    if with_reports:
+        result.reports = _reports(config, data, result, models, runs, out_dir)
+    result.dashboard.write_text(dashboard_html(
+        title=f"{config.model_name}: {config.metric} per {format_span(every)} window",
+        metric=config.metric, points=points, threshold=config.threshold_limit,
+        events=[e for e in events if first <= pd.Timestamp(e.time) <= last],
+        versions=[{"version": v.version, "stage": v.stage, "trigger": v.tags.get(T.TRIGGER, ""),
+                   "decision": v.tags.get(T.DECISION, ""), "reason": v.tags.get(T.REASON, ""),
+                   "train_window": v.tags.get(T.TRAIN_WINDOW, "")} for v in registry.versions()],
+        health=health,
+    ))
+    result.seconds = time.perf_counter() - started
+    if log_run:
+        result.run_id = _log(config, result, every)
+    return result
+
+
+def _score(config: Config, data: LabelledData, windows: list[Window], promotions: list[Promotion],
+           models: _Models, runs: dict[str, str]) -> list[WindowPoint]:
+    """One predict call per version over all the windows it served, then per-window group-bys."""
+    ts = data.frame[data.spec.timestamp]
+    bounds = [(int(ts.searchsorted(w.start, side="right")), int(ts.searchsorted(w.end, side="right"))) for w in windows]
+    by_version: dict[str, list[int]] = {}
+    owners = [serving(promotions, w.start) for w in windows]
+    for i, version in enumerate(owners):
+        if version is not None:
+            by_version.setdefault(version, []).append(i)
+    predictions: dict[int, tuple[np.ndarray, float]] = {}
+    failures: dict[int, str] = {}
+    for version, indexes in by_version.items():
+        model = models.get(version)
+        if model is None:
+            for i in indexes:
+                failures[i] = models.errors[version]
+            continue
+        positions = np.concatenate([np.arange(*bounds[i]) for i in indexes])
+        if not len(positions):
+            continue
+        rows = data.frame.iloc[positions]
+        begun = time.perf_counter()
+        try:
+            pred = np.asarray(model.predict(data.features(rows)))
+        except Exception as exc:  # a model that loads but cannot predict is downtime
+            for i in indexes:
+                failures[i] = f"predict_failed: v{version} ({type(exc).__name__}: {exc})"[:300]
+            continue
+        per_row_ms = (time.perf_counter() - begun) * 1000 / len(positions)
+        offset = 0
+        for i in indexes:
+            n = bounds[i][1] - bounds[i][0]
+            predictions[i] = (pred[offset:offset + n], per_row_ms * n)
+            offset += n
+    points = []
+    hib = config.higher_is_better
+    limit = config.threshold_limit
+    drift_limit = config.triggers.data_drift.max_drift_share if config.triggers.data_drift else None
+    for i, window in enumerate(windows):
+        lo, hi = bounds[i]
+        version = owners[i]
+        metric = drift = latency = None
+        fired: list[str] = []
+        health = [failures[i]] if i in failures else []
+        if i in predictions and hi > lo:
+            rows = data.frame.iloc[lo:hi]
+            pred, latency = predictions[i]
+            metric = score(config.task, data.target(rows), pred)[config.metric]
+            meter = models.meter(version, runs.get(version, "")) if version else None
+            drift = meter.measure(rows).drift_share if meter else None
+            if limit is not None and (metric < limit if hib else metric > limit):
+                fired.append("metric_threshold")
+            if drift_limit is not None and drift is not None and drift > drift_limit:
+                fired.append("data_drift")
+            if config.monitoring.max_latency_ms is not None and latency > config.monitoring.max_latency_ms:
+                health.append(f"slow: {latency:.0f} ms > {config.monitoring.max_latency_ms:.0f} ms")
+        points.append(WindowPoint(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(), metric=metric,
+                                  rows=hi - lo, drift_share=drift, latency_ms=latency, version=version, fired=fired,
+                                  health=health))
+    return points
+
+
+def _health(config: Config, data: LabelledData, points: list[WindowPoint], windows: list[Window]) -> list[str]:
+    """Downtime across the span: unloadable/failing models, slow windows, and labels that stopped."""
+    issues = sorted({issue for p in points for issue in p.health})
+    gap = config.monitoring.max_data_gap
+    if gap is not None:
+        ts = data.frame[data.spec.timestamp]
+        for point, window in zip(points, windows):
+            seen = ts.searchsorted(window.end, side="right")
+            newest = ts.iloc[seen - 1] if seen else None
+            if newest is None or window.end - newest > pd.Timedelta(gap):
+                since = "ever" if newest is None else newest.isoformat()
+                message = f"data_gap: no labelled data since {since} at {window.end.isoformat()} (max {format_span(gap)})"
+                point.health.append(message)
+                issues.append(message)
+    return issues
+
+
+def _reports(config: Config, data: LabelledData, result: MonitorResult, models: _Models, runs: dict[str, str],
+             out_dir: Path) -> list[str]:
+    """Evidently's own reports for each window where something fired, to drill into it."""
+    from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
+
+    written = []
+    for point in result.points:
+        if not (point.fired or point.health) or point.version is None or point.rows == 0:
+            continue
+        model = models.get(point.version)
+        if model is None:
+            continue
+        rows = data.cut(Window(pd.Timestamp(point.start), pd.Timestamp(point.end)))
+        folder = out_dir / "reports" / pd.Timestamp(point.end).strftime("%Y%m%dT%H%M")
+        folder.mkdir(parents=True, exist_ok=True)
+        drift_report(load_reference(runs[point.version]), rows, config.data, folder / "data_drift.html")
+        quality_report(rows.assign(**{PREDICTION: model.predict(data.features(rows))}), config.data, config.task,
+                       folder / "model_quality.html")
+        written += [str(folder / "data_drift.html"), str(folder / "model_quality.html")]
+    return written
+
+
+def _log(config: Config, result: MonitorResult, every: timedelta) -> str:
+    """One run per call; step = window index, timestamp = window end, so MLflow charts the series."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    from mlflow_retrain.tracking import start_run
+
+    with start_run(f"{config.experiment}-monitor", "monitor",
+                   {T.RUN_KIND: "monitor", "model_name": config.model_name,
+                    "healthy": str(result.healthy).lower()}) as run:
+        mlflow.log_params({"windows": len(result.points), "every": format_span(every),
+                           "from": result.points[0].start.isoformat(), "to": result.points[-1].end.isoformat()})
+        metrics = []
+        for step, p in enumerate(result.points):
+            stamp = int(pd.Timestamp(p.end).timestamp() * 1000)
+            for key, value in ((config.metric, p.metric), ("drift_share", p.drift_share), ("rows", p.rows),
+                               ("latency_ms", p.latency_ms), ("healthy", float(not p.health))):
+                if value is not None and np.isfinite(value):
+                    metrics.append(Metric(key, float(value), stamp, step))
+        client = mlflow.MlflowClient()
+        for chunk in range(0, len(metrics), 1000):
+            client.log_batch(run.info.run_id, metrics=metrics[chunk:chunk + 1000])
+        mlflow.log_artifact(str(result.table))
+        mlflow.log_artifact(str(result.dashboard))
+        for path in result.reports:
+            mlflow.log_artifact(path, "reports/" + Path(path).parent.name)
+        if result.health:
+            mlflow.log_dict({"health": result.health}, "health.json")
+        return run.info.run_id
+
+
+def raise_if_unhealthy(result: MonitorResult) -> None:
+    """CI alerting: downtime anywhere in the span is a distinct exit code."""
+    if result.health:
+        raise HealthError(f"{len(result.health)} health issue(s), first: {result.health[0]} (dashboard: {result.dashboard})")

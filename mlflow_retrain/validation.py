@@ -1,0 +1,109 @@
+"""The champion/challenger gate: promote a candidate only if it is good AND better.
+
+Semantics follow `mlflow.validate_evaluation_results` (an absolute threshold, a minimum absolute
+change over the baseline, `greater_is_better`) but the result is a decision carrying every number,
+not an exception, so a rejection is recorded as carefully as a promotion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reasons: list[str]
+    metric: str
+    candidate: float
+    baseline: float | None
+    threshold: float | None
+    improvement: float | None
+    ci: tuple[float, float] | None = None
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"promote": self.promote, "reasons": list(self.reasons), "metric": self.metric,
+                "candidate": self.candidate, "baseline": self.baseline, "threshold": self.threshold,
+                "improvement": self.improvement, "ci": None if self.ci is None else list(self.ci)}
+
+
+def _n(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def paired_bootstrap_ci(baseline_loss: np.ndarray, candidate_loss: np.ndarray, *, confidence: float = 0.95,
+                        n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """CI of mean(baseline_loss - candidate_loss) resampling rows (paired); positive = candidate better.
+
+    Pairing matters: both models are scored on the same rows, so the row-to-row difficulty cancels
+    and a small but consistent improvement is detectable.
+    """
+    base = np.asarray(baseline_loss, dtype=float)
+    cand = np.asarray(candidate_loss, dtype=float)
+    if base.shape != cand.shape:
+        raise ValueError(f"loss arrays differ in length: {base.shape} vs {cand.shape}")
+    if base.size == 0:
+        raise ValueError("loss arrays are empty")
+    diff = base - cand
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // diff.size)  # bound memory: rows x resamples per chunk
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        idx = rng.integers(0, diff.size, size=(size, diff.size))
+        means[start:start + size] = diff[idx].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_better: bool,
+         threshold: float | None, min_improvement: float = 0.0, significance: float | None = None,
+         baseline_loss: np.ndarray | None = None, candidate_loss: np.ndarray | None = None,
+         n_boot: int = 2000, seed: int = 0) -> PromotionDecision:
+    """Absolute gate AND relative gate (AND, optionally, a significant paired improvement)."""
+    checks: list[tuple[bool, str]] = []
+    valid = candidate is not None and not math.isnan(candidate)
+    if threshold is None:
+        checks.append((valid, "absolute gate: none configured"))
+    else:
+        passed = valid and (candidate > threshold if higher_is_better else candidate < threshold)
+        sign = ">" if higher_is_better else "<"
+        bound = "min" if higher_is_better else "max"
+        checks.append((passed, f"absolute gate: candidate {metric} {_n(candidate)} {sign} {bound} {_n(threshold)} "
+                               f"({'pass' if passed else 'fail'})"))
+    improvement = None
+    if baseline is None:
+        checks.append((True, "relative gate: no Production version to beat"))
+    else:
+        improvement = (candidate - baseline) if higher_is_better else (baseline - candidate)
+        if min_improvement > 0:
+            passed = valid and improvement >= min_improvement
+            need = f">= {_n(min_improvement)}"
+        else:
+            passed = valid and improvement > 0
+            need = "> 0"
+        checks.append((passed, f"relative gate: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}, "
+                               f"improvement {_n(improvement)} {need} required ({'pass' if passed else 'fail'})"))
+    ci = None
+    if significance is not None and baseline is not None:
+        if baseline_loss is None or candidate_loss is None:
+            raise ValueError("significance needs the per-row losses of both models")
+        ci = paired_bootstrap_ci(baseline_loss, candidate_loss, confidence=significance, n_boot=n_boot, seed=seed)
+        passed = ci[0] > 0
+        checks.append((passed, f"significance: {significance:.0%} CI of the per-row loss reduction "
+                               f"[{_n(ci[0])}, {_n(ci[1])}] {'excludes' if passed else 'includes'} zero "
+                               f"({'pass' if passed else 'fail'})"))
+    return PromotionDecision(
+        promote=all(ok for ok, _ in checks), reasons=[text for _, text in checks], metric=metric,
+        candidate=float(candidate), baseline=None if baseline is None else float(baseline), threshold=threshold,
+        improvement=improvement, ci=ci,
+    )
