@@ -70,9 +70,11 @@ class CycleReport:
 
     @property
     def reason(self) -> str:
+        """Why this cycle did what it did: the triggers, then the gate's verdict when there was one."""
+        why = self.decision.reason if self.decision else ""
         if self.promotion is not None:
-            return self.promotion.reason
-        return self.decision.reason if self.decision else ""
+            return f"{why} => {self.outcome}: {self.promotion.reason}"
+        return why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,7 +201,9 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     scores = score_windows(config, data, model, recent_windows(as_of, config, monitoring_depth(config)))
     latest = scores[-1]
     drift = None
-    if config.triggers.data_drift is not None and latest.rows:
+    # a real cycle always leaves Evidently's reports on the latest window; a dry run only measures
+    # drift when a trigger needs it
+    if latest.rows and (reports_dir is not None or config.triggers.data_drift is not None):
         rows = data.cut(Window.parse(latest.window))
         html = None
         if reports_dir is not None:

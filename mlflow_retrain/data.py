@@ -80,6 +80,8 @@ def check_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> 
             f"{origin}: missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, frame.columns))}"
             " (fix data.* in the policy file)"
         )
+    if frame.empty:
+        raise DataError(f"{origin}: holds no rows; add labelled data before training or monitoring")
     frame = frame.copy()
     stamps = pd.to_datetime(frame[spec.timestamp], errors="coerce")
     bad = stamps.isna()

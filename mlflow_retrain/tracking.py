@@ -12,6 +12,9 @@ from typing import Iterator
 
 from mlflow_retrain.errors import TrackingServerError
 
+# MLflow draws a progress bar for every artifact download; in CI logs that is noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 
 def check_tracking() -> str:
     """Return the tracking URI; for an HTTP server, prove it answers `/health` first."""

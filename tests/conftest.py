@@ -95,3 +95,37 @@ def write_policy(tmp_path: Path, small_data: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def bootstrapped_template(tmp_path_factory: pytest.TempPathFactory, store_template: Path, bike_frame) -> Path:
+    """A store where v1 (trained as of 2011-04-30 on the small policy) is already in Production.
+
+    Built once per session; tests get a copy through `prod_store`. Its artifacts stay in this
+    folder, which copies only read.
+    """
+    import mlflow
+
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.train import train
+
+    folder = tmp_path_factory.mktemp("bootstrapped")
+    shutil.copy(store_template, folder / "mlflow.db")
+    data = folder / "bikes.csv"
+    bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
+    path = folder / "retrain.yaml"
+    path.write_text(yaml.safe_dump(policy(data)))
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    try:
+        train(load_config(path), as_of="2011-04-30")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def prod_store(store: str, bootstrapped_template: Path, tmp_path: Path) -> str:
+    """A fresh copy of the bootstrapped store (v1 in Production) as this test's tracking store."""
+    shutil.copy(bootstrapped_template, tmp_path / "mlflow.db")
+    return store

@@ -1,0 +1,205 @@
+"""Controller cycles on a real sqlite store: triggers, gate, transitions, cooldown, rollback, lease."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.audit import history, status
+from mlflow_retrain.cli import cli
+from mlflow_retrain.config import load_config
+from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
+from mlflow_retrain.registry import Registry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def state(name: str = "bikes") -> list[tuple]:
+    client = MlflowClient()
+    model = client.get_registered_model(name)
+    return [tuple(sorted((k, str(v)) for k, v in model.aliases.items()))] + sorted(
+        (v.version, v.current_stage, tuple(sorted(v.tags.items())))
+        for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def assert_invariants(config) -> None:
+    """At most one Production version; every version the tool made carries trigger + decision tags."""
+    versions = Registry(config).versions()
+    assert sum(v.stage == "Production" for v in versions) <= 1
+    for v in versions:
+        assert v.tags.get(T.TRIGGER) and v.tags.get(T.DECISION), v
+
+
+@pytest.mark.parametrize("triggers, fired", [
+    ({"metric_threshold": {"max": 50}}, ["metric_threshold"]),
+    ({"metric_threshold": {"max": 200}}, []),
+    ({"metric_trend": {"windows": 3, "max_relative_increase": 0.05}}, ["metric_trend"]),
+    ({"metric_trend": {"windows": 3, "max_relative_increase": 5.0}}, []),
+    ({"data_drift": {"max_drift_share": 0.5}}, ["data_drift"]),
+    ({"data_drift": {"max_drift_share": 0.95}}, []),
+    ({"max_age": "20d"}, ["max_age"]),
+    ({"max_age": "60d"}, []),
+    ({"new_data": {"min_rows": 500}}, ["new_data"]),
+    ({"new_data": {"min_rows": 5000}}, []),
+])
+def test_each_trigger_fires_or_not_and_check_writes_nothing(prod_store, write_policy, triggers, fired):
+    config = load_config(write_policy(triggers=triggers))
+    before = state()
+    # mid-May v1's weekly mae rose 62 -> 56 -> 69 (+11%); by the end of May it has no trend
+    report = run_cycle(config, as_of="2011-05-15" if "metric_trend" in triggers else "2011-05-31", dry_run=True)
+    assert report.decision.fired == fired
+    assert report.outcome == ("would_retrain" if fired else "no_retrain")
+    result = next(r for r in report.decision.results if r.kind == next(iter(triggers)))
+    assert result.fired == bool(fired) and any(ch.isdigit() for ch in result.reason)
+    assert state() == before and mlflow.get_experiment_by_name(controller_experiment(config)) is None
+
+
+def test_degradation_retrains_validates_promotes_and_audits(prod_store, write_policy):
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert report.outcome == "promoted" and report.candidate_version == "2"
+    registry = Registry(config)
+    assert registry.production().version == "2" and registry.get("1").stage == "Archived"
+    assert report.archived_versions == ["1"]
+    v2 = registry.get("2").tags
+    assert v2[T.TRIGGER] == "metric_threshold" and v2[T.REASON].startswith("mae ") and "> max 60" in v2[T.REASON]
+    assert v2[T.DECISION] == "promoted" and v2[T.BASELINE_VERSION] == "1"
+    assert v2[T.CYCLE_RUN_ID] == report.cycle_run_id and "absolute gate" in v2[T.DECISION_REASON]
+    # the same holdout, pinned by its hash, scored for both
+    run = MlflowClient().get_run(report.cycle_run_id)
+    assert run.data.params["holdout_digest"] == report.holdout_digest
+    assert run.data.metrics["candidate_mae"] < run.data.metrics["production_mae"]
+    assert run.data.tags["outcome"] == "promoted"
+    decision = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=report.cycle_run_id,
+                                                                   artifact_path="decision.json")).read_text())
+    assert decision["promotion"]["promote"] and decision["retrain"]["fired"] == ["metric_threshold"]
+    artifacts = {a.path for a in MlflowClient().list_artifacts(report.cycle_run_id, "reports")}
+    assert artifacts == {"reports/data_drift.html", "reports/model_quality.html"}
+    assert Registry(config).model_tags()[T.LAST_CYCLE].startswith(report.cycle_run_id)
+    assert_invariants(config)
+
+
+def test_candidate_failing_the_absolute_gate_is_archived_not_deleted(prod_store, write_policy):
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}, validation={"max_metric": 10}))
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert report.outcome == "rejected" and not report.promotion.promote
+    assert "absolute gate" in report.promotion.reasons[0] and "(fail)" in report.promotion.reasons[0]
+    registry = Registry(config)
+    assert registry.production().version == "1" and registry.get("2").stage == "Archived"
+    assert registry.get("2").tags[T.DECISION] == "rejected"
+    assert_invariants(config)
+
+
+def test_forced_retrain_that_does_not_beat_production_is_rejected(prod_store, write_policy):
+    """Retraining on Production's own window gives the same model: no improvement, rejected."""
+    config = load_config(write_policy())
+    report = run_cycle(config, as_of="2011-04-30", force=True, reason="urgent: pricing change", via="inprocess")
+    assert report.decision.fired == ["on_demand"] and report.outcome == "rejected"
+    assert "relative gate" in report.promotion.reasons[1] and "(fail)" in report.promotion.reasons[1]
+    v2 = Registry(config).get("2").tags
+    assert v2[T.TRIGGER] == "on_demand" and "urgent: pricing change" in v2[T.REASON]
+    assert_invariants(config)
+
+
+def test_cooldown_blocks_an_unforced_retrain_and_records_the_decision(prod_store, write_policy):
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 30}, "cooldown": "60d"}))
+    before = state()
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert report.outcome == "blocked" and report.decision.blocked_by == "cooldown"
+    assert "cooldown 60d" in report.reason and state()[1:] == before[1:]
+    assert history(config)[0]["outcome"] == "blocked"  # a decision NOT to retrain is recorded too
+    forced = run_cycle(config, as_of="2011-05-31", force=True, reason="override", via="inprocess")
+    assert forced.candidate_version == "2"
+
+
+def test_rollback_returns_to_the_previous_production(prod_store, write_policy):
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
+    run_cycle(config, as_of="2011-05-31", via="inprocess")
+    move = rollback(config, reason="v2 over-predicts holidays")
+    assert (move.version, move.previous) == ("1", "2")
+    registry = Registry(config)
+    assert registry.production().version == "1" and registry.get("2").stage == "Archived"
+    assert "rollback: v2 over-predicts holidays" in registry.get("1").tags[T.DECISION_REASON]
+    assert [row["kind"] for row in history(config)][:2] == ["rollback", "cycle"]
+    assert_invariants(config)
+
+
+def test_cli_status_history_compare_promote(prod_store, write_policy):
+    path = str(write_policy())
+    config = load_config(path)
+    from mlflow_retrain.train import train
+
+    train(config, as_of="2011-06-30", trigger="manual", reason="by hand")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["compare", "--config", path, "--as-of", "2011-06-30", "--json"])
+    assert out.exit_code == 0, out.output
+    compared = json.loads(out.output)
+    assert compared["staging"] == "2" and compared["production"]["mae"] > compared["candidate"]["mae"]
+    out = runner.invoke(cli, ["promote", "2", "--config", path, "--reason", "checked by hand"])
+    assert out.exit_code == 0 and "v2 is in Production (was v1)" in out.output
+    out = runner.invoke(cli, ["status", "--config", path, "--json"])
+    current = json.loads(out.output)
+    assert current["production"]["version"] == "2" and current["lease"] is None
+    out = runner.invoke(cli, ["history", "--config", path])
+    assert "promote" in out.output and "checked by hand" in out.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status"], "registered model 'ghost' does not exist"),
+    (["cycle", "--as-of", "2030-01-01"], "is outside the data"),
+    (["promote", "9", "--reason", "x"], "has no version 9"),
+    (["cycle", "--force"], "--force needs --reason"),
+])
+def test_cli_bad_input_one_line_exit_2_registry_unchanged(prod_store, write_policy, args, message):
+    model = "ghost" if args == ["status"] else "bikes"
+    path = str(write_policy(model_name=model))
+    before = state()
+    out = CliRunner().invoke(cli, [args[0], "--config", path, *args[1:]])
+    assert out.exit_code == 2 and message in out.output and len(out.output.strip().splitlines()) == 1
+    assert state() == before
+
+
+def test_no_production_and_no_data_is_an_error(store, write_policy, small_data):
+    small_data.write_text(small_data.read_text().splitlines()[0] + "\n")
+    out = CliRunner().invoke(cli, ["cycle", "--config", str(write_policy())])
+    assert out.exit_code == 2 and "holds no rows" in out.output
+    assert MlflowClient().search_registered_models() == []
+
+
+def test_two_cycles_started_together_one_trains_and_promotes(prod_store, write_policy):
+    path = str(write_policy(triggers={"metric_threshold": {"max": 60}}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": prod_store}
+    cmd = [sys.executable, "-m", "mlflow_retrain.cli", "cycle", "--config", path, "--as-of", "2011-05-31",
+           "--retrain-via", "inprocess", "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(300), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 3], results
+    winner = next(json.loads(out) for code, out, _ in results if code == 0)
+    loser = next(err for code, _, err in results if code == 3)
+    assert winner["outcome"] == "promoted" and "another cycle holds the lease" in loser
+    config = load_config(path)
+    assert [v.version for v in Registry(config).versions()] == ["2", "1"]
+    assert_invariants(config)
+
+
+def test_retrain_through_the_mlproject_train_entry_point(prod_store, write_policy, tmp_path):
+    for name in ("MLproject", "conda.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
+    report = run_cycle(config, as_of="2011-05-31", via="project")
+    assert report.outcome == "promoted"
+    run = MlflowClient().get_run(Registry(config).get("2").run_id)
+    assert run.data.tags["mlflow.project.entryPoint"] == "train"
+    assert run.data.params["trigger"] == "metric_threshold"
