@@ -179,7 +179,8 @@ def _log(config: Config, result: Evaluation) -> Evaluation:
     tags = {T.RUN_KIND: "evaluate", "model_uri": result.model_uri, "model_version": result.version or "",
             "window": result.window}
     with start_run(config.experiment, f"evaluate v{result.version or '?'} {result.window}", tags) as run:
-        mlflow.log_params({"model_uri": result.model_uri, "window": result.window, "rows": result.rows})
+        # prefixed: `mlflow run -e evaluate` already logged its own `model_uri` parameter
+        mlflow.log_params({"eval.model_uri": result.model_uri, "eval.window": result.window, "eval.rows": result.rows})
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
         mlflow.log_metric("latency_ms", result.latency_ms)
         if result.drift is not None:
