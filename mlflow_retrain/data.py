@@ -101,7 +101,10 @@ def check_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> 
         )
     for column in spec.features:
         if column in spec.categorical:
-            frame[column] = frame[column].astype(str)
+            # values become labels; a missing value stays missing (its own one-hot category), so the
+            # model sees at serving time exactly what it saw in training, not the string "nan"
+            values = frame[column]
+            frame[column] = values.where(values.isna(), values.astype(str))
         elif not (is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])):
             raise DataError(
                 f"{origin}: feature {column!r} is {frame[column].dtype}, not numeric; "

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      decision={row['decision']}: {row['decision_reason']}")
     print(f"\n{len(history(config, limit=1000))} controller runs recorded in experiment "
           f"'{config.experiment}-controller' ({time.perf_counter() - started:.0f} s)")
+    print("\nEvidently reports of the last cycle (model quality and data drift):")
+    _report_paths(report)
     _dashboard(config, data, out)
     print("\nLook at it:")
     print("  mlflow ui --backend-store-uri sqlite:///mlflow.db     # then open http://127.0.0.1:5000")
@@ -107,13 +109,26 @@ def _print_step(step: int, total: int, report, label: str = "cycle") -> None:
 
 
 def _dashboard(config, data, out: Path) -> None:
-    """The monitoring dashboard over the replayed history, when the monitor is available."""
-    try:
-        from mlflow_retrain.monitor import run_monitor
-    except ImportError:
-        return
+    """The monitoring dashboard over the whole replayed history: who served when, and how well."""
+    from mlflow_retrain.monitor import run_monitor
+
     result = run_monitor(config, data=data, out_dir=out, every=None)
-    print(f"\ndashboard: {result.dashboard}")
+    scored = [p.metric for p in result.points if p.metric is not None]
+    print(f"\nmonitoring: {len(result.points)} windows, mean {config.metric} {sum(scored) / len(scored):.1f}, "
+          f"health: {'ok' if result.healthy else result.health[0]}")
+    print(f"dashboard: {result.dashboard.resolve()}")
+
+
+def _report_paths(report) -> None:
+    """Where the last cycle's Evidently reports are, as files a browser opens."""
+    import mlflow
+    from mlflow.artifacts import download_artifacts
+
+    if not report.cycle_run_id:
+        return
+    uri = mlflow.get_run(report.cycle_run_id).info.artifact_uri
+    for name in report.reports:
+        print(f"  {download_artifacts(f'{uri}/{name}')}")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ class DriftMeter:
     def __init__(self, reference: pd.DataFrame, spec: DataConfig):
         self.reference = reference
         self.spec = spec
+        # like Evidently, missing values take no part in a column's drift statistic
+        present = {c: reference[c].dropna().to_numpy() for c in spec.features}
         self.columns = [
-            _Column(c, reference[c].to_numpy(), max(float(np.std(reference[c])) if c not in spec.categorical else 0, 0.001),
+            _Column(c, present[c], max(float(np.std(present[c])) if c not in spec.categorical else 0, 0.001),
                     c in spec.categorical)
             for c in spec.features
         ]
@@ -48,11 +50,13 @@ class DriftMeter:
     def measure(self, current: pd.DataFrame) -> DriftNumbers:
         if len(self.reference) <= MIN_REFERENCE:
             return drift_report(self.reference, current, self.spec)
-        scores = {col.name: self._score(col, current[col.name].to_numpy()) for col in self.columns}
+        scores = {col.name: self._score(col, current[col.name].dropna().to_numpy()) for col in self.columns}
         drifted = sum(score >= THRESHOLD for score in scores.values())
         return DriftNumbers(drifted / len(scores), drifted, len(scores), scores)
 
     def _score(self, col: _Column, current: np.ndarray) -> float:
+        if not len(current) or not len(col.values):
+            return 0.0  # a column with no values in the window cannot be said to drift
         if not col.categorical and len(np.unique(np.concatenate([col.values, current]))) > 5:
             return float(stats.wasserstein_distance(col.values, current) / col.norm)
         return _jensenshannon(col.values, current, numeric=not col.categorical)
