@@ -133,7 +133,7 @@ class BacktestResult:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": len(self.steps), "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
+        return {"steps": len(self.steps) - 1, "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
                 "policies": self.table(), "recommended": self.recommended, "tolerance": self.tolerance,
                 "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
                 "chart": str(self.chart) if self.chart else None,
