@@ -1,0 +1,80 @@
+"""Each trigger over plain numbers: fires or not, with a reason that carries the numbers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from mlflow_retrain import triggers as t
+
+T0 = datetime(2012, 6, 1)
+
+
+@pytest.mark.parametrize("value, hib, limit, fired, text", [
+    (85.0, False, 80.0, True, "mae 85 > max 80"),
+    (80.0, False, 80.0, False, "mae 80 <= max 80"),
+    (0.93, True, 0.95, True, "mae 0.93 < min 0.95"),
+    (0.96, True, 0.95, False, "mae 0.96 >= min 0.95"),
+    (None, False, 80.0, False, "no mae to compare"),
+    (float("nan"), False, 80.0, False, "no mae to compare"),
+])
+def test_metric_threshold(value, hib, limit, fired, text):
+    result = t.metric_threshold(value, metric="mae", higher_is_better=hib, limit=limit)
+    assert result.fired is fired and result.reason.startswith(text)
+
+
+def test_metric_trend_relative_and_slope():
+    rising = [50.0, 55.0, 60.0, 66.0]
+    fired = t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_relative_increase=0.25)
+    assert fired.fired and "50 -> 66 over 4 windows (+32.0% worse" in fired.reason
+    assert not t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_relative_increase=0.5).fired
+    assert t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_slope=5.0).fired
+    assert not t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_slope=6.0).fired
+    # for accuracy, falling is worse; only the last `windows` count; gaps are skipped
+    assert t.metric_trend([0.99, 0.97, None, 0.90], metric="accuracy", higher_is_better=True, windows=3,
+                          max_relative_increase=0.05).fired
+    assert not t.metric_trend([40.0, 90.0, 60.0, 61.0], metric="mae", higher_is_better=False, windows=2,
+                              max_relative_increase=0.05).fired
+    assert not t.metric_trend([None, 70.0], metric="mae", higher_is_better=False, windows=3,
+                              max_relative_increase=0.0).fired
+
+
+def test_drift_age_new_data_on_demand():
+    assert t.data_drift(0.8, max_drift_share=0.7, drifted_columns=8, total_columns=10).reason == \
+        "drift share 0.8 (8 of 10 columns) > max 0.7"
+    assert not t.data_drift(0.7, max_drift_share=0.7).fired and not t.data_drift(None, max_drift_share=0.1).fired
+    assert t.max_age(T0 - timedelta(days=31), as_of=T0, max_age=timedelta(days=30)).fired
+    old = t.max_age(T0 - timedelta(days=30), as_of=T0, max_age=timedelta(days=30))
+    assert not old.fired and "trained 30d before" in old.reason
+    assert t.new_data(500, min_rows=500).fired and not t.new_data(499, min_rows=500).fired
+    assert t.on_demand(True, "label fix").reason == "requested on demand: label fix"
+    assert not t.on_demand(False, None).fired
+
+
+def test_debounce_and_cooldown():
+    assert t.debounce([True, False, True], k=2, n=3) and not t.debounce([True, False, False, True], k=2, n=3)
+    with pytest.raises(ValueError):
+        t.debounce([True], k=3, n=2)
+    active = t.cooldown(T0 - timedelta(days=3), as_of=T0, span=timedelta(days=7))
+    assert active.fired and "within cooldown 1w" in active.reason
+    assert not t.cooldown(T0 - timedelta(days=7), as_of=T0, span=timedelta(days=7)).fired
+    assert not t.cooldown(None, as_of=T0, span=timedelta(days=7)).fired
+
+
+def test_decide_records_why_not_and_what_blocked():
+    hot = t.metric_threshold(90.0, metric="mae", higher_is_better=False, limit=80.0)
+    cold = t.data_drift(0.1, max_drift_share=0.5)
+    quiet = t.decide([cold])
+    assert not quiet.retrain and quiet.reason.startswith("no trigger fired: drift share 0.1")
+    go = t.decide([hot, cold])
+    assert go.retrain and go.fired == ["metric_threshold"] and go.reason == "mae 90 > max 80"
+    cool = t.cooldown(T0 - timedelta(days=1), as_of=T0, span=timedelta(days=7))
+    blocked = t.decide([hot], cooldown=cool)
+    assert not blocked.retrain and blocked.blocked_by == "cooldown" and "but last retrain" in blocked.reason
+    assert t.decide([hot, t.on_demand(True, "urgent")], cooldown=cool, forced=True).retrain
+
+
+def test_format_span_speaks_the_policy_file_syntax():
+    assert [t.format_span(timedelta(**kw)) for kw in ({"days": 14}, {"days": 3}, {"hours": 12}, {"minutes": 90})] \
+        == ["2w", "3d", "12h", "90m"]

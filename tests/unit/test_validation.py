@@ -1,0 +1,52 @@
+"""The champion/challenger gate: good AND better, optionally significantly better; every number kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlflow_retrain.validation import gate, paired_bootstrap_ci
+
+
+def test_absolute_and_relative_gates():
+    ok = gate(metric="mae", candidate=40.0, baseline=50.0, higher_is_better=False, threshold=90.0)
+    assert ok.promote and ok.improvement == 10.0
+    assert ok.reasons == ["absolute gate: candidate mae 40 < max 90 (pass)",
+                          "relative gate: candidate mae 40 vs Production 50, improvement 10 > 0 required (pass)"]
+    too_bad = gate(metric="mae", candidate=95.0, baseline=120.0, higher_is_better=False, threshold=90.0)
+    assert not too_bad.promote and "(fail)" in too_bad.reasons[0] and "(pass)" in too_bad.reasons[1]
+    not_better = gate(metric="mae", candidate=50.0, baseline=50.0, higher_is_better=False, threshold=90.0)
+    assert not not_better.promote and "(fail)" in not_better.reasons[1]
+    small = gate(metric="mae", candidate=49.0, baseline=50.0, higher_is_better=False, threshold=None,
+                 min_improvement=2.0)
+    assert not small.promote and ">= 2 required (fail)" in small.reasons[1]
+    accuracy = gate(metric="accuracy", candidate=0.96, baseline=0.94, higher_is_better=True, threshold=0.95)
+    assert accuracy.promote and "> min 0.95" in accuracy.reasons[0]
+    first = gate(metric="mae", candidate=40.0, baseline=None, higher_is_better=False, threshold=90.0)
+    assert first.promote and "no Production version to beat" in first.reasons[1]
+    assert not gate(metric="mae", candidate=float("nan"), baseline=None, higher_is_better=False, threshold=90.0).promote
+
+
+def test_significance_uses_a_paired_bootstrap():
+    rng = np.random.default_rng(1)
+    difficulty = rng.gamma(2.0, 30.0, size=400)  # row difficulty dominates the spread
+    baseline = difficulty + 1.0
+    candidate = difficulty + rng.normal(0.0, 0.2, size=400)
+    low, high = paired_bootstrap_ci(baseline, candidate, n_boot=1000)
+    assert 0.9 < low < 1.0 < high < 1.1  # pairing cancels the difficulty: a 1-unit gain is sharp
+    decided = gate(metric="mae", candidate=float(candidate.mean()), baseline=float(baseline.mean()),
+                   higher_is_better=False, threshold=None, significance=0.95, baseline_loss=baseline,
+                   candidate_loss=candidate, n_boot=500)
+    assert decided.promote and "excludes zero (pass)" in decided.reasons[-1]
+    noise = difficulty + rng.normal(0.0, 5.0, size=400)
+    tie = gate(metric="mae", candidate=float(noise.mean()), baseline=float(difficulty.mean()) + 0.05,
+               higher_is_better=False, threshold=None, significance=0.95, baseline_loss=difficulty + 0.05,
+               candidate_loss=noise, n_boot=500)
+    assert not tie.promote and "includes zero (fail)" in tie.reasons[-1]
+
+
+def test_bootstrap_rejects_mismatched_or_empty_losses():
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap_ci(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="empty"):
+        paired_bootstrap_ci(np.ones(0), np.ones(0))
