@@ -23,7 +23,7 @@ h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:24px 0 6px}
 .bad{background:#ffebee;border-left:4px solid #c62828;padding:8px 12px}
 .bad li{margin:2px 0} table{border-collapse:collapse;font-size:13px;margin-top:6px}
 td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5} .legend span{margin-right:16px;font-size:13px} .muted{color:#666;font-size:13px}
+th{background:#f5f5f5} td:first-child{white-space:nowrap} .legend span{margin-right:16px;font-size:13px} .muted{color:#666;font-size:13px}
 svg text{font-size:11px;fill:#444}
 """
 
@@ -104,8 +104,9 @@ def _time_axis(x: _Scale, height: float) -> str:
         stamp = x.lo + (x.hi - x.lo) * i / count
         px = x(stamp)
         label = datetime.fromtimestamp(stamp).strftime("%Y-%m-%d")
+        anchor = "start" if i == 0 else "end" if i == count else "middle"  # keep edge labels inside
         parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#eee"/>'
-                     f'<text x="{px:.1f}" y="{height - 10}" text-anchor="middle">{label}</text>')
+                     f'<text x="{px:.1f}" y="{height - 10}" text-anchor="{anchor}">{label}</text>')
     return "".join(parts)
 
 
@@ -199,15 +200,14 @@ def dashboard_html(*, title: str, metric: str, points: Sequence[WindowPoint], th
             body.append(f'<circle cx="{x(mid):.1f}" cy="{y(p.metric):.1f}" r="2.2" fill="{PALETTE[0]}"><title>'
                         f"{escape(f'{p.start:%Y-%m-%d %H:%M}..{p.end:%Y-%m-%d %H:%M} v{p.version}: {metric} {_fmt(p.metric)}, {p.rows} rows')}"
                         "</title></circle>")
-    for e in events:
-        if not x.lo <= _ts(e.time) <= x.hi:
-            continue
+    for index, e in enumerate(ev for ev in events if x.lo <= _ts(ev.time) <= x.hi):
         px = x(_ts(e.time))
         color = "#2e7d32" if e.decision == "promoted" else "#c62828" if e.decision == "rejected" else "#757575"
         tip = f"{e.time:%Y-%m-%d %H:%M}: v{e.version} {e.decision} (trigger: {e.trigger}) {e.reason}"
         body.append(f'<g><title>{escape(tip)}</title><line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" '
                     f'y2="{height - BOTTOM}" stroke="{color}" stroke-width="2"/>'
-                    f'<text x="{px + 3:.1f}" y="{TOP + 10}" fill="{color}">v{escape(e.version)}</text></g>')
+                    f'<text x="{px + 3:.1f}" y="{TOP + 10 + 12 * (index % 2)}" fill="{color}">'
+                    f"v{escape(e.version)}</text></g>")  # staggered: two events at one time stay legible
     drift = _drift_chart(points, x)
     legend = ('<div class="legend"><span style="color:#1f77b4">━ metric</span>'
               '<span style="color:#c62828">╌ threshold</span><span style="color:#2e7d32">┃ promoted</span>'

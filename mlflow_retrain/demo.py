@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow_retrain.cli import table
     from mlflow_retrain.controller import run_cycle
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # the story, not MLflow's progress chatter
+
     if not args.keep_store:
         removed = [name for name in STORE_FILES if Path(name).exists()]
         for name in removed:

@@ -104,7 +104,7 @@ def production_timeline(config: Config, registry: Registry) -> tuple[list[Promot
         if version.version not in seen and T.PROMOTED_AT in version.tags:
             promotions.append(Promotion(naive(version.tags[T.PROMOTED_AT]), version.version))
     promotions.sort(key=lambda p: p.time)
-    events.sort(key=lambda e: e.time)
+    events.sort(key=lambda e: (e.time, int(e.version) if e.version.isdigit() else 0))
     return promotions, events
 
 

@@ -32,7 +32,7 @@ def _n(x: float) -> str:
 def format_span(span: timedelta) -> str:
     """`30d`, `12h`, `90m`: the policy file's own syntax."""
     seconds = span.total_seconds()
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):  # days, not weeks: "140d > 120d" reads at once
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds / 86400:.2f}d"

@@ -57,7 +57,7 @@ def test_debounce_and_cooldown():
     with pytest.raises(ValueError):
         t.debounce([True], k=3, n=2)
     active = t.cooldown(T0 - timedelta(days=3), as_of=T0, span=timedelta(days=7))
-    assert active.fired and "within cooldown 1w" in active.reason
+    assert active.fired and "within cooldown 7d" in active.reason
     assert not t.cooldown(T0 - timedelta(days=7), as_of=T0, span=timedelta(days=7)).fired
     assert not t.cooldown(None, as_of=T0, span=timedelta(days=7)).fired
 
@@ -77,4 +77,4 @@ def test_decide_records_why_not_and_what_blocked():
 
 def test_format_span_speaks_the_policy_file_syntax():
     assert [t.format_span(timedelta(**kw)) for kw in ({"days": 14}, {"days": 3}, {"hours": 12}, {"minutes": 90})] \
-        == ["2w", "3d", "12h", "90m"]
+        == ["14d", "3d", "12h", "90m"]
