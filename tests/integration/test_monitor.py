@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -40,7 +42,7 @@ def test_series_matches_an_independent_computation(prod_store, write_policy, sma
 def test_a_retrain_in_the_middle_switches_the_scored_model(prod_store, write_policy, tmp_path):
     config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
     assert run_cycle(config, as_of="2011-05-31", via="inprocess").outcome == "promoted"
-    result = run_monitor(config, start="2011-05-10", end="2011-06-21", out_dir=tmp_path / "mon")
+    result = run_monitor(config, start="2011-05-10", end="2011-06-21", out_dir=tmp_path / "mon", with_reports=True)
     starts = [(p.start.date().isoformat(), p.version) for p in result.points]
     assert starts == [("2011-05-10", "1"), ("2011-05-17", "1"), ("2011-05-24", "1"),
                       ("2011-05-31", "2"), ("2011-06-07", "2"), ("2011-06-14", "2")]
@@ -48,7 +50,11 @@ def test_a_retrain_in_the_middle_switches_the_scored_model(prod_store, write_pol
     assert (event.version, event.decision, event.trigger) == ("2", "promoted", "metric_threshold")
     assert "v2" in result.dashboard.read_text()
     # the windows v1 served above the threshold are the ones marked as fired
-    assert [bool(p.fired) for p in result.points[:3]] == [p.metric > 60 for p in result.points[:3]]
+    fired = [p for p in result.points if p.fired]
+    assert [bool(p.fired) for p in result.points[:3]] == [p.metric > 60 for p in result.points[:3]] and fired
+    # --reports: Evidently's own drift and quality reports for each window where something fired
+    assert len(result.reports) == 2 * len(fired)
+    assert all(Path(r).read_text().lstrip().lower().startswith("<!doctype html") for r in result.reports)
 
 
 def test_unloadable_model_and_data_gap_are_downtime_with_exit_code_4(prod_store, write_policy, tmp_path):
