@@ -30,14 +30,15 @@ def test_workflow_passes_actionlint():
 
 def test_the_linter_really_catches_mistakes(tmp_path):
     broken = tmp_path / "broken.yml"
-    broken.write_text(WORKFLOW.read_text().replace("${{ inputs.reason }}", "${{ inputs.reasn }}"))
+    broken.write_text(WORKFLOW.read_text().replace("${{ inputs.reason ||", "${{ inputs.reasn ||"))
     result = lint(broken)
     assert result.returncode != 0 and "reasn" in result.stdout
 
 
-def test_workflow_runs_a_cycle_on_schedule_and_dispatch_with_a_reason():
+def test_workflow_runs_a_cycle_on_schedule_dispatch_and_events_with_a_reason():
     flow = yaml.safe_load(WORKFLOW.read_text())
     on = flow[True]  # YAML 1.1 reads the key `on` as a boolean
     assert on["schedule"][0]["cron"] and "reason" in on["workflow_dispatch"]["inputs"]
+    assert on["repository_dispatch"]["types"] == ["retrain"] and on["push"]["paths"] == ["data/**"]  # events
     script = flow["jobs"]["cycle"]["steps"][3]["run"]
     assert "--summary-md \"$GITHUB_STEP_SUMMARY\"" in script and "--force --reason \"$REASON\"" in script
