@@ -25,6 +25,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_monitor.py
+	$(BIN)/python benchmarks/bench_backtest.py --jobs 2
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts demo-out
