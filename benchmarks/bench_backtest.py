@@ -24,9 +24,10 @@ def main() -> None:
     parser.add_argument("--to", dest="end", default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--skip-naive", action="store_true", help="only the cached run (for the README table)")
+    parser.add_argument("--out", default=None, help="also write the CSV and HTML chart of the cached run here")
     args = parser.parse_args()
 
-    from mlflow_retrain.backtest import run_backtest
+    from mlflow_retrain.backtest import run_backtest, write_outputs
     from mlflow_retrain.config import load_config
     from mlflow_retrain.data import LabelledData
 
@@ -37,6 +38,8 @@ def main() -> None:
     ours = run_backtest(config, start=args.start, end=args.end, every=every, data=data, jobs=args.jobs)
     ours_s = time.perf_counter() - began
     rows = ours.table()
+    if args.out:
+        write_outputs(config, ours, Path(args.out), log_run=False)
     print(f"{len(ours.steps) - 1} daily steps {ours.steps[0].date()}..{ours.steps[-1].date()}, "
           f"{len(rows)} policies, recommended: {ours.recommended}\n")
     print("| policy | retrains | promoted | rejected | mean MAE | p90 MAE | windows above threshold |")

@@ -188,6 +188,13 @@ class Replay:
         self.metrics[key] = result
         return result
 
+    def forget(self, serving: set[pd.Timestamp], upto: pd.Timestamp) -> None:
+        """Drop fits no policy serves any more. All policies advance together, so a fit made at or
+        before `upto` is only ever needed again as some policy's Production model."""
+        for at in [at for at in self.fits if at <= upto and at not in serving]:
+            del self.fits[at]
+            self.meters.pop(at, None)
+
     def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
         ts = self.data.frame[self.data.spec.timestamp]
         lo, hi = ts.searchsorted(window.start, side="right"), ts.searchsorted(window.end, side="right")
@@ -220,8 +227,10 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
     steps = replay_steps(data, start, end, every)
     policies = policies or default_policies(config, every)
     replay = Replay(config, data, cache=cache)
-    if cache and any(p.every_window for p in policies):
-        replay.prefit(steps[1:-1] + [steps[0]], jobs)
+    # with retrain-every-window present every step's fit is known in advance: fit them on all
+    # cores, a chunk ahead at a time so memory holds a chunk, not the whole history
+    ahead = steps[1:-1] if cache and any(p.every_window for p in policies) else []
+    chunk = max(32, 16 * jobs)
     first = replay.fit(steps[0])  # the bootstrap: every policy starts from the same first model
     states = [PolicyState(p, steps[0], last_retrain=steps[0], train_seconds=first.fit_seconds) for p in policies]
     depth = {p.name: monitoring_depth(p.config) for p in policies}
@@ -234,8 +243,11 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
         progress = None
     for index, as_of in enumerate(steps[:-1]):
         if index > 0:
+            if ahead and as_of not in replay.fits:
+                replay.prefit(ahead[index - 1:index - 1 + chunk], jobs)
             for state in states:
                 _step(replay, state, as_of, depth[state.policy.name])
+            replay.forget(serving={state.production for state in states}, upto=as_of)
         serve = Window(as_of, min(as_of + step_span, steps[-1]))
         for state in states:
             state.series.append(replay.window_score(state.production, serve).metric)

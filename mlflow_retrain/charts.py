@@ -254,7 +254,7 @@ def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
         px = x(tick)
         body.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#eee"/>'
                     f'<text x="{px:.1f}" y="{height - 10}" text-anchor="middle">{_fmt(tick)}</text>')
-    body.append(f'<text x="{WIDTH - RIGHT}" y="{height - BOTTOM - 6}" text-anchor="end">number of retrains →</text>')
+    body.append(f'<text x="{WIDTH - RIGHT}" y="{TOP + 10}" text-anchor="end">number of retrains →</text>')
     families = sorted({p.family for p in policies})
     colors = {family: PALETTE[i % len(PALETTE)] for i, family in enumerate(families)}
     sweep = sorted((p for p in policies if p.family == "threshold"), key=lambda p: p.retrains)
