@@ -129,3 +129,47 @@ def prod_store(store: str, bootstrapped_template: Path, tmp_path: Path) -> str:
     """A fresh copy of the bootstrapped store (v1 in Production) as this test's tracking store."""
     shutil.copy(bootstrapped_template, tmp_path / "mlflow.db")
     return store
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real `mlflow server` on 127.0.0.1 over this test's fresh store, artifacts proxied through it
+    (`mlflow-artifacts:`): the deployment CI jobs talk to. Everything the test writes goes over HTTP."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", store, "--artifacts-destination",
+                             str(tmp_path / "served-artifacts"), "--workers", "2"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    proc.terminate()
+    proc.wait(30)
+    log.close()
