@@ -6,10 +6,13 @@ unreachable server), 3 the lease is held by another cycle, 4 monitoring found do
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 
@@ -25,12 +28,47 @@ Exit codes:
 """
 
 
+RESULT = "mlflow_retrain.result"
+
+
+@contextlib.contextmanager
+def _work_output_to_stderr() -> Iterator[None]:
+    """While a command works, whatever else writes to stdout goes to stderr.
+
+    MLflow prints a "View run ... at: URL" line on stdout when the store is a server, and the train
+    entry point run through `mlflow run` is a subprocess with our stdout. Stdout is for the
+    command's result only, so `--json | jq` works in CI; the rest is progress, and stays visible.
+    """
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, io.UnsupportedOperation, ValueError):
+        fd = None  # not a real file (click's test runner): the Python-level redirect is enough
+    saved = os.dup(fd) if fd is not None else None
+    if saved is not None:
+        os.dup2(sys.stderr.fileno(), fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
 class RetrainGroup(click.Group):
-    """Turns every RetrainError into one line on stderr and its exit code; bugs still show a traceback."""
+    """Prints a command's result on stdout once its work is done, and turns every RetrainError into
+    one line on stderr and its exit code; bugs still show a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                with _work_output_to_stderr():
+                    return super().invoke(ctx)
+            finally:
+                if RESULT in ctx.meta:
+                    click.echo(ctx.meta.pop(RESULT))
         except RetrainError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -60,8 +98,10 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
 
 
-def emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
-    click.echo(json.dumps(payload, indent=2, default=str) if as_json else human(payload))
+def emit(payload: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    """The command's result: printed on stdout by the group when the work is over."""
+    text = json.dumps(payload, indent=2, default=str) if as_json else human(payload)
+    click.get_current_context().meta[RESULT] = text
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -289,8 +329,8 @@ def history(config_path: str, limit: int, as_json: bool) -> None:
 
     check_tracking()
     rows = read_history(_load(config_path), limit)
-    click.echo(json.dumps(rows, indent=2) if as_json else table(
-        rows, ["started", "kind", "as_of", "outcome", "triggers", "production", "candidate", "reason"]))
+    emit(rows, as_json, lambda r: table(
+        r, ["started", "kind", "as_of", "outcome", "triggers", "production", "candidate", "reason"]))
 
 
 @cli.command(epilog="""\b

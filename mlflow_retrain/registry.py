@@ -162,7 +162,7 @@ class Registry:
         return dict(self.client.get_registered_model(self.name).tags) if self.exists() else {}
 
     # ---- writes ------------------------------------------------------------------------------
-    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> VersionInfo:
+    def register(self, model_uri: str, model_id: str, run_id: str, tags: dict[str, str]) -> VersionInfo:
         if not self.exists():
             try:
                 self.client.create_registered_model(
@@ -170,7 +170,7 @@ class Registry:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-        mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags)
+        mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
         return self._info(mv, ())
 
     def tag(self, version: str, values: dict[str, str]) -> None:

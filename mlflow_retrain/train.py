@@ -126,10 +126,11 @@ def model_requirements() -> list[str]:
             f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
 
 
-def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str]:
+def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str, str]:
     """Log params, metrics, datasets, the reference frame and the model in the active run.
 
-    Returns (model_uri, train_digest, holdout_digest). The reference frame (the exact training rows)
+    Returns (model_uri, model_id, train_digest, holdout_digest): a tracking server only registers a
+    `models:/m-...` source when it is also told the model id. The reference frame (the exact training rows)
     is what drift is measured against later, so it is stored with the run rather than re-derived.
     """
     import mlflow
@@ -168,7 +169,7 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
         # named, not inferred: inference re-imports the model in a subprocess (5 s per version)
         pip_requirements=model_requirements(),
     )
-    return info.model_uri, train_digest, holdout_digest
+    return info.model_uri, info.model_id, train_digest, holdout_digest
 
 
 def _log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
@@ -214,13 +215,13 @@ def train(
     run_tags = {T.RUN_KIND: "train", T.TRIGGER: trigger, T.REASON: reason, T.AS_OF: as_of.isoformat(),
                 T.CYCLE_RUN_ID: cycle_run_id}
     with start_run(config.experiment, f"train as of {as_of.isoformat()}", run_tags) as run:
-        model_uri, train_digest, holdout_digest = log_fit(config, data, result)
+        model_uri, model_id, train_digest, holdout_digest = log_fit(config, data, result)
     version_tags = {
         T.TRIGGER: trigger, T.REASON: reason, T.CYCLE_RUN_ID: cycle_run_id, T.AS_OF: as_of.isoformat(),
         T.TRAIN_WINDOW: result.train_window.iso(), T.HOLDOUT_WINDOW: result.holdout_window.iso(),
         T.DECISION: T.PENDING,
     }
-    info = registry.register(model_uri, run.info.run_id, version_tags)
+    info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
     stage = "Staging"
     if is_bootstrap:
         from mlflow_retrain.validation import gate

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -139,22 +140,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A real `mlflow server` on 127.0.0.1 over this test's fresh store, artifacts proxied through it
-    (`mlflow-artifacts:`): the deployment CI jobs talk to. Everything the test writes goes over HTTP."""
+@dataclass(frozen=True)
+class Server:
+    uri: str
+    artifacts: Path
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory: pytest.TempPathFactory, store_template: Path):
+    """A real `mlflow server` on 127.0.0.1 with artifacts proxied through it (`mlflow-artifacts:`):
+    the deployment CI jobs talk to. It takes ~10 s to start, so a module shares one; its tests use
+    distinct model names."""
     import subprocess
     import sys
     import time
     import urllib.request
 
-    import mlflow
-
+    folder = tmp_path_factory.mktemp("server")
+    shutil.copy(store_template, folder / "mlflow.db")
     port = _free_port()
-    log = (tmp_path / "server.log").open("w")
+    log = (folder / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", store, "--artifacts-destination",
-                             str(tmp_path / "served-artifacts"), "--workers", "2"],
+                             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
+                             str(folder / "artifacts"), "--workers", "2"],
                             stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -165,11 +173,19 @@ def server(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
             time.sleep(0.3)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield Server(uri, folder / "artifacts")
     proc.terminate()
     proc.wait(30)
     log.close()
+
+
+@pytest.fixture
+def server(store: str, http_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """This test talks to the shared server only: everything it writes goes over HTTP."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", http_server.uri)
+    mlflow.set_tracking_uri(http_server.uri)
+    return http_server

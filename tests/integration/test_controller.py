@@ -195,11 +195,18 @@ def test_two_cycles_started_together_one_trains_and_promotes(prod_store, write_p
 
 
 def test_retrain_through_the_mlproject_train_entry_point(prod_store, write_policy, tmp_path):
+    """The default path, from the command line: `cycle --json` stays parseable although the train
+    entry point runs as a subprocess that prints its own table."""
     for name in ("MLproject", "conda.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
-    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
-    report = run_cycle(config, as_of="2011-05-31", via="project")
-    assert report.outcome == "promoted"
+    path = write_policy(triggers={"metric_threshold": {"max": 60}})
+    done = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", "cycle", "--config", str(path), "--as-of",
+                           "2011-05-31", "--json"], env={**os.environ, "MLFLOW_TRACKING_URI": prod_store},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outcome"] == "promoted"
+    assert "holdout_window" in done.stderr  # the entry point's own table is still shown, on stderr
+    config = load_config(path)
     run = MlflowClient().get_run(Registry(config).get("2").run_id)
     assert run.data.tags["mlflow.project.entryPoint"] == "train"
     assert run.data.params["trigger"] == "metric_threshold"
