@@ -269,6 +269,7 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     if config.triggers.data_drift is not None:
         drift = replay.drift(state.production, Window.parse(scores[-1].window))
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
+                      seen_until=replay.fits[state.production].train_window.end,
                       rows_since=replay.data.count_after(state.production, as_of),
                       last_retrain_at=state.last_retrain, force=state.policy.every_window,
                       reason="every window" if state.policy.every_window else None)

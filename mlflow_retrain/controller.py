@@ -146,32 +146,50 @@ def monitoring_depth(config: Config) -> int:
     return max(tc.metric_trend.windows if tc.metric_trend else 1, tc.debounce.n if tc.debounce else 1)
 
 
+def out_of_sample(scores: list[WindowScore], seen_until: pd.Timestamp | None) -> list[WindowScore]:
+    """The scores with every window that overlaps Production's training rows blanked (a gap).
+
+    On rows it was fitted on a model looks better than it is, so a trend from such a window to a
+    later one measures the train/test gap, not decay: counted, it fired the trend trigger after
+    almost every retrain of a daily replay. The audit run still logs those windows' metrics.
+    """
+    if seen_until is None:
+        return scores
+    return [s if Window.parse(s.window).start >= seen_until else WindowScore(s.window, s.rows, None) for s in scores]
+
+
 def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
-           trained_at: pd.Timestamp, rows_since: int, last_retrain_at: pd.Timestamp | None, force: bool,
-           reason: str | None) -> trig.RetrainDecision:
+           trained_at: pd.Timestamp, seen_until: pd.Timestamp | None, rows_since: int,
+           last_retrain_at: pd.Timestamp | None, force: bool, reason: str | None) -> trig.RetrainDecision:
     """Every configured trigger over plain numbers, then the decision (cooldown, force).
 
     Pure: the controller feeds it from the registry, the backtest from its replay, so both decide
-    with exactly the same logic.
+    with exactly the same logic. `seen_until` is the end of Production's training window: the
+    metric triggers only look at windows after it.
     """
     tc = config.triggers
-    latest = scores[-1] if scores else WindowScore("", 0, None)
+    fresh = out_of_sample(scores, seen_until)
+    latest = fresh[-1] if fresh else WindowScore("", 0, None)
     hib = config.higher_is_better
     results: list[trig.TriggerResult] = []
     if tc.metric_threshold is not None:
         limit = config.threshold_limit
-        result = trig.metric_threshold(latest.metric, metric=config.metric, higher_is_better=hib, limit=limit,
-                                       window=latest.window)
+        if latest.rows and latest.metric is None:
+            result = trig.TriggerResult(False, "metric_threshold", f"{latest.window} overlaps Production's training "
+                                        f"data (until {seen_until.isoformat()}): no out-of-sample {config.metric}")
+        else:
+            result = trig.metric_threshold(latest.metric, metric=config.metric, higher_is_better=hib, limit=limit,
+                                           window=latest.window)
         if tc.debounce is not None and result.fired:
             history = [trig.metric_threshold(s.metric, metric=config.metric, higher_is_better=hib, limit=limit).fired
-                       for s in scores]
+                       for s in fresh]
             if not trig.debounce(history, k=tc.debounce.k, n=tc.debounce.n):
                 result = trig.TriggerResult(False, result.kind, f"{result.reason}, but it held in fewer than "
                                             f"{tc.debounce.k} of the last {tc.debounce.n} windows (debounce)",
                                             {**result.evidence, "debounce_history": history})
         results.append(result)
     if tc.metric_trend is not None:
-        results.append(trig.metric_trend([s.metric for s in scores], metric=config.metric, higher_is_better=hib,
+        results.append(trig.metric_trend([s.metric for s in fresh], metric=config.metric, higher_is_better=hib,
                                           windows=tc.metric_trend.windows,
                                           max_relative_increase=tc.metric_trend.max_relative_increase,
                                           max_slope=tc.metric_trend.max_slope))
@@ -212,8 +230,9 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
                            config.task, reports_dir / "model_quality.html")
         drift = drift_report(load_reference(production.run_id), rows, config.data, html)
     trained_at = version_time(production)
+    seen = production.tags.get(T.TRAIN_WINDOW)
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
-                      rows_since=data.count_after(trained_at, as_of), last_retrain_at=last_retrain(versions),
+                      seen_until=Window.parse(seen).end if seen else None, rows_since=data.count_after(trained_at, as_of), last_retrain_at=last_retrain(versions),
                       force=force, reason=reason)
     return decision, scores, drift
 

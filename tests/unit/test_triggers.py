@@ -78,3 +78,30 @@ def test_decide_records_why_not_and_what_blocked():
 def test_format_span_speaks_the_policy_file_syntax():
     assert [t.format_span(timedelta(**kw)) for kw in ({"days": 14}, {"days": 3}, {"hours": 12}, {"minutes": 90})] \
         == ["14d", "3d", "12h", "90m"]
+
+
+def test_metric_triggers_ignore_windows_the_model_was_trained_on():
+    """In-sample windows flatter the model: a trend from them to fresh windows is not decay."""
+    import pandas as pd
+
+    from mlflow_retrain.config import parse_config
+    from mlflow_retrain.controller import WindowScore, assess
+
+    config = parse_config({"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y",
+                                                         "features": ["a"]},
+                           "triggers": {"metric_threshold": {"max": 80},
+                                        "metric_trend": {"windows": 4, "max_relative_increase": 0.5}}})
+    ends = pd.date_range("2012-06-08", periods=4, freq="7D")
+    scores = [WindowScore(f"{(e - pd.Timedelta(days=7)).isoformat()}..{e.isoformat()}", 168, m)
+              for e, m in zip(ends, [15.0, 16.0, 50.0, 52.0])]
+    decide = lambda seen_until: assess(config, as_of=ends[-1], scores=scores, drift=None,
+                                       trained_at=pd.Timestamp("2012-06-15"), seen_until=seen_until, rows_since=0,
+                                       last_retrain_at=None, force=False, reason=None)
+    trend = lambda d: next(r for r in d.results if r.kind == "metric_trend")
+    counted = decide(None)  # a version not made by us: no training window known, every window counts
+    assert trend(counted).fired and trend(counted).evidence["first"] == 15.0
+    fresh = decide(pd.Timestamp("2012-06-15"))  # trained on rows up to the end of the 2nd window
+    assert not trend(fresh).fired and trend(fresh).evidence == {**trend(fresh).evidence, "first": 50.0, "windows": 2}
+    stale = decide(pd.Timestamp("2012-06-29"))  # even the latest window is in-sample
+    threshold = next(r for r in stale.results if r.kind == "metric_threshold")
+    assert not threshold.fired and "overlaps Production's training data" in threshold.reason
