@@ -201,6 +201,9 @@ Examples:
 @config_option
 @as_of_option
 @click.option("--force", is_flag=True, help="Retrain now whatever the triggers say (needs --reason).")
+@click.option("--event", default=None, metavar="SOURCE",
+              help="Retrain now because another system asked (e.g. repository_dispatch); trigger `event`, "
+                   "needs --reason.")
 @click.option("--reason", default=None, help="Why a forced retrain happens; recorded on the version.")
 @click.option("--dry-run", is_flag=True, help="Decide and print, write nothing (same as `check`).")
 @click.option("--retrain-via", type=click.Choice(["project", "inprocess"]), default="project", show_default=True,
@@ -208,12 +211,12 @@ Examples:
 @click.option("--summary-md", type=click.Path(dir_okay=False), default=None,
               help="Append a Markdown summary of the decision (e.g. $GITHUB_STEP_SUMMARY).")
 @json_option
-def cycle(config_path: str, as_of: str | None, force: bool, reason: str | None, dry_run: bool, retrain_via: str,
-          summary_md: str | None, as_json: bool) -> None:
+def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, reason: str | None, dry_run: bool,
+          retrain_via: str, summary_md: str | None, as_json: bool) -> None:
     """One controller cycle: monitor Production, check triggers, retrain, validate, promote or reject."""
     from mlflow_retrain.controller import run_cycle
 
-    report = run_cycle(_load(config_path), as_of=as_of, force=force, reason=reason, dry_run=dry_run,
+    report = run_cycle(_load(config_path), as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run,
                        via=retrain_via)
     if summary_md:
         with open(summary_md, "a", encoding="utf-8") as out:

@@ -160,7 +160,8 @@ def out_of_sample(scores: list[WindowScore], seen_until: pd.Timestamp | None) ->
 
 def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
            trained_at: pd.Timestamp, seen_until: pd.Timestamp | None, rows_since: int,
-           last_retrain_at: pd.Timestamp | None, force: bool, reason: str | None) -> trig.RetrainDecision:
+           last_retrain_at: pd.Timestamp | None, force: bool, reason: str | None,
+           event: str | None = None) -> trig.RetrainDecision:
     """Every configured trigger over plain numbers, then the decision (cooldown, force).
 
     Pure: the controller feeds it from the registry, the backtest from its replay, so both decide
@@ -203,7 +204,7 @@ def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], dr
     if tc.new_data is not None:
         results.append(trig.new_data(rows_since, min_rows=tc.new_data.min_rows, since=trained_at.to_pydatetime()))
     if force:
-        results.append(trig.on_demand(True, reason))
+        results.append(trig.on_demand(True, reason, event))
     cooldown = None
     if tc.cooldown is not None:
         cooldown = trig.cooldown(None if last_retrain_at is None else last_retrain_at.to_pydatetime(),
@@ -212,7 +213,7 @@ def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], dr
 
 
 def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, production: VersionInfo,
-                      versions: list[VersionInfo], *, force: bool, reason: str | None,
+                      versions: list[VersionInfo], *, force: bool, reason: str | None, event: str | None,
                       reports_dir: Path | None) -> tuple[trig.RetrainDecision, list[WindowScore], DriftNumbers | None]:
     """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`."""
     model = load_model(f"models:/{config.model_name}/{production.version}")
@@ -233,7 +234,7 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     seen = production.tags.get(T.TRAIN_WINDOW)
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
                       seen_until=Window.parse(seen).end if seen else None, rows_since=data.count_after(trained_at, as_of), last_retrain_at=last_retrain(versions),
-                      force=force, reason=reason)
+                      force=force, reason=reason, event=event)
     return decision, scores, drift
 
 
@@ -325,27 +326,35 @@ def retrain(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger:
 
 # ---- the cycle ----------------------------------------------------------------------------------
 def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, reason: str | None = None,
-              dry_run: bool = False, via: str = PROJECT, data: LabelledData | None = None) -> CycleReport:
-    """One reconcile step. Inputs are checked before the lease, the run or any registry write."""
+              event: str | None = None, dry_run: bool = False, via: str = PROJECT,
+              data: LabelledData | None = None) -> CycleReport:
+    """One reconcile step. Inputs are checked before the lease, the run or any registry write.
+
+    `event` names the system that asked (an HTTP request through CI): a forced retrain whose
+    trigger is recorded as `event` rather than `on_demand`.
+    """
+    if event is not None and not event.strip():
+        raise RetrainError("--event needs the name of the system that asked, e.g. --event repository_dispatch")
+    force = force or event is not None
     if force and not (reason and reason.strip()):
-        raise RetrainError("--force needs --reason \"...\": every on-demand retrain records why")
+        raise RetrainError("--force and --event need --reason \"...\": every requested retrain records why")
     data = data or LabelledData.load(config)
     stamp = data.resolve_as_of(as_of)
     check_tracking()
     registry = Registry(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric)
     if dry_run:
-        _observe(config, data, stamp, registry, report, force=force, reason=reason, reports_dir=None)
+        _observe(config, data, stamp, registry, report, force=force, reason=reason, event=event, reports_dir=None)
         return report
     lease = registry.acquire_lease(config.registry.lease_ttl)
     try:
-        return _cycle(config, data, stamp, registry, report, force=force, reason=reason, via=via)
+        return _cycle(config, data, stamp, registry, report, force=force, reason=reason, event=event, via=via)
     finally:
         registry.release_lease(lease)
 
 
 def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
-             *, force: bool, reason: str | None, reports_dir: Path | None) -> VersionInfo | None:
+             *, force: bool, reason: str | None, event: str | None, reports_dir: Path | None) -> VersionInfo | None:
     production = registry.production()
     report.production_version = production.version if production else None
     if production is None:
@@ -355,14 +364,14 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         report.outcome = "would_retrain"
         return None
     decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,
-                                                reason=reason, reports_dir=reports_dir)
+                                                reason=reason, event=event, reports_dir=reports_dir)
     report.decision, report.monitoring, report.drift = decision, scores, drift
     report.outcome = "would_retrain" if decision.retrain else ("blocked" if decision.blocked_by else "no_retrain")
     return production
 
 
 def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport, *,
-           force: bool, reason: str | None, via: str) -> CycleReport:
+           force: bool, reason: str | None, event: str | None, via: str) -> CycleReport:
     import mlflow
 
     from mlflow_retrain.tracking import start_run
@@ -372,7 +381,7 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
             {T.RUN_KIND: "cycle", "model_name": config.model_name, T.AS_OF: as_of.isoformat()}) as run:
         report.cycle_run_id = run.info.run_id
         reports_dir = Path(tmp)
-        production = _observe(config, data, as_of, registry, report, force=force, reason=reason,
+        production = _observe(config, data, as_of, registry, report, force=force, reason=reason, event=event,
                               reports_dir=reports_dir)
         decision = report.decision
         if decision.retrain:

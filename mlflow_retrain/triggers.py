@@ -113,9 +113,15 @@ def new_data(rows: int, *, min_rows: int, since: datetime | None = None) -> Trig
                          {"rows": rows, "min_rows": min_rows})
 
 
-def on_demand(force: bool, reason: str | None) -> TriggerResult:
+def on_demand(force: bool, reason: str | None, event: str | None = None) -> TriggerResult:
+    """A person asked (`--force`, kind `on_demand`) or another system did (`--event SOURCE`, kind
+    `event`: an HTTP request relayed by CI, a finished labelling job); the kind keeps them apart
+    in the audit."""
     if not force:
         return TriggerResult(False, "on_demand", "not requested")
+    if event:
+        return TriggerResult(True, "event", f"event from {event}: {reason or 'no reason given'}",
+                             {"source": event, "reason": reason})
     return TriggerResult(True, "on_demand", f"requested on demand: {reason or 'no reason given'}",
                          {"reason": reason})
 

@@ -158,7 +158,9 @@ def test_cli_status_history_compare_promote(prod_store, write_policy):
     (["status"], "registered model 'ghost' does not exist"),
     (["cycle", "--as-of", "2030-01-01"], "is outside the data"),
     (["promote", "9", "--reason", "x"], "has no version 9"),
-    (["cycle", "--force"], "--force needs --reason"),
+    (["cycle", "--force"], "--force and --event need --reason"),
+    (["cycle", "--event", "repository_dispatch"], "--force and --event need --reason"),
+    (["cycle", "--event", " ", "--reason", "x"], "--event needs the name of the system"),
 ])
 def test_cli_bad_input_one_line_exit_2_registry_unchanged(prod_store, write_policy, args, message):
     model = "ghost" if args == ["status"] else "bikes"
@@ -167,6 +169,18 @@ def test_cli_bad_input_one_line_exit_2_registry_unchanged(prod_store, write_poli
     out = CliRunner().invoke(cli, [args[0], "--config", path, *args[1:]])
     assert out.exit_code == 2 and message in out.output and len(out.output.strip().splitlines()) == 1
     assert state() == before
+
+
+def test_an_event_from_another_system_is_a_requested_retrain_recorded_as_event(prod_store, write_policy):
+    path = str(write_policy(triggers={"metric_threshold": {"max": 500}, "cooldown": "60d"}))
+    out = CliRunner().invoke(cli, ["cycle", "--config", path, "--as-of", "2011-05-31", "--event", "repository_dispatch",
+                                   "--reason", "labels for May corrected", "--retrain-via", "inprocess", "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["retrain"]["fired"] == ["event"] and report["candidate_version"] == "2"  # cooldown does not apply
+    tags = Registry(load_config(path)).get("2").tags
+    assert tags[T.TRIGGER] == "event" and tags[T.REASON] == "event from repository_dispatch: labels for May corrected"
+    assert_invariants(load_config(path))
 
 
 def test_no_production_and_no_data_is_an_error(store, write_policy, small_data):

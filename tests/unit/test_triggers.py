@@ -50,6 +50,8 @@ def test_drift_age_new_data_on_demand():
     assert t.new_data(500, min_rows=500).fired and not t.new_data(499, min_rows=500).fired
     assert t.on_demand(True, "label fix").reason == "requested on demand: label fix"
     assert not t.on_demand(False, None).fired
+    event = t.on_demand(True, "labels fixed", event="repository_dispatch")
+    assert event.kind == "event" and event.reason == "event from repository_dispatch: labels fixed"
 
 
 def test_debounce_and_cooldown():
