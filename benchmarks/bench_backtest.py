@@ -2,8 +2,8 @@
 
 Ours: `run_backtest` as shipped (fits cached per training window and shared between policies,
 window scores cached, one pass, `--jobs` cores for the fits known in advance). The peer is the naive
-loop that trains per policy (`cache=False`: every retrain of every policy fits its own model, on
-one core). Both must give the same table; the script checks that before printing the ratio.
+loop that trains per policy (`cache=False`: every retrain of every policy fits its own model, in
+one process). Both must give the same table; the script checks that before printing the ratio.
 
     .venv/bin/python benchmarks/bench_backtest.py [--from 2011-05-01] [--jobs 2]
 """
@@ -58,7 +58,7 @@ def main() -> None:
         return [{k: v for k, v in r.items() if k != "train_seconds"} for r in table]
 
     same = results(naive.table()) == results(rows)
-    print(f"\n| full replay, all default policies | ours (cache, jobs={args.jobs}) | naive (per-policy fits, 1 core) "
+    print(f"\n| full replay, all default policies | ours (cache, jobs={args.jobs}) | naive (per-policy fits, one process) "
           "| speed-up |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| wall time, s | {ours_s:.0f} | {naive_s:.0f} | {naive_s / ours_s:.1f}x |")

@@ -142,7 +142,8 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None)
     if not rows:
         return '<p class="muted">none</p>'
     columns = list(columns or rows[0].keys())
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
+    # column names like windows_above_threshold may break after an underscore, so wide tables fit the page
+    head = "".join(f"<th>{escape(str(c)).replace('_', '_<wbr>')}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -244,7 +245,7 @@ def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
                   series: dict[str, list[tuple[datetime, float | None]]], recommended: str,
                   table_rows: Sequence[dict[str, Any]]) -> str:
     """Retrains (x) against mean metric (y) per policy, the threshold sweep as a curve, error over time."""
-    height = 360
+    height = 420
     xs = [p.retrains for p in policies] or [0]
     ys = [p.mean_metric for p in policies] or [0.0]
     x = _Scale(0, max(xs) * 1.08 + 1, LEFT, WIDTH - RIGHT)
@@ -261,13 +262,18 @@ def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
     if len(sweep) > 1:
         body.append(_polyline(((p.retrains, p.mean_metric) for p in sweep), x, y, colors["threshold"],
                               "absolute threshold sweep"))
-    for p in policies:
-        px, py = x(p.retrains), y(p.mean_metric)
+    names = [f"{p.name}{' ★' if p.name == recommended else ''}" for p in policies]
+    anchors = [(x(p.retrains), y(p.mean_metric)) for p in policies]
+    for p, name, (px, py), (lx, ly, end) in zip(policies, names, anchors, place_labels(anchors, names)):
         star = p.name == recommended
         tip = f"{p.name}: {p.retrains} retrains, mean {metric} {_fmt(p.mean_metric)}, p90 {_fmt(p.p90_metric)}"
+        anchor = ' text-anchor="end"' if end else ""
+        if abs(ly - py) > 20:  # a name pushed away from its point gets a leader line back to it
+            body.append(f'<line x1="{px:.1f}" y1="{py:.1f}" x2="{lx:.1f}" y2="{ly - 4:.1f}" stroke="#999" '
+                        'stroke-width="0.7"/>')
         body.append(f'<g><title>{escape(tip)}</title><circle cx="{px:.1f}" cy="{py:.1f}" r="{7 if star else 4.5}" '
                     f'fill="{colors[p.family]}" stroke="{"#000" if star else "#fff"}" stroke-width="{2 if star else 1}"/>'
-                    f'<text x="{px + 7:.1f}" y="{py - 6:.1f}">{escape(p.name)}{" ★" if star else ""}</text></g>')
+                    f'<text x="{lx:.1f}" y="{ly:.1f}"{anchor}>{escape(name)}</text></g>')
     legend = '<div class="legend">' + "".join(
         f'<span style="color:{colors[f]}">● {escape(f)}</span>' for f in families) + "</div>"
     parts = [legend, _svg(height, "".join(body), "retrains against mean error")]
@@ -278,6 +284,37 @@ def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
         parts.append(f"<h2>{escape(metric)} over time for selected policies</h2>" + _series_chart(series, metric))
     parts.append("<h2>All policies</h2>" + _table(list(table_rows)))
     return _page(title, "".join(parts))
+
+
+def place_labels(anchors: Sequence[tuple[float, float]], names: Sequence[str],
+                 char_width: float = 6.2, height: float = 12.0) -> list[tuple[float, float, bool]]:
+    """Where to write each point's name so that no two names overlap: (x, y, anchored at the end).
+
+    Policies often land close together (a schedule and a threshold with similar retrains and error),
+    and names written over each other cannot be read. Greedy: each name takes the first free spot
+    around its point (right/left, above/below, then further out), nearest points to the axis first.
+    """
+    taken = [(px - 5, py - 5, px + 5, py + 5) for px, py in anchors]  # the points themselves
+    placed: dict[int, tuple[float, float, bool]] = {}
+    offsets = [(7, -6), (7, 14), (-7, -6), (-7, 14), (7, -18), (-7, -18), (7, 26), (-7, 26),
+               (14, -30), (-14, -30), (14, 38), (-14, 38), (20, -42), (-20, -42), (20, 50), (-20, 50)]
+    for i in sorted(range(len(anchors)), key=lambda i: (anchors[i][0], anchors[i][1])):
+        px, py = anchors[i]
+        width = char_width * len(names[i])
+        box = spot = (0.0, 0.0, 0.0, 0.0)
+        for dx, dy in offsets:
+            left = px + dx if dx > 0 else px + dx - width
+            box = (left, py + dy - height + 2, left + width, py + dy + 2)
+            spot = (px + dx, py + dy, dx < 0)
+            if left >= 0 and left + width <= WIDTH and not any(_overlap(box, other) for other in taken):
+                break
+        taken.append(box)
+        placed[i] = spot
+    return [placed[i] for i in range(len(anchors))]
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _series_chart(series: dict[str, list[tuple[datetime, float | None]]], metric: str) -> str:

@@ -137,7 +137,7 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
     from mlflow.models import infer_signature
 
     # MLflow warns about integer columns in signatures and ambiguous local sources on every call;
-    # neither applies (labelled data has no missing values; the source is a path we name).
+    # neither applies (a column with missing values is read as float; the source is a path we name).
     warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
     columns = [config.data.timestamp, *config.data.features, config.data.target]
     train_digest = frame_digest(result.train_rows[columns])

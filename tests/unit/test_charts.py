@@ -57,3 +57,19 @@ def test_tradeoff_draws_every_policy_the_sweep_curve_and_the_recommendation():
     assert html.count("<circle") == 4 and "threshold-60 ★" in html and "Recommended: <b>threshold-60</b>" in html
     assert "absolute threshold sweep" in html and "<h2>All policies</h2>" in html
     assert "9 retrains, mean mae 45" in html
+
+
+def test_names_of_nearby_policies_do_not_overlap():
+    from mlflow_retrain.charts import place_labels
+
+    anchors = [(100.0, 200.0), (104.0, 203.0), (108.0, 198.0), (101.0, 205.0), (950.0, 100.0)]
+    names = ["configured", "schedule-30d", "trend", "threshold-64", "every-window"]
+    boxes = []
+    for (x, y, end), name in zip(place_labels(anchors, names), names):
+        width = 6.2 * len(name)
+        left = x - width if end else x
+        assert 0 <= left and left + width <= 960  # inside the chart, even next to its right edge
+        boxes.append((left, y - 10, left + width, y + 2))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
