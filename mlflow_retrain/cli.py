@@ -6,18 +6,16 @@ unreachable server), 3 the lease is held by another cycle, 4 monitoring found do
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
-import os
 import sys
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import click
 
 from mlflow_retrain.config import Config, load_config
 from mlflow_retrain.errors import RetrainError
+from mlflow_retrain.streams import stdout_into
 
 EXIT_CODES = """\b
 Exit codes:
@@ -31,32 +29,6 @@ Exit codes:
 RESULT = "mlflow_retrain.result"
 
 
-@contextlib.contextmanager
-def _work_output_to_stderr() -> Iterator[None]:
-    """While a command works, whatever else writes to stdout goes to stderr.
-
-    MLflow prints a "View run ... at: URL" line on stdout when the store is a server, and the train
-    entry point run through `mlflow run` is a subprocess with our stdout. Stdout is for the
-    command's result only, so `--json | jq` works in CI; the rest is progress, and stays visible.
-    """
-    sys.stdout.flush()
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, io.UnsupportedOperation, ValueError):
-        fd = None  # not a real file (click's test runner): the Python-level redirect is enough
-    saved = os.dup(fd) if fd is not None else None
-    if saved is not None:
-        os.dup2(sys.stderr.fileno(), fd)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stderr.flush()
-        if saved is not None:
-            os.dup2(saved, fd)
-            os.close(saved)
-
-
 class RetrainGroup(click.Group):
     """Prints a command's result on stdout once its work is done, and turns every RetrainError into
     one line on stderr and its exit code; bugs still show a traceback."""
@@ -64,7 +36,7 @@ class RetrainGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             try:
-                with _work_output_to_stderr():
+                with stdout_into(sys.stderr):  # progress stays visible, stdout stays parseable
                     return super().invoke(ctx)
             finally:
                 if RESULT in ctx.meta:

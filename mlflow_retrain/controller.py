@@ -7,7 +7,6 @@ two cycles started at once never both train or promote. Decisions come from the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -26,7 +25,7 @@ from mlflow_retrain.data import LabelledData, Window, frame_digest
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import load_model, load_reference, score_rows
 from mlflow_retrain.metrics import per_row_loss
-from mlflow_retrain.registry import Lease, Registry, VersionInfo, utcnow
+from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.reports import DriftNumbers, drift_report, quality_report, PREDICTION
 from mlflow_retrain.tracking import check_tracking
 from mlflow_retrain.validation import PromotionDecision, gate

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.audit import history, status
+from mlflow_retrain.audit import history
 from mlflow_retrain.cli import cli
 from mlflow_retrain.config import load_config
 from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
