@@ -206,8 +206,8 @@ class Replay:
 
 
 def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
-    first = data.resolve_as_of(start)
-    last = data.resolve_as_of(end) if end else data.last
+    first = data.resolve_as_of(start, "--from")
+    last = data.resolve_as_of(end, "--to") if end else data.last
     if last <= first:
         raise DataError(f"--to {last.isoformat()} must be after --from {first.isoformat()}")
     steps = list(pd.date_range(first, last, freq=pd.Timedelta(every)))

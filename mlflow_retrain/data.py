@@ -113,6 +113,19 @@ def check_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> 
     return frame.sort_values(spec.timestamp, kind="stable").reset_index(drop=True)
 
 
+def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
+    """A user's time as a naive UTC timestamp (the data's convention); unparseable is a user error."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        stamp = pd.NaT
+    if pd.isna(stamp):  # unparseable, or a word pandas reads as "no time" ("NaT", "")
+        raise DataError(f"{option} {value!r} is not a timestamp; use e.g. 2012-06-01 or 2012-06-01T12:00")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp
+
+
 @dataclass
 class LabelledData:
     """The checked frame plus the policy's column names; read once, cut many times."""
@@ -134,21 +147,19 @@ class LabelledData:
     def last(self) -> pd.Timestamp:
         return self.frame[self.spec.timestamp].iloc[-1]
 
-    def resolve_as_of(self, as_of: str | pd.Timestamp | None) -> pd.Timestamp:
-        """`None` means the newest labelled row; a time outside the data is a user error."""
+    def resolve_as_of(self, as_of: str | pd.Timestamp | None, option: str = "--as-of") -> pd.Timestamp:
+        """`None` means the newest labelled row; a time outside the data is a user error.
+
+        `option` is what the user typed (`--from`, `--to`), so the message points at it.
+        """
         if self.frame.empty:
             raise DataError(f"{self.origin}: holds no rows")
         if as_of is None:
             return self.last
-        try:
-            stamp = pd.Timestamp(as_of)
-        except (ValueError, TypeError):
-            raise DataError(f"--as-of {as_of!r} is not a timestamp; use e.g. 2012-06-01 or 2012-06-01T12:00") from None
-        if stamp.tzinfo is not None:
-            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        stamp = parse_time(as_of, option)
         if stamp < self.first or stamp > self.last:
             raise DataError(
-                f"--as-of {stamp.isoformat()} is outside the data ({self.first.isoformat()} .. {self.last.isoformat()})"
+                f"{option} {stamp.isoformat()} is outside the data ({self.first.isoformat()} .. {self.last.isoformat()})"
             )
         return stamp
 

@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow_retrain import tags as T
 from mlflow_retrain.charts import RetrainEvent, WindowPoint, dashboard_html
 from mlflow_retrain.config import Config
-from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.data import LabelledData, Window, parse_time
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import DataError, HealthError
 from mlflow_retrain.evaluate import load_model, load_reference
@@ -168,8 +168,8 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     promotions, events = production_timeline(config, registry)
     if not promotions:
         raise DataError(f"model {config.model_name!r} has never been in Production; nothing to monitor yet")
-    first = promotions[0].time if start is None else data.resolve_as_of(start)
-    last = data.last if end is None else pd.Timestamp(end)
+    first = promotions[0].time if start is None else data.resolve_as_of(start, "--from")
+    last = data.last if end is None else parse_time(end, "--to")
     if end is not None and last < data.first:
         raise DataError(f"--to {end} is before the data starts ({data.first.isoformat()})")
     windows = spans(first, last, every)

@@ -47,6 +47,10 @@ def test_as_of_defaults_to_newest_and_rejects_outside():
         data.resolve_as_of("2025-01-01")
     with pytest.raises(DataError, match="is not a timestamp"):
         data.resolve_as_of("soon")
+    with pytest.raises(DataError, match="^--from 'NaT' is not a timestamp"):  # pandas parses it, as no time
+        data.resolve_as_of("NaT", "--from")
+    # an aware time is compared in UTC, the data's convention
+    assert data.resolve_as_of("2024-01-02T01:00+02:00") == pd.Timestamp("2024-01-01 23:00")
 
 
 def test_empty_window_is_an_error():
