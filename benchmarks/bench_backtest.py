@@ -42,11 +42,11 @@ def main() -> None:
         write_outputs(config, ours, Path(args.out), log_run=False)
     print(f"{len(ours.steps) - 1} daily steps {ours.steps[0].date()}..{ours.steps[-1].date()}, "
           f"{len(rows)} policies, recommended: {ours.recommended}\n")
-    print("| policy | retrains | promoted | rejected | mean MAE | p90 MAE | windows above threshold |")
+    print("| policy | retrains | promoted | rejected | mean MAE | p90 MAE | windows worse than threshold |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['policy']}{' (recommended)' if r['recommended'] else ''} | {r['retrains']} | {r['promoted']} | "
-              f"{r['rejected']} | {r['mean_metric']:.1f} | {r['p90_metric']:.1f} | {r['windows_above_threshold']} |")
+              f"{r['rejected']} | {r['mean_metric']:.1f} | {r['p90_metric']:.1f} | {r['windows_worse_than_threshold']} |")
     if args.skip_naive:
         print(f"\nours: {ours_s:.0f} s, {ours.fits} fits")
         return

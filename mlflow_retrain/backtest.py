@@ -38,10 +38,12 @@ from mlflow_retrain.errors import ConfigError, DataError
 from mlflow_retrain.metrics import score
 from mlflow_retrain.reports import DriftNumbers
 from mlflow_retrain.train import FitResult, fit
-from mlflow_retrain.triggers import format_span
+from mlflow_retrain.triggers import format_span, metric_threshold
 
 log = logging.getLogger(__name__)
 
+# The sweep scales the configured threshold's distance from a perfect score (0 for an error, 1 for
+# a score): 0.6 is more sensitive, 2.0 laxer, and a score's threshold never passes 1.
 THRESHOLD_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
 
 
@@ -63,9 +65,11 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
     base = config.threshold_limit or config.gate_threshold
     if thresholds is None:
         if base is None:
-            raise ConfigError("the threshold sweep needs triggers.metric_threshold or validation.max_metric in the "
+            gate = "validation.min_metric" if hib else "validation.max_metric"
+            raise ConfigError(f"the threshold sweep needs triggers.metric_threshold or {gate} in the "
                               "policy file, or --thresholds")
-        thresholds = [round(base * f, 4) for f in THRESHOLD_FACTORS]
+        perfect = 1.0 if hib else 0.0
+        thresholds = [round(perfect + (base - perfect) * f, 4) for f in THRESHOLD_FACTORS]
     policies = [Policy("never", "never", with_triggers())]
     for windows in (7, 30):
         span = every * windows
@@ -112,6 +116,8 @@ class BacktestResult:
     recommended: str
     tolerance: float
     threshold: float | None
+    metric: str
+    higher_is_better: bool
     seconds: float
     fits: int
     run_id: str | None = None
@@ -122,12 +128,13 @@ class BacktestResult:
         rows = []
         for s in self.states:
             values = np.array([v for v in s.series if v is not None], dtype=float)
-            above = sum(1 for v in s.series if v is not None and self.threshold is not None and v > self.threshold)
+            worse = sum(metric_threshold(v, metric=self.metric, higher_is_better=self.higher_is_better,
+                                         limit=self.threshold).fired for v in s.series)
             rows.append({
                 "policy": s.policy.name, "family": s.policy.family, "retrains": s.retrains, "promoted": s.promoted,
                 "rejected": s.rejected, "mean_metric": float(values.mean()) if len(values) else math.nan,
                 "p90_metric": float(np.percentile(values, 90)) if len(values) else math.nan,
-                "windows_above_threshold": above, "train_seconds": round(s.train_seconds, 2),
+                "windows_worse_than_threshold": worse, "train_seconds": round(s.train_seconds, 2),
                 "recommended": s.policy.name == self.recommended,
             })
         return rows
@@ -255,8 +262,8 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
             progress.update(1)
     if progress:
         progress.close()
-    result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, time.perf_counter() - began,
-                            replay.fit_count)
+    result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, config.monitoring.metric,
+                            config.higher_is_better, time.perf_counter() - began, replay.fit_count)
     result.recommended = recommend(result.table(), tolerance, config.higher_is_better)
     return result
 

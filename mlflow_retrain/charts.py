@@ -142,7 +142,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None)
     if not rows:
         return '<p class="muted">none</p>'
     columns = list(columns or rows[0].keys())
-    # column names like windows_above_threshold may break after an underscore, so wide tables fit the page
+    # column names like windows_worse_than_threshold may break after an underscore, so wide tables fit the page
     head = "".join(f"<th>{escape(str(c)).replace('_', '_<wbr>')}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"

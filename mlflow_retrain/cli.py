@@ -389,7 +389,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
         return "\n".join([
             f"{r['steps']} steps {r['from']} .. {r['to']}, {r['fits']} fits, {r['seconds']} s",
             table(r["policies"], ["policy", "retrains", "promoted", "rejected", "mean_metric", "p90_metric",
-                                  "windows_above_threshold", "train_seconds"]),
+                                  "windows_worse_than_threshold", "train_seconds"]),
             "", f"recommended: {r['recommended']} (cheapest within {r['tolerance']:.0%} of the best mean)",
             f"chart: {r['chart']}"])
 

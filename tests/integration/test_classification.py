@@ -1,0 +1,78 @@
+"""A classifier (the seed's "retrain when accuracy < 95%") goes through the same loop as a regressor.
+
+The data is the real bike data with a derived label, "busy hour" (more than 150 rentals), so the
+code sees only what the policy file names: a target, its features and `task: classification`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.backtest import default_policies, run_backtest
+from mlflow_retrain.config import load_config
+from mlflow_retrain.controller import IN_PROCESS, run_cycle
+from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.evaluate import evaluate, load_model
+from mlflow_retrain.train import train
+
+FEATURES = ["hour", "season", "holiday", "weekday", "workingday", "weathersit", "temp", "atemp", "hum", "windspeed"]
+
+
+@pytest.fixture
+def busy_policy(store, tmp_path: Path, bike_frame: pd.DataFrame) -> Path:
+    frame = bike_frame[bike_frame.timestamp < "2011-10-01"].copy()
+    frame["busy"] = (frame.cnt > 150).astype(int)
+    frame.drop(columns=["cnt", "casual", "registered"]).to_csv(tmp_path / "busy.csv", index=False)
+    path = tmp_path / "retrain.yaml"
+    path.write_text(yaml.safe_dump({
+        "model_name": "busy", "experiment": "busy", "task": "classification",
+        "data": {"path": "busy.csv", "timestamp": "timestamp", "target": "busy", "features": FEATURES,
+                 "categorical": ["season", "holiday", "weekday", "workingday", "weathersit"]},
+        "training": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "params": {"max_iter": 30},
+                     "window": "60d", "holdout": "7d"},
+        "monitoring": {"window": "7d", "metric": "accuracy"},
+        "triggers": {"metric_threshold": {"min": 0.9}},
+        "validation": {"min_metric": 0.7, "min_improvement": 0.0},
+    }))
+    return path
+
+
+def test_a_classifier_is_trained_evaluated_retrained_and_backtested(busy_policy, tmp_path):
+    config = load_config(busy_policy)
+    first = train(config, as_of="2011-04-30")
+    assert first.stage == "Production" and set(first.holdout_metrics) == {"accuracy", "f1", "roc_auc"}
+
+    result = evaluate(config, as_of="2011-06-30", out_dir=tmp_path / "reports")
+    data = LabelledData.load(config)
+    rows = data.cut(Window.ending(pd.Timestamp("2011-06-30"), timedelta(days=7)))
+    predicted = load_model("models:/busy/1").predict(data.features(rows))
+    assert result.metrics["accuracy"] == pytest.approx(np.mean(predicted == rows.busy))  # independent
+    assert 0.0 <= result.metrics["roc_auc"] <= 1.0 and 0.0 <= result.metrics["f1"] <= 1.0
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "reports")}
+    assert artifacts == {"reports/data_drift.html", "reports/model_quality.html"}  # ClassificationPreset
+
+    # accuracy below its min fires the threshold; the better candidate passes the score gates
+    report = run_cycle(config, as_of="2011-08-30", via=IN_PROCESS, data=data)
+    assert report.decision.fired == ["metric_threshold"] and "< min 0.9" in report.decision.reason
+    assert report.outcome == "promoted", report.reason
+    version = MlflowClient().get_model_version("busy", report.candidate_version)
+    assert version.current_stage == "Production" and version.tags[T.DECISION] == "promoted"
+    assert "candidate accuracy" in version.tags[T.DECISION_REASON] and "> min 0.7" in version.tags[T.DECISION_REASON]
+
+    # a score's threshold sweep stays below 1 and counts the windows *below* the threshold
+    every = timedelta(days=7)
+    sweep = [p.config.triggers.metric_threshold.min for p in default_policies(config, every) if p.family == "threshold"]
+    assert sweep == [0.94, 0.92, 0.9, 0.875, 0.85, 0.8]
+    backtest = run_backtest(config, start="2011-05-01", end="2011-09-30", every=every, data=data,
+                            policies=[p for p in default_policies(config, every) if p.name == "never"])
+    (never,) = backtest.table()
+    below = sum(1 for v in backtest.states[0].series if v is not None and v < 0.9)
+    assert 0 < never["windows_worse_than_threshold"] == below
