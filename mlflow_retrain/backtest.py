@@ -297,17 +297,20 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
 
 
 def recommend(rows: list[dict[str, Any]], tolerance: float, higher_is_better: bool = False) -> str:
-    """The cheapest policy (fewest retrains) whose mean metric is within `tolerance` of the best."""
+    """The cheapest policy (fewest retrains) whose mean metric is within `tolerance` of the best.
+
+    The tolerance is relative to the distance from a perfect score (the error itself; 1 - accuracy),
+    as in the threshold sweep: 5% of a 0.90 accuracy would otherwise accept anything above 0.855.
+    """
+    def distance(row: dict[str, Any]) -> float:
+        return 1.0 - row["mean_metric"] if higher_is_better else row["mean_metric"]
+
     scored = [r for r in rows if not math.isnan(r["mean_metric"])]
     if not scored:
         return ""
-    if higher_is_better:
-        best = max(r["mean_metric"] for r in scored)
-        ok = [r for r in scored if r["mean_metric"] >= best * (1 - tolerance)]
-    else:
-        best = min(r["mean_metric"] for r in scored)
-        ok = [r for r in scored if r["mean_metric"] <= best * (1 + tolerance)]
-    return min(ok, key=lambda r: (r["retrains"], -r["mean_metric"] if higher_is_better else r["mean_metric"]))["policy"]
+    best = min(distance(r) for r in scored)
+    ok = [r for r in scored if distance(r) <= best * (1 + tolerance)]
+    return min(ok, key=lambda r: (r["retrains"], distance(r)))["policy"]
 
 
 def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run: bool = True,
