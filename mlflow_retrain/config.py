@@ -362,9 +362,17 @@ def _triggers(s: _Section, metric: str) -> TriggersConfig:
     return cfg
 
 
-def _validation(s: _Section) -> ValidationConfig:
+# The paired bootstrap resamples per-row losses; only these metrics are a monotone function of
+# their mean on a fixed set of rows (f1 and roc_auc are not: they would need the metric recomputed).
+PAIRED_METRICS = ("mae", "rmse", "r2", "accuracy")
+
+
+def _validation(s: _Section, metric: str) -> ValidationConfig:
     significance = None
     if (t := s.sub("significance")) is not None:
+        if metric not in PAIRED_METRICS:
+            raise s.fail("significance", f"needs a metric with a per-row loss ({', '.join(PAIRED_METRICS)}); "
+                                         f"monitoring.metric is {metric}: remove significance or change the metric")
         significance = Significance(confidence=t.get("confidence", float, 0.95), n_boot=t.get("n_boot", int, 2000))
         t.done()
         if not 0.5 <= significance.confidence < 1:
@@ -418,7 +426,7 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
         training=_training(top.sub("training") or _Section({}, "training", origin)),
         monitoring=monitoring,
         triggers=_triggers(top.sub("triggers") or _Section({}, "triggers", origin), monitoring.metric),
-        validation=_validation(top.sub("validation") or _Section({}, "validation", origin)),
+        validation=_validation(top.sub("validation") or _Section({}, "validation", origin), monitoring.metric),
         registry=_registry(top.sub("registry") or _Section({}, "registry", origin)),
         source=source,
     )

@@ -35,7 +35,8 @@ def per_row_loss(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndar
     """The per-row quantity whose mean is (a monotone function of) the metric; lower is better.
 
     The paired bootstrap in the validation gate resamples these rows, so both models must be
-    judged row by row on the same rows.
+    judged row by row on the same rows. For f1 and roc_auc no such loss exists, which is why the
+    policy file refuses `validation.significance` with them (config.PAIRED_METRICS).
     """
     if metric in REGRESSION_METRICS:
         err = np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)
