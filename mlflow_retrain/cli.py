@@ -47,7 +47,7 @@ class RetrainGroup(click.Group):
 
 
 @click.group(cls=RetrainGroup, epilog=EXIT_CODES)
-@click.version_option(package_name="mlflow-retrain", message="%(prog)s %(version)s")
+@click.version_option(package_name="mlflow-retrain", message="mlflow-retrain %(version)s")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def cli(verbose: int) -> None:
     """Keep production models fresh: monitor, retrain, validate, promote, and record why."""
