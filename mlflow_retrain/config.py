@@ -118,6 +118,7 @@ class ValidationConfig:
     max_metric: float | None = None
     min_metric: float | None = None
     min_improvement: float = 0.0
+    min_relative_improvement: float = 0.0  # a fraction of Production's metric: 0.02 = beat it by 2%
     significance: Significance | None = None
 
 
@@ -381,11 +382,15 @@ def _validation(s: _Section, metric: str) -> ValidationConfig:
         max_metric=s.get("max_metric", float),
         min_metric=s.get("min_metric", float),
         min_improvement=s.get("min_improvement", float, 0.0),
+        min_relative_improvement=s.get("min_relative_improvement", float, 0.0),
         significance=significance,
     )
     s.done()
     if cfg.min_improvement < 0:
         raise s.fail("min_improvement", f"must be >= 0, got {cfg.min_improvement}")
+    if not 0 <= cfg.min_relative_improvement < 1:
+        raise s.fail("min_relative_improvement",
+                     f"must be a fraction in [0, 1), e.g. 0.02 for 2%, got {cfg.min_relative_improvement}")
     return cfg
 
 

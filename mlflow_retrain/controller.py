@@ -253,6 +253,7 @@ def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Any
         baseline=None if base is None else base.metrics[config.metric],
         higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
         min_improvement=config.validation.min_improvement,
+        min_relative_improvement=config.validation.min_relative_improvement,
         significance=significance.confidence if significance else None,
         baseline_loss=None if base is None else per_row_loss(config.metric, base.y_true, base.y_pred),
         candidate_loss=per_row_loss(config.metric, cand.y_true, cand.y_pred),

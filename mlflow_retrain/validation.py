@@ -1,7 +1,7 @@
 """The champion/challenger gate: promote a candidate only if it is good AND better.
 
 Semantics follow `mlflow.validate_evaluation_results` (an absolute threshold, a minimum absolute
-change over the baseline, `greater_is_better`) but the result is a decision carrying every number,
+and a minimum relative change over the baseline, `greater_is_better`) but the result is a decision carrying every number,
 not an exception, so a rejection is recorded as carefully as a promotion.
 """
 
@@ -66,7 +66,8 @@ def paired_bootstrap_ci(baseline_loss: np.ndarray, candidate_loss: np.ndarray, *
 
 
 def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_better: bool,
-         threshold: float | None, min_improvement: float = 0.0, significance: float | None = None,
+         threshold: float | None, min_improvement: float = 0.0, min_relative_improvement: float = 0.0,
+         significance: float | None = None,
          baseline_loss: np.ndarray | None = None, candidate_loss: np.ndarray | None = None,
          n_boot: int = 2000, seed: int = 0) -> PromotionDecision:
     """Absolute gate AND relative gate (AND, optionally, a significant paired improvement)."""
@@ -85,9 +86,12 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
         checks.append((True, "relative gate: no Production version to beat"))
     else:
         improvement = (candidate - baseline) if higher_is_better else (baseline - candidate)
-        if min_improvement > 0:
-            passed = valid and improvement >= min_improvement
-            need = f">= {_n(min_improvement)}"
+        relative = min_relative_improvement * abs(baseline)  # e.g. 2% of Production's error
+        if max(min_improvement, relative) > 0:
+            passed = valid and improvement >= max(min_improvement, relative)
+            need = f">= {_n(max(min_improvement, relative))}"
+            if relative > min_improvement:
+                need += f" ({min_relative_improvement:.0%} of Production)"
         else:
             passed = valid and improvement > 0
             need = "> 0"

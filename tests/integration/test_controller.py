@@ -100,6 +100,16 @@ def test_candidate_failing_the_absolute_gate_is_archived_not_deleted(prod_store,
     assert_invariants(config)
 
 
+def test_candidate_not_better_by_the_relative_minimum_is_rejected(prod_store, write_policy):
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}},
+                                      validation={"min_relative_improvement": 0.9}))
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert report.outcome == "rejected" and "(pass)" in report.promotion.reasons[0]
+    assert "(90% of Production) required (fail)" in report.promotion.reasons[1]
+    assert "90% of Production" in Registry(config).get("2").tags[T.DECISION_REASON]
+    assert_invariants(config)
+
+
 def test_forced_retrain_that_does_not_beat_production_is_rejected(prod_store, write_policy):
     """Retraining on Production's own window gives the same model: no improvement, rejected."""
     config = load_config(write_policy())

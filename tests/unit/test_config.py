@@ -48,6 +48,7 @@ def test_spans(span, expected):
     ({"triggers": {"debounce": {"k": 3, "n": 2}}}, "triggers.debounce.k must satisfy 1 <= k <= n"),
     ({"validation": {"max_metric": "high"}}, "validation.max_metric must be a number, got 'high'"),
     ({"registry": {"use_stages": "yes"}}, "registry.use_stages must be true or false"),
+    ({"validation": {"min_relative_improvement": 2}}, "validation.min_relative_improvement must be a fraction"),
     ({"task": "classification", "monitoring": {"metric": "roc_auc"}, "validation": {"significance": {}}},
      "f.yaml: validation.significance needs a metric with a per-row loss (mae, rmse, r2, accuracy)"),
     ({"data": {"path": "d", "timestamp": "t", "target": "y", "features": ["a"], "categorical": ["z"]}},

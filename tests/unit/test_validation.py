@@ -20,6 +20,15 @@ def test_absolute_and_relative_gates():
     small = gate(metric="mae", candidate=49.0, baseline=50.0, higher_is_better=False, threshold=None,
                  min_improvement=2.0)
     assert not small.promote and ">= 2 required (fail)" in small.reasons[1]
+    # relative, as in MLflow's min_relative_change: 2% of Production's mae 50 is 1
+    relative = [gate(metric="mae", candidate=c, baseline=50.0, higher_is_better=False, threshold=None,
+                     min_relative_improvement=0.02) for c in (49.5, 49.0)]
+    assert [d.promote for d in relative] == [False, True]
+    assert "improvement 0.5 >= 1 (2% of Production) required (fail)" in relative[0].reasons[1]
+    # the larger of the two minimums binds
+    both = gate(metric="mae", candidate=48.0, baseline=50.0, higher_is_better=False, threshold=None,
+                min_improvement=3.0, min_relative_improvement=0.02)
+    assert not both.promote and ">= 3 required (fail)" in both.reasons[1]
     accuracy = gate(metric="accuracy", candidate=0.96, baseline=0.94, higher_is_better=True, threshold=0.95)
     assert accuracy.promote and "> min 0.95" in accuracy.reasons[0]
     first = gate(metric="mae", candidate=40.0, baseline=None, higher_is_better=False, threshold=90.0)
