@@ -71,7 +71,7 @@ def metric_trend(history: Sequence[float | None], *, metric: str, higher_is_bett
     fired_rel = max_relative_increase is not None and relative > max_relative_increase
     fired_slope = max_slope is not None and slope > max_slope
     text = (f"{metric} went {_n(first)} -> {_n(last)} over {len(values)} windows "
-            f"({relative:+.1%} worse, slope {_n(slope)}/window worse)")
+            f"({_direction(relative, '.1%')}, slope {_direction(slope)} per window)")
     limits = []
     if max_relative_increase is not None:
         limits.append(f"max {max_relative_increase:.0%}")
@@ -133,6 +133,11 @@ def debounce(fired_history: Sequence[bool], *, k: int, n: int) -> bool:
     return sum(bool(x) for x in list(fired_history)[-n:]) >= k
 
 
+def _direction(change: float, spec: str = ".4g") -> str:
+    """A change in the metric's worse direction (+) as words: 'x worse' or 'x better'."""
+    return f"{abs(change):{spec}} {'worse' if change > 0 else 'better' if change < 0 else 'unchanged'}"
+
+
 def cooldown(last_retrain_at: datetime | None, *, as_of: datetime, span: timedelta | None) -> TriggerResult:
     """`fired` means the cooldown is ACTIVE and blocks a retrain (unless forced)."""
     kind = "cooldown"
@@ -140,10 +145,13 @@ def cooldown(last_retrain_at: datetime | None, *, as_of: datetime, span: timedel
         return TriggerResult(False, kind, "no earlier retrain" if span else "no cooldown configured")
     since = as_of - last_retrain_at
     active = since < span
+    evidence = {"since_seconds": since.total_seconds(), "cooldown_seconds": span.total_seconds()}
+    if since < timedelta(0):  # a replay behind the registry: the last retrain is in this as-of's future
+        return TriggerResult(True, kind, f"last retrain {last_retrain_at.isoformat()} is after {as_of.isoformat()} "
+                                         "(a cycle behind the registry's history); only --force retrains", evidence)
     return TriggerResult(active, kind, f"last retrain {last_retrain_at.isoformat()} is {format_span(since)} before "
                                        f"{as_of.isoformat()}, {'within' if active else 'beyond'} cooldown "
-                                       f"{format_span(span)}",
-                         {"since_seconds": since.total_seconds(), "cooldown_seconds": span.total_seconds()})
+                                       f"{format_span(span)}", evidence)
 
 
 @dataclass(frozen=True)

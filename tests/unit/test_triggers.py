@@ -27,7 +27,9 @@ def test_metric_threshold(value, hib, limit, fired, text):
 def test_metric_trend_relative_and_slope():
     rising = [50.0, 55.0, 60.0, 66.0]
     fired = t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_relative_increase=0.25)
-    assert fired.fired and "50 -> 66 over 4 windows (+32.0% worse" in fired.reason
+    assert fired.fired and "50 -> 66 over 4 windows (32.0% worse, slope 5.3 worse per window)" in fired.reason
+    falling = t.metric_trend(rising[::-1], metric="mae", higher_is_better=False, windows=4, max_relative_increase=0.25)
+    assert not falling.fired and "(24.2% better, slope 5.3 better per window)" in falling.reason
     assert not t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_relative_increase=0.5).fired
     assert t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_slope=5.0).fired
     assert not t.metric_trend(rising, metric="mae", higher_is_better=False, windows=4, max_slope=6.0).fired
@@ -62,6 +64,8 @@ def test_debounce_and_cooldown():
     assert active.fired and "within cooldown 7d" in active.reason
     assert not t.cooldown(T0 - timedelta(days=7), as_of=T0, span=timedelta(days=7)).fired
     assert not t.cooldown(None, as_of=T0, span=timedelta(days=7)).fired
+    behind = t.cooldown(T0 + timedelta(days=69), as_of=T0, span=timedelta(days=7))  # --as-of before the history
+    assert behind.fired and "is after" in behind.reason and "only --force retrains" in behind.reason
 
 
 def test_decide_records_why_not_and_what_blocked():
