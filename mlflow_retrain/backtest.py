@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.charts import PolicyPoint, tradeoff_html
@@ -242,12 +243,8 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
     states = [PolicyState(p, steps[0], last_retrain=steps[0], train_seconds=first.fit_seconds) for p in policies]
     depth = {p.name: monitoring_depth(p.config) for p in policies}
     step_span = pd.Timedelta(every)
-    try:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
-    except ImportError:  # tqdm is a dependency; a bare environment still runs
-        progress = None
+    # disable=None: a bar on a terminal, nothing in CI logs
+    progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
     for index, as_of in enumerate(steps[:-1]):
         if index > 0:
             if ahead and as_of not in replay.fits:
@@ -258,10 +255,9 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
         serve = Window(as_of, min(as_of + step_span, steps[-1]))
         for state in states:
             state.series.append(replay.window_score(state.production, serve).metric)
-        if progress and index:
+        if index:
             progress.update(1)
-    if progress:
-        progress.close()
+    progress.close()
     result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, config.monitoring.metric,
                             config.higher_is_better, time.perf_counter() - began, replay.fit_count)
     result.recommended = recommend(result.table(), tolerance, config.higher_is_better)
