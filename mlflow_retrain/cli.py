@@ -359,9 +359,11 @@ Examples:
 @click.option("--policy", "policy_names", default=None, help="Comma-separated policy names (default: all).")
 @click.option("--thresholds", default=None, help="Comma-separated values for the threshold sweep.")
 @click.option("--tolerance", default=0.05, show_default=True, type=float,
-              help="Recommend the cheapest policy whose mean metric is within this fraction of the best.")
+              help="Recommend the cheapest policy whose mean metric is within this fraction of the best "
+                   "(for a score: of its distance from 1).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
-@click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for backtest.csv and backtest.html.")
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
              thresholds: str | None, tolerance: float, jobs: int, out_dir: str, as_json: bool) -> None:
