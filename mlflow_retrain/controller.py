@@ -53,7 +53,7 @@ class CycleReport:
     model_name: str
     as_of: str
     dry_run: bool
-    outcome: str = "no_retrain"  # no_retrain | blocked | would_retrain | promoted | rejected
+    outcome: str = "no_retrain"  # no_retrain | blocked | would_retrain | would_validate | promoted | rejected
     cycle_run_id: str | None = None
     production_version: str | None = None
     metric: str = "mae"
@@ -363,6 +363,17 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         report.decision = trig.RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
         report.outcome = "would_retrain"
         return None
+    staged = registry.staging()
+    if staged is not None and staged.tags.get(T.DECISION) == T.PENDING:
+        # Reconcile first: a candidate nobody judged (its cycle crashed, or it was trained by hand)
+        # is validated before anything new is trained, so no version is left pending forever.
+        cycle = staged.tags.get(T.CYCLE_RUN_ID)
+        origin = f"made by cycle {cycle}, which ended before judging it" if cycle else "trained outside a cycle"
+        report.decision = trig.RetrainDecision(False, [], [], f"Staging v{staged.version} is pending ({origin}): "
+                                               "validated against Production before any new retrain", None)
+        report.candidate_version = staged.version
+        report.outcome = "would_validate"
+        return production
     decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,
                                                 reason=reason, event=event, reports_dir=reports_dir)
     report.decision, report.monitoring, report.drift = decision, scores, drift
@@ -384,7 +395,9 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
         production = _observe(config, data, as_of, registry, report, force=force, reason=reason, event=event,
                               reports_dir=reports_dir)
         decision = report.decision
-        if decision.retrain:
+        if report.outcome == "would_validate":
+            _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
+        elif decision.retrain:
             trigger = ",".join(decision.fired)
             version = retrain(config, data, as_of, trigger=trigger, reason=decision.reason,
                               cycle_run_id=run.info.run_id, via=via)
@@ -393,18 +406,24 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
             if production is None:
                 report.outcome = T.PROMOTED if candidate.tags.get(T.DECISION) == T.PROMOTED else "pending"
             else:
-                holdout = Window.ending(as_of, config.training.holdout)
-                promotion, evidence = compare(config, data, holdout, candidate, production)
-                report.promotion = promotion
-                report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
-                report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of)
-                report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
-                _log_comparison(evidence)
+                _validate(config, data, as_of, registry, report, candidate, production)
         _log_audit(report, reports_dir)
         registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} "
                                           f"as_of={as_of.isoformat()} {report.outcome}"})
         mlflow.set_tags({"outcome": report.outcome, T.DECISION: report.outcome})
     return report
+
+
+def _validate(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
+              candidate: VersionInfo, production: VersionInfo) -> None:
+    """Steps 5-7: compare on one holdout, gate, promote or archive; the numbers go to the report and run."""
+    holdout = Window.ending(as_of, config.training.holdout)
+    promotion, evidence = compare(config, data, holdout, candidate, production)
+    report.promotion = promotion
+    report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
+    report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of)
+    report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
+    _log_comparison(evidence)
 
 
 def _log_comparison(evidence: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from mlflow_retrain.cli import cli
 from mlflow_retrain.config import load_config
 from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
 from mlflow_retrain.registry import Registry
+from mlflow_retrain.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,6 +122,27 @@ def test_forced_retrain_that_does_not_beat_production_is_rejected(prod_store, wr
     assert_invariants(config)
 
 
+def test_a_pending_staging_version_is_validated_before_anything_new_is_trained(prod_store, write_policy):
+    """A cycle that died after registering its candidate (or a version trained by hand) leaves Staging
+    pending; the next cycle reconciles it instead of leaving it undecided forever."""
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 1}}))  # would fire every time
+    left = train(config, as_of="2011-06-30", trigger="metric_threshold", reason="mae 90 > max 80",
+                 cycle_run_id="0123456789abcdef")  # as its cycle would have, before being killed
+    assert Registry(config).get(left.version).tags[T.DECISION] == T.PENDING
+    dry = run_cycle(config, as_of="2011-06-30", dry_run=True)
+    assert dry.outcome == "would_validate" and "cycle 0123456789abcdef, which ended" in dry.decision.reason
+
+    report = run_cycle(config, as_of="2011-06-30", via="inprocess")
+    assert report.outcome in ("promoted", "rejected") and report.candidate_version == left.version
+    assert report.promotion.metric == "mae" and report.holdout_digest
+    registry = Registry(config)
+    assert [v.version for v in registry.versions()] == ["2", "1"]  # validated, nothing new trained
+    assert registry.get("2").tags[T.DECISION] == report.outcome
+    assert_invariants(config)
+    # the next cycle is an ordinary one again: the trigger fires and a new candidate is trained
+    assert run_cycle(config, as_of="2011-07-31", via="inprocess").candidate_version == "3"
+
+
 def test_cooldown_blocks_an_unforced_retrain_and_records_the_decision(prod_store, write_policy):
     config = load_config(write_policy(triggers={"metric_threshold": {"max": 30}, "cooldown": "60d"}))
     before = state()
@@ -147,8 +169,6 @@ def test_rollback_returns_to_the_previous_production(prod_store, write_policy):
 def test_cli_status_history_compare_promote(prod_store, write_policy):
     path = str(write_policy())
     config = load_config(path)
-    from mlflow_retrain.train import train
-
     train(config, as_of="2011-06-30", trigger="manual", reason="by hand")
     runner = CliRunner()
     out = runner.invoke(cli, ["compare", "--config", path, "--as-of", "2011-06-30", "--json"])
