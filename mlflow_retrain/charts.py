@@ -292,7 +292,7 @@ def place_labels(anchors: Sequence[tuple[float, float]], names: Sequence[str],
 
     Policies often land close together (a schedule and a threshold with similar retrains and error),
     and names written over each other cannot be read. Greedy: each name takes the first free spot
-    around its point (right/left, above/below, then further out), nearest points to the axis first.
+    around its point (right/left, above/below, then further out), leftmost points first.
     """
     taken = [(px - 5, py - 5, px + 5, py + 5) for px, py in anchors]  # the points themselves
     placed: dict[int, tuple[float, float, bool]] = {}
@@ -301,8 +301,7 @@ def place_labels(anchors: Sequence[tuple[float, float]], names: Sequence[str],
     for i in sorted(range(len(anchors)), key=lambda i: (anchors[i][0], anchors[i][1])):
         px, py = anchors[i]
         width = char_width * len(names[i])
-        box = spot = (0.0, 0.0, 0.0, 0.0)
-        for dx, dy in offsets:
+        for dx, dy in offsets:  # when every spot is taken, the last one is used
             left = px + dx if dx > 0 else px + dx - width
             box = (left, py + dy - height + 2, left + width, py + dy + 2)
             spot = (px + dx, py + dy, dx < 0)
