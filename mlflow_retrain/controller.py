@@ -99,7 +99,7 @@ class CycleReport:
         lines.append(f"- Reason: {self.reason}")
         if self.cycle_run_id:
             lines.append(f"- Audit run: `{self.cycle_run_id}`")
-        if self.decision is not None:
+        if self.decision is not None and self.decision.results:  # none when bootstrapping or reconciling
             lines += ["", "| trigger | fired | reason |", "| --- | --- | --- |"]
             lines += [f"| {r.kind} | {'yes' if r.fired else 'no'} | {r.reason} |" for r in self.decision.results]
         if self.promotion is not None:

@@ -105,6 +105,7 @@ def test_candidate_not_better_by_the_relative_minimum_is_rejected(prod_store, wr
     config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}},
                                       validation={"min_relative_improvement": 0.9}))
     report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert "| metric_threshold | yes | mae" in report.to_markdown()
     assert report.outcome == "rejected" and "(pass)" in report.promotion.reasons[0]
     assert "(90% of Production) required (fail)" in report.promotion.reasons[1]
     assert "90% of Production" in Registry(config).get("2").tags[T.DECISION_REASON]
@@ -138,6 +139,8 @@ def test_a_pending_staging_version_is_validated_before_anything_new_is_trained(p
     registry = Registry(config)
     assert [v.version for v in registry.versions()] == ["2", "1"]  # validated, nothing new trained
     assert registry.get("2").tags[T.DECISION] == report.outcome
+    summary = report.to_markdown()  # what CI's job summary shows: the gate, no empty trigger table
+    assert f"**{report.outcome}**" in summary and "| gate | relative gate:" in summary and "| trigger |" not in summary
     assert_invariants(config)
     # the next cycle is an ordinary one again: the trigger fires and a new candidate is trained
     assert run_cycle(config, as_of="2011-07-31", via="inprocess").candidate_version == "3"
