@@ -340,6 +340,9 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
         raise RetrainError("--force and --event need --reason \"...\": every requested retrain records why")
     data = data or LabelledData.load(config)
     stamp = data.resolve_as_of(as_of)
+    if via == PROJECT and not dry_run:
+        # found now, on every cycle: not after the lease and the audit run, on the day a retrain is due
+        project_dir(config)
     check_tracking()
     registry = Registry(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric)

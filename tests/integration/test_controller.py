@@ -194,14 +194,15 @@ def test_cli_status_history_compare_promote(prod_store, write_policy):
     (["cycle", "--force"], "--force and --event need --reason"),
     (["cycle", "--event", "repository_dispatch"], "--force and --event need --reason"),
     (["cycle", "--event", " ", "--reason", "x"], "--event needs the name of the system"),
+    (["cycle", "--force", "--reason", "x"], "no MLproject found beside the policy file"),
 ])
 def test_cli_bad_input_one_line_exit_2_registry_unchanged(prod_store, write_policy, args, message):
     model = "ghost" if args == ["status"] else "bikes"
     path = str(write_policy(model_name=model))
-    before = state()
+    before, runs = state(), len(mlflow.search_runs(search_all_experiments=True))
     out = CliRunner().invoke(cli, [args[0], "--config", path, *args[1:]])
     assert out.exit_code == 2 and message in out.output and len(out.output.strip().splitlines()) == 1
-    assert state() == before
+    assert state() == before and len(mlflow.search_runs(search_all_experiments=True)) == runs  # no audit run either
 
 
 def test_an_event_from_another_system_is_a_requested_retrain_recorded_as_event(prod_store, write_policy):
