@@ -1,0 +1,22 @@
+"""conda.yaml describes the same environment as setup.cfg, so `mlflow run .` with conda matches pip."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_conda_env_pins_what_setup_cfg_pins():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    required = {line.strip() for line in cfg["options"]["install_requires"].splitlines()
+                if line.strip() and not line.strip().startswith("#")}
+    env = yaml.safe_load((REPO / "conda.yaml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    (pip,) = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert set(pip) - {"-e ."} == required and "-e ." in pip
+    assert "pandas>=2.1,<3" in required  # evidently 0.7 does not import with pandas 3
