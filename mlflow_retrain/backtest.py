@@ -43,9 +43,17 @@ from mlflow_retrain.triggers import format_span, metric_threshold
 
 log = logging.getLogger(__name__)
 
-# The sweep scales the configured threshold's distance from a perfect score (0 for an error, 1 for
-# a score): 0.6 is more sensitive, 2.0 laxer, and a score's threshold never passes 1.
+# The sweep scales the configured threshold's distance from a perfect score: 0.6 is more
+# sensitive, 2.0 laxer, and a score's threshold never passes 1.
 THRESHOLD_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
+
+
+def perfect(higher_is_better: bool) -> float:
+    """The best value a metric can take: 0 for an error, 1 for a score (accuracy, f1, roc_auc, r2).
+
+    Sweeps and tolerances are taken on the distance from it, so they mean the same for both kinds.
+    """
+    return 1.0 if higher_is_better else 0.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,8 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
             gate = "validation.min_metric" if hib else "validation.max_metric"
             raise ConfigError(f"the threshold sweep needs triggers.metric_threshold or {gate} in the "
                               "policy file, or --thresholds")
-        perfect = 1.0 if hib else 0.0
-        thresholds = [round(perfect + (base - perfect) * f, 4) for f in THRESHOLD_FACTORS]
+        best = perfect(hib)
+        thresholds = [round(best + (base - best) * f, 4) for f in THRESHOLD_FACTORS]
     policies = [Policy("never", "never", with_triggers())]
     for windows in (7, 30):
         span = every * windows
@@ -299,7 +307,7 @@ def recommend(rows: list[dict[str, Any]], tolerance: float, higher_is_better: bo
     as in the threshold sweep: 5% of a 0.90 accuracy would otherwise accept anything above 0.855.
     """
     def distance(row: dict[str, Any]) -> float:
-        return 1.0 - row["mean_metric"] if higher_is_better else row["mean_metric"]
+        return abs(perfect(higher_is_better) - row["mean_metric"])
 
     scored = [r for r in rows if not math.isnan(r["mean_metric"])]
     if not scored:

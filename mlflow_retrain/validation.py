@@ -1,8 +1,8 @@
 """The champion/challenger gate: promote a candidate only if it is good AND better.
 
 Semantics follow `mlflow.validate_evaluation_results` (an absolute threshold, a minimum absolute
-and a minimum relative change over the baseline, `greater_is_better`) but the result is a decision carrying every number,
-not an exception, so a rejection is recorded as carefully as a promotion.
+and a minimum relative change over the baseline, `greater_is_better`) but the result is a decision
+carrying every number, not an exception, so a rejection is recorded as carefully as a promotion.
 """
 
 from __future__ import annotations
@@ -87,9 +87,10 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
     else:
         improvement = (candidate - baseline) if higher_is_better else (baseline - candidate)
         relative = min_relative_improvement * abs(baseline)  # e.g. 2% of Production's error
-        if max(min_improvement, relative) > 0:
-            passed = valid and improvement >= max(min_improvement, relative)
-            need = f">= {_n(max(min_improvement, relative))}"
+        required = max(min_improvement, relative)
+        if required > 0:
+            passed = valid and improvement >= required
+            need = f">= {_n(required)}"
             if relative > min_improvement:
                 need += f" ({min_relative_improvement:.0%} of Production)"
         else:
