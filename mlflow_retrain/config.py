@@ -43,11 +43,20 @@ def higher_is_better(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The columns as declared in the policy file.
+
+    `features=None` means every column but the timestamp, the target and `exclude`;
+    `categorical=None` means the feature columns whose dtype holds labels (text, category). A list is
+    taken as written. Both are resolved against the data when it is read (`LabelledData.spec`),
+    because only the data knows its columns and dtypes.
+    """
+
     path: str
     timestamp: str
     target: str
-    features: tuple[str, ...]
-    categorical: tuple[str, ...] = ()
+    features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -264,22 +273,34 @@ def _names(kinds: tuple[type, ...]) -> str:
 
 
 def _data(s: _Section) -> DataConfig:
+    features, categorical = s.strings("features"), s.strings("categorical")
     cfg = DataConfig(
         path=s.get("path", str, required=True),
         timestamp=s.get("timestamp", str, required=True),
         target=s.get("target", str, required=True),
-        features=s.strings("features", required=True),
-        categorical=s.strings("categorical"),
+        features=features if s.has("features") else None,
+        categorical=categorical if s.has("categorical") else None,
+        exclude=s.strings("exclude"),
     )
     s.done()
+    if cfg.target == cfg.timestamp:
+        raise s.fail("target", f"must differ from data.timestamp, both are {cfg.target!r}")
+    special = {cfg.target, cfg.timestamp}
+    if clash := special & set(cfg.exclude):
+        raise s.fail("exclude", f"must not name the target or timestamp column {sorted(clash)} (never features)")
+    if cfg.features is None:
+        if wrong := [c for c in categorical if c in special or c in cfg.exclude]:
+            raise s.fail("categorical", f"names {wrong} which are not features (the target, the timestamp or "
+                                        "in data.exclude)")
+        return cfg
     if not cfg.features:
-        raise s.fail("features", "must list at least one column")
-    extra = [c for c in cfg.categorical if c not in cfg.features]
-    if extra:
+        raise s.fail("features", "must list at least one column, or be left out to use every other column")
+    if extra := [c for c in categorical if c not in cfg.features]:
         raise s.fail("categorical", f"names {extra} which are not in data.features")
-    clash = {cfg.target, cfg.timestamp} & set(cfg.features)
-    if clash:
+    if clash := special & set(cfg.features):
         raise s.fail("features", f"must not contain the target or timestamp column {sorted(clash)}")
+    if both := [c for c in cfg.exclude if c in cfg.features]:
+        raise s.fail("exclude", f"names {both} which data.features lists; drop them from one of the two")
     return cfg
 
 

@@ -8,18 +8,24 @@ half-open on the left, `(start, end]`, so consecutive windows never share a row.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype
+from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
 
 from mlflow_retrain.config import Config, DataConfig
 from mlflow_retrain.errors import DataError
 
-SUFFIXES = (".csv", ".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
+NUMERIC, CATEGORICAL = "numeric", "categorical"
+_INTEGER = re.compile(r"^-?\d+$")
 
 
 @dataclass(frozen=True)
@@ -42,44 +48,143 @@ class Window:
         return cls(pd.Timestamp(start), pd.Timestamp(end))
 
 
+def file_kind(path: Path) -> str | None:
+    """`csv` or `parquet` from the name (compressed CSV included), None for anything else."""
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return None
+
+
 def data_files(path: Path) -> list[Path]:
-    """A file, or every CSV/Parquet file in a folder: dropping a new file in the folder is new data."""
+    """A file, or every data file below a folder: dropping a new file in the folder is new data.
+
+    Hidden and `_`-prefixed entries are skipped as pyarrow does: they are bookkeeping (`_SUCCESS`,
+    `_temporary/`, `.ipynb_checkpoints/`), not data.
+    """
     if path.is_file():
+        if file_kind(path) is None:
+            raise DataError(f"{path}: not a supported data file; use one of {', '.join(SUFFIXES)}")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.is_file() and file_kind(p)
+                       and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
         if not files:
-            raise DataError(f"{path}: folder holds no .csv or .parquet files; put labelled data there")
+            raise DataError(f"{path}: folder holds no data files ({', '.join(SUFFIXES)}); put labelled data there")
         return files
     raise DataError(f"{path}: data not found; fix data.path in the policy file")
 
 
-def _read_one(path: Path) -> pd.DataFrame:
-    try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
-    except Exception as exc:  # pandas raises many types for unreadable files
-        raise DataError(f"{path}: cannot be read as {path.suffix.lstrip('.')}: {exc}") from None
+def partition_values(relative: Path) -> dict[str, str]:
+    """Hive-style `key=value` folders on the way to a file (`region=eu/year=2024/part-0.csv`)."""
+    return dict(unquote(part).split("=", 1) for part in relative.parent.parts if "=" in part)
 
 
-def read_frame(path: Path, spec: DataConfig) -> pd.DataFrame:
-    """Read and check the labelled data; the result is sorted by time with a datetime timestamp."""
+def read_table(path: Path) -> pd.DataFrame:
+    """Every row of a file or a folder as one frame, unchecked; partition keys become columns."""
     files = data_files(path)
-    frames = [_read_one(f) for f in files]
+    if path.is_file():
+        return _read_file(path)
+    frames = []
+    if parquet := [f for f in files if file_kind(f) == "parquet"]:
+        frames.append(_read_parquet_folder(path, parquet))
+    if csv := [f for f in files if file_kind(f) == "csv"]:
+        frames.append(_read_csv_folder(path, csv))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    kind = file_kind(path)
+    try:
+        return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
+        raise DataError(f"{path}: cannot be read as {kind}: {exc}") from None
+
+
+def _read_parquet_folder(root: Path, files: list[Path]) -> pd.DataFrame:
+    """One pyarrow dataset with hive partitioning; the schema is unified over every file, because
+    a month whose integer column has a gap is stored as floats and a later file may add a column."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
+                             partition_base_dir=str(root))
+        schema = pa.unify_schemas([dataset.schema, *(f.physical_schema for f in dataset.get_fragments())],
+                                  promote_options="permissive")
+        return dataset.replace_schema(schema).to_table().to_pandas()
+    except Exception as exc:  # pyarrow raises many types for unreadable or incompatible files
+        raise DataError(f"{root}: parquet files cannot be read together: {exc}") from None
+
+
+def _read_csv_folder(root: Path, files: list[Path]) -> pd.DataFrame:
+    """Each CSV file with its partition keys as columns; integer keys become integers, as pyarrow reads them."""
+    frames = [_read_file(f).assign(**partition_values(f.relative_to(root))) for f in files]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return check_frame(frame, spec, origin=str(path))
+    for key in {k for f in files for k in partition_values(f.relative_to(root))}:
+        values = frame[key]
+        if values.notna().all() and values.astype(str).str.match(_INTEGER).all():
+            frame[key] = values.astype("int64")
+    return frame
 
 
-def check_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> pd.DataFrame:
-    """Refuse data the model cannot learn from, naming the column and what to do about it."""
-    needed = [spec.timestamp, spec.target, *spec.features]
-    missing = [c for c in needed if c not in frame.columns]
+def column_kind(values: pd.Series) -> str | None:
+    """What a column's dtype makes it as a feature: numbers (bools included), labels, or neither."""
+    if is_numeric_dtype(values) or is_bool_dtype(values):
+        return NUMERIC
+    if is_string_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype):
+        return CATEGORICAL
+    return None
+
+
+def resolve_spec(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> DataConfig:
+    """The declared columns made concrete for this data: which features, which of them categorical.
+
+    Declared lists are taken as written; what is left out is inferred from the columns and dtypes.
+
+    A feature whose dtype is neither numbers nor labels (a second date, a duration) is refused
+    rather than dropped: silently training without a column is the surprise this avoids.
+    """
+    declared = [spec.timestamp, spec.target, *(spec.features or ()), *(spec.categorical or ()), *spec.exclude]
+    missing = [c for c in dict.fromkeys(declared) if c not in frame.columns]
     if missing:
         raise DataError(
             f"{origin}: missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, frame.columns))}"
             " (fix data.* in the policy file)"
         )
+    if spec.features is None:
+        skip = {spec.timestamp, spec.target, *spec.exclude}
+        features = tuple(c for c in frame.columns if c not in skip)
+    else:
+        features = spec.features
+    if not features:
+        raise DataError(f"{origin}: no feature columns: the data has only {', '.join(map(str, frame.columns))}")
+    categorical = []
+    for column in features:
+        kind, dtype = column_kind(frame[column]), frame[column].dtype
+        if spec.categorical is not None:  # declared: exactly these are labels, so text elsewhere is a data error
+            if column in spec.categorical:
+                kind = CATEGORICAL
+            elif kind == CATEGORICAL:
+                raise DataError(f"{origin}: feature {column!r} is {dtype}, not numeric; list it under data.categorical")
+        if kind is None:
+            fix = "drop it from data.features" if spec.features is not None else "add it to data.exclude"
+            raise DataError(f"{origin}: column {column!r} is {dtype}, neither numbers nor labels; "
+                            f"{fix} (or list it under data.categorical to use its values as labels)")
+        if kind == CATEGORICAL:
+            categorical.append(column)
+    return replace(spec, features=features, categorical=tuple(categorical))
+
+
+def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> tuple[pd.DataFrame, DataConfig]:
+    """Refuse data the model cannot learn from, naming the column and what to do about it.
+
+    Returns a copy sorted by time with a naive UTC datetime timestamp and categorical values as
+    labels, and the resolved spec.
+    """
+    spec = resolve_spec(frame, spec, origin)
     if frame.empty:
         raise DataError(f"{origin}: holds no rows; add labelled data before training or monitoring")
     frame = frame.copy()
@@ -99,18 +204,12 @@ def check_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> 
             f"{origin}: target {spec.target!r} is empty (NaN) in {int(target.isna().sum())} row(s); "
             "drop or label those rows"
         )
-    for column in spec.features:
-        if column in spec.categorical:
-            # values become labels; a missing value stays missing (its own one-hot category), so the
-            # model sees at serving time exactly what it saw in training, not the string "nan"
-            values = frame[column]
-            frame[column] = values.where(values.isna(), values.astype(str))
-        elif not (is_numeric_dtype(frame[column]) or is_bool_dtype(frame[column])):
-            raise DataError(
-                f"{origin}: feature {column!r} is {frame[column].dtype}, not numeric; "
-                "list it under data.categorical"
-            )
-    return frame.sort_values(spec.timestamp, kind="stable").reset_index(drop=True)
+    for column in spec.categorical:
+        # values become labels; a missing value stays missing (its own one-hot category), so the
+        # model sees at serving time exactly what it saw in training, not the string "nan"
+        values = frame[column].astype(object)
+        frame[column] = values.where(values.isna(), values.astype(str))
+    return frame.sort_values(spec.timestamp, kind="stable").reset_index(drop=True), spec
 
 
 def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
@@ -128,7 +227,7 @@ def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
 
 @dataclass
 class LabelledData:
-    """The checked frame plus the policy's column names; read once, cut many times."""
+    """The checked frame plus its resolved columns (`spec`); read once, cut many times."""
 
     frame: pd.DataFrame
     spec: DataConfig
@@ -137,7 +236,13 @@ class LabelledData:
     @classmethod
     def load(cls, config: Config) -> "LabelledData":
         path = config.data_path()
-        return cls(read_frame(path, config.data), config.data, str(path))
+        return cls.from_frame(read_table(path), config, str(path))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, config: Config, origin: str = "DataFrame") -> "LabelledData":
+        """The same checks and column resolution as `load`, on rows already in memory (left unchanged)."""
+        checked, spec = prepare_frame(frame, config.data, origin)
+        return cls(checked, spec, origin)
 
     @property
     def first(self) -> pd.Timestamp:

@@ -6,11 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.config import DataConfig
-from mlflow_retrain.data import LabelledData, Window, check_frame, frame_digest, read_frame, training_windows
-from mlflow_retrain.errors import DataError
+from mlflow_retrain.config import DataConfig, parse_config
+from mlflow_retrain.data import (LabelledData, Window, data_files, frame_digest, read_table, resolve_spec,
+                                 training_windows)
+from mlflow_retrain.errors import ConfigError, DataError
 
-SPEC = DataConfig(path="x", timestamp="ts", target="y", features=("a", "c"), categorical=("c",))
+LISTED = {"path": "x", "timestamp": "ts", "target": "y", "features": ["a", "c"], "categorical": ["c"]}
+
+
+def config(**data):
+    return parse_config({"model_name": "m", "data": {"path": "x", "timestamp": "ts", "target": "y", **data}})
 
 
 def frame(n: int = 48) -> pd.DataFrame:
@@ -20,8 +25,12 @@ def frame(n: int = 48) -> pd.DataFrame:
     })
 
 
+def labelled(df: pd.DataFrame | None = None, **data) -> LabelledData:
+    return LabelledData.from_frame(frame() if df is None else df, config(**(data or LISTED)))
+
+
 def test_windows_are_left_open_and_do_not_overlap():
-    data = LabelledData(check_frame(frame(), SPEC), SPEC)
+    data = labelled()
     end = pd.Timestamp("2024-01-02 23:00")
     train, holdout = training_windows(end, timedelta(hours=24), timedelta(hours=6))
     assert holdout == Window(pd.Timestamp("2024-01-02 17:00"), end)
@@ -31,17 +40,137 @@ def test_windows_are_left_open_and_do_not_overlap():
     assert Window.parse(holdout.iso()) == holdout
 
 
+def test_listed_features_resolve_as_declared_and_a_listed_number_becomes_a_label():
+    df = frame().assign(n=1, c=[1, 2] * 24)
+    data = labelled(df, features=["c", "a"], categorical=["c"])
+    assert data.spec.features == ("c", "a") and data.spec.categorical == ("c",)
+    assert list(data.features(data.frame).columns) == ["c", "a"] and set(data.frame.c) == {"1", "2"}
+
+
+def test_features_default_to_every_other_column_with_categorical_inferred_from_dtype():
+    df = frame().assign(flag=True, id=range(48), kind=pd.Series(["p", "q"] * 24, dtype="category"))
+    data = labelled(df, exclude=["id"])
+    assert data.spec.features == ("a", "c", "flag", "kind") and data.spec.categorical == ("c", "kind")
+    assert data.spec.exclude == ("id",) and data.frame.kind.dtype == object
+    assert "id" in df.columns and df.ts.dtype == object  # the caller's frame is left as it was
+
+
+def test_a_categorical_list_is_taken_as_written_so_text_in_a_numeric_column_is_an_error():
+    data = labelled(frame().assign(wd=[0, 1, 2] * 16), categorical=["c", "wd"])
+    assert data.spec.categorical == ("c", "wd") and set(data.frame.wd) == {"0", "1", "2"}
+    with pytest.raises(DataError, match="feature 'c' is object, not numeric; list it under data.categorical"):
+        labelled(categorical=[])
+    assert labelled(features=["a", "c"]).spec.categorical == ("c",)  # not listed: inferred, features or not
+
+
+def test_a_declared_column_missing_from_the_data_is_one_error_naming_it():
+    with pytest.raises(DataError, match=r"^DataFrame: missing column\(s\) b; the file has ts, a, c, y"):
+        labelled(features=["a", "b"])
+    with pytest.raises(DataError, match=r"missing column\(s\) idd"):
+        labelled(exclude=["idd"])
+
+
+def test_a_column_neither_numbers_nor_labels_is_refused_not_dropped():
+    df = frame().assign(created=pd.Timestamp("2020-01-01"))
+    with pytest.raises(DataError, match="column 'created' is datetime64.*add it to data.exclude"):
+        labelled(df, exclude=[])
+    assert "created" not in labelled(df, exclude=["created"]).spec.features
+    assert labelled(df, categorical=["c", "created"]).frame.created.iloc[0] == "2020-01-01 00:00:00"
+    with pytest.raises(DataError, match="drop it from data.features"):
+        labelled(df, features=["a", "created"])
+
+
+def test_resolving_needs_no_rows_beyond_the_dtypes():
+    spec = resolve_spec(frame().iloc[:0], DataConfig(path="x", timestamp="ts", target="y"))
+    assert spec.features == ("a", "c") and spec.categorical == ("c",)
+    with pytest.raises(DataError, match="no feature columns"):
+        resolve_spec(frame()[["ts", "y"]], DataConfig(path="x", timestamp="ts", target="y"))
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"exclude": ["y"]}, "data.exclude must not name the target or timestamp column ['y']"),
+    ({"categorical": ["ts"]}, "data.categorical names ['ts'] which are not features"),
+    ({"exclude": ["a"], "categorical": ["a"]}, "data.categorical names ['a'] which are not features"),
+    ({"features": ["a"], "exclude": ["a"]}, "data.exclude names ['a'] which data.features lists"),
+    ({"features": ["a"], "categorical": ["c"]}, "data.categorical names ['c'] which are not in data.features"),
+    ({"features": []}, "data.features must list at least one column, or be left out"),
+    ({"target": "ts"}, "data.target must differ from data.timestamp"),
+])
+def test_data_section_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError) as err:
+        config(**data)
+    assert message in str(err.value)
+
+
+def test_the_declared_spec_keeps_what_is_left_out_open_until_the_data_is_read():
+    assert config().data.features is None and config(features=["a"]).data.features == ("a",)
+    assert config().data.categorical is None and config(categorical=[]).data.categorical == ()
+
+
 def test_folder_of_files_is_concatenated_and_sorted(tmp_path):
     df = frame()
     df.iloc[24:].to_parquet(tmp_path / "b.parquet")
     df.iloc[:24].to_csv(tmp_path / "a.csv", index=False)
     (tmp_path / "notes.txt").write_text("ignored")
-    out = read_frame(tmp_path, SPEC)
+    (tmp_path / "_SUCCESS").write_text("")
+    out = LabelledData.from_frame(read_table(tmp_path), config(**LISTED)).frame
     assert len(out) == 48 and out.ts.is_monotonic_increasing and out.c.dtype == object
 
 
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".pq"])
+def test_compressed_csv_and_parquet_files_read_like_plain_csv(tmp_path, suffix):
+    path = tmp_path / f"rows{suffix}"
+    df = frame()
+    df.to_parquet(path) if suffix == ".pq" else df.to_csv(path, index=False)
+    pd.testing.assert_frame_equal(read_table(path), df)
+
+
+def test_hive_partitioned_parquet_folder_turns_keys_into_columns(tmp_path):
+    df = frame()
+    for (region, year), part in df.assign(region=["eu", "us"] * 24, year=[2023] * 24 + [2024] * 24).groupby(
+            ["region", "year"]):
+        folder = tmp_path / f"region={region}" / f"year={year}"
+        folder.mkdir(parents=True)
+        part.drop(columns=["region", "year"]).to_parquet(folder / "part-0.parquet")
+    data = LabelledData.from_frame(read_table(tmp_path), config())
+    assert len(data.frame) == 48 and data.spec.features == ("a", "c", "region", "year")
+    assert data.spec.categorical == ("c", "region") and data.frame.year.dtype.kind == "i"
+
+
+def test_hive_partitioned_csv_folder_types_keys_as_pyarrow_does(tmp_path):
+    df = frame()
+    for year, part in df.groupby(df.index // 24):
+        folder = tmp_path / "src=web%20shop" / f"year={2023 + year}"
+        folder.mkdir(parents=True)
+        part.to_csv(folder / "rows.csv.gz", index=False)
+    out = read_table(tmp_path)
+    assert set(out.src) == {"web shop"} and out.year.dtype == "int64" and sorted(set(out.year)) == [2023, 2024]
+
+
+def test_parquet_files_with_drifting_schemas_are_read_together(tmp_path):
+    df = frame()
+    df.iloc[:24].assign(n=1).to_parquet(tmp_path / "jan.parquet")
+    df.iloc[24:].assign(n=np.nan, extra="z").to_parquet(tmp_path / "feb.parquet")
+    out = read_table(tmp_path)
+    assert len(out) == 48 and out.n.dtype == float and out.extra.isna().sum() == 24
+
+
+def test_unsupported_or_missing_files(tmp_path):
+    (tmp_path / "rows.json").write_text("{}")
+    with pytest.raises(DataError, match=r"rows.json: not a supported data file; use one of .csv, .csv.gz.*\.pq$"):
+        read_table(tmp_path / "rows.json")
+    with pytest.raises(DataError, match="data not found"):
+        read_table(tmp_path / "none.csv")
+    with pytest.raises(DataError, match=r"folder holds no data files \(.csv"):
+        data_files(tmp_path)
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "old.csv").write_text("ts,y\n")
+    with pytest.raises(DataError, match="folder holds no data files"):
+        data_files(tmp_path)
+
+
 def test_as_of_defaults_to_newest_and_rejects_outside():
-    data = LabelledData(check_frame(frame(), SPEC), SPEC)
+    data = labelled()
     assert data.resolve_as_of(None) == pd.Timestamp("2024-01-02 23:00")
     with pytest.raises(DataError, match="outside the data"):
         data.resolve_as_of("2025-01-01")
@@ -54,7 +183,7 @@ def test_as_of_defaults_to_newest_and_rejects_outside():
 
 
 def test_empty_window_is_an_error():
-    data = LabelledData(check_frame(frame(), SPEC), SPEC)
+    data = labelled()
     with pytest.raises(DataError, match="holdout window .* holds no rows"):
         data.cut(Window(pd.Timestamp("2023-01-01"), pd.Timestamp("2023-02-01")), "holdout window")
 
@@ -64,10 +193,3 @@ def test_digest_covers_every_row():
     changed = big.copy()
     changed.loc[29_999, "a"] = -1  # beyond MLflow's 10,000-row digest
     assert frame_digest(big) != frame_digest(changed) and frame_digest(big) == frame_digest(big.copy())
-
-
-def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match="data not found"):
-        read_frame(tmp_path / "none.csv", SPEC)
-    with pytest.raises(DataError, match="no .csv or .parquet"):
-        read_frame(tmp_path, SPEC)
