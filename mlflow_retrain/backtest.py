@@ -198,8 +198,8 @@ class Replay:
         value = None
         if hi > lo:
             rows = self.data.frame.iloc[lo:hi]
-            pred = self.fits[model_at].model.predict(self.data.features(rows))
-            value = score(self.config.task, self.data.target(rows), pred)[self.config.metric]
+            pred, proba = self.fits[model_at].scorer.predict_with_proba(rows)
+            value = score(self.config.task, self.data.target(rows), pred, proba)[self.config.metric]
         result = WindowScore(window.iso(), int(hi - lo), value)
         self.metrics[key] = result
         return result
@@ -217,7 +217,7 @@ class Replay:
         if hi <= lo:
             return None
         if model_at not in self.meters or not self.cache:
-            self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.config.data)
+            self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.data.spec)
         return self.meters[model_at].measure(self.data.frame.iloc[lo:hi])
 
 
@@ -288,7 +288,7 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
         return
     candidate = replay.fit(as_of)
     production = replay.fits[state.production]
-    promotion, _ = judge(config, replay.data, candidate.holdout_rows, candidate.model, production.model)
+    promotion, _ = judge(config, replay.data, candidate.holdout_rows, candidate.scorer, production.scorer)
     state.retrains += 1
     state.train_seconds += candidate.fit_seconds
     state.last_retrain = as_of

@@ -59,13 +59,49 @@ class DataConfig:
     exclude: tuple[str, ...] = ()
 
 
+# What the controller tells a training entry point about data time, and the parameter name each
+# goes by unless `training.project.contract` renames it (or turns it off with an empty name).
+CONTRACT = ("as_of", "train_start", "train_end", "holdout_start", "holdout_end", "cycle_run_id", "data_path")
+ENV_MANAGERS = ("local", "virtualenv", "conda", "uv")
+BACKENDS = ("local", "databricks", "kubernetes")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """A user's own MLproject whose entry point makes the candidate (`training.project`)."""
+
+    uri: str
+    entry_point: str = "train"
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    env_manager: str = "local"
+    backend: str = "local"
+    backend_config: str | None = None
+    contract: Mapping[str, str] = field(default_factory=lambda: {name: name for name in CONTRACT})
+
+    @property
+    def is_git(self) -> bool:
+        return self.uri.startswith(("git+", "git@", "https://", "http://", "ssh://", "file://"))
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
+    """How a candidate is made: the built-in trainer (`estimator`) or the user's `project`.
+
+    `estimator` is a dotted class (wrapped in a one-hot pipeline for categorical columns) or a
+    factory `package.module:function` whose estimator or Pipeline gets the raw feature columns.
+    """
+
     estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
     params: Mapping[str, Any] = field(default_factory=dict)
     window: timedelta = timedelta(days=180)
     holdout: timedelta = timedelta(days=14)
     seed: int = 0
+    pass_timestamp: bool = False
+    project: ProjectConfig | None = None
+
+    @property
+    def is_factory(self) -> bool:
+        return ":" in self.estimator
 
 
 @dataclass(frozen=True)
@@ -304,18 +340,60 @@ def _data(s: _Section) -> DataConfig:
     return cfg
 
 
-def _training(s: _Section) -> TrainingConfig:
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_CLASS = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
+
+
+def _project(s: _Section) -> ProjectConfig:
+    d = ProjectConfig(uri="")
+    contract = dict(d.contract)
+    if (names := s.sub("contract")) is not None:
+        for name in CONTRACT:
+            contract[name] = names.get(name, str, contract[name])
+        names.done()
+    cfg = ProjectConfig(
+        uri=s.get("uri", str, required=True),
+        entry_point=s.get("entry_point", str, d.entry_point),
+        parameters=s.get("parameters", dict, {}),
+        env_manager=s.get("env_manager", str, d.env_manager),
+        backend=s.get("backend", str, d.backend),
+        backend_config=s.get("backend_config", str),
+        contract=contract,
+    )
+    s.done()
+    if cfg.env_manager not in ENV_MANAGERS:
+        raise s.fail("env_manager", f"must be one of {', '.join(ENV_MANAGERS)}, got {cfg.env_manager!r}")
+    if cfg.backend not in BACKENDS:
+        raise s.fail("backend", f"must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}")
+    if cfg.backend != "local" and not cfg.backend_config:
+        raise s.fail("backend_config", f"is required for backend {cfg.backend} (a JSON file, as for mlflow run)")
+    clash = sorted(set(cfg.parameters) & {v for v in contract.values() if v})
+    if clash:
+        raise s.fail("parameters", f"set {clash}, which the controller passes itself (training.project.contract)")
+    return cfg
+
+
+def _training(s: _Section, task: str) -> TrainingConfig:
     d = TrainingConfig()
-    estimator = s.get("estimator", str, d.estimator)
-    if "." not in estimator:
-        raise s.fail("estimator", f"must be a dotted class path such as {d.estimator}, got {estimator!r}")
+    default = "sklearn.ensemble.HistGradientBoostingClassifier" if task == "classification" else d.estimator
+    estimator = s.get("estimator", str, default)
+    if not (_FACTORY.match(estimator) or _CLASS.match(estimator)):
+        raise s.fail("estimator", f"must be a dotted class such as {d.estimator} or a factory "
+                                  f"package.module:function, got {estimator!r}")
+    project = None
+    if (p := s.sub("project")) is not None:
+        project = _project(p)
     cfg = TrainingConfig(
         estimator=estimator,
         params=s.get("params", dict, {}),
         window=s.span("window", d.window),
         holdout=s.span("holdout", d.holdout),
         seed=s.get("seed", int, d.seed),
+        pass_timestamp=s.get("pass_timestamp", bool, d.pass_timestamp),
+        project=project,
     )
+    if project is not None and s.has("estimator"):
+        raise s.fail("estimator", "and training.project are exclusive: the project's entry point makes the model")
     s.done()
     return cfg
 
@@ -449,7 +527,7 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
         experiment=top.get("experiment", str, model_name),
         task=task,
         data=data,
-        training=_training(top.sub("training") or _Section({}, "training", origin)),
+        training=_training(top.sub("training") or _Section({}, "training", origin), task),
         monitoring=monitoring,
         triggers=_triggers(top.sub("triggers") or _Section({}, "triggers", origin), monitoring.metric),
         validation=_validation(top.sub("validation") or _Section({}, "validation", origin), monitoring.metric),

@@ -8,8 +8,6 @@ two cycles started at once never both train or promote. Decisions come from the 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +21,16 @@ from mlflow_retrain import triggers as trig
 from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window, frame_digest
 from mlflow_retrain.errors import RegistryError, RetrainError
-from mlflow_retrain.evaluate import load_model, load_reference, score_rows
+from mlflow_retrain.evaluate import load_reference, registered, score_rows
 from mlflow_retrain.metrics import per_row_loss
+from mlflow_retrain.models import Scorer
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.reports import DriftNumbers, drift_report, quality_report, PREDICTION
 from mlflow_retrain.tracking import check_tracking
+from mlflow_retrain.trainers import PROJECT, make_candidate, preflight
 from mlflow_retrain.validation import PromotionDecision, gate
 
 log = logging.getLogger(__name__)
-
-IN_PROCESS, PROJECT = "inprocess", "project"
-
 
 def controller_experiment(config: Config) -> str:
     return f"{config.experiment}-controller"
@@ -115,7 +112,7 @@ def recent_windows(as_of: pd.Timestamp, config: Config, count: int) -> list[Wind
     return [Window.ending(as_of - span * i, config.monitoring.window) for i in reversed(range(count))]
 
 
-def score_windows(config: Config, data: LabelledData, model: Any, windows: list[Window]) -> list[WindowScore]:
+def score_windows(config: Config, data: LabelledData, model: Scorer, windows: list[Window]) -> list[WindowScore]:
     """The metric per window; a window without rows is None (a gap), never an error or a zero."""
     scores = []
     for window in windows:
@@ -215,7 +212,7 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
                       versions: list[VersionInfo], *, force: bool, reason: str | None, event: str | None,
                       reports_dir: Path | None) -> tuple[trig.RetrainDecision, list[WindowScore], DriftNumbers | None]:
     """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`."""
-    model = load_model(f"models:/{config.model_name}/{production.version}")
+    model = registered(config, data, production.version)
     scores = score_windows(config, data, model, recent_windows(as_of, config, monitoring_depth(config)))
     latest = scores[-1]
     drift = None
@@ -226,9 +223,9 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
         html = None
         if reports_dir is not None:
             html = reports_dir / "data_drift.html"
-            quality_report(rows.assign(**{PREDICTION: model.predict(data.features(rows))}), config.data,
+            quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec,
                            config.task, reports_dir / "model_quality.html")
-        drift = drift_report(load_reference(production.run_id), rows, config.data, html)
+        drift = drift_report(load_reference(production.run_id), rows, data.spec, html)
     trained_at = version_time(production)
     seen = production.tags.get(T.TRAIN_WINDOW)
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
@@ -238,8 +235,8 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Any,
-          production: Any | None) -> tuple[PromotionDecision, dict[str, Any]]:
+def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Scorer,
+          production: Scorer | None) -> tuple[PromotionDecision, dict[str, Any]]:
     """Score both models on ONE frame with ONE metric function, then apply the gate.
 
     Takes fitted models so the controller (models from the registry) and the backtest (models in
@@ -268,7 +265,7 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
             production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
     """Staging against Production, both loaded from the registry, on the holdout ending at as_of."""
     rows = data.cut(holdout, "holdout window")
-    load = lambda v: load_model(f"models:/{config.model_name}/{v.version}")
+    load = lambda v: registered(config, data, v.version)
     decision, evidence = judge(config, data, rows, load(candidate), None if production is None else load(production))
     return decision, {"holdout_window": holdout.iso(), **evidence}
 
@@ -288,42 +285,6 @@ def apply_decision(registry: Registry, candidate: VersionInfo, production: Versi
     return [candidate.version]
 
 
-# ---- retraining ---------------------------------------------------------------------------------
-def project_dir(config: Config) -> Path:
-    """The MLproject beside the policy file, else in the working folder: the train entry point's home."""
-    for folder in ([config.source.parent] if config.source else []) + [Path.cwd()]:
-        if (folder / "MLproject").is_file():
-            return folder
-    raise RetrainError("no MLproject found beside the policy file or in the working folder; "
-                       "run from the project root or use --retrain-via inprocess")
-
-
-def retrain(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
-            cycle_run_id: str, via: str) -> str:
-    """Train a new version through the `train` entry point (the real contract) or in-process."""
-    if via == IN_PROCESS:
-        from mlflow_retrain.train import train
-
-        return train(config, as_of=as_of, data=data, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id).version
-    import mlflow.projects
-    from mlflow.exceptions import ExecutionException
-    from mlflow.tracking import MlflowClient
-
-    # `mlflow run --env-manager local` runs `python` from PATH: make it ours.
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
-              "cycle_run_id": cycle_run_id}
-    try:
-        submitted = mlflow.projects.run(uri=str(project_dir(config)), entry_point="train", parameters=params,
-                                        env_manager="local", experiment_name=config.experiment, synchronous=True)
-    except ExecutionException as exc:
-        raise RetrainError(f"the train entry point failed: {exc}") from None
-    found = MlflowClient().search_model_versions(f"name = '{config.model_name}' and run_id = '{submitted.run_id}'")
-    if not found:
-        raise RetrainError(f"train run {submitted.run_id} registered no version of {config.model_name}")
-    return str(found[0].version)
-
-
 # ---- the cycle ----------------------------------------------------------------------------------
 def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, reason: str | None = None,
               event: str | None = None, dry_run: bool = False, via: str = PROJECT,
@@ -340,9 +301,8 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
         raise RetrainError("--force and --event need --reason \"...\": every requested retrain records why")
     data = data or LabelledData.load(config)
     stamp = data.resolve_as_of(as_of)
-    if via == PROJECT and not dry_run:
-        # found now, on every cycle: not after the lease and the audit run, on the day a retrain is due
-        project_dir(config)
+    if not dry_run:
+        preflight(config, via)
     check_tracking()
     registry = Registry(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric)
@@ -402,8 +362,8 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
             _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
         elif decision.retrain:
             trigger = ",".join(decision.fired)
-            version = retrain(config, data, as_of, trigger=trigger, reason=decision.reason,
-                              cycle_run_id=run.info.run_id, via=via)
+            version = make_candidate(config, data, as_of, trigger=trigger, reason=decision.reason,
+                                     cycle_run_id=run.info.run_id, via=via)
             candidate = registry.get(version)
             report.candidate_version = version
             if production is None:

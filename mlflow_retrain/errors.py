@@ -39,3 +39,11 @@ class HealthError(RetrainError):
     """Monitoring found downtime (unloadable model, data gap, slow predictions)."""
 
     exit_code = 4
+
+
+class ModelError(RetrainError):
+    """A model cannot be used: it does not load, or its input schema does not match the data."""
+
+
+class TrainingError(RetrainError):
+    """The training entry point failed, logged no model, or cannot be found or imported."""

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlflow_retrain import models
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.errors import RegistryError
 from mlflow_retrain.metrics import score
+from mlflow_retrain.models import Scorer
 from mlflow_retrain.registry import PRODUCTION, STAGING, Registry, VersionInfo
 from mlflow_retrain.tracking import start_run
 from mlflow_retrain.reports import PREDICTION, DriftNumbers, drift_report, quality_report
@@ -93,11 +95,9 @@ def resolve_version(config: Config, registry: Registry, model_uri: str) -> Versi
     return found
 
 
-def load_model(model_uri: str) -> Any:
-    """The scikit-learn model itself (not pyfunc) so classifiers keep `predict_proba`."""
-    import mlflow.sklearn
-
-    return mlflow.sklearn.load_model(model_uri)
+def registered(config: Config, data: LabelledData, version: str) -> Scorer:
+    """A registered version of this policy's model, ready to score rows of `data`."""
+    return models.load(f"models:/{config.model_name}/{version}", config, data.spec)
 
 
 def run_of(model_uri: str, version: VersionInfo | None) -> str:
@@ -117,13 +117,11 @@ def load_reference(run_id: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def score_rows(config: Config, data: LabelledData, model: Any, rows: pd.DataFrame) -> Scored:
+def score_rows(config: Config, data: LabelledData, model: Scorer, rows: pd.DataFrame) -> Scored:
     """The one scoring function: Production and candidates go through it on the same frame."""
-    features = data.features(rows)
     started = time.perf_counter()
-    y_pred = model.predict(features)
+    y_pred, proba = model.predict_with_proba(rows)
     latency_ms = (time.perf_counter() - started) * 1000
-    proba = model.predict_proba(features) if hasattr(model, "predict_proba") else None
     y_true = data.target(rows)
     return Scored(y_true, np.asarray(y_pred), score(config.task, y_true, y_pred, proba), latency_ms)
 
@@ -151,7 +149,7 @@ def evaluate(
     if window is None:
         window = Window.ending(data.resolve_as_of(as_of), config.monitoring.window)
     rows = data.cut(window, "monitoring window")
-    model = load_model(model_uri)
+    model = models.load(model_uri, config, data.spec)
     scored = score_rows(config, data, model, rows)
     drift: DriftNumbers | None = None
     reports: list[str] = []
@@ -160,9 +158,9 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         reference = load_reference(run_of(model_uri, version))
         drift_path, quality_path = out_dir / "data_drift.html", out_dir / "model_quality.html"
-        drift = drift_report(reference, rows, config.data, drift_path)
+        drift = drift_report(reference, rows, data.spec, drift_path)
         scored_frame = rows.assign(**{PREDICTION: scored.y_pred})
-        quality_report(scored_frame, config.data, config.task, quality_path)
+        quality_report(scored_frame, data.spec, config.task, quality_path)
         reports = [str(drift_path), str(quality_path)]
     result = Evaluation(
         model_uri=model_uri, version=version.version if version else None, window=window.iso(), rows=len(rows),

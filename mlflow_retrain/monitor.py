@@ -29,7 +29,7 @@ from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window, parse_time
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import DataError, HealthError
-from mlflow_retrain.evaluate import load_model, load_reference
+from mlflow_retrain.evaluate import load_reference, registered
 from mlflow_retrain.metrics import score
 from mlflow_retrain.registry import Registry
 from mlflow_retrain.triggers import format_span
@@ -141,7 +141,7 @@ class _Models:
     def get(self, version: str) -> Any:
         if version not in self.loaded and version not in self.errors:
             try:
-                self.loaded[version] = load_model(f"models:/{self.config.model_name}/{version}")
+                self.loaded[version] = registered(self.config, self.data, version)
             except Exception as exc:  # any failure to load is downtime to report, whatever its type
                 self.errors[version] = f"model_unloadable: v{version} cannot be loaded ({type(exc).__name__}: {exc})"[:300]
         return self.loaded.get(version)
@@ -149,7 +149,7 @@ class _Models:
     def meter(self, version: str, run_id: str) -> DriftMeter | None:
         if version not in self.meters:
             try:
-                self.meters[version] = DriftMeter(load_reference(run_id), self.config.data)
+                self.meters[version] = DriftMeter(load_reference(run_id), self.data.spec)
             except Exception as exc:  # no reference: drift unknown, the error series still stands
                 log.warning("no drift reference for v%s: %s", version, exc)
                 self.meters[version] = None
@@ -209,7 +209,7 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
     for i, version in enumerate(owners):
         if version is not None:
             by_version.setdefault(version, []).append(i)
-    predictions: dict[int, tuple[np.ndarray, float]] = {}
+    predictions: dict[int, tuple[np.ndarray, np.ndarray | None, float]] = {}
     failures: dict[int, str] = {}
     for version, indexes in by_version.items():
         model = models.get(version)
@@ -223,7 +223,7 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
         rows = data.frame.iloc[positions]
         begun = time.perf_counter()
         try:
-            pred = np.asarray(model.predict(data.features(rows)))
+            pred, proba = model.predict_with_proba(rows)
         except Exception as exc:  # a model that loads but cannot predict is downtime
             for i in indexes:
                 failures[i] = f"predict_failed: v{version} ({type(exc).__name__}: {exc})"[:300]
@@ -232,7 +232,8 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
         offset = 0
         for i in indexes:
             n = bounds[i][1] - bounds[i][0]
-            predictions[i] = (pred[offset:offset + n], per_row_ms * n)
+            predictions[i] = (pred[offset:offset + n], None if proba is None else proba[offset:offset + n],
+                              per_row_ms * n)
             offset += n
     points = []
     hib = config.higher_is_better
@@ -246,8 +247,8 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
         health = [failures[i]] if i in failures else []
         if i in predictions and hi > lo:
             rows = data.frame.iloc[lo:hi]
-            pred, latency = predictions[i]
-            metric = score(config.task, data.target(rows), pred)[config.metric]
+            pred, proba, latency = predictions[i]
+            metric = score(config.task, data.target(rows), pred, proba).get(config.metric)
             meter = models.meter(version, runs.get(version, "")) if version else None
             drift = meter.measure(rows).drift_share if meter else None
             if limit is not None and (metric < limit if hib else metric > limit):
@@ -294,8 +295,8 @@ def _reports(config: Config, data: LabelledData, result: MonitorResult, models: 
         rows = data.cut(Window(pd.Timestamp(point.start), pd.Timestamp(point.end)))
         folder = out_dir / "reports" / pd.Timestamp(point.end).strftime("%Y%m%dT%H%M")
         folder.mkdir(parents=True, exist_ok=True)
-        drift_report(load_reference(runs[point.version]), rows, config.data, folder / "data_drift.html")
-        quality_report(rows.assign(**{PREDICTION: model.predict(data.features(rows))}), config.data, config.task,
+        drift_report(load_reference(runs[point.version]), rows, data.spec, folder / "data_drift.html")
+        quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
                        folder / "model_quality.html")
         written += [str(folder / "data_drift.html"), str(folder / "model_quality.html")]
     return written

@@ -7,10 +7,12 @@ file-descriptor level catches both, so `--json | jq` works in CI and the demo's 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
 import sys
+import threading
 from typing import Iterator, TextIO
 
 
@@ -37,3 +39,37 @@ def stdout_into(stream: TextIO) -> Iterator[None]:
         if saved is not None:
             os.dup2(saved, 1)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def tail_of_output(keep: int = 15) -> Iterator[collections.deque]:
+    """While the block runs, everything written to fds 1 and 2 (by children too) still reaches
+    stderr, live, and its last `keep` lines are kept: a failed subprocess is reported with what it
+    said last, not with "see above" in a CI log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    lines: collections.deque = collections.deque(maxlen=keep)
+    read_end, write_end = os.pipe()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as source:
+            for line in source:
+                os.write(saved_err, line)
+                lines.append(line.decode(errors="replace").rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield lines
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)  # the pipe's last writer is gone: the reader sees its end
+        reader.join(timeout=30)
+        os.close(saved_out)
+        os.close(saved_err)

@@ -9,49 +9,70 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.config import Config
+from mlflow_retrain.config import Config, DataConfig
 from mlflow_retrain.data import LabelledData, Window, frame_digest, training_windows
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.errors import ConfigError, TrainingError
 from mlflow_retrain.metrics import score
+from mlflow_retrain.models import Scorer, model_columns
 
 log = logging.getLogger(__name__)
 
 
-def build_estimator(config: Config) -> Pipeline:
-    """One-hot the categorical columns, pass numbers through, then the configured estimator.
+def import_object(spec: str, config: Config) -> Any:
+    """A class (`package.module.Class`) or a factory (`package.module:function`) by name.
 
-    One-hot (not ordinal) keeps any scikit-learn estimator usable, linear ones included.
+    The policy file's folder is importable, so a `features.py` beside `retrain.yaml` is found from
+    any working folder (and inside the built-in MLproject's subprocess).
     """
-    module_name, _, class_name = config.training.estimator.rpartition(".")
+    module_name, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    folder = str(config.source.parent) if config.source is not None else None
+    if folder and folder not in sys.path:
+        sys.path.append(folder)
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise ConfigError(
-            f"training.estimator {config.training.estimator!r} cannot be imported; use a dotted path such as "
-            "sklearn.ensemble.HistGradientBoostingRegressor"
-        ) from None
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise TrainingError(f"training.estimator {spec!r} cannot be imported ({type(exc).__name__}: {exc}); use a "
+                            "dotted class such as sklearn.ensemble.HistGradientBoostingRegressor or a factory "
+                            "package.module:function importable from the policy file's folder") from None
+
+
+def build_estimator(config: Config, spec: DataConfig) -> Any:
+    """The model to fit: a factory's own estimator or Pipeline as it is, or a class behind a one-hot
+    encoding of the categorical columns.
+
+    One-hot (not ordinal) keeps any scikit-learn-API estimator usable, linear ones included; a factory
+    owns its feature engineering, so it gets the raw columns (and the timestamp, when passed).
+    """
+    target = import_object(config.training.estimator, config)
     params = dict(config.training.params)
-    if "random_state" in inspect.signature(cls).parameters:
+    name = config.training.estimator
+    if not config.training.is_factory and "random_state" in inspect.signature(target).parameters:
         params.setdefault("random_state", config.training.seed)
     try:
-        estimator = cls(**params)
+        estimator = target(**params)
     except TypeError as exc:
-        raise ConfigError(f"training.params do not fit {class_name}: {exc}") from None
+        raise ConfigError(f"training.params do not fit {name}: {exc}") from None
+    if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
+        raise TrainingError(f"training.estimator {name!r} returned {type(estimator).__name__}, which has no "
+                            "fit/predict; return a scikit-learn-API estimator or Pipeline")
+    if config.training.is_factory:
+        return estimator
     encode = ColumnTransformer(
-        [("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(config.data.categorical))],
+        [("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(spec.categorical))],
         remainder="passthrough",
         verbose_feature_names_out=False,
     )
@@ -62,7 +83,8 @@ def build_estimator(config: Config) -> Pipeline:
 class FitResult:
     """A fitted model and everything needed to log it or compare it."""
 
-    model: BaseEstimator
+    model: Any
+    columns: tuple[str, ...]
     train_window: Window
     holdout_window: Window
     train_rows: pd.DataFrame = field(repr=False)
@@ -70,26 +92,29 @@ class FitResult:
     holdout_metrics: dict[str, float]
     fit_seconds: float
 
+    @property
+    def scorer(self) -> Scorer:
+        return Scorer(self.model, self.columns)
+
 
 def fit(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:
     """Train on `(as_of - holdout - window, as_of - holdout]` and score the held-out recent rows."""
     train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
     train_rows = data.cut(train_window, "training window")
     holdout_rows = data.cut(holdout_window, "holdout window")
-    model = build_estimator(config)
+    model = build_estimator(config, data.spec)
+    columns = model_columns(config, data.spec)
     started = time.perf_counter()
     try:
-        model.fit(data.features(train_rows), data.target(train_rows))
-    except ValueError as exc:
-        raise ConfigError(f"{config.training.estimator} cannot fit this data ({exc}); check task and estimator") from None
+        model.fit(train_rows[list(columns)], data.target(train_rows))
+    except (ValueError, TypeError) as exc:
+        raise TrainingError(f"{config.training.estimator} cannot fit this data ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:300]}); check task, estimator and columns") from None
     seconds = time.perf_counter() - started
-    metrics = score(config.task, data.target(holdout_rows), model.predict(data.features(holdout_rows)),
-                    _proba(model, data.features(holdout_rows)))
-    return FitResult(model, train_window, holdout_window, train_rows, holdout_rows, metrics, seconds)
-
-
-def _proba(model: Any, features: pd.DataFrame) -> np.ndarray | None:
-    return model.predict_proba(features) if hasattr(model, "predict_proba") else None
+    result = FitResult(model, columns, train_window, holdout_window, train_rows, holdout_rows, {}, seconds)
+    pred, proba = result.scorer.predict_with_proba(holdout_rows)
+    result.holdout_metrics = score(config.task, data.target(holdout_rows), pred, proba)
+    return result
 
 
 @dataclass(frozen=True)
@@ -111,19 +136,65 @@ class TrainResult:
         return dict(self.__dict__)
 
 
-def trusted_types(model: BaseEstimator) -> list[str]:
-    """The types skops must trust to load this model: ours, since we just built it."""
+def model_requirements(model: Any) -> list[str]:
+    """The distributions whose objects make up the model, pinned at the versions that fitted it.
+
+    Read off the fitted objects themselves (a Pipeline's steps, a wrapped XGBoost or LightGBM
+    estimator, the user's own transformers' packages), so serving installs what the model needs
+    and nothing is guessed; inferring them instead re-imports the model in a subprocess (5 s).
+    """
+    from importlib.metadata import packages_distributions, version
+
+    owners = packages_distributions()
+    parts = [model, *(model.get_params(deep=True).values() if hasattr(model, "get_params") else [])]
+    roots = {str(getattr(part, "__module__", None) or type(part).__module__).split(".")[0] for part in parts}
+    found = {dist for root in roots | {"pandas", "numpy", "sklearn"} for dist in owners.get(root, [])}
+    return sorted(f"{dist}=={version(dist)}" for dist in found)
+
+
+def _flavor(model: Any) -> str:
+    """XGBoost and LightGBM estimators on their own are logged with their own flavor; anything else
+    (a Pipeline around them included) as scikit-learn."""
+    root = type(model).__module__.split(".")[0]
+    return root if root in ("xgboost", "lightgbm") else "sklearn"
+
+
+def _code_paths(config: Config) -> list[str]:
+    """The factory's module when it lives beside the policy file, so the logged model loads anywhere."""
+    if not config.training.is_factory:
+        return []
+    module = sys.modules.get(config.training.estimator.partition(":")[0].split(".")[0])
+    path = getattr(module, "__file__", None)
+    if path is None or any(part in Path(path).parts for part in ("site-packages", "dist-packages")):
+        return []
+    package = Path(path).parent if Path(path).name == "__init__.py" else Path(path)
+    return [str(package)]
+
+
+def log_model(config: Config, result: FitResult) -> Any:
+    """Log the fitted model with its signature, requirements and (for a local factory) its code."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    inputs = result.holdout_rows[list(result.columns)]
+    common = dict(
+        name="model",
+        signature=infer_signature(inputs, result.scorer.predict(result.holdout_rows.head(50))),
+        input_example=inputs.head(5),
+        pip_requirements=model_requirements(result.model),
+        code_paths=_code_paths(config) or None,
+    )
+    flavor = _flavor(result.model)
+    if flavor != "sklearn":
+        return getattr(mlflow, flavor).log_model(result.model, **common)
     import skops.io
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
-
-
-def model_requirements() -> list[str]:
-    """What loading the model needs: scikit-learn and skops at the versions that saved it."""
-    from importlib.metadata import version
-
-    return [f"scikit-learn=={version('scikit-learn')}", f"skops=={version('skops')}",
-            f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
+    try:
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+    except Exception:  # skops cannot persist every object (e.g. a lambda): pickle is MLflow's other format
+        return mlflow.sklearn.log_model(result.model, serialization_format="cloudpickle", **common)
+    # we trust the types we just fitted ourselves
+    return mlflow.sklearn.log_model(result.model, skops_trusted_types=untrusted, **common)
 
 
 def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str, str]:
@@ -134,12 +205,12 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
     is what drift is measured against later, so it is stored with the run rather than re-derived.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
     # MLflow warns about integer columns in signatures and ambiguous local sources on every call;
     # neither applies (a column with missing values is read as float; the source is a path we name).
     warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
-    columns = [config.data.timestamp, *config.data.features, config.data.target]
+    spec = data.spec
+    columns = [spec.timestamp, *spec.features, spec.target]
     train_digest = frame_digest(result.train_rows[columns])
     holdout_digest = frame_digest(result.holdout_rows[columns])
     mlflow.log_params({
@@ -149,39 +220,68 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
         "holdout_window": result.holdout_window.iso(),
         "train_rows": len(result.train_rows),
         "holdout_rows": len(result.holdout_rows),
-        "features": ",".join(config.data.features),
+        "features": ",".join(spec.features)[:6000],
     })
     mlflow.log_metrics({f"holdout_{k}": v for k, v in result.holdout_metrics.items() if np.isfinite(v)})
     mlflow.log_metric("fit_seconds", result.fit_seconds)
     for context, rows, digest in (("training", result.train_rows, train_digest),
                                   ("holdout", result.holdout_rows, holdout_digest)):
-        dataset = mlflow.data.from_pandas(rows[columns], source=data.origin, targets=config.data.target,
+        dataset = mlflow.data.from_pandas(rows[columns], source=data.origin, targets=spec.target,
                                           name=f"{config.model_name}-{context}", digest=digest)
         mlflow.log_input(dataset, context=context)
-    _log_frame(result.train_rows[columns], T.REFERENCE_ARTIFACT)
-    features = data.features(result.holdout_rows)
-    info = mlflow.sklearn.log_model(
-        result.model,
-        name="model",
-        signature=infer_signature(features, result.model.predict(features.head(50))),
-        input_example=features.head(5),
-        skops_trusted_types=trusted_types(result.model),
-        # named, not inferred: inference re-imports the model in a subprocess (5 s per version)
-        pip_requirements=model_requirements(),
-    )
+    log_frame(result.train_rows[columns], T.REFERENCE_ARTIFACT)
+    info = log_model(config, result)
     return info.model_uri, info.model_id, train_digest, holdout_digest
 
 
-def _log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
+def log_frame(frame: pd.DataFrame, artifact_path: str, run_id: str | None = None) -> None:
+    """A frame as a Parquet artifact of the active run (or of `run_id`, e.g. a user project's run)."""
     import tempfile
-    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
 
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_path).name
         frame.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), str(Path(artifact_path).parent))
+        if run_id is None:
+            mlflow.log_artifact(str(path), str(Path(artifact_path).parent))
+        else:
+            MlflowClient().log_artifact(run_id, str(path), str(Path(artifact_path).parent))
+
+
+def bootstrap_trigger(registry: Any, trigger: str, reason: str) -> tuple[str, str]:
+    """The first version of a model is a bootstrap, whatever asked for it."""
+    if registry.production() is not None:
+        return trigger, reason
+    return T.BOOTSTRAP, "no Production version yet: the first model that passes the absolute gate becomes Production"
+
+
+def candidate_tags(*, trigger: str, reason: str, cycle_run_id: str, as_of: pd.Timestamp, train_window: Window,
+                   holdout_window: Window) -> dict[str, str]:
+    """The audit tags every new version carries, whoever trained it: pending until judged."""
+    return {T.TRIGGER: trigger, T.REASON: reason, T.CYCLE_RUN_ID: cycle_run_id, T.AS_OF: as_of.isoformat(),
+            T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(), T.DECISION: T.PENDING}
+
+
+def place(config: Config, registry: Any, version: str, holdout_metric: float, as_of: pd.Timestamp, *,
+          bootstrap: bool) -> str:
+    """A new version goes to Staging for the controller to validate, except the very first one: with no
+    Production to compare against, a version that passes the absolute gate goes straight to Production
+    so the loop has a champion to defend. Returns the stage it landed in."""
+    if bootstrap:
+        from mlflow_retrain.validation import gate
+
+        decision = gate(metric=config.metric, candidate=holdout_metric, baseline=None,
+                        higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
+        registry.tag(version, {T.DECISION: T.PROMOTED if decision.promote else T.PENDING,
+                               T.DECISION_REASON: decision.reason})
+        if decision.promote:
+            registry.promote(version, when=as_of.to_pydatetime())
+            return "Production"
+    registry.stage_candidate(version)
+    return "Staging"
 
 
 def train(
@@ -194,9 +294,7 @@ def train(
     cycle_run_id: str = "",
     bootstrap: bool = True,
 ) -> TrainResult:
-    """Fit, log, register. The new version goes to Staging for the controller to validate, except
-    the very first one: with no Production to compare against, a version that passes the absolute
-    gate goes straight to Production (trigger `bootstrap`) so the loop has a champion to defend.
+    """Fit, log, register, place (`place`: Staging, or Production for a first version that passes).
 
     Fitting happens before any run or version exists, so bad data or a bad estimator writes nothing.
     """
@@ -208,33 +306,16 @@ def train(
     check_tracking()
     result = fit(config, data, as_of)
     registry = Registry(config)
-    is_bootstrap = bootstrap and registry.production() is None
-    trigger = T.BOOTSTRAP if is_bootstrap else trigger
-    if is_bootstrap:
-        reason = "no Production version yet: the first model that passes the absolute gate becomes Production"
+    trigger, reason = bootstrap_trigger(registry, trigger, reason) if bootstrap else (trigger, reason)
     run_tags = {T.RUN_KIND: "train", T.TRIGGER: trigger, T.REASON: reason, T.AS_OF: as_of.isoformat(),
                 T.CYCLE_RUN_ID: cycle_run_id}
     with start_run(config.experiment, f"train as of {as_of.isoformat()}", run_tags) as run:
         model_uri, model_id, train_digest, holdout_digest = log_fit(config, data, result)
-    version_tags = {
-        T.TRIGGER: trigger, T.REASON: reason, T.CYCLE_RUN_ID: cycle_run_id, T.AS_OF: as_of.isoformat(),
-        T.TRAIN_WINDOW: result.train_window.iso(), T.HOLDOUT_WINDOW: result.holdout_window.iso(),
-        T.DECISION: T.PENDING,
-    }
+    version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
+                                  train_window=result.train_window, holdout_window=result.holdout_window)
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
-    stage = "Staging"
-    if is_bootstrap:
-        from mlflow_retrain.validation import gate
-
-        decision = gate(metric=config.metric, candidate=result.holdout_metrics[config.metric], baseline=None,
-                        higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
-        registry.tag(info.version, {T.DECISION: T.PROMOTED if decision.promote else T.PENDING,
-                                    T.DECISION_REASON: decision.reason})
-        if decision.promote:
-            registry.promote(info.version, when=as_of.to_pydatetime())
-            stage = "Production"
-    if stage == "Staging":
-        registry.stage_candidate(info.version)
+    stage = place(config, registry, info.version, result.holdout_metrics[config.metric], as_of,
+                  bootstrap=trigger == T.BOOTSTRAP)
     log.info("registered %s version %s (%s)", config.model_name, info.version, stage)
     return TrainResult(
         run_id=run.info.run_id, version=info.version, stage=stage, model_uri=model_uri,

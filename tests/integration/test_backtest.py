@@ -16,7 +16,7 @@ from mlflow_retrain.cli import cli
 from mlflow_retrain.config import load_config
 from mlflow_retrain.controller import run_cycle
 from mlflow_retrain.data import LabelledData
-from mlflow_retrain.evaluate import load_model
+import mlflow.sklearn
 
 EVERY = timedelta(days=14)
 # v1 serves from 2011-04-30; at a threshold of 55 the weekly MAE crosses it at some steps and not at
@@ -40,7 +40,7 @@ def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, w
     # the model serving at the end is the same fit in both: same windows, same training code
     served = pd.Timestamp(max((t for t, outcome in real if outcome == "promoted"), default=result.steps[0]))
     rows = data.frame.tail(200)
-    registry_model = load_model(f"models:/{config.model_name}/Production")
+    registry_model = mlflow.sklearn.load_model(f"models:/{config.model_name}/Production")
     replay = Replay(config, data)
     np.testing.assert_array_equal(registry_model.predict(data.features(rows)),
                                   replay.fit(served).model.predict(data.features(rows)))

@@ -18,9 +18,11 @@ from mlflow.tracking import MlflowClient
 from mlflow_retrain import tags as T
 from mlflow_retrain.backtest import default_policies, run_backtest
 from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import IN_PROCESS, run_cycle
+from mlflow_retrain.controller import run_cycle
+from mlflow_retrain.trainers import IN_PROCESS
 from mlflow_retrain.data import LabelledData, Window
-from mlflow_retrain.evaluate import evaluate, load_model
+import mlflow.sklearn
+from mlflow_retrain.evaluate import evaluate
 from mlflow_retrain.train import train
 
 FEATURES = ["hour", "season", "holiday", "weekday", "workingday", "weathersit", "temp", "atemp", "hum", "windspeed"]
@@ -53,7 +55,7 @@ def test_a_classifier_is_trained_evaluated_retrained_and_backtested(busy_policy,
     result = evaluate(config, as_of="2011-06-30", out_dir=tmp_path / "reports")
     data = LabelledData.load(config)
     rows = data.cut(Window.ending(pd.Timestamp("2011-06-30"), timedelta(days=7)))
-    predicted = load_model("models:/busy/1").predict(data.features(rows))
+    predicted = mlflow.sklearn.load_model("models:/busy/1").predict(data.features(rows))
     assert result.metrics["accuracy"] == pytest.approx(np.mean(predicted == rows.busy))  # independent
     assert 0.0 <= result.metrics["roc_auc"] <= 1.0 and 0.0 <= result.metrics["f1"] <= 1.0
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "reports")}

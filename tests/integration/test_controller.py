@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
 from mlflow_retrain.registry import Registry
 from mlflow_retrain.train import train
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def state(name: str = "bikes") -> list[tuple]:
@@ -194,7 +192,6 @@ def test_cli_status_history_compare_promote(prod_store, write_policy):
     (["cycle", "--force"], "--force and --event need --reason"),
     (["cycle", "--event", "repository_dispatch"], "--force and --event need --reason"),
     (["cycle", "--event", " ", "--reason", "x"], "--event needs the name of the system"),
-    (["cycle", "--force", "--reason", "x"], "no MLproject found beside the policy file"),
 ])
 def test_cli_bad_input_one_line_exit_2_registry_unchanged(prod_store, write_policy, args, message):
     model = "ghost" if args == ["status"] else "bikes"
@@ -244,9 +241,9 @@ def test_two_cycles_started_together_one_trains_and_promotes(prod_store, write_p
 
 def test_retrain_through_the_mlproject_train_entry_point(prod_store, write_policy, tmp_path):
     """The default path, from the command line: `cycle --json` stays parseable although the train
-    entry point runs as a subprocess that prints its own table."""
-    for name in ("MLproject", "conda.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
+    entry point runs as a subprocess that prints its own table. No MLproject beside the policy: the
+    one shipped inside the package runs."""
+    assert not (tmp_path / "MLproject").exists()
     path = write_policy(triggers={"metric_threshold": {"max": 60}})
     done = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", "cycle", "--config", str(path), "--as-of",
                            "2011-05-31", "--json"], env={**os.environ, "MLFLOW_TRACKING_URI": prod_store},
@@ -258,3 +255,4 @@ def test_retrain_through_the_mlproject_train_entry_point(prod_store, write_polic
     run = MlflowClient().get_run(Registry(config).get("2").run_id)
     assert run.data.tags["mlflow.project.entryPoint"] == "train"
     assert run.data.params["trigger"] == "metric_threshold"
+    assert run.data.tags["mlflow.source.name"].replace("#", "/").endswith("mlflow_retrain/project")

@@ -16,7 +16,8 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.cli import cli
 from mlflow_retrain.config import load_config
 from mlflow_retrain.data import LabelledData, Window
-from mlflow_retrain.evaluate import evaluate, load_model
+import mlflow.sklearn
+from mlflow_retrain.evaluate import evaluate
 from mlflow_retrain.registry import Registry
 from mlflow_retrain.train import train
 
@@ -58,7 +59,7 @@ def test_first_version_bootstraps_to_production_then_next_goes_to_staging(store,
     # the registered model loads and reproduces the logged holdout metric
     data = LabelledData.load(config)
     rows = data.cut(Window.parse(second.holdout_window))
-    pred = load_model("models:/bikes/Staging").predict(data.features(rows))
+    pred = mlflow.sklearn.load_model("models:/bikes/Staging").predict(data.features(rows))
     assert np.mean(np.abs(pred - rows.cnt)) == pytest.approx(second.holdout_metrics["mae"])
 
 
@@ -71,7 +72,7 @@ def test_evaluate_logs_metrics_and_evidently_reports(store, write_policy, tmp_pa
     frame = pd.read_csv(config.data_path(), parse_dates=["timestamp"])
     window = frame[(frame.timestamp > pd.Timestamp("2011-08-24")) & (frame.timestamp <= pd.Timestamp("2011-08-31"))]
     assert result.rows == len(window) > 100  # the real data misses a few hours
-    pred = load_model("models:/bikes/1").predict(window[list(config.data.features)])
+    pred = mlflow.sklearn.load_model("models:/bikes/1").predict(window[list(config.data.features)])
     assert result.metrics["mae"] == pytest.approx(np.mean(np.abs(pred - window.cnt)))
     assert 0.0 <= result.drift.drift_share <= 1.0 and result.drift.total_columns == 10
     run = MlflowClient().get_run(result.run_id)

@@ -1,0 +1,217 @@
+"""Making a candidate: three ways, one contract.
+
+- **built-in, as a project** (the default): the MLproject shipped inside this package
+  (`mlflow_retrain/project/MLproject`), run through `mlflow.projects.run` like any other project.
+  A pip-installed tool therefore retrains from any folder, and the built-in trainer is exercised
+  through exactly the path a user's own project takes: a separate process, an MLflow run, a model.
+- **built-in, in this process** (`--retrain-via inprocess`, and the Python API's DataFrames).
+- **the user's own MLproject** (`training.project`): a local folder or a git URI, any env manager
+  and backend MLflow supports. It receives the data-time contract as parameters (as of, training
+  and holdout windows, the cycle's run id, the data's path; names mappable in the policy file),
+  logs a model (or registers a version itself), and the controller takes it from there.
+
+Every way ends the same: a registered version tagged with the trigger and windows, placed in
+Staging (or Production on bootstrap), scored by the controller through `models.load` on the same
+holdout as Production. Nothing here decides whether to retrain or promote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.config import Config, ProjectConfig
+from mlflow_retrain.data import LabelledData, training_windows
+from mlflow_retrain.errors import TrainingError
+from mlflow_retrain.evaluate import score_rows
+from mlflow_retrain.streams import tail_of_output
+
+log = logging.getLogger(__name__)
+
+IN_PROCESS, PROJECT = "inprocess", "project"
+BUILTIN_PROJECT = Path(__file__).resolve().parent / "project"
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """Where the candidate comes from, resolved from the policy and `--retrain-via`."""
+
+    via: str  # inprocess | project
+    uri: str  # the project's folder or git URI ("" in process)
+    entry_point: str = "train"
+    builtin: bool = True
+
+
+def trainer(config: Config, via: str = PROJECT) -> Trainer:
+    """The policy's project wins; else the built-in trainer, as a project or in process."""
+    project = config.training.project
+    if project is not None:
+        return Trainer(PROJECT, project_uri(config, project), project.entry_point, builtin=False)
+    if via == IN_PROCESS:
+        return Trainer(IN_PROCESS, "")
+    return Trainer(PROJECT, str(BUILTIN_PROJECT))
+
+
+def project_uri(config: Config, project: ProjectConfig) -> str:
+    """A relative local path resolves against the policy file, like data.path: CI runs from anywhere."""
+    if project.is_git or config.source is None or Path(project.uri).is_absolute():
+        return project.uri
+    return str((config.source.parent / project.uri).resolve())
+
+
+def preflight(config: Config, via: str = PROJECT) -> Trainer:
+    """Everything about the trainer that can be checked without training, checked before the lease
+    and the audit run: the factory or class imports, the project and its entry point exist, a git
+    repository answers. A misplaced CI job fails on day one, not on the day a retrain is due."""
+    chosen = trainer(config, via)
+    if config.training.project is None:
+        from mlflow_retrain.train import import_object
+
+        import_object(config.training.estimator, config)
+        return chosen
+    if config.training.project.is_git:
+        repo = chosen.uri.split("#", 1)[0].removeprefix("git+")
+        try:
+            done = subprocess.run(["git", "ls-remote", "--heads", repo], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TrainingError(f"training.project.uri {repo}: git cannot reach it ({type(exc).__name__})") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise TrainingError(f"training.project.uri {repo} is not a git repository git can read: {last}")
+        return chosen
+    folder = Path(chosen.uri)
+    mlproject = folder / "MLproject"
+    if not mlproject.is_file():
+        raise TrainingError(f"training.project.uri {folder}: no MLproject file there")
+    import yaml
+
+    try:
+        entry_points = (yaml.safe_load(mlproject.read_text()) or {}).get("entry_points") or {}
+    except yaml.YAMLError as exc:
+        raise TrainingError(f"{mlproject} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if chosen.entry_point not in entry_points and not chosen.entry_point.endswith((".py", ".sh")):
+        raise TrainingError(f"{mlproject} has no entry point {chosen.entry_point!r} "
+                            f"(it has {', '.join(entry_points) or 'none'}); fix training.project.entry_point")
+    return chosen
+
+
+def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
+                   cycle_run_id: str, via: str = PROJECT) -> str:
+    """Train a candidate the configured way; return its registered version (placed and tagged)."""
+    chosen = trainer(config, via)
+    if chosen.via == IN_PROCESS:
+        from mlflow_retrain.train import train
+
+        return train(config, as_of=as_of, data=data, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id).version
+    if chosen.builtin:
+        params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
+                  "cycle_run_id": cycle_run_id}
+        run_id = run_project(config, chosen, params, env_manager="local")
+    else:
+        run_id = run_project(config, chosen, contract_parameters(config, as_of, cycle_run_id),
+                             env_manager=config.training.project.env_manager)
+    return adopt(config, data, as_of, run_id, chosen, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id)
+
+
+def contract_parameters(config: Config, as_of: pd.Timestamp, cycle_run_id: str) -> dict[str, str]:
+    """The user's fixed parameters plus the data-time contract under the names the policy maps."""
+    project = config.training.project
+    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    values = {"as_of": as_of.isoformat(), "train_start": train_window.start.isoformat(),
+              "train_end": train_window.end.isoformat(), "holdout_start": holdout_window.start.isoformat(),
+              "holdout_end": holdout_window.end.isoformat(), "cycle_run_id": cycle_run_id,
+              "data_path": str(config.data_path().resolve())}
+    return {**{k: str(v) for k, v in project.parameters.items()},
+            **{project.contract[k]: v for k, v in values.items() if project.contract[k]}}
+
+
+def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_manager: str) -> str:
+    """Run the entry point to completion; its output streams to stderr. Returns its run id."""
+    import mlflow.projects
+    from mlflow.exceptions import ExecutionException, MlflowException
+
+    # `--env-manager local` runs `python` from PATH: make it ours, so the project sees this environment.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    project = config.training.project
+    where = f"the {chosen.entry_point!r} entry point of {chosen.uri}"
+    with tail_of_output() as tail:
+        try:
+            submitted = mlflow.projects.run(
+                uri=chosen.uri, entry_point=chosen.entry_point, parameters=params, env_manager=env_manager,
+                experiment_name=config.experiment, synchronous=False,
+                backend=project.backend if project else "local",
+                backend_config=project.backend_config if project else None)
+            succeeded = submitted.wait()
+        except (ExecutionException, MlflowException) as exc:
+            raise TrainingError(f"{where} could not start: {str(exc).splitlines()[0][:400]}") from None
+    if not succeeded:
+        said = " | ".join(line for line in tail if line.strip())[-800:]
+        raise TrainingError(f"{where} failed (run {submitted.run_id}); its last lines: {said or '(no output)'}")
+    return submitted.run_id
+
+
+def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, chosen: Trainer, *, trigger: str,
+          reason: str, cycle_run_id: str) -> str:
+    """The version a project run made: the one it registered itself, else its logged model registered
+    here. Checked against the data's columns before anything is registered; tagged and placed unless
+    the built-in trainer already did both."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain import models
+    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.train import bootstrap_trigger, candidate_tags, log_frame, place
+
+    client = MlflowClient()
+    registry = Registry(config)
+    own = client.search_model_versions(f"name = '{config.model_name}' and run_id = '{run_id}'")
+    if own and chosen.builtin:
+        return str(own[0].version)
+    if own:
+        model_uri, model_id = f"models:/{config.model_name}/{own[0].version}", None
+    else:
+        model_uri, model_id = logged_model(client, run_id, chosen)
+    scorer = models.load(model_uri, config, data.spec)  # a schema mismatch stops here, before any write
+    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    holdout = data.cut(holdout_window, "holdout window")
+    metric = score_rows(config, data, scorer, holdout).metrics.get(config.metric, float("nan"))
+    trigger, reason = bootstrap_trigger(registry, trigger, reason)
+    if not client.list_artifacts(run_id, T.REFERENCE_ARTIFACT.rsplit("/", 1)[0]):
+        # drift is measured against the rows the model was trained on, as the contract defines them
+        spec = data.spec
+        log_frame(data.cut(train_window, "training window")[[spec.timestamp, *spec.features, spec.target]],
+                  T.REFERENCE_ARTIFACT, run_id=run_id)
+    tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
+                          train_window=train_window, holdout_window=holdout_window)
+    if own:
+        version = str(own[0].version)
+        registry.tag(version, tags)
+    else:
+        version = registry.register(model_uri, model_id, run_id, tags).version
+    place(config, registry, version, metric, as_of, bootstrap=trigger == T.BOOTSTRAP)
+    return version
+
+
+def logged_model(client: object, run_id: str, chosen: Trainer) -> tuple[str, str]:
+    """(model URI, model id) of the model a run logged: MLflow 3 LoggedModels whose source is the run."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    if not found:
+        raise TrainingError(f"the {chosen.entry_point!r} entry point of {chosen.uri} (run {run_id}) succeeded but "
+                            "logged no model; log one with mlflow.<flavor>.log_model(..., name=\"model\")")
+    if len(found) > 1:
+        named = [m for m in found if m.name == "model"]
+        if len(named) != 1:
+            raise TrainingError(f"run {run_id} logged {len(found)} models "
+                                f"({', '.join(sorted(m.name for m in found))}); name the candidate \"model\"")
+        found = named
+    return f"models:/{found[0].model_id}", found[0].model_id
