@@ -100,6 +100,41 @@ def _load(config_path: str) -> Config:
     return load_config(config_path)
 
 
+@cli.command(epilog="""\b
+Examples:
+  mlflow-retrain init --data sales.csv.gz --target units
+  mlflow-retrain init --data data/ --target churned --timestamp signup_date --task classification --out policy.yaml
+""")
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="A CSV (plain or .gz/.bz2/.zip/.xz) or Parquet file, or a folder of them (hive partitions too).")
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--timestamp", default=None, help="The time column (default: detected from the data).")
+@click.option("--task", type=click.Choice(["regression", "classification"]), default=None,
+              help="Default: classification for labels or up to 20 whole values, else regression.")
+@click.option("--model-name", default=None, help="Registered model name (default: the data's file or folder name).")
+@click.option("--out", default="retrain.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the policy file.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@json_option
+def init(data_path: str, target: str, timestamp: str | None, task: str | None, model_name: str | None, out: str,
+         force: bool, as_json: bool) -> None:
+    """Write a commented policy file derived from the data, and print the command to run next.
+
+    Windows come from the data's span and density, thresholds from the target's scale; each value's
+    comment says how. `cycle` runs with the file as written.
+    """
+    from pathlib import Path
+
+    from mlflow_retrain.init import init as run_init
+
+    result = run_init(Path(data_path), target=target, out=Path(out), timestamp=timestamp, task=task,
+                      model_name=model_name, force=force)
+    emit(result.to_dict(), as_json, lambda r: "\n".join([
+        f"wrote {r['path']}: {r['task']} of {r['target']!r} over {r['timestamp']!r}, "
+        f"monitoring every {r['monitoring_window']}, training on {r['training_window']}",
+        f"next: {r['next_command']}"]))
+
+
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain train --config retrain.yaml --as-of 2011-06-30")
 @config_option
 @as_of_option

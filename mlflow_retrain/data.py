@@ -26,6 +26,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 _INTEGER = re.compile(r"^-?\d+$")
+_TIMES = frozenset({"datetime", "datetime64", "date", "time", "timedelta", "timedelta64", "period"})
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,16 @@ def _read_csv_folder(root: Path, files: list[Path]) -> pd.DataFrame:
 
 
 def column_kind(values: pd.Series) -> str | None:
-    """What a column's dtype makes it as a feature: numbers (bools included), labels, or neither."""
+    """What a column's dtype makes it as a feature: numbers (bools included), labels, or neither.
+
+    Text (object, string, category) is labels, missing values and all, unless the objects are
+    times, dates or durations: those are values a model cannot use as they are.
+    """
     if is_numeric_dtype(values) or is_bool_dtype(values):
         return NUMERIC
-    if is_string_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype):
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return CATEGORICAL
+    if is_string_dtype(values.dtype) and pd.api.types.infer_dtype(values, skipna=True) not in _TIMES:
         return CATEGORICAL
     return None
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlflow_retrain.config import DataConfig, parse_config
-from mlflow_retrain.data import (LabelledData, Window, data_files, frame_digest, read_table, resolve_spec,
+from mlflow_retrain.data import (LabelledData, Window, column_kind, data_files, frame_digest, read_table, resolve_spec,
                                  training_windows)
 from mlflow_retrain.errors import ConfigError, DataError
 
@@ -78,6 +78,17 @@ def test_a_column_neither_numbers_nor_labels_is_refused_not_dropped():
     assert labelled(df, categorical=["c", "created"]).frame.created.iloc[0] == "2020-01-01 00:00:00"
     with pytest.raises(DataError, match="drop it from data.features"):
         labelled(df, features=["a", "created"])
+
+
+@pytest.mark.parametrize("values, kind", [
+    (pd.Series([1, 2]), "numeric"), (pd.Series([True, False]), "numeric"), (pd.Series([1.5, None]), "numeric"),
+    (pd.Series(["a", None]), "categorical"), (pd.Series(["a", 1]), "categorical"),
+    (pd.Series(["a", None], dtype="string"), "categorical"), (pd.Series([1, 2], dtype="category"), "categorical"),
+    (pd.Series(pd.to_datetime(["2024-01-01"])), None), (pd.Series([date(2024, 1, 1), None]), None),
+    (pd.Series(pd.to_timedelta(["1d"])), None),
+])
+def test_column_kind_from_dtype(values, kind):
+    assert column_kind(values) == kind
 
 
 def test_resolving_needs_no_rows_beyond_the_dtypes():
