@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_string_dtype
 
-from mlflow_retrain.config import DataConfig
+from mlflow_retrain.config import DataConfig, higher_is_better
 from mlflow_retrain.data import column_kind, prepare_frame, read_table
 from mlflow_retrain.errors import ConfigError, DataError
 
@@ -71,7 +71,7 @@ class Suggestion:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.task == "classification"
+        return higher_is_better(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -168,6 +168,8 @@ def detect_task(values: pd.Series) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Windows:
+    """The suggested spans, and for each policy key how it was derived."""
+
     monitoring: timedelta
     training: timedelta
     holdout: timedelta
@@ -190,7 +192,7 @@ def suggest_windows(span: timedelta, rows: int, step: timedelta) -> Windows:
 
     cap = span / MIN_WINDOWS
     enough = next((w for w in MONITORING_SPANS if per_day * (w / DAY) >= ROWS_PER_WINDOW), MONITORING_SPANS[-1])
-    monitoring = max(floor_span(min(enough, cap)), step)
+    monitoring = floor_span(max(min(enough, cap), step))  # a window shorter than the step holds no row
     names = "/".join(format_span(w) for w in MONITORING_SPANS)
     why = f"the shortest of {names} holding >= {ROWS_PER_WINDOW} rows at {per_day:,.4g} rows/day"
     if enough > cap:
