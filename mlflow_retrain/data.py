@@ -146,6 +146,17 @@ def column_kind(values: pd.Series) -> str | None:
     return None
 
 
+def require_columns(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> None:
+    """Every column the policy names is in the data."""
+    declared = [spec.timestamp, spec.target, *(spec.features or ()), *(spec.categorical or ()), *spec.exclude]
+    missing = [c for c in dict.fromkeys(declared) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{origin}: missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, frame.columns))}"
+            " (fix data.* in the policy file)"
+        )
+
+
 def resolve_spec(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> DataConfig:
     """The declared columns made concrete for this data: which features, which of them categorical.
 
@@ -154,13 +165,7 @@ def resolve_spec(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") ->
     A feature whose dtype is neither numbers nor labels (a second date, a duration) is refused
     rather than dropped: silently training without a column is the surprise this avoids.
     """
-    declared = [spec.timestamp, spec.target, *(spec.features or ()), *(spec.categorical or ()), *spec.exclude]
-    missing = [c for c in dict.fromkeys(declared) if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{origin}: missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, frame.columns))}"
-            " (fix data.* in the policy file)"
-        )
+    require_columns(frame, spec, origin)
     if spec.features is None:
         skip = {spec.timestamp, spec.target, *spec.exclude}
         features = tuple(c for c in frame.columns if c not in skip)
@@ -191,9 +196,10 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -
     Returns a copy sorted by time with a naive UTC datetime timestamp and categorical values as
     labels, and the resolved spec.
     """
-    spec = resolve_spec(frame, spec, origin)
-    if frame.empty:
+    if frame.empty:  # a header alone has no dtypes to resolve, but can still name the wrong columns
+        require_columns(frame, spec, origin)
         raise DataError(f"{origin}: holds no rows; add labelled data before training or monitoring")
+    spec = resolve_spec(frame, spec, origin)
     frame = frame.copy()
     stamps = pd.to_datetime(frame[spec.timestamp], errors="coerce")
     bad = stamps.isna()

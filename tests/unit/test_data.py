@@ -91,6 +91,13 @@ def test_column_kind_from_dtype(values, kind):
     assert column_kind(values) == kind
 
 
+def test_a_header_alone_holds_no_rows_unless_it_lacks_a_column():
+    with pytest.raises(DataError, match="DataFrame: holds no rows"):
+        labelled(frame().iloc[:0].astype(object), exclude=[])
+    with pytest.raises(DataError, match=r"missing column\(s\) b"):
+        labelled(frame().iloc[:0], features=["b"])
+
+
 def test_resolving_needs_no_rows_beyond_the_dtypes():
     spec = resolve_spec(frame().iloc[:0], DataConfig(path="x", timestamp="ts", target="y"))
     assert spec.features == ("a", "c") and spec.categorical == ("c",)
