@@ -76,6 +76,7 @@ class ProjectConfig:
     env_manager: str = "local"
     backend: str = "local"
     backend_config: str | None = None
+    version: str | None = None  # a git commit or branch of a git URI: the training code pinned
     contract: Mapping[str, str] = field(default_factory=lambda: {name: name for name in CONTRACT})
 
     @property
@@ -358,6 +359,7 @@ def _project(s: _Section) -> ProjectConfig:
         env_manager=s.get("env_manager", str, d.env_manager),
         backend=s.get("backend", str, d.backend),
         backend_config=s.get("backend_config", str),
+        version=s.get("version", str),
         contract=contract,
     )
     s.done()

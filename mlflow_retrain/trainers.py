@@ -145,7 +145,7 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
         try:
             submitted = mlflow.projects.run(
                 uri=chosen.uri, entry_point=chosen.entry_point, parameters=params, env_manager=env_manager,
-                experiment_name=config.experiment, synchronous=False,
+                experiment_name=config.experiment, synchronous=False, version=project.version if project else None,
                 backend=project.backend if project else "local",
                 backend_config=project.backend_config if project else None)
             succeeded = submitted.wait()

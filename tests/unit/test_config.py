@@ -55,7 +55,13 @@ def test_spans(span, expected):
      "data.categorical names ['z'] which are not in data.features"),
     ({"data": {"path": "d", "timestamp": "t", "target": "y", "features": ["y"]}},
      "must not contain the target or timestamp"),
-    ({"data": {"path": "d", "timestamp": "t", "target": "y"}}, "data.features is required"),
+    ({"data": {"path": "d", "timestamp": "t", "target": "y", "exclude": ["y"]}}, "data.exclude must not name the target"),
+    ({"training": {"estimator": "xgboost"}}, "training.estimator must be a dotted class"),
+    ({"training": {"project": {"uri": "."}, "estimator": "a.B"}}, "training.estimator and training.project are exclusive"),
+    ({"training": {"project": {"uri": ".", "env_manager": "pip"}}}, "training.project.env_manager must be one of"),
+    ({"training": {"project": {"uri": ".", "backend": "databricks"}}}, "training.project.backend_config is required"),
+    ({"training": {"project": {"uri": ".", "parameters": {"as_of": "x"}}}}, "which the controller passes itself"),
+    ({"training": {"project": {"uri": ".", "contract": {"as_off": "d"}}}}, "training.project.contract.as_off is not a known key"),
 ])
 def test_bad_values_name_the_key_and_the_file(patch, message):
     with pytest.raises(ConfigError) as err:
