@@ -6,6 +6,8 @@ never pay for it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import warnings
@@ -54,17 +56,29 @@ def _as_float(value: Any) -> float:
         return math.nan
 
 
+def for_evidently(frame: pd.DataFrame, spec: DataConfig) -> tuple[pd.DataFrame, DataConfig]:
+    """True/false features as labels: Evidently 0.7's numeric tests subtract values (numpy refuses
+    for booleans) and bin them (a window where the flag never changes has no range to bin)."""
+    flags = [c for c in spec.features if c in frame.columns and pd.api.types.is_bool_dtype(frame[c])]
+    if not flags:
+        return frame, spec
+    labels = tuple(dict.fromkeys([*(spec.categorical or ()), *flags]))
+    return frame.astype({c: str for c in flags}), dataclasses.replace(spec, categorical=labels)
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig,
                  html_path: Path | None = None) -> DriftNumbers:
     """Feature drift of `current` against the model's training rows (`reference`)."""
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    definition = _definition(spec)
     columns = list(spec.features)
+    current, _ = for_evidently(current[columns], spec)
+    reference, spec = for_evidently(reference[columns], spec)
+    definition = _definition(spec)
     snapshot = Report([DataDriftPreset()]).run(
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
     )
     numbers = parse_drift(snapshot.dict(), len(columns))
     if html_path is not None:
@@ -93,6 +107,7 @@ def quality_report(scored: pd.DataFrame, spec: DataConfig, task: str, html_path:
     from evidently.presets import ClassificationPreset, RegressionPreset
 
     columns = [*spec.features, spec.target, PREDICTION]
+    scored, spec = for_evidently(scored[columns], spec)
     if task == "regression":
         definition = _definition(spec, (spec.target, PREDICTION),
                                  regression=[Regression(target=spec.target, prediction=PREDICTION)])
@@ -105,5 +120,5 @@ def quality_report(scored: pd.DataFrame, spec: DataConfig, task: str, html_path:
     with warnings.catch_warnings():
         # the preset's error-distribution panels score tiny slices; an undefined r2 there is expected
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        snapshot = Report([preset]).run(Dataset.from_pandas(scored[columns], data_definition=definition), None)
+        snapshot = Report([preset]).run(Dataset.from_pandas(scored, data_definition=definition), None)
     snapshot.save_html(str(html_path))
