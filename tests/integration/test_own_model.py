@@ -164,3 +164,69 @@ def test_the_python_api_runs_a_cycle_on_a_dataframe(store: str, tmp_path: Path):
         sys.path.remove(str(folder))
     assert first.outcome == T.PROMOTED and first.production_version is None
     assert later.outcome == "would_retrain" and later.decision.fired == ["metric_threshold"]
+
+
+FAILING = '''
+import sys
+print("reading load.csv")
+print("fitting 120 days")
+raise SystemExit("KeyError: 'temperature' (the column was renamed upstream)")
+'''
+NO_MODEL = '''
+import mlflow
+with mlflow.start_run():
+    mlflow.log_param("forgot", "to log the model")
+'''
+WRONG_SCHEMA = '''
+import mlflow, pandas as pd
+from mlflow.models import infer_signature
+from sklearn.dummy import DummyRegressor
+frame = pd.read_csv("{data}").head(100)
+columns = ["timestamp", "temperature_c", "day_type", "weather", "hour"]  # `hour` is excluded by the policy
+model = DummyRegressor().fit(frame[["temperature_c"]], frame.load_mw)
+with mlflow.start_run():
+    mlflow.sklearn.log_model(model, name="model", signature=infer_signature(frame[columns], frame.load_mw))
+'''
+
+
+def audit_runs(status: str) -> int:
+    return len(mlflow.search_runs(experiment_names=["energy-load-controller"], filter_string=f"status = '{status}'"))
+
+
+@pytest.mark.parametrize("script, message", [
+    (FAILING, "(the column was renamed upstream)"),
+    (NO_MODEL, "succeeded but logged no model"),
+    (WRONG_SCHEMA, "needs column(s) hour that the policy does not give it"),
+])
+def test_a_failing_project_is_one_line_exit_2_registry_unchanged_audit_failed(project_store: Path, script, message):
+    (project_store / "train.py").write_text(script.replace("{data}", str(project_store / "load.csv")))
+    policy = project_store / "retrain-project.yaml"
+    config = load_config(policy)
+    before, failed = registry_state(config), audit_runs("FAILED")
+    out = CliRunner().invoke(cli, ["cycle", "--config", str(policy), "--as-of", LATER, "--force", "--reason", "x"])
+    assert out.exit_code == 2 and message in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+    assert "the 'train' entry point of" in out.output or "needs column" in out.output
+    if script is FAILING:  # which run failed, and what it said last
+        assert "(run " in out.output and "fitting 120 days" in out.output
+    assert registry_state(config) == before and audit_runs("FAILED") == failed + 1
+    assert Registry(config).lease_state() is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"training": {"project": {"uri": "file:///nowhere/team-repo.git"}}}, "is not a git repository git can read"),
+    ({"training": {"project": {"uri": "no-such-folder"}}}, "no MLproject file there"),
+    ({"training": {"project": {"uri": ".", "entry_point": "fit"}}}, "has no entry point 'fit' (it has train)"),
+    ({"training": {"estimator": "feature:make_pipeline"}}, "training.estimator 'feature:make_pipeline' cannot be imported"),
+])
+def test_a_trainer_that_cannot_be_found_stops_before_the_lease_and_any_run(project_store: Path, change, message):
+    raw = yaml.safe_load((project_store / "retrain-project.yaml").read_text())
+    raw["training"].pop("project")
+    raw["training"].update(change["training"])
+    policy = project_store / "retrain-broken.yaml"
+    policy.write_text(yaml.safe_dump(raw))
+    before, runs = registry_state(load_config(policy)), len(mlflow.search_runs(search_all_experiments=True))
+    out = CliRunner().invoke(cli, ["cycle", "--config", str(policy), "--as-of", LATER, "--force", "--reason", "x"])
+    assert out.exit_code == 2 and message in out.output and len(out.output.strip().splitlines()) == 1, out.output
+    assert registry_state(load_config(policy)) == before
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs  # not even an audit run
