@@ -39,6 +39,7 @@ from mlflow_retrain.errors import ConfigError, DataError
 from mlflow_retrain.metrics import score
 from mlflow_retrain.reports import DriftNumbers
 from mlflow_retrain.train import FitResult, fit
+from mlflow_retrain.trainers import fit_project
 from mlflow_retrain.triggers import format_span, metric_threshold
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class Replay:
     def fit(self, as_of: pd.Timestamp) -> FitResult:
         if self.cache and as_of in self.fits:
             return self.fits[as_of]
-        result = fit(self.config, self.data, as_of)
+        result = (fit_project if self.config.training.project else fit)(self.config, self.data, as_of)
         self.fit_count += 1
         self.fits[as_of] = result
         return result
@@ -179,7 +180,7 @@ class Replay:
         todo = [p for p in points if p not in self.fits]
         if not todo:
             return
-        if jobs == 1:
+        if jobs == 1 or self.config.training.project is not None:  # a project's runs go one at a time
             for point in todo:
                 self.fit(point)
             return

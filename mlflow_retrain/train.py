@@ -91,10 +91,11 @@ class FitResult:
     holdout_rows: pd.DataFrame = field(repr=False)
     holdout_metrics: dict[str, float]
     fit_seconds: float
+    flavor: str = "memory"
 
     @property
     def scorer(self) -> Scorer:
-        return Scorer(self.model, self.columns)
+        return Scorer(self.model, self.columns, self.flavor)
 
 
 def fit(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:

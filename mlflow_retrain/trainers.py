@@ -32,6 +32,7 @@ from mlflow_retrain.data import LabelledData, training_windows
 from mlflow_retrain.errors import TrainingError
 from mlflow_retrain.evaluate import score_rows
 from mlflow_retrain.streams import tail_of_output
+from mlflow_retrain.train import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,34 @@ def contract_parameters(config: Config, as_of: pd.Timestamp, cycle_run_id: str) 
             **{project.contract[k]: v for k, v in values.items() if project.contract[k]}}
 
 
-def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_manager: str) -> str:
+def fit_project(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:
+    """What `train.fit` is for the built-in trainer, for the user's project: the backtest replays it.
+
+    Each fit is a real run of the entry point (in the `<experiment>-backtest` experiment), whose
+    logged model is loaded and scored here; nothing is registered by us.
+    """
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain import models
+    from mlflow_retrain.metrics import score
+
+    chosen = trainer(config)
+    started = time.perf_counter()
+    run_id = run_project(config, chosen, contract_parameters(config, as_of, ""),
+                         env_manager=config.training.project.env_manager, experiment=f"{config.experiment}-backtest")
+    seconds = time.perf_counter() - started
+    scorer = models.load(logged_model(MlflowClient(), run_id, chosen)[0], config, data.spec)
+    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    holdout = data.cut(holdout_window, "holdout window")
+    pred, proba = scorer.predict_with_proba(holdout)
+    return FitResult(scorer.model, scorer.columns, train_window, holdout_window, data.cut(train_window, "training window"),
+                     holdout, score(config.task, data.target(holdout), pred, proba), seconds, scorer.flavor)
+
+
+def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_manager: str,
+                experiment: str | None = None) -> str:
     """Run the entry point to completion; its output streams to stderr. Returns its run id."""
     import mlflow.projects
     from mlflow.exceptions import ExecutionException, MlflowException
@@ -145,7 +173,7 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
         try:
             submitted = mlflow.projects.run(
                 uri=chosen.uri, entry_point=chosen.entry_point, parameters=params, env_manager=env_manager,
-                experiment_name=config.experiment, synchronous=False, version=project.version if project else None,
+                experiment_name=experiment or config.experiment, synchronous=False, version=project.version if project else None,
                 backend=project.backend if project else "local",
                 backend_config=project.backend_config if project else None)
             succeeded = submitted.wait()

@@ -230,3 +230,20 @@ def test_a_trainer_that_cannot_be_found_stops_before_the_lease_and_any_run(proje
     assert out.exit_code == 2 and message in out.output and len(out.output.strip().splitlines()) == 1, out.output
     assert registry_state(load_config(policy)) == before
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs  # not even an audit run
+
+
+def test_the_backtest_replays_the_users_project(project_store: Path, tmp_path: Path):
+    """Each fit of the replay is a real run of the user's entry point; the registry is not touched."""
+    policy = project_store / "retrain-project.yaml"
+    before = registry_state(load_config(policy))
+    out = CliRunner().invoke(cli, ["backtest", "--config", str(policy), "--from", "2022-07-01", "--every", "45d",
+                                   "--policy", "never,configured", "--out", str(tmp_path / "bt"), "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    table = {row["policy"]: row for row in result["policies"]}
+    assert table["configured"]["retrains"] >= 1 and table["configured"]["promoted"] >= 1
+    assert table["configured"]["mean_metric"] < table["never"]["mean_metric"]  # retraining after the shift pays
+    runs = mlflow.search_runs(experiment_names=["energy-load-backtest"],
+                              filter_string="tags.`mlflow.project.entryPoint` = 'train'")
+    assert len(runs) == result["fits"] >= 2
+    assert registry_state(load_config(policy)) == before
