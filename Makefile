@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_monitor.py
 	$(BIN)/python benchmarks/bench_backtest.py --jobs 2
+	$(BIN)/python benchmarks/bench_noop_cycle.py
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts demo-out

@@ -1,0 +1,209 @@
+"""How long a no-op `cycle` takes from a wheel install in a fresh folder, against what any MLflow tool pays.
+
+The checkout is built into a wheel and installed (non-editable, with its dependencies) into a fresh
+venv, with the functions the tests use (`tests/integration/conftest.py`). In a new folder outside
+the repo: generated hourly energy load (`tests/synthetic.py`), `mlflow-retrain init`, a bootstrap
+`cycle` (Production v1, trained through the MLproject inside the package), then the measured no-op
+`cycle`: Production exists and no trigger fires (init's policy, a month after the bootstrap: the
+error is under the threshold and the model is younger than max_age). MLflow's default store
+(`sqlite:///mlflow.db` in the folder), as a new user gets it.
+
+The floors run in the same venv, interleaved with the cycles so that a busy machine weighs on all
+three alike: `python -c "import mlflow"` (what any tool on MLflow pays before doing anything) and
+`mlflow-retrain --version` (our console script's start-up). Each is run `--runs` times after one
+discarded warm-up (the first run byte-compiles what the install did not); the table gives medians of
+wall time and of CPU time (user + system of the child). A last, separate run of the cycle under
+`-X importtime` and cProfile says where the time goes. Results go to stdout as Markdown.
+
+    .venv/bin/python benchmarks/bench_noop_cycle.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BOOTSTRAP, NOOP = "2022-06-30", "2022-07-31"
+
+# run in the venv: no-op cycles in one process. The first pays every import; the next three, with
+# everything imported, are the cycle's own work (median); a last one is that work under cProfile
+# (cumulative seconds of its steps).
+PROFILE = """
+import cProfile, io, json, pstats, sys, time
+from mlflow_retrain.cli import main
+from mlflow_retrain.streams import stdout_into
+
+AS_OF = sys.argv[1]
+
+def once():
+    sys.argv = ["mlflow-retrain", "cycle", "--as-of", AS_OF, "--json"]
+    try:
+        with stdout_into(io.StringIO()):
+            main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+
+began = time.perf_counter()
+once()
+first = time.perf_counter() - began
+warm = []
+for _ in range(3):
+    began = time.perf_counter()
+    once()
+    warm.append(time.perf_counter() - began)
+warm = sorted(warm)[1]
+profiler = cProfile.Profile()
+began = time.perf_counter()
+profiler.runcall(once)
+profiled = time.perf_counter() - began
+steps = {
+    "read the data": ("mlflow_retrain/data.py", "load"),
+    "load Production (registry + model)": ("mlflow_retrain/evaluate.py", "registered"),
+    "score the monitoring windows": ("mlflow_retrain/controller.py", "score_windows"),
+    "Evidently quality report (latest window)": ("mlflow_retrain/reports.py", "quality_report"),
+    "Evidently drift report (latest window)": ("mlflow_retrain/reports.py", "drift_report"),
+    "drift reference (download train.parquet)": ("mlflow_retrain/evaluate.py", "load_reference"),
+    "audit run: tags, metrics, artifacts": ("mlflow_retrain/controller.py", "_log_audit"),
+    "lease: take": ("mlflow_retrain/registry.py", "acquire_lease"),
+    "lease: release": ("mlflow_retrain/registry.py", "release_lease"),
+}
+found = {"whole": profiled}
+for (path, _, name), (_, _, _, cumulative, _) in pstats.Stats(profiler).stats.items():
+    for label, (suffix, func) in steps.items():
+        if name == func and path.endswith(suffix):
+            found[label] = max(found.get(label, 0.0), cumulative)
+print("PROFILE " + json.dumps({"first": first, "warm": warm, "steps": found}), file=sys.__stderr__)
+"""
+
+
+def load_wheel_helpers():
+    """The wheel and venv builders of the test session, loaded by path (tests/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("wheel_venv_helpers", REPO / "tests/integration/conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(cmd: list[str], folder: Path, env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall and CPU seconds (user + system of the child) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    out = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode:
+        sys.exit(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stderr[-3000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), out
+
+
+def top_level_imports(stderr: str) -> list[tuple[str, float, dict[str, float]]]:
+    """`-X importtime` as (module imported at top level, cumulative s, self s per package inside it).
+
+    Python prints a module after the modules its import pulled in, so the lines before a top-level
+    one (indent 0) are its subtree.
+    """
+    found, inside = [], defaultdict(float)
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative_us, name = line[len("import time:"):].split("|")
+        inside[name.strip().split(".")[0]] += int(self_us) / 1e6
+        if len(name) - len(name.lstrip()) == 1:
+            found.append((name.strip(), int(cumulative_us) / 1e6, dict(inside)))
+            inside = defaultdict(float)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    helpers = load_wheel_helpers()
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import TARGET, energy_load
+
+    with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
+        home = helpers.venv_home(Path(tmp))
+        try:
+            began = time.perf_counter()
+            venv = helpers.install_venv(home, helpers.build_wheel(Path(tmp) / "build"))
+            install = time.perf_counter() - began
+            folder = Path(tmp) / "energy"
+            folder.mkdir()
+            energy_load().to_csv(folder / "energy-load.csv", index=False)
+            env = venv.env()
+            cli = str(venv.script("mlflow-retrain"))
+            timed([cli, "init", "--data", "energy-load.csv", "--target", TARGET], folder, env)
+            boot_wall, _, out = timed([cli, "cycle", "--as-of", BOOTSTRAP, "--json"], folder, env)
+            assert json.loads(out.stdout)["outcome"] == "promoted", out.stdout
+            commands = {
+                "`python -c \"import mlflow\"`": [str(venv.python), "-c", "import mlflow"],
+                "`mlflow-retrain --version`": [cli, "--version"],
+                "no-op `mlflow-retrain cycle`": [cli, "cycle", "--as-of", NOOP, "--json"],
+            }
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+            first: dict[str, float] = {}
+            for i in range(args.runs + 1):
+                for name, cmd in commands.items():
+                    wall, cpu, out = timed(cmd, folder, env)
+                    if cmd[1] == "cycle":
+                        report = json.loads(out.stdout)
+                        fired = [t["kind"] for t in report["retrain"]["results"] if t["fired"]]
+                        assert report["outcome"] == "no_retrain" and not fired, (report["outcome"], fired)
+                    if i == 0:
+                        first[name] = wall  # warm-up: byte-compiles what init and the bootstrap did not import
+                    else:
+                        samples[name].append((wall, cpu))
+            _, _, imports = timed([str(venv.python), "-X", "importtime", "-m", "mlflow_retrain.cli", "cycle",
+                                   "--as-of", NOOP, "--json"], folder, env)
+            _, _, profiled = timed([str(venv.python), "-c", PROFILE, NOOP], folder, env)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    wall = {name: statistics.median(w for w, _ in runs) for name, runs in samples.items()}
+    cpu = {name: statistics.median(c for _, c in runs) for name, runs in samples.items()}
+    names = list(commands)
+    cycle, mlflow_floor, version = names[2], names[0], names[1]
+    print(f"wheel built and installed with its dependencies in a fresh venv: {install:.0f} s; "
+          f"bootstrap cycle (trains v1 through the packaged MLproject): {boot_wall:.1f} s\n")
+    print(f"| median of {args.runs} (after one warm-up) | wall, s | CPU, s | warm-up run (discarded), s "
+          f"| no-op cycle / this (wall) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in names:
+        print(f"| {name} | {wall[name]:.2f} | {cpu[name]:.2f} | {first[name]:.2f} | {wall[cycle] / wall[name]:.1f}x |")
+    print()
+    line = next(l for l in profiled.stderr.splitlines() if l.startswith("PROFILE "))
+    profile = json.loads(line[len("PROFILE "):])
+    steps, whole = profile["steps"], profile["steps"].pop("whole")
+    print(f"No-op cycles in one process, interpreter start-up left out: the first {profile['first']:.1f} s, "
+          f"the next ones (everything already imported) {profile['warm']:.1f} s (median of 3).\n")
+    print(f"| one more cycle in that process, under cProfile ({whole:.1f} s with the profiler), cumulative | s | share |")
+    print("| --- | ---: | ---: |")
+    for label, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
+        print(f"| {label} | {seconds:.2f} | {seconds / whole:.0%} |")
+    print()
+    statements = sorted(top_level_imports(imports.stderr), key=lambda t: -t[1])
+    total = sum(t[1] for t in statements)
+    print(f"| `-X importtime` of a no-op cycle ({total:.1f} s of imports): imported first by | s | heaviest inside |")
+    print("| --- | ---: | --- |")
+    for name, seconds, inside in statements[:8]:
+        heavy = ", ".join(f"{p} {v:.1f}" for p, v in sorted(inside.items(), key=lambda kv: -kv[1])[:4])
+        print(f"| `{name}` | {seconds:.2f} | {heavy} |")
+    print(f"\nno-op cycle: {wall[cycle]:.1f} s wall, {wall[cycle] / wall[mlflow_floor]:.1f}x `import mlflow`, "
+          f"{wall[cycle] / wall[version]:.0f}x `mlflow-retrain --version`")
+
+
+if __name__ == "__main__":
+    main()
