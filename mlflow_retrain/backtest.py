@@ -200,7 +200,7 @@ class Replay:
         if hi > lo:
             rows = self.data.frame.iloc[lo:hi]
             pred, proba = self.fits[model_at].scorer.predict_with_proba(rows)
-            value = score(self.config.task, self.data.target(rows), pred, proba)[self.config.metric]
+            value = score(self.config.task, self.data.target(rows), pred, proba).get(self.config.metric)
         result = WindowScore(window.iso(), int(hi - lo), value)
         self.metrics[key] = result
         return result

@@ -121,7 +121,7 @@ def score_windows(config: Config, data: LabelledData, model: Scorer, windows: li
         except RetrainError:
             scores.append(WindowScore(window.iso(), 0, None))
             continue
-        scores.append(WindowScore(window.iso(), len(rows), score_rows(config, data, model, rows).metrics[config.metric]))
+        scores.append(WindowScore(window.iso(), len(rows), score_rows(config, data, model, rows).metrics.get(config.metric)))
     return scores
 
 

@@ -251,7 +251,7 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
             metric = score(config.task, data.target(rows), pred, proba).get(config.metric)
             meter = models.meter(version, runs.get(version, "")) if version else None
             drift = meter.measure(rows).drift_share if meter else None
-            if limit is not None and (metric < limit if hib else metric > limit):
+            if limit is not None and metric is not None and (metric < limit if hib else metric > limit):
                 fired.append("metric_threshold")
             if drift_limit is not None and drift is not None and drift > drift_limit:
                 fired.append("data_drift")

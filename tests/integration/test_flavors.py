@@ -180,9 +180,6 @@ def one_class(frame: pd.DataFrame, start: str, end: str) -> bool:
     return frame[(stamps > pd.Timestamp(start)) & (stamps <= pd.Timestamp(end))].outage.nunique() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="roc_auc is undefined on a window with one class: monitor.py compares "
-                   "None with the threshold (TypeError), controller.score_windows and backtest's window_score "
-                   "index the missing metric (KeyError)")
 def test_a_window_with_one_class_is_a_gap_not_a_crash(store: str, tmp_path: Path, frame: pd.DataFrame):
     policy = write_policy(tmp_path, frame, "outages-daily", estimator="xgboost.XGBClassifier",
                           params={"n_estimators": 30, "max_depth": 3, "n_jobs": 1})
