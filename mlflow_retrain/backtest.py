@@ -3,7 +3,7 @@
 A sensitive threshold keeps the model fresh but retrains often; a lax one is cheap but leaves a
 stale model serving. The backtest measures that trade-off on the user's own data. It replays the
 data step by step exactly as the controller would have run at each `--as-of`: the same windows,
-`controller.assess` (the same triggers), `controller.judge` (the same validation gate) and
+`decide.assess` (the same triggers), `evaluate.judge` (the same validation gate) and
 `train.fit` (the same training code). The "scratch store" is memory: fitted models live in a cache,
 so the real registry is never touched.
 
@@ -31,16 +31,19 @@ from tqdm import tqdm
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.charts import PolicyPoint, tradeoff_html
-from mlflow_retrain.config import Config, DriftTrigger, ThresholdTrigger, TrendTrigger, TriggersConfig
-from mlflow_retrain.controller import WindowScore, assess, judge, monitoring_depth, recent_windows
+from mlflow_retrain.config import Config, TriggersConfig
 from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.decide.triggers.drift import DataDrift
+from mlflow_retrain.decide.triggers.max_age import MaxAge
+from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
+from mlflow_retrain.decide.triggers.trend import MetricTrend
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import ConfigError, DataError
+from mlflow_retrain.evaluate import judge
 from mlflow_retrain.metrics import score
-from mlflow_retrain.reports import DriftNumbers
 from mlflow_retrain.train import FitResult, fit
 from mlflow_retrain.trainers import fit_project
-from mlflow_retrain.triggers import format_span, metric_threshold
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,8 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
     """The comparison set: never, schedules, a threshold sweep, trend, drift, configured, every window."""
     hib = config.higher_is_better
 
-    def with_triggers(**changes: Any) -> Config:
-        return dataclasses.replace(config, triggers=TriggersConfig(**changes))
+    def with_triggers(*triggers: Any) -> Config:
+        return dataclasses.replace(config, triggers=TriggersConfig(configured=triggers))
 
     base = config.threshold_limit or config.gate_threshold
     if thresholds is None:
@@ -83,14 +86,14 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
     policies = [Policy("never", "never", with_triggers())]
     for windows in (7, 30):
         span = every * windows
-        policies.append(Policy(f"schedule-{format_span(span)}", "schedule", with_triggers(max_age=span)))
+        policies.append(Policy(f"schedule-{format_span(span)}", "schedule", with_triggers(MaxAge(span))))
     for value in thresholds:
-        limit = ThresholdTrigger(min=value) if hib else ThresholdTrigger(max=value)
-        policies.append(Policy(f"threshold-{value:g}", "threshold", with_triggers(metric_threshold=limit)))
-    trend = config.triggers.metric_trend or TrendTrigger(windows=7, max_relative_increase=0.25)
-    policies.append(Policy("trend", "trend", with_triggers(metric_trend=trend)))
-    drift = config.triggers.data_drift or DriftTrigger(max_drift_share=0.5)
-    policies.append(Policy("drift", "drift", with_triggers(data_drift=drift)))
+        limit = MetricThreshold(min=value) if hib else MetricThreshold(max=value)
+        policies.append(Policy(f"threshold-{value:g}", "threshold", with_triggers(limit)))
+    trend = config.triggers.metric_trend or MetricTrend(windows=7, max_relative_increase=0.25)
+    policies.append(Policy("trend", "trend", with_triggers(trend)))
+    drift = config.triggers.data_drift or DataDrift(max_drift_share=0.5)
+    policies.append(Policy("drift", "drift", with_triggers(drift)))
     policies.append(Policy("configured", "configured", config))
     policies.append(Policy("every-window", "every_window", with_triggers(), every_window=True))
     return policies
@@ -138,8 +141,7 @@ class BacktestResult:
         rows = []
         for s in self.states:
             values = np.array([v for v in s.series if v is not None], dtype=float)
-            worse = sum(metric_threshold(v, metric=self.metric, higher_is_better=self.higher_is_better,
-                                         limit=self.threshold).fired for v in s.series)
+            worse = sum(crosses(v, higher_is_better=self.higher_is_better, limit=self.threshold) for v in s.series)
             rows.append({
                 "policy": s.policy.name, "family": s.policy.family, "retrains": s.retrains, "promoted": s.promoted,
                 "rejected": s.rejected, "mean_metric": float(values.mean()) if len(values) else math.nan,
@@ -194,14 +196,12 @@ class Replay:
         key = (model_at, window.iso())
         if self.cache and key in self.metrics:
             return self.metrics[key]
-        ts = self.data.frame[self.data.spec.timestamp]
-        lo, hi = ts.searchsorted(window.start, side="right"), ts.searchsorted(window.end, side="right")
+        rows = self.data.rows(window)
         value = None
-        if hi > lo:
-            rows = self.data.frame.iloc[lo:hi]
+        if len(rows):
             pred, proba = self.fits[model_at].scorer.predict_with_proba(rows)
             value = score(self.config.task, self.data.target(rows), pred, proba).get(self.config.metric)
-        result = WindowScore(window.iso(), int(hi - lo), value)
+        result = WindowScore(window.iso(), len(rows), value)
         self.metrics[key] = result
         return result
 
@@ -213,13 +213,12 @@ class Replay:
             self.meters.pop(at, None)
 
     def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
-        ts = self.data.frame[self.data.spec.timestamp]
-        lo, hi = ts.searchsorted(window.start, side="right"), ts.searchsorted(window.end, side="right")
-        if hi <= lo:
+        rows = self.data.rows(window)
+        if not len(rows):
             return None
         if model_at not in self.meters or not self.cache:
             self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.data.spec)
-        return self.meters[model_at].measure(self.data.frame.iloc[lo:hi])
+        return self.meters[model_at].measure(rows)
 
 
 def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
@@ -278,7 +277,7 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     config = state.policy.config
     scores = [replay.window_score(state.production, w) for w in recent_windows(as_of, config, depth)]
     drift = None
-    if config.triggers.data_drift is not None:
+    if config.triggers.needs("drift"):
         drift = replay.drift(state.production, Window.parse(scores[-1].window))
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
                       seen_until=replay.fits[state.production].train_window.end,

@@ -114,43 +114,49 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
-class ThresholdTrigger:
-    max: float | None = None
-    min: float | None = None
-
-
-@dataclass(frozen=True)
-class TrendTrigger:
-    windows: int = 7
-    max_relative_increase: float | None = None
-    max_slope: float | None = None
-
-
-@dataclass(frozen=True)
-class DriftTrigger:
-    max_drift_share: float = 0.5
-
-
-@dataclass(frozen=True)
-class NewDataTrigger:
-    min_rows: int = 1000
-
-
-@dataclass(frozen=True)
 class Debounce:
     k: int = 1
     n: int = 1
 
 
+# keys under `triggers:` that are not triggers but apply to them all
+TRIGGER_SETTINGS = ("cooldown", "debounce")
+
+
 @dataclass(frozen=True)
 class TriggersConfig:
-    metric_threshold: ThresholdTrigger | None = None
-    metric_trend: TrendTrigger | None = None
-    data_drift: DriftTrigger | None = None
-    max_age: timedelta | None = None
-    new_data: NewDataTrigger | None = None
+    """The configured triggers (`decide.triggers.Trigger` instances, kept in their rank order) and the
+    settings that apply to them all. `config.triggers.<name>` is that trigger's options (a mapping
+    key's trigger, a span key's span), None when an installed trigger is not configured."""
+
+    configured: tuple[Any, ...] = ()
     cooldown: timedelta | None = None
     debounce: Debounce | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "configured", tuple(sorted(self.configured, key=lambda t: (t.rank, t.name))))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in {f.name for f in dataclasses.fields(TriggersConfig)}:
+            raise AttributeError(name)
+        for trigger in self.configured:
+            if trigger.name == name:
+                return trigger.options
+        from mlflow_retrain.decide.plugins import TRIGGERS, installed
+
+        if name in installed(TRIGGERS):
+            return None
+        raise AttributeError(f"no trigger {name!r} is installed")
+
+    def needs(self, what: str) -> bool:
+        """Whether a configured trigger needs `what` observed (e.g. "drift")."""
+        return any(what in t.needs for t in self.configured)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {t.name: t.to_dict() for t in self.configured}
+        out["cooldown"] = None if self.cooldown is None else self.cooldown.total_seconds()
+        out["debounce"] = None if self.debounce is None else dataclasses.asdict(self.debounce)
+        return out
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class ValidationConfig:
     min_improvement: float = 0.0
     min_relative_improvement: float = 0.0  # a fraction of Production's metric: 0.02 = beat it by 2%
     significance: Significance | None = None
+    checks: tuple[Any, ...] = ()  # gate checks from plugins (`decide.gate.GateCheck`), by name in the file
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,9 @@ class Config:
                 return {k: plain(v) for k, v in value.items()}
             return value
 
-        return plain(dataclasses.asdict(self))
+        out = plain(dataclasses.asdict(dataclasses.replace(self, triggers=TriggersConfig())))
+        out["triggers"] = plain(self.triggers.to_dict())
+        return out
 
 
 class _Section:
@@ -418,50 +427,35 @@ def _monitoring(s: _Section, task: str) -> MonitoringConfig:
     return cfg
 
 
-def _triggers(s: _Section, metric: str) -> TriggersConfig:
-    threshold = trend = drift = new_data = debounce = None
-    if (t := s.sub("metric_threshold")) is not None:
-        threshold = ThresholdTrigger(max=t.get("max", float), min=t.get("min", float))
-        t.done()
-        needed = "min" if higher_is_better(metric) else "max"
-        if getattr(threshold, needed) is None:
-            raise t.fail(needed, f"is required for metric {metric}")
-    if (t := s.sub("metric_trend")) is not None:
-        trend = TrendTrigger(
-            windows=t.get("windows", int, 7),
-            max_relative_increase=t.get("max_relative_increase", float),
-            max_slope=t.get("max_slope", float),
-        )
-        t.done()
-        if trend.windows < 2:
-            raise t.fail("windows", f"must be at least 2, got {trend.windows}")
-        if trend.max_relative_increase is None and trend.max_slope is None:
-            raise t.fail("max_relative_increase", "or max_slope must be set")
-    if (t := s.sub("data_drift")) is not None:
-        drift = DriftTrigger(max_drift_share=t.get("max_drift_share", float, 0.5))
-        t.done()
-        if not 0 <= drift.max_drift_share <= 1:
-            raise t.fail("max_drift_share", f"must be between 0 and 1, got {drift.max_drift_share}")
-    if (t := s.sub("new_data")) is not None:
-        new_data = NewDataTrigger(min_rows=t.get("min_rows", int, 1000))
-        t.done()
-        t.positive("min_rows", new_data.min_rows)
+def _triggers(s: _Section, task: str, metric: str) -> TriggersConfig:
+    """Each key names an installed trigger whose class parses its own options; plus the settings."""
+    from mlflow_retrain.decide import plugins
+    from mlflow_retrain.decide.triggers import PolicyContext
+
+    debounce = None
     if (t := s.sub("debounce")) is not None:
         debounce = Debounce(k=t.get("k", int, 1), n=t.get("n", int, 1))
         t.done()
         if not 1 <= debounce.k <= debounce.n:
             raise t.fail("k", f"must satisfy 1 <= k <= n, got k={debounce.k} n={debounce.n}")
-    cfg = TriggersConfig(
-        metric_threshold=threshold,
-        metric_trend=trend,
-        data_drift=drift,
-        max_age=s.span("max_age"),
-        new_data=new_data,
-        cooldown=s.span("cooldown"),
-        debounce=debounce,
-    )
+    context = PolicyContext(task, metric)
+    parsed = [plugins.lookup(plugins.TRIGGERS, name, s).parse(s, context)
+              for name in s.raw if name not in TRIGGER_SETTINGS]
+    cfg = TriggersConfig(configured=tuple(t for t in parsed if t is not None), cooldown=s.span("cooldown"),
+                         debounce=debounce)
     s.done()
     return cfg
+
+
+def _checks(s: _Section, task: str, metric: str) -> tuple[Any, ...]:
+    """`validation.checks`: each key names an installed gate check whose class parses its options."""
+    from mlflow_retrain.decide import plugins
+    from mlflow_retrain.decide.triggers import PolicyContext
+
+    context = PolicyContext(task, metric)
+    parsed = [plugins.lookup(plugins.GATES, name, s).parse(s, context) for name in s.raw]
+    s.done()
+    return tuple(c for c in parsed if c is not None)
 
 
 # The paired bootstrap resamples per-row losses; only these metrics are a monotone function of
@@ -469,7 +463,7 @@ def _triggers(s: _Section, metric: str) -> TriggersConfig:
 PAIRED_METRICS = ("mae", "rmse", "r2", "accuracy")
 
 
-def _validation(s: _Section, metric: str) -> ValidationConfig:
+def _validation(s: _Section, task: str, metric: str) -> ValidationConfig:
     significance = None
     if (t := s.sub("significance")) is not None:
         if metric not in PAIRED_METRICS:
@@ -485,6 +479,7 @@ def _validation(s: _Section, metric: str) -> ValidationConfig:
         min_improvement=s.get("min_improvement", float, 0.0),
         min_relative_improvement=s.get("min_relative_improvement", float, 0.0),
         significance=significance,
+        checks=_checks(c, task, metric) if (c := s.sub("checks")) is not None else (),
     )
     s.done()
     if cfg.min_improvement < 0:
@@ -531,8 +526,9 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
         data=data,
         training=_training(top.sub("training") or _Section({}, "training", origin), task),
         monitoring=monitoring,
-        triggers=_triggers(top.sub("triggers") or _Section({}, "triggers", origin), monitoring.metric),
-        validation=_validation(top.sub("validation") or _Section({}, "validation", origin), monitoring.metric),
+        triggers=_triggers(top.sub("triggers") or _Section({}, "triggers", origin), task, monitoring.metric),
+        validation=_validation(top.sub("validation") or _Section({}, "validation", origin), task,
+                               monitoring.metric),
         registry=_registry(top.sub("registry") or _Section({}, "registry", origin)),
         source=source,
     )

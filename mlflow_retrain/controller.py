@@ -2,7 +2,8 @@
 
 A reconcile loop: each cycle reads the registry, decides, acts, and records why, under a lease so
 two cycles started at once never both train or promote. Decisions come from the pure functions in
-`triggers` and `validation`; this module only gathers their inputs and carries out their verdicts.
+the decision core (`decide`: triggers and gate); this module only gathers their inputs from the
+registry and the data, and carries out their verdicts.
 """
 
 from __future__ import annotations
@@ -17,30 +18,22 @@ import numpy as np
 import pandas as pd
 
 from mlflow_retrain import tags as T
-from mlflow_retrain import triggers as trig
 from mlflow_retrain.config import Config
-from mlflow_retrain.data import LabelledData, Window, frame_digest
+from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
+                                   monitoring_depth, recent_windows)
 from mlflow_retrain.errors import RegistryError, RetrainError
-from mlflow_retrain.evaluate import load_reference, registered, score_rows
-from mlflow_retrain.metrics import per_row_loss
+from mlflow_retrain.evaluate import judge, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
-from mlflow_retrain.reports import DriftNumbers, drift_report, quality_report, PREDICTION
+from mlflow_retrain.reports import drift_report, quality_report, PREDICTION
 from mlflow_retrain.tracking import check_tracking
 from mlflow_retrain.trainers import PROJECT, make_candidate, preflight
-from mlflow_retrain.validation import PromotionDecision, gate
 
 log = logging.getLogger(__name__)
 
 def controller_experiment(config: Config) -> str:
     return f"{config.experiment}-controller"
-
-
-@dataclass
-class WindowScore:
-    window: str
-    rows: int
-    metric: float | None
 
 
 @dataclass
@@ -56,7 +49,7 @@ class CycleReport:
     metric: str = "mae"
     monitoring: list[WindowScore] = field(default_factory=list)
     drift: DriftNumbers | None = None
-    decision: trig.RetrainDecision | None = None
+    decision: RetrainDecision | None = None
     candidate_version: str | None = None
     promotion: PromotionDecision | None = None
     holdout_window: str | None = None
@@ -105,13 +98,7 @@ class CycleReport:
         return "\n".join(lines) + "\n"
 
 
-# ---- monitoring --------------------------------------------------------------------------------
-def recent_windows(as_of: pd.Timestamp, config: Config, count: int) -> list[Window]:
-    """The `count` monitoring windows ending at `as_of`, oldest first."""
-    span = pd.Timedelta(config.monitoring.window)
-    return [Window.ending(as_of - span * i, config.monitoring.window) for i in reversed(range(count))]
-
-
+# ---- monitoring ----------------------------------------------------------------------------------
 def score_windows(config: Config, data: LabelledData, model: Scorer, windows: list[Window]) -> list[WindowScore]:
     """The metric per window; a window without rows is None (a gap), never an error or a zero."""
     scores = []
@@ -136,81 +123,9 @@ def last_retrain(versions: list[VersionInfo]) -> pd.Timestamp | None:
     return max(made) if made else None
 
 
-def monitoring_depth(config: Config) -> int:
-    """How many recent windows the triggers look at (trend length, debounce span)."""
-    tc = config.triggers
-    return max(tc.metric_trend.windows if tc.metric_trend else 1, tc.debounce.n if tc.debounce else 1)
-
-
-def out_of_sample(scores: list[WindowScore], seen_until: pd.Timestamp | None) -> list[WindowScore]:
-    """The scores with every window that overlaps Production's training rows blanked (a gap).
-
-    On rows it was fitted on a model looks better than it is, so a trend from such a window to a
-    later one measures the train/test gap, not decay: counted, it fired the trend trigger after
-    almost every retrain of a daily replay. The audit run still logs those windows' metrics.
-    """
-    if seen_until is None:
-        return scores
-    return [s if Window.parse(s.window).start >= seen_until else WindowScore(s.window, s.rows, None) for s in scores]
-
-
-def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
-           trained_at: pd.Timestamp, seen_until: pd.Timestamp | None, rows_since: int,
-           last_retrain_at: pd.Timestamp | None, force: bool, reason: str | None,
-           event: str | None = None) -> trig.RetrainDecision:
-    """Every configured trigger over plain numbers, then the decision (cooldown, force).
-
-    Pure: the controller feeds it from the registry, the backtest from its replay, so both decide
-    with exactly the same logic. `seen_until` is the end of Production's training window: the
-    metric triggers only look at windows after it.
-    """
-    tc = config.triggers
-    fresh = out_of_sample(scores, seen_until)
-    latest = fresh[-1] if fresh else WindowScore("", 0, None)
-    hib = config.higher_is_better
-    results: list[trig.TriggerResult] = []
-    if tc.metric_threshold is not None:
-        limit = config.threshold_limit
-        if latest.rows and latest.metric is None:
-            result = trig.TriggerResult(False, "metric_threshold", f"{latest.window} overlaps Production's training "
-                                        f"data (until {seen_until.isoformat()}): no out-of-sample {config.metric}")
-        else:
-            result = trig.metric_threshold(latest.metric, metric=config.metric, higher_is_better=hib, limit=limit,
-                                           window=latest.window)
-        if tc.debounce is not None and result.fired:
-            history = [trig.metric_threshold(s.metric, metric=config.metric, higher_is_better=hib, limit=limit).fired
-                       for s in fresh]
-            if not trig.debounce(history, k=tc.debounce.k, n=tc.debounce.n):
-                result = trig.TriggerResult(False, result.kind, f"{result.reason}, but it held in fewer than "
-                                            f"{tc.debounce.k} of the last {tc.debounce.n} windows (debounce)",
-                                            {**result.evidence, "debounce_history": history})
-        results.append(result)
-    if tc.metric_trend is not None:
-        results.append(trig.metric_trend([s.metric for s in fresh], metric=config.metric, higher_is_better=hib,
-                                          windows=tc.metric_trend.windows,
-                                          max_relative_increase=tc.metric_trend.max_relative_increase,
-                                          max_slope=tc.metric_trend.max_slope))
-    if tc.data_drift is not None:
-        results.append(trig.data_drift(None if drift is None else drift.drift_share,
-                                       max_drift_share=tc.data_drift.max_drift_share,
-                                       drifted_columns=None if drift is None else drift.drifted_columns,
-                                       total_columns=None if drift is None else drift.total_columns))
-    if tc.max_age is not None:
-        results.append(trig.max_age(trained_at.to_pydatetime(), as_of=as_of.to_pydatetime(), max_age=tc.max_age))
-    if tc.new_data is not None:
-        results.append(trig.new_data(rows_since, min_rows=tc.new_data.min_rows, since=trained_at.to_pydatetime()))
-    if force:
-        results.append(trig.on_demand(True, reason, event))
-    cooldown = None
-    if tc.cooldown is not None:
-        cooldown = trig.cooldown(None if last_retrain_at is None else last_retrain_at.to_pydatetime(),
-                                 as_of=as_of.to_pydatetime(), span=tc.cooldown)
-    return trig.decide(results, cooldown=cooldown, forced=force)
-
-
 def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, production: VersionInfo,
                       versions: list[VersionInfo], *, force: bool, reason: str | None, event: str | None,
-                      reports_dir: Path | None) -> tuple[trig.RetrainDecision, list[WindowScore], DriftNumbers | None]:
+                      reports_dir: Path | None) -> tuple[RetrainDecision, list[WindowScore], DriftNumbers | None]:
     """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`."""
     model = registered(config, data, production.version)
     scores = score_windows(config, data, model, recent_windows(as_of, config, monitoring_depth(config)))
@@ -218,7 +133,7 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     drift = None
     # a real cycle always leaves Evidently's reports on the latest window; a dry run only measures
     # drift when a trigger needs it
-    if latest.rows and (reports_dir is not None or config.triggers.data_drift is not None):
+    if latest.rows and (reports_dir is not None or config.triggers.needs("drift")):
         rows = data.cut(Window.parse(latest.window))
         html = None
         if reports_dir is not None:
@@ -235,32 +150,6 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Scorer,
-          production: Scorer | None) -> tuple[PromotionDecision, dict[str, Any]]:
-    """Score both models on ONE frame with ONE metric function, then apply the gate.
-
-    Takes fitted models so the controller (models from the registry) and the backtest (models in
-    memory) validate with the same code.
-    """
-    cand = score_rows(config, data, candidate, rows)
-    base = None if production is None else score_rows(config, data, production, rows)
-    significance = config.validation.significance
-    decision = gate(
-        metric=config.metric, candidate=cand.metrics[config.metric],
-        baseline=None if base is None else base.metrics[config.metric],
-        higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
-        min_improvement=config.validation.min_improvement,
-        min_relative_improvement=config.validation.min_relative_improvement,
-        significance=significance.confidence if significance else None,
-        baseline_loss=None if base is None else per_row_loss(config.metric, base.y_true, base.y_pred),
-        candidate_loss=per_row_loss(config.metric, cand.y_true, cand.y_pred),
-        n_boot=significance.n_boot if significance else 2000, seed=config.training.seed,
-    )
-    evidence = {"holdout_digest": frame_digest(rows), "holdout_rows": len(rows), "candidate": cand.metrics,
-                "production": None if base is None else base.metrics}
-    return decision, evidence
-
-
 def compare(config: Config, data: LabelledData, holdout: Window, candidate: VersionInfo,
             production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
     """Staging against Production, both loaded from the registry, on the holdout ending at as_of."""
@@ -323,7 +212,7 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
     if production is None:
         # nothing to defend yet: the first model is trained and, if it passes the gate, promoted
         data.cut(Window.ending(as_of, config.training.holdout), "holdout window")
-        report.decision = trig.RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
+        report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
         report.outcome = "would_retrain"
         return None
     staged = registry.staging()
@@ -332,7 +221,7 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         # is validated before anything new is trained, so no version is left pending forever.
         cycle = staged.tags.get(T.CYCLE_RUN_ID)
         origin = f"made by cycle {cycle}, which ended before judging it" if cycle else "trained outside a cycle"
-        report.decision = trig.RetrainDecision(False, [], [], f"Staging v{staged.version} is pending ({origin}): "
+        report.decision = RetrainDecision(False, [], [], f"Staging v{staged.version} is pending ({origin}): "
                                                "validated against Production before any new retrain", None)
         report.candidate_version = staged.version
         report.outcome = "would_validate"

@@ -1,7 +1,7 @@
 """Labelled data: read it, check it, cut it into time windows.
 
 Time is explicit everywhere (`as_of`), which is what makes replays, the demo and backtests possible:
-"now" is just the newest timestamp in the data unless the caller says otherwise. Windows are
+"now" is just the newest timestamp in the data unless the caller says otherwise. Windows (`window.Window`) are
 half-open on the left, `(start, end]`, so consecutive windows never share a row.
 """
 
@@ -20,6 +20,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
 
 from mlflow_retrain.config import Config, DataConfig
 from mlflow_retrain.errors import DataError
+from mlflow_retrain.window import Window
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -27,26 +28,6 @@ SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 _INTEGER = re.compile(r"^-?\d+$")
 _TIMES = frozenset({"datetime", "datetime64", "date", "time", "timedelta", "timedelta64", "period"})
-
-
-@dataclass(frozen=True)
-class Window:
-    """A span of time `(start, end]`."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-
-    def iso(self) -> str:
-        return f"{self.start.isoformat()}..{self.end.isoformat()}"
-
-    @classmethod
-    def ending(cls, end: pd.Timestamp, span: timedelta) -> "Window":
-        return cls(end - pd.Timedelta(span), end)
-
-    @classmethod
-    def parse(cls, text: str) -> "Window":
-        start, _, end = text.partition("..")
-        return cls(pd.Timestamp(start), pd.Timestamp(end))
 
 
 def file_kind(path: Path) -> str | None:
@@ -283,17 +264,23 @@ class LabelledData:
 
     def cut(self, window: Window, what: str = "window") -> pd.DataFrame:
         """Rows in `(start, end]`; an empty window is an error because nothing can be learnt or scored."""
-        ts = self.frame[self.spec.timestamp]
-        lo = ts.searchsorted(window.start, side="right")
-        hi = ts.searchsorted(window.end, side="right")
-        rows = self.frame.iloc[lo:hi]
+        rows = self.rows(window)
         if rows.empty:
             raise DataError(f"{what} {window.iso()} holds no rows of {self.origin}; pick another --as-of or span")
         return rows
 
+    def positions(self, window: Window) -> tuple[int, int]:
+        """`(lo, hi)`: the window's rows are `frame.iloc[lo:hi]`."""
+        return window.positions(self.frame[self.spec.timestamp])
+
+    def rows(self, window: Window) -> pd.DataFrame:
+        """Rows in `(start, end]`, possibly none."""
+        lo, hi = self.positions(window)
+        return self.frame.iloc[lo:hi]
+
     def count_after(self, start: pd.Timestamp, end: pd.Timestamp) -> int:
-        ts = self.frame[self.spec.timestamp]
-        return int(ts.searchsorted(end, side="right") - ts.searchsorted(start, side="right"))
+        lo, hi = self.positions(Window(start, end))
+        return hi - lo
 
     def features(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows[list(self.spec.features)]

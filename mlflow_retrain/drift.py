@@ -19,7 +19,8 @@ from scipy import stats
 from scipy.spatial import distance
 
 from mlflow_retrain.config import DataConfig
-from mlflow_retrain.reports import DriftNumbers, drift_report
+from mlflow_retrain.decide import DriftNumbers
+from mlflow_retrain.reports import drift_report
 
 THRESHOLD = 0.1
 MIN_REFERENCE = 1000

@@ -19,13 +19,15 @@ import pandas as pd
 from mlflow_retrain import models
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
-from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.data import LabelledData, Window, frame_digest
+from mlflow_retrain.decide import DriftNumbers, PromotionDecision, Scores
+from mlflow_retrain.decide import judge as gate_judge
 from mlflow_retrain.errors import RegistryError
-from mlflow_retrain.metrics import score
+from mlflow_retrain.metrics import per_row_loss, score
 from mlflow_retrain.models import Scorer
 from mlflow_retrain.registry import PRODUCTION, STAGING, Registry, VersionInfo
 from mlflow_retrain.tracking import start_run
-from mlflow_retrain.reports import PREDICTION, DriftNumbers, drift_report, quality_report
+from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,25 @@ def score_rows(config: Config, data: LabelledData, model: Scorer, rows: pd.DataF
     latency_ms = (time.perf_counter() - started) * 1000
     y_true = data.target(rows)
     return Scored(y_true, np.asarray(y_pred), score(config.task, y_true, y_pred, proba), latency_ms)
+
+
+def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Scorer,
+          production: Scorer | None) -> tuple[PromotionDecision, dict[str, Any]]:
+    """Score both models on ONE frame with ONE metric function; the core's gate decides on the numbers.
+
+    Takes fitted models so the controller (models from the registry) and the backtest (models in
+    memory) validate with the same code.
+    """
+    def numbers(model: Scorer) -> tuple[Scored, Scores]:
+        scored = score_rows(config, data, model, rows)
+        return scored, Scores(scored.metrics, per_row_loss(config.metric, scored.y_true, scored.y_pred))
+
+    cand, cand_numbers = numbers(candidate)
+    base, base_numbers = (None, None) if production is None else numbers(production)
+    decision = gate_judge(config, cand_numbers, base_numbers)
+    evidence = {"holdout_digest": frame_digest(rows), "holdout_rows": len(rows), "candidate": cand.metrics,
+                "production": None if base is None else base.metrics}
+    return decision, evidence
 
 
 def evaluate(

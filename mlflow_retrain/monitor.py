@@ -27,12 +27,12 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.charts import RetrainEvent, WindowPoint, dashboard_html
 from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window, parse_time
+from mlflow_retrain.decide import Observations, WindowScore, format_span
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import DataError, HealthError
 from mlflow_retrain.evaluate import load_reference, registered
 from mlflow_retrain.metrics import score
 from mlflow_retrain.registry import Registry
-from mlflow_retrain.triggers import format_span
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,7 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
 def _score(config: Config, data: LabelledData, windows: list[Window], promotions: list[Promotion],
            models: _Models, runs: dict[str, str]) -> list[WindowPoint]:
     """One predict call per version over all the windows it served, then per-window group-bys."""
-    ts = data.frame[data.spec.timestamp]
-    bounds = [(int(ts.searchsorted(w.start, side="right")), int(ts.searchsorted(w.end, side="right"))) for w in windows]
+    bounds = [data.positions(w) for w in windows]
     by_version: dict[str, list[int]] = {}
     owners = [serving(promotions, w.start) for w in windows]
     for i, version in enumerate(owners):
@@ -236,9 +235,6 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
                               per_row_ms * n)
             offset += n
     points = []
-    hib = config.higher_is_better
-    limit = config.threshold_limit
-    drift_limit = config.triggers.data_drift.max_drift_share if config.triggers.data_drift else None
     for i, window in enumerate(windows):
         lo, hi = bounds[i]
         version = owners[i]
@@ -250,17 +246,22 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
             pred, proba, latency = predictions[i]
             metric = score(config.task, data.target(rows), pred, proba).get(config.metric)
             meter = models.meter(version, runs.get(version, "")) if version else None
-            drift = meter.measure(rows).drift_share if meter else None
-            if limit is not None and metric is not None and (metric < limit if hib else metric > limit):
-                fired.append("metric_threshold")
-            if drift_limit is not None and drift is not None and drift > drift_limit:
-                fired.append("data_drift")
+            measured = meter.measure(rows) if meter else None
+            drift = measured.drift_share if measured else None
+            fired = marks(config, window, hi - lo, metric, measured)
             if config.monitoring.max_latency_ms is not None and latency > config.monitoring.max_latency_ms:
                 health.append(f"slow: {latency:.0f} ms > {config.monitoring.max_latency_ms:.0f} ms")
         points.append(WindowPoint(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(), metric=metric,
                                   rows=hi - lo, drift_share=drift, latency_ms=latency, version=version, fired=fired,
                                   health=health))
     return points
+
+
+def marks(config: Config, window: Window, rows: int, metric: float | None, drift: Any) -> list[str]:
+    """The configured triggers this one window crosses, as each trigger's own `mark` says."""
+    seen = Observations(metric=config.metric, higher_is_better=config.higher_is_better, as_of=window.end,
+                        scores=(WindowScore(window.iso(), rows, metric),), drift=drift)
+    return [t.name for t in config.triggers.configured if t.mark(seen)]
 
 
 def _health(config: Config, data: LabelledData, points: list[WindowPoint], windows: list[Window]) -> list[str]:
@@ -270,7 +271,7 @@ def _health(config: Config, data: LabelledData, points: list[WindowPoint], windo
     if gap is not None:
         ts = data.frame[data.spec.timestamp]
         for point, window in zip(points, windows):
-            seen = ts.searchsorted(window.end, side="right")
+            _, seen = data.positions(window)
             newest = ts.iloc[seen - 1] if seen else None
             if newest is None or window.end - newest > pd.Timedelta(gap):
                 since = "ever" if newest is None else newest.isoformat()

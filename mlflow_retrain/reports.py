@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +19,11 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
 from mlflow_retrain.config import DataConfig
+from mlflow_retrain.decide.observations import DriftNumbers
 
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
-
-
-@dataclass(frozen=True)
-class DriftNumbers:
-    """Evidently's DataDriftPreset headline: how many feature columns drifted, and which."""
-
-    drift_share: float
-    drifted_columns: int
-    total_columns: int
-    column_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,7 @@ def place(config: Config, registry: Any, version: str, holdout_metric: float, as
     Production to compare against, a version that passes the absolute gate goes straight to Production
     so the loop has a champion to defend. Returns the stage it landed in."""
     if bootstrap:
-        from mlflow_retrain.validation import gate
+        from mlflow_retrain.decide.gate import gate
 
         decision = gate(metric=config.metric, candidate=holdout_metric, baseline=None,
                         higher_is_better=config.higher_is_better, threshold=config.gate_threshold)

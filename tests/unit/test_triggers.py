@@ -6,7 +6,18 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from mlflow_retrain import triggers as t
+from types import SimpleNamespace
+
+from mlflow_retrain.decide import verdicts
+from mlflow_retrain.decide.triggers.drift import data_drift
+from mlflow_retrain.decide.triggers.max_age import max_age
+from mlflow_retrain.decide.triggers.new_data import new_data
+from mlflow_retrain.decide.triggers.threshold import metric_threshold
+from mlflow_retrain.decide.triggers.trend import metric_trend
+
+# the pure functions, wherever their trigger's file keeps them
+t = SimpleNamespace(**{k: v for k, v in vars(verdicts).items() if not k.startswith("_")}, data_drift=data_drift,
+                    max_age=max_age, new_data=new_data, metric_threshold=metric_threshold, metric_trend=metric_trend)
 
 T0 = datetime(2012, 6, 1)
 
@@ -91,7 +102,7 @@ def test_metric_triggers_ignore_windows_the_model_was_trained_on():
     import pandas as pd
 
     from mlflow_retrain.config import parse_config
-    from mlflow_retrain.controller import WindowScore, assess
+    from mlflow_retrain.decide import WindowScore, assess
 
     config = parse_config({"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y",
                                                          "features": ["a"]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlflow_retrain.validation import gate, paired_bootstrap_ci
+from mlflow_retrain.decide.gate import gate, paired_bootstrap_ci
 
 
 def test_absolute_and_relative_gates():

@@ -3,15 +3,25 @@
 Semantics follow `mlflow.validate_evaluation_results` (an absolute threshold, a minimum absolute
 and a minimum relative change over the baseline, `greater_is_better`) but the result is a decision
 carrying every number, not an exception, so a rejection is recorded as carefully as a promotion.
+
+`judge` takes both models' numbers on the same holdout (metrics and per-row losses, scored outside
+the core by `evaluate.judge`) and applies the gate, then every gate check the policy names under
+`validation.checks` (a `GateCheck`, registered by a package through `mlflow_retrain.gates`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
+
+from mlflow_retrain.decide.verdicts import number as _n
+
+if TYPE_CHECKING:
+    from mlflow_retrain.config import Config, _Section as Section
+    from mlflow_retrain.decide.triggers import PolicyContext
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,6 @@ class PromotionDecision:
         return {"promote": self.promote, "reasons": list(self.reasons), "metric": self.metric,
                 "candidate": self.candidate, "baseline": self.baseline, "threshold": self.threshold,
                 "improvement": self.improvement, "ci": None if self.ci is None else list(self.ci)}
-
-
-def _n(x: float) -> str:
-    return f"{x:.4g}"
 
 
 def paired_bootstrap_ci(baseline_loss: np.ndarray, candidate_loss: np.ndarray, *, confidence: float = 0.95,
@@ -69,8 +75,9 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
          threshold: float | None, min_improvement: float = 0.0, min_relative_improvement: float = 0.0,
          significance: float | None = None,
          baseline_loss: np.ndarray | None = None, candidate_loss: np.ndarray | None = None,
-         n_boot: int = 2000, seed: int = 0) -> PromotionDecision:
-    """Absolute gate AND relative gate (AND, optionally, a significant paired improvement)."""
+         n_boot: int = 2000, seed: int = 0, extra: Sequence[tuple[bool, str]] = ()) -> PromotionDecision:
+    """Absolute gate AND relative gate (AND, optionally, a significant paired improvement) AND `extra`
+    (further verdicts: the policy's gate checks)."""
     checks: list[tuple[bool, str]] = []
     valid = candidate is not None and not math.isnan(candidate)
     if threshold is None:
@@ -107,8 +114,63 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
         checks.append((passed, f"significance: {significance:.0%} CI of the per-row loss reduction "
                                f"[{_n(ci[0])}, {_n(ci[1])}] {'excludes' if passed else 'includes'} zero "
                                f"({'pass' if passed else 'fail'})"))
+    checks.extend(extra)
     return PromotionDecision(
         promote=all(ok for ok, _ in checks), reasons=[text for _, text in checks], metric=metric,
         candidate=float(candidate), baseline=None if baseline is None else float(baseline), threshold=threshold,
         improvement=improvement, ci=ci,
+    )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's numbers on the holdout: every metric, and the per-row loss of the policy's metric."""
+
+    metrics: dict[str, float]
+    loss: np.ndarray
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a gate check sees: both models on the same holdout rows, as plain numbers."""
+
+    metric: str
+    higher_is_better: bool
+    candidate: Scores
+    baseline: Scores | None
+
+
+class GateCheck:
+    """One more condition a candidate must meet to be promoted, configured under `validation.checks`.
+
+    Subclasses are frozen dataclasses of their options, registered through the `mlflow_retrain.gates`
+    entry point group under their `name`.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def parse(cls, checks: "Section", policy: "PolicyContext") -> "GateCheck | None":
+        """Read `validation.checks.<name>` (`checks.sub(cls.name)`, ...); None if unset."""
+        raise NotImplementedError
+
+    def check(self, seen: Comparison) -> tuple[bool, str]:
+        """(passed, one sentence with the numbers)."""
+        raise NotImplementedError
+
+
+def judge(config: "Config", candidate: Scores, baseline: Scores | None) -> PromotionDecision:
+    """The gate over both models' numbers on ONE holdout, then the policy's gate checks."""
+    significance = config.validation.significance
+    seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)
+    return gate(
+        metric=config.metric, candidate=candidate.metrics[config.metric],
+        baseline=None if baseline is None else baseline.metrics[config.metric],
+        higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
+        min_improvement=config.validation.min_improvement,
+        min_relative_improvement=config.validation.min_relative_improvement,
+        significance=significance.confidence if significance else None,
+        baseline_loss=None if baseline is None else baseline.loss, candidate_loss=candidate.loss,
+        n_boot=significance.n_boot if significance else 2000, seed=config.training.seed,
+        extra=[check.check(seen) for check in config.validation.checks],
     )

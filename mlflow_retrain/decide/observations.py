@@ -1,0 +1,49 @@
+"""What the decision core is given: plain numbers gathered by whoever observed them.
+
+The cycle fills these from the registry and the data, the backtest from its replay, the monitor per
+window; the triggers read nothing else, so all of them decide alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class WindowScore:
+    """The serving model's metric on one monitoring window; None is a gap (no rows, or in-sample)."""
+
+    window: str
+    rows: int
+    metric: float | None
+
+
+@dataclass(frozen=True)
+class DriftNumbers:
+    """Feature drift of a window against the model's training rows (Evidently's DataDriftPreset headline)."""
+
+    drift_share: float
+    drifted_columns: int
+    total_columns: int
+    column_scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything a trigger may read. `scores` are the recent windows, oldest first, with the windows
+    that overlap Production's training rows already blanked (`assess.out_of_sample`)."""
+
+    metric: str
+    higher_is_better: bool
+    as_of: pd.Timestamp
+    scores: tuple[WindowScore, ...] = ()
+    drift: DriftNumbers | None = None
+    trained_at: pd.Timestamp | None = None  # when Production was trained, in data time
+    seen_until: pd.Timestamp | None = None  # the end of Production's training window
+    rows_since: int = 0  # labelled rows after trained_at, up to as_of
+
+    @property
+    def latest(self) -> WindowScore:
+        return self.scores[-1] if self.scores else WindowScore("", 0, None)

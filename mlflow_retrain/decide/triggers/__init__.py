@@ -1,0 +1,70 @@
+"""The trigger contract: one reason to retrain is one `Trigger` class in one file of this folder.
+
+A class says everything about its trigger: the key it is configured under in `retrain.yaml`
+(`name`) and how that key is parsed and checked (`parse`, errors naming the key), what it needs
+observed beyond the window scores (`needs`, e.g. `{"drift"}`) and how many recent windows it reads
+(`depth`), its verdict over `Observations` (`check`: a `TriggerResult` with reason and evidence), and
+whether the monitor's dashboard marks a single window as crossing it (`mark`). The files here are
+found by `decide.plugins`; a package of your own registers more through the entry point group
+`mlflow_retrain.triggers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlflow_retrain.config import higher_is_better
+from mlflow_retrain.decide.observations import Observations
+from mlflow_retrain.decide.verdicts import TriggerResult
+
+if TYPE_CHECKING:
+    from mlflow_retrain.config import _Section as Section
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a trigger's parser may need from the rest of the policy file."""
+
+    task: str
+    metric: str
+
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.metric)
+
+
+class Trigger:
+    """Base of every trigger; subclasses are frozen dataclasses of their options."""
+
+    name: ClassVar[str]
+    rank: ClassVar[int] = 100  # where its verdict sits among the others (reason text, retrain.trigger tag)
+    needs: ClassVar[frozenset[str]] = frozenset()  # observations beyond the window scores: "drift"
+    debounced: ClassVar[bool] = False  # triggers.debounce (k of n windows) applies, through `mark`
+
+    @classmethod
+    def parse(cls, triggers: "Section", policy: PolicyContext) -> "Trigger | None":
+        """Read `triggers.<name>` (`triggers.sub(cls.name)`, `triggers.span(cls.name)`, ...); None if unset."""
+        raise NotImplementedError
+
+    def check(self, seen: Observations) -> TriggerResult:
+        raise NotImplementedError
+
+    def mark(self, seen: Observations) -> bool:
+        """Whether the one window in `seen` crosses this trigger (the dashboard's marks, debounce)."""
+        return False
+
+    @property
+    def depth(self) -> int:
+        """How many recent monitoring windows `check` reads."""
+        return 1
+
+    @property
+    def options(self) -> Any:
+        """`config.triggers.<name>`: the trigger itself, or its one value for a scalar key."""
+        return self
+
+    def to_dict(self) -> Any:
+        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else None
+

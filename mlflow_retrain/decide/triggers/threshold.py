@@ -1,0 +1,78 @@
+"""`metric_threshold`: the latest out-of-sample window's error above its max (a score below its min).
+
+```yaml
+triggers:
+  metric_threshold: {max: 80}   # an error metric; a score (accuracy, f1, roc_auc, r2) takes min
+```
+The one per-window trigger `triggers.debounce` applies to; the dashboard marks each window over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from mlflow_retrain.decide.observations import Observations
+from mlflow_retrain.decide.triggers import PolicyContext, Trigger
+from mlflow_retrain.decide.verdicts import TriggerResult, number
+
+
+def crosses(value: float | None, *, higher_is_better: bool, limit: float | None) -> bool:
+    """A metric on the wrong side of the limit; no limit, no value or NaN never crosses."""
+    if limit is None or value is None or np.isnan(value):
+        return False
+    return bool(value < limit if higher_is_better else value > limit)
+
+
+def metric_threshold(value: float | None, *, metric: str, higher_is_better: bool, limit: float | None,
+                     window: str = "") -> TriggerResult:
+    """Absolute: an error above its max (the seed's MAX_MAE) or a score below its min."""
+    kind = "metric_threshold"
+    where = f" on {window}" if window else ""
+    if limit is None:
+        return TriggerResult(False, kind, "no threshold configured")
+    if value is None or np.isnan(value):
+        return TriggerResult(False, kind, f"no {metric} to compare{where}: no labelled rows", {"limit": limit})
+    fired = crosses(value, higher_is_better=higher_is_better, limit=limit)
+    if higher_is_better:
+        text = f"{metric} {number(value)} {'<' if fired else '>='} min {number(limit)}{where}"
+    else:
+        text = f"{metric} {number(value)} {'>' if fired else '<='} max {number(limit)}{where}"
+    return TriggerResult(fired, kind, text, {"value": float(value), "limit": limit})
+
+
+@dataclass(frozen=True)
+class MetricThreshold(Trigger):
+    name: ClassVar[str] = "metric_threshold"
+    rank: ClassVar[int] = 10
+    debounced: ClassVar[bool] = True
+    max: float | None = None
+    min: float | None = None
+
+    @classmethod
+    def parse(cls, triggers, policy: PolicyContext) -> "MetricThreshold | None":
+        if (t := triggers.sub(cls.name)) is None:
+            return None
+        trigger = cls(max=t.get("max", float), min=t.get("min", float))
+        t.done()
+        needed = "min" if policy.higher_is_better else "max"
+        if getattr(trigger, needed) is None:
+            raise t.fail(needed, f"is required for metric {policy.metric}")
+        return trigger
+
+    def limit(self, higher_is_better: bool) -> float | None:
+        return self.min if higher_is_better else self.max
+
+    def check(self, seen: Observations) -> TriggerResult:
+        latest = seen.latest
+        if latest.rows and latest.metric is None:
+            return TriggerResult(False, self.name, f"{latest.window} overlaps Production's training data (until "
+                                                   f"{seen.seen_until.isoformat()}): no out-of-sample {seen.metric}")
+        return metric_threshold(latest.metric, metric=seen.metric, higher_is_better=seen.higher_is_better,
+                                limit=self.limit(seen.higher_is_better), window=latest.window)
+
+    def mark(self, seen: Observations) -> bool:
+        return crosses(seen.latest.metric, higher_is_better=seen.higher_is_better,
+                       limit=self.limit(seen.higher_is_better))

@@ -1,0 +1,45 @@
+"""The decision core stays free of MLflow and Evidently; triggers are found by name, unknown ones listed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mlflow_retrain.config import parse_config
+from mlflow_retrain.decide.plugins import TRIGGERS, installed
+from mlflow_retrain.errors import ConfigError
+
+MINIMAL = {"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}
+
+
+def test_the_core_imports_neither_mlflow_nor_evidently():
+    code = ("import sys, mlflow_retrain.decide, mlflow_retrain.decide.plugins as p; p.installed(p.TRIGGERS); "
+            "import mlflow_retrain.config, mlflow_retrain.window; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'evidently')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_builtin_trigger_is_one_file_found_by_name():
+    builtin = installed(TRIGGERS)
+    assert {"metric_threshold", "metric_trend", "data_drift", "max_age", "new_data"} <= set(builtin)
+    assert all(cls.__module__ == f"mlflow_retrain.decide.triggers.{cls.__module__.rsplit('.', 1)[1]}"
+               for cls in builtin.values())
+
+
+def test_an_unknown_trigger_is_one_line_listing_what_is_installed():
+    with pytest.raises(ConfigError) as err:
+        parse_config({**MINIMAL, "triggers": {"metric_treshold": {"max": 3}}}, origin="f.yaml")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("f.yaml: triggers.metric_treshold is not an installed trigger")
+    assert "data_drift, max_age, metric_threshold, metric_trend, new_data" in message
+
+
+def test_triggers_keep_their_rank_order_whatever_the_file_order():
+    config = parse_config({**MINIMAL, "triggers": {"max_age": "30d", "data_drift": {}, "metric_threshold": {"max": 9}}})
+    assert [t.name for t in config.triggers.configured] == ["metric_threshold", "data_drift", "max_age"]
+    assert config.triggers.new_data is None and config.triggers.needs("drift")
+    with pytest.raises(AttributeError):
+        config.triggers.not_a_trigger
