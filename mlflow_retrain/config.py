@@ -434,7 +434,7 @@ def _triggers(s: _Section, task: str, metric: str) -> TriggersConfig:
 
     debounce = None
     if (t := s.sub("debounce")) is not None:
-        debounce = Debounce(k=t.get("k", int, 1), n=t.get("n", int, 1))
+        debounce = Debounce(k=t.get("k", int, Debounce.k), n=t.get("n", int, Debounce.n))
         t.done()
         if not 1 <= debounce.k <= debounce.n:
             raise t.fail("k", f"must satisfy 1 <= k <= n, got k={debounce.k} n={debounce.n}")
@@ -469,15 +469,16 @@ def _validation(s: _Section, task: str, metric: str) -> ValidationConfig:
         if metric not in PAIRED_METRICS:
             raise s.fail("significance", f"needs a metric with a per-row loss ({', '.join(PAIRED_METRICS)}); "
                                          f"monitoring.metric is {metric}: remove significance or change the metric")
-        significance = Significance(confidence=t.get("confidence", float, 0.95), n_boot=t.get("n_boot", int, 2000))
+        significance = Significance(confidence=t.get("confidence", float, Significance.confidence),
+                                    n_boot=t.get("n_boot", int, Significance.n_boot))
         t.done()
         if not 0.5 <= significance.confidence < 1:
             raise t.fail("confidence", f"must be in [0.5, 1), got {significance.confidence}")
     cfg = ValidationConfig(
         max_metric=s.get("max_metric", float),
         min_metric=s.get("min_metric", float),
-        min_improvement=s.get("min_improvement", float, 0.0),
-        min_relative_improvement=s.get("min_relative_improvement", float, 0.0),
+        min_improvement=s.get("min_improvement", float, ValidationConfig.min_improvement),
+        min_relative_improvement=s.get("min_relative_improvement", float, ValidationConfig.min_relative_improvement),
         significance=significance,
         checks=_checks(c, task, metric) if (c := s.sub("checks")) is not None else (),
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
+from mlflow_retrain.config import Significance
 from mlflow_retrain.decide.verdicts import number as _n
 
 if TYPE_CHECKING:
@@ -171,6 +172,6 @@ def judge(config: "Config", candidate: Scores, baseline: Scores | None) -> Promo
         min_relative_improvement=config.validation.min_relative_improvement,
         significance=significance.confidence if significance else None,
         baseline_loss=None if baseline is None else baseline.loss, candidate_loss=candidate.loss,
-        n_boot=significance.n_boot if significance else 2000, seed=config.training.seed,
+        n_boot=significance.n_boot if significance else Significance.n_boot, seed=config.training.seed,
         extra=[check.check(seen) for check in config.validation.checks],
     )

@@ -1,0 +1,147 @@
+"""Reads of one registered model's versions, and the tag writes of the audit contract (`tags.py`).
+
+Stages are deprecated in MLflow 3 but still what most teams look at; reads trust the alias first so
+the tool keeps working once stages are gone (`registry.use_stages: false` runs on aliases alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.config import Config
+from mlflow_retrain.errors import RegistryError
+
+PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A model version as plain data (what decisions and tables need)."""
+
+    version: str
+    stage: str
+    aliases: tuple[str, ...]
+    run_id: str
+    source: str
+    created_at: datetime
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def number(self) -> int:
+        return int(self.version)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "stage": self.stage, "aliases": list(self.aliases), "run_id": self.run_id,
+            "created_at": self.created_at.isoformat(), "tags": dict(self.tags),
+        }
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def not_found(exc: MlflowException) -> bool:
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+
+
+class Versions:
+    """One registered model's versions: reads, registration and tags."""
+
+    def __init__(self, config: Config, client: MlflowClient | None = None):
+        self.config = config
+        self.name = config.model_name
+        self.client = client or MlflowClient()
+        self.aliases = {PRODUCTION: config.registry.production_alias, STAGING: config.registry.staging_alias}
+
+    def exists(self) -> bool:
+        try:
+            self.client.get_registered_model(self.name)
+            return True
+        except MlflowException as exc:
+            if not_found(exc):
+                return False
+            raise
+
+    def require(self) -> None:
+        if not self.exists():
+            raise RegistryError(
+                f"registered model {self.name!r} does not exist; check model_name or run `mlflow-retrain train` first"
+            )
+
+    def _info(self, mv: Any, aliases: tuple[str, ...] | None = None) -> VersionInfo:
+        aliases = tuple(mv.aliases) if aliases is None else aliases
+        stage = mv.current_stage or NONE
+        if not self.config.registry.use_stages:
+            stage = next((s for s, a in self.aliases.items() if a in aliases), NONE)
+            if stage == NONE and T.ARCHIVED_AT in mv.tags:
+                stage = ARCHIVED
+        return VersionInfo(
+            version=str(mv.version), stage=stage, aliases=aliases, run_id=mv.run_id or "", source=mv.source or "",
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc), tags=dict(mv.tags),
+        )
+
+    def get(self, version: str | int) -> VersionInfo:
+        try:
+            return self._info(self.client.get_model_version(self.name, str(version)))
+        except MlflowException as exc:
+            if not_found(exc):
+                raise RegistryError(f"model {self.name!r} has no version {version}; see `mlflow-retrain status`") from None
+            raise
+
+    def in_stage(self, stage: str) -> VersionInfo | None:
+        """The version holding a stage: by alias first (survives the end of stages), then by stage."""
+        try:
+            return self._info(self.client.get_model_version_by_alias(self.name, self.aliases[stage]))
+        except MlflowException as exc:
+            if not not_found(exc):
+                raise
+        if not self.config.registry.use_stages:
+            return None
+        holders = [v for v in self.versions() if v.stage == stage]
+        return max(holders, key=lambda v: v.number) if holders else None
+
+    def production(self) -> VersionInfo | None:
+        return self.in_stage(PRODUCTION) if self.exists() else None
+
+    def staging(self) -> VersionInfo | None:
+        return self.in_stage(STAGING) if self.exists() else None
+
+    def versions(self) -> list[VersionInfo]:
+        """All versions, newest first, with their aliases (search results carry none)."""
+        if not self.exists():
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in self.client.get_registered_model(self.name).aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        infos = [self._info(mv, tuple(sorted(by_version.get(str(mv.version), [])))) for mv in found]
+        return sorted(infos, key=lambda v: v.number, reverse=True)
+
+    def model_tags(self) -> dict[str, str]:
+        return dict(self.client.get_registered_model(self.name).tags) if self.exists() else {}
+
+    def register(self, model_uri: str, model_id: str, run_id: str, tags: dict[str, str]) -> VersionInfo:
+        if not self.exists():
+            try:
+                self.client.create_registered_model(
+                    self.name, description="Managed by mlflow-retrain: see the retrain.* tags on each version.")
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+        return self._info(mv, ())
+
+    def tag(self, version: str, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self.client.set_model_version_tag(self.name, str(version), key, str(value))
+
+    def tag_model(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self.client.set_registered_model_tag(self.name, key, str(value))
