@@ -92,8 +92,8 @@ def lookup(group: str, name: str, where: Any) -> type:
         return builtin[name]
     known = installed(group)
     if name not in known:
-        what = "trigger" if group == TRIGGERS else "gate check"
+        what = "triggers" if group == TRIGGERS else "gate checks"
         listed = ", ".join(sorted(known)) or "none"
-        raise where.fail(name, f"is not an installed {what}; installed: {listed} "
-                               f"(more through the {group} entry point group)")
+        raise where.fail(name, f"is not a known key (installed {what}: {listed}; more through the {group} "
+                               "entry point group)")
     return known[name]

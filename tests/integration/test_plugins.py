@@ -109,9 +109,9 @@ def plugin(tmp_path_factory: pytest.TempPathFactory):
 def test_plugin_options_are_checked_with_the_policy_file(plugin, write_policy):
     with pytest.raises(ConfigError, match=r"retrain.yaml: triggers.calendar.months must list months 1..12"):
         load_config(write_policy(triggers={"calendar": {"months": [13]}}))
-    with pytest.raises(ConfigError, match=r"validation.checks.vetoo is not an installed gate check; installed: veto"):
+    with pytest.raises(ConfigError, match=r"validation.checks.vetoo is not a known key \(installed gate checks: veto;"):
         load_config(write_policy(validation={"checks": {"vetoo": {}}}))
-    with pytest.raises(ConfigError, match=r"installed: calendar, data_drift, max_age"):
+    with pytest.raises(ConfigError, match=r"installed triggers: calendar, data_drift, max_age"):
         load_config(write_policy(triggers={"calender": {}}))
 
 

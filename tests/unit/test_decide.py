@@ -33,7 +33,7 @@ def test_an_unknown_trigger_is_one_line_listing_what_is_installed():
     with pytest.raises(ConfigError) as err:
         parse_config({**MINIMAL, "triggers": {"metric_treshold": {"max": 3}}}, origin="f.yaml")
     message = str(err.value)
-    assert "\n" not in message and message.startswith("f.yaml: triggers.metric_treshold is not an installed trigger")
+    assert "\n" not in message and message.startswith("f.yaml: triggers.metric_treshold is not a known key (installed triggers: ")
     assert "data_drift, max_age, metric_threshold, metric_trend, new_data" in message
 
 
