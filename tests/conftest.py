@@ -6,6 +6,7 @@ test gets a byte copy in its own tmp_path: real store, isolated, quick.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -118,8 +119,9 @@ def bootstrapped_template(tmp_path_factory: pytest.TempPathFactory, store_templa
     path.write_text(yaml.safe_dump(policy(data)))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    try:
-        train(load_config(path), as_of="2011-04-30")
+    try:  # in its own folder: the experiment's artifact root (mlruns/) is taken from the working folder
+        with contextlib.chdir(folder):
+            train(load_config(path), as_of="2011-04-30")
     finally:
         mlflow.set_tracking_uri(previous)
     return folder / "mlflow.db"
@@ -189,3 +191,22 @@ def server(store: str, http_server: Server, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", http_server.uri)
     mlflow.set_tracking_uri(http_server.uri)
     return http_server
+
+
+_leak_key = pytest.StashKey[set]()
+_LEAKS = (REPO / "mlruns", REPO / "notebooks" / "mlruns", REPO / "mlflow.db", REPO / "mlflow_retrain" / "project" / "mlruns")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_leak_key] = {path for path in _LEAKS if path.exists()}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test whose store or subprocess writes into the checkout fails the run: CI and a user's
+    working copy must not collect artifacts (an experiment created while the working folder was the
+    repository puts its artifacts under the repository's mlruns/ for good)."""
+    new = sorted(str(p) for p in _LEAKS if p.exists() and p not in session.config.stash[_leak_key])
+    if new:
+        print(f"\nerror: the tests wrote into the checkout: {', '.join(new)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+

@@ -9,6 +9,7 @@ subprocesses, a sqlite store, Evidently drift on the reference the controller lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -68,8 +69,9 @@ def project_template(tmp_path_factory: pytest.TempPathFactory, store_template: P
     shutil.copy(store_template, folder / "mlflow.db")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    try:
-        report = mlflow_retrain.cycle(user_folder(folder) / "retrain-project.yaml", as_of=BOOTSTRAP)
+    try:  # in the template's folder: a new experiment's artifacts go under the working folder's mlruns/
+        with contextlib.chdir(folder):
+            report = mlflow_retrain.cycle(user_folder(folder) / "retrain-project.yaml", as_of=BOOTSTRAP)
     finally:
         mlflow.set_tracking_uri(previous)
     assert report.outcome == T.PROMOTED, report.to_dict()
