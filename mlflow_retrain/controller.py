@@ -300,9 +300,11 @@ def _log_audit(report: CycleReport, reports_dir: Path) -> None:
         for result in report.decision.results:
             mlflow.log_metric(f"trigger.{result.kind}", float(result.fired))
     mlflow.set_tags(tags)
+    # the monitoring series has its own name: `production_<metric>` is the gate's score of Production on
+    # the holdout, and one name for both showed a number in the UI that the gate never compared
     for step, score in enumerate(report.monitoring):
         if score.metric is not None:
-            mlflow.log_metric(f"production_{report.metric}", score.metric, step=step)
+            mlflow.log_metric(f"monitoring_{report.metric}", score.metric, step=step)
     if report.drift is not None:
         mlflow.log_metric("drift_share", report.drift.drift_share)
     mlflow.log_dict(payload, "decision.json")

@@ -315,7 +315,7 @@ def train(
     version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
                                   train_window=result.train_window, holdout_window=result.holdout_window)
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
-    stage = place(config, registry, info.version, result.holdout_metrics[config.metric], as_of,
+    stage = place(config, registry, info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
                   bootstrap=trigger == T.BOOTSTRAP)
     log.info("registered %s version %s (%s)", config.model_name, info.version, stage)
     return TrainResult(
