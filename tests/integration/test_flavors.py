@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
 

@@ -136,7 +136,7 @@ def test_the_built_in_trainer_fits_the_users_factory_then_monitors_it(store: str
     assert report["outcome"] == T.PROMOTED, report
     version = Registry(load_config(policy)).get("2")
     # the model carries the user's module, so it loads where features.py is not importable
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/energy-load/2"))
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/energy-load/2"))
     assert (model_dir / "code" / "features.py").is_file()
     requirements = (model_dir / "requirements.txt").read_text()
     assert "scikit-learn==" in requirements and "features" not in requirements

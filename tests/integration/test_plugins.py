@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
