@@ -1,7 +1,7 @@
 """The trigger contract: one reason to retrain is one `Trigger` class in one file of this folder.
 
 A class says everything about its trigger: the key it is configured under in `retrain.yaml`
-(`name`) and how that key is parsed and checked (`parse`, errors naming the key), what it needs
+(`name`) and how its options are read and checked (`read`, `validate`; errors naming the key), what it needs
 observed beyond the window scores (`needs`, e.g. `{"drift"}`) and how many recent windows it reads
 (`depth`), its verdict over `Observations` (`check`: a `TriggerResult` with reason and evidence), and
 whether the monitor's dashboard marks a single window as crossing it (`mark`). The files here are
@@ -45,8 +45,23 @@ class Trigger:
 
     @classmethod
     def parse(cls, triggers: "Section", policy: PolicyContext) -> "Trigger | None":
-        """Read `triggers.<name>` (`triggers.sub(cls.name)`, `triggers.span(cls.name)`, ...); None if unset."""
+        """Read the mapping `triggers.<name>`; None if unset. Unknown keys are refused (`done`) before
+        the values are checked against each other (`validate`). A trigger configured by a scalar
+        (`max_age: 30d`) overrides this."""
+        if (options := triggers.sub(cls.name)) is None:
+            return None
+        trigger = cls.read(options, policy)
+        options.done()
+        trigger.validate(options, policy)
+        return trigger
+
+    @classmethod
+    def read(cls, options: "Section", policy: PolicyContext) -> "Trigger":
+        """The trigger from its options (`options.get(key, type, default)`, errors naming the key)."""
         raise NotImplementedError
+
+    def validate(self, options: "Section", policy: PolicyContext) -> None:
+        """Refuse values that are wrong together or for this policy (`raise options.fail(key, why)`)."""
 
     def check(self, seen: Observations) -> TriggerResult:
         raise NotImplementedError

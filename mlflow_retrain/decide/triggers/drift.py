@@ -40,14 +40,12 @@ class DataDrift(Trigger):
     max_drift_share: float = 0.5
 
     @classmethod
-    def parse(cls, triggers, policy: PolicyContext) -> "DataDrift | None":
-        if (t := triggers.sub(cls.name)) is None:
-            return None
-        trigger = cls(max_drift_share=t.get("max_drift_share", float, cls.max_drift_share))
-        t.done()
-        if not 0 <= trigger.max_drift_share <= 1:
-            raise t.fail("max_drift_share", f"must be between 0 and 1, got {trigger.max_drift_share}")
-        return trigger
+    def read(cls, options, policy: PolicyContext) -> "DataDrift":
+        return cls(max_drift_share=options.get("max_drift_share", float, cls.max_drift_share))
+
+    def validate(self, options, policy: PolicyContext) -> None:
+        if not 0 <= self.max_drift_share <= 1:
+            raise options.fail("max_drift_share", f"must be between 0 and 1, got {self.max_drift_share}")
 
     def check(self, seen: Observations) -> TriggerResult:
         drift = seen.drift

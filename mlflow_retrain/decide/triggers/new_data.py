@@ -32,13 +32,11 @@ class NewData(Trigger):
     min_rows: int = 1000
 
     @classmethod
-    def parse(cls, triggers, policy: PolicyContext) -> "NewData | None":
-        if (t := triggers.sub(cls.name)) is None:
-            return None
-        trigger = cls(min_rows=t.get("min_rows", int, cls.min_rows))
-        t.done()
-        t.positive("min_rows", trigger.min_rows)
-        return trigger
+    def read(cls, options, policy: PolicyContext) -> "NewData":
+        return cls(min_rows=options.get("min_rows", int, cls.min_rows))
+
+    def validate(self, options, policy: PolicyContext) -> None:
+        options.positive("min_rows", self.min_rows)
 
     def check(self, seen: Observations) -> TriggerResult:
         since = None if seen.trained_at is None else seen.trained_at.to_pydatetime()

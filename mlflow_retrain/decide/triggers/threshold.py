@@ -52,15 +52,13 @@ class MetricThreshold(Trigger):
     min: float | None = None
 
     @classmethod
-    def parse(cls, triggers, policy: PolicyContext) -> "MetricThreshold | None":
-        if (t := triggers.sub(cls.name)) is None:
-            return None
-        trigger = cls(max=t.get("max", float), min=t.get("min", float))
-        t.done()
+    def read(cls, options, policy: PolicyContext) -> "MetricThreshold":
+        return cls(max=options.get("max", float), min=options.get("min", float))
+
+    def validate(self, options, policy: PolicyContext) -> None:
         needed = "min" if policy.higher_is_better else "max"
-        if getattr(trigger, needed) is None:
-            raise t.fail(needed, f"is required for metric {policy.metric}")
-        return trigger
+        if getattr(self, needed) is None:
+            raise options.fail(needed, f"is required for metric {policy.metric}")
 
     def limit(self, higher_is_better: bool) -> float | None:
         return self.min if higher_is_better else self.max

@@ -57,18 +57,16 @@ class MetricTrend(Trigger):
     max_slope: float | None = None
 
     @classmethod
-    def parse(cls, triggers, policy: PolicyContext) -> "MetricTrend | None":
-        if (t := triggers.sub(cls.name)) is None:
-            return None
-        trigger = cls(windows=t.get("windows", int, cls.windows),
-                      max_relative_increase=t.get("max_relative_increase", float),
-                      max_slope=t.get("max_slope", float))
-        t.done()
-        if trigger.windows < 2:
-            raise t.fail("windows", f"must be at least 2, got {trigger.windows}")
-        if trigger.max_relative_increase is None and trigger.max_slope is None:
-            raise t.fail("max_relative_increase", "or max_slope must be set")
-        return trigger
+    def read(cls, options, policy: PolicyContext) -> "MetricTrend":
+        return cls(windows=options.get("windows", int, cls.windows),
+                   max_relative_increase=options.get("max_relative_increase", float),
+                   max_slope=options.get("max_slope", float))
+
+    def validate(self, options, policy: PolicyContext) -> None:
+        if self.windows < 2:
+            raise options.fail("windows", f"must be at least 2, got {self.windows}")
+        if self.max_relative_increase is None and self.max_slope is None:
+            raise options.fail("max_relative_increase", "or max_slope must be set")
 
     @property
     def depth(self) -> int:
