@@ -67,3 +67,67 @@ def test_the_cycle_step_passes_the_right_request_and_exit_code(tmp_path, event, 
     assert done.returncode == exit_code, done.stderr
     args = (tmp_path / "args").read_text().splitlines()
     assert args[0] == "cycle" and args[args.index("--json") + 1:] == expected
+
+
+def _render(template: str, context: dict[str, str]) -> str:
+    """Evaluate the `${{ }}` expressions of `template` the way GitHub does for the operators used here
+    (`||`, `&&`, `==`, `format`, string literals; a missing property is null, i.e. falsy)."""
+    import re
+
+    def evaluate(match: re.Match) -> str:
+        code = match.group(1).replace("&&", " and ").replace("||", " or ")
+        code = re.sub(r"\b(?:inputs|github|vars)(?:\.\w+)+", lambda n: f"_get({n.group(0)!r})", code)
+        value = eval(code, {"__builtins__": {}, "_get": lambda key: context.get(key, ""),
+                            "format": lambda text, *args: text.format(*args)})
+        return str(value)
+
+    return re.sub(r"\$\{\{(.*?)\}\}", evaluate, template, flags=re.S)
+
+
+def _group(event: str, run_id: str = "1", **context: str) -> str:
+    concurrency = yaml.safe_load(WORKFLOW.read_text())["concurrency"]
+    assert concurrency["cancel-in-progress"] is False
+    return _render(concurrency["group"], {"github.event_name": event, "github.run_id": run_id, **context})
+
+
+def test_cycles_share_a_group_per_model_and_requests_each_get_their_own():
+    """GitHub keeps one pending run per concurrency group and cancels the older pending one: scheduled
+    and push cycles may replace each other, a requested retrain must never be the one cancelled."""
+    scheduled = _group("schedule", "11")
+    assert scheduled == _group("push", "12") == _group("schedule", "13")  # one group per model
+    assert "retrain.yaml" in scheduled
+    assert _group("schedule", "14", **{"inputs.config": "other.yaml"}) != scheduled  # another model
+    requests = [_group("workflow_dispatch", "21", **{"inputs.reason": "pricing"}), _group("workflow_dispatch", "22"),
+                _group("repository_dispatch", "23", **{"github.event.client_payload.reason": "labels"}),
+                _group("repository_dispatch", "24")]
+    assert len(set(requests)) == len(requests) and scheduled not in requests
+    assert all("retrain.yaml" in g for g in requests)
+    assert "other.yaml" in _group("repository_dispatch", "25", **{"github.event.client_payload.config": "other.yaml"})
+
+
+@pytest.mark.parametrize("event, reason, codes, runs, exit_code", [
+    ("workflow_dispatch", "pricing changed", [3, 3, 0], 3, 0),  # a request waits for the lease, then runs
+    ("repository_dispatch", "labels fixed", [3, 0], 2, 0),
+    ("workflow_dispatch", "pricing changed", [3, 3, 3, 3], 3, 3),  # ... for LEASE_TRIES tries at most
+    ("schedule", "", [3, 0], 1, 0),  # a normal cycle that finds the lease held has nothing to do
+    ("workflow_dispatch", "", [3, 0], 1, 0),  # a cycle run by hand without a reason is a normal cycle
+])
+def test_a_requested_retrain_waits_for_the_lease_instead_of_being_dropped(tmp_path, event, reason, codes, runs,
+                                                                          exit_code):
+    step = next(s for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["cycle"]["steps"]
+                if s.get("name") == "Run one controller cycle")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "codes").write_text("\n".join(map(str, codes)) + "\n")
+    recorder = bin_dir / "mlflow-retrain"
+    recorder.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{tmp_path}/args"\necho run >> "{tmp_path}/runs"\n'
+                        f'code=$(head -n1 "{tmp_path}/codes"); sed -i 1d "{tmp_path}/codes"\necho "{{}}"\nexit $code\n')
+    recorder.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "EVENT": event, "REASON": reason, "CONFIG": "bikes.yaml",
+           "LEASE_TRIES": "3", "LEASE_WAIT_SECONDS": "0", "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    assert len((tmp_path / "runs").read_text().splitlines()) == runs
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:3] == ["cycle", "--config", "bikes.yaml"]
+    assert step["env"]["LEASE_TRIES"] and step["env"]["LEASE_WAIT_SECONDS"]
