@@ -15,7 +15,7 @@ import click
 
 from mlflow_retrain.config import Config, load_config
 from mlflow_retrain.errors import RetrainError
-from mlflow_retrain.streams import stdout_into
+from mlflow_retrain.streams import redacted_output, stdout_into
 
 EXIT_CODES = """\b
 Exit codes:
@@ -34,16 +34,29 @@ class RetrainGroup(click.Group):
     one line on stderr and its exit code; bugs still show a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from mlflow_retrain.redact import redact, scrub
+        from mlflow_retrain.tracking import configure_client, server_error
+
         try:
             try:
-                with stdout_into(sys.stderr):  # progress stays visible, stdout stays parseable
+                # credentials in URIs are masked in all we print; MLflow's HTTP calls are bounded
+                with redacted_output(), stdout_into(sys.stderr):  # progress visible, stdout parseable
+                    configure_client()
                     return super().invoke(ctx)
             finally:
                 if RESULT in ctx.meta:
-                    click.echo(ctx.meta.pop(RESULT))
-        except RetrainError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+                    click.echo(redact(ctx.meta.pop(RESULT)))
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # a server that stopped answering is one line whatever surfaced it (MLflow's "API request
+            # to ... failed", a requests timeout, a step that failed because of it)
+            error = server_error(exc) or (exc if isinstance(exc, RetrainError) else None)
+            if error is None:
+                scrub(exc)  # a bug: its traceback, without the secrets its message may quote
+                raise
+            click.echo(f"error: {redact(error)}", err=True)
+            ctx.exit(error.exit_code)
 
 
 @click.group(cls=RetrainGroup, epilog=EXIT_CODES)

@@ -15,6 +15,8 @@ import sys
 import threading
 from typing import Iterator, TextIO
 
+from mlflow_retrain.redact import RedactingStream, install_log_filter, redact
+
 
 @contextlib.contextmanager
 def stdout_into(stream: TextIO) -> Iterator[None]:
@@ -42,9 +44,29 @@ def stdout_into(stream: TextIO) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def redacted_output() -> Iterator[None]:
+    """While the block runs, what this process writes through `sys.stdout` / `sys.stderr` and its log
+    records have credentials masked (see `redact`): MLflow's "View run ... at: <uri>" lines, its
+    warnings, our own messages. Child processes' output is masked where we forward it
+    (`tail_of_output`)."""
+    install_log_filter()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        sys.stdout, sys.stderr = saved
+
+
+@contextlib.contextmanager
 def tail_of_output(keep: int = 15) -> Iterator[collections.deque]:
     """While the block runs, everything written to fds 1 and 2 (by children too) still reaches
-    stderr, live, and its last `keep` lines are kept: a failed subprocess is reported with what it
+    stderr, live and with credentials masked, and its last `keep` lines are kept: a failed subprocess is reported with what it
     said last, not with "see above" in a CI log."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -55,8 +77,10 @@ def tail_of_output(keep: int = 15) -> Iterator[collections.deque]:
     def pump() -> None:
         with os.fdopen(read_end, "rb") as source:
             for line in source:
-                os.write(saved_err, line)
-                lines.append(line.decode(errors="replace").rstrip())
+                text = line.decode(errors="replace")
+                clean = redact(text)  # a child's "View run ... at: <uri>" carries the URI's credentials
+                os.write(saved_err, line if clean == text else clean.encode())
+                lines.append(clean.rstrip())
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
