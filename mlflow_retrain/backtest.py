@@ -40,8 +40,8 @@ from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
 from mlflow_retrain.decide.triggers.trend import MetricTrend
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import ConfigError, DataError
-from mlflow_retrain.evaluate import judge
-from mlflow_retrain.metrics import score
+from mlflow_retrain.evaluate import judge, score_rows
+from mlflow_retrain.metrics import worse_tail
 from mlflow_retrain.train import FitResult, fit
 from mlflow_retrain.trainers import fit_project
 
@@ -145,7 +145,8 @@ class BacktestResult:
             rows.append({
                 "policy": s.policy.name, "family": s.policy.family, "retrains": s.retrains, "promoted": s.promoted,
                 "rejected": s.rejected, "mean_metric": float(values.mean()) if len(values) else math.nan,
-                "p90_metric": float(np.percentile(values, 90)) if len(values) else math.nan,
+                # the worse tail in the metric's direction: 90% of windows did at least this well
+                "p90_metric": worse_tail(s.series, higher_is_better=self.higher_is_better),
                 "windows_worse_than_threshold": worse, "train_seconds": round(s.train_seconds, 2),
                 "recommended": s.policy.name == self.recommended,
             })
@@ -198,9 +199,8 @@ class Replay:
             return self.metrics[key]
         rows = self.data.rows(window)
         value = None
-        if len(rows):
-            pred, proba = self.fits[model_at].scorer.predict_with_proba(rows)
-            value = score(self.config.task, self.data.target(rows), pred, proba).get(self.config.metric)
+        if len(rows):  # the cycle's own scoring: a metric undefined on the window is None, a gap
+            value = score_rows(self.config, self.data, self.fits[model_at].scorer, rows).metrics.get(self.config.metric)
         result = WindowScore(window.iso(), len(rows), value)
         self.metrics[key] = result
         return result

@@ -7,6 +7,7 @@ HTML reports are the human-facing side of the same numbers.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mlflow_retrain.decide import DriftNumbers, PromotionDecision, Scores
 from mlflow_retrain.decide import judge as gate_judge
 from mlflow_retrain.errors import RegistryError
 from mlflow_retrain.metrics import per_row_loss, score
-from mlflow_retrain.models import Scorer
+from mlflow_retrain.models import Scorer, dataset_columns
 from mlflow_retrain.registry import PRODUCTION, STAGING, Registry, VersionInfo
 from mlflow_retrain.tracking import start_run
 from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
@@ -119,13 +120,23 @@ def load_reference(run_id: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def score_rows(config: Config, data: LabelledData, model: Scorer, rows: pd.DataFrame) -> Scored:
-    """The one scoring function: Production and candidates go through it on the same frame."""
-    started = time.perf_counter()
-    y_pred, proba = model.predict_with_proba(rows)
-    latency_ms = (time.perf_counter() - started) * 1000
+def score_predictions(config: Config, data: LabelledData, rows: pd.DataFrame, y_pred: np.ndarray,
+                      proba: np.ndarray | None, latency_ms: float = 0.0) -> Scored:
+    """Predictions already made on `rows` (the monitor predicts a version's whole span at once),
+    scored by the one metric function, with the probabilities the metric may need (roc_auc)."""
     y_true = data.target(rows)
     return Scored(y_true, np.asarray(y_pred), score(config.task, y_true, y_pred, proba), latency_ms)
+
+
+def score_rows(config: Config, data: LabelledData, model: Scorer, rows: pd.DataFrame) -> Scored:
+    """The one scoring function: Production and candidates go through it on the same frame.
+
+    Its `metrics` hold only what is defined on `rows`, so `.metrics.get(config.metric)` is the
+    metric or None (a gap: one class for roc_auc, one row for r2), never an exception.
+    """
+    started = time.perf_counter()
+    y_pred, proba = model.predict_with_proba(rows)
+    return score_predictions(config, data, rows, y_pred, proba, (time.perf_counter() - started) * 1000)
 
 
 def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Scorer,
@@ -137,12 +148,18 @@ def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Sco
     """
     def numbers(model: Scorer) -> tuple[Scored, Scores]:
         scored = score_rows(config, data, model, rows)
-        return scored, Scores(scored.metrics, per_row_loss(config.metric, scored.y_true, scored.y_pred))
+        # the gate reads its metric by name: undefined on this holdout (one class for roc_auc) it is
+        # NaN, which fails the gate's checks instead of raising
+        defined = {config.metric: math.nan, **scored.metrics}
+        return scored, Scores(defined, per_row_loss(config.metric, scored.y_true, scored.y_pred))
 
     cand, cand_numbers = numbers(candidate)
     base, base_numbers = (None, None) if production is None else numbers(production)
     decision = gate_judge(config, cand_numbers, base_numbers)
-    evidence = {"holdout_digest": frame_digest(rows), "holdout_rows": len(rows), "candidate": cand.metrics,
+    # hashed over the columns the training run hashes its holdout dataset by, so a cycle's digest can
+    # be matched against the candidate's run: the same rows give the same digest
+    digest = frame_digest(rows[dataset_columns(data.spec)])
+    evidence = {"holdout_digest": digest, "holdout_rows": len(rows), "candidate": cand.metrics,
                 "production": None if base is None else base.metrics}
     return decision, evidence
 

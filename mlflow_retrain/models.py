@@ -32,6 +32,13 @@ def model_columns(config: Config, spec: DataConfig) -> tuple[str, ...]:
     return ((spec.timestamp,) if config.training.pass_timestamp else ()) + tuple(spec.features)
 
 
+def dataset_columns(spec: DataConfig) -> list[str]:
+    """The columns of a logged dataset and of its digest, in this order: the timestamp, the features,
+    the target. Whoever hashes a frame of rows (a training run's holdout, a cycle's holdout) hashes
+    these, so the same rows give the same digest whatever else the data file carries."""
+    return [spec.timestamp, *spec.features, spec.target]
+
+
 class PyfuncOutput:
     """The contract for a custom pyfunc's output: an array or Series of predictions, or a DataFrame
     with a `prediction` column (else its first column is taken) and, for a classifier's roc_auc,

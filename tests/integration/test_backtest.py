@@ -99,6 +99,24 @@ def test_recommendation_is_the_cheapest_within_tolerance():
     assert recommend(scores, 0.05, True) == "sparse" and recommend(scores, 0.01, True) == "every"
 
 
+def test_the_p90_column_is_the_worse_tail_of_an_error_and_of_a_score():
+    from mlflow_retrain.backtest import BacktestResult, Policy, PolicyState
+
+    series = [0.70, 0.80, 0.85, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.99, None]  # None: a gap
+    values = [v for v in series if v is not None]
+    steps = [pd.Timestamp("2011-05-01"), pd.Timestamp("2011-05-15")]
+
+    def p90(metric: str, higher_is_better: bool) -> float:
+        state = PolicyState(Policy("never", "never", None), steps[0], series=series)
+        result = BacktestResult(steps, [state], "", 0.05, None, metric, higher_is_better, 0.0, 0)
+        return result.table()[0]["p90_metric"]
+
+    # 90% of windows were at least this good: the low tail of an accuracy, the high tail of an error
+    score, error = p90("accuracy", True), p90("mae", False)
+    assert score == pytest.approx(np.percentile(values, 10)) and score < np.mean(values)
+    assert error == pytest.approx(np.percentile(values, 90)) and error > np.mean(values)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--from", "2011-09-01", "--to", "2011-06-01"], "must be after --from"),
     (["--from", "2014-01-01"], "outside the data"),

@@ -23,6 +23,7 @@ from mlflow_retrain.trainers import IN_PROCESS
 from mlflow_retrain.data import LabelledData, Window
 import mlflow.sklearn
 from mlflow_retrain.evaluate import evaluate
+from mlflow_retrain.monitor import run_monitor
 from mlflow_retrain.train import train
 
 FEATURES = ["hour", "season", "holiday", "weekday", "workingday", "weathersit", "temp", "atemp", "hum", "windspeed"]
@@ -78,3 +79,40 @@ def test_a_classifier_is_trained_evaluated_retrained_and_backtested(busy_policy,
     (never,) = backtest.table()
     below = sum(1 for v in backtest.states[0].series if v is not None and v < 0.9)
     assert 0 < never["windows_worse_than_threshold"] == below
+
+
+def one_class(data: LabelledData, window: Window) -> bool:
+    return len(np.unique(data.target(data.rows(window)))) == 1
+
+
+def test_roc_auc_through_monitor_backtest_and_a_cycle_whose_holdout_has_one_class(busy_policy, tmp_path):
+    """No busy hour between 2011-04-16 and 04-17: a day there holds one class, so roc_auc is
+    undefined on it. It is a gap in the monitor, the backtest and the gate, never an exception."""
+    raw = yaml.safe_load(busy_policy.read_text())
+    raw["monitoring"]["metric"] = "roc_auc"
+    raw["training"]["holdout"] = "1d"
+    busy_policy.write_text(yaml.safe_dump(raw))
+    config = load_config(busy_policy)
+    data = LabelledData.load(config)
+    day = timedelta(days=1)
+    quiet = Window.ending(pd.Timestamp("2011-04-17"), day)
+    assert one_class(data, quiet) and not one_class(data, Window.ending(pd.Timestamp("2011-04-10"), day))
+    assert train(config, as_of="2011-04-10").stage == "Production"
+
+    monitored = run_monitor(config, start="2011-04-10", end="2011-04-20", every=day, log_run=False,
+                            out_dir=tmp_path / "monitor")
+    gaps = [p for p in monitored.points if one_class(data, Window(pd.Timestamp(p.start), pd.Timestamp(p.end)))]
+    assert [(p.start, p.metric) for p in gaps] == [(quiet.start.to_pydatetime(), None)]
+    assert all(0.0 <= p.metric <= 1.0 for p in monitored.points if p not in gaps)
+
+    # every step retrains: the candidate fitted as of 04-17 is judged on the quiet day, and fails the gate
+    replay = run_backtest(config, start="2011-04-12", end="2011-04-20", every=day, data=data,
+                          policies=[p for p in default_policies(config, day) if p.name == "every-window"])
+    (state,) = replay.states
+    assert ("2011-04-17T00:00:00", T.REJECTED) in state.retrain_points and state.retrains == 7
+    (row,) = replay.table()
+    assert 0.0 < row["p90_metric"] <= row["mean_metric"] <= 1.0  # a score's worse tail is below its mean
+
+    report = run_cycle(config, as_of="2011-04-17", force=True, reason="holdout of one class", via=IN_PROCESS,
+                       data=data)
+    assert report.outcome == T.REJECTED and "candidate roc_auc nan" in report.reason, report.reason
