@@ -25,15 +25,13 @@ from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecis
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import judge, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
+from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.reports import drift_report, quality_report, PREDICTION
 from mlflow_retrain.tracking import check_tracking
 from mlflow_retrain.trainers import PROJECT, make_candidate, preflight
 
 log = logging.getLogger(__name__)
-
-def controller_experiment(config: Config) -> str:
-    return f"{config.experiment}-controller"
 
 
 @dataclass
@@ -56,6 +54,7 @@ class CycleReport:
     holdout_digest: str | None = None
     archived_versions: list[str] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
+    reconciled: Reconciled | None = None  # what this cycle repaired first, after a crashed one
 
     @property
     def reason(self) -> str:
@@ -78,6 +77,7 @@ class CycleReport:
             "promotion": None if self.promotion is None else self.promotion.to_dict(),
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
+            "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
     def to_markdown(self) -> str:
@@ -87,6 +87,11 @@ class CycleReport:
         if self.candidate_version:
             lines.append(f"- Candidate: version {self.candidate_version}")
         lines.append(f"- Reason: {self.reason}")
+        if self.reconciled is not None and self.reconciled.acted:
+            lines.append(f"- Repaired first (run `{self.reconciled.run_id}`): "
+                         + "; ".join(f.problem for f in self.reconciled.repairs)
+                         + (f"; {len(self.reconciled.closed_runs)} crashed run(s) ended FAILED"
+                            if self.reconciled.closed_runs else ""))
         if self.cycle_run_id:
             lines.append(f"- Audit run: `{self.cycle_run_id}`")
         if self.decision is not None and self.decision.results:  # none when bootstrapping or reconciling
@@ -119,7 +124,8 @@ def version_time(version: VersionInfo) -> pd.Timestamp:
 
 
 def last_retrain(versions: list[VersionInfo]) -> pd.Timestamp | None:
-    made = [version_time(v) for v in versions if T.TRIGGER in v.tags]
+    """The newest version a cycle made and judged: one a crash left unjudged does not start a cooldown."""
+    made = [version_time(v) for v in versions if T.TRIGGER in v.tags and v.tags.get(T.DECISION) in T.JUDGED]
     return max(made) if made else None
 
 
@@ -160,17 +166,15 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
 
 
 def apply_decision(registry: Registry, candidate: VersionInfo, production: VersionInfo | None,
-                   decision: PromotionDecision, when: pd.Timestamp, decision_reason: str | None = None) -> list[str]:
-    """Promote (old Production archived) or archive the candidate; tag it either way. Returns archived."""
-    registry.tag(candidate.version, {
-        T.DECISION: T.PROMOTED if decision.promote else T.REJECTED,
-        T.DECISION_REASON: decision_reason or decision.reason,
-        T.BASELINE_VERSION: production.version if production else "",
-    })
+                   decision: PromotionDecision, when: pd.Timestamp, by: str = "") -> list[str]:
+    """Promote (old Production archived) or archive the candidate, tagged with the verdict as one
+    recorded move (`registry.moves`). Returns the versions archived."""
+    tags = {T.DECISION: T.PROMOTED if decision.promote else T.REJECTED, T.DECISION_REASON: decision.reason,
+            T.BASELINE_VERSION: production.version if production else ""}
     if decision.promote:
-        previous = registry.promote(candidate.version, when=when.to_pydatetime())
+        previous = registry.promote(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
         return [previous.version] if previous else []
-    registry.archive(candidate.version, when=when.to_pydatetime())
+    registry.archive(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
     return [candidate.version]
 
 
@@ -198,11 +202,9 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     if dry_run:
         _observe(config, data, stamp, registry, report, force=force, reason=reason, event=event, reports_dir=None)
         return report
-    lease = registry.acquire_lease(config.registry.lease_ttl)
-    try:
+    with registry.hold(config.registry.lease_ttl):
+        report.reconciled = reconcile(config, registry, stamp.to_pydatetime())
         return _cycle(config, data, stamp, registry, report, force=force, reason=reason, event=event, via=via)
-    finally:
-        registry.release_lease(lease)
 
 
 def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
@@ -215,7 +217,7 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
         report.outcome = "would_retrain"
         return None
-    staged = registry.staging()
+    staged = registry.staging() or _unplaced(registry)
     if staged is not None and staged.tags.get(T.DECISION) == T.PENDING:
         # Reconcile first: a candidate nobody judged (its cycle crashed, or it was trained by hand)
         # is validated before anything new is trained, so no version is left pending forever.
@@ -231,6 +233,14 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
     report.decision, report.monitoring, report.drift = decision, scores, drift
     report.outcome = "would_retrain" if decision.retrain else ("blocked" if decision.blocked_by else "no_retrain")
     return production
+
+
+def _unplaced(registry: Registry) -> VersionInfo | None:
+    """A pending version its cycle registered but never staged: a real cycle's reconcile stages it
+    first (`decide.invariants`); a dry run says it would be validated."""
+    stray = [v for v in registry.versions() if v.tags.get(T.DECISION) == T.PENDING and v.stage == "None"
+             and not v.aliases]
+    return stray[0] if stray else None
 
 
 def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport, *,
@@ -252,7 +262,7 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
         elif decision.retrain:
             trigger = ",".join(decision.fired)
             version = make_candidate(config, data, as_of, trigger=trigger, reason=decision.reason,
-                                     cycle_run_id=run.info.run_id, via=via)
+                                     cycle_run_id=run.info.run_id, via=via, registry=registry)
             candidate = registry.get(version)
             report.candidate_version = version
             if production is None:
@@ -273,7 +283,8 @@ def _validate(config: Config, data: LabelledData, as_of: pd.Timestamp, registry:
     promotion, evidence = compare(config, data, holdout, candidate, production)
     report.promotion = promotion
     report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
-    report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of)
+    report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of,
+                                              by=report.cycle_run_id or "")
     report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
     _log_comparison(evidence)
 
@@ -321,15 +332,30 @@ class ManualMove:
     previous: str | None
     reason: str
     run_id: str
+    as_of: str  # the data time the move applies to (the audit trail's one timeline)
+    wall: str  # the clock when it was made
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _manual(config: Config, action: str, version: str, reason: str,
+def move_time(config: Config, as_of: str | None) -> pd.Timestamp:
+    """Data time for a move by hand: `--as-of`, else the newest row of the data. A rollback in an
+    incident must not fail because the data cannot be read: then the clock, with a warning."""
+    try:
+        return LabelledData.load(config).resolve_as_of(as_of)
+    except RetrainError:
+        if as_of is not None:
+            raise
+        log.warning("the data cannot be read: the move is stamped with the clock as its data time")
+        return pd.Timestamp(utcnow().replace(tzinfo=None))
+
+
+def _manual(config: Config, action: str, version: str, reason: str, as_of: str | None,
             pick: Callable[[Registry], VersionInfo] | None = None) -> ManualMove:
     if not reason.strip():
         raise RetrainError(f"{action} needs --reason \"...\": every move of Production records why")
+    when = move_time(config, as_of)
     check_tracking()
     registry = Registry(config)
     registry.require()
@@ -337,44 +363,51 @@ def _manual(config: Config, action: str, version: str, reason: str,
     production = registry.production()
     if production is not None and production.version == target.version:
         raise RegistryError(f"version {target.version} is already in Production")
-    lease = registry.acquire_lease(config.registry.lease_ttl)
-    try:
+    with registry.hold(config.registry.lease_ttl):
+        reconcile(config, registry, when.to_pydatetime())
+        production = registry.production()
         from mlflow_retrain.tracking import start_run
         import mlflow
 
         with start_run(controller_experiment(config), f"{action} v{target.version}",
-                       {T.RUN_KIND: action, "model_name": config.model_name,
-                        T.AS_OF: utcnow().replace(tzinfo=None).isoformat()}) as run:
-            registry.tag(target.version, {T.DECISION: T.PROMOTED, T.DECISION_REASON: f"{action}: {reason}",
-                                          T.BASELINE_VERSION: production.version if production else "",
-                                          f"retrain.{action}_run_id": run.info.run_id})
-            previous = registry.promote(target.version)
+                       {T.RUN_KIND: action, "model_name": config.model_name, T.AS_OF: when.isoformat()}) as run:
+            wall = utcnow().isoformat(timespec="seconds")
+            # a version rolled back from is not a rollback target again until it is promoted again
+            left = {T.ROLLED_BACK_WALL: utcnow().isoformat()} if action == "rollback" else {}
+            previous = registry.promote(target.version, when=when.to_pydatetime(), by=run.info.run_id, tags={
+                T.DECISION: T.PROMOTED, T.DECISION_REASON: f"{action}: {reason}",
+                T.BASELINE_VERSION: production.version if production else "",
+                f"retrain.{action}_run_id": run.info.run_id}, previous_tags=left)
             move = ManualMove(action, target.version, previous.version if previous else None, reason,
-                              run.info.run_id)
+                              run.info.run_id, when.isoformat(), wall)
             mlflow.set_tags({"outcome": action, "production_version": move.previous or "",
                              "candidate_version": target.version, "reason": reason})
             mlflow.log_dict(move.to_dict(), "decision.json")
-            registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} {action}"})
+            registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
         return move
-    finally:
-        registry.release_lease(lease)
 
 
-def promote(config: Config, version: str, reason: str) -> ManualMove:
+def promote(config: Config, version: str, reason: str, as_of: str | None = None) -> ManualMove:
     """Put a chosen version in Production by hand (the old one archived), tagged and audited."""
-    return _manual(config, "promote", version, reason)
+    return _manual(config, "promote", version, reason, as_of)
 
 
 def previous_production(registry: Registry) -> VersionInfo:
-    """The version that was in Production before the current one: the latest promoted, now archived."""
+    """The version in Production before the current one: the most recently promoted other version,
+    leaving out versions a rollback took out of Production since (so rollback walks back, never toggles)."""
     current = registry.production()
-    candidates = [v for v in registry.versions() if T.PROMOTED_AT in v.tags
-                  and (current is None or v.version != current.version) and v.stage != "Staging"]
+
+    def eligible(v: VersionInfo) -> bool:
+        rolled_back = v.tags.get(T.ROLLED_BACK_WALL, "")
+        return (T.PROMOTED_AT in v.tags and (current is None or v.version != current.version)
+                and v.stage != "Staging" and not rolled_back > v.tags.get(T.PROMOTED_WALL, ""))
+
+    candidates = [v for v in registry.versions() if eligible(v)]
     if not candidates:
         raise RegistryError(f"model {registry.name!r} has no earlier Production version to roll back to")
     return max(candidates, key=lambda v: (v.tags.get(T.PROMOTED_WALL, ""), v.number))
 
 
-def rollback(config: Config, reason: str) -> ManualMove:
+def rollback(config: Config, reason: str, as_of: str | None = None) -> ManualMove:
     """Back to the previous Production version (found from the promotion tags)."""
-    return _manual(config, "rollback", "", reason, pick=previous_production)
+    return _manual(config, "rollback", "", reason, as_of, pick=previous_production)

@@ -35,6 +35,12 @@ class LeaseHeldError(RetrainError):
     exit_code = 3
 
 
+class LeaseLostError(RetrainError):
+    """This cycle's lease expired and another cycle took it over: it stops before writing more."""
+
+    exit_code = 3
+
+
 class HealthError(RetrainError):
     """Monitoring found downtime (unloadable model, data gap, slow predictions)."""
 

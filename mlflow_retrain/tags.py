@@ -20,9 +20,16 @@ LAST_CYCLE = "retrain.last_cycle"
 LEASE_FOR = "retrain.lease_for"
 LEASE_HOLDER = "retrain.lease_holder"
 LEASE_EXPIRES = "retrain.lease_expires"
+LEASE_GENERATION = "retrain.lease_generation"
+LEASE_RELEASED = "retrain.lease_released"
+INTENT = "retrain.intent"  # a registry move in progress (moves.py): finished by the next cycle if cut short
+ROLLED_BACK_WALL = "retrain.rolled_back_wall"  # clock time a rollback took this version out of Production
+CLOSED_BY = "retrain.closed_by"  # on a crashed cycle's run: the cycle that ended it as FAILED
 RUN_KIND = "retrain.kind"
 
 PROMOTED, REJECTED, PENDING = "promoted", "rejected", "pending"
+ABANDONED = "abandoned"  # pending, then superseded by a newer candidate before anyone judged it
+JUDGED = (PROMOTED, REJECTED)
 BOOTSTRAP = "bootstrap"
 
 REFERENCE_ARTIFACT = "reference/train.parquet"

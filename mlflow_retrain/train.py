@@ -276,11 +276,12 @@ def place(config: Config, registry: Any, version: str, holdout_metric: float, as
 
         decision = gate(metric=config.metric, candidate=holdout_metric, baseline=None,
                         higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
-        registry.tag(version, {T.DECISION: T.PROMOTED if decision.promote else T.PENDING,
-                               T.DECISION_REASON: decision.reason})
         if decision.promote:
-            registry.promote(version, when=as_of.to_pydatetime())
+            registry.promote(version, when=as_of.to_pydatetime(),
+                             tags={T.DECISION: T.PROMOTED, T.DECISION_REASON: decision.reason})
             return "Production"
+        registry.stage_candidate(version, tags={T.DECISION: T.PENDING, T.DECISION_REASON: decision.reason})
+        return "Staging"
     registry.stage_candidate(version)
     return "Staging"
 
@@ -294,10 +295,13 @@ def train(
     reason: str = "trained by hand",
     cycle_run_id: str = "",
     bootstrap: bool = True,
+    registry: Any = None,
 ) -> TrainResult:
     """Fit, log, register, place (`place`: Staging, or Production for a first version that passes).
 
     Fitting happens before any run or version exists, so bad data or a bad estimator writes nothing.
+    Run by a cycle in another process (a `cycle_run_id` and no `registry`), the version is only
+    registered: the cycle places it itself, under its lease (`trainers.adopt`).
     """
     from mlflow_retrain.registry import Registry
     from mlflow_retrain.tracking import check_tracking, start_run
@@ -306,7 +310,8 @@ def train(
     as_of = data.resolve_as_of(as_of)
     check_tracking()
     result = fit(config, data, as_of)
-    registry = Registry(config)
+    placed_by_cycle = registry is None and bool(cycle_run_id)
+    registry = registry or Registry(config)
     trigger, reason = bootstrap_trigger(registry, trigger, reason) if bootstrap else (trigger, reason)
     run_tags = {T.RUN_KIND: "train", T.TRIGGER: trigger, T.REASON: reason, T.AS_OF: as_of.isoformat(),
                 T.CYCLE_RUN_ID: cycle_run_id}
@@ -315,8 +320,9 @@ def train(
     version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
                                   train_window=result.train_window, holdout_window=result.holdout_window)
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
-    stage = place(config, registry, info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
-                  bootstrap=trigger == T.BOOTSTRAP)
+    stage = "None" if placed_by_cycle else place(
+        config, registry, info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
+        bootstrap=trigger == T.BOOTSTRAP)
     log.info("registered %s version %s (%s)", config.model_name, info.version, stage)
     return TrainResult(
         run_id=run.info.run_id, version=info.version, stage=stage, model_uri=model_uri,

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -104,13 +105,17 @@ def preflight(config: Config, via: str = PROJECT) -> Trainer:
 
 
 def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
-                   cycle_run_id: str, via: str = PROJECT) -> str:
-    """Train a candidate the configured way; return its registered version (placed and tagged)."""
+                   cycle_run_id: str, via: str = PROJECT, registry: Any = None) -> str:
+    """Train a candidate the configured way; return its registered version (placed and tagged).
+
+    `registry` is the cycle's (fenced by its lease): every placement goes through it, so a cycle that
+    lost its lease while training places nothing."""
     chosen = trainer(config, via)
     if chosen.via == IN_PROCESS:
         from mlflow_retrain.train import train
 
-        return train(config, as_of=as_of, data=data, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id).version
+        return train(config, as_of=as_of, data=data, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id,
+                     registry=registry).version
     if chosen.builtin:
         params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
                   "cycle_run_id": cycle_run_id}
@@ -118,7 +123,8 @@ def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, t
     else:
         run_id = run_project(config, chosen, contract_parameters(config, as_of, cycle_run_id),
                              env_manager=config.training.project.env_manager)
-    return adopt(config, data, as_of, run_id, chosen, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id)
+    return adopt(config, data, as_of, run_id, chosen, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id,
+                 registry=registry)
 
 
 def contract_parameters(config: Config, as_of: pd.Timestamp, cycle_run_id: str) -> dict[str, str]:
@@ -186,10 +192,10 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
 
 
 def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, chosen: Trainer, *, trigger: str,
-          reason: str, cycle_run_id: str) -> str:
+          reason: str, cycle_run_id: str, registry: Any = None) -> str:
     """The version a project run made: the one it registered itself, else its logged model registered
-    here. Checked against the data's columns before anything is registered; tagged and placed unless
-    the built-in trainer already did both."""
+    here. Checked against the data's columns before anything is registered; tagged and placed here,
+    in the cycle's process (the built-in trainer only registers when a cycle runs it)."""
     from mlflow.tracking import MlflowClient
 
     from mlflow_retrain import models
@@ -197,10 +203,8 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
     from mlflow_retrain.train import bootstrap_trigger, candidate_tags, log_frame, place
 
     client = MlflowClient()
-    registry = Registry(config)
+    registry = registry or Registry(config)
     own = client.search_model_versions(f"name = '{config.model_name}' and run_id = '{run_id}'")
-    if own and chosen.builtin:
-        return str(own[0].version)
     if own:
         model_uri, model_id = f"models:/{config.model_name}/{own[0].version}", None
     else:

@@ -1,22 +1,28 @@
-"""The only package that talks to the MLflow Model Registry, in three small pieces behind `Registry`:
+"""The only package that talks to the MLflow Model Registry, in small pieces behind `Registry`:
 
 - `versions`: reads (by alias first, then by stage), registration, and the audit tags (`tags.py`);
-- `moves`: stage and alias moves together (promote, stage a candidate, archive); never a delete;
-- `lease`: the lease that serialises cycles (a unique-name registered model with an expiry).
+- `moves`: stage and alias moves together, each recorded as an intent first; never a delete;
+- `lease`: the lease that serialises cycles (generations, renewal, fencing);
+- `repair`: the invariants, checked and restored (`doctor`, and every cycle before it acts).
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Iterator
 
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.config import Config
-from mlflow_retrain.registry.lease import Lease, Leases
-from mlflow_retrain.registry.moves import Moves
+from mlflow_retrain.registry.lease import Lease, Leases, Renewal
+from mlflow_retrain.registry.moves import Intent, Moves
 from mlflow_retrain.registry.versions import ARCHIVED, NONE, PRODUCTION, STAGING, VersionInfo, Versions, utcnow
 
-__all__ = ["ARCHIVED", "NONE", "PRODUCTION", "STAGING", "Lease", "Registry", "VersionInfo", "utcnow"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ARCHIVED", "NONE", "PRODUCTION", "STAGING", "Intent", "Lease", "Registry", "VersionInfo", "utcnow"]
 
 
 class Registry(Versions):
@@ -27,18 +33,20 @@ class Registry(Versions):
         self.moves = Moves(self)
         self.lease = Leases(self.client, self.name)
 
-    def promote(self, version: str, when: datetime | None = None) -> VersionInfo | None:
-        return self.moves.promote(version, when)
+    def promote(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
+                previous_tags: dict[str, str] | None = None, by: str = "") -> VersionInfo | None:
+        return self.moves.promote(version, when, tags, previous_tags, by)
 
-    def stage_candidate(self, version: str) -> None:
-        self.moves.stage_candidate(version)
+    def stage_candidate(self, version: str, tags: dict[str, str] | None = None, by: str = "") -> None:
+        self.moves.stage_candidate(version, tags, by)
 
-    def archive(self, version: str, when: datetime | None = None) -> None:
-        self.moves.archive(version, when)
+    def archive(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
+                by: str = "") -> None:
+        self.moves.archive(version, when, tags, by)
 
     @property
     def lease_name(self) -> str:
-        return self.lease.name
+        return self.lease.prefix
 
     def acquire_lease(self, ttl: timedelta, holder: str | None = None) -> Lease:
         return self.lease.acquire(ttl, holder)
@@ -48,3 +56,22 @@ class Registry(Versions):
 
     def release_lease(self, lease: Lease) -> None:
         self.lease.release(lease)
+
+    @contextmanager
+    def hold(self, ttl: timedelta) -> Iterator[Lease]:
+        """The lease for a block of work: renewed while it runs, checked before every write, released after."""
+        lease = self.acquire_lease(ttl)
+        self.fence = lambda step: self.lease.check(lease, step)
+        try:
+            with Renewal(self.lease, lease):
+                yield lease
+        except BaseException:
+            self.fence = lambda step: None
+            try:  # best effort: a dead server must not hide why the work stopped; the lease then expires
+                self.release_lease(lease)
+            except Exception as exc:
+                log.warning("could not release the lease (%s); it expires at %s", type(exc).__name__,
+                            lease.expires.isoformat(timespec="seconds"))
+            raise
+        self.fence = lambda step: None
+        self.release_lease(lease)

@@ -1,8 +1,33 @@
-"""The lease that serialises cycles on one registered model.
+"""The lease that serialises cycles on one registered model: generations, renewal, fencing.
 
-MLflow has no compare-and-set, so concurrent cycles are serialised by a *lease*: a registered model
-named after ours, whose creation is atomic in every backend (a unique name), with an expiry so a
-crashed holder does not block forever.
+MLflow has no compare-and-set. The one write that is atomic in every backend (sqlite, PostgreSQL,
+a tracking server) is creating a registered model: a second create of the same name fails. The
+protocol is built on that alone:
+
+- **Generations.** The lease is a series of registered models `<model>.retrain-lease.<g>`,
+  g = 1, 2, 3 ...; each carries its holder, expiry and a `released` flag as tags. The holder of the
+  lease is the holder of the highest generation, while that generation is neither released nor
+  expired. To acquire, a cycle reads the highest generation g, checks it is free, and creates
+  g + 1. Two takers of the same free lease both try g + 1 and exactly one succeeds. The winner then
+  re-reads the generations; if anything higher exists (a taker that read an older state), it backs
+  off. Nothing is ever deleted before a new generation exists, so a crash at any step leaves either
+  the old generation (free once it expires) or the new one: no state blocks the model for good.
+- **Fencing.** The generation is the fencing token. Before every registry write that matters the
+  holder calls `check`: its generation must still be the highest, unreleased, and valid for at
+  least `margin` more. A cycle that stalled past its expiry (a paused VM, a training longer than
+  the TTL without renewal) and was taken over finds a higher generation and stops with
+  `LeaseLostError` before writing anything more.
+- **Renewal.** While a cycle works (training included) a daemon thread (`Renewal`) pushes the
+  expiry forward every third of the TTL, so a long training keeps its lease; a cycle that dies stops
+  renewing, and its lease expires one TTL later.
+- **Release** only marks the holder's own generation released; it can never free a successor's.
+- **No litter.** A new holder deletes the generations below its own (and markers of the earlier
+  protocol). One lease object remains between cycles, marked released.
+
+What MLflow cannot give: the check and the write are two calls, so a holder that stalls *between*
+them for longer than `margin` could still write once after losing the lease. The margin (a tenth of
+the TTL) and the renewal cadence make that window small; the promotion intent (`moves.py`) makes any
+such write repairable by the next cycle.
 """
 
 from __future__ import annotations
@@ -10,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,8 +43,9 @@ from datetime import datetime, timedelta
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlflow_retrain import faults
 from mlflow_retrain import tags as T
-from mlflow_retrain.errors import LeaseHeldError
+from mlflow_retrain.errors import LeaseHeldError, LeaseLostError
 from mlflow_retrain.registry.versions import not_found, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,76 +53,162 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Lease:
-    name: str
+    name: str  # the registered model of this generation
     holder: str
     expires: datetime
+    generation: int
+    ttl: timedelta
+
+    @property
+    def margin(self) -> timedelta:
+        return self.ttl / 10
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    name: str
+    tags: dict[str, str]
+
+    @property
+    def expires(self) -> datetime:
+        return datetime.fromisoformat(self.tags.get(T.LEASE_EXPIRES, "1970-01-01T00:00:00+00:00"))
+
+    @property
+    def free(self) -> bool:
+        return self.tags.get(T.LEASE_RELEASED) == "true" or self.expires <= utcnow()
 
 
 class Leases:
-    """The lease on one registered model, `<name>.retrain-lease`."""
+    """The lease on one registered model (see the module docstring for the protocol)."""
 
     def __init__(self, client: MlflowClient, model_name: str):
         self.client, self.model_name = client, model_name
-        self.name = f"{model_name}.retrain-lease"
+        self.prefix = f"{model_name}.retrain-lease"
+
+    def generations(self) -> list[Generation]:
+        """Every generation object, lowest first; other objects under the prefix are ignored."""
+        found, token = [], None
+        while True:
+            page = self.client.search_registered_models(f"name LIKE '{self.prefix}.%'", max_results=100,
+                                                        page_token=token)
+            for model in page:
+                suffix = model.name[len(self.prefix) + 1:]
+                if model.name.startswith(self.prefix + ".") and suffix.isdigit():
+                    found.append(Generation(int(suffix), model.name, dict(model.tags)))
+            token = page.token
+            if not token:
+                return sorted(found, key=lambda g: g.number)
 
     def acquire(self, ttl: timedelta, holder: str | None = None) -> Lease:
-        """Create the lease object; if it exists and has expired, exactly one taker replaces it."""
         holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        for _ in range(3):
+        for _ in range(5):
+            known = self.generations()
+            top = known[-1] if known else None
+            if top is not None and not top.free:
+                raise LeaseHeldError(
+                    f"another cycle holds the lease on {self.model_name!r} ({top.tags.get(T.LEASE_HOLDER, '?')}, "
+                    f"until {top.expires.isoformat(timespec='seconds')}); it will finish or expire, try again later")
+            mine = (top.number if top else 0) + 1
             expires = utcnow() + ttl
+            name = f"{self.prefix}.{mine}"
+            faults.point("lease.create")
             try:
                 self.client.create_registered_model(
-                    self.name,
-                    tags={T.LEASE_FOR: self.model_name, T.LEASE_HOLDER: holder, T.LEASE_EXPIRES: expires.isoformat()},
-                    description=f"Lease of a running mlflow-retrain cycle on {self.model_name}; removed when it ends.",
-                )
-                return Lease(self.name, holder, expires)
+                    name, tags={T.LEASE_FOR: self.model_name, T.LEASE_HOLDER: holder,
+                                T.LEASE_EXPIRES: expires.isoformat(), T.LEASE_GENERATION: str(mine)},
+                    description=f"Lease of mlflow-retrain cycles on {self.model_name} (generation {mine}); the "
+                                "highest unreleased, unexpired generation holds it.")
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            current = self.state()
-            if current is None:
-                continue  # released meanwhile: try again
-            other = current.get(T.LEASE_HOLDER, "?")
-            until = datetime.fromisoformat(current.get(T.LEASE_EXPIRES, utcnow().isoformat()))
-            if until > utcnow():
-                raise LeaseHeldError(
-                    f"another cycle holds the lease on {self.model_name!r} ({other}, until "
-                    f"{until.isoformat(timespec='seconds')}); it will finish or expire, try again later"
-                )
-            self._take_over(other)
+                continue  # another taker won this generation: look again
+            now_known = self.generations()
+            if now_known[-1].number != mine:  # a taker that read an older state got past us: back off
+                self._delete(name)
+                continue
+            if top is not None and top.tags.get(T.LEASE_RELEASED) != "true":
+                log.warning("the lease of %s (generation %d) expired; taken over", top.tags.get(T.LEASE_HOLDER), top.number)
+            self._sweep(mine)
+            return Lease(name, holder, expires, mine, ttl)
         raise LeaseHeldError(f"could not take the lease on {self.model_name!r}: it keeps changing hands; "
                              "try again later")
 
-    def _take_over(self, expired_holder: str) -> None:
-        """Only the process that creates the takeover marker for this expired holder may delete its lease."""
-        marker = f"{self.name}.takeover.{expired_holder.replace(':', '-')}"
+    def _sweep(self, mine: int) -> None:
+        """Delete generations below ours and takeover markers of the earlier protocol (never ours)."""
+        faults.point("lease.sweep")
+        for generation in self.generations():
+            if generation.number < mine:
+                self._delete(generation.name)
+        for model in self.client.search_registered_models(f"name LIKE '{self.prefix}.takeover.%'"):
+            self._delete(model.name)
+
+    def _delete(self, name: str) -> None:
         try:
-            self.client.create_registered_model(marker, tags={T.LEASE_FOR: self.model_name})
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_ALREADY_EXISTS":
-                raise LeaseHeldError(f"another cycle is taking over the expired lease on {self.model_name!r}; "
-                                     "try again later") from None
-            raise
-        # The marker stays: deleting it would let a late reader of the old tags take over again.
-        log.warning("lease of %s expired; taking it over", expired_holder)
-        try:
-            self.client.delete_registered_model(self.name)
+            self.client.delete_registered_model(name)
         except MlflowException as exc:
             if not not_found(exc):
                 raise
 
-    def state(self) -> dict[str, str] | None:
-        """The lease's tags (holder, expiry), or None when nobody holds it."""
+    def check(self, lease: Lease, before: str) -> None:
+        """Fencing: raise `LeaseLostError` unless `lease` is still the live, highest generation."""
+        known = self.generations()
+        top = known[-1] if known else None
+        if top is None or top.number != lease.generation or top.tags.get(T.LEASE_RELEASED) == "true":
+            by = f"{top.tags.get(T.LEASE_HOLDER, '?')} (generation {top.number})" if top else "nobody"
+            raise LeaseLostError(f"this cycle lost the lease on {self.model_name!r} to {by} before {before}; "
+                                 "it wrote nothing more, the next cycle reconciles")
+        if top.expires - utcnow() < lease.margin:
+            raise LeaseLostError(f"the lease on {self.model_name!r} expires at "
+                                 f"{top.expires.isoformat(timespec='seconds')}, too soon to {before} safely; "
+                                 "raise registry.lease_ttl (renewal could not keep it)")
+
+    def renew(self, lease: Lease) -> bool:
+        """Push our generation's expiry one TTL ahead; False (and nothing written) if it is no longer ours."""
         try:
-            return dict(self.client.get_registered_model(self.name).tags)
-        except MlflowException as exc:
-            if not_found(exc):
-                return None
-            raise
+            self.check(lease, "renewing")
+        except LeaseLostError:
+            return False
+        self.client.set_registered_model_tag(lease.name, T.LEASE_EXPIRES, (utcnow() + lease.ttl).isoformat())
+        return True
+
+    def state(self) -> dict[str, str] | None:
+        """The live generation's tags (holder, expiry, generation), or None when nobody holds the lease."""
+        known = self.generations()
+        return dict(known[-1].tags) if known and not known[-1].free else None
 
     def release(self, lease: Lease) -> None:
-        """Remove the lease if it is still ours (it may have expired and been taken over)."""
-        current = self.state()
-        if current is not None and current.get(T.LEASE_HOLDER) == lease.holder:
-            self.client.delete_registered_model(lease.name)
+        """Mark our own generation released (a successor's generation is another object: untouched)."""
+        faults.point("lease.release")
+        try:
+            self.client.set_registered_model_tag(lease.name, T.LEASE_RELEASED, "true")
+        except MlflowException as exc:
+            if not not_found(exc):  # swept by a successor after our lease expired: nothing to release
+                raise
+
+
+class Renewal:
+    """Renews a lease every third of its TTL on a daemon thread until stopped (a `with` block)."""
+
+    def __init__(self, leases: Leases, lease: Lease):
+        self.leases, self.lease = leases, lease
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-renewal", daemon=True)
+
+    def _run(self) -> None:
+        every = max(self.lease.ttl.total_seconds() / 3, 0.2)
+        while not self._stop.wait(every):
+            try:
+                if not self.leases.renew(self.lease):
+                    log.warning("lease on %s lost; renewal stopped", self.leases.model_name)
+                    return
+            except Exception as exc:  # a server hiccup: the next tick retries; fencing catches real loss
+                log.warning("lease renewal failed (%s); retrying", type(exc).__name__)
+
+    def __enter__(self) -> "Renewal":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

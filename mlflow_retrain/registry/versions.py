@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlflow_retrain import faults
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.errors import RegistryError
@@ -59,6 +60,13 @@ class Versions:
         self.name = config.model_name
         self.client = client or MlflowClient()
         self.aliases = {PRODUCTION: config.registry.production_alias, STAGING: config.registry.staging_alias}
+        # called before every write that matters: a fault point, then the lease's fencing check
+        # while a cycle holds the lease (`Registry.hold`)
+        self.fence: Callable[[str], None] = lambda step: None
+
+    def before_write(self, step: str) -> None:
+        faults.point(step)
+        self.fence(step)
 
     def exists(self) -> bool:
         try:
@@ -124,10 +132,19 @@ class Versions:
         infos = [self._info(mv, tuple(sorted(by_version.get(str(mv.version), [])))) for mv in found]
         return sorted(infos, key=lambda v: v.number, reverse=True)
 
+    def untag_model(self, key: str) -> None:
+        self.before_write(f"model untag {key}")
+        try:
+            self.client.delete_registered_model_tag(self.name, key)
+        except MlflowException as exc:
+            if not not_found(exc):
+                raise
+
     def model_tags(self) -> dict[str, str]:
         return dict(self.client.get_registered_model(self.name).tags) if self.exists() else {}
 
     def register(self, model_uri: str, model_id: str, run_id: str, tags: dict[str, str]) -> VersionInfo:
+        self.before_write("register")
         if not self.exists():
             try:
                 self.client.create_registered_model(
@@ -140,8 +157,10 @@ class Versions:
 
     def tag(self, version: str, values: dict[str, str]) -> None:
         for key, value in values.items():
+            self.before_write(f"tag {key}")
             self.client.set_model_version_tag(self.name, str(version), key, str(value))
 
     def tag_model(self, values: dict[str, str]) -> None:
         for key, value in values.items():
+            self.before_write(f"model tag {key}")
             self.client.set_registered_model_tag(self.name, key, str(value))

@@ -1,0 +1,168 @@
+"""The registry's invariants, and the repairs that restore them, as a pure function over plain data.
+
+What a person must be able to trust after any crash, at any step:
+
+1. no move is left half-done (no `retrain.intent` on the registered model);
+2. exactly one version holds Production, and the `production` alias and the Production stage agree
+   (with `use_stages: false`, the alias alone);
+3. at most one version holds Staging, alias and stage agreeing;
+4. nothing is pending forever: a `pending` version is the Staging candidate, nowhere else;
+5. every version's audit tags are complete: Production was `promoted` with its `promoted_at`, an
+   archived former Production has `archived_at`.
+
+`diagnose` lists what breaks them and the repair for each; the registry carries the repairs out
+(`registry.repair`) and diagnoses again until nothing is left. Authority when stage and alias
+disagree with no intent to explain it: the alias (what MLflow 3 serves, what every read here trusts
+first); a terminal stage (Archived) wins over a stale Staging alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mlflow_retrain import tags as T
+
+PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
+
+# repair kinds
+FINISH_INTENT, SET_STAGE, SET_ALIAS, DROP_ALIAS, TAG, STAGE_PENDING, ABANDON = (
+    "finish_intent", "set_stage", "set_alias", "drop_alias", "tag", "stage_pending", "abandon")
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: str
+    stage: str  # the registry's stage (None when stages are not used)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def number(self) -> int:
+        return int(self.version)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken invariant and the repair that restores it."""
+
+    problem: str
+    repair: str
+    version: str | None = None
+    values: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    findings: list[Finding]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, "findings": [f.to_dict() for f in self.findings]}
+
+
+def diagnose(versions: list[VersionState], aliases: dict[str, str], intent: str | None, *, use_stages: bool,
+             production_alias: str, staging_alias: str, now: str) -> Diagnosis:
+    """What is wrong with one registered model, and how to repair each thing (see the module docstring).
+
+    `aliases` maps alias -> version, `intent` is the description of a move left behind, `now` the
+    data time to stamp on tags a repair has to invent.
+    """
+    if intent:
+        return Diagnosis([Finding(f"a move was cut short: {intent}", FINISH_INTENT)])
+    by_version = {v.version: v for v in versions}
+    findings: list[Finding] = []
+    production = _holder(versions, by_version, aliases.get(production_alias), PRODUCTION, use_stages)
+    findings += _agree(versions, production, aliases.get(production_alias), PRODUCTION, production_alias, use_stages)
+    staging = _holder(versions, by_version, aliases.get(staging_alias), STAGING, use_stages)
+    if staging is not None and production is not None and staging.version == production.version:
+        staging = None
+    findings += _agree(versions, staging, aliases.get(staging_alias), STAGING, staging_alias, use_stages)
+    findings += _pending(versions, staging, production, use_stages, aliases)
+    findings += _tags(versions, production, aliases, production_alias, staging_alias, now)
+    return Diagnosis(findings)
+
+
+def _holder(versions: list[VersionState], by_version: dict[str, VersionState], alias: str | None, stage: str,
+            use_stages: bool) -> VersionState | None:
+    """Who holds a stage: the alias's version (unless its stage is terminal), else the newest holder."""
+    aliased = by_version.get(str(alias)) if alias is not None else None
+    if aliased is not None and not (use_stages and stage == STAGING and aliased.stage in (ARCHIVED, PRODUCTION)):
+        return aliased
+    holders = [v for v in versions if use_stages and v.stage == stage]
+    return max(holders, key=lambda v: v.number) if holders else None
+
+
+def _agree(versions: list[VersionState], holder: VersionState | None, alias: str | None, stage: str,
+           alias_name: str, use_stages: bool) -> list[Finding]:
+    found = []
+    if use_stages:
+        for other in versions:
+            if other.stage == stage and (holder is None or other.version != holder.version):
+                found.append(Finding(f"v{other.version} is in {stage} but the {alias_name!r} alias is on "
+                                     f"v{holder.version if holder else '-'}", SET_STAGE, other.version,
+                                     {"stage": ARCHIVED}))
+        if holder is not None and holder.stage != stage:
+            found.append(Finding(f"the {alias_name!r} alias is on v{holder.version}, whose stage is {holder.stage}",
+                                 SET_STAGE, holder.version, {"stage": stage}))
+    if holder is not None and str(alias) != holder.version:
+        found.append(Finding(f"v{holder.version} is in {stage} but the {alias_name!r} alias is on "
+                             f"{'v' + str(alias) if alias else 'no version'}", SET_ALIAS, holder.version,
+                             {"stage": stage}))
+    if holder is None and alias is not None:
+        found.append(Finding(f"the {alias_name!r} alias is on v{alias}, which cannot hold {stage}", DROP_ALIAS,
+                             str(alias), {"stage": stage}))
+    return found
+
+
+def _pending(versions: list[VersionState], staging: VersionState | None, production: VersionState | None,
+             use_stages: bool, aliases: dict[str, str]) -> list[Finding]:
+    """Pending versions outside Staging: the newest (when Staging is free) is staged to be judged."""
+    aliased = set(aliases.values())
+    held = {v.version for v in (staging, production) if v is not None}
+    stray = sorted((v for v in versions if v.tags.get(T.DECISION) == T.PENDING and v.version not in held
+                    and (v.stage == NONE if use_stages else v.version not in aliased)),
+                   key=lambda v: v.number, reverse=True)
+    found = []
+    if stray and staging is None:
+        newest = stray.pop(0)
+        found.append(Finding(f"v{newest.version} is pending but not in Staging (its cycle ended before "
+                             "staging it): staged, to be judged by the next cycle", STAGE_PENDING, newest.version))
+    for version in stray:
+        found.append(Finding(f"v{version.version} is pending but a newer candidate exists: archived as abandoned",
+                             ABANDON, version.version))
+    for version in versions:
+        if version.tags.get(T.DECISION) == T.PENDING and use_stages and version.stage == ARCHIVED:
+            found.append(Finding(f"v{version.version} is archived but still says pending", TAG, version.version,
+                                 {T.DECISION: T.ABANDONED,
+                                  T.DECISION_REASON: "archived before it was judged (repaired)"}))
+    return found
+
+
+def _tags(versions: list[VersionState], production: VersionState | None, aliases: dict[str, str],
+          production_alias: str, staging_alias: str, now: str) -> list[Finding]:
+    found = []
+    if production is not None:
+        missing = {}
+        if production.tags.get(T.DECISION) != T.PROMOTED:
+            missing[T.DECISION] = T.PROMOTED
+            missing[T.DECISION_REASON] = "found in Production without a recorded promotion (moved outside the tool)"
+        if T.PROMOTED_AT not in production.tags:
+            missing[T.PROMOTED_AT] = production.tags.get(T.AS_OF, now)
+        if missing:
+            found.append(Finding(f"v{production.version} is in Production without {', '.join(sorted(missing))}",
+                                 TAG, production.version, missing))
+    held = {aliases.get(production_alias), aliases.get(staging_alias)}
+    retired_at = production.tags.get(T.PROMOTED_AT, now) if production is not None else now
+    for version in versions:
+        if (version.version not in held and (production is None or version.version != production.version)
+                and version.stage in (ARCHIVED, NONE) and T.PROMOTED_AT in version.tags
+                and T.ARCHIVED_AT not in version.tags):
+            found.append(Finding(f"v{version.version} left Production without archived_at", TAG, version.version,
+                                 {T.ARCHIVED_AT: retired_at}))
+    return found

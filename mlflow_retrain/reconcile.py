@@ -1,0 +1,126 @@
+"""Converge after a crash: finish or undo what a dead cycle left, close its runs, audit the repair.
+
+Every cycle starts here, under the lease, before it observes anything; `mlflow-retrain doctor` runs
+the same diagnosis without the lease (read-only) and, with `--repair`, takes the lease and repairs.
+A repair is recorded as its own run (kind `reconcile`) in the controller's experiment, opened before
+the first write, so a person can see what a crash left and what was done about it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.config import Config
+from mlflow_retrain.decide.invariants import Diagnosis, Finding
+from mlflow_retrain.registry import Registry, utcnow
+from mlflow_retrain.registry.repair import examine, repair
+
+log = logging.getLogger(__name__)
+
+KINDS = ("cycle", "reconcile", "promote", "rollback")
+
+
+def controller_experiment(config: Config) -> str:
+    return f"{config.experiment}-controller"
+
+
+@dataclass
+class Reconciled:
+    """What one reconcile found and did."""
+
+    repairs: list[Finding] = field(default_factory=list)
+    closed_runs: list[str] = field(default_factory=list)
+    run_id: str | None = None
+
+    @property
+    def acted(self) -> bool:
+        return bool(self.repairs or self.closed_runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repairs": [f.to_dict() for f in self.repairs], "closed_runs": self.closed_runs, "run_id": self.run_id}
+
+
+def crashed_runs(config: Config, keep: set[str]) -> list[Any]:
+    """Runs of cycles (and the training runs they started) still RUNNING: only dead or fenced-off
+    processes leave them, since whoever asks holds the lease."""
+    import mlflow
+
+    found = []
+    controller = mlflow.get_experiment_by_name(controller_experiment(config))
+    if controller is not None:
+        found = [r for r in mlflow.search_runs([controller.experiment_id], "attributes.status = 'RUNNING'",
+                                               output_format="list") if r.info.run_id not in keep]
+    cycles = {r.info.run_id for r in found}
+    training = mlflow.get_experiment_by_name(config.experiment)
+    if training is not None and cycles:
+        found += [r for r in mlflow.search_runs([training.experiment_id], "attributes.status = 'RUNNING'",
+                                                output_format="list")
+                  if r.data.tags.get(T.CYCLE_RUN_ID) in cycles and r.info.run_id not in keep]
+    return found
+
+
+def reconcile(config: Config, registry: Registry, as_of: datetime, keep: set[str] = frozenset()) -> Reconciled:
+    """Under the lease: repair the registry's invariants and close crashed runs, in an audited run."""
+    diagnosis = examine(registry, as_of)
+    stale = crashed_runs(config, set(keep))
+    result = Reconciled()
+    if diagnosis.healthy and not stale:
+        return result
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.tracking import start_run
+
+    problems = len(diagnosis.findings) + len(stale)
+    with start_run(controller_experiment(config), f"reconcile: {problems} problem{'s' * (problems != 1)} repaired",
+                   {T.RUN_KIND: "reconcile", "model_name": config.model_name, T.AS_OF: as_of.isoformat()}) as run:
+        result.run_id = run.info.run_id
+        client = MlflowClient()
+        for crashed in stale:
+            client.set_tag(crashed.info.run_id, T.CLOSED_BY, run.info.run_id)
+            client.set_terminated(crashed.info.run_id, "FAILED")
+            result.closed_runs.append(crashed.info.run_id)
+        result.repairs = repair(registry, as_of, by=run.info.run_id)
+        summary = "; ".join([f.problem for f in result.repairs] +
+                            [f"run {r} was left RUNNING by a crashed cycle: ended FAILED" for r in result.closed_runs])
+        mlflow.set_tags({"outcome": "reconciled", "reason": summary[:7900]})
+        mlflow.log_dict(result.to_dict(), "reconcile.json")
+    log.warning("reconciled %s: %s", config.model_name, summary)
+    return result
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    model_name: str
+    diagnosis: Diagnosis
+    crashed_runs: list[str]
+    lease: str | None
+    repaired: Reconciled | None
+
+    @property
+    def healthy(self) -> bool:
+        return self.diagnosis.healthy and not self.crashed_runs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "healthy": self.healthy, **self.diagnosis.to_dict(),
+                "crashed_runs": self.crashed_runs, "lease": self.lease,
+                "repaired": None if self.repaired is None else self.repaired.to_dict()}
+
+
+def doctor(config: Config, fix: bool = False) -> DoctorReport:
+    """The invariants, checked; with `fix`, repaired under the lease (and audited), then checked again."""
+    registry = Registry(config)
+    registry.require()
+    repaired = None
+    if fix:
+        with registry.hold(config.registry.lease_ttl):
+            repaired = reconcile(config, registry, utcnow().replace(tzinfo=None))
+    held = registry.lease_state()
+    lease = None if held is None else f"held by {held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
+    # while a cycle holds the lease its run is RUNNING by right: only a free lease makes one a crash
+    stale = [] if held else [r.info.run_id for r in crashed_runs(config, set())]
+    return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired)
