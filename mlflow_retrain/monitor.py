@@ -30,9 +30,8 @@ from mlflow_retrain.data import LabelledData, Window, parse_time
 from mlflow_retrain.decide import Observations, WindowScore, format_span
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import DataError, HealthError
-from mlflow_retrain.evaluate import load_reference, registered
-from mlflow_retrain.metrics import score
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.evaluate import load_reference, registered, score_predictions
+from mlflow_retrain.registry import Registry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,17 @@ class Promotion:
 
 
 @dataclass
+class MonitoredWindow(WindowPoint):
+    """A window of the span; `partial` for the newest one when the span does not end on a window
+    boundary: shown (it is the freshest number there is), but its labels are still arriving, so it
+    is never judged as a whole window (no data-gap check at its end, no trigger marks)."""
+
+    partial: bool = False
+
+
+@dataclass
 class MonitorResult:
-    points: list[WindowPoint]
+    points: list[MonitoredWindow]
     events: list[RetrainEvent]
     health: list[str]
     dashboard: Path
@@ -62,7 +70,7 @@ class MonitorResult:
 
     def rows(self) -> list[dict[str, Any]]:
         return [{"start": p.start.isoformat(), "end": p.end.isoformat(), "version": p.version, "rows": p.rows,
-                 "metric": p.metric, "drift_share": p.drift_share, "latency_ms": p.latency_ms,
+                 "metric": p.metric, "partial": p.partial, "drift_share": p.drift_share, "latency_ms": p.latency_ms,
                  "fired": ",".join(p.fired), "health": "; ".join(p.health)} for p in self.points]
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,8 +82,15 @@ class MonitorResult:
 def production_timeline(config: Config, registry: Registry) -> tuple[list[Promotion], list[RetrainEvent]]:
     """Who served when, from the controller's audit runs and the versions' promotion tags.
 
-    Audit runs give every promotion in order (a version promoted twice, by a rollback, appears
-    twice); versions promoted outside the controller (a first `train`) come from their tags.
+    Audit runs give every promotion in the order it was made (a version promoted twice, by a
+    rollback, appears twice), each at its run's `as_of`: data time for cycles and, like the
+    versions' `retrain.promoted_at`, for moves by hand. A version promoted outside the controller (a
+    first `train`, placed at its `retrain.as_of`) comes from `retrain.promoted_at`; once a later run
+    has promoted it again (a rollback to it) that tag holds the later time, and its first service is
+    known because an audit run named it as Production before any run promoted it. Wall-clock stamps
+    (`retrain.promoted_wall`, a version's creation) are never read: on the data's time axis they
+    would put a promotion years off. Moves made at the same data time (a promotion, then its
+    rollback, both at the newest row) keep their order, so the last one made is the one serving.
     """
     import mlflow
 
@@ -85,11 +100,16 @@ def production_timeline(config: Config, registry: Registry) -> tuple[list[Promot
     events: list[RetrainEvent] = []
     experiment = mlflow.get_experiment_by_name(controller_experiment(config))
     runs = [] if experiment is None else mlflow.search_runs(
-        experiment_ids=[experiment.experiment_id], output_format="list", max_results=50_000)
-    seen: set[str] = set()
+        experiment_ids=[experiment.experiment_id], output_format="list", max_results=50_000,
+        order_by=["attributes.start_time ASC"])
+    seen: set[str] = set()  # promoted by an audit run
+    placed: set[str] = set()  # in Production before any audit run promoted it
     for run in runs:
         tags = run.data.tags
         as_of, candidate, outcome = tags.get(T.AS_OF), tags.get("candidate_version"), tags.get("outcome", "")
+        serving_then = tags.get("production_version")
+        if serving_then and serving_then not in seen:
+            placed.add(serving_then)
         if not (as_of and candidate):
             continue
         when = naive(as_of)
@@ -103,13 +123,16 @@ def production_timeline(config: Config, registry: Registry) -> tuple[list[Promot
     for version in registry.versions():
         if version.version not in seen and T.PROMOTED_AT in version.tags:
             promotions.append(Promotion(naive(version.tags[T.PROMOTED_AT]), version.version))
-    promotions.sort(key=lambda p: p.time)
-    events.sort(key=lambda e: (e.time, int(e.version) if e.version.isdigit() else 0))
+        elif version.version in seen and version.version in placed and T.AS_OF in version.tags:
+            promotions.append(Promotion(naive(version.tags[T.AS_OF]), version.version))
+    promotions.sort(key=lambda p: p.time)  # stable: same-time moves stay in the order they were made
+    events.sort(key=lambda e: e.time)
     return promotions, events
 
 
 def naive(stamp: str) -> pd.Timestamp:
-    """Data time is naive; a wall-clock stamp (a manual promotion) is converted from UTC."""
+    """Data time is naive; an aware stamp (a move by hand in a store written before moves carried
+    data time) is converted from UTC, the zone the data's naive stamps are taken to be in."""
     value = pd.Timestamp(stamp)
     return value.tz_convert("UTC").tz_localize(None) if value.tzinfo is not None else value
 
@@ -121,12 +144,15 @@ def serving(promotions: list[Promotion], at: pd.Timestamp) -> str | None:
 
 
 def spans(start: pd.Timestamp, end: pd.Timestamp, every: timedelta) -> list[Window]:
+    """Whole windows of `every` from `start`, then the newest, partial one up to `end` if the span
+    does not end on a boundary: dropping it would hide the freshest rows (up to a window of them)."""
     step = pd.Timedelta(every)
     count = int((end - start) / step)
     if count < 1:
         raise DataError(f"the span {start.isoformat()}..{end.isoformat()} is shorter than one window of "
                         f"{format_span(every)}; widen --from/--to or shorten --every")
-    return [Window(start + step * i, start + step * (i + 1)) for i in range(count)]
+    whole = [Window(start + step * i, start + step * (i + 1)) for i in range(count)]
+    return whole + ([Window(whole[-1].end, end)] if whole[-1].end < end else [])
 
 
 class _Models:
@@ -158,8 +184,13 @@ class _Models:
 
 def run_monitor(config: Config, *, data: LabelledData | None = None, start: str | None = None,
                 end: str | None = None, every: timedelta | None = None, out_dir: Path | None = None,
-                log_run: bool = True, with_reports: bool = False) -> MonitorResult:
-    """Score every window of the span with the model that served it; write the dashboard."""
+                log_run: bool = True, with_reports: bool = False, now: pd.Timestamp | None = None) -> MonitorResult:
+    """Score every window of the span with the model that served it; write the dashboard.
+
+    Without `end` this is a live run: the windows reach the newest row, and the span ends at the
+    clock (`now`, naive UTC as the data's stamps), so labels that stopped arriving are downtime. With
+    `end` it is a replay ending there, and labels are judged as of `end`.
+    """
     started = time.perf_counter()
     data = data or LabelledData.load(config)
     every = every or config.monitoring.window
@@ -175,8 +206,9 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     windows = spans(first, last, every)
     runs = {v.version: v.run_id for v in registry.versions()}
     models = _Models(config, data)
-    points = _score(config, data, windows, promotions, models, runs)
-    health = _health(config, data, points, windows)
+    points = _score(config, data, windows, pd.Timedelta(every), promotions, models, runs)
+    clock = now if now is not None else pd.Timestamp(utcnow()).tz_localize(None)
+    health = _health(config, data, points, clock if end is None else last)
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="mlflow-retrain-monitor-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "monitor.csv"
@@ -199,8 +231,8 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     return result
 
 
-def _score(config: Config, data: LabelledData, windows: list[Window], promotions: list[Promotion],
-           models: _Models, runs: dict[str, str]) -> list[WindowPoint]:
+def _score(config: Config, data: LabelledData, windows: list[Window], every: pd.Timedelta,
+           promotions: list[Promotion], models: _Models, runs: dict[str, str]) -> list[MonitoredWindow]:
     """One predict call per version over all the windows it served, then per-window group-bys."""
     bounds = [data.positions(w) for w in windows]
     by_version: dict[str, list[int]] = {}
@@ -238,22 +270,24 @@ def _score(config: Config, data: LabelledData, windows: list[Window], promotions
     for i, window in enumerate(windows):
         lo, hi = bounds[i]
         version = owners[i]
+        partial = window.end - window.start < every
         metric = drift = latency = None
         fired: list[str] = []
-        health = [failures[i]] if i in failures else []
+        health = [failures[i]] if i in failures else []  # a model that fails is down, window whole or not
         if i in predictions and hi > lo:
             rows = data.frame.iloc[lo:hi]
             pred, proba, latency = predictions[i]
-            metric = score(config.task, data.target(rows), pred, proba).get(config.metric)
+            metric = score_predictions(config, data, rows, pred, proba).metrics.get(config.metric)
             meter = models.meter(version, runs.get(version, "")) if version else None
             measured = meter.measure(rows) if meter else None
             drift = measured.drift_share if measured else None
-            fired = marks(config, window, hi - lo, metric, measured)
+            # a trigger judges a whole window; the cycle never sees this partial one
+            fired = [] if partial else marks(config, window, hi - lo, metric, measured)
             if config.monitoring.max_latency_ms is not None and latency > config.monitoring.max_latency_ms:
                 health.append(f"slow: {latency:.0f} ms > {config.monitoring.max_latency_ms:.0f} ms")
-        points.append(WindowPoint(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(), metric=metric,
-                                  rows=hi - lo, drift_share=drift, latency_ms=latency, version=version, fired=fired,
-                                  health=health))
+        points.append(MonitoredWindow(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(),
+                                      metric=metric, rows=hi - lo, drift_share=drift, latency_ms=latency,
+                                      version=version, fired=fired, health=health, partial=partial))
     return points
 
 
@@ -264,21 +298,36 @@ def marks(config: Config, window: Window, rows: int, metric: float | None, drift
     return [t.name for t in config.triggers.configured if t.mark(seen)]
 
 
-def _health(config: Config, data: LabelledData, points: list[WindowPoint], windows: list[Window]) -> list[str]:
-    """Downtime across the span: unloadable/failing models, slow windows, and labels that stopped."""
-    issues = sorted({issue for p in points for issue in p.health})
+def _health(config: Config, data: LabelledData, points: list[MonitoredWindow], span_end: pd.Timestamp) -> list[str]:
+    """Downtime across the span: unloadable/failing models, slow windows, and labels that stopped.
+
+    Labels are checked at the end of every whole window and at `span_end`: the windows stop at the
+    newest row (or `--to`), so without the second check labels that stopped arriving after the last
+    whole window would never show. The partial window is not checked at its own end (its labels are
+    still coming); a gap at the span's end is the span's issue, not that window's.
+    """
+    issues = dict.fromkeys(sorted({issue for p in points for issue in p.health}))
     gap = config.monitoring.max_data_gap
     if gap is not None:
-        ts = data.frame[data.spec.timestamp]
-        for point, window in zip(points, windows):
-            _, seen = data.positions(window)
-            newest = ts.iloc[seen - 1] if seen else None
-            if newest is None or window.end - newest > pd.Timedelta(gap):
-                since = "ever" if newest is None else newest.isoformat()
-                message = f"data_gap: no labelled data since {since} at {window.end.isoformat()} (max {format_span(gap)})"
+        for point in points:
+            message = None if point.partial else _data_gap(data, pd.Timestamp(point.end), gap)
+            if message:
                 point.health.append(message)
-                issues.append(message)
-    return issues
+                issues[message] = None
+        message = _data_gap(data, span_end, gap)
+        if message:
+            issues[message] = None
+    return list(issues)
+
+
+def _data_gap(data: LabelledData, at: pd.Timestamp, gap: timedelta) -> str | None:
+    """A data_gap issue when the newest label at or before `at` is older than `gap` (or none exists)."""
+    _, seen = data.positions(Window(at, at))
+    newest = data.frame[data.spec.timestamp].iloc[seen - 1] if seen else None
+    if newest is not None and at - newest <= pd.Timedelta(gap):
+        return None
+    since = "ever" if newest is None else newest.isoformat()
+    return f"data_gap: no labelled data since {since} at {at.isoformat()} (max {format_span(gap)})"
 
 
 def _reports(config: Config, data: LabelledData, result: MonitorResult, models: _Models, runs: dict[str, str],

@@ -14,7 +14,7 @@ from sklearn.metrics import mean_absolute_error
 from mlflow_retrain import tags as T
 from mlflow_retrain.cli import cli
 from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
+from mlflow_retrain.controller import promote, rollback, run_cycle
 from mlflow_retrain.errors import DataError
 from mlflow_retrain.monitor import run_monitor
 
@@ -94,3 +94,56 @@ def test_nothing_to_monitor_before_any_production(store, write_policy):
     MlflowClient().create_registered_model("bikes")
     with pytest.raises(DataError, match="never been in Production"):
         run_monitor(load_config(write_policy()), log_run=False)
+
+
+# the small data's newest row
+NEWEST = pd.Timestamp("2011-09-30 23:00")
+
+
+def test_the_newest_partial_window_is_shown_marked_and_never_downtime(prod_store, write_policy, tmp_path):
+    config = load_config(write_policy(monitoring={"window": "7d", "metric": "mae", "max_data_gap": "2d"},
+                                      triggers={"metric_threshold": {"max": 1}}))  # every whole window fires
+    result = run_monitor(config, start="2011-09-01", out_dir=tmp_path / "mon", now=NEWEST + pd.Timedelta(hours=5))
+    assert [p.partial for p in result.points] == [False] * 4 + [True]
+    last = result.points[-1]
+    assert (pd.Timestamp(last.start), pd.Timestamp(last.end)) == (pd.Timestamp("2011-09-29"), NEWEST)
+    assert last.rows == 47 and last.metric > 0 and last.version == "1"
+    assert not last.fired and all(p.fired for p in result.points[:-1])  # triggers judge whole windows
+    assert result.healthy and not last.health
+    assert pd.read_csv(result.table).partial.tolist() == [False] * 4 + [True]
+    assert [w["partial"] for w in result.to_dict()["windows"]] == [False] * 4 + [True]
+
+
+def test_labels_that_stopped_arriving_are_a_data_gap_at_the_end_of_the_span(prod_store, write_policy, tmp_path):
+    config = load_config(write_policy(monitoring={"window": "7d", "metric": "mae", "max_data_gap": "2d"}))
+    gap = "data_gap: no labelled data since 2011-09-30T23:00:00 at {} (max 2d)"
+    # a replay to --to: three days past the newest label, inside a window that is not whole yet
+    replay = run_monitor(config, start="2011-09-01", end="2011-10-04", out_dir=tmp_path / "replay", log_run=False)
+    assert replay.health == [gap.format("2011-10-04T00:00:00")]
+    assert not any(p.health for p in replay.points) and replay.points[-1].partial  # the span's issue
+    # live: the span ends at the clock; a day after the newest label is fine, three days are not
+    live = run_monitor(config, start="2011-09-01", out_dir=tmp_path / "live", log_run=False,
+                       now=NEWEST + pd.Timedelta(days=1))
+    assert live.healthy
+    stopped = run_monitor(config, start="2011-09-01", out_dir=tmp_path / "stopped", log_run=False,
+                          now=pd.Timestamp("2011-10-04"))
+    assert stopped.health == [gap.format("2011-10-04T00:00:00")]
+
+
+def test_moves_by_hand_serve_from_their_data_time_in_the_order_they_were_made(prod_store, write_policy, tmp_path):
+    config = load_config(write_policy())
+    client = MlflowClient()
+    v1 = client.get_model_version("bikes", "1")
+    client.create_model_version("bikes", source=v1.source, run_id=v1.run_id)  # v2: the same model again
+
+    def served() -> list[str]:
+        result = run_monitor(config, start="2011-05-10", end="2011-06-21", out_dir=tmp_path / "mon", log_run=False)
+        return [p.version for p in result.points]
+
+    promote(config, "2", "by hand", as_of="2011-06-01")
+    v2 = client.get_model_version("bikes", "2").tags
+    assert v2[T.PROMOTED_AT].startswith("2011-06-01") and not v2[T.PROMOTED_WALL].startswith("2011")
+    assert served() == ["1"] * 4 + ["2"] * 2  # from its data time, not the clock's
+    # undone at the same data time: the move made last is the one serving
+    rollback(config, "undo", as_of="2011-06-01")
+    assert served() == ["1"] * 6
