@@ -11,6 +11,7 @@ import collections
 import contextlib
 import io
 import os
+import re
 import sys
 import threading
 from typing import Iterator, TextIO
@@ -67,7 +68,9 @@ def redacted_output() -> Iterator[None]:
 def tail_of_output(keep: int = 15) -> Iterator[collections.deque]:
     """While the block runs, everything written to fds 1 and 2 (by children too) still reaches
     stderr, live and with credentials masked, and its last `keep` lines are kept: a failed subprocess is reported with what it
-    said last, not with "see above" in a CI log."""
+    said last, not with "see above" in a CI log. A child's traceback that ends in the tracking server
+    not answering is condensed to its last line (`ServerTracebacks`): the cause is the server, and
+    the cycle says so in its own error line."""
     sys.stdout.flush()
     sys.stderr.flush()
     lines: collections.deque = collections.deque(maxlen=keep)
@@ -75,12 +78,19 @@ def tail_of_output(keep: int = 15) -> Iterator[collections.deque]:
     saved_out, saved_err = os.dup(1), os.dup(2)
 
     def pump() -> None:
+        condense = ServerTracebacks()
+
+        def forward(text: str) -> None:
+            clean = redact(text)  # a child's "View run ... at: <uri>" carries the URI's credentials
+            os.write(saved_err, clean.encode())
+            lines.append(clean.rstrip())
+
         with os.fdopen(read_end, "rb") as source:
             for line in source:
-                text = line.decode(errors="replace")
-                clean = redact(text)  # a child's "View run ... at: <uri>" carries the URI's credentials
-                os.write(saved_err, line if clean == text else clean.encode())
-                lines.append(clean.rstrip())
+                for text in condense.feed(line.decode(errors="replace")):
+                    forward(text)
+        for text in condense.close():
+            forward(text)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -97,3 +107,56 @@ def tail_of_output(keep: int = 15) -> Iterator[collections.deque]:
         reader.join(timeout=30)
         os.close(saved_out)
         os.close(saved_err)
+
+
+class ServerTracebacks:
+    """Line by line, holds back a Python traceback (chained ones included) until its last line; a
+    traceback whose exception says the tracking server did not answer comes out as that one line,
+    any other exactly as it was (a bug in a training script keeps its whole traceback). A child
+    `mlflow-retrain` saying the server stopped answering is reported as the training run's, not as
+    a second `error:` line."""
+
+    START = "Traceback (most recent call last):"
+    LINKS = ("During handling of the above exception", "The above exception was the direct cause")
+    SERVER = re.compile(r"API request to \S+ failed with|stopped answering|Connection refused|ConnectionError|"
+                        r"ConnectTimeout|ReadTimeout|Read timed out|Max retries exceeded|RemoteDisconnected")
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.last: str | None = None  # a candidate last line: the block ends unless a chain link follows
+
+    def feed(self, line: str) -> list[str]:
+        bare = line.strip()
+        if not self.held:
+            if bare.startswith("error: tracking server") and "stopped answering" in bare:
+                # the child's own one line (our CLI's); the cycle's error line is the one that ends it
+                return ["the training run's " + line.lstrip()[len("error: "):]]
+            if bare == self.START:
+                self.held = [line]
+                return []
+            return [line]
+        if self.last is not None:
+            if not bare or bare.startswith(self.LINKS):  # the chain goes on
+                self.held.append(line)
+                if bare:
+                    self.last = None
+                return []
+            if bare == self.START and self.held[-1].strip() == "":
+                self.held.append(line)
+                self.last = None
+                return []
+            return self._end() + self.feed(line)
+        self.held.append(line)
+        if bare and not line[:1].isspace() and bare != self.START and not bare.startswith(self.LINKS):
+            self.last = line  # "SomeError: message": the end, unless the chain continues
+        return []
+
+    def close(self) -> list[str]:
+        return self._end() if self.held else []
+
+    def _end(self) -> list[str]:
+        held, last = self.held, self.last
+        self.held, self.last = [], None
+        if last is not None and self.SERVER.search(last):
+            return [last.rstrip("\n") + "  (traceback condensed: the tracking server did not answer)\n"]
+        return held

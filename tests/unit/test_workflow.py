@@ -81,7 +81,7 @@ def _render(template: str, context: dict[str, str]) -> str:
                             "format": lambda text, *args: text.format(*args)})
         return str(value)
 
-    return re.sub(r"\$\{\{(.*?)\}\}", evaluate, template, flags=re.S)
+    return re.sub(r"\$\{\{(.*?)\}\}", evaluate, template, flags=re.DOTALL)
 
 
 def _group(event: str, run_id: str = "1", **context: str) -> str:
