@@ -22,6 +22,12 @@ CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc")
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$")
+# MLflow refuses '/' and ':' in a registered model's name; a quote or a backslash breaks the filter
+# strings the registry is searched with, '@' the `models:/name@alias` URIs, control characters the logs.
+_NAME_UNSAFE = re.compile(r"[/:'\"\\@\x00-\x1f\x7f]")
+# MLflow's own rule for aliases (letters, digits, _ and -), less its reserved names
+_ALIAS = re.compile(r"^[\w-]+$")
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -34,6 +40,16 @@ def parse_span(text: Any, key: str = "span") -> timedelta:
     if span <= timedelta(0):
         raise ConfigError(f"{key}: span must be positive, got {text!r}")
     return span
+
+
+def check_model_name(name: str, key: str = "model_name") -> str:
+    """A registered model name MLflow accepts and the registry's filter strings and URIs can carry."""
+    if not name.strip() or name != name.strip():
+        raise ConfigError(f"{key} {name!r} must be a name without leading or trailing spaces")
+    if bad := _NAME_UNSAFE.search(name):
+        raise ConfigError(f"{key} {name!r} contains {bad.group()!r}; a registered model name cannot hold "
+                          "quotes, backslashes, '/', ':', '@' or control characters")
+    return name
 
 
 def higher_is_better(metric: str) -> bool:
@@ -501,6 +517,10 @@ def _registry(s: _Section) -> RegistryConfig:
         aliases.done()
         if production == staging:
             raise aliases.fail("staging", "must differ from the production alias")
+        for key, alias in (("production", production), ("staging", staging)):
+            if not _ALIAS.match(alias) or _RESERVED_ALIAS.match(alias):
+                raise aliases.fail(key, f"{alias!r} is not an alias MLflow accepts: letters, digits, _ and - only, "
+                                        "and not 'latest' or v<number>")
     cfg = RegistryConfig(
         production_alias=production,
         staging_alias=staging,
@@ -515,6 +535,10 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
     """Validate a parsed policy file. `origin` names the file in every error message."""
     top = _Section(raw, "", origin)
     model_name = top.get("model_name", str, required=True)
+    try:
+        check_model_name(model_name)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     task = top.get("task", str, "regression")
     if task not in ("regression", "classification"):
         raise top.fail("task", f"must be regression or classification, got {task!r}")
@@ -537,13 +561,57 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
     return cfg
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of the policy file names one key twice (YAML itself keeps the last silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping: which one counts is a guess."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in (`<<: *base`) may be overridden, as YAML intends
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                where = ".".join(map(str, [*self._path(node), key]))
+                raise DuplicateKeyError(f"{where} is given twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def _path(self, node: yaml.Node) -> list[Any]:
+        """The keys leading to `node` from the document's root (for the error message)."""
+        return self._parents.get(id(node), [])
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._parents: dict[int, list[Any]] = {}
+        self._walk(node, [])
+        return super().construct_document(node)
+
+    def _walk(self, node: yaml.Node, path: list[Any]) -> None:
+        if id(node) in self._parents:  # an alias of a node already seen
+            return
+        self._parents[id(node)] = path
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    self._walk(value_node, [*path, key_node.value])
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, [*path, index])
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate `retrain.yaml`; every problem is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: policy file not found; pass --config PATH (see retrain.yaml in the README)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -8,7 +8,9 @@ half-open on the left, `(start, end]`, so consecutive windows never share a row.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import warnings
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -16,9 +18,9 @@ from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_numeric_dtype, is_string_dtype
+from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_string_dtype
 
-from mlflow_retrain.config import Config, DataConfig
+from mlflow_retrain.config import Config, DataConfig, TrainingConfig
 from mlflow_retrain.errors import DataError
 from mlflow_retrain.window import Window
 
@@ -27,6 +29,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 _INTEGER = re.compile(r"^-?\d+$")
+log = logging.getLogger(__name__)
+# a time of day followed by a zone: `...12:00:00+02:00`, `...12:00Z`, `...12:00:00.5 -0500`
+_ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
 _TIMES = frozenset({"datetime", "datetime64", "date", "time", "timedelta", "timedelta64", "period"})
 
 
@@ -182,28 +187,75 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -
         raise DataError(f"{origin}: holds no rows; add labelled data before training or monitoring")
     spec = resolve_spec(frame, spec, origin)
     frame = frame.copy()
-    stamps = pd.to_datetime(frame[spec.timestamp], errors="coerce")
-    bad = stamps.isna()
-    if bad.any():
-        first = frame.loc[bad, spec.timestamp].iloc[0]
-        raise DataError(
-            f"{origin}: {int(bad.sum())} row(s) of {spec.timestamp!r} are not timestamps (first: {first!r})"
-        )
-    if getattr(stamps.dt, "tz", None) is not None:
-        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    frame[spec.timestamp] = stamps
+    frame[spec.timestamp] = parse_timestamps(frame[spec.timestamp], origin)
     target = frame[spec.target]
     if target.isna().any():
         raise DataError(
             f"{origin}: target {spec.target!r} is empty (NaN) in {int(target.isna().sum())} row(s); "
             "drop or label those rows"
         )
+    if empty := [c for c in spec.features if frame[c].isna().all()]:
+        raise DataError(f"{origin}: feature {empty[0]!r} is empty (NaN) in every row, nothing to learn from; "
+                        "fill it, or leave it out (data.features / data.exclude)")
+    frame = drop_duplicates(frame, spec, origin)
     for column in spec.categorical:
         # values become labels; a missing value stays missing (its own one-hot category), so the
         # model sees at serving time exactly what it saw in training, not the string "nan"
         values = frame[column].astype(object)
         frame[column] = values.where(values.isna(), values.astype(str))
     return frame.sort_values(spec.timestamp, kind="stable").reset_index(drop=True), spec
+
+
+def parse_timestamps(values: pd.Series, origin: str = "data") -> pd.Series:
+    """A timestamp column as naive UTC datetimes (the data's convention).
+
+    Offsets are converted to UTC, different ones (summer and winter time) included; a column where
+    some times carry a zone and others do not is refused, since which zone the others are in is a guess.
+    """
+    name = values.name
+    zoned = None
+    if not is_datetime64_any_dtype(values) and is_string_dtype(values.dtype):
+        present = values.dropna().astype(str).str.strip()
+        zoned = present.str.contains(_ZONED)
+        if zoned.any() and not zoned.all():
+            raise DataError(
+                f"{origin}: {int(zoned.sum())} row(s) of {name!r} carry a time zone and {int((~zoned).sum())} do not "
+                f"(first with: {present[zoned].iloc[0]!r}, first without: {present[~zoned].iloc[0]!r}); "
+                "write every time in one convention: all in UTC without a zone, or all with their offset")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format": then each value is parsed alone
+        try:
+            stamps = pd.to_datetime(values, errors="coerce", utc=bool(zoned is not None and zoned.any()))
+            if not is_datetime64_any_dtype(stamps):  # datetime objects with different offsets
+                stamps = pd.to_datetime(values, errors="coerce", utc=True)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a mix of datetimes pandas refuses to compare
+            raise DataError(f"{origin}: {name!r} cannot be read as timestamps: {exc}") from None
+    bad = stamps.isna()
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise DataError(f"{origin}: {int(bad.sum())} row(s) of {name!r} are not timestamps (first: {first!r})")
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps
+
+
+def drop_duplicates(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> pd.DataFrame:
+    """Rows given twice (every value equal) are kept once, with a warning; rows equal in everything
+    but the target are a contradiction no model can learn and are refused, naming the first."""
+    copies = frame.duplicated()
+    if copies.any():
+        log.warning("%s: %d row(s) repeat an earlier row exactly and are dropped (each row counts once)",
+                    origin, int(copies.sum()))
+        frame = frame[~copies]
+    keys = pd.util.hash_pandas_object(frame[[c for c in frame.columns if c != spec.target]], index=False)
+    clash = keys.duplicated(keep=False)
+    if clash.any():
+        first = frame[keys == keys[clash].iloc[0]]
+        labels = ", ".join(map(str, first[spec.target].tolist()[:5]))
+        raise DataError(f"{origin}: {int(clash.sum())} rows share their {spec.timestamp!r} and every other column "
+                        f"with a row of another {spec.target!r}, conflicting labels (first: {spec.timestamp} "
+                        f"{first[spec.timestamp].iloc[0]} has {spec.target} {labels}); keep one label per row")
+    return frame
 
 
 def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
@@ -268,6 +320,11 @@ class LabelledData:
         if rows.empty:
             raise DataError(f"{what} {window.iso()} holds no rows of {self.origin}; pick another --as-of or span")
         return rows
+
+    def training_rows(self, as_of: pd.Timestamp, training: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The rows a candidate as of `as_of` is trained on and scored on; either window empty is an error."""
+        train_window, holdout_window = training_windows(as_of, training.window, training.holdout)
+        return self.cut(train_window, "training window"), self.cut(holdout_window, "holdout window")
 
     def positions(self, window: Window) -> tuple[int, int]:
         """`(lo, hi)`: the window's rows are `frame.iloc[lo:hi]`."""

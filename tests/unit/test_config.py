@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -83,3 +84,37 @@ def test_relative_data_path_resolves_against_the_file(tmp_path):
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(MINIMAL))
     assert load_config(path).data_path() == path.parent.resolve() / "d.csv"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model_name: m\nmodel_name: n\n", "model_name is given twice (lines 1 and 2)"),
+    ("model_name: m\ntraining:\n  window: 60d\n  holdout: 7d\n  window: 30d\n", "training.window is given twice (lines 3 and 5)"),
+    ("model_name: m\ntriggers: {max_age: 7d, max_age: 14d}\n", "triggers.max_age is given twice"),
+])
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path, text, message):
+    path = tmp_path / "retrain.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load_config(path)
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path):
+    path = tmp_path / "retrain.yaml"
+    data = yaml.safe_dump(MINIMAL["data"], default_flow_style=True).strip()
+    path.write_text(f"base: &base {{window: 60d, holdout: 7d}}\nmodel_name: m\ndata: {data}\n"
+                    "training:\n  <<: *base\n  window: 30d\n")
+    with pytest.raises(ConfigError, match="base is not a known key"):  # parsed: only the unknown key is wrong
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["bike's", 'say "hi"', "team/bikes", "a:b", "m@prod", "back\\slash", " m", "",
+                                  "tab\there"])
+def test_a_model_name_the_registry_cannot_search_for_is_refused(name):
+    with pytest.raises(ConfigError, match="model_name"):
+        parse_config({**MINIMAL, "model_name": name}, origin="f.yaml")
+
+
+@pytest.mark.parametrize("alias", ["live one", "latest", "v2", "prod/1"])
+def test_an_alias_mlflow_refuses_is_refused_at_load(alias):
+    with pytest.raises(ConfigError, match="registry.aliases.production .* is not an alias MLflow accepts"):
+        parse_config({**MINIMAL, "registry": {"aliases": {"production": alias}}})

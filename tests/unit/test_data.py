@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.config import DataConfig, parse_config
+from mlflow_retrain.config import DataConfig, TrainingConfig, parse_config
 from mlflow_retrain.data import (LabelledData, Window, column_kind, data_files, frame_digest, read_table, resolve_spec,
                                  training_windows)
 from mlflow_retrain.errors import ConfigError, DataError
@@ -211,3 +211,45 @@ def test_digest_covers_every_row():
     changed = big.copy()
     changed.loc[29_999, "a"] = -1  # beyond MLflow's 10,000-row digest
     assert frame_digest(big) != frame_digest(changed) and frame_digest(big) == frame_digest(big.copy())
+
+
+def test_offsets_become_utc_and_a_mix_of_zoned_and_plain_times_is_refused():
+    df = frame(4).assign(ts=["2024-01-01 00:00:00+01:00", "2024-07-01 00:00:00+02:00", "2024-07-02 00:00:00Z",
+                             "2024-07-03 12:00:00-05:00"])
+    assert labelled(df).frame.ts.astype(str).tolist() == ["2023-12-31 23:00:00", "2024-06-30 22:00:00",
+                                                          "2024-07-02 00:00:00", "2024-07-03 17:00:00"]
+    mixed = df.assign(ts=["2024-01-01 00:00:00", "2024-01-01 01:00:00+02:00", "2024-01-01 02:00:00", "2024-01-02"])
+    with pytest.raises(DataError, match=r"1 row\(s\) of 'ts' carry a time zone and 3 do not \(first with: "
+                                        r"'2024-01-01 01:00:00\+02:00', first without: '2024-01-01 00:00:00'\)"):
+        labelled(mixed)
+
+
+@pytest.mark.parametrize("column, value", [("a", np.nan), ("c", None)])
+def test_a_feature_empty_in_every_row_is_refused(column, value):
+    with pytest.raises(DataError, match=f"feature '{column}' is empty \\(NaN\\) in every row"):
+        labelled(frame().assign(**{column: value}))
+
+
+def test_rows_given_twice_are_kept_once_with_a_warning(caplog):
+    twice = pd.concat([frame(), frame().iloc[:10]])
+    data = labelled(twice)
+    assert len(data.frame) == 48 and data.frame.ts.is_unique
+    assert "10 row(s) repeat an earlier row exactly and are dropped" in caplog.text
+
+
+def test_rows_that_differ_only_in_the_label_are_refused_naming_the_first():
+    df = frame()
+    clash = pd.concat([df, df.iloc[[5, 7]].assign(y=-1.0)])
+    with pytest.raises(DataError, match=r"4 rows share their 'ts' and every other column with a row of another 'y', "
+                                        r"conflicting labels \(first: ts 2024-01-01 05:00:00 has y 10.0, -1.0\)"):
+        labelled(clash)
+    many = df.assign(ts=df.ts.iloc[0])  # one time, other features: several entities at once are fine
+    assert len(labelled(many).frame) == 48
+
+
+def test_training_rows_need_both_windows():
+    data = labelled()
+    train, holdout = data.training_rows(data.last, TrainingConfig(window=timedelta(hours=24), holdout=timedelta(hours=6)))
+    assert (len(train), len(holdout)) == (24, 6)
+    with pytest.raises(DataError, match="training window .* holds no rows"):
+        data.training_rows(data.first + pd.Timedelta(hours=3), config(**LISTED).training)
