@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_string_dtype
 
-from mlflow_retrain.config import DataConfig, higher_is_better
+from mlflow_retrain.config import DataConfig, check_model_name, higher_is_better
 from mlflow_retrain.data import column_kind, prepare_frame, read_table
 from mlflow_retrain.errors import ConfigError, DataError
 
@@ -121,8 +121,8 @@ def _time_share(values: pd.Series) -> float:
     sample = present.iloc[np.linspace(0, len(present) - 1, min(SAMPLE, len(present))).astype(int)].astype(str)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "could not infer format": then each value is tried alone
-        try:
-            parsed = pd.to_datetime(sample, errors="coerce")
+        try:  # value by value, in UTC: a column mixing zones is still a time column (which the check refuses)
+            parsed = pd.to_datetime(sample, errors="coerce", utc=True, format="mixed")
         except (ValueError, TypeError, OverflowError):  # e.g. offsets pandas refuses to mix
             return 0.0
     return float(parsed.notna().mean())
@@ -268,11 +268,12 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
         timestamp, reasons["data.timestamp"] = detect_timestamp(frame, target, origin)
     typed, parsed = time_columns(frame, {target, timestamp})
     unusable = [c for c in frame.columns if c not in {target, timestamp, *typed, *parsed}
-                and column_kind(frame[c]) is None]
+                and (column_kind(frame[c]) is None or frame[c].isna().all())]
     exclude = tuple(c for c in frame.columns if c in {*typed, *parsed, *unusable})
     if exclude:
-        reasons["data.exclude"] = (f"{', '.join(map(str, exclude))}: dates or other values that are neither numbers "
-                                   "nor labels; derive features from them in the data, or drop them from exclude")
+        reasons["data.exclude"] = (f"{', '.join(map(str, exclude))}: dates, values that are neither numbers nor "
+                                   "labels, or no value at all; derive features from them in the data, or drop "
+                                   "them from exclude")
     checked, spec = prepare_frame(frame, DataConfig(path=data_path, timestamp=timestamp, target=target,
                                                     exclude=exclude), origin)
     if task is None:
@@ -358,6 +359,8 @@ def init(data: Path, *, target: str, out: Path, timestamp: str | None = None, ta
     """Read the data, suggest, write the commented policy to `out` (never over a file unless forced)."""
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    if model_name is not None:
+        check_model_name(model_name, "--model-name")
     frame = read_table(data)
     # a relative data path resolves against the policy file: relative when the data sits beside or
     # below it (the folder moves as one), absolute otherwise

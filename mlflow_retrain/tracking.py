@@ -30,6 +30,7 @@ def check_tracking() -> str:
     import mlflow
 
     uri = mlflow.get_tracking_uri()
+    check_store(uri)
     if uri.startswith(("http://", "https://")):
         import requests
 
@@ -40,6 +41,39 @@ def check_tracking() -> str:
                 f"tracking server {redact(uri)} is unreachable ({type(exc).__name__}); start it or fix MLFLOW_TRACKING_URI"
             ) from None
     return uri
+
+
+def check_store(uri: str) -> None:
+    """A store MLflow knows the scheme of; an sqlite store whose folder exists (MLflow would create a
+    new, empty store there), whose file is a database and which this process may write."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    try:
+        _tracking_store_registry.get_store_builder(uri)
+    except Exception:  # MLflow's "unsupported URI": its message lists every scheme, over many lines
+        raise TrackingServerError(f"tracking URI {redact(uri)} has a scheme MLflow does not know; use sqlite:///, "
+                                  "http(s)://, a database URI or a folder (fix MLFLOW_TRACKING_URI)") from None
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    where = f"sqlite store {path}"
+    if not path.parent.is_dir():
+        raise TrackingServerError(f"{where}: folder {path.parent} does not exist; create it or fix MLFLOW_TRACKING_URI")
+    if path.exists():
+        from contextlib import closing
+
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                db.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise TrackingServerError(f"{where} is not an sqlite database ({exc}); fix MLFLOW_TRACKING_URI") from None
+    for needed in (path, path.parent) if path.exists() else (path.parent,):
+        if not os.access(needed, os.W_OK):
+            raise TrackingServerError(f"{where} is not writable: no write permission on {needed} (sqlite also "
+                                      "writes a journal beside the file); fix its permissions")
 
 
 @contextmanager

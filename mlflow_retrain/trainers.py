@@ -21,16 +21,16 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.config import Config, ProjectConfig
+from mlflow_retrain.config import Config, DataConfig, ProjectConfig
 from mlflow_retrain.data import LabelledData, training_windows
-from mlflow_retrain.errors import TrainingError
+from mlflow_retrain.errors import ConfigError, RetrainError, TrainingError
 from mlflow_retrain.evaluate import score_rows
 from mlflow_retrain.streams import tail_of_output
 from mlflow_retrain.train import FitResult
@@ -68,15 +68,18 @@ def project_uri(config: Config, project: ProjectConfig) -> str:
     return str((config.source.parent / project.uri).resolve())
 
 
-def preflight(config: Config, via: str = PROJECT) -> Trainer:
+def preflight(config: Config, via: str = PROJECT, *, data: LabelledData | None = None,
+              as_of: pd.Timestamp | None = None) -> Trainer:
     """Everything about the trainer that can be checked without training, checked before the lease
-    and the audit run: the factory or class imports, the project and its entry point exist, a git
-    repository answers. A misplaced CI job fails on day one, not on the day a retrain is due."""
+    and the audit run: the factory or class imports and takes training.params, the project and its
+    entry point exist, a git repository answers; given the data, the training and holdout windows
+    ending at `as_of` (default: the newest row) hold rows. A misplaced CI job fails on day one, not on
+    the day a retrain is due."""
     chosen = trainer(config, via)
+    if data is not None:
+        data.training_rows(data.last if as_of is None else as_of, config.training)
     if config.training.project is None:
-        from mlflow_retrain.train import import_object
-
-        import_object(config.training.estimator, config)
+        check_estimator(config, data.spec if data is not None else None)
         return chosen
     if config.training.project.is_git:
         repo = chosen.uri.split("#", 1)[0].removeprefix("git+")
@@ -102,6 +105,35 @@ def preflight(config: Config, via: str = PROJECT) -> Trainer:
         raise TrainingError(f"{mlproject} has no entry point {chosen.entry_point!r} "
                             f"(it has {', '.join(entry_points) or 'none'}); fix training.project.entry_point")
     return chosen
+
+
+def check_estimator(config: Config, spec: DataConfig | None = None) -> None:
+    """The estimator made as a fit makes it, and its parameters checked by the estimator itself
+    (scikit-learn validates them only when fitting, i.e. after the lease and the runs)."""
+    from mlflow_retrain.train import build_estimator
+
+    name = config.training.estimator
+    spec = spec or replace(config.data, categorical=config.data.categorical or ())
+    try:
+        estimator = build_estimator(config, spec)
+    except RetrainError:
+        raise
+    except (ValueError, TypeError) as exc:  # a class's or a factory's own refusal of its arguments
+        raise ConfigError(f"training.params do not fit {name}: {_first_line(exc)}") from None
+    except Exception as exc:  # the user's factory failed: one line, it is their code
+        raise TrainingError(f"training.estimator {name} failed to make the estimator ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
+    parts = [estimator, *(estimator.get_params(deep=True).values() if hasattr(estimator, "get_params") else ())]
+    for part in parts:
+        if hasattr(part, "_parameter_constraints") and hasattr(part, "_validate_params"):
+            try:
+                part._validate_params()
+            except (ValueError, TypeError) as exc:  # sklearn's InvalidParameterError is both
+                raise ConfigError(f"training.params do not fit {name}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
