@@ -113,6 +113,14 @@ def _load(config_path: str) -> Config:
     return load_config(config_path)
 
 
+def _load_with_data(config_path: str) -> tuple[Config, Any]:
+    """The policy and its checked data, read before MLflow is imported: bad input is refused quickly."""
+    config = _load(config_path)
+    from mlflow_retrain.data import LabelledData
+
+    return config, LabelledData.load(config)
+
+
 @cli.command(epilog="""\b
 Examples:
   mlflow-retrain init --data sales.csv.gz --target units
@@ -235,10 +243,13 @@ Examples:
 def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, reason: str | None, dry_run: bool,
           retrain_via: str, summary_md: str | None, as_json: bool) -> None:
     """One controller cycle: monitor Production, check triggers, retrain, validate, promote or reject."""
+    config, data = _load_with_data(config_path)
+    if not dry_run:  # the rows a retrain needs, before the lease (run_cycle's preflight does not see the data)
+        data.training_rows(data.resolve_as_of(as_of), config.training)
     from mlflow_retrain.controller import run_cycle
 
-    report = run_cycle(_load(config_path), as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run,
-                       via=retrain_via)
+    report = run_cycle(config, as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run,
+                       via=retrain_via, data=data)
     if summary_md:
         with open(summary_md, "a", encoding="utf-8") as out:
             out.write(report.to_markdown())
@@ -251,9 +262,10 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
 @json_option
 def check(config_path: str, as_of: str | None, as_json: bool) -> None:
     """What a cycle would decide now and why; writes nothing."""
+    config, data = _load_with_data(config_path)
     from mlflow_retrain.controller import run_cycle
 
-    emit(run_cycle(_load(config_path), as_of=as_of, dry_run=True).to_dict(), as_json, _cycle_human)
+    emit(run_cycle(config, as_of=as_of, dry_run=True, data=data).to_dict(), as_json, _cycle_human)
 
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain status --config retrain.yaml")
@@ -344,7 +356,7 @@ def rollback(config_path: str, reason: str, as_json: bool) -> None:
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain history --config retrain.yaml --limit 20")
 @config_option
-@click.option("--limit", default=50, show_default=True, help="How many runs, newest first.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="How many runs, newest first.")
 @json_option
 def history(config_path: str, limit: int, as_json: bool) -> None:
     """The controller's cycles and manual moves, newest first, with the versions and reasons."""
@@ -448,7 +460,22 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=list(argv) if argv is not None else None, prog_name="mlflow-retrain")
+    """The entry point: a bad option or argument is one line on stderr too (click's usage text is the
+    command's --help), exit 2."""
+    try:
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="mlflow-retrain",
+                        standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "mlflow-retrain"
+        click.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
