@@ -1,16 +1,51 @@
-"""Feature drift per window, fast: the same statistics Evidently's DataDriftPreset picks by default.
+"""Feature drift per window, fast: the tests, thresholds and verdicts of Evidently's DataDriftPreset.
 
-The monitor measures drift for hundreds of windows; one Evidently Report per window costs about a
-second (mostly building the report), while the statistics themselves take microseconds. For a
-reference of more than 1,000 rows Evidently uses the normed Wasserstein distance for numeric
-columns with more than 5 values and the Jensen-Shannon distance otherwise, both with threshold 0.1,
-and counts a drifted column when the distance is >= 0.1. We compute exactly that, with the
-reference prepared once per model. Small references use other tests (KS, chi-square): for those we
-call Evidently itself, so the numbers never disagree.
+The monitor and the backtest measure drift for hundreds of windows. One Evidently Report per window
+costs about a second (mostly building the report); the statistics themselves take microseconds to
+milliseconds. `DriftMeter` prepares a model's reference (its training rows) once and computes, per
+window, exactly what `reports.drift_report` (DataDriftPreset with default options, the report the
+cycle writes) computes, and never builds a report. Evidently 0.7's rules, which we follow:
+
+* Columns. A feature listed in `categorical`, or a true/false column (`reports.for_evidently` turns
+  those into labels), is categorical; every other feature is numeric.
+* Missing values. Per column, NaN, None and +/-inf are dropped, on each side, before anything else.
+  A column left with no value on either side gets no statistic: Evidently refuses the whole report
+  ("An empty column ... was provided"); we leave that column out of the count instead (score NaN,
+  not drifted) so one empty column does not stop a monitor, and `drift_share` is over the columns
+  measured (NaN when none is: `data_drift` then reads "no drift measured").
+* The test, chosen per column from `n_ref`, the reference's values present in that column (not its
+  rows: a 1,001-row reference with one missing value is a small sample there), and `n_values`, the
+  distinct present values of reference and window together:
+
+  | n_ref   | numeric column                        | categorical column               |
+  | ------- | ------------------------------------- | -------------------------------- |
+  | <= 1000 | n_values <= 2: Z-test                 | n_values <= 2: Z-test            |
+  |         | n_values 3..5: chi-square             | otherwise: chi-square            |
+  |         | otherwise: two-sample K-S             |                                  |
+  | > 1000  | n_values <= 5: Jensen-Shannon         | Jensen-Shannon                   |
+  |         | otherwise: Wasserstein / ref std      |                                  |
+
+  So a numeric column with at most five distinct values is tested as labels (by their counts).
+* Verdicts. The p-value tests use threshold 0.05: K-S drifts when p <= 0.05, chi-square and Z when
+  p < 0.05 (the score reported is the p-value: lower means more drift). The distances use 0.1 and
+  drift when the distance is >= 0.1.
+* The statistics. K-S: scipy's `ks_2samp` p-value. Chi-square: the window's counts per value against
+  the reference's counts scaled to the window's size (a value the reference never had makes p = 0).
+  Z: the two-proportion z-test on "is not the smallest value", p = 2 (1 - Phi(|z|)), and p = 1 when
+  both sides hold one and the same value. Wasserstein: scipy's distance over the reference's
+  standard deviation (at least 0.001). Jensen-Shannon: scipy's distance (natural log) between the
+  value shares (Evidently bins numeric columns with over 20 reference values first, but its default
+  only picks Jensen-Shannon for labels and for numeric columns with at most five values).
+* The share. `drifted_columns / total_columns`; `column_scores` holds each column's score.
+
+`tests/integration/test_drift_parity.py` checks all of this against Evidently itself.
 """
 
 from __future__ import annotations
 
+import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,64 +55,143 @@ from scipy.spatial import distance
 
 from mlflow_retrain.config import DataConfig
 from mlflow_retrain.decide import DriftNumbers
-from mlflow_retrain.reports import drift_report
+from mlflow_retrain.reports import for_evidently
 
-THRESHOLD = 0.1
-MIN_REFERENCE = 1000
+SMALL_REFERENCE = 1000  # a column with at most this many reference values gets the p-value tests
+FEW_VALUES = 5  # a numeric column with at most this many distinct values is tested as labels
 
 
-@dataclass
-class _Column:
-    name: str
-    values: np.ndarray
-    norm: float
-    categorical: bool
+@dataclass(frozen=True)
+class ColumnDrift:
+    """One column's drift in one window; `method` is Evidently's name of the test (None: no values)."""
+
+    column: str
+    method: str | None
+    threshold: float
+    score: float
+    drifted: bool
+
+
+class _Reference:
+    """One column of the reference, prepared once: its present values and their counts."""
+
+    def __init__(self, name: str, values: pd.Series, categorical: bool):
+        self.name, self.categorical = name, categorical
+        self.values = _present(values, categorical)
+        self.size = len(self.values)
+        self.counts = _counts(self.values)
+        self.norm = 0.0 if categorical or not self.size else max(float(np.std(self.values)), 0.001)
+
+    def distinct_with(self, counts: dict) -> int:
+        """Distinct values of both sides; exact up to FEW_VALUES + 1, the most any rule looks at."""
+        if len(self.counts) > FEW_VALUES:
+            return len(self.counts)
+        return len(self.counts.keys() | counts.keys())
+
+
+def _present(values: pd.Series, categorical: bool) -> np.ndarray:
+    if categorical:
+        return values.replace([np.inf, -np.inf], np.nan).dropna().to_numpy()
+    numbers = values.to_numpy(dtype=float, na_value=np.nan)
+    return numbers[np.isfinite(numbers)]
+
+
+def _counts(values: np.ndarray) -> dict:
+    counts = pd.Series(values).value_counts()
+    return dict(counts[counts > 0])
+
+
+@dataclass(frozen=True)
+class _Test:
+    name: str  # Evidently's display name, as in the report's ValueDrift entries
+    threshold: float
+    drifted: Callable[[float, float], bool]
+    score: Callable[[_Reference, np.ndarray, dict], float]
+
+
+def _ks(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    return float(stats.ks_2samp(ref.values, current).pvalue)
+
+
+def _chisquare(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    keys = list(ref.counts.keys() | counts.keys())
+    scale = len(current) / ref.size
+    expected = [ref.counts.get(key, 0) * scale for key in keys]
+    observed = [counts.get(key, 0) for key in keys]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a new value: expected 0, p = 0 (as Evidently)
+        return float(stats.chisquare(observed, expected).pvalue)
+
+
+def _z(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    keys = sorted(ref.counts.keys() | counts.keys())
+    if len(keys) == 1:  # one and the same value on both sides
+        return 1.0
+    n1, n2 = ref.size, len(current)
+    p1 = float(n1 - ref.counts.get(keys[0], 0)) / n1
+    p2 = float(n2 - counts.get(keys[0], 0)) / n2
+    pooled = float(p1 * n1 + p2 * n2) / (n1 + n2)
+    z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
+    return float(2 * (1 - stats.norm.cdf(np.abs(z))))
+
+
+def _wasserstein(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    return float(stats.wasserstein_distance(ref.values, current) / ref.norm)
+
+
+def _jensenshannon(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    keys = list(ref.counts.keys() | counts.keys())
+    shares = [ref.counts.get(key, 0) / ref.size for key in keys]
+    now = [counts.get(key, 0) / len(current) for key in keys]
+    return float(distance.jensenshannon(shares, now))
+
+
+KS = _Test("K-S p_value", 0.05, operator.le, _ks)
+CHISQUARE = _Test("chi-square p_value", 0.05, operator.lt, _chisquare)
+Z = _Test("Z-test p_value", 0.05, operator.lt, _z)
+WASSERSTEIN = _Test("Wasserstein distance (normed)", 0.1, operator.ge, _wasserstein)
+JENSENSHANNON = _Test("Jensen-Shannon distance", 0.1, operator.ge, _jensenshannon)
+
+
+def _choose(ref: _Reference, n_values: int) -> _Test:
+    """Evidently's default test for a column (`_get_default_stattest`)."""
+    if ref.size <= SMALL_REFERENCE:
+        if n_values <= 2:
+            return Z
+        return CHISQUARE if ref.categorical or n_values <= FEW_VALUES else KS
+    if ref.categorical or n_values <= FEW_VALUES:
+        return JENSENSHANNON
+    return WASSERSTEIN
 
 
 class DriftMeter:
     """Drift of any window against one reference (a model's training rows), reference prepared once."""
 
     def __init__(self, reference: pd.DataFrame, spec: DataConfig):
-        self.reference = reference
+        self.features = list(spec.features)
         self.spec = spec
-        # like Evidently, missing values take no part in a column's drift statistic
-        present = {c: reference[c].dropna().to_numpy() for c in spec.features}
-        self.columns = [
-            _Column(c, present[c], max(float(np.std(present[c])) if c not in spec.categorical else 0, 0.001),
-                    c in spec.categorical)
-            for c in spec.features
-        ]
+        reference, labelled = for_evidently(reference[self.features], spec)
+        categorical = set(labelled.categorical or ())
+        self.references = [_Reference(c, reference[c], c in categorical) for c in self.features]
+
+    def columns(self, current: pd.DataFrame) -> list[ColumnDrift]:
+        """Each feature's test, score and verdict in `current`, as Evidently's report has them."""
+        current, _ = for_evidently(current[self.features], self.spec)
+        return [self._column(ref, _present(current[ref.name], ref.categorical)) for ref in self.references]
 
     def measure(self, current: pd.DataFrame) -> DriftNumbers:
-        if len(self.reference) <= MIN_REFERENCE:
-            return drift_report(self.reference, current, self.spec)
-        scores = {col.name: self._score(col, current[col.name].dropna().to_numpy()) for col in self.columns}
-        drifted = sum(score >= THRESHOLD for score in scores.values())
-        return DriftNumbers(drifted / len(scores), drifted, len(scores), scores)
+        columns = self.columns(current)
+        measured = [c for c in columns if c.method is not None]
+        drifted = sum(c.drifted for c in measured)
+        share = drifted / len(measured) if measured else math.nan
+        return DriftNumbers(share, drifted, len(measured), {c.column: c.score for c in columns})
 
-    def _score(self, col: _Column, current: np.ndarray) -> float:
-        if not len(current) or not len(col.values):
-            return 0.0  # a column with no values in the window cannot be said to drift
-        if not col.categorical and len(np.unique(np.concatenate([col.values, current]))) > 5:
-            return float(stats.wasserstein_distance(col.values, current) / col.norm)
-        return _jensenshannon(col.values, current, numeric=not col.categorical)
-
-
-def _jensenshannon(reference: np.ndarray, current: np.ndarray, numeric: bool) -> float:
-    """Evidently's binning: Sturges histogram for numeric columns with > 20 values, else value shares."""
-    if numeric and len(np.unique(reference)) > 20:
-        bins = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
-        ref = np.histogram(reference, bins)[0] / len(reference)
-        cur = np.histogram(current, bins)[0] / len(current)
-    else:
-        keys = np.unique(np.concatenate([reference, current]))
-        ref = _shares(reference, keys)
-        cur = _shares(current, keys)
-    return float(distance.jensenshannon(ref, cur))
-
-
-def _shares(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    found, counts = np.unique(values, return_counts=True)
-    out = np.zeros(len(keys))
-    out[np.searchsorted(keys, found)] = counts
-    return out / len(values)
+    @staticmethod
+    def _column(ref: _Reference, current: np.ndarray) -> ColumnDrift:
+        if not ref.size or not len(current):
+            return ColumnDrift(ref.name, None, math.nan, math.nan, False)
+        # a numeric column with more distinct reference values than FEW_VALUES gets K-S or Wasserstein,
+        # which read the values: its window's counts are not needed
+        counts = _counts(current) if ref.categorical or len(ref.counts) <= FEW_VALUES else {}
+        test = _choose(ref, ref.distinct_with(counts))
+        score = test.score(ref, current, counts)
+        return ColumnDrift(ref.name, test.name, test.threshold, score, bool(test.drifted(score, test.threshold)))
