@@ -21,8 +21,9 @@ EXIT_CODES = """\b
 Exit codes:
   0  success (whatever the cycle decided)
   2  user error: bad config, data, --as-of, unknown model or stage, unreachable server
-  3  another cycle holds the lease on the model
-  4  monitoring found downtime (unloadable model, data gap, slow predictions)
+  3  another cycle holds the lease on the model (or took it over from this one)
+  4  monitoring found downtime (unloadable model, data gap, slow predictions), or doctor found
+     the registry inconsistent (run doctor --repair)
 """
 
 
@@ -244,8 +245,6 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
           retrain_via: str, summary_md: str | None, as_json: bool) -> None:
     """One controller cycle: monitor Production, check triggers, retrain, validate, promote or reject."""
     config, data = _load_with_data(config_path)
-    if not dry_run:  # the rows a retrain needs, before the lease (run_cycle's preflight does not see the data)
-        data.training_rows(data.resolve_as_of(as_of), config.training)
     from mlflow_retrain.controller import run_cycle
 
     report = run_cycle(config, as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run,
@@ -331,12 +330,16 @@ def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
 @config_option
 @click.argument("version")
 @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
+@as_of_option
 @json_option
-def promote(config_path: str, version: str, reason: str, as_json: bool) -> None:
-    """Put VERSION in Production by hand; the old Production is archived."""
+def promote(config_path: str, version: str, reason: str, as_of: str | None, as_json: bool) -> None:
+    """Put VERSION in Production by hand; the old Production is archived.
+
+    The move is stamped with the clock and with the data time it applies to (--as-of, default the
+    newest row of the data), so the monitor charges every window to the right version."""
     from mlflow_retrain.controller import promote as run_promote
 
-    move = run_promote(_load(config_path), version, reason)
+    move = run_promote(_load(config_path), version, reason, as_of)
     emit(move.to_dict(), as_json, lambda r: f"v{r['version']} is in Production (was v{r['previous'] or '-'}); "
                                             f"audit run {r['run_id']}")
 
@@ -344,14 +347,53 @@ def promote(config_path: str, version: str, reason: str, as_json: bool) -> None:
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain rollback --reason \"v8 over-predicts weekends\"")
 @config_option
 @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
+@as_of_option
 @json_option
-def rollback(config_path: str, reason: str, as_json: bool) -> None:
-    """Back to the previous Production version; the current one is archived."""
+def rollback(config_path: str, reason: str, as_of: str | None, as_json: bool) -> None:
+    """Back to the version in Production before the current one; the current one is archived.
+
+    Rolling back twice walks further back (v7 -> v6 -> v5), it does not toggle between two."""
     from mlflow_retrain.controller import rollback as run_rollback
 
-    move = run_rollback(_load(config_path), reason)
+    move = run_rollback(_load(config_path), reason, as_of)
     emit(move.to_dict(), as_json, lambda r: f"rolled back to v{r['version']} (from v{r['previous'] or '-'}); "
                                             f"audit run {r['run_id']}")
+
+
+@cli.command(epilog="\b\nExample:\n  mlflow-retrain doctor --config retrain.yaml --repair")
+@config_option
+@click.option("--repair", is_flag=True, help="Take the lease and repair what is found (an audited reconcile run).")
+@json_option
+def doctor(config_path: str, repair: bool, as_json: bool) -> None:
+    """Check the registry's invariants: one Production, stage and alias agreeing, no move cut short,
+    nothing pending outside Staging, complete audit tags, no run left RUNNING by a crashed cycle.
+
+    Exit 0 when healthy (or repaired), 4 when something needs --repair."""
+    from mlflow_retrain.errors import HealthError
+    from mlflow_retrain.reconcile import doctor as run_doctor
+    from mlflow_retrain.tracking import check_tracking
+
+    check_tracking()
+    report = run_doctor(_load(config_path), fix=repair)
+
+    def human(r: dict[str, Any]) -> str:
+        lines = []
+        if r["repaired"] and (r["repaired"]["repairs"] or r["repaired"]["closed_runs"]):
+            lines.append(f"repaired (audit run {r['repaired']['run_id']}):")
+            lines += [f"  - {f['problem']}" for f in r["repaired"]["repairs"]]
+            lines += [f"  - run {run} left RUNNING by a crashed cycle: ended FAILED" for run in r["repaired"]["closed_runs"]]
+        if r["healthy"]:
+            lines.append(f"{r['model_name']}: healthy (lease: {r['lease'] or 'free'})")
+        else:
+            lines.append(f"{r['model_name']}: {len(r['findings']) + len(r['crashed_runs'])} problem(s); "
+                         "`mlflow-retrain doctor --repair` fixes them:")
+            lines += [f"  - {f['problem']} -> {f['repair']}" for f in r["findings"]]
+            lines += [f"  - run {run} left RUNNING by a crashed cycle -> end it FAILED" for run in r["crashed_runs"]]
+        return "\n".join(lines)
+
+    emit(report.to_dict(), as_json, human)
+    if not report.healthy:
+        raise HealthError(f"the registry of {report.model_name!r} needs repair: run `mlflow-retrain doctor --repair`")
 
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain history --config retrain.yaml --limit 20")
@@ -397,7 +439,8 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
     result = run_monitor(config, start=start, end=end, every=span, out_dir=Path(out_dir), with_reports=reports)
 
     def human(r: dict[str, Any]) -> str:
-        lines = [table(r["windows"][-20:], ["end", "version", "rows", "metric", "drift_share", "fired", "health"])]
+        lines = [table(r["windows"][-20:], ["end", "version", "rows", "metric", "partial", "drift_share", "fired",
+                                                      "health"])]
         if len(r["windows"]) > 20:
             lines.insert(0, f"(last 20 of {len(r['windows'])} windows; all in {r['table']})")
         lines += ["", f"dashboard: {r['dashboard']}", f"health: {'ok' if not r['health'] else r['health'][0]}"]

@@ -127,6 +127,12 @@ class MonitoringConfig:
     metric: str = "mae"
     max_data_gap: timedelta | None = None
     max_latency_ms: float | None = None
+    # Evidently's HTML reports on a cycle's latest window: `on_change` only when a trigger fired (the
+    # cycle then trains and compares), `always`, or `never`; the numbers are logged every cycle
+    reports: str = "on_change"
+
+
+REPORT_POLICIES = ("on_change", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -433,7 +439,11 @@ def _monitoring(s: _Section, task: str) -> MonitoringConfig:
         raise s.fail("metric", f"must be one of {', '.join(allowed)} for task {task}, got {metric!r}")
     latency = s.get("max_latency_ms", float)
     s.positive("max_latency_ms", latency)
+    reports = s.get("reports", str, d.reports)
+    if reports not in REPORT_POLICIES:
+        raise s.fail("reports", f"must be one of {', '.join(REPORT_POLICIES)}, got {reports!r}")
     cfg = MonitoringConfig(
+        reports=reports,
         window=s.span("window", d.window),
         metric=metric,
         max_data_gap=s.span("max_data_gap"),

@@ -20,6 +20,7 @@ import pandas as pd
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
                                    monitoring_depth, recent_windows)
 from mlflow_retrain.errors import RegistryError, RetrainError
@@ -136,22 +137,22 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     model = registered(config, data, production.version)
     scores = score_windows(config, data, model, recent_windows(as_of, config, monitoring_depth(config)))
     latest = scores[-1]
-    drift = None
-    # a real cycle always leaves Evidently's reports on the latest window; a dry run only measures
-    # drift when a trigger needs it
-    if latest.rows and (reports_dir is not None or config.triggers.needs("drift")):
-        rows = data.cut(Window.parse(latest.window))
-        html = None
-        if reports_dir is not None:
-            html = reports_dir / "data_drift.html"
-            quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec,
-                           config.task, reports_dir / "model_quality.html")
-        drift = drift_report(load_reference(production.run_id), rows, data.spec, html)
+    rows = data.cut(Window.parse(latest.window)) if latest.rows else None
+    wanted = reports_dir is not None and config.monitoring.reports != "never"
+    reference = load_reference(production.run_id) if rows is not None and (
+        wanted or config.triggers.needs("drift")) else None
+    # the numbers come from DriftMeter (equal to Evidently's, `drift.py`), as in the monitor and backtest
+    drift = DriftMeter(reference, data.spec).measure(rows) if reference is not None else None
     trained_at = version_time(production)
     seen = production.tags.get(T.TRAIN_WINDOW)
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
                       seen_until=Window.parse(seen).end if seen else None, rows_since=data.count_after(trained_at, as_of), last_retrain_at=last_retrain(versions),
                       force=force, reason=reason, event=event)
+    if reference is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
+        # Evidently's HTML on the window that decided: kept when something changes (`monitoring.reports`)
+        quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
+                       reports_dir / "model_quality.html")
+        drift_report(reference, rows, data.spec, reports_dir / "data_drift.html")
     return decision, scores, drift
 
 
@@ -195,9 +196,12 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     data = data or LabelledData.load(config)
     stamp = data.resolve_as_of(as_of)
     if not dry_run:
-        preflight(config, via)
+        preflight(config, via, data=data, as_of=stamp)
     check_tracking()
     registry = Registry(config)
+    production = registry.production()
+    if production is not None and not dry_run:
+        registered(config, data, production.version)  # a model that no longer loads is refused before the lease
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric)
     if dry_run:
         _observe(config, data, stamp, registry, report, force=force, reason=reason, event=event, reports_dir=None)

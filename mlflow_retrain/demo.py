@@ -122,7 +122,8 @@ def _dashboard(config, data, out: Path) -> None:
     """The monitoring dashboard over the whole replayed history: who served when, and how well."""
     from mlflow_retrain.monitor import run_monitor
 
-    result = run_monitor(config, data=data, out_dir=out, every=None)
+    # a replay: the span ends at the data's last row, not at today's clock (which would be a data gap)
+    result = run_monitor(config, data=data, out_dir=out, every=None, end=str(data.last))
     scored = [p.metric for p in result.points if p.metric is not None]
     print(f"\nmonitoring: {len(result.points)} windows, mean {config.metric} {sum(scored) / len(scored):.1f}, "
           f"health: {'ok' if result.healthy else result.health[0]}")

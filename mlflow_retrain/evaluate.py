@@ -23,7 +23,7 @@ from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window, frame_digest
 from mlflow_retrain.decide import DriftNumbers, PromotionDecision, Scores
 from mlflow_retrain.decide import judge as gate_judge
-from mlflow_retrain.errors import RegistryError
+from mlflow_retrain.errors import ModelError, RegistryError
 from mlflow_retrain.metrics import per_row_loss, score
 from mlflow_retrain.models import Scorer, dataset_columns
 from mlflow_retrain.registry import PRODUCTION, STAGING, Registry, VersionInfo
@@ -114,10 +114,16 @@ def run_of(model_uri: str, version: VersionInfo | None) -> str:
 def load_reference(run_id: str) -> pd.DataFrame:
     """The exact rows the model was trained on, stored with its training run."""
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=T.REFERENCE_ARTIFACT, dst_path=tmp)
-        return pd.read_parquet(path)
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=T.REFERENCE_ARTIFACT,
+                                                       dst_path=tmp)
+            return pd.read_parquet(path)
+        except (MlflowException, OSError) as exc:
+            raise ModelError(f"the training rows of run {run_id} ({T.REFERENCE_ARTIFACT}) cannot be read, and drift "
+                             f"is measured against them: {str(exc).splitlines()[0][:200]}") from None
 
 
 def score_predictions(config: Config, data: LabelledData, rows: pd.DataFrame, y_pred: np.ndarray,

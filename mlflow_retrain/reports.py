@@ -104,6 +104,12 @@ def quality_report(scored: pd.DataFrame, spec: DataConfig, task: str, html_path:
                                  regression=[Regression(target=spec.target, prediction=PREDICTION)])
         preset = RegressionPreset()
     else:
+        if scored[spec.target].nunique() < 2:
+            # Evidently's classification metrics raise on one class ("Cannot compute TPR"); the cycle's
+            # own numbers already say "undefined" for such a window
+            html_path.write_text(f"<html><body><p>Model quality is undefined on this window: every row has "
+                                 f"{spec.target} = {scored[spec.target].iloc[0]!r} (one class).</p></body></html>")
+            return
         kind = BinaryClassification if scored[spec.target].nunique() <= 2 else MulticlassClassification
         definition = _definition(spec, classification=[kind(target=spec.target, prediction_labels=PREDICTION)])
         definition.categorical_columns = [*definition.categorical_columns, spec.target, PREDICTION]

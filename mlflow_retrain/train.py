@@ -27,7 +27,7 @@ from mlflow_retrain.config import Config, DataConfig
 from mlflow_retrain.data import LabelledData, Window, frame_digest, training_windows
 from mlflow_retrain.errors import ConfigError, TrainingError
 from mlflow_retrain.metrics import score
-from mlflow_retrain.models import Scorer, model_columns
+from mlflow_retrain.models import Scorer, dataset_columns, model_columns
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str,
     # neither applies (a column with missing values is read as float; the source is a path we name).
     warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
     spec = data.spec
-    columns = [spec.timestamp, *spec.features, spec.target]
+    columns = dataset_columns(spec)
     train_digest = frame_digest(result.train_rows[columns])
     holdout_digest = frame_digest(result.holdout_rows[columns])
     mlflow.log_params({

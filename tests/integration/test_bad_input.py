@@ -290,13 +290,9 @@ RUN_CASES = [
          "unknown stage"),
     case("lease-held", CYCLE, "another cycle holds the lease", with_lease, code=3),
     case("deleted-artifact-check", "check --as-of 2011-05-31", "cannot be loaded", store="deleted"),
-    pytest.param(Case("deleted-reference-check", tuple("check --as-of 2011-05-31".split()), "cannot be read",
-                      with_policy(triggers={"data_drift": {"max_drift_share": 0.5}}), store="unreferenced"),
-                 id="deleted-reference-check", marks=pytest.mark.xfail(strict=True, reason=(
-                     "evaluate.load_reference lets MLflow's download error through: a traceback"))),
-    pytest.param(Case("deleted-artifact-cycle", tuple(CYCLE.split()), "cannot be loaded", store="deleted"),
-                 id="deleted-artifact-cycle", marks=pytest.mark.xfail(strict=True, reason=(
-                     "the controller loads Production inside the cycle's run: it needs to load it before the lease"))),
+    case("deleted-reference-check", "check --as-of 2011-05-31", "cannot be read",
+         with_policy(triggers={"data_drift": {"max_drift_share": 0.5}}), store="unreferenced"),
+    case("deleted-artifact-cycle", CYCLE, "cannot be loaded", store="deleted"),
     case("deleted-artifact-evaluate", "evaluate --as-of 2011-05-31 --no-reports", "cannot be loaded",
          store="deleted"),
     # ---- the store -------------------------------------------------------------------------------------
