@@ -218,6 +218,8 @@ def _cycle_human(r: dict[str, Any]) -> str:
     if r["candidate_version"]:
         lines.append(f"candidate: v{r['candidate_version']}")
     lines += ["", f"reason: {r['reason']}"]
+    if r.get("stale"):
+        lines.append(f"data gap: {r['stale']}")
     if r["cycle_run_id"]:
         lines.append(f"audit run: {r['cycle_run_id']}")
     return "\n".join(lines)

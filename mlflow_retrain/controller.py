@@ -22,7 +22,7 @@ from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
-                                   monitoring_depth, recent_windows)
+                                   format_span, monitoring_depth, recent_windows)
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import judge, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
@@ -56,6 +56,7 @@ class CycleReport:
     archived_versions: list[str] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
     reconciled: Reconciled | None = None  # what this cycle repaired first, after a crashed one
+    stale: str | None = None  # labels stopped arriving: the newest is older than monitoring.max_data_gap
 
     @property
     def reason(self) -> str:
@@ -78,6 +79,7 @@ class CycleReport:
             "promotion": None if self.promotion is None else self.promotion.to_dict(),
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
+            "stale": self.stale,
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
@@ -88,6 +90,8 @@ class CycleReport:
         if self.candidate_version:
             lines.append(f"- Candidate: version {self.candidate_version}")
         lines.append(f"- Reason: {self.reason}")
+        if self.stale:
+            lines.append(f"- **Data gap**: {self.stale}")
         if self.reconciled is not None and self.reconciled.acted:
             lines.append(f"- Repaired first (run `{self.reconciled.run_id}`): "
                          + "; ".join(f.problem for f in self.reconciled.repairs)
@@ -156,6 +160,26 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     return decision, scores, drift
 
 
+def staleness(config: Config, data: LabelledData, as_of: pd.Timestamp, *, live: bool,
+              now: pd.Timestamp | None = None) -> str | None:
+    """Whether labels stopped arriving: the newest labelled row is older than `max_data_gap` at the
+    clock (a live cycle) or at `--as-of` (a replay). Windows end at the newest label, so without this
+    a cycle would judge a model on old rows and never say that nothing new came in."""
+    gap = config.monitoring.max_data_gap
+    if gap is None:
+        return None
+    at = (now or pd.Timestamp(utcnow()).tz_convert(None)) if live else as_of
+    newest = data.last if live else data.frame[data.spec.timestamp][data.frame[data.spec.timestamp] <= as_of].max()
+    if newest.tzinfo is not None and at.tzinfo is None:
+        at = at.tz_localize("UTC")
+    if at - newest <= gap:
+        return None
+    message = (f"no labelled rows since {newest.isoformat()} ({format_span(at - newest)} before "
+               f"{'now' if live else 'as-of'}) > max_data_gap {format_span(gap)}: labels stopped arriving")
+    log.warning(message)
+    return message
+
+
 # ---- validation ---------------------------------------------------------------------------------
 def compare(config: Config, data: LabelledData, holdout: Window, candidate: VersionInfo,
             production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
@@ -202,7 +226,8 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     production = registry.production()
     if production is not None and not dry_run:
         registered(config, data, production.version)  # a model that no longer loads is refused before the lease
-    report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric)
+    report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
+                         stale=staleness(config, data, stamp, live=as_of is None))
     if dry_run:
         _observe(config, data, stamp, registry, report, force=force, reason=reason, event=event, reports_dir=None)
         return report
@@ -215,23 +240,24 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
              *, force: bool, reason: str | None, event: str | None, reports_dir: Path | None) -> VersionInfo | None:
     production = registry.production()
     report.production_version = production.version if production else None
-    if production is None:
-        # nothing to defend yet: the first model is trained and, if it passes the gate, promoted
-        data.cut(Window.ending(as_of, config.training.holdout), "holdout window")
-        report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
-        report.outcome = "would_retrain"
-        return None
     staged = registry.staging() or _unplaced(registry)
     if staged is not None and staged.tags.get(T.DECISION) == T.PENDING:
         # Reconcile first: a candidate nobody judged (its cycle crashed, or it was trained by hand)
         # is validated before anything new is trained, so no version is left pending forever.
         cycle = staged.tags.get(T.CYCLE_RUN_ID)
         origin = f"made by cycle {cycle}, which ended before judging it" if cycle else "trained outside a cycle"
+        against = "against Production" if production else "against the absolute gate (no Production yet)"
         report.decision = RetrainDecision(False, [], [], f"Staging v{staged.version} is pending ({origin}): "
-                                               "validated against Production before any new retrain", None)
+                                               f"validated {against} before any new retrain", None)
         report.candidate_version = staged.version
         report.outcome = "would_validate"
         return production
+    if production is None:
+        # nothing to defend yet: the first model is trained and, if it passes the gate, promoted
+        data.cut(Window.ending(as_of, config.training.holdout), "holdout window")
+        report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
+        report.outcome = "would_retrain"
+        return None
     decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,
                                                 reason=reason, event=event, reports_dir=reports_dir)
     report.decision, report.monitoring, report.drift = decision, scores, drift
@@ -281,7 +307,7 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
 
 
 def _validate(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
-              candidate: VersionInfo, production: VersionInfo) -> None:
+              candidate: VersionInfo, production: VersionInfo | None) -> None:
     """Steps 5-7: compare on one holdout, gate, promote or archive; the numbers go to the report and run."""
     holdout = Window.ending(as_of, config.training.holdout)
     promotion, evidence = compare(config, data, holdout, candidate, production)
@@ -310,6 +336,8 @@ def _log_audit(report: CycleReport, reports_dir: Path) -> None:
     payload = report.to_dict()
     tags = {"production_version": report.production_version or "", "candidate_version": report.candidate_version or "",
             "reason": report.reason[:7900]}
+    if report.stale:
+        tags["data_gap"] = report.stale
     if report.decision is not None:
         tags["triggers_fired"] = ",".join(report.decision.fired)
         for result in report.decision.results:

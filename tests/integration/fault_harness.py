@@ -1,0 +1,190 @@
+"""The fault-injection harness: kill a real cycle process at a named registry write, then converge.
+
+Each cycle runs in a child process (killed with a real SIGKILL by `mlflow_retrain.faults`) forked
+from a fork server that imported MLflow, Evidently and scikit-learn once, so a kill costs the
+cycle's work and not its imports. A fork server, not a fork of the test process: the test process
+has trained models (OpenMP's thread pool does not survive a fork) and opened stores. Every read of
+a store happens in a child too.
+
+A scenario is: a store (a copied sqlite file, or a model name of its own on a real server) and a
+cycle. `points` lists the fault points the cycle passes; `kill` runs it with a kill at one; after
+the lease's TTL, `recover` runs the next normal cycle in the same store and returns what the
+registry looks like then (`Outcome`), checked by `assert_converged`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow_retrain import faults
+from mlflow_retrain import tags as T
+
+# imported here, before any fork, so children do not pay for them
+import evidently  # noqa: F401,E402
+import skops.io  # noqa: F401,E402
+import sklearn.ensemble  # noqa: F401,E402
+
+import mlflow_retrain.controller  # noqa: F401,E402
+
+TTL = "0.07m"  # 4.2 s: renewed every 1.4 s while a cycle works, expired soon after a kill
+TTL_SECONDS = 4.2
+
+
+@dataclass
+class Scenario:
+    name: str
+    folder: Path  # the working folder of its cycles (policy, data, artifacts of new experiments)
+    uri: str
+    policy: Path  # of the cycle that is killed
+    cycle: dict[str, Any]  # its run_cycle keyword arguments
+    recovery_policy: Path  # of the next cycle (usually one whose triggers stay quiet)
+    recovery: dict[str, Any] = field(default_factory=dict)
+    prepare: str = ""  # a function of this module run in the child before the cycle (e.g. `expired_lease`)
+
+
+def _in_child(scenario: Scenario, env: dict[str, str], kind: str, queue: Any) -> None:
+    work = {"cycle": _cycle, "recover": _recover}[kind]
+    os.environ.update(env)
+    os.environ["MLFLOW_TRACKING_URI"] = scenario.uri
+    os.chdir(scenario.folder)
+    import mlflow
+
+    mlflow.set_tracking_uri(scenario.uri)
+    try:
+        queue.put(("ok", work(scenario)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        queue.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"))
+
+
+_CTX = mp.get_context("forkserver")
+_CTX.set_forkserver_preload(["fault_harness"])
+
+
+def run_child(scenario: Scenario, kind: str, env: dict[str, str] | None = None,
+              timeout: float = 300) -> tuple[int | None, Any]:
+    """(exit code, what the child returned or ("error", text)); -9 when a fault point killed it."""
+    queue = _CTX.Queue()
+    child = _CTX.Process(target=_in_child, args=(scenario, env or {}, kind, queue))
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        raise AssertionError(f"{scenario.name}: child did not finish in {timeout} s")
+    result = queue.get(timeout=5) if child.exitcode == 0 else None
+    return child.exitcode, result
+
+
+def _cycle(scenario: Scenario) -> str:
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.controller import run_cycle
+
+    if scenario.prepare:
+        globals()[scenario.prepare]()
+    return run_cycle(load_config(scenario.policy), **scenario.cycle).outcome
+
+
+def expired_lease() -> None:
+    """A lease left by a cycle that died: expired, not released."""
+    from datetime import timedelta
+
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.registry import Registry
+
+    registry = Registry(load_config("retrain.yaml"))
+    if not registry.lease.generations():
+        registry.acquire_lease(timedelta(seconds=-1), holder="dead-host:1:gone")
+
+
+def points(scenario: Scenario, log: Path) -> list[str]:
+    """Every fault point the scenario's cycle passes, as `name@n`, in order (the cycle completes)."""
+    code, result = run_child(scenario, "cycle", {faults.FAULT_LOG: str(log)})
+    assert code == 0 and result[0] == "ok", result
+    return log.read_text().splitlines()
+
+
+def kill(scenario: Scenario, point: str) -> int | None:
+    code, result = run_child(scenario, "cycle", {faults.FAULT: point})
+    assert code == -9, f"{scenario.name}: not killed at {point}: exit {code}, {result}"
+    return code
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The registry after the recovery cycle, as plain data."""
+
+    recovery: str
+    needed_repair: bool
+    healthy: bool
+    findings: list[str]
+    stages: dict[str, str]  # version -> stage
+    aliases: dict[str, str]
+    tags: dict[str, dict[str, str]]
+    running_runs: int
+    reconcile_runs: int
+    lease_objects: list[str]
+
+
+def recover(scenario: Scenario) -> Outcome:
+    code, result = run_child(scenario, "recover")
+    assert code == 0 and result[0] == "ok", f"{scenario.name}: recovery failed: {result}"
+    return result[1]
+
+
+def _recover(scenario: Scenario) -> Outcome:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.controller import run_cycle
+    from mlflow_retrain.reconcile import controller_experiment, crashed_runs
+    from mlflow_retrain.registry import Registry, utcnow
+    from mlflow_retrain.registry.repair import examine
+
+    config = load_config(scenario.recovery_policy)
+    registry = Registry(config)
+    needed = not examine(registry, utcnow()).healthy or bool(crashed_runs(config, set()))
+    outcome = run_cycle(config, **scenario.recovery).outcome
+    client = MlflowClient()
+    model = client.get_registered_model(config.model_name)
+    versions = registry.versions()
+    experiments = [e for e in (mlflow.get_experiment_by_name(n) for n in
+                               (config.experiment, controller_experiment(config))) if e is not None]
+    runs = mlflow.search_runs([e.experiment_id for e in experiments], output_format="list")
+    return Outcome(
+        outcome, needed, examine(registry, utcnow()).healthy,
+        [f.problem for f in examine(registry, utcnow()).findings],
+        {v.version: v.stage for v in versions}, {a: str(v) for a, v in model.aliases.items()},
+        {v.version: dict(v.tags) for v in versions}, sum(r.info.status == "RUNNING" for r in runs),
+        sum(r.data.tags.get(T.RUN_KIND) == "reconcile" for r in runs),
+        [m.name for m in client.search_registered_models(f"name LIKE '{config.model_name}.retrain-lease%'")])
+
+
+def assert_converged(outcome: Outcome, point: str, versions_before: int) -> None:
+    """One Production, stage and alias agreeing, nothing pending, nothing deleted, tags complete,
+    no run left RUNNING, a reconcile run when there was something to repair, no lease litter."""
+    where = f"after a kill at {point}: {outcome}"
+    assert outcome.healthy, where
+    production = [v for v, stage in outcome.stages.items() if stage == "Production"]
+    assert len(production) == 1 and outcome.aliases.get("production") == production[0], where
+    assert sorted(map(int, outcome.stages)) == list(range(1, len(outcome.stages) + 1)), where  # none deleted
+    assert len(outcome.stages) >= versions_before, where
+    for version, tags in outcome.tags.items():
+        assert tags.get(T.TRIGGER) and tags.get(T.DECISION) in (*T.JUDGED, T.ABANDONED), (version, where)
+        if outcome.stages[version] == "Production":
+            assert tags.get(T.PROMOTED_AT), where
+        if T.PROMOTED_AT in tags and outcome.stages[version] == "Archived":
+            assert tags.get(T.ARCHIVED_AT), where
+    assert outcome.running_runs == 0, where
+    assert outcome.reconcile_runs >= int(outcome.needed_repair), where
+    assert len(outcome.lease_objects) <= 1, where
+
+
+def wait_for_expiry() -> None:
+    time.sleep(TTL_SECONDS + 0.5)
