@@ -22,7 +22,7 @@ from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
-                                   format_span, monitoring_depth, recent_windows)
+                                   monitoring_depth, recent_windows)
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import judge, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
@@ -160,26 +160,6 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     return decision, scores, drift
 
 
-def staleness(config: Config, data: LabelledData, as_of: pd.Timestamp, *, live: bool,
-              now: pd.Timestamp | None = None) -> str | None:
-    """Whether labels stopped arriving: the newest labelled row is older than `max_data_gap` at the
-    clock (a live cycle) or at `--as-of` (a replay). Windows end at the newest label, so without this
-    a cycle would judge a model on old rows and never say that nothing new came in."""
-    gap = config.monitoring.max_data_gap
-    if gap is None:
-        return None
-    at = (now or pd.Timestamp(utcnow()).tz_convert(None)) if live else as_of
-    newest = data.last if live else data.frame[data.spec.timestamp][data.frame[data.spec.timestamp] <= as_of].max()
-    if newest.tzinfo is not None and at.tzinfo is None:
-        at = at.tz_localize("UTC")
-    if at - newest <= gap:
-        return None
-    message = (f"no labelled rows since {newest.isoformat()} ({format_span(at - newest)} before "
-               f"{'now' if live else 'as-of'}) > max_data_gap {format_span(gap)}: labels stopped arriving")
-    log.warning(message)
-    return message
-
-
 # ---- validation ---------------------------------------------------------------------------------
 def compare(config: Config, data: LabelledData, holdout: Window, candidate: VersionInfo,
             production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
@@ -227,7 +207,9 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     if production is not None and not dry_run:
         registered(config, data, production.version)  # a model that no longer loads is refused before the lease
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
-                         stale=staleness(config, data, stamp, live=as_of is None))
+                         stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None))
+    if report.stale:
+        log.warning("%s", report.stale)
     if dry_run:
         _observe(config, data, stamp, registry, report, force=force, reason=reason, event=event, reports_dir=None)
         return report

@@ -314,6 +314,25 @@ class LabelledData:
             )
         return stamp
 
+    def labels_gap(self, as_of: pd.Timestamp, max_gap: timedelta | None, *, live: bool,
+                   now: pd.Timestamp | None = None) -> str | None:
+        """Whether labels stopped arriving: the newest labelled row is older than `max_gap` at the
+        clock (a live cycle) or at `as_of` (a replay). Windows end at the newest label, so without this
+        a cycle would judge a model on old rows and never say that nothing new came in."""
+        if max_gap is None:
+            return None
+        stamps = self.frame[self.spec.timestamp]
+        at = (now if now is not None else pd.Timestamp.now("UTC").tz_convert(None)) if live else as_of
+        newest = self.last if live else stamps[stamps <= as_of].max()
+        if newest.tzinfo is not None and at.tzinfo is None:
+            at = at.tz_localize("UTC")
+        if at - newest <= max_gap:
+            return None
+        from mlflow_retrain.decide.verdicts import format_span
+
+        return (f"no labelled rows since {newest.isoformat()} ({format_span(at - newest)} before "
+                f"{'now' if live else 'as-of'}) > max_data_gap {format_span(max_gap)}: labels stopped arriving")
+
     def cut(self, window: Window, what: str = "window") -> pd.DataFrame:
         """Rows in `(start, end]`; an empty window is an error because nothing can be learnt or scored."""
         rows = self.rows(window)

@@ -253,3 +253,16 @@ def test_training_rows_need_both_windows():
     assert (len(train), len(holdout)) == (24, 6)
     with pytest.raises(DataError, match="training window .* holds no rows"):
         data.training_rows(data.first + pd.Timedelta(hours=3), config(**LISTED).training)
+
+
+def test_labels_that_stopped_arriving_are_a_gap_at_the_clock_live_and_at_as_of_in_a_replay():
+    data = labelled()  # hourly rows 2024-01-01 00:00 .. 2024-01-02 23:00
+    last = pd.Timestamp("2024-01-02 23:00")
+    assert data.labels_gap(last, None, live=True) is None  # no max_data_gap: nothing to say
+    assert data.labels_gap(last, timedelta(hours=2), live=True, now=last + timedelta(hours=1)) is None
+    gap = data.labels_gap(last, timedelta(hours=2), live=True, now=last + timedelta(days=3))
+    assert gap.startswith("no labelled rows since 2024-01-02T23:00:00 (3d before now) > max_data_gap 2h")
+    # a replay measures at --as-of, from the newest row up to it
+    assert data.labels_gap(pd.Timestamp("2024-01-01 12:00"), timedelta(hours=2), live=False) is None
+    assert data.labels_gap(last + timedelta(days=1), timedelta(hours=2), live=False).startswith(
+        "no labelled rows since 2024-01-02T23:00:00 (1d before as-of)")
