@@ -258,14 +258,26 @@ def drop_duplicates(frame: pd.DataFrame, spec: DataConfig, origin: str = "data")
     return frame
 
 
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+
+
 def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
-    """A user's time as a naive UTC timestamp (the data's convention); unparseable is a user error."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        stamp = pd.NaT
-    if pd.isna(stamp):  # unparseable, or a word pandas reads as "no time" ("NaT", "")
-        raise DataError(f"{option} {value!r} is not a timestamp; use e.g. 2012-06-01 or 2012-06-01T12:00")
+    """A user's time as a naive UTC timestamp (the data's convention). ISO 8601 only (a date, or a date
+    and time, with or without a zone): `12/06/2012` is June 12 to some and December 6 to others, and
+    pandas would silently pick one."""
+    from datetime import datetime
+
+    stamp = pd.NaT
+    if isinstance(value, pd.Timestamp):
+        stamp = value
+    elif _ISO_TIME.match(str(value).strip()):
+        try:
+            stamp = pd.Timestamp(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
+        except ValueError:
+            stamp = pd.NaT
+    if pd.isna(stamp):  # not ISO 8601, not a real date (2012-02-30), or a word such as "NaT"
+        raise DataError(f"{option} {value!r} is not an ISO 8601 time; write e.g. 2012-06-01, 2012-06-01T12:00 "
+                        "or 2012-06-01T12:00+02:00")
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     return stamp

@@ -258,7 +258,8 @@ RUN_CASES = [
     case("labels-conflict", "check", "conflicting", with_rows(conflicting)),
     case("every-row-twice", "check", "row(s) repeat an earlier row exactly and are dropped", with_rows(lambda d: pd.concat([d, d])), code=0),
     # ---- time ----------------------------------------------------------------------------------------
-    case("as-of-garbage", "check --as-of yesterday", "is not a timestamp"),
+    case("as-of-garbage", "check --as-of yesterday", "is not an ISO 8601 time"),
+    case("as-of-day-first", "check --as-of 31/05/2011", "is not an ISO 8601 time"),
     case("as-of-outside", "cycle --as-of 2030-01-01", "is outside the data"),
     case("as-of-training-window-empty", "cycle --as-of 2011-01-05", "training window"),
     case("as-of-training-window-empty-project", "cycle --as-of 2011-01-05 --retrain-via project", "training window"),

@@ -80,7 +80,7 @@ def test_unloadable_model_and_data_gap_are_downtime_with_exit_code_4(prod_store,
 @pytest.mark.parametrize("args, message", [
     (["--from", "2011-06-01", "--to", "2011-06-03"], "shorter than one window"),
     (["--from", "2013-01-01"], "--from 2013-01-01T00:00:00 is outside the data"),
-    (["--to", "garbage"], "--to 'garbage' is not a timestamp"),
+    (["--to", "garbage"], "--to 'garbage' is not an ISO 8601 time"),
     (["--from", "2011-06-01", "--to", "2009-01-01"], "before the data starts"),
     (["--every", "sometimes"], "--every"),
 ])

@@ -192,9 +192,9 @@ def test_as_of_defaults_to_newest_and_rejects_outside():
     assert data.resolve_as_of(None) == pd.Timestamp("2024-01-02 23:00")
     with pytest.raises(DataError, match="outside the data"):
         data.resolve_as_of("2025-01-01")
-    with pytest.raises(DataError, match="is not a timestamp"):
+    with pytest.raises(DataError, match="is not an ISO 8601 time"):
         data.resolve_as_of("soon")
-    with pytest.raises(DataError, match="^--from 'NaT' is not a timestamp"):  # pandas parses it, as no time
+    with pytest.raises(DataError, match="^--from 'NaT' is not an ISO 8601 time"):  # pandas parses it, as no time
         data.resolve_as_of("NaT", "--from")
     # an aware time is compared in UTC, the data's convention
     assert data.resolve_as_of("2024-01-02T01:00+02:00") == pd.Timestamp("2024-01-01 23:00")
@@ -266,3 +266,17 @@ def test_labels_that_stopped_arriving_are_a_gap_at_the_clock_live_and_at_as_of_i
     assert data.labels_gap(pd.Timestamp("2024-01-01 12:00"), timedelta(hours=2), live=False) is None
     assert data.labels_gap(last + timedelta(days=1), timedelta(hours=2), live=False).startswith(
         "no labelled rows since 2024-01-02T23:00:00 (1d before as-of)")
+
+
+@pytest.mark.parametrize("value", ["12/06/2012", "31/12/2012", "06-12-2012", "2012-02-30", "June 1 2012", "20120601"])
+def test_as_of_is_iso_8601_only_so_a_day_and_a_month_are_never_swapped(value):
+    with pytest.raises(DataError, match=f"--as-of '{value}' is not an ISO 8601 time; write e.g. 2012-06-01"):
+        labelled().resolve_as_of(value)
+
+
+@pytest.mark.parametrize("value, expected", [("2024-01-02", "2024-01-02 00:00"), ("2024-01-02T05:30", "2024-01-02 05:30"),
+                                             ("2024-01-02 05:30:00", "2024-01-02 05:30"),
+                                             ("2024-01-02T05:30Z", "2024-01-02 05:30"),
+                                             ("2024-01-02T05:30-01:00", "2024-01-02 06:30")])
+def test_as_of_accepts_iso_dates_and_datetimes_with_or_without_a_zone(value, expected):
+    assert labelled().resolve_as_of(value) == pd.Timestamp(expected)
