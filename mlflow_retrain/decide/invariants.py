@@ -126,18 +126,19 @@ def _pending(versions: list[VersionState], staging: VersionState | None, product
     aliased = set(aliases.values())
     held = {v.version for v in (staging, production) if v is not None}
     stray = sorted((v for v in versions if v.tags.get(T.DECISION) == T.PENDING and v.version not in held
-                    and (v.stage == NONE if use_stages else v.version not in aliased)),
+                    and v.stage != ARCHIVED and (v.stage == NONE if use_stages else v.version not in aliased)),
                    key=lambda v: v.number, reverse=True)
     found = []
     if stray and staging is None:
         newest = stray.pop(0)
         found.append(Finding(f"v{newest.version} is pending but not in Staging (its cycle ended before "
                              "staging it): staged, to be judged by the next cycle", STAGE_PENDING, newest.version))
+    waiting = f"v{staging.version} waits in Staging to be judged" if staging is not None else "a newer candidate exists"
     for version in stray:
-        found.append(Finding(f"v{version.version} is pending but a newer candidate exists: archived as abandoned",
+        found.append(Finding(f"v{version.version} is pending outside Staging while {waiting}: archived as abandoned",
                              ABANDON, version.version))
     for version in versions:
-        if version.tags.get(T.DECISION) == T.PENDING and use_stages and version.stage == ARCHIVED:
+        if version.tags.get(T.DECISION) == T.PENDING and version.stage == ARCHIVED:
             found.append(Finding(f"v{version.version} is archived but still says pending", TAG, version.version,
                                  {T.DECISION: T.ABANDONED,
                                   T.DECISION_REASON: "archived before it was judged (repaired)"}))

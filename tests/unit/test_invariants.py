@@ -233,6 +233,15 @@ def test_aliases_only_a_staging_alias_also_on_production_is_dropped():
     assert diagnosis.findings[0].values == {"stage": STAGING}
 
 
+def test_aliases_only_an_archived_version_still_pending_is_tagged_abandoned_not_staged_again():
+    # with aliases alone, Archived is `archived_at` without an alias (`Versions._info`); as with stages,
+    # the version is done: it says abandoned, and is never brought back to Staging to be judged
+    versions = [pending(3, ARCHIVED), promoted(2), former(1)]
+    diagnosis = run(versions, {"production": "2"}, use_stages=False)
+    assert repairs(diagnosis) == [(TAG, "3")], diagnosis.findings
+    assert diagnosis.findings[0].values[T.DECISION] == T.ABANDONED
+
+
 def test_aliases_only_a_pending_version_with_the_staging_alias_is_not_a_stray():
     versions = [pending(3, STAGING), promoted(2), former(1)]
     assert run(versions, {"production": "2", "staging": "3"}, use_stages=False).healthy
