@@ -85,10 +85,20 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
 
 
+STORE = "mlflow_retrain.store"
+
+
 def emit(payload: Any, as_json: bool, human: Callable[[Any], str]) -> None:
-    """The command's result: printed on stdout by the group when the work is over."""
+    """The command's result: printed on stdout by the group when the work is over. The store the
+    command used is part of it (a `store` key in JSON, a line on stderr for people)."""
+    ctx = click.get_current_context()
+    store = ctx.meta.get(STORE)
+    if store is not None and isinstance(payload, dict):
+        payload = {**payload, "store": store.to_dict()}
+    if store is not None and not as_json:
+        click.echo(f"store: {store.describe()}", err=True)
     text = json.dumps(payload, indent=2, default=str) if as_json else human(payload)
-    click.get_current_context().meta[RESULT] = text
+    ctx.meta[RESULT] = text
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -111,7 +121,14 @@ def _cell(value: Any) -> str:
 
 
 def _load(config_path: str) -> Config:
-    return load_config(config_path)
+    """The policy, and the store it names (`store.py`), made this process's store."""
+    from mlflow_retrain import store
+
+    config = load_config(config_path)
+    chosen = store.resolve(config)
+    store.use(chosen)
+    click.get_current_context().meta[STORE] = chosen
+    return config
 
 
 def _load_with_data(config_path: str) -> tuple[Config, Any]:

@@ -217,6 +217,7 @@ class Config:
     validation: ValidationConfig
     registry: RegistryConfig
     source: Path | None = None
+    tracking_uri: str | None = None  # the policy's own store (`store.py`); MLFLOW_TRACKING_URI wins
 
     @property
     def metric(self) -> str:
@@ -566,6 +567,7 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
                                monitoring.metric),
         registry=_registry(top.sub("registry") or _Section({}, "registry", origin)),
         source=source,
+        tracking_uri=top.get("tracking_uri", str),
     )
     top.done()
     return cfg

@@ -90,7 +90,9 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None
             mlflow.set_tags(tags or {})
             yield run
         return
-    mlflow.set_experiment(experiment)
+    from mlflow_retrain.store import ensure_experiment
+
+    mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
     with mlflow.start_run(run_name=run_name, tags=tags or {}, nested=mlflow.active_run() is not None) as run:
         yield run
 

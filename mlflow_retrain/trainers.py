@@ -207,6 +207,9 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     project = config.training.project
     where = f"the {chosen.entry_point!r} entry point of {chosen.uri}"
+    from mlflow_retrain.store import ensure_experiment
+
+    ensure_experiment(experiment or config.experiment)  # its artifacts beside a local store
     with tail_of_output() as tail:
         try:
             submitted = mlflow.projects.run(

@@ -79,9 +79,12 @@ class Versions:
 
     def require(self) -> None:
         if not self.exists():
+            from mlflow_retrain.redact import redact
+
             raise RegistryError(
-                f"registered model {self.name!r} does not exist; check model_name or run `mlflow-retrain train` first"
-            )
+                f"registered model {self.name!r} does not exist in {redact(self.client._registry_uri)}; check "
+                "model_name and the store (MLFLOW_TRACKING_URI, or tracking_uri in the policy), or run "
+                "`mlflow-retrain train` first")
 
     def _info(self, mv: Any, aliases: tuple[str, ...] | None = None) -> VersionInfo:
         aliases = tuple(mv.aliases) if aliases is None else aliases

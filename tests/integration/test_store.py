@@ -1,0 +1,70 @@
+"""The store is never a guess: from any folder, a policy reaches the store beside it (or the one it
+names), every command says which store it used, and an empty MLFLOW_TRACKING_URI is an error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    return subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], cwd=cwd, env={**base, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_from_another_folder_the_policy_reaches_the_store_beside_it(prod_store, write_policy, tmp_path):
+    policy = write_policy()  # beside the store holding v1 in Production
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    status = _cli("status", "--config", str(policy), "--json", cwd=elsewhere)
+    assert status.returncode == 0, status.stderr
+    result = json.loads(status.stdout)
+    assert result["production"]["version"] == "1"
+    assert result["store"]["tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert result["store"]["origin"] == "default: mlflow.db beside the policy file"
+    people = _cli("status", "--config", str(policy), cwd=elsewhere)
+    assert f"store: tracking store sqlite:///{tmp_path / 'mlflow.db'}" in people.stderr
+    # a cycle from there: its new experiments keep their artifacts beside the store, not in the working folder
+    cycle = _cli("cycle", "--config", str(policy), "--as-of", "2011-05-31", "--force", "--reason", "test",
+                 "--retrain-via", "inprocess", "--json", cwd=elsewhere)
+    assert cycle.returncode == 0, cycle.stderr
+    assert not list(elsewhere.iterdir())  # no mlflow.db, no mlruns/ in the folder it ran from
+    assert (tmp_path / "mlruns").is_dir()
+
+
+def test_an_empty_tracking_uri_is_an_error_not_a_fresh_local_store(prod_store, write_policy, tmp_path):
+    policy = write_policy()
+    result = _cli("check", "--config", str(policy), cwd=tmp_path, MLFLOW_TRACKING_URI="")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: MLFLOW_TRACKING_URI is set but empty (a missing CI secret?): set it to your tracking server, "
+        "or unset it to use the policy's store"]
+
+
+def test_a_relative_tracking_uri_in_the_policy_is_relative_to_the_policy(prod_store, write_policy, tmp_path):
+    raw = yaml.safe_load(write_policy().read_text())
+    (tmp_path / "stores").mkdir()
+    (tmp_path / "mlflow.db").rename(tmp_path / "stores" / "team.db")
+    raw["tracking_uri"] = "sqlite:///stores/team.db"
+    policy = tmp_path / "named.yaml"
+    policy.write_text(yaml.safe_dump(raw))
+    status = _cli("status", "--config", str(policy), "--json", cwd=Path("/"))
+    assert status.returncode == 0, status.stderr
+    result = json.loads(status.stdout)
+    assert result["production"]["version"] == "1"
+    assert result["store"] == {"tracking_uri": f"sqlite:///{tmp_path / 'stores' / 'team.db'}",
+                               "registry_uri": f"sqlite:///{tmp_path / 'stores' / 'team.db'}",
+                               "origin": f"tracking_uri in {policy}"}
+
+
+def test_a_model_missing_from_the_store_names_the_store(store, write_policy, tmp_path):
+    result = _cli("status", "--config", str(write_policy()), cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert line.startswith("error: registered model 'bikes' does not exist in sqlite:///") and "\n" not in line
