@@ -84,9 +84,12 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
         best = perfect(hib)
         thresholds = [round(best + (base - best) * f, 4) for f in THRESHOLD_FACTORS]
     policies = [Policy("never", "never", with_triggers())]
-    for windows in (7, 30):
-        span = every * windows
-        policies.append(Policy(f"schedule-{format_span(span)}", "schedule", with_triggers(MaxAge(span))))
+    for windows in (7, 30):  # named by the cadence they retrain at: `every-7d`, `every-30d` for daily steps
+        cadence = every * windows
+        # max_age fires once Production is *older* than its span and a replay looks only at its steps,
+        # so a span one step short of the cadence replaces Production every `windows` steps (after a
+        # rejected candidate, it tries again at the next step)
+        policies.append(Policy(f"every-{format_span(cadence)}", "schedule", with_triggers(MaxAge(cadence - every))))
     for value in thresholds:
         limit = MetricThreshold(min=value) if hib else MetricThreshold(max=value)
         policies.append(Policy(f"threshold-{value:g}", "threshold", with_triggers(limit)))
@@ -324,17 +327,19 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
     rows = result.table()
     result.table_path = out_dir / "backtest.csv"
     pd.DataFrame(rows).to_csv(result.table_path, index=False)
-    shown = [result.recommended, *show]
-    series = {s.policy.name: list(zip([t.to_pydatetime() for t in result.steps[:-1]], s.series))
-              for s in result.states if s.policy.name in shown}
+    steps = [t.to_pydatetime() for t in result.steps]
     result.chart = out_dir / "backtest.html"
     result.chart.write_text(tradeoff_html(
         title=f"{config.model_name}: retrains vs mean {config.metric}, "
               f"{result.steps[0].date()}..{result.steps[-1].date()} ({len(result.steps) - 1} steps)",
         metric=config.metric,
-        policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"])
-                  for r in rows if not math.isnan(r["mean_metric"])],
-        series=series, recommended=result.recommended, table_rows=rows,
+        policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"],
+                              r["promoted"], r["rejected"]) for r in rows if not math.isnan(r["mean_metric"])],
+        # every policy over time (window i serves steps[i]..steps[i + 1]); the recommended and `show` drawn at first
+        series={s.policy.name: list(zip(steps[:-1], steps[1:], s.series)) for s in result.states},
+        retrains={s.policy.name: [(pd.Timestamp(t).to_pydatetime(), d) for t, d in s.retrain_points]
+                  for s in result.states},
+        visible=[result.recommended, *show], recommended=result.recommended, table_rows=rows,
     ))
     if log_run:
         import mlflow

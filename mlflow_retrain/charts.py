@@ -1,30 +1,41 @@
-"""Self-contained HTML charts: the monitoring dashboard and the backtest trade-off.
+"""Self-contained HTML charts with plotly: the monitoring dashboard and the backtest trade-off.
 
-Inline SVG written by hand with the standard library, on purpose: the files must open offline, from
-a CI artifact or an MLflow run, with no CDN and no JavaScript dependency, and stay small. Hover
-details use SVG `<title>`, which every browser shows as a tooltip. A window without data is drawn
-as a gap in the line, never as zero.
+Each page is one HTML file that opens offline, from a CI artifact or an MLflow run: plotly.js is
+inlined once per file (the first figure carries it, the others reuse it; ~4.5 MB), nothing is
+fetched from a CDN. Details live in hover text and legends, never in text labels drawn on the plot,
+so nothing overlaps. A window without data is a gap in the line (`None`, `connectgaps=False`),
+never zero. Text a user wrote (reasons, triggers, titles) is HTML-escaped before plotly sees it.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-WIDTH, LEFT, RIGHT, TOP, BOTTOM = 960, 64, 16, 16, 28
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+# One colour per policy, in the order the policies are listed (the backtest's table order); shared
+# by every backtest figure. 24 distinct colours, more policies than that wrap around.
+POLICY_PALETTE = qualitative.Dark24
+METRIC_COLOR, DRIFT_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9467bd", "#c62828"
+FIRED_COLOR, HEALTH_COLOR = "#ef6c00", "#c62828"
+DECISION_STYLE = {"promoted": ("#2e7d32", "triangle-up"), "rejected": ("#c62828", "x")}
+OTHER_DECISION = ("#757575", "circle-open")
+CONFIG = {"displaylogo": False, "responsive": True}
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1000px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:24px 0 6px}
 .ok{background:#e8f5e9;border-left:4px solid #2e7d32;padding:8px 12px}
 .bad{background:#ffebee;border-left:4px solid #c62828;padding:8px 12px}
 .bad li{margin:2px 0} table{border-collapse:collapse;font-size:13px;margin-top:6px}
 td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5} td:first-child{white-space:nowrap} .legend span{margin-right:16px;font-size:13px} .muted{color:#666;font-size:13px}
-svg text{font-size:11px;fill:#444}
+th{background:#f5f5f5} td:first-child{white-space:nowrap} .muted{color:#666;font-size:13px}
 """
 
 
@@ -63,27 +74,8 @@ class PolicyPoint:
     retrains: int
     mean_metric: float
     p90_metric: float
-
-
-class _Scale:
-    """Linear map from data to pixels; a flat domain is widened so nothing divides by zero."""
-
-    def __init__(self, lo: float, hi: float, px_lo: float, px_hi: float):
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            lo, hi = 0.0, 1.0
-        if hi - lo < 1e-12:
-            lo, hi = lo - 0.5, hi + 0.5
-        self.lo, self.hi, self.px_lo, self.px_hi = lo, hi, px_lo, px_hi
-
-    def __call__(self, value: float) -> float:
-        return self.px_lo + (value - self.lo) / (self.hi - self.lo) * (self.px_hi - self.px_lo)
-
-    def ticks(self, count: int = 5) -> list[float]:
-        raw = (self.hi - self.lo) / count
-        step = 10 ** math.floor(math.log10(raw))
-        step *= next(m for m in (1, 2, 5, 10) if raw <= step * m)
-        first = math.ceil(self.lo / step) * step
-        return [first + i * step for i in range(int((self.hi - first) / step + 1e-9) + 1)]
+    promoted: int = 0
+    rejected: int = 0
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -92,50 +84,24 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def _ts(moment: datetime) -> float:
-    return moment.timestamp()
+def _when(moment: datetime) -> str:
+    """The date alone at midnight (daily windows), else date and time: short, and plotly parses both."""
+    return f"{moment:%Y-%m-%d}" if moment.time() == datetime.min.time() else f"{moment:%Y-%m-%d %H:%M}"
 
 
-def _time_axis(x: _Scale, height: float) -> str:
-    """Up to ~10 date labels, evenly spaced over the span."""
-    parts = []
-    count = 8
-    for i in range(count + 1):
-        stamp = x.lo + (x.hi - x.lo) * i / count
-        px = x(stamp)
-        label = datetime.fromtimestamp(stamp).strftime("%Y-%m-%d")
-        anchor = "start" if i == 0 else "end" if i == count else "middle"  # keep edge labels inside
-        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#eee"/>'
-                     f'<text x="{px:.1f}" y="{height - 10}" text-anchor="{anchor}">{label}</text>')
-    return "".join(parts)
+def _mid(start: datetime, end: datetime) -> str:
+    return f"{start + (end - start) / 2:%Y-%m-%d %H:%M:%S}"
 
 
-def _value_axis(y: _Scale, label: str) -> str:
-    parts = [f'<text x="12" y="{TOP + 8}">{escape(label)}</text>']
-    for tick in y.ticks():
-        py = y(tick)
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" stroke="#eee"/>'
-                     f'<text x="{LEFT - 6}" y="{py + 4:.1f}" text-anchor="end">{_fmt(tick)}</text>')
-    return "".join(parts)
+def _padded(lo: datetime, hi: datetime) -> list[str]:
+    """An x range holding [lo, hi] with a margin, so markers at either end are drawn whole."""
+    pad = max((hi - lo) * 0.02, timedelta(hours=1))
+    return [f"{lo - pad:%Y-%m-%d %H:%M:%S}", f"{hi + pad:%Y-%m-%d %H:%M:%S}"]
 
 
-def _polyline(points: Iterable[tuple[float, float | None]], x: _Scale, y: _Scale, color: str,
-              title: str = "") -> str:
-    """One path with a new sub-path after each missing value, so a gap shows as a gap."""
-    commands, pen_down = [], False
-    for xv, yv in points:
-        if yv is None or not math.isfinite(yv):
-            pen_down = False
-            continue
-        commands.append(f"{'L' if pen_down else 'M'}{x(xv):.1f},{y(yv):.1f}")
-        pen_down = True
-    tip = f"<title>{escape(title)}</title>" if title else ""
-    return f'<path d="{" ".join(commands)}" fill="none" stroke="{color}" stroke-width="1.6">{tip}</path>'
-
-
-def _svg(height: int, body: str, label: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-            f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(label)}">{body}</svg>')
+def _div(fig: go.Figure, div_id: str, first: bool) -> str:
+    """One figure's `<div>`; the first of a page inlines plotly.js, the others use it."""
+    return fig.to_html(full_html=False, include_plotlyjs=first, config=CONFIG, div_id=div_id)
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -168,166 +134,239 @@ def _health_box(health: Sequence[str]) -> str:
             + more + "</ul></div>")
 
 
+# --- the monitoring dashboard ---------------------------------------------------------------------
+
+
+def _window_hover(p: WindowPoint, metric: str) -> str:
+    lines = [f"{_when(p.start)}..{_when(p.end)}{' (partial)' if getattr(p, 'partial', False) else ''}",
+             f"v{escape(str(p.version))}: {escape(metric)} {_fmt(p.metric)}, {p.rows} rows",
+             f"drift share {_fmt(p.drift_share, 2)}, latency {_fmt(p.latency_ms)} ms"]
+    lines += [f"fired: {escape(f)}" for f in p.fired] + [f"health: {escape(h)}" for h in p.health]
+    return "<br>".join(lines)
+
+
+def _event_line(e: RetrainEvent) -> str:
+    return escape(f"{_when(e.time)} v{e.version} {e.decision} (trigger: {e.trigger}) {e.reason}".rstrip())
+
+
+def _runs(points: Sequence[WindowPoint], marked) -> list[tuple[datetime, datetime]]:
+    """Consecutive marked windows merged into one span: one shaded rectangle each."""
+    spans: list[tuple[datetime, datetime]] = []
+    for p in points:
+        if not marked(p):
+            continue
+        if spans and spans[-1][1] >= p.start:
+            spans[-1] = (spans[-1][0], p.end)
+        else:
+            spans.append((p.start, p.end))
+    return spans
+
+
+def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: float | None,
+                     events: Sequence[RetrainEvent]) -> go.Figure:
+    """Three rows on one time axis: the metric per window (threshold, fired windows, health problems,
+    promotions), drift share, and the retrain events, promoted and rejected on separate lanes.
+
+    The x range covers every window and every event. Events at one moment are one marker per
+    decision, each listing in its hover every event of that date, so none hides another.
+    """
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.6, 0.22, 0.18])
+    mids = [_mid(p.start, p.end) for p in points]
+    values = [p.metric if p.metric is not None and math.isfinite(p.metric) else None for p in points]
+    finite = [v for v in values if v is not None] + ([threshold] if threshold is not None else [])
+    top = max(finite, default=1.0)
+    y_lo = min([0.0, *finite])
+    y_hi = top + abs(top) * 0.08 if top + abs(top) * 0.08 > y_lo else y_lo + 1.0
+    fig.add_trace(go.Scatter(x=mids, y=values, mode="lines+markers", name=f"{metric} per window",
+                             line={"color": METRIC_COLOR, "width": 1.6}, marker={"size": 4}, connectgaps=False,
+                             hovertext=[_window_hover(p, metric) for p in points], hoverinfo="text"), row=1, col=1)
+    lo = min([points[0].start, *(e.time for e in events)]) if points else min(e.time for e in events)
+    hi = max([points[-1].end, *(e.time for e in events)]) if points else max(e.time for e in events)
+    if threshold is not None:
+        fig.add_trace(go.Scatter(x=[f"{lo:%Y-%m-%d %H:%M:%S}", f"{hi:%Y-%m-%d %H:%M:%S}"], y=[threshold, threshold],
+                                 mode="lines", name=f"threshold {_fmt(threshold)}", hoverinfo="name",
+                                 line={"color": THRESHOLD_COLOR, "dash": "dash", "width": 1.2}), row=1, col=1)
+    for label, color, symbol, marked in (("trigger fired", FIRED_COLOR, "circle-open", lambda p: bool(p.fired)),
+                                         ("health problem", HEALTH_COLOR, "x", lambda p: bool(p.health))):
+        chosen = [i for i, p in enumerate(points) if marked(p)]
+        for start, end in _runs(points, marked):
+            fig.add_vrect(x0=f"{start:%Y-%m-%d %H:%M:%S}", x1=f"{end:%Y-%m-%d %H:%M:%S}", fillcolor=color,
+                          opacity=0.12, line_width=0, layer="below", row=1, col=1)
+        if chosen:  # on the line where there is a number, on the floor where there is none
+            fig.add_trace(go.Scatter(x=[mids[i] for i in chosen], y=[values[i] if values[i] is not None else y_lo
+                                                                    for i in chosen],
+                                     mode="markers", name=label, marker={"color": color, "symbol": symbol, "size": 10},
+                                     hovertext=[_window_hover(points[i], metric) for i in chosen], hoverinfo="text"),
+                          row=1, col=1)
+    promoted = sorted({e.time for e in events if e.decision == "promoted"})
+    if promoted:  # where the serving model changed, across the metric row
+        xs: list[str | None] = []
+        ys: list[float | None] = []
+        for moment in promoted:
+            xs += [f"{moment:%Y-%m-%d %H:%M:%S}"] * 2 + [None]
+            ys += [y_lo, y_hi, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="promotion", hoverinfo="skip", legendgroup="promoted",
+                                 line={"color": DECISION_STYLE["promoted"][0], "width": 1, "dash": "dot"}),
+                      row=1, col=1)
+    drifted = [i for i, p in enumerate(points) if p.drift_share is not None]
+    fig.add_trace(go.Bar(x=[mids[i] for i in drifted], y=[points[i].drift_share for i in drifted],
+                         width=[(points[i].end - points[i].start).total_seconds() * 1000 * 0.9 for i in drifted],
+                         name="drift share", marker={"color": DRIFT_COLOR},
+                         hovertext=[f"{_when(points[i].start)}..{_when(points[i].end)} v{escape(str(points[i].version))}"
+                                    f"<br>drift share {points[i].drift_share:.2f}" for i in drifted],
+                         hoverinfo="text"), row=2, col=1)
+    by_date: dict[str, list[str]] = defaultdict(list)
+    for e in events:
+        by_date[f"{e.time:%Y-%m-%d}"].append(_event_line(e))
+    lanes: dict[str, dict[datetime, list[RetrainEvent]]] = defaultdict(lambda: defaultdict(list))
+    for e in events:
+        lanes[e.decision][e.time].append(e)
+    order = [d for d in DECISION_STYLE if d in lanes] + sorted(d for d in lanes if d not in DECISION_STYLE)
+    for decision in order:
+        color, symbol = DECISION_STYLE.get(decision, OTHER_DECISION)
+        moments = sorted(lanes[decision])
+        fig.add_trace(go.Scatter(
+            x=[f"{m:%Y-%m-%d %H:%M:%S}" for m in moments], y=[decision] * len(moments), mode="markers",
+            name=f"{decision} ({sum(len(lanes[decision][m]) for m in moments)})", legendgroup=decision,
+            marker={"color": color, "symbol": symbol, "size": 11, "line": {"width": 1.5, "color": color}},
+            customdata=[[",".join(e.version for e in lanes[decision][m])] for m in moments],
+            hovertext=["<br>".join(by_date[f"{m:%Y-%m-%d}"]) for m in moments], hoverinfo="text"), row=3, col=1)
+    fig.update_xaxes(range=_padded(lo, hi), type="date")
+    fig.update_yaxes(title_text=escape(metric), range=[y_lo, y_hi], row=1, col=1)
+    fig.update_yaxes(title_text="drift share", range=[0, 1], row=2, col=1)
+    fig.update_yaxes(title_text="retrains", type="category", categoryorder="array",
+                     categoryarray=list(reversed(order)), row=3, col=1)
+    fig.update_layout(template="plotly_white", height=620, margin={"l": 60, "r": 20, "t": 30, "b": 40},
+                      hovermode="closest", bargap=0, legend={"orientation": "h", "y": 1.06, "x": 0})
+    return fig
+
+
 def dashboard_html(*, title: str, metric: str, points: Sequence[WindowPoint], threshold: float | None,
                    events: Sequence[RetrainEvent], versions: Sequence[dict[str, Any]],
                    health: Sequence[str]) -> str:
     """The monitoring dashboard: error over time with threshold, fired windows, retrains, drift, versions."""
-    if not points:
+    if not points and not events:
         return _page(title, _health_box(health) + '<p class="muted">No windows in the span.</p>')
-    x = _Scale(_ts(points[0].start), _ts(points[-1].end), LEFT, WIDTH - RIGHT)
     values = [p.metric for p in points if p.metric is not None and math.isfinite(p.metric)]
-    top = max(values + ([threshold] if threshold is not None else []), default=1.0)
-    low = min(values + ([threshold] if threshold is not None else []), default=0.0)
-    height = 300
-    y = _Scale(min(0.0, low), top * 1.08, height - BOTTOM, TOP)
-    body = [_time_axis(x, height), _value_axis(y, metric)]
-    for p in points:  # shaded windows: a trigger fired (amber) or health was bad (red)
-        if p.fired or p.health:
-            color = "#ffcdd2" if p.health else "#ffe0b2"
-            why = "; ".join(p.health + p.fired)
-            body.append(f'<rect x="{x(_ts(p.start)):.1f}" y="{TOP}" width="{max(x(_ts(p.end)) - x(_ts(p.start)), 1):.1f}" '
-                        f'height="{height - BOTTOM - TOP}" fill="{color}" opacity="0.7">'
-                        f"<title>{escape(f'{p.start:%Y-%m-%d %H:%M}..{p.end:%Y-%m-%d %H:%M}: {why}')}</title></rect>")
-    if threshold is not None:
-        py = y(threshold)
-        body.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" stroke="#c62828" '
-                    f'stroke-dasharray="6 4"><title>trigger threshold {_fmt(threshold)}</title></line>'
-                    f'<text x="{WIDTH - RIGHT - 4}" y="{py - 4:.1f}" text-anchor="end" fill="#c62828">'
-                    f"threshold {_fmt(threshold)}</text>")
-    mids = [(_ts(p.start) + _ts(p.end)) / 2 for p in points]
-    body.append(_polyline(zip(mids, (p.metric for p in points)), x, y, PALETTE[0], f"{metric} per window"))
-    for mid, p in zip(mids, points):
-        if p.metric is not None and math.isfinite(p.metric):
-            body.append(f'<circle cx="{x(mid):.1f}" cy="{y(p.metric):.1f}" r="2.2" fill="{PALETTE[0]}"><title>'
-                        f"{escape(f'{p.start:%Y-%m-%d %H:%M}..{p.end:%Y-%m-%d %H:%M} v{p.version}: {metric} {_fmt(p.metric)}, {p.rows} rows')}"
-                        "</title></circle>")
-    for index, e in enumerate(ev for ev in events if x.lo <= _ts(ev.time) <= x.hi):
-        px = x(_ts(e.time))
-        color = "#2e7d32" if e.decision == "promoted" else "#c62828" if e.decision == "rejected" else "#757575"
-        tip = f"{e.time:%Y-%m-%d %H:%M}: v{e.version} {e.decision} (trigger: {e.trigger}) {e.reason}"
-        body.append(f'<g><title>{escape(tip)}</title><line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" '
-                    f'y2="{height - BOTTOM}" stroke="{color}" stroke-width="2"/>'
-                    f'<text x="{px + 3:.1f}" y="{TOP + 10 + 12 * (index % 2)}" fill="{color}">'
-                    f"v{escape(e.version)}</text></g>")  # staggered: two events at one time stay legible
-    drift = _drift_chart(points, x)
-    legend = ('<div class="legend"><span style="color:#1f77b4">━ metric</span>'
-              '<span style="color:#c62828">╌ threshold</span><span style="color:#2e7d32">┃ promoted</span>'
-              '<span style="color:#c62828">┃ rejected</span><span style="background:#ffe0b2">&nbsp;trigger fired&nbsp;</span> '
-              '<span style="background:#ffcdd2">&nbsp;health problem&nbsp;</span></div>')
-    scored = [p for p in points if p.metric is not None]
-    summary = (f'<p class="muted">{len(points)} windows, {len(scored)} with data; '
+    summary = (f'<p class="muted">{len(points)} windows, {sum(1 for p in points if p.metric is not None)} with data; '
                f"mean {escape(metric)} {_fmt(sum(values) / len(values) if values else None)}; "
-               f"{sum(1 for p in points if p.fired)} windows with a trigger fired; {len(events)} retrain events.</p>")
+               f"{sum(1 for p in points if p.fired)} windows with a trigger fired; {len(events)} retrain events. "
+               "Hover for each window's version and numbers, and each retrain's reason.</p>")
+    figure = dashboard_figure(metric=metric, points=points, threshold=threshold, events=events)
     event_rows = [{"time": f"{e.time:%Y-%m-%d %H:%M}", "version": e.version, "decision": e.decision,
                    "trigger": e.trigger, "reason": e.reason} for e in events]
-    return _page(title, _health_box(health) + summary + legend
-                 + _svg(height, "".join(body), f"{metric} over time")
-                 + "<h2>Drift share against the serving model's training data</h2>" + drift
+    return _page(title, _health_box(health) + summary + _div(figure, "monitor", first=True)
                  + "<h2>Retrain events</h2>" + _table(event_rows)
                  + "<h2>Versions</h2>" + _table(list(versions)))
 
 
-def _drift_chart(points: Sequence[WindowPoint], x: _Scale) -> str:
-    height = 140
-    y = _Scale(0.0, 1.0, height - BOTTOM, TOP)
-    body = [_time_axis(x, height), _value_axis(y, "drift share")]
-    for p in points:
-        if p.drift_share is None:
-            continue
-        x0, x1 = x(_ts(p.start)), x(_ts(p.end))
-        body.append(f'<rect x="{x0:.1f}" y="{y(p.drift_share):.1f}" width="{max(x1 - x0 - 0.5, 0.5):.1f}" '
-                    f'height="{y(0.0) - y(p.drift_share):.1f}" fill="#9467bd"><title>'
-                    f"{escape(f'{p.start:%Y-%m-%d}: drift share {p.drift_share:.2f}')}</title></rect>")
-    return _svg(height, "".join(body), "drift share over time")
+# --- the backtest -----------------------------------------------------------------------------------
+
+
+def policy_colors(names: Sequence[str]) -> dict[str, str]:
+    """Policy name -> colour, by position in `names` (first seen first): one mapping for a whole report."""
+    ordered = list(dict.fromkeys(names))
+    return {name: POLICY_PALETTE[i % len(POLICY_PALETTE)] for i, name in enumerate(ordered)}
+
+
+def tradeoff_figure(*, metric: str, policies: Sequence[PolicyPoint], recommended: str,
+                    colors: dict[str, str]) -> go.Figure:
+    """Retrains (x) against mean metric (y), a marker per policy (a star for the recommended one),
+    the threshold sweep joined as a curve; names are in the legend and the hover, not on the plot."""
+    fig = go.Figure()
+    sweep = sorted((p for p in policies if p.family == "threshold"), key=lambda p: (p.retrains, p.mean_metric))
+    if len(sweep) > 1:
+        fig.add_trace(go.Scatter(x=[p.retrains for p in sweep], y=[p.mean_metric for p in sweep], mode="lines",
+                                 name="threshold sweep", hoverinfo="skip",
+                                 line={"color": "#9e9e9e", "dash": "dash", "width": 1.2}))
+    for p in policies:
+        star = p.name == recommended
+        fig.add_trace(go.Scatter(
+            x=[p.retrains], y=[p.mean_metric], mode="markers", name=escape(p.name) + (" ★" if star else ""),
+            legendgroup=p.name, marker={"color": colors[p.name], "symbol": "star" if star else "circle",
+                                        "size": 18 if star else 11, "line": {"width": 1.5 if star else 0.5,
+                                                                             "color": "#000" if star else "#fff"}},
+            hovertext=[f"<b>{escape(p.name)}</b>{' (recommended)' if star else ''}<br>{p.retrains} retrains "
+                       f"({p.promoted} promoted, {p.rejected} rejected)<br>mean {escape(metric)} "
+                       f"{_fmt(p.mean_metric)}, p90 {_fmt(p.p90_metric)}"], hoverinfo="text"))
+    fig.update_layout(template="plotly_white", height=460, margin={"l": 60, "r": 20, "t": 30, "b": 50},
+                      xaxis_title="number of retrains", yaxis_title=f"mean {escape(metric)}", hovermode="closest")
+    return fig
+
+
+def series_figure(*, metric: str, series: dict[str, list[tuple[datetime, datetime, float | None]]],
+                  retrains: dict[str, list[tuple[datetime, str]]], visible: Sequence[str],
+                  colors: dict[str, str]) -> go.Figure:
+    """The metric per window for every policy (those in `visible` drawn, the others one legend click
+    away), and below it each policy's retrains on its own lane, promoted and rejected by symbol."""
+    names = list(dict.fromkeys([*series, *retrains]))
+    lanes = max(len(names), 1)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[0.65, 0.35] if lanes > 6 else [0.78, 0.22])
+    for name in names:
+        shown = True if name in visible else "legendonly"
+        color = colors[name]
+        windows = series.get(name, [])
+        fig.add_trace(go.Scatter(
+            x=[_mid(a, b) for a, b, _ in windows], y=[v if v is not None and math.isfinite(v) else None
+                                                      for _, _, v in windows],
+            customdata=[[_when(a), _when(b)] for a, b, _ in windows], mode="lines", name=escape(name),
+            legendgroup=name, visible=shown, connectgaps=False, line={"color": color, "width": 1.5},
+            hovertemplate=f"<b>{escape(name)}</b><br>%{{customdata[0]}}..%{{customdata[1]}}<br>{escape(metric)} "
+                          "%{y:.4g}<extra></extra>"), row=1, col=1)
+        for decision in ("promoted", "rejected"):
+            moments = [t for t, d in retrains.get(name, []) if d == decision]
+            if not moments:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[f"{t:%Y-%m-%d %H:%M:%S}" for t in moments], y=[escape(name)] * len(moments), mode="markers",
+                name=f"{escape(name)} {decision}", legendgroup=name, showlegend=False, visible=shown,
+                marker={"color": color, "symbol": DECISION_STYLE[decision][1], "size": 8,
+                        "line": {"width": 1.2, "color": color}},
+                customdata=[[_when(t)] for t in moments],
+                hovertemplate=f"<b>{escape(name)}</b><br>retrain at %{{customdata[0]}}: {decision}<extra></extra>"),
+                row=2, col=1)
+    stamps = [t for w in series.values() for a, b, _ in w for t in (a, b)] + [t for r in retrains.values() for t, _ in r]
+    if stamps:
+        fig.update_xaxes(range=_padded(min(stamps), max(stamps)), type="date")
+    fig.update_yaxes(title_text=escape(metric), rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="retrains (▲ promoted, ✕ rejected)", type="category", categoryorder="array",
+                     categoryarray=[escape(n) for n in reversed(names)], row=2, col=1)
+    fig.update_layout(template="plotly_white", height=420 + 22 * lanes, hovermode="closest",
+                      margin={"l": 60, "r": 20, "t": 30, "b": 40})
+    return fig
+
+
+def tradeoff_figures(*, metric: str, policies: Sequence[PolicyPoint],
+                     series: dict[str, list[tuple[datetime, datetime, float | None]]], recommended: str,
+                     retrains: dict[str, list[tuple[datetime, str]]] | None = None,
+                     visible: Sequence[str] | None = None) -> tuple[go.Figure, go.Figure]:
+    """The trade-off and the over-time figure, coloured from one policy -> colour mapping."""
+    retrains = retrains or {}
+    colors = policy_colors([*(p.name for p in policies), *series, *retrains])
+    return (tradeoff_figure(metric=metric, policies=policies, recommended=recommended, colors=colors),
+            series_figure(metric=metric, series=series, retrains=retrains,
+                          visible=list(series) if visible is None else visible, colors=colors))
 
 
 def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
-                  series: dict[str, list[tuple[datetime, float | None]]], recommended: str,
-                  table_rows: Sequence[dict[str, Any]]) -> str:
-    """Retrains (x) against mean metric (y) per policy, the threshold sweep as a curve, error over time."""
-    height = 420
-    xs = [p.retrains for p in policies] or [0]
-    ys = [p.mean_metric for p in policies] or [0.0]
-    x = _Scale(0, max(xs) * 1.08 + 1, LEFT, WIDTH - RIGHT)
-    y = _Scale(min(ys) * 0.95, max(ys) * 1.05, height - BOTTOM, TOP)
-    body = [_value_axis(y, f"mean {metric}")]
-    for tick in x.ticks():
-        px = x(tick)
-        body.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#eee"/>'
-                    f'<text x="{px:.1f}" y="{height - 10}" text-anchor="middle">{_fmt(tick)}</text>')
-    body.append(f'<text x="{WIDTH - RIGHT}" y="{TOP + 10}" text-anchor="end">number of retrains →</text>')
-    families = sorted({p.family for p in policies})
-    colors = {family: PALETTE[i % len(PALETTE)] for i, family in enumerate(families)}
-    sweep = sorted((p for p in policies if p.family == "threshold"), key=lambda p: p.retrains)
-    if len(sweep) > 1:
-        body.append(_polyline(((p.retrains, p.mean_metric) for p in sweep), x, y, colors["threshold"],
-                              "absolute threshold sweep"))
-    names = [f"{p.name}{' ★' if p.name == recommended else ''}" for p in policies]
-    anchors = [(x(p.retrains), y(p.mean_metric)) for p in policies]
-    for p, name, (px, py), (lx, ly, end) in zip(policies, names, anchors, place_labels(anchors, names)):
-        star = p.name == recommended
-        tip = f"{p.name}: {p.retrains} retrains, mean {metric} {_fmt(p.mean_metric)}, p90 {_fmt(p.p90_metric)}"
-        anchor = ' text-anchor="end"' if end else ""
-        if abs(ly - py) > 20:  # a name pushed away from its point gets a leader line back to it
-            body.append(f'<line x1="{px:.1f}" y1="{py:.1f}" x2="{lx:.1f}" y2="{ly - 4:.1f}" stroke="#999" '
-                        'stroke-width="0.7"/>')
-        body.append(f'<g><title>{escape(tip)}</title><circle cx="{px:.1f}" cy="{py:.1f}" r="{7 if star else 4.5}" '
-                    f'fill="{colors[p.family]}" stroke="{"#000" if star else "#fff"}" stroke-width="{2 if star else 1}"/>'
-                    f'<text x="{lx:.1f}" y="{ly:.1f}"{anchor}>{escape(name)}</text></g>')
-    legend = '<div class="legend">' + "".join(
-        f'<span style="color:{colors[f]}">● {escape(f)}</span>' for f in families) + "</div>"
-    parts = [legend, _svg(height, "".join(body), "retrains against mean error")]
+                  series: dict[str, list[tuple[datetime, datetime, float | None]]], recommended: str,
+                  table_rows: Sequence[dict[str, Any]], retrains: dict[str, list[tuple[datetime, str]]] | None = None,
+                  visible: Sequence[str] | None = None) -> str:
+    """The backtest report: retrains against mean metric per policy, error and retrains over time, the table.
+
+    `series` is each policy's metric per (window start, window end); `retrains` its retrains as
+    (time, promoted|rejected); `visible` the policies drawn at first (all of them by default).
+    """
+    trade, over_time = tradeoff_figures(metric=metric, policies=policies, series=series, recommended=recommended,
+                                        retrains=retrains, visible=visible)
+    parts = []
     if recommended:
-        parts.insert(0, f'<div class="ok">Recommended: <b>{escape(recommended)}</b>, the fewest retrains whose mean '
-                        f"{escape(metric)} is within the tolerance of the best.</div>")
-    if series:
-        parts.append(f"<h2>{escape(metric)} over time for selected policies</h2>" + _series_chart(series, metric))
+        parts.append(f'<div class="ok">Recommended: <b>{escape(recommended)}</b>, the fewest retrains whose mean '
+                     f"{escape(metric)} is within the tolerance of the best.</div>")
+    parts.append(f"<h2>Retrains against mean {escape(metric)}</h2>" + _div(trade, "tradeoff", first=True))
+    if series or retrains:
+        parts.append(f"<h2>{escape(metric)} and retrains over time</h2><p class=\"muted\">Click a policy in the "
+                     "legend to show or hide it.</p>" + _div(over_time, "over-time", first=False))
     parts.append("<h2>All policies</h2>" + _table(list(table_rows)))
     return _page(title, "".join(parts))
-
-
-def place_labels(anchors: Sequence[tuple[float, float]], names: Sequence[str],
-                 char_width: float = 6.2, height: float = 12.0) -> list[tuple[float, float, bool]]:
-    """Where to write each point's name so that no two names overlap: (x, y, anchored at the end).
-
-    Policies often land close together (a schedule and a threshold with similar retrains and error),
-    and names written over each other cannot be read. Greedy: each name takes the first free spot
-    around its point (right/left, above/below, then further out), leftmost points first.
-    """
-    taken = [(px - 5, py - 5, px + 5, py + 5) for px, py in anchors]  # the points themselves
-    placed: dict[int, tuple[float, float, bool]] = {}
-    offsets = [(7, -6), (7, 14), (-7, -6), (-7, 14), (7, -18), (-7, -18), (7, 26), (-7, 26),
-               (14, -30), (-14, -30), (14, 38), (-14, 38), (20, -42), (-20, -42), (20, 50), (-20, 50)]
-    for i in sorted(range(len(anchors)), key=lambda i: (anchors[i][0], anchors[i][1])):
-        px, py = anchors[i]
-        width = char_width * len(names[i])
-        for dx, dy in offsets:  # when every spot is taken, the last one is used
-            left = px + dx if dx > 0 else px + dx - width
-            box = (left, py + dy - height + 2, left + width, py + dy + 2)
-            spot = (px + dx, py + dy, dx < 0)
-            if left >= 0 and left + width <= WIDTH and not any(_overlap(box, other) for other in taken):
-                break
-        taken.append(box)
-        placed[i] = spot
-    return [placed[i] for i in range(len(anchors))]
-
-
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _series_chart(series: dict[str, list[tuple[datetime, float | None]]], metric: str) -> str:
-    height = 300
-    stamps = [_ts(t) for values in series.values() for t, _ in values]
-    values = [v for vs in series.values() for _, v in vs if v is not None and math.isfinite(v)]
-    if not stamps:
-        return '<p class="muted">no windows</p>'
-    x = _Scale(min(stamps), max(stamps), LEFT, WIDTH - RIGHT)
-    y = _Scale(0.0, max(values, default=1.0) * 1.08, height - BOTTOM, TOP)
-    body = [_time_axis(x, height), _value_axis(y, metric)]
-    legend = []
-    for i, (name, points) in enumerate(series.items()):
-        color = PALETTE[i % len(PALETTE)]
-        body.append(_polyline(((_ts(t), v) for t, v in points), x, y, color, name))
-        legend.append(f'<span style="color:{color}">━ {escape(name)}</span>')
-    return '<div class="legend">' + "".join(legend) + "</div>" + _svg(height, "".join(body), f"{metric} over time")

@@ -82,7 +82,8 @@ def test_policies_compared_in_one_pass_with_table_chart_and_run(store, write_pol
     write_outputs(config, cached, tmp_path / "bt")
     csv = pd.read_csv(tmp_path / "bt" / "backtest.csv")
     assert list(csv.policy) == ["never", "threshold-50", "threshold-200", "every-window"]
-    assert "<svg" in (tmp_path / "bt" / "backtest.html").read_text()
+    html = (tmp_path / "bt" / "backtest.html").read_text()
+    assert '<div id="tradeoff"' in html and '<div id="over-time"' in html and html.count("* plotly.js v") == 1
     run = MlflowClient().get_run(cached.run_id)
     assert run.data.tags["recommended"] == cached.recommended and run.data.metrics["never.retrains"] == 0
 
