@@ -155,8 +155,8 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     if reference is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
         # Evidently's HTML on the window that decided: kept when something changes (`monitoring.reports`)
         quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
-                       reports_dir / "model_quality.html")
-        drift_report(reference, rows, data.spec, reports_dir / "data_drift.html")
+                       reports_dir / "model_quality.html", config=config, version=production, window=latest.window)
+        drift_report(reference, rows, data.spec, reports_dir / "data_drift.html", config=config, version=production, window=latest.window)
     return decision, scores, drift
 
 

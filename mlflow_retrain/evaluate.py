@@ -202,9 +202,9 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         reference = load_reference(run_of(model_uri, version))
         drift_path, quality_path = out_dir / "data_drift.html", out_dir / "model_quality.html"
-        drift = drift_report(reference, rows, data.spec, drift_path)
+        drift = drift_report(reference, rows, data.spec, drift_path, config=config, version=version, window=window)
         scored_frame = rows.assign(**{PREDICTION: scored.y_pred})
-        quality_report(scored_frame, data.spec, config.task, quality_path)
+        quality_report(scored_frame, data.spec, config.task, quality_path, config=config, version=version, window=window)
         reports = [str(drift_path), str(quality_path)]
     result = Evaluation(
         model_uri=model_uri, version=version.version if version else None, window=window.iso(), rows=len(rows),

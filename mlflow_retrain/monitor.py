@@ -345,9 +345,9 @@ def _reports(config: Config, data: LabelledData, result: MonitorResult, models: 
         rows = data.cut(Window(pd.Timestamp(point.start), pd.Timestamp(point.end)))
         folder = out_dir / "reports" / pd.Timestamp(point.end).strftime("%Y%m%dT%H%M")
         folder.mkdir(parents=True, exist_ok=True)
-        drift_report(load_reference(runs[point.version]), rows, data.spec, folder / "data_drift.html")
+        drift_report(load_reference(runs[point.version]), rows, data.spec, folder / "data_drift.html", config=config, version=point.version, window=Window(pd.Timestamp(point.start), pd.Timestamp(point.end)))
         quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
-                       folder / "model_quality.html")
+                       folder / "model_quality.html", config=config, version=point.version, window=Window(pd.Timestamp(point.start), pd.Timestamp(point.end)))
         written += [str(folder / "data_drift.html"), str(folder / "model_quality.html")]
     return written
 
