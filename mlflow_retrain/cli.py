@@ -255,19 +255,21 @@ Examples:
                    "needs --reason.")
 @click.option("--reason", default=None, help="Why a forced retrain happens; recorded on the version.")
 @click.option("--dry-run", is_flag=True, help="Decide and print, write nothing (same as `check`).")
+@click.option("--bootstrap", is_flag=True,
+              help="Start a new registered model even though cycles of this policy finished in the store before.")
 @click.option("--retrain-via", type=click.Choice(["project", "inprocess"]), default="project", show_default=True,
               help="Train through the MLproject `train` entry point, or in this process.")
 @click.option("--summary-md", type=click.Path(dir_okay=False), default=None,
               help="Append a Markdown summary of the decision (e.g. $GITHUB_STEP_SUMMARY).")
 @json_option
 def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, reason: str | None, dry_run: bool,
-          retrain_via: str, summary_md: str | None, as_json: bool) -> None:
+          bootstrap: bool, retrain_via: str, summary_md: str | None, as_json: bool) -> None:
     """One controller cycle: monitor Production, check triggers, retrain, validate, promote or reject."""
     config, data = _load_with_data(config_path)
     from mlflow_retrain.controller import run_cycle
 
     report = run_cycle(config, as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run,
-                       via=retrain_via, data=data)
+                       via=retrain_via, data=data, bootstrap=bootstrap)
     if summary_md:
         with open(summary_md, "a", encoding="utf-8") as out:
             out.write(report.to_markdown())

@@ -186,8 +186,11 @@ def apply_decision(registry: Registry, candidate: VersionInfo, production: Versi
 # ---- the cycle ----------------------------------------------------------------------------------
 def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, reason: str | None = None,
               event: str | None = None, dry_run: bool = False, via: str = PROJECT,
-              data: LabelledData | None = None) -> CycleReport:
+              data: LabelledData | None = None, bootstrap: bool = False) -> CycleReport:
     """One reconcile step. Inputs are checked before the lease, the run or any registry write.
+
+    `bootstrap` allows starting a new registered model in a store where cycles of this policy
+    finished before (otherwise that is a likely wrong model name or store, and refused).
 
     `event` names the system that asked (an HTTP request through CI): a forced retrain whose
     trigger is recorded as `event` rather than `on_demand`.
@@ -206,6 +209,8 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     production = registry.production()
     if production is not None and not dry_run:
         registered(config, data, production.version)  # a model that no longer loads is refused before the lease
+    if not bootstrap and not registry.exists():
+        _refuse_silent_bootstrap(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
                          stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None))
     if report.stale:
@@ -216,6 +221,25 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     with registry.hold(config.registry.lease_ttl):
         report.reconciled = reconcile(config, registry, stamp.to_pydatetime())
         return _cycle(config, data, stamp, registry, report, force=force, reason=reason, event=event, via=via)
+
+
+def _refuse_silent_bootstrap(config: Config) -> None:
+    """No registered model, but this store has seen cycles of the policy finish (a finished cycle
+    always leaves a registered model): the policy most likely points at the wrong model name, and a
+    bootstrap would start a duplicate. Say so instead. A cycle that crashed before registering
+    finished nothing, so its recovery still bootstraps."""
+    import mlflow
+
+    from mlflow_retrain.redact import redact
+
+    experiment = mlflow.get_experiment_by_name(controller_experiment(config))
+    if experiment is None or not mlflow.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
+                                                    max_results=1, output_format="list"):
+        return
+    raise RegistryError(
+        f"no registered model {config.model_name!r} in {redact(mlflow.get_tracking_uri())}, but cycles of "
+        f"{controller_experiment(config)!r} finished there before: check model_name and the store; pass "
+        "--bootstrap to start a new model on purpose")
 
 
 def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,

@@ -68,3 +68,22 @@ def test_a_model_missing_from_the_store_names_the_store(store, write_policy, tmp
     assert result.returncode == 2
     line = result.stderr.strip()
     assert line.startswith("error: registered model 'bikes' does not exist in sqlite:///") and "\n" not in line
+
+
+def test_a_model_missing_where_cycles_finished_before_is_not_bootstrapped_silently(prod_store, write_policy, tmp_path):
+    policy = write_policy(triggers={"metric_threshold": {"max": 500}})
+    first = _cli("cycle", "--config", str(policy), "--as-of", "2011-05-31", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    renamed = yaml.safe_load(policy.read_text())
+    renamed["model_name"] = "bikes-typo"
+    renamed["experiment"] = "bikes"  # same experiment, a model name that does not exist
+    wrong = tmp_path / "typo.yaml"
+    wrong.write_text(yaml.safe_dump(renamed))
+    for command in ("check", "cycle"):
+        refused = _cli(command, "--config", str(wrong), "--as-of", "2011-05-31", cwd=tmp_path)
+        assert refused.returncode == 2 and "pass --bootstrap to start a new model on purpose" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    started = _cli("cycle", "--config", str(wrong), "--as-of", "2011-05-31", "--bootstrap", "--retrain-via",
+                   "inprocess", "--json", cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["outcome"] == "promoted"
