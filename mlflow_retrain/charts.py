@@ -20,6 +20,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from mlflow_retrain.decide import format_span
+
 # One colour per policy, in the order the policies are listed (the backtest's table order); shared
 # by every backtest figure. 24 distinct colours, more policies than that wrap around.
 POLICY_PALETTE = qualitative.Dark24
@@ -307,12 +309,15 @@ def series_figure(*, metric: str, series: dict[str, list[tuple[datetime, datetim
         shown = True if name in visible else "legendonly"
         color = colors[name]
         windows = series.get(name, [])
+        # a point per window at its start, the length once in the hover: every policy's windows in a
+        # year of daily steps stay a few hundred kB
+        length = format_span(windows[0][1] - windows[0][0]) if windows else ""
         fig.add_trace(go.Scatter(
-            x=[_mid(a, b) for a, b, _ in windows], y=[v if v is not None and math.isfinite(v) else None
-                                                      for _, _, v in windows],
-            customdata=[[_when(a), _when(b)] for a, b, _ in windows], mode="lines", name=escape(name),
-            legendgroup=name, visible=shown, connectgaps=False, line={"color": color, "width": 1.5},
-            hovertemplate=f"<b>{escape(name)}</b><br>%{{customdata[0]}}..%{{customdata[1]}}<br>{escape(metric)} "
+            x=[_when(a) for a, _, _ in windows], y=[float(f"{v:.6g}") if v is not None and math.isfinite(v) else None
+                                                    for _, _, v in windows],
+            mode="lines", name=escape(name), legendgroup=name, visible=shown, connectgaps=False,
+            line={"color": color, "width": 1.5},
+            hovertemplate=f"<b>{escape(name)}</b><br>window %{{x|%Y-%m-%d %H:%M}} + {length}<br>{escape(metric)} "
                           "%{y:.4g}<extra></extra>"), row=1, col=1)
         for decision in ("promoted", "rejected"):
             moments = [t for t, d in retrains.get(name, []) if d == decision]
