@@ -17,6 +17,7 @@ command and included in its `--json`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -99,7 +100,11 @@ def ensure_experiment(name: str) -> str:
     location = None
     uri = mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).parent / "mlruns").resolve().as_uri()
+        # MLflow's own layout, mlruns/<experiment>/<run>/artifacts, with the name for the id (unknown
+        # before creation): a folder per experiment keeps the logged models of each apart
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "experiment"
+        root = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).parent / "mlruns" / folder
+        location = root.resolve().as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException as exc:  # created meanwhile by a concurrent cycle
