@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench screenshots
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 2; }
@@ -27,6 +27,10 @@ bench: install
 	$(BIN)/python benchmarks/bench_monitor.py
 	$(BIN)/python benchmarks/bench_backtest.py --jobs 2
 	$(BIN)/python benchmarks/bench_noop_cycle.py
+
+# docs/screenshots/*.png from a real `mlflow server` over a small demo store (needs chromium: .ci/run installs it)
+screenshots: install
+	$(BIN)/python scripts/ui_screenshots.py
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts demo-out

@@ -23,6 +23,7 @@ from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
                                    monitoring_depth, recent_windows)
+from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import judge, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
@@ -305,7 +306,9 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
                 report.outcome = T.PROMOTED if candidate.tags.get(T.DECISION) == T.PROMOTED else "pending"
             else:
                 _validate(config, data, as_of, registry, report, candidate, production)
-        _log_audit(report, reports_dir)
+        if report.candidate_version:
+            registry.describe()  # the versions' pages say what was decided, once it was
+        _log_audit(config, registry, report, reports_dir)
         registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} "
                                           f"as_of={as_of.isoformat()} {report.outcome}"})
         mlflow.set_tags({"outcome": report.outcome, T.DECISION: report.outcome})
@@ -330,13 +333,15 @@ def _log_comparison(evidence: dict[str, Any]) -> None:
 
     mlflow.log_params({"holdout_window": evidence["holdout_window"], "holdout_digest": evidence["holdout_digest"],
                        "holdout_rows": evidence["holdout_rows"]})
+    # `holdout_` as in the training runs: both models scored on the cycle's one holdout, the gate's numbers
     for who in ("candidate", "production"):
         if evidence[who]:
-            mlflow.log_metrics({f"{who}_{k}": v for k, v in evidence[who].items() if np.isfinite(v)})
+            mlflow.log_metrics({f"holdout_{who}_{k}": v for k, v in evidence[who].items() if np.isfinite(v)})
 
 
-def _log_audit(report: CycleReport, reports_dir: Path) -> None:
-    """The cycle's own record: triggers with their numbers, the decision, versions touched."""
+def _log_audit(config: Config, registry: Registry, report: CycleReport, reports_dir: Path) -> None:
+    """The cycle's own record: triggers with their numbers, the decision, versions touched; the run
+    renamed after its outcome and described in Markdown for whoever opens it in the MLflow UI."""
     import mlflow
 
     payload = report.to_dict()
@@ -349,17 +354,105 @@ def _log_audit(report: CycleReport, reports_dir: Path) -> None:
         for result in report.decision.results:
             mlflow.log_metric(f"trigger.{result.kind}", float(result.fired))
     mlflow.set_tags(tags)
-    # the monitoring series has its own name: `production_<metric>` is the gate's score of Production on
-    # the holdout, and one name for both showed a number in the UI that the gate never compared
+    # the monitoring series has its own name: `holdout_production_<metric>` is the gate's score of
+    # Production on the holdout, and one name for both showed a number the gate never compared. Each
+    # point is stamped with its window's end (data time), so the UI's time axis is the data's.
     for step, score in enumerate(report.monitoring):
         if score.metric is not None:
-            mlflow.log_metric(f"monitoring_{report.metric}", score.metric, step=step)
+            mlflow.log_metric(f"monitor_{report.metric}", score.metric, step=step,
+                              timestamp=Window.parse(score.window).end.value // 1_000_000)
     if report.drift is not None:
         mlflow.log_metric("drift_share", report.drift.drift_share)
     mlflow.log_dict(payload, "decision.json")
     for html in sorted(reports_dir.glob("*.html")):
         mlflow.log_artifact(str(html), "reports")
         report.reports.append(f"reports/{html.name}")
+    trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
+    mlflow.set_tags({"mlflow.runName": cycle_title(config, report)[:250],
+                     "mlflow.note.content": cycle_description(config, report, trained_by)[:8000]})
+
+
+def _cmp(higher_is_better: bool, better: bool) -> str:
+    """The sign that reads "better" (or "not better") for the metric's direction."""
+    return (">" if better else "<=") if higher_is_better else ("<" if better else ">=")
+
+
+def cycle_title(config: Config, report: CycleReport) -> str:
+    """The audit run's name: the outcome and the numbers behind it, e.g. `v7 promoted: mae 44.7 < 85.2`."""
+    n, metric, hib = number, report.metric, config.higher_is_better
+    version = f"v{report.candidate_version}"
+    gate = report.promotion
+    if gate is not None:
+        verdict = "promoted" if gate.promote else "rejected"
+        if gate.baseline is None or not np.isfinite(gate.candidate):
+            bound = (f" {_cmp(hib, gate.promote)} {'min' if hib else 'max'} {n(gate.threshold)}"
+                     if gate.threshold is not None else "")
+            return f"{version} {verdict}: {metric} {n(gate.candidate)}{bound} (no Production to beat)"
+        better = gate.candidate > gate.baseline if hib else gate.candidate < gate.baseline
+        title = f"{version} {verdict}: {metric} {n(gate.candidate)} {_cmp(hib, better)} {n(gate.baseline)}"
+        failed = [r.split(":", 1)[0] for r in gate.reasons if r.endswith("(fail)")]
+        if not gate.promote and better and failed:
+            title += f" but {', '.join(failed)} failed"
+        return title
+    if report.outcome == T.PROMOTED:
+        return f"{version} promoted: bootstrap, no Production before"
+    if report.outcome == "pending":
+        return f"{version} staged, pending: bootstrap failed the absolute gate"
+    decision = report.decision
+    if decision is None:
+        return f"{report.outcome}: as of {report.as_of}"
+    if report.outcome == "blocked":
+        return f"no retrain, blocked by {decision.blocked_by}: {', '.join(decision.fired)} fired"
+    threshold = next((r for r in decision.results if r.kind == "metric_threshold" and "value" in r.evidence), None)
+    if threshold is not None:
+        value, limit = threshold.evidence["value"], threshold.evidence["limit"]
+        return f"no retrain: {metric} {n(value)} {'>=' if hib else '<='} {n(limit)}"
+    latest = next((w.metric for w in reversed(report.monitoring) if w.metric is not None), None)
+    return f"no retrain: {metric} {n(latest)}, no trigger fired" if latest is not None else "no retrain: no trigger fired"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def cycle_description(config: Config, report: CycleReport, trained_by: str = "") -> str:
+    """The audit run's Markdown description (`mlflow.note.content`): the decision, the triggers, the
+    gate's numbers and links to the candidate's training run and version."""
+    n, metric = number, report.metric
+    lines = [f"**{cycle_title(config, report)}**", "",
+             f"Cycle as of `{report.as_of}` on `{report.model_name}`: Production was "
+             f"{'v' + report.production_version if report.production_version else 'none'}."]
+    if report.candidate_version:
+        version = report.candidate_version
+        run = f", trained by run [`{trained_by}`](#/runs/{trained_by})" if trained_by else ""
+        lines[-1] += (f" Candidate [v{version}](#/models/{report.model_name}/versions/{version}){run}.")
+    lines += ["", "### Decision", "", report.reason or report.outcome]
+    if report.stale:
+        lines += ["", f"**Data gap:** {report.stale}"]
+    if report.decision is not None and report.decision.results:
+        lines += ["", "### Triggers", "", "| trigger | fired | reason |", "| --- | --- | --- |"]
+        lines += [f"| `{r.kind}` | {'**yes**' if r.fired else 'no'} | {_cell(r.reason)} |"
+                  for r in report.decision.results]
+    gate = report.promotion
+    if gate is not None:
+        lines += ["", f"### Gate on the holdout `{report.holdout_window}`", "",
+                  f"Both models scored on the same rows (digest `{report.holdout_digest}`); metrics "
+                  f"`holdout_candidate_{metric}` and `holdout_production_{metric}`.", "",
+                  f"| | {metric} |", "| --- | --- |", f"| candidate v{report.candidate_version} | {n(gate.candidate)} |"]
+        if gate.baseline is not None:
+            lines.append(f"| Production v{report.production_version} | {n(gate.baseline)} |")
+        lines += ["", "| check | result |", "| --- | --- |"]
+        lines += [f"| {_cell(r.split(':', 1)[0])} | {_cell(r.split(':', 1)[-1].strip())} |" for r in gate.reasons]
+    scored = [w for w in report.monitoring if w.metric is not None]
+    if scored:
+        lines += ["", f"### Production's {metric} per window (metric `monitor_{metric}`)", "",
+                  f"| window | rows | {metric} |", "| --- | --- | --- |"]
+        lines += [f"| `{w.window}` | {w.rows} | {n(w.metric)} |" for w in scored]
+    if report.drift is not None:
+        lines += ["", f"Drift share {n(report.drift.drift_share)} ({report.drift.drifted_columns} of "
+                      f"{report.drift.total_columns} columns)."]
+    lines += ["", "Everything above is also in the artifact `decision.json`."]
+    return "\n".join(lines)
 
 
 # ---- manual moves ----------------------------------------------------------------------------------
@@ -407,8 +500,11 @@ def _manual(config: Config, action: str, version: str, reason: str, as_of: str |
         from mlflow_retrain.tracking import start_run
         import mlflow
 
-        with start_run(controller_experiment(config), f"{action} v{target.version}",
-                       {T.RUN_KIND: action, "model_name": config.model_name, T.AS_OF: when.isoformat()}) as run:
+        title = manual_title(action, target, production)
+        with start_run(controller_experiment(config), title,
+                       {T.RUN_KIND: action, "model_name": config.model_name, T.AS_OF: when.isoformat(),
+                        "mlflow.note.content": manual_description(config, title, when, reason, target, production)
+                        }) as run:
             wall = utcnow().isoformat(timespec="seconds")
             # a version rolled back from is not a rollback target again until it is promoted again
             left = {T.ROLLED_BACK_WALL: utcnow().isoformat()} if action == "rollback" else {}
@@ -418,11 +514,28 @@ def _manual(config: Config, action: str, version: str, reason: str, as_of: str |
                 f"retrain.{action}_run_id": run.info.run_id}, previous_tags=left)
             move = ManualMove(action, target.version, previous.version if previous else None, reason,
                               run.info.run_id, when.isoformat(), wall)
+            registry.describe()
             mlflow.set_tags({"outcome": action, "production_version": move.previous or "",
                              "candidate_version": target.version, "reason": reason})
             mlflow.log_dict(move.to_dict(), "decision.json")
             registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
         return move
+
+
+def manual_title(action: str, target: VersionInfo, production: VersionInfo | None) -> str:
+    """A move by hand's run name: `rollback to v6 from v7`, `v5 promoted by hand, replacing v7`."""
+    was = f"v{production.version}" if production else "none"
+    if action == "rollback":
+        return f"rollback to v{target.version} from {was}"
+    return f"v{target.version} {action}d by hand, replacing {was}"
+
+
+def manual_description(config: Config, title: str, when: pd.Timestamp, reason: str, target: VersionInfo,
+                       production: VersionInfo | None) -> str:
+    link = lambda v: f"[v{v.version}](#/models/{config.model_name}/versions/{v.version})"
+    pages = ", ".join(link(v) for v in (target, production) if v is not None)
+    return (f"**{title}**\n\nMoved by hand as of `{when.isoformat()}` on `{config.model_name}`, because: "
+            f"{reason}\n\nThe versions' pages: {pages}.")[:8000]
 
 
 def promote(config: Config, version: str, reason: str, as_of: str | None = None) -> ManualMove:

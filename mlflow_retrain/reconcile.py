@@ -85,12 +85,40 @@ def reconcile(config: Config, registry: Registry, as_of: datetime, keep: set[str
             client.set_terminated(crashed.info.run_id, "FAILED")
             result.closed_runs.append(crashed.info.run_id)
         result.repairs = repair(registry, as_of, by=run.info.run_id)
+        if result.repairs:
+            registry.describe()  # the versions' pages follow the repaired tags
         summary = "; ".join([f.problem for f in result.repairs] +
                             [f"run {r} was left RUNNING by a crashed cycle: ended FAILED" for r in result.closed_runs])
-        mlflow.set_tags({"outcome": "reconciled", "reason": summary[:7900]})
+        mlflow.set_tags({"outcome": "reconciled", "reason": summary[:7900],
+                         "mlflow.runName": reconcile_title(result)[:250],
+                         "mlflow.note.content": reconcile_description(config, result, as_of)[:8000]})
         mlflow.log_dict(result.to_dict(), "reconcile.json")
     log.warning("reconciled %s: %s", config.model_name, summary)
     return result
+
+
+def reconcile_title(result: Reconciled) -> str:
+    """The repair run's name: what was wrong, e.g. `reconcile: a move was cut short: v3 to Production`."""
+    said = [f.problem for f in result.repairs]
+    if result.closed_runs:
+        said.append(f"{len(result.closed_runs)} crashed run{'s' * (len(result.closed_runs) != 1)} ended FAILED")
+    more = f" (+{len(said) - 1} more)" if len(said) > 1 else ""
+    return f"reconcile: {said[0] if said else 'nothing to repair'}{more}"
+
+
+def reconcile_description(config: Config, result: Reconciled, as_of: datetime) -> str:
+    lines = [f"**{reconcile_title(result)}**", "",
+             f"Before its cycle acted, as of `{as_of.isoformat()}`, the registry of `{config.model_name}` broke "
+             "an invariant or a crashed cycle had left its runs open; this run repaired it.", ""]
+    if result.repairs:
+        lines += ["| problem | repair |", "| --- | --- |"]
+        lines += [f"| {f.problem.replace('|', '/')} | `{f.repair}`"
+                  + (f" on [v{f.version}](#/models/{config.model_name}/versions/{f.version})" if f.version else "")
+                  + " |" for f in result.repairs]
+    if result.closed_runs:
+        lines += ["", "Runs left RUNNING by a crashed cycle, ended FAILED: "
+                  + ", ".join(f"[`{r}`](#/runs/{r})" for r in result.closed_runs)]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,17 @@ def use(store: Store) -> None:
         mlflow.set_registry_uri(store.registry_uri)
 
 
+# The MLflow 3 UI has two modes: GenAI (traces, evaluations) and model training (runs, metrics, models).
+# Its experiment page reads an experiment's mode from this tag, the one its own kind selector writes
+# (`custom_model_development` is "Machine learning", `genai_development` "GenAI apps & agents"); an
+# experiment without it is guessed from its contents. MLflow 3.17's UI also keeps one mode per
+# browser (the sidebar switch, or `?workflowType=machine_learning` in a link), which wins over the tag.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(name: str) -> str:
     """The experiment's id, creating it with its artifacts beside a local store (not in the working
-    folder, where MLflow would put them)."""
+    folder, where MLflow would put them) and tagged to open in the UI's model-training mode."""
     import mlflow
 
     found = mlflow.get_experiment_by_name(name)
@@ -106,7 +114,7 @@ def ensure_experiment(name: str) -> str:
         root = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).parent / "mlruns" / folder
         location = root.resolve().as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except mlflow.exceptions.MlflowException as exc:  # created meanwhile by a concurrent cycle
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

@@ -286,6 +286,32 @@ def place(config: Config, registry: Any, version: str, holdout_metric: float, as
     return "Staging"
 
 
+def data_time(stamp: pd.Timestamp) -> str:
+    """A data time as a person reads it: the date alone at midnight."""
+    return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat(timespec="minutes")
+
+
+def name_run(config: Config, run_id: str, version: str, trigger: str, reason: str, as_of: pd.Timestamp,
+             result: FitResult, cycle_run_id: str) -> None:
+    """Once the version is known: the training run named after it ("v7 · metric_threshold · as of
+    2011-05-31"), with a Markdown description (`mlflow.note.content`) of why it was trained and on what."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.decide.verdicts import number
+
+    metrics = ", ".join(f"{k} {number(v)}" for k, v in result.holdout_metrics.items() if np.isfinite(v))
+    lines = [f"**v{version} of `{config.model_name}`**, trained because of `{trigger}`: {reason}", "",
+             f"- **Training window:** `{result.train_window.iso()}` ({len(result.train_rows)} rows)",
+             f"- **Holdout:** `{result.holdout_window.iso()}` ({len(result.holdout_rows)} rows): {metrics}",
+             f"- **Registered as** [v{version}](#/models/{config.model_name}/versions/{version}): its page says "
+             "whether it was promoted and why"]
+    if cycle_run_id:
+        lines.append(f"- **Started by cycle** [`{cycle_run_id}`](#/runs/{cycle_run_id})")
+    client = MlflowClient()
+    client.set_tag(run_id, "mlflow.runName", f"v{version} · {trigger} · as of {data_time(as_of)}"[:250])
+    client.set_tag(run_id, "mlflow.note.content", "\n".join(lines)[:8000])
+
+
 def train(
     config: Config,
     *,
@@ -320,9 +346,12 @@ def train(
     version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
                                   train_window=result.train_window, holdout_window=result.holdout_window)
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
+    name_run(config, run.info.run_id, info.version, trigger, reason, as_of, result, cycle_run_id)
     stage = "None" if placed_by_cycle else place(
         config, registry, info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
         bootstrap=trigger == T.BOOTSTRAP)
+    if not cycle_run_id:  # a cycle describes its versions once it has judged them
+        registry.describe()
     log.info("registered %s version %s (%s)", config.model_name, info.version, stage)
     return TrainResult(
         run_id=run.info.run_id, version=info.version, stage=stage, model_uri=model_uri,

@@ -167,3 +167,55 @@ class Versions:
         for key, value in values.items():
             self.before_write(f"model tag {key}")
             self.client.set_registered_model_tag(self.name, key, str(value))
+
+    def describe(self) -> None:
+        """Every version the tool made gets its tags as a Markdown description (`version_markdown`),
+        the text the UI shows on its page; written only where it changed. Called after each move: the
+        description is derived from the tags, so one left stale by a crash is rewritten by the next call
+        (hence no fault point: a kill here loses nothing the tags do not hold)."""
+        for mv in self.client.search_model_versions(f"name = '{self.name}'"):
+            if T.DECISION not in mv.tags:
+                continue  # not made by the tool: its description is its owner's
+            text = version_markdown(self._info(mv, ()))
+            if (mv.description or "") != text:
+                self.fence("describe")
+                self.client.update_model_version(self.name, str(mv.version), description=text)
+
+
+_HEADLINES = {T.PENDING: "Pending: waiting to be validated against Production",
+              T.PROMOTED: "Promoted to Production", T.REJECTED: "Rejected by the gate",
+              T.ABANDONED: "Abandoned: replaced in Staging before it was judged"}
+
+
+def version_markdown(version: VersionInfo) -> str:
+    """A version's audit tags as Markdown for its page in the MLflow UI: why it was trained, what was
+    decided and why, against which baseline, on which windows, with links to its runs."""
+    tags = version.tags
+    get = lambda key: tags.get(key, "")
+    decision = get(T.DECISION)
+    head = _HEADLINES.get(decision, decision or "not judged")
+    if decision == T.PROMOTED and get(T.PROMOTED_AT):
+        head += f" as of {get(T.PROMOTED_AT)}"
+    if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED):
+        head += f"; archived as of {get(T.ARCHIVED_AT)}"
+    lines = [f"**v{version.version}: {head}**", ""]
+    if get(T.TRIGGER):
+        lines.append(f"- **Trigger:** `{get(T.TRIGGER)}`: {get(T.REASON) or 'no reason recorded'}")
+    if decision:
+        lines.append(f"- **Decision:** {decision}" + (":" if get(T.DECISION_REASON) else ""))
+        lines += [f"  - {part}" for part in get(T.DECISION_REASON).split("; ") if part]
+    if get(T.BASELINE_VERSION):
+        lines.append(f"- **Baseline:** v{get(T.BASELINE_VERSION)} (Production when it was judged)")
+    windows = [f"trained on `{get(T.TRAIN_WINDOW)}`" if get(T.TRAIN_WINDOW) else "",
+               f"holdout `{get(T.HOLDOUT_WINDOW)}`" if get(T.HOLDOUT_WINDOW) else "",
+               f"as of `{get(T.AS_OF)}`" if get(T.AS_OF) else ""]
+    if any(windows):
+        lines.append("- **Windows:** " + ", ".join(w for w in windows if w))
+    runs = [f"training run [`{version.run_id}`](#/runs/{version.run_id})" if version.run_id else "",
+            f"cycle [`{get(T.CYCLE_RUN_ID)}`](#/runs/{get(T.CYCLE_RUN_ID)})" if get(T.CYCLE_RUN_ID) else ""]
+    if any(runs):
+        lines.append("- **Runs:** " + ", ".join(r for r in runs if r))
+    if get(T.ROLLED_BACK_WALL):
+        lines.append(f"- **Rolled back:** taken out of Production by a rollback at {get(T.ROLLED_BACK_WALL)} (clock time)")
+    lines += ["", "_Written by mlflow-retrain from the `retrain.*` tags below; rewritten when they change._"]
+    return "\n".join(lines)[:5000]  # the registry's limit

@@ -77,10 +77,10 @@ def test_degradation_retrains_validates_promotes_and_audits(prod_store, write_po
     # the same holdout, pinned by its hash, scored for both
     run = MlflowClient().get_run(report.cycle_run_id)
     assert run.data.params["holdout_digest"] == report.holdout_digest
-    assert run.data.metrics["candidate_mae"] < run.data.metrics["production_mae"]
-    # the audit's production_mae is the number the gate compared, not a monitoring window's
-    assert run.data.metrics["production_mae"] == pytest.approx(report.promotion.baseline)
-    assert MlflowClient().get_metric_history(run.info.run_id, "monitoring_mae")
+    assert run.data.metrics["holdout_candidate_mae"] < run.data.metrics["holdout_production_mae"]
+    # the audit's holdout_production_mae is the number the gate compared, not a monitoring window's
+    assert run.data.metrics["holdout_production_mae"] == pytest.approx(report.promotion.baseline)
+    assert MlflowClient().get_metric_history(run.info.run_id, "monitor_mae")
     assert run.data.tags["outcome"] == "promoted"
     decision = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=report.cycle_run_id,
                                                                    artifact_path="decision.json")).read_text())

@@ -122,10 +122,10 @@ def assert_retrained_and_judged(report: dict, policy: Path) -> dict:
     assert gate["baseline"] < 0.6 < 0.8 < gate["candidate"], gate  # the stale model ranks at chance
     assert report["outcome"] == T.PROMOTED and gate["promote"], report["reason"]
     assert any("> min 0.7" in r for r in gate["reasons"]), gate["reasons"]
-    # the audit run holds the candidate's evidence (its `production_roc_auc` is also the name of the
-    # monitoring series, logged at the same step 0, so the gate's baseline is not read back from it)
+    # the audit run holds the gate's numbers, apart from the monitoring series (`monitor_roc_auc`)
     metrics = MlflowClient().get_run(report["cycle_run_id"]).data.metrics
-    assert metrics["candidate_roc_auc"] == pytest.approx(gate["candidate"])
+    assert metrics["holdout_candidate_roc_auc"] == pytest.approx(gate["candidate"])
+    assert metrics["holdout_production_roc_auc"] == pytest.approx(gate["baseline"])
     version = Registry(load_config(policy)).get(report["candidate_version"])
     assert version.stage == "Production" and version.tags[T.DECISION] == T.PROMOTED
     assert version.tags[T.TRIGGER] == "metric_threshold" and "roc_auc" in version.tags[T.DECISION_REASON]

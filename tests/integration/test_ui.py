@@ -1,0 +1,120 @@
+"""What a reviewer sees in the MLflow UI, read from a real `mlflow server` by headless Chromium.
+
+A cycle promotes v2 and a rollback follows; the run names carry the outcome, the audit run's
+description the decision and the gate's numbers, the version's page its trigger and verdict. The
+pages are the UI's own rendering (`chromium --dump-dom`), with the helpers `scripts/ui_screenshots.py`
+takes its screenshots with. Chromium is Debian's `chromium` (`.ci/run` installs it); without it this
+module is skipped with a reason that says so, never passed.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.config import load_config
+from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
+from mlflow_retrain.registry import Registry
+
+_spec = importlib.util.spec_from_file_location(
+    "ui_screenshots", Path(__file__).resolve().parents[2] / "scripts" / "ui_screenshots.py")
+ui = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ui)
+
+needs_chromium = pytest.mark.skipif(
+    ui.chromium() is None,
+    reason="NOT TESTED: Chromium is not installed, so the MLflow UI pages were not rendered; "
+           "run `apt-get install -y chromium` (as .ci/run does)")
+
+
+def shown(text: str) -> str:
+    """Text as it appears in a dumped DOM (`<`, `>` and `&` escaped)."""
+    return html.escape(text, quote=False)
+
+
+@pytest.mark.parametrize("metric, outcome, gate, title", [
+    ("mae", "rejected", (61.2, 62.0, ["absolute gate: x (pass)", "relative gate: y (fail)"]),
+     "v8 rejected: mae 61.2 < 62 but relative gate failed"),
+    ("mae", "rejected", (70.1, 62.0, ["absolute gate: x (pass)", "relative gate: y (fail)"]),
+     "v8 rejected: mae 70.1 >= 62"),
+    ("r2", "promoted", (0.91, 0.55, ["absolute gate: x (pass)"]), "v8 promoted: r2 0.91 > 0.55"),
+    ("mae", "rejected", (130.0, None, ["absolute gate: x (fail)"]),
+     "v8 rejected: mae 130 >= max 120 (no Production to beat)"),
+    ("mae", "no_retrain", None, "no retrain: mae 62.1 <= 80"),
+    ("r2", "no_retrain", None, "no retrain: r2 0.81 >= 0.7"),
+    ("mae", "blocked", None, "no retrain, blocked by cooldown: metric_threshold fired"),
+])
+def test_a_cycle_run_is_named_after_its_outcome(metric, outcome, gate, title):
+    from types import SimpleNamespace
+
+    from mlflow_retrain.controller import CycleReport, cycle_title
+    from mlflow_retrain.decide import PromotionDecision, RetrainDecision
+    from mlflow_retrain.decide.triggers.threshold import metric_threshold
+    from mlflow_retrain.decide.verdicts import TriggerResult
+
+    config = SimpleNamespace(higher_is_better=metric == "r2")  # all a name needs of the policy
+    report = CycleReport("bikes", "2011-05-31T00:00:00", False, outcome=outcome, metric=metric)
+    if gate is not None:
+        candidate, baseline, reasons = gate
+        report.candidate_version = "8"
+        report.promotion = PromotionDecision(outcome == "promoted", reasons, metric, candidate, baseline, 120.0, None)
+    elif outcome == "blocked":
+        report.decision = RetrainDecision(False, ["metric_threshold"], [], "x; but cooldown", "cooldown")
+    else:
+        value, limit = (0.81, 0.7) if metric == "r2" else (62.1, 80.0)
+        result = metric_threshold(value, metric=metric, higher_is_better=metric == "r2", limit=limit)
+        report.decision = RetrainDecision(False, [], [result, TriggerResult(False, "max_age", "young")], "none")
+    assert cycle_title(config, report) == title
+
+
+@needs_chromium
+def test_the_ui_explains_each_cycle_and_version(prod_store, write_policy, tmp_path):
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert report.outcome == "promoted" and report.candidate_version == "2"
+    move = rollback(config, reason="v2 under-predicts the June heat", as_of="2011-06-01")
+    client = MlflowClient()
+
+    # the experiments the tool made open in the UI's model-training mode
+    controller = client.get_experiment_by_name(controller_experiment(config))
+    for experiment in (controller, client.get_experiment_by_name(config.experiment)):
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development", experiment.name
+
+    # names and descriptions, as stored
+    cycle = client.get_run(report.cycle_run_id)
+    gate = report.promotion
+    title = f"v2 promoted: mae {gate.candidate:.4g} < {gate.baseline:.4g}"
+    assert cycle.info.run_name == title
+    note = cycle.data.tags["mlflow.note.content"]
+    v2 = Registry(config).get("2")
+    assert f"[`{v2.run_id}`](#/runs/{v2.run_id})" in note and "| `metric_threshold` | **yes** |" in note
+    assert client.get_run(v2.run_id).info.run_name == "v2 · metric_threshold · as of 2011-05-31"
+    assert client.get_run(move.run_id).info.run_name == "rollback to v1 from v2"
+    history = client.get_metric_history(report.cycle_run_id, "monitor_mae")
+    assert [p.timestamp for p in history][-1] == 1306800000000  # the last window's end, 2011-05-31, in ms
+    described = client.get_model_version(config.model_name, "2").description
+    assert described.startswith("**v2: Promoted to Production as of 2011-05-31") and "Rolled back" in described
+
+    # and as the UI renders them
+    with ui.serve(tmp_path / "mlflow.db") as url:
+        pages = ui.Pages(url, tmp_path / "mlflow.db")
+        run_page = ui.dump_dom(pages.run(report.cycle_run_id))
+        version_page = ui.dump_dom(pages.model_version("2"))
+        runs_page = ui.dump_dom(pages.experiment())
+    assert shown(title) in run_page  # the page's heading
+    for text in ("Cycle as of", "Candidate", v2.run_id, "holdout_candidate_mae", "holdout_production_mae",
+                 "monitor_mae"):
+        assert text in run_page, text
+    assert 'href="#/runs/' + v2.run_id in run_page  # the link to the candidate's training run survives
+    assert shown(v2.tags[T.REASON]) in version_page  # the trigger's reason, with its numbers
+    for text in ("v2: Promoted to Production", "metric_threshold", "relative gate", "Baseline:", "v1",
+                 "v2 · metric_threshold · as of 2011-05-31", "Rolled back"):
+        assert shown(text) in version_page, text
+    for text in (title, "rollback to v1 from v2", "Model training"):
+        assert shown(text) in runs_page, text
