@@ -108,10 +108,10 @@ def reconcile_title(result: Reconciled) -> str:
 
 def reconcile_description(config: Config, result: Reconciled, as_of: datetime) -> str:
     lines = [f"**{reconcile_title(result)}**", "",
-             f"Before its cycle acted, as of `{as_of.isoformat()}`, the registry of `{config.model_name}` broke "
-             "an invariant or a crashed cycle had left its runs open; this run repaired it.", ""]
+             f"As of `{as_of.isoformat()}` the registry of `{config.model_name}` broke an invariant or a crashed "
+             "cycle had left its runs open; this run repaired that before anything else was done."]
     if result.repairs:
-        lines += ["| problem | repair |", "| --- | --- |"]
+        lines += ["", "| problem | repair |", "| --- | --- |"]
         lines += [f"| {f.problem.replace('|', '/')} | `{f.repair}`"
                   + (f" on [v{f.version}](#/models/{config.model_name}/versions/{f.version})" if f.version else "")
                   + " |" for f in result.repairs]
