@@ -35,13 +35,15 @@ class RetrainGroup(click.Group):
     one line on stderr and its exit code; bugs still show a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from mlflow_retrain import store
         from mlflow_retrain.redact import redact, scrub
         from mlflow_retrain.tracking import configure_client, server_error
 
         try:
             try:
                 # credentials in URIs are masked in all we print; MLflow's HTTP calls are bounded
-                with redacted_output(), stdout_into(sys.stderr):  # progress visible, stdout parseable
+                # the store chosen for this command ends with it (`store.scoped`)
+                with store.scoped(), redacted_output(), stdout_into(sys.stderr):  # progress visible, stdout parseable
                     configure_client()
                     return super().invoke(ctx)
             finally:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from mlflow_retrain.config import Config
 from mlflow_retrain.errors import ConfigError
@@ -95,6 +97,37 @@ def use(store: Store) -> None:
 # experiment without it is guessed from its contents. MLflow 3.17's UI also keeps one mode per
 # browser (the sidebar switch, or `?workflowType=machine_learning` in a link), which wins over the tag.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+@contextmanager
+def scoped() -> Iterator[None]:
+    """A command's store lasts as long as the command. The CLI run in-process (tests, a notebook
+    calling `main`) then leaves its caller's store as it found it: MLflow keeps the URI both in its
+    environment variable and in module globals, and both are put back."""
+    saved_env = {key: os.environ.get(key) for key in (TRACKING, REGISTRY)}
+    saved_uris = _mlflow_uris()
+    try:
+        yield
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if "mlflow" in sys.modules:
+            from mlflow.tracking._model_registry import utils as registry_utils
+            from mlflow.tracking._tracking_service import utils as tracking_utils
+
+            tracking_utils._tracking_uri, registry_utils._registry_uri = saved_uris or (None, None)
+
+
+def _mlflow_uris() -> tuple[Any, Any] | None:
+    if "mlflow" not in sys.modules:
+        return None
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return tracking_utils._tracking_uri, registry_utils._registry_uri
 
 
 def ensure_experiment(name: str) -> str:
