@@ -25,6 +25,9 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # cores, and scikit-learn's gradient boosting spinning a thread per core in each process made a
 # cycle 2.5x slower than on one thread (16 s against 6.5 s, measured under the suite's load).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# An `mlflow server` (MLflow 3) starts six job-runner processes (huey consumers, GenAI jobs this tool
+# never submits), each importing MLflow: seconds of CPU per server start, on a two-core machine.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
 @pytest.fixture(scope="session")
@@ -198,20 +201,30 @@ def server(store: str, http_server: Server, monkeypatch: pytest.MonkeyPatch) -> 
     return http_server
 
 
-_leak_key = pytest.StashKey[set]()
+_leak_key = pytest.StashKey[dict]()
 _LEAKS = (REPO / "mlruns", REPO / "notebooks" / "mlruns", REPO / "mlflow.db", REPO / "mlflow_retrain" / "project" / "mlruns")
 
 
+def _fingerprint(path: Path) -> tuple | None:
+    """What a test writing into a store in the checkout would change: files, sizes, times."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return (path.stat().st_size, path.stat().st_mtime_ns)
+    return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_leak_key] = {path for path in _LEAKS if path.exists()}
+    session.config.stash[_leak_key] = {path: _fingerprint(path) for path in _LEAKS}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A test whose store or subprocess writes into the checkout fails the run: CI and a user's
     working copy must not collect artifacts (an experiment created while the working folder was the
-    repository puts its artifacts under the repository's mlruns/ for good)."""
-    new = sorted(str(p) for p in _LEAKS if p.exists() and p not in session.config.stash[_leak_key])
-    if new:
-        print(f"\nerror: the tests wrote into the checkout: {', '.join(new)}")
+    repository puts its artifacts under the repository's mlruns/ for good), and `make test` after
+    `make demo` must leave the demo's store (mlflow.db, mlruns/ in the checkout) as it was."""
+    before = session.config.stash[_leak_key]
+    changed = sorted(str(p) for p in _LEAKS if _fingerprint(p) != before[p])
+    if changed:
+        print(f"\nerror: the tests wrote into the checkout's stores: {', '.join(changed)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-

@@ -28,31 +28,43 @@ def policy_file(folder: Path, write_policy, name: str, **overrides) -> Path:
     return path
 
 
+def _copies(folder: Path, count: int, write_policy, cycle: dict, recovery: dict, prepare: str, overrides: dict,
+            store: Callable[[Path, int], tuple[str, str, dict]]) -> list[Scenario]:
+    """`count` copies of a scenario, each in its own folder; `store` gives each copy its name, its
+    tracking URI and the policy keys that keep it apart (a model name on a shared server)."""
+    folder.mkdir(parents=True)
+    made = []
+    for i in range(count):
+        where = folder / f"s{i}"
+        where.mkdir()
+        name, uri, own = store(where, i)
+        made.append(Scenario(name, where, uri, policy_file(where, write_policy, "retrain.yaml", **own, **overrides),
+                             cycle, policy_file(where, write_policy, "recovery.yaml", **own,
+                                                **{**overrides, "triggers": QUIET}), recovery, prepare))
+    return made
+
+
 def maker(template: Path | None, write_policy, cycle: dict, prepare: str = "", **overrides) -> Maker:
-    """`count` independent copies of one scenario, each in its own folder with its own store copy;
-    the next cycle after a kill runs a policy whose triggers stay quiet."""
-    def make(folder: Path, count: int) -> list[Scenario]:
-        folder.mkdir()
-        made = []
-        for i in range(count):
-            where = folder / f"s{i}"
-            where.mkdir()
-            if template is not None:
-                shutil.copy(template, where / "mlflow.db")
-            made.append(Scenario(f"{folder.name}/s{i}", where, f"sqlite:///{where / 'mlflow.db'}",
-                                 policy_file(where, write_policy, "retrain.yaml", **overrides), cycle,
-                                 policy_file(where, write_policy, "recovery.yaml", **{**overrides, "triggers": QUIET}),
-                                 CYCLE if template is not None else cycle, prepare))
-        return made
-    return make
+    """Copies of one scenario, each with its own copy of the store; the next cycle after a kill runs
+    a policy whose triggers stay quiet."""
+    def store(where: Path, i: int) -> tuple[str, str, dict]:
+        if template is not None:
+            shutil.copy(template, where / "mlflow.db")
+        return f"{where.parent.name}/s{i}", f"sqlite:///{where / 'mlflow.db'}", {}
+
+    return lambda folder, count: _copies(folder, count, write_policy, cycle, CYCLE if template is not None else cycle,
+                                         prepare, overrides, store)
 
 
-def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None) -> int:
+def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None,
+                    pick: Callable[[list[str]], list[str]] | None = None) -> int:
     """List the points with one copy, kill a fresh copy at each, then recover every copy.
 
     `skip` is another scenario's point list: the points both pass in the same order from the start
-    run the same code on the same state, so they are killed once, in that other scenario."""
+    run the same code on the same state, so they are killed once, in that other scenario. `pick`
+    narrows the points (e.g. `fault_harness.kinds`)."""
     found = points(make(tmp_path / "probe", 1)[0], tmp_path / "points.log")
+    found = pick(found) if pick else found
     shared = 0
     while skip and shared < min(len(found), len(skip)) and found[shared] == skip[shared]:
         shared += 1
@@ -68,3 +80,12 @@ def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None) 
 
 def probe_points(tmp_path: Path, make: Maker) -> list[str]:
     return points(make(tmp_path / "reference", 1)[0], tmp_path / "reference.log")
+
+
+def server_maker(server_uri: str, write_policy, cycle: dict, prepare: str = "", **overrides) -> Maker:
+    """Copies of a scenario on a real server: a model (and experiments) of its own per copy."""
+    def store(where: Path, i: int) -> tuple[str, str, dict]:
+        name = f"http-{where.parent.parent.name[-12:]}-{where.parent.name}-{i}"
+        return name, server_uri, {"model_name": name, "experiment": name}
+
+    return lambda folder, count: _copies(folder, count, write_policy, cycle, CYCLE, prepare, overrides, store)

@@ -9,18 +9,8 @@ converged (`fault_harness.assert_converged`).
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from fault_harness import Scenario
-from faults_common import (
-    BOOTSTRAP,
-    CYCLE,
-    DEGRADED,
-    QUIET,
-    kill_everywhere,
-    maker,
-    policy_file,
-)
+from faults_common import CYCLE, DEGRADED, QUIET, kill_everywhere, maker
 
 
 def test_a_kill_at_every_write_of_a_promotion_converges(tmp_path, bootstrapped_template, write_policy, store):
@@ -33,21 +23,3 @@ def test_a_kill_during_a_lease_takeover_converges(tmp_path, bootstrapped_templat
     n = kill_everywhere(tmp_path, maker(bootstrapped_template, write_policy, CYCLE, "expired_lease", triggers=QUIET))
     assert n >= 4
 
-
-def test_a_kill_at_every_write_of_a_bootstrap_over_http_converges(tmp_path, server, write_policy):
-    """The same against a real `mlflow server`: every registry write is then an HTTP request, and the
-    lease rests on the server refusing a second create of the same name."""
-    def make(folder: Path, count: int) -> list[Scenario]:
-        folder.mkdir()
-        made = []
-        for i in range(count):
-            where = folder / f"s{i}"
-            where.mkdir()
-            names = {"model_name": f"http-{folder.name}-{i}", "experiment": f"http-{folder.name}-{i}"}
-            made.append(Scenario(names["model_name"], where, server.uri,
-                                 policy_file(where, write_policy, "retrain.yaml", **names), BOOTSTRAP,
-                                 policy_file(where, write_policy, "recovery.yaml", triggers=QUIET, **names), CYCLE))
-        return made
-
-    n = kill_everywhere(tmp_path, make)
-    assert n >= 10

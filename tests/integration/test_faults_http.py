@@ -1,0 +1,35 @@
+"""Crash anywhere, converge next cycle, against a real `mlflow server`: every registry write is an
+HTTP request and the lease rests on the server refusing a second create of the same name.
+
+Each scenario is killed at the first point of every kind of registry write it makes (lease create
+and sweep, register, version tag, model tag and untag, each stage move, alias set and drop,
+release: `fault_harness.kinds`); on sqlite (test_faults*.py) every single write is."""
+
+from __future__ import annotations
+
+from fault_harness import kinds
+from faults_common import BOOTSTRAP, CYCLE, DEGRADED, QUIET, kill_everywhere, probe_points, server_maker
+
+
+def test_a_kill_at_every_kind_of_write_of_a_promotion_over_http_converges(tmp_path, server, write_policy):
+    n = kill_everywhere(tmp_path, server_maker(server.uri, write_policy, CYCLE, "bootstrapped", triggers=DEGRADED),
+                        pick=kinds)
+    assert n >= 12
+
+
+def test_a_kill_at_every_kind_of_write_of_a_rejection_and_a_bootstrap_over_http_converges(tmp_path, server,
+                                                                                        write_policy):
+    promotion = kinds(probe_points(tmp_path, server_maker(server.uri, write_policy, CYCLE, "bootstrapped",
+                                                          triggers=DEGRADED)))
+    rejected = kill_everywhere(tmp_path / "rejection", server_maker(
+        server.uri, write_policy, CYCLE, "bootstrapped", triggers=DEGRADED, validation={"max_metric": 10}),
+        skip=promotion, pick=kinds)
+    assert rejected >= 3
+    booted = kill_everywhere(tmp_path / "bootstrap", server_maker(server.uri, write_policy, BOOTSTRAP), pick=kinds)
+    assert booted >= 8
+
+
+def test_a_kill_during_a_lease_takeover_over_http_converges(tmp_path, server, write_policy):
+    n = kill_everywhere(tmp_path, server_maker(server.uri, write_policy, CYCLE, "bootstrapped,expired_lease",
+                                                  triggers=QUIET))
+    assert n >= 4
