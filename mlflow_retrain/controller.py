@@ -274,10 +274,13 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
 
 def _unplaced(registry: Registry) -> VersionInfo | None:
     """A pending version its cycle registered but never staged: a real cycle's reconcile stages it
-    first (`decide.invariants`); a dry run says it would be validated."""
-    stray = [v for v in registry.versions() if v.tags.get(T.DECISION) == T.PENDING and v.stage == "None"
-             and not v.aliases]
-    return stray[0] if stray else None
+    first; a dry run says it would be validated. The rule is the invariants' own (`STAGE_PENDING`)."""
+    from mlflow_retrain.decide.invariants import STAGE_PENDING
+    from mlflow_retrain.registry.repair import examine
+
+    staged = [f.version for f in examine(registry, utcnow(), intent=False).findings
+              if f.repair == STAGE_PENDING]
+    return registry.get(staged[0]) if staged else None
 
 
 def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport, *,

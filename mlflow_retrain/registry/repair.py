@@ -16,15 +16,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def examine(registry: "Registry", now: datetime) -> Diagnosis:
-    """The registry as plain data, diagnosed. A model that does not exist yet is healthy."""
+def examine(registry: "Registry", now: datetime, intent: bool = True) -> Diagnosis:
+    """The registry as plain data, diagnosed. A model that does not exist yet is healthy. Without
+    `intent`, what remains once a move left behind is finished (a dry run's view)."""
     if not registry.exists():
         return Diagnosis([])
     model = registry.client.get_registered_model(registry.name)
-    intent = registry.moves.pending()
+    left = registry.moves.pending() if intent else None
     states = [VersionState(v.version, v.stage, v.tags) for v in registry.versions()]
     return diagnose(states, {a: str(v) for a, v in model.aliases.items()},
-                    intent.describe() if intent else None, use_stages=registry.config.registry.use_stages,
+                    left.describe() if left else None, use_stages=registry.config.registry.use_stages,
                     production_alias=registry.config.registry.production_alias,
                     staging_alias=registry.config.registry.staging_alias, now=now.isoformat())
 
