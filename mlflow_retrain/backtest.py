@@ -34,8 +34,8 @@ from mlflow_retrain.charts import PolicyPoint, tradeoff_html
 from mlflow_retrain.config import Config, TriggersConfig
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.decide.gate import paired_bootstrap_ci
 from mlflow_retrain.decide.triggers.drift import DataDrift
-from mlflow_retrain.decide.triggers.max_age import MaxAge
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
 from mlflow_retrain.decide.triggers.trend import MetricTrend
 from mlflow_retrain.drift import DriftMeter
@@ -62,14 +62,36 @@ def perfect(higher_is_better: bool) -> float:
 
 @dataclass(frozen=True)
 class Policy:
+    """A way of deciding when to retrain. A schedule (`cadence`) retrains at fixed times from the
+    first step, whatever the outcome: a rejected candidate waits for the next due time, as a cron job
+    would; `equal_budget` marks the schedule added to match the configured policy's retrain count."""
+
     name: str
     family: str
     config: Config
     every_window: bool = False
+    cadence: timedelta | None = None
+    equal_budget: bool = False
 
 
-def default_policies(config: Config, every: timedelta, thresholds: Iterable[float] | None = None) -> list[Policy]:
-    """The comparison set: never, schedules, a threshold sweep, trend, drift, configured, every window."""
+def schedule(config: Config, cadence: timedelta, equal_budget: bool = False) -> Policy:
+    """Retrain every `cadence` of data time, named by it (`every-28d`)."""
+    return Policy(f"every-{format_span(cadence)}", "schedule",
+                  dataclasses.replace(config, triggers=TriggersConfig(configured=())), cadence=cadence,
+                  equal_budget=equal_budget)
+
+
+def default_schedules(every: timedelta) -> list[timedelta]:
+    """7 and 30 steps: weekly and monthly for daily steps."""
+    return [every * 7, every * 30]
+
+
+def default_policies(config: Config, every: timedelta, thresholds: Iterable[float] | None = None,
+                     schedules: Iterable[timedelta] | None = None) -> list[Policy]:
+    """The comparison set: never, schedules, a threshold sweep, trend, drift, configured, every window.
+
+    The schedule with the configured policy's retrain count is added by `run_backtest` once that count
+    is known, so the equal-budget comparison needs no hand-made schedule."""
     hib = config.higher_is_better
 
     def with_triggers(*triggers: Any) -> Config:
@@ -84,12 +106,11 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
         best = perfect(hib)
         thresholds = [round(best + (base - best) * f, 4) for f in THRESHOLD_FACTORS]
     policies = [Policy("never", "never", with_triggers())]
-    for windows in (7, 30):  # named by the cadence they retrain at: `every-7d`, `every-30d` for daily steps
-        cadence = every * windows
-        # max_age fires once Production is *older* than its span and a replay looks only at its steps,
-        # so a span one step short of the cadence replaces Production every `windows` steps (after a
-        # rejected candidate, it tries again at the next step)
-        policies.append(Policy(f"every-{format_span(cadence)}", "schedule", with_triggers(MaxAge(cadence - every))))
+    for cadence in sorted(set(default_schedules(every) if schedules is None else schedules)):
+        if cadence < every:
+            raise ConfigError(f"--schedule {format_span(cadence)} is shorter than a step (--every "
+                              f"{format_span(every)}); the shortest schedule retrains at every step")
+        policies.append(schedule(config, cadence))
     for value in thresholds:
         limit = MetricThreshold(min=value) if hib else MetricThreshold(max=value)
         policies.append(Policy(f"threshold-{value:g}", "threshold", with_triggers(limit)))
@@ -123,6 +144,7 @@ class PolicyState:
     train_seconds: float = 0.0
     retrain_points: list[tuple[str, str]] = field(default_factory=list)  # (as_of, promoted|rejected)
     series: list[float | None] = field(default_factory=list)
+    next_due: pd.Timestamp | None = None  # a schedule's next retrain time
 
 
 @dataclass
@@ -139,6 +161,7 @@ class BacktestResult:
     run_id: str | None = None
     chart: Path | None = None
     table_path: Path | None = None
+    resolution: float = 0.0
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -151,16 +174,103 @@ class BacktestResult:
                 # the worse tail in the metric's direction: 90% of windows did at least this well
                 "p90_metric": worse_tail(s.series, higher_is_better=self.higher_is_better),
                 "windows_worse_than_threshold": worse, "train_seconds": round(s.train_seconds, 2),
-                "recommended": s.policy.name == self.recommended,
+                "equal_budget": s.policy.equal_budget,
             })
+        curve = schedule_curve(rows, self.higher_is_better)
+        best = self._best(rows)
+        for row, state in zip(rows, self.states):
+            peer = equal_budget(curve, row["retrains"])
+            row["schedule_same_budget"] = None if peer is None else self._metric(peer)
+            row["vs_schedule"] = None if peer is None or math.isnan(row["mean_metric"]) else gain(
+                peer, self._distance(row["mean_metric"]))
+            row["tied_with_best"] = best is not None and tied(
+                self._distances(state.series), self._distances(self.states[best].series), self.resolution)
+        for row in rows:
+            row["recommended"] = row["policy"] == self.recommended
         return rows
+
+    def recommend(self) -> str:
+        """The cheapest policy as good as the best: within `tolerance` of its mean, or not
+        distinguishable from it (`tied`); ties go to fewer retrains."""
+        rows = self.table()
+        best = self._best(rows)
+        if best is None:
+            return ""
+        limit = self._distance(rows[best]["mean_metric"]) * (1 + self.tolerance)
+        ok = [r for r in rows if not math.isnan(r["mean_metric"])
+              and (self._distance(r["mean_metric"]) <= limit or r["tied_with_best"])]
+        return min(ok, key=lambda r: (r["retrains"], self._distance(r["mean_metric"])))["policy"]
+
+    def _distance(self, value: float) -> float:
+        return abs(perfect(self.higher_is_better) - value)
+
+    def _metric(self, distance: float) -> float:
+        return 1.0 - distance if self.higher_is_better else distance
+
+    def _distances(self, series: list[float | None]) -> list[float | None]:
+        return [None if v is None or not math.isfinite(v) else self._distance(v) for v in series]
+
+    def _best(self, rows: list[dict[str, Any]]) -> int | None:
+        scored = [i for i, r in enumerate(rows) if not math.isnan(r["mean_metric"])]
+        return min(scored, key=lambda i: self._distance(rows[i]["mean_metric"])) if scored else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": len(self.steps) - 1, "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
                 "policies": self.table(), "recommended": self.recommended, "tolerance": self.tolerance,
-                "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
-                "chart": str(self.chart) if self.chart else None,
+                "resolution": self.resolution, "seconds": round(self.seconds, 2), "fits": self.fits,
+                "run_id": self.run_id, "chart": str(self.chart) if self.chart else None,
                 "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
+
+
+def schedule_curve(rows: list[dict[str, Any]], higher_is_better: bool) -> list[tuple[int, float]]:
+    """(retrains, distance from a perfect score) of the schedules run, `never` (a schedule that never
+    comes) and every window (the shortest schedule) included, by retrains."""
+    points = {}
+    for r in rows:
+        if r["family"] in ("never", "schedule", "every_window") and not math.isnan(r["mean_metric"]):
+            points.setdefault(r["retrains"], abs(perfect(higher_is_better) - r["mean_metric"]))
+    return sorted(points.items())
+
+
+def equal_budget(curve: list[tuple[int, float]], retrains: int) -> float | None:
+    """A schedule's distance from perfect at `retrains` retrains, interpolated linearly between the
+    schedules run; None outside them (no schedule to compare with)."""
+    if not curve or not curve[0][0] <= retrains <= curve[-1][0]:
+        return None
+    counts, distances = zip(*curve)
+    return float(np.interp(retrains, counts, distances))
+
+
+def gain(schedule_distance: float, distance: float) -> float:
+    """How much closer to perfect than the equal-budget schedule: 0.1 = 10% less error."""
+    if schedule_distance == 0:
+        return 0.0 if distance == 0 else -math.inf
+    return (schedule_distance - distance) / schedule_distance
+
+
+def tied(distances: list[float | None], best: list[float | None], resolution: float = 0.0,
+         confidence: float = 0.95) -> bool:
+    """Whether a policy's per-window errors are not distinguishable from the best policy's.
+
+    A tie when the mean difference over the windows both scored is at most `resolution`, or when the
+    paired bootstrap interval of that difference reaches zero. Consecutive windows are correlated
+    (a stale model stays stale), so the windows are resampled in blocks of about n^(1/3): the means
+    of consecutive blocks (a non-overlapping block bootstrap)."""
+    pairs = np.array([(d, b) for d, b in zip(distances, best) if d is not None and b is not None], dtype=float)
+    if not len(pairs):
+        return False
+    diff = pairs[:, 0] - pairs[:, 1]
+    if abs(float(diff.mean())) <= resolution:
+        return True
+    if len(diff) < 2:
+        return False
+    block = max(1, round(len(diff) ** (1 / 3)))
+    usable = len(diff) - len(diff) % block
+    blocks = diff[:usable].reshape(-1, block).mean(axis=1)
+    if len(blocks) < 2:
+        return False
+    low, _ = paired_bootstrap_ci(blocks, np.zeros_like(blocks), confidence=confidence)
+    return low <= 0
 
 
 class Replay:
@@ -238,20 +348,39 @@ def replay_steps(data: LabelledData, start: str, end: str | None, every: timedel
 
 def run_backtest(config: Config, *, start: str, end: str | None = None, every: timedelta | None = None,
                  policies: list[Policy] | None = None, data: LabelledData | None = None, tolerance: float = 0.05,
-                 jobs: int = 1, cache: bool = True) -> BacktestResult:
-    """Replay all policies over the steps in one pass; return their table and the recommendation."""
+                 jobs: int = 1, cache: bool = True, resolution: float = 0.0) -> BacktestResult:
+    """Replay all policies over the steps in one pass; return their table and the recommendation.
+
+    When the configured policy retrained and no schedule in the set retrained as often, a second,
+    short pass replays the schedule with its retrain count (`equal_budget`): the comparison "better
+    than a schedule with the same budget" then needs no hand-made schedule."""
     began = time.perf_counter()
     data = data or LabelledData.load(config)
     every = every or config.monitoring.window
     steps = replay_steps(data, start, end, every)
     policies = policies or default_policies(config, every)
     replay = Replay(config, data, cache=cache)
+    states = _replay(replay, policies, steps, every, jobs)
+    matched = equal_budget_schedule(config, states, steps, every)
+    if matched is not None:
+        states += _replay(replay, [matched], steps, every, jobs)
+    result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, config.monitoring.metric,
+                            config.higher_is_better, time.perf_counter() - began, replay.fit_count,
+                            resolution=resolution)
+    result.recommended = result.recommend()
+    return result
+
+
+def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], every: timedelta,
+            jobs: int) -> list[PolicyState]:
+    """One pass over the steps, all `policies` advancing together."""
     # with retrain-every-window present every step's fit is known in advance: fit them on all
     # cores, a chunk ahead at a time so memory holds a chunk, not the whole history
-    ahead = steps[1:-1] if cache and any(p.every_window for p in policies) else []
+    ahead = steps[1:-1] if replay.cache and any(p.every_window for p in policies) else []
     chunk = max(32, 16 * jobs)
     first = replay.fit(steps[0])  # the bootstrap: every policy starts from the same first model
-    states = [PolicyState(p, steps[0], last_retrain=steps[0], train_seconds=first.fit_seconds) for p in policies]
+    states = [PolicyState(p, steps[0], last_retrain=steps[0], train_seconds=first.fit_seconds,
+                          next_due=steps[0] + p.cadence if p.cadence else None) for p in policies]
     depth = {p.name: monitoring_depth(p.config) for p in policies}
     step_span = pd.Timedelta(every)
     # disable=None: a bar on a terminal, nothing in CI logs
@@ -269,24 +398,41 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
         if index:
             progress.update(1)
     progress.close()
-    result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, config.monitoring.metric,
-                            config.higher_is_better, time.perf_counter() - began, replay.fit_count)
-    result.recommended = recommend(result.table(), tolerance, config.higher_is_better)
-    return result
+    return states
+
+
+def equal_budget_schedule(config: Config, states: list[PolicyState], steps: list[pd.Timestamp],
+                          every: timedelta) -> Policy | None:
+    """The schedule whose retrain count is closest to the configured policy's, unless one ran already."""
+    configured = next((s for s in states if s.policy.family == "configured"), None)
+    if configured is None or not configured.retrains:
+        return None
+    points = len(steps) - 2  # decision points: the first step is the bootstrap, the last only ends a window
+    cadences = range(1, points + 1)
+    k = min(cadences, key=lambda c: (abs(points // c - configured.retrains), c))
+    ran = {s.retrains for s in states if s.policy.family == "schedule"}
+    if points // k in ran:
+        return None
+    return schedule(config, every * k, equal_budget=True)
 
 
 def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -> None:
     """One controller cycle of one policy at `as_of`: assess, and if asked, fit and judge."""
     config = state.policy.config
+    due = state.next_due is not None and as_of >= state.next_due
+    while due and state.next_due <= as_of:  # the next due time stays on the grid, whatever the outcome
+        state.next_due += state.policy.cadence
     scores = [replay.window_score(state.production, w) for w in recent_windows(as_of, config, depth)]
     drift = None
     if config.triggers.needs("drift"):
         drift = replay.drift(state.production, Window.parse(scores[-1].window))
+    forced = state.policy.every_window or due
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
                       seen_until=replay.fits[state.production].train_window.end,
                       rows_since=replay.data.count_after(state.production, as_of),
-                      last_retrain_at=state.last_retrain, force=state.policy.every_window,
-                      reason="every window" if state.policy.every_window else None)
+                      last_retrain_at=state.last_retrain, force=forced,
+                      reason=("every window" if state.policy.every_window
+                              else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
     if not decision.retrain:
         return
     candidate = replay.fit(as_of)
@@ -301,23 +447,6 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     else:
         state.rejected += 1
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))
-
-
-def recommend(rows: list[dict[str, Any]], tolerance: float, higher_is_better: bool = False) -> str:
-    """The cheapest policy (fewest retrains) whose mean metric is within `tolerance` of the best.
-
-    The tolerance is relative to the distance from a perfect score (the error itself; 1 - accuracy),
-    as in the threshold sweep: 5% of a 0.90 accuracy would otherwise accept anything above 0.855.
-    """
-    def distance(row: dict[str, Any]) -> float:
-        return abs(perfect(higher_is_better) - row["mean_metric"])
-
-    scored = [r for r in rows if not math.isnan(r["mean_metric"])]
-    if not scored:
-        return ""
-    best = min(distance(r) for r in scored)
-    ok = [r for r in scored if distance(r) <= best * (1 + tolerance)]
-    return min(ok, key=lambda r: (r["retrains"], distance(r)))["policy"]
 
 
 def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run: bool = True,

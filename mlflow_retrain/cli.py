@@ -484,15 +484,22 @@ Examples:
 @click.option("--every", default=None, help="Step between cycles, e.g. 1d (default: monitoring.window).")
 @click.option("--policy", "policy_names", default=None, help="Comma-separated policy names (default: all).")
 @click.option("--thresholds", default=None, help="Comma-separated values for the threshold sweep.")
+@click.option("--schedule", "schedules", default=None,
+              help="Comma-separated schedules to compare, e.g. 28d,90d (default: 7 and 30 steps). The "
+                   "schedule with the configured policy's retrain count is always added.")
 @click.option("--tolerance", default=0.05, show_default=True, type=float,
               help="Recommend the cheapest policy whose mean metric is within this fraction of the best "
                    "(for a score: of its distance from 1).")
+@click.option("--resolution", default=0.0, show_default=True, type=float,
+              help="Differences in mean metric up to this (metric units) are ties; so are differences "
+                   "inside a paired bootstrap interval over the windows. Ties go to fewer retrains.")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
 @click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False),
               help="Folder for backtest.csv and backtest.html.")
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
-             thresholds: str | None, tolerance: float, jobs: int, out_dir: str, as_json: bool) -> None:
+             thresholds: str | None, schedules: str | None, tolerance: float, resolution: float, jobs: int,
+             out_dir: str, as_json: bool) -> None:
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
 
@@ -509,17 +516,26 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
         raise ConfigError(f"--thresholds {thresholds!r} must be comma-separated numbers, e.g. 60,80,100") from None
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    policies = select(default_policies(config, span, values), policy_names.split(",") if policy_names else None)
+    if resolution < 0:
+        raise ConfigError(f"--resolution must be 0 or more, got {resolution:g}")
+    cadences = [parse_span(v.strip(), "--schedule") for v in schedules.split(",")] if schedules else None
+    policies = select(default_policies(config, span, values, cadences), policy_names.split(",") if policy_names else None)
     check_tracking()
-    result = run_backtest(config, start=start, end=end, every=span, policies=policies, tolerance=tolerance, jobs=jobs)
+    result = run_backtest(config, start=start, end=end, every=span, policies=policies, tolerance=tolerance,
+                          resolution=resolution, jobs=jobs)
     write_outputs(config, result, Path(out_dir))
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join([
             f"{r['steps']} steps {r['from']} .. {r['to']}, {r['fits']} fits, {r['seconds']} s",
-            table(r["policies"], ["policy", "retrains", "promoted", "rejected", "mean_metric", "p90_metric",
-                                  "windows_worse_than_threshold", "train_seconds"]),
-            "", f"recommended: {r['recommended']} (cheapest within {r['tolerance']:.0%} of the best mean)",
+            table([{**p, "vs_schedule": None if p["vs_schedule"] is None else f"{p['vs_schedule']:+.1%}"}
+                   for p in r["policies"]],
+                  ["policy", "retrains", "promoted", "rejected", "mean_metric", "p90_metric",
+                   "windows_worse_than_threshold", "vs_schedule", "tied_with_best", "train_seconds"]),
+            "", f"recommended: {r['recommended']} (the cheapest within {r['tolerance']:.0%} of the best mean or "
+                "tied with it: a paired bootstrap over the windows"
+                + (f", or {r['resolution']:g} apart" if r["resolution"] else "") + ")",
+            "vs_schedule: how much less error than a schedule with the same number of retrains",
             f"chart: {r['chart']}"])
 
     emit(result.to_dict(), as_json, human)

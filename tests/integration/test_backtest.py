@@ -29,7 +29,8 @@ def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, w
     data = LabelledData.load(config)
     result = run_backtest(config, start="2011-04-30", end="2011-09-17", every=EVERY, data=data,
                           policies=select(default_policies(config, EVERY), ["configured"]))
-    (state,) = result.states
+    state = result.states[0]  # and the schedule of its budget, added by the backtest
+    assert [(s.policy.family, s.policy.equal_budget) for s in result.states[1:]] == [("schedule", True)]
     real = []
     for as_of in result.steps[1:-1]:  # the bootstrap is the store's v1, trained as of 2011-04-30
         report = run_cycle(config, as_of=as_of.isoformat(), via="inprocess", data=data)
@@ -88,18 +89,6 @@ def test_policies_compared_in_one_pass_with_table_chart_and_run(store, write_pol
     assert run.data.tags["recommended"] == cached.recommended and run.data.metrics["never.retrains"] == 0
 
 
-def test_recommendation_is_the_cheapest_within_tolerance():
-    from mlflow_retrain.backtest import recommend
-
-    rows = [{"policy": "never", "retrains": 0, "mean_metric": 100.0},
-            {"policy": "sparse", "retrains": 3, "mean_metric": 52.0},
-            {"policy": "every", "retrains": 30, "mean_metric": 50.0}]
-    assert recommend(rows, 0.05) == "sparse" and recommend(rows, 0.01) == "every" and recommend(rows, 1.0) == "never"
-    # a score: the tolerance is on its distance from 1, so accuracies 0.900 / 0.948 / 0.950 choose alike
-    scores = [{**r, "mean_metric": 1 - r["mean_metric"] / 1000} for r in rows]
-    assert recommend(scores, 0.05, True) == "sparse" and recommend(scores, 0.01, True) == "every"
-
-
 def test_the_p90_column_is_the_worse_tail_of_an_error_and_of_a_score():
     from mlflow_retrain.backtest import BacktestResult, Policy, PolicyState
 
@@ -137,4 +126,6 @@ def test_cli_backtest_json(store, write_policy, tmp_path):
                                    "--out", str(tmp_path / "b"), "--json"])
     assert out.exit_code == 0, out.output
     payload = json.loads(out.output)
-    assert [p["policy"] for p in payload["policies"]] == ["never", "configured"] and payload["steps"] == 6
+    assert [p["policy"] for p in payload["policies"]][:2] == ["never", "configured"] and payload["steps"] == 6
+    # the schedule with the configured policy's retrain count is added: the equal-budget comparison
+    assert [p["family"] for p in payload["policies"][2:] if p["equal_budget"]] in ([], ["schedule"])
