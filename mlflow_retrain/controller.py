@@ -63,9 +63,17 @@ class CycleReport:
     def reason(self) -> str:
         """Why this cycle did what it did: the triggers, then the gate's verdict when there was one."""
         why = self.decision.reason if self.decision else ""
+        if self.first_model_rejected:
+            return (f"{why} => rejected: the first model failed the {failed_checks(self.promotion)}, so no version "
+                    f"is in Production yet; it is archived and the next cycle trains another: {self.promotion.reason}")
         if self.promotion is not None:
             return f"{why} => {self.outcome}: {self.promotion.reason}"
         return why
+
+    @property
+    def first_model_rejected(self) -> bool:
+        """No Production and the candidate failed the gate: nothing serves, which must read plainly."""
+        return self.production_version is None and self.promotion is not None and not self.promotion.promote
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +203,13 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
 
     `event` names the system that asked (an HTTP request through CI): a forced retrain whose
     trigger is recorded as `event` rather than `on_demand`.
+
+    With no Production yet, the first model is judged by the absolute gate alone. Passing, it becomes
+    Production. Failing, it is rejected like any candidate (archived, `retrain.decision=rejected` with
+    the gate's reason): a model known to be too poor must not serve, and a verdict left `pending` in
+    Staging would only be judged again on later rows. The cycle's outcome is `rejected` and its
+    reason says the first model failed the gate and nothing is in Production; the next cycle trains
+    a new first model on newer data (`promote VERSION` still serves a rejected one by hand).
     """
     if event is not None and not event.strip():
         raise RetrainError("--event needs the name of the system that asked, e.g. --event repository_dispatch")
@@ -305,9 +320,11 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
                                      cycle_run_id=run.info.run_id, via=via, registry=registry)
             candidate = registry.get(version)
             report.candidate_version = version
-            if production is None:
-                report.outcome = T.PROMOTED if candidate.tags.get(T.DECISION) == T.PROMOTED else "pending"
+            if production is None and candidate.tags.get(T.DECISION) == T.PROMOTED:
+                report.outcome = T.PROMOTED  # the first model passed the absolute gate as it was placed
             else:
+                # a first model that failed the gate is judged here like any candidate: archived,
+                # rejected with the gate's reason, never left pending for a cycle to come
                 _validate(config, data, as_of, registry, report, candidate, production)
         if report.candidate_version:
             registry.describe()  # the versions' pages say what was decided, once it was
@@ -380,6 +397,12 @@ def _cmp(higher_is_better: bool, better: bool) -> str:
     return (">" if better else "<=") if higher_is_better else ("<" if better else ">=")
 
 
+def failed_checks(gate: PromotionDecision, otherwise: str = "gate") -> str:
+    """The checks a candidate failed, by name (`absolute gate`, `relative gate`, ...), for the titles
+    and reasons that must say which; `otherwise` when no check names itself as failed."""
+    return ", ".join(r.split(":", 1)[0] for r in gate.reasons if r.endswith("(fail)")) or otherwise
+
+
 def cycle_title(config: Config, report: CycleReport) -> str:
     """The audit run's name: the outcome and the numbers behind it, e.g. `v7 promoted: mae 44.7 < 85.2`."""
     n, metric, hib = number, report.metric, config.higher_is_better
@@ -390,17 +413,16 @@ def cycle_title(config: Config, report: CycleReport) -> str:
         if gate.baseline is None or not np.isfinite(gate.candidate):
             bound = (f" {_cmp(hib, gate.promote)} {'min' if hib else 'max'} {n(gate.threshold)}"
                      if gate.threshold is not None else "")
-            return f"{version} {verdict}: {metric} {n(gate.candidate)}{bound} (no Production to beat)"
+            where = (f"first model failed the {failed_checks(gate)}, no Production yet" if report.first_model_rejected
+                     else "no Production to beat" if gate.baseline is None else "no score on the holdout")
+            return f"{version} {verdict}: {metric} {n(gate.candidate)}{bound} ({where})"
         better = gate.candidate > gate.baseline if hib else gate.candidate < gate.baseline
         title = f"{version} {verdict}: {metric} {n(gate.candidate)} {_cmp(hib, better)} {n(gate.baseline)}"
-        failed = [r.split(":", 1)[0] for r in gate.reasons if r.endswith("(fail)")]
-        if not gate.promote and better and failed:
-            title += f" but {', '.join(failed)} failed"
+        if not gate.promote and better and failed_checks(gate, ""):
+            title += f" but {failed_checks(gate, '')} failed"
         return title
     if report.outcome == T.PROMOTED:
         return f"{version} promoted: bootstrap, no Production before"
-    if report.outcome == "pending":
-        return f"{version} staged, pending: bootstrap failed the absolute gate"
     decision = report.decision
     if decision is None:
         return f"{report.outcome}: as of {report.as_of}"

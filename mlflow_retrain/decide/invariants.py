@@ -6,7 +6,8 @@ What a person must be able to trust after any crash, at any step:
 2. exactly one version holds Production, and the `production` alias and the Production stage agree
    (with `use_stages: false`, the alias alone);
 3. at most one version holds Staging, alias and stage agreeing;
-4. nothing is pending forever: a `pending` version is the Staging candidate, nowhere else;
+4. nothing is pending forever: a `pending` version is the Staging candidate, nowhere else (a first
+   model that failed the gate is not pending: it is archived `rejected`, and no Production is healthy);
 5. every version's audit tags are complete: Production was `promoted` with its `promoted_at`, an
    archived former Production has `archived_at`.
 

@@ -45,7 +45,7 @@ def shown(text: str) -> str:
      "v8 rejected: mae 70.1 >= 62"),
     ("r2", "promoted", (0.91, 0.55, ["absolute gate: x (pass)"]), "v8 promoted: r2 0.91 > 0.55"),
     ("mae", "rejected", (130.0, None, ["absolute gate: x (fail)"]),
-     "v8 rejected: mae 130 >= max 120 (no Production to beat)"),
+     "v8 rejected: mae 130 >= max 120 (first model failed the absolute gate, no Production yet)"),
     ("mae", "no_retrain", None, "no retrain: mae 62.1 <= 80"),
     ("r2", "no_retrain", None, "no retrain: r2 0.81 >= 0.7"),
     ("mae", "blocked", None, "no retrain, blocked by cooldown: metric_threshold fired"),

@@ -73,6 +73,15 @@ def test_a_rejected_candidate_archived_and_never_promoted_needs_no_archived_at()
     assert run([rejected, promoted(2), former(1)], {"production": "2"}).healthy
 
 
+@pytest.mark.parametrize("use_stages", [True, False])
+def test_first_models_rejected_by_the_gate_and_no_production_is_healthy(use_stages):
+    """Nothing in Production is not a fault: each first model that failed the gate is archived with
+    its verdict, and the next cycle trains another."""
+    rejected = [v(n, ARCHIVED if use_stages else NONE, **{T.DECISION: T.REJECTED, T.ARCHIVED_AT: NOW,
+                                                          T.DECISION_REASON: "absolute gate: (fail)"}) for n in (2, 1)]
+    assert run(rejected, {}, use_stages=use_stages).healthy
+
+
 # ---- 1. a move cut short ---------------------------------------------------------------------------
 @pytest.mark.parametrize("use_stages", [True, False])
 def test_an_intent_left_behind_is_the_only_finding_whatever_else_looks_wrong(use_stages):
