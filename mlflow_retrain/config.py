@@ -57,6 +57,70 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
+# Evidently's stattest names a column may be given (`monitoring.drift.columns.<col>.method`); the
+# p-value tests drift when the p-value is below the threshold, the distances when at or above it
+P_VALUE_METHODS = ("ks", "chisquare", "z")
+DRIFT_METHODS = (*P_VALUE_METHODS, "wasserstein", "jensenshannon")
+NUMERIC_METHODS = ("ks", "wasserstein")  # Evidently refuses them on labels
+LABEL_METHODS = ("chisquare", "z")  # ... and these on numbers
+
+
+@dataclass(frozen=True)
+class ColumnDriftRule:
+    """`monitoring.drift.columns.<column>`: the test and/or threshold replacing Evidently's default choice."""
+
+    column: str
+    method: str | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """`monitoring.drift`: which features drift is measured on, and how.
+
+    `exclude` leaves features out of every drift number (trigger, monitor, dashboard, backtest, the
+    cycle's report): a calendar column (hour, weekday, a working-day flag) differs between a short
+    window and a long training window by construction, so it would "drift" in every window.
+    """
+
+    exclude: tuple[str, ...] = ()
+    columns: tuple[ColumnDriftRule, ...] = ()
+
+    def rule(self, column: str) -> ColumnDriftRule | None:
+        return next((r for r in self.columns if r.column == column), None)
+
+    def measured(self, features: tuple[str, ...] | list[str]) -> list[str]:
+        """The features drift is measured on, in their order."""
+        return [c for c in features if c not in self.exclude]
+
+    def check(self, features: tuple[str, ...] | list[str], categorical: tuple[str, ...] | list[str]) -> None:
+        """Refuse what the policy file alone could not show: a column that is not a feature (the data
+        resolves the features when `data.features` is left out) and a method that does not fit its
+        column's kind (true/false columns are labels, `reports.for_evidently`)."""
+        named = [*self.exclude, *(r.column for r in self.columns)]
+        if unknown := [c for c in dict.fromkeys(named) if c not in features]:
+            raise ConfigError(f"monitoring.drift names {unknown}, which are not features "
+                              f"(features: {', '.join(map(str, features))})")
+        if not self.measured(features):
+            raise ConfigError(ALL_EXCLUDED)
+        for rule in self.columns:
+            if wrong := unfit_method(rule, rule.column in categorical):
+                raise ConfigError(f"monitoring.drift.columns.{rule.column}.method {wrong}")
+
+
+ALL_EXCLUDED = ("monitoring.drift.exclude leaves out every feature, so drift would measure nothing; "
+                "remove the data_drift trigger instead")
+
+
+def unfit_method(rule: ColumnDriftRule, labels: bool) -> str | None:
+    """Why `rule.method` cannot test this kind of column (Evidently refuses it), or None if it can."""
+    if rule.method not in (NUMERIC_METHODS if labels else LABEL_METHODS):
+        return None
+    kind, fits = ("labels", LABEL_METHODS) if labels else ("numbers", NUMERIC_METHODS)
+    return (f"{rule.method} does not test {kind} ({rule.column} holds {kind}); use one of "
+            f"{', '.join((*fits, 'jensenshannon'))}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The columns as declared in the policy file.
@@ -65,6 +129,9 @@ class DataConfig:
     `categorical=None` means the feature columns whose dtype holds labels (text, category). A list is
     taken as written. Both are resolved against the data when it is read (`LabelledData.spec`),
     because only the data knows its columns and dtypes.
+
+    `drift` is the policy's `monitoring.drift`, kept with the columns because every drift measure
+    (monitor, backtest, cycle, Evidently's report) is handed this resolved spec.
     """
 
     path: str
@@ -73,6 +140,7 @@ class DataConfig:
     features: tuple[str, ...] | None = None
     categorical: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
+    drift: DriftConfig = DriftConfig()
 
 
 # What the controller tells a training entry point about data time, and the parameter name each
@@ -432,7 +500,58 @@ def _training(s: _Section, task: str) -> TrainingConfig:
     return cfg
 
 
-def _monitoring(s: _Section, task: str) -> MonitoringConfig:
+def _drift_rule(s: _Section, column: str) -> ColumnDriftRule:
+    rule = ColumnDriftRule(column, s.get("method", str), s.get("threshold", float))
+    s.done()
+    if rule.method is None and rule.threshold is None:
+        raise s.fail("method", "and/or threshold must be set")
+    if rule.method is not None and rule.method not in DRIFT_METHODS:
+        raise s.fail("method", f"must be one of {', '.join(DRIFT_METHODS)} (Evidently's stattest names), "
+                               f"got {rule.method!r}")
+    if rule.threshold is not None and (why := _threshold_range(rule)):
+        raise s.fail("threshold", f"must be {why}, got {rule.threshold}")
+    return rule
+
+
+def _threshold_range(rule: ColumnDriftRule) -> str | None:
+    """Why the threshold is out of range for its method (None: in range). Without a method the test
+    is Evidently's choice per window, a p-value or a distance, so only (0, 1) suits both."""
+    value = rule.threshold
+    if rule.method == "wasserstein":
+        return None if value > 0 else "positive (a distance in standard deviations of the reference)"
+    if rule.method == "jensenshannon":
+        return None if 0 < value <= 1 else "in (0, 1] (a distance)"
+    if 0 < value < 1:
+        return None
+    if rule.method is None:
+        return "in (0, 1) without a method (Evidently picks a p-value test or a distance per column); set method"
+    return "in (0, 1) (a p-value)"
+
+
+def _drift(s: _Section, data: DataConfig) -> DriftConfig:
+    """`monitoring.drift`, checked against the declared columns (the data checks the rest)."""
+    exclude = s.strings("exclude")
+    rules = ()
+    if (columns := s.sub("columns")) is not None:
+        rules = tuple(_drift_rule(columns.sub(name), str(name)) for name in columns.raw)
+    s.done()
+    cfg = DriftConfig(exclude, rules)
+    not_features = {data.timestamp, data.target, *data.exclude}
+    for key, names in (("exclude", exclude), ("columns", [r.column for r in rules])):
+        wrong = [c for c in names if c in not_features or (data.features is not None and c not in data.features)]
+        if wrong:
+            raise s.fail(key, f"names {wrong}, which are not features (see data.features)")
+    if clash := [r.column for r in rules if r.column in exclude]:
+        raise s.fail("columns", f"sets {clash}, which monitoring.drift.exclude leaves out; drop one of the two")
+    if data.features is not None and not cfg.measured(data.features):
+        raise s.fail("exclude", ALL_EXCLUDED.removeprefix("monitoring.drift.exclude "))
+    for rule in rules:
+        if rule.column in (data.categorical or ()) and (wrong := unfit_method(rule, True)):
+            raise ConfigError(f"{s.origin}: {s.key('columns')}.{rule.column}.method {wrong}")
+    return cfg
+
+
+def _monitoring(s: _Section, task: str, data: DataConfig) -> tuple[MonitoringConfig, DriftConfig]:
     d = MonitoringConfig()
     allowed = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
     metric = s.get("metric", str, allowed[0] if task == "classification" else d.metric)
@@ -450,8 +569,9 @@ def _monitoring(s: _Section, task: str) -> MonitoringConfig:
         max_data_gap=s.span("max_data_gap"),
         max_latency_ms=latency,
     )
+    drift = _drift(d, data) if (d := s.sub("drift")) is not None else DriftConfig()
     s.done()
-    return cfg
+    return cfg, drift
 
 
 def _triggers(s: _Section, task: str, metric: str) -> TriggersConfig:
@@ -554,7 +674,8 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
     if task not in ("regression", "classification"):
         raise top.fail("task", f"must be regression or classification, got {task!r}")
     data = _data(top.sub("data") or _Section({}, "data", origin))
-    monitoring = _monitoring(top.sub("monitoring") or _Section({}, "monitoring", origin), task)
+    monitoring, drift = _monitoring(top.sub("monitoring") or _Section({}, "monitoring", origin), task, data)
+    data = dataclasses.replace(data, drift=drift)
     cfg = Config(
         model_name=model_name,
         experiment=top.get("experiment", str, model_name),

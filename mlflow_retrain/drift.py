@@ -3,10 +3,11 @@
 The monitor and the backtest measure drift for hundreds of windows. One Evidently Report per window
 costs about a second (mostly building the report); the statistics themselves take microseconds to
 milliseconds. `DriftMeter` prepares a model's reference (its training rows) once and computes, per
-window, exactly what `reports.drift_report` (DataDriftPreset with default options, the report the
-cycle writes) computes, and never builds a report. Evidently 0.7's rules, which we follow:
+window, exactly what `reports.drift_report` (DataDriftPreset with the policy's per-column options, the
+report the cycle writes) computes, and never builds a report. Evidently 0.7's rules, which we follow:
 
-* Columns. A feature listed in `categorical`, or a true/false column (`reports.for_evidently` turns
+* Columns. The features less `monitoring.drift.exclude` (left out everywhere: not measured, not
+  counted). A feature listed in `categorical`, or a true/false column (`reports.for_evidently` turns
   those into labels), is categorical; every other feature is numeric.
 * Missing values. Per column, NaN, None and +/-inf are dropped, on each side, before anything else.
   A column left with no value on either side gets no statistic: Evidently refuses the whole report
@@ -26,6 +27,8 @@ cycle writes) computes, and never builds a report. Evidently 0.7's rules, which 
   |         | otherwise: Wasserstein / ref std      |                                  |
 
   So a numeric column with at most five distinct values is tested as labels (by their counts).
+  `monitoring.drift.columns.<col>.method` replaces this choice for that column (DataDriftPreset's
+  `per_column_method`), and `threshold` the test's default threshold (`per_column_threshold`).
 * Verdicts. The p-value tests use threshold 0.05: K-S drifts when p <= 0.05, chi-square and Z when
   p < 0.05 (the score reported is the p-value: lower means more drift). The distances use 0.1 and
   drift when the distance is >= 0.1.
@@ -34,8 +37,9 @@ cycle writes) computes, and never builds a report. Evidently 0.7's rules, which 
   Z: the two-proportion z-test on "is not the smallest value", p = 2 (1 - Phi(|z|)), and p = 1 when
   both sides hold one and the same value. Wasserstein: scipy's distance over the reference's
   standard deviation (at least 0.001). Jensen-Shannon: scipy's distance (natural log) between the
-  value shares (Evidently bins numeric columns with over 20 reference values first, but its default
-  only picks Jensen-Shannon for labels and for numeric columns with at most five values).
+  value shares; a numeric column with over 20 distinct reference values (Jensen-Shannon only by
+  `method`: the default picks it for at most five) is binned first, as Evidently does: the
+  histograms of both sides over numpy's "sturges" edges of both together.
 * The share. `drifted_columns / total_columns`; `column_scores` holds each column's score.
 
 `tests/integration/test_drift_parity.py` checks all of this against Evidently itself.
@@ -43,6 +47,7 @@ cycle writes) computes, and never builds a report. Evidently 0.7's rules, which 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Callable
@@ -53,12 +58,13 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from mlflow_retrain.config import DataConfig
+from mlflow_retrain.config import ColumnDriftRule, DataConfig
 from mlflow_retrain.decide import DriftNumbers
-from mlflow_retrain.reports import for_evidently
+from mlflow_retrain.reports import drift_columns, for_evidently
 
 SMALL_REFERENCE = 1000  # a column with at most this many reference values gets the p-value tests
 FEW_VALUES = 5  # a numeric column with at most this many distinct values is tested as labels
+BINNED = 20  # Jensen-Shannon bins a numeric column with more distinct reference values than this
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,10 @@ class ColumnDrift:
 class _Reference:
     """One column of the reference, prepared once: its present values and their counts."""
 
-    def __init__(self, name: str, values: pd.Series, categorical: bool):
+    def __init__(self, name: str, values: pd.Series, categorical: bool, rule: ColumnDriftRule | None = None):
         self.name, self.categorical = name, categorical
+        self.method = None if rule is None or rule.method is None else METHODS[rule.method]
+        self.threshold = None if rule is None else rule.threshold
         self.values = _present(values, categorical)
         self.size = len(self.values)
         self.counts = _counts(self.values)
@@ -107,6 +115,7 @@ class _Test:
     threshold: float
     drifted: Callable[[float, float], bool]
     score: Callable[[_Reference, np.ndarray, dict], float]
+    counts: bool  # reads the window's value counts (else only its values)
 
 
 def _ks(ref: _Reference, current: np.ndarray, counts: dict) -> float:
@@ -139,17 +148,23 @@ def _wasserstein(ref: _Reference, current: np.ndarray, counts: dict) -> float:
 
 
 def _jensenshannon(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    if not ref.categorical and len(ref.counts) > BINNED:
+        edges = np.histogram_bin_edges(np.concatenate([ref.values, current]), bins="sturges")
+        return float(distance.jensenshannon(np.histogram(ref.values, edges)[0] / ref.size,
+                                            np.histogram(current, edges)[0] / len(current)))
     keys = list(ref.counts.keys() | counts.keys())
     shares = [ref.counts.get(key, 0) / ref.size for key in keys]
     now = [counts.get(key, 0) / len(current) for key in keys]
     return float(distance.jensenshannon(shares, now))
 
 
-KS = _Test("K-S p_value", 0.05, operator.le, _ks)
-CHISQUARE = _Test("chi-square p_value", 0.05, operator.lt, _chisquare)
-Z = _Test("Z-test p_value", 0.05, operator.lt, _z)
-WASSERSTEIN = _Test("Wasserstein distance (normed)", 0.1, operator.ge, _wasserstein)
-JENSENSHANNON = _Test("Jensen-Shannon distance", 0.1, operator.ge, _jensenshannon)
+KS = _Test("K-S p_value", 0.05, operator.le, _ks, False)
+CHISQUARE = _Test("chi-square p_value", 0.05, operator.lt, _chisquare, True)
+Z = _Test("Z-test p_value", 0.05, operator.lt, _z, True)
+WASSERSTEIN = _Test("Wasserstein distance (normed)", 0.1, operator.ge, _wasserstein, False)
+JENSENSHANNON = _Test("Jensen-Shannon distance", 0.1, operator.ge, _jensenshannon, True)
+# by the stattest names of `monitoring.drift.columns.<col>.method` (config.DRIFT_METHODS)
+METHODS = {"ks": KS, "chisquare": CHISQUARE, "z": Z, "wasserstein": WASSERSTEIN, "jensenshannon": JENSENSHANNON}
 
 
 def _choose(ref: _Reference, n_values: int) -> _Test:
@@ -167,31 +182,37 @@ class DriftMeter:
     """Drift of any window against one reference (a model's training rows), reference prepared once."""
 
     def __init__(self, reference: pd.DataFrame, spec: DataConfig):
-        self.features = list(spec.features)
-        self.spec = spec
-        reference, labelled = for_evidently(reference[self.features], spec)
+        reference, labelled = drift_columns(reference, spec)
+        self.features = list(labelled.features)
+        self.spec = dataclasses.replace(spec, features=labelled.features)
         categorical = set(labelled.categorical or ())
-        self.references = [_Reference(c, reference[c], c in categorical) for c in self.features]
+        self.references = [_Reference(c, reference[c], c in categorical, spec.drift.rule(c)) for c in self.features]
 
     def columns(self, current: pd.DataFrame) -> list[ColumnDrift]:
-        """Each feature's test, score and verdict in `current`, as Evidently's report has them."""
+        """Each measured feature's test, score and verdict in `current`, as Evidently's report has them."""
         current, _ = for_evidently(current[self.features], self.spec)
         return [self._column(ref, _present(current[ref.name], ref.categorical)) for ref in self.references]
 
     def measure(self, current: pd.DataFrame) -> DriftNumbers:
-        columns = self.columns(current)
-        measured = [c for c in columns if c.method is not None]
-        drifted = sum(c.drifted for c in measured)
-        share = drifted / len(measured) if measured else math.nan
-        return DriftNumbers(share, drifted, len(measured), {c.column: c.score for c in columns})
+        return summarize(self.columns(current))
 
     @staticmethod
     def _column(ref: _Reference, current: np.ndarray) -> ColumnDrift:
         if not ref.size or not len(current):
             return ColumnDrift(ref.name, None, math.nan, math.nan, False)
-        # a numeric column with more distinct reference values than FEW_VALUES gets K-S or Wasserstein,
-        # which read the values: its window's counts are not needed
-        counts = _counts(current) if ref.categorical or len(ref.counts) <= FEW_VALUES else {}
-        test = _choose(ref, ref.distinct_with(counts))
+        # by default a numeric column with more distinct reference values than FEW_VALUES gets K-S or
+        # Wasserstein, which read the values: its window's counts are not needed
+        default = ref.categorical or len(ref.counts) <= FEW_VALUES
+        counts = _counts(current) if (ref.method.counts if ref.method else default) else {}
+        test = ref.method or _choose(ref, ref.distinct_with(counts))
+        threshold = test.threshold if ref.threshold is None else ref.threshold
         score = test.score(ref, current, counts)
-        return ColumnDrift(ref.name, test.name, test.threshold, score, bool(test.drifted(score, test.threshold)))
+        return ColumnDrift(ref.name, test.name, threshold, score, bool(test.drifted(score, threshold)))
+
+
+def summarize(columns: list[ColumnDrift]) -> DriftNumbers:
+    """The window's share of drifted columns, over the columns measured (NaN when none is)."""
+    measured = [c for c in columns if c.method is not None]
+    drifted = sum(c.drifted for c in measured)
+    share = drifted / len(measured) if measured else math.nan
+    return DriftNumbers(share, drifted, len(measured), {c.column: c.score for c in columns})

@@ -7,8 +7,9 @@ The reports follow the policy: the drift report's dataset verdict uses the `data
 `max_drift_share` (DataDriftPreset's `drift_share`), and each report opens with a heading naming the
 model version, the windows (reference = the version's training window, current = the monitoring
 window) and the policy's thresholds; the same words go to the snapshot's name, metadata and tags.
-The per-column tests and thresholds stay Evidently's defaults, the ones `drift.DriftMeter` computes
-(DataDriftPreset's `method`, `threshold`, `per_column_method`, `per_column_threshold` are left unset).
+The drift report measures the features less `monitoring.drift.exclude`, with Evidently's default
+test and threshold per column except where `monitoring.drift.columns` sets them (DataDriftPreset's
+`per_column_method`, `per_column_threshold`): the choices `drift.DriftMeter` computes with.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.config import DataConfig
+from mlflow_retrain.config import DataConfig, DriftConfig
 from mlflow_retrain.decide.observations import DriftNumbers
 
 if TYPE_CHECKING:
@@ -70,6 +71,17 @@ def for_evidently(frame: pd.DataFrame, spec: DataConfig) -> tuple[pd.DataFrame, 
     return frame.astype({c: str for c in flags}), dataclasses.replace(spec, categorical=labels)
 
 
+def drift_columns(frame: pd.DataFrame, spec: DataConfig) -> tuple[pd.DataFrame, DataConfig]:
+    """The features drift is measured on (`monitoring.drift.exclude` left out) as Evidently reads them
+    (`for_evidently`), after checking the policy's drift columns against the resolved features."""
+    measured = tuple(spec.drift.measured(spec.features))
+    narrowed = dataclasses.replace(spec, features=measured,
+                                   categorical=tuple(c for c in spec.categorical or () if c in measured))
+    frame, labelled = for_evidently(frame[list(measured)], narrowed)
+    spec.drift.check(spec.features, labelled.categorical or ())
+    return frame, labelled
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig,
                  html_path: Path | None = None, *, config: "Config | None" = None,
                  version: "VersionInfo | str | None" = None, window: Any = None,
@@ -81,14 +93,18 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfi
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    rules = spec.drift.columns
+    current, _ = drift_columns(current, spec)
+    reference, spec = drift_columns(reference, spec)
     columns = list(spec.features)
-    current, _ = for_evidently(current[columns], spec)
-    reference, spec = for_evidently(reference[columns], spec)
     definition = _definition(spec)
     limit = policy_drift_share(config) if drift_share is None else drift_share
     share = evidently_drift_share(limit, len(columns))
-    heading = drift_heading(config, version, window, limit, share)
-    report = Report([DataDriftPreset(drift_share=share)],
+    heading = drift_heading(config, version, window, limit, share, spec.drift)
+    methods = {r.column: r.method for r in rules if r.method is not None}
+    thresholds = {r.column: r.threshold for r in rules if r.threshold is not None}
+    report = Report([DataDriftPreset(drift_share=share, per_column_method=methods or None,
+                                     per_column_threshold=thresholds or None)],
                     metadata=heading.metadata, tags=heading.tags)
     snapshot = report.run(Dataset.from_pandas(current, data_definition=definition),
                           Dataset.from_pandas(reference, data_definition=definition), name=heading.title)
@@ -149,7 +165,7 @@ def _windows(meta: dict[str, str], reference: bool) -> list[str]:
 
 
 def drift_heading(config: "Config | None", version: "VersionInfo | str | None", window: Any, limit: float,
-                  share: float | None = None) -> Heading:
+                  share: float | None = None, drift: DriftConfig | None = None) -> Heading:
     name, meta = _about(config, version, window)
     configured = config is not None and config.triggers.data_drift is not None
     if configured:
@@ -161,11 +177,23 @@ def drift_heading(config: "Config | None", version: "VersionInfo | str | None", 
     if share is not None and share != limit:
         policy += (f" (Evidently shows {share!r}, the next number above {limit:g}: a share of exactly {limit:g} "
                    f"is no drift, as for the trigger)")
-    tests = "Per-column tests and thresholds: Evidently's defaults"
+    tests = _tests_line(drift or DriftConfig())
     meta.update(kind="data_drift", max_drift_share=f"{limit:g}")
     title = f"Data drift: {name}" + (f", {meta['current_window']}" if "current_window" in meta else "")
     return Heading(title, (*_windows(meta, True), policy, tests), meta,
                    ["data_drift", *([f"v{meta['model_version']}"] if "model_version" in meta else [])])
+
+
+def _tests_line(drift: DriftConfig) -> str:
+    """The heading's line on the per-column choices: Evidently's defaults, less what the policy sets."""
+    line = "Per-column tests and thresholds: Evidently's defaults"
+    chosen = [f"{r.column}: {' '.join(p for p in (r.method, None if r.threshold is None else f'threshold {r.threshold:g}') if p)}"
+              for r in drift.columns]
+    if chosen:
+        line += f", except {'; '.join(chosen)} (monitoring.drift.columns)"
+    if drift.exclude:
+        line += f"; not measured: {', '.join(drift.exclude)} (monitoring.drift.exclude)"
+    return line
 
 
 def quality_heading(config: "Config | None", version: "VersionInfo | str | None", window: Any) -> Heading:

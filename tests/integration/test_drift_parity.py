@@ -6,11 +6,13 @@ Evidently's own per-column results are recorded from inside that real report run
 `get_one_column_drift`, whose verdicts make the drifted-columns count), so the test restates none
 of Evidently's rules. Evidently refuses a column with no value on one side ("An empty column ...");
 `DriftMeter` leaves such a column out (no score, not drifted, not counted), so it is compared with
-Evidently run on the other columns.
+Evidently run on the other columns. The policy's `monitoring.drift` (columns excluded, a test and/or
+threshold per column) goes to both sides through the spec, as in a cycle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterator
@@ -25,10 +27,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mlflow_retrain import reports
-from mlflow_retrain.config import DataConfig, load_config
+from mlflow_retrain.config import ColumnDriftRule, DataConfig, DriftConfig, load_config
 from mlflow_retrain.data import LabelledData
 from mlflow_retrain.decide import DriftNumbers
 from mlflow_retrain.drift import ColumnDrift, DriftMeter
+from mlflow_retrain.errors import ConfigError
 
 EMPTY = re.compile(r"An empty column '(.+)' was provided")
 
@@ -50,10 +53,11 @@ def recorded_columns() -> Iterator[dict]:
 
 def evidently(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig) -> tuple[DriftNumbers | None, dict]:
     """`drift_report` on the columns Evidently accepts, with its per-column results."""
-    features = list(spec.features)
+    features = spec.drift.measured(spec.features)
     while features:
-        narrowed = DataConfig(path=spec.path, timestamp=spec.timestamp, target=spec.target, features=tuple(features),
-                              categorical=tuple(c for c in spec.categorical or () if c in features))
+        rules = tuple(r for r in spec.drift.columns if r.column in features)
+        narrowed = dataclasses.replace(spec, features=tuple(features), drift=DriftConfig(columns=rules),
+                                       categorical=tuple(c for c in spec.categorical or () if c in features))
         with recorded_columns() as seen:
             try:
                 return reports.drift_report(reference, current, narrowed), seen
@@ -71,7 +75,7 @@ def assert_parity(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConf
     columns = {c.column: c for c in meter.columns(current)}
     theirs, seen = evidently(reference, current, spec)
     where = f"reference {len(reference)} rows, current {len(current)} rows"
-    assert set(columns) == set(spec.features), where
+    assert set(columns) == set(spec.drift.measured(spec.features)), where
     assert {c for c, col in columns.items() if col.method is not None} == set(seen), where
     for name, col in columns.items():
         if name not in seen:
@@ -148,6 +152,101 @@ def cases(draw) -> tuple[pd.DataFrame, pd.DataFrame, DataConfig]:
 def test_generated_frames_give_evidentlys_verdicts(case):
     for col in assert_parity(*case):  # what was covered: pytest --hypothesis-show-statistics
         event(f"{col.method or 'no values'}, {'drifted' if col.drifted else 'not drifted'}")
+
+
+LABEL_KINDS = ("categorical", "two_labels", "constant_label", "flag")
+# the methods Evidently accepts for each kind, and thresholds in each method's range (None: its default)
+METHODS = {"labels": (None, "chisquare", "z", "jensenshannon"), "numbers": (None, "ks", "wasserstein", "jensenshannon")}
+THRESHOLDS = {None: (None, 0.01, 0.3), "ks": (None, 0.2), "chisquare": (None, 0.001), "z": (None, 0.5),
+              "wasserstein": (None, 0.02, 2.0), "jensenshannon": (None, 0.02, 0.5)}
+
+
+@st.composite
+def policy_cases(draw) -> tuple[pd.DataFrame, pd.DataFrame, DataConfig]:
+    """`cases` with `monitoring.drift` drawn too: columns excluded, a method and/or threshold per column."""
+    reference, current, spec = draw(cases())
+    exclude, rules = [], []
+    for name in spec.features:
+        choice = draw(st.sampled_from(("default", "exclude", "rule", "rule")))
+        if choice == "exclude" and len(exclude) < len(spec.features) - 1:
+            exclude.append(name)
+        elif choice == "rule":
+            method = draw(st.sampled_from(METHODS["labels" if name.rsplit("_", 1)[0] in LABEL_KINDS else "numbers"]))
+            threshold = draw(st.sampled_from(THRESHOLDS[method]))
+            if method or threshold:
+                rules.append(ColumnDriftRule(name, method, threshold))
+    return reference, current, dataclasses.replace(spec, drift=DriftConfig(tuple(exclude), tuple(rules)))
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy_cases())
+def test_the_policys_tests_thresholds_and_exclusions_give_evidentlys_verdicts(case):
+    for col in assert_parity(*case):
+        event(f"{col.method or 'no values'}, {'drifted' if col.drifted else 'not drifted'}")
+
+
+@pytest.mark.parametrize("reference_rows", [50, 1500])
+def test_a_method_and_threshold_per_column_on_both_sides_of_the_switch(reference_rows):
+    """Each method where the default would pick another: Jensen-Shannon on a wide numeric column
+    (binned, as Evidently bins it), K-S on a large reference, Wasserstein on a small one, Z on many
+    labels, a threshold alone on the default test; plus an excluded column."""
+    rng = np.random.default_rng(reference_rows)
+    kinds = {"x": "numeric", "w": "numeric", "k": "categorical", "f": "few_values", "b": "binary", "t": "two_labels"}
+    reference = pd.DataFrame({c: column(kind, reference_rows, 0.0, "none", rng) for c, kind in kinds.items()})
+    current = pd.DataFrame({c: column(kind, 300, 0.3, "some", rng) for c, kind in kinds.items()})
+    rules = (ColumnDriftRule("x", "jensenshannon", 0.2), ColumnDriftRule("w", "ks" if reference_rows > 1000 else "wasserstein"),
+             ColumnDriftRule("k", "z", 0.5), ColumnDriftRule("f", None, 0.3))
+    spec = DataConfig(path="-", timestamp="t", target="y", features=tuple(kinds), categorical=("k", "t"),
+                      drift=DriftConfig(exclude=("b",), columns=rules))
+    columns = {c.column: c for c in assert_parity(reference, current, spec)}
+    assert set(columns) == {"x", "w", "k", "f", "t"}
+    assert (columns["x"].method, columns["x"].threshold) == ("Jensen-Shannon distance", 0.2)
+    assert columns["k"].method == "Z-test p_value" and columns["f"].threshold == 0.3
+
+
+def test_hour_and_flag_left_out_count_only_the_other_columns():
+    """The issue's case: a day against four weeks, hour of day and a working-day flag excluded. (A whole
+    day holds every hour once, as the reference does: hour does not drift; the flag, one value
+    against both, drifts every day.)"""
+    stamps = pd.date_range("2024-01-01", periods=29 * 24, freq="h")
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"hour": stamps.hour, "workingday": (stamps.dayofweek < 5).astype(int),
+                          "load": rng.normal(0, 1, len(stamps))})
+    reference, current = frame.iloc[:28 * 24], frame.iloc[28 * 24:]
+    spec = DataConfig(path="-", timestamp="t", target="y", features=("hour", "workingday", "load"), categorical=())
+    verdicts = {c.column: c.drifted for c in DriftMeter(reference, spec).columns(current)}
+    assert verdicts["workingday"] and not verdicts["hour"]
+    left_out = dataclasses.replace(spec, drift=DriftConfig(exclude=("hour", "workingday")))
+    (load,) = assert_parity(reference, current, left_out)
+    assert load.column == "load"
+
+
+def run_preset(frame: pd.DataFrame, spec: DataConfig, methods: dict) -> None:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    frame, labelled = reports.for_evidently(frame, spec)
+    definition = DataDefinition(numerical_columns=[c for c in labelled.features if c not in labelled.categorical],
+                                categorical_columns=list(labelled.categorical))
+    data = Dataset.from_pandas(frame, data_definition=definition)
+    Report([DataDriftPreset(per_column_method=methods)]).run(data, data)
+
+
+@pytest.mark.parametrize("rule, message", [
+    (ColumnDriftRule("x", "chisquare"), "chisquare does not test numbers"),
+    (ColumnDriftRule("k", "wasserstein"), "wasserstein does not test labels"),
+    (ColumnDriftRule("flag", "ks"), "ks does not test labels"),  # a true/false column is labels
+])
+def test_a_method_evidently_refuses_for_the_columns_kind_is_a_config_error(rule, message):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 100), "k": rng.choice(list("abc"), 100), "flag": rng.random(100) < 0.5})
+    spec = DataConfig(path="-", timestamp="t", target="y", features=("x", "k", "flag"), categorical=("k",),
+                      drift=DriftConfig(columns=(rule,)))
+    with pytest.raises(ValueError, match="isn't applicable"):  # what Evidently itself says: no policy key
+        run_preset(frame, spec, {rule.column: rule.method})
+    for measure in (lambda: DriftMeter(frame, spec), lambda: reports.drift_report(frame, frame, spec)):
+        with pytest.raises(ConfigError, match=f"monitoring.drift.columns.{rule.column}.method {message}"):
+            measure()
 
 
 @pytest.mark.parametrize("reference_rows,missing", [(1001, "one"), (1500, "some"), (999, "none"), (50, "most")])

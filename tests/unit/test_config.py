@@ -118,3 +118,60 @@ def test_a_model_name_the_registry_cannot_search_for_is_refused(name):
 def test_an_alias_mlflow_refuses_is_refused_at_load(alias):
     with pytest.raises(ConfigError, match="registry.aliases.production .* is not an alias MLflow accepts"):
         parse_config({**MINIMAL, "registry": {"aliases": {"production": alias}}})
+
+
+# `monitoring.drift`: features left out of drift, and a test and/or threshold per column
+CALENDAR = {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["hour", "workingday", "load"],
+            "categorical": ["workingday"]}
+
+
+def drift_policy(drift: dict, data: dict | None = None) -> dict:
+    return {**MINIMAL, "data": data or CALENDAR, "monitoring": {"window": "1d", "drift": drift}}
+
+
+def test_drift_exclude_and_per_column_rules_are_read():
+    config = parse_config(drift_policy({"exclude": ["hour", "workingday"],
+                                        "columns": {"load": {"method": "wasserstein", "threshold": 0.3}}}))
+    drift = config.data.drift
+    assert drift.exclude == ("hour", "workingday") and drift.measured(config.data.features) == ["load"]
+    assert (drift.rule("load").method, drift.rule("load").threshold) == ("wasserstein", 0.3)
+    assert drift.rule("hour") is None
+    assert parse_config(MINIMAL).data.drift.measured(("a", "b")) == ["a", "b"]  # no section: every feature
+
+
+@pytest.mark.parametrize("drift, data, message", [
+    ({"exclude": ["hours"]}, None, "f.yaml: monitoring.drift.exclude names ['hours'], which are not features"),
+    ({"columns": {"y": {"threshold": 0.1}}}, None, "monitoring.drift.columns names ['y'], which are not features"),
+    ({"exclude": ["t"]}, {"path": "d", "timestamp": "t", "target": "y"}, "monitoring.drift.exclude names ['t']"),
+    ({"exclude": ["hour", "workingday", "load"]}, None, "monitoring.drift.exclude leaves out every feature"),
+    ({"columns": {"load": {"method": "psi"}}}, None,
+     "monitoring.drift.columns.load.method must be one of ks, chisquare, z, wasserstein, jensenshannon"),
+    ({"columns": {"load": {"method": "ks", "threshold": 1.0}}}, None,
+     "monitoring.drift.columns.load.threshold must be in (0, 1) (a p-value), got 1.0"),
+    ({"columns": {"load": {"method": "jensenshannon", "threshold": 0}}}, None, "threshold must be in (0, 1]"),
+    ({"columns": {"load": {"method": "wasserstein", "threshold": -1}}}, None, "threshold must be positive"),
+    ({"columns": {"load": {"threshold": 1.5}}}, None, "threshold must be in (0, 1) without a method"),
+    ({"columns": {"load": {}}}, None, "monitoring.drift.columns.load.method and/or threshold must be set"),
+    ({"columns": {"load": {"test": "ks"}}}, None, "monitoring.drift.columns.load.test is not a known key"),
+    ({"columns": {"workingday": {"method": "ks"}}}, None,
+     "monitoring.drift.columns.workingday.method ks does not test labels"),
+    ({"exclude": ["load"], "columns": {"load": {"threshold": 0.1}}}, None,
+     "monitoring.drift.columns sets ['load'], which monitoring.drift.exclude leaves out"),
+    ({"excluded": ["hour"]}, None, "monitoring.drift.excluded is not a known key"),
+])
+def test_bad_drift_options_name_the_key(drift, data, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(drift_policy(drift, data), origin="f.yaml")
+    assert message in str(err.value)
+
+
+def test_drift_columns_are_checked_again_once_the_data_resolves_the_features():
+    """With data.features left out only the data knows the features; the drift measure checks then."""
+    from mlflow_retrain.config import ColumnDriftRule, DriftConfig
+
+    with pytest.raises(ConfigError, match=r"monitoring.drift names \['hours'\], which are not features"):
+        DriftConfig(exclude=("hours",)).check(("hour", "load"), ())
+    with pytest.raises(ConfigError, match="leaves out every feature"):
+        DriftConfig(exclude=("hour", "load")).check(("hour", "load"), ())
+    with pytest.raises(ConfigError, match="monitoring.drift.columns.load.method chisquare does not test numbers"):
+        DriftConfig(columns=(ColumnDriftRule("load", "chisquare"),)).check(("hour", "load"), ())
