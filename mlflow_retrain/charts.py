@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from html import escape
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -22,11 +22,15 @@ from plotly.subplots import make_subplots
 
 from mlflow_retrain.decide import format_span
 
+if TYPE_CHECKING:
+    from mlflow_retrain.drift import ColumnDrift
+
 # One colour per policy, in the order the policies are listed (the backtest's table order); shared
 # by every backtest figure. 24 distinct colours, more policies than that wrap around.
 POLICY_PALETTE = qualitative.Dark24
 METRIC_COLOR, DRIFT_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9467bd", "#c62828"
 FIRED_COLOR, HEALTH_COLOR = "#ef6c00", "#c62828"
+STEADY_COLOR = "#ede7f6"  # a measured column that did not drift (drifted ones take DRIFT_COLOR)
 DECISION_STYLE = {"promoted": ("#2e7d32", "triangle-up"), "rejected": ("#c62828", "x")}
 OTHER_DECISION = ("#757575", "circle-open")
 CONFIG = {"displaylogo": False, "responsive": True}
@@ -54,6 +58,7 @@ class WindowPoint:
     version: str | None
     fired: list[str] = field(default_factory=list)
     health: list[str] = field(default_factory=list)
+    drift_columns: list[ColumnDrift] = field(default_factory=list)  # each measured feature's test and verdict
 
 
 @dataclass(frozen=True)
@@ -164,15 +169,41 @@ def _runs(points: Sequence[WindowPoint], marked) -> list[tuple[datetime, datetim
     return spans
 
 
+def _column_hover(p: WindowPoint, c: ColumnDrift) -> str:
+    head = f"{_when(p.start)}..{_when(p.end)} v{escape(str(p.version))}<br>{escape(c.column)}: "
+    if c.method is None:
+        return head + "no values, not measured"
+    verdict = "drifted" if c.drifted else "no drift"
+    return head + f"{verdict}<br>{escape(c.method)} {_fmt(c.score, 3)}, threshold {_fmt(c.threshold, 3)}"
+
+
+def drift_columns_trace(points: Sequence[WindowPoint], mids: Sequence[str]) -> go.Heatmap | None:
+    """One row per measured feature, one cell per window: drifted (dark) or not (light), a gap where
+    the window had no drift measured; the test, score and threshold in the hover. Drifted yes/no
+    rather than the score, because scores of different tests (p-values, distances) do not compare."""
+    names = list(dict.fromkeys(c.column for p in points for c in p.drift_columns))
+    if not names:
+        return None
+    cells = [{c.column: c for c in p.drift_columns} for p in points]
+    z = [[None if (c := cell.get(n)) is None or c.method is None else float(c.drifted) for cell in cells]
+         for n in names]
+    hover = [[_column_hover(p, cell[n]) if n in cell else "" for p, cell in zip(points, cells)] for n in names]
+    return go.Heatmap(x=list(mids), y=names, z=z, zmin=0, zmax=1, showscale=False, xgap=1, ygap=1,
+                      colorscale=[[0, STEADY_COLOR], [0.5, STEADY_COLOR], [0.5, DRIFT_COLOR], [1, DRIFT_COLOR]],
+                      name="drifted columns", hovertext=hover, hoverinfo="text")
+
+
 def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: float | None,
                      events: Sequence[RetrainEvent]) -> go.Figure:
-    """Three rows on one time axis: the metric per window (threshold, fired windows, health problems,
-    promotions), drift share, and the retrain events, promoted and rejected on separate lanes.
+    """Four rows on one time axis: the metric per window (threshold, fired windows, health problems,
+    promotions), drift share, which columns drifted, and the retrain events, promoted and rejected on
+    separate lanes.
 
     The x range covers every window and every event. Events at one moment are one marker per
     decision, each listing in its hover every event of that date, so none hides another.
     """
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.6, 0.22, 0.18])
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        row_heights=[0.5, 0.16, 0.18, 0.16])
     mids = [_mid(p.start, p.end) for p in points]
     values = [p.metric if p.metric is not None and math.isfinite(p.metric) else None for p in points]
     finite = [v for v in values if v is not None] + ([threshold] if threshold is not None else [])
@@ -217,6 +248,8 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
                          hovertext=[f"{_when(points[i].start)}..{_when(points[i].end)} v{escape(str(points[i].version))}"
                                     f"<br>drift share {points[i].drift_share:.2f}" for i in drifted],
                          hoverinfo="text"), row=2, col=1)
+    if (columns := drift_columns_trace(points, mids)) is not None:
+        fig.add_trace(columns, row=3, col=1)
     by_date: dict[str, list[str]] = defaultdict(list)
     for e in events:
         by_date[f"{e.time:%Y-%m-%d}"].append(_event_line(e))
@@ -232,13 +265,14 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
             name=f"{decision} ({sum(len(lanes[decision][m]) for m in moments)})", legendgroup=decision,
             marker={"color": color, "symbol": symbol, "size": 11, "line": {"width": 1.5, "color": color}},
             customdata=[[",".join(e.version for e in lanes[decision][m])] for m in moments],
-            hovertext=["<br>".join(by_date[f"{m:%Y-%m-%d}"]) for m in moments], hoverinfo="text"), row=3, col=1)
+            hovertext=["<br>".join(by_date[f"{m:%Y-%m-%d}"]) for m in moments], hoverinfo="text"), row=4, col=1)
     fig.update_xaxes(range=_padded(lo, hi), type="date")
     fig.update_yaxes(title_text=escape(metric), range=[y_lo, y_hi], row=1, col=1)
     fig.update_yaxes(title_text="drift share", range=[0, 1], row=2, col=1)
+    fig.update_yaxes(title_text="drifted", type="category", autorange="reversed", row=3, col=1)
     fig.update_yaxes(title_text="retrains", type="category", categoryorder="array",
-                     categoryarray=list(reversed(order)), row=3, col=1)
-    fig.update_layout(template="plotly_white", height=620, margin={"l": 60, "r": 20, "t": 30, "b": 40},
+                     categoryarray=list(reversed(order)), row=4, col=1)
+    fig.update_layout(template="plotly_white", height=760, margin={"l": 60, "r": 20, "t": 30, "b": 40},
                       hovermode="closest", bargap=0, legend={"orientation": "h", "y": 1.06, "x": 0})
     return fig
 

@@ -28,8 +28,8 @@ from mlflow_retrain.charts import RetrainEvent, WindowPoint, dashboard_html
 from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window, parse_time
 from mlflow_retrain.decide import Observations, WindowScore, format_span
-from mlflow_retrain.drift import DriftMeter
-from mlflow_retrain.errors import DataError, HealthError
+from mlflow_retrain.drift import ColumnDrift, DriftMeter, summarize
+from mlflow_retrain.errors import ConfigError, DataError, HealthError
 from mlflow_retrain.evaluate import load_reference, registered, score_predictions
 from mlflow_retrain.registry import Registry, utcnow
 
@@ -69,9 +69,13 @@ class MonitorResult:
         return not self.health
 
     def rows(self) -> list[dict[str, Any]]:
+        """One row per window; per measured feature its drift score (`drift.<column>`, the test's own
+        scale: a p-value or a distance) and, in `drifted`, the features whose test said drift."""
         return [{"start": p.start.isoformat(), "end": p.end.isoformat(), "version": p.version, "rows": p.rows,
                  "metric": p.metric, "partial": p.partial, "drift_share": p.drift_share, "latency_ms": p.latency_ms,
-                 "fired": ",".join(p.fired), "health": "; ".join(p.health)} for p in self.points]
+                 "fired": ",".join(p.fired), "health": "; ".join(p.health),
+                 "drifted": ",".join(c.column for c in p.drift_columns if c.drifted),
+                 **{f"drift.{c.column}": c.score for c in p.drift_columns}} for p in self.points]
 
     def to_dict(self) -> dict[str, Any]:
         return {"windows": self.rows(), "health": self.health, "dashboard": str(self.dashboard),
@@ -176,6 +180,8 @@ class _Models:
         if version not in self.meters:
             try:
                 self.meters[version] = DriftMeter(load_reference(run_id), self.data.spec)
+            except ConfigError:  # monitoring.drift naming a column the data does not have: the user's to fix
+                raise
             except Exception as exc:  # no reference: drift unknown, the error series still stands
                 log.warning("no drift reference for v%s: %s", version, exc)
                 self.meters[version] = None
@@ -267,34 +273,49 @@ def _score(config: Config, data: LabelledData, windows: list[Window], every: pd.
                               per_row_ms * n)
             offset += n
     points = []
+    depth = max((t.depth for t in config.triggers.configured), default=1)
+    served: list[WindowScore] = []  # the whole windows the serving version has scored so far, in order
     for i, window in enumerate(windows):
         lo, hi = bounds[i]
         version = owners[i]
         partial = window.end - window.start < every
         metric = drift = latency = None
         fired: list[str] = []
+        columns: list[ColumnDrift] = []
         health = [failures[i]] if i in failures else []  # a model that fails is down, window whole or not
+        if i == 0 or owners[i - 1] != version:
+            served = []
         if i in predictions and hi > lo:
             rows = data.frame.iloc[lo:hi]
             pred, proba, latency = predictions[i]
             metric = score_predictions(config, data, rows, pred, proba).metrics.get(config.metric)
             meter = models.meter(version, runs.get(version, "")) if version else None
-            measured = meter.measure(rows) if meter else None
+            columns = meter.columns(rows) if meter else []
+            measured = summarize(columns) if meter else None
             drift = measured.drift_share if measured else None
-            # a trigger judges a whole window; the cycle never sees this partial one
-            fired = [] if partial else marks(config, window, hi - lo, metric, measured)
+            if not partial:  # a trigger judges a whole window; the cycle never sees this partial one
+                served.append(WindowScore(window.iso(), hi - lo, metric))
+                fired = marks(config, window, served[-depth:], measured)
             if config.monitoring.max_latency_ms is not None and latency > config.monitoring.max_latency_ms:
                 health.append(f"slow: {latency:.0f} ms > {config.monitoring.max_latency_ms:.0f} ms")
+        elif not partial:
+            served.append(WindowScore(window.iso(), hi - lo, None))  # a gap in the history, never a zero
         points.append(MonitoredWindow(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(),
                                       metric=metric, rows=hi - lo, drift_share=drift, latency_ms=latency,
-                                      version=version, fired=fired, health=health, partial=partial))
+                                      version=version, fired=fired, health=health, partial=partial,
+                                      drift_columns=columns))
     return points
 
 
-def marks(config: Config, window: Window, rows: int, metric: float | None, drift: Any) -> list[str]:
-    """The configured triggers this one window crosses, as each trigger's own `mark` says."""
+def marks(config: Config, window: Window, scores: list[WindowScore], drift: Any) -> list[str]:
+    """The configured triggers the newest of `scores` crosses, as each trigger's own `mark` says.
+
+    `scores` are the windows the serving version scored, oldest first, up to the deepest trigger's
+    `depth`: a trigger that reads a history (`metric_trend`) sees the windows the cycle would have
+    read, none served by another version (after a promotion the history starts again, as a cycle
+    blanks the new version's in-sample windows)."""
     seen = Observations(metric=config.metric, higher_is_better=config.higher_is_better, as_of=window.end,
-                        scores=(WindowScore(window.iso(), rows, metric),), drift=drift)
+                        scores=tuple(scores), drift=drift)
     return [t.name for t in config.triggers.configured if t.mark(seen)]
 
 
