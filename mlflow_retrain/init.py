@@ -10,6 +10,7 @@ without edits; a user then tunes it (or runs `backtest`) with the reasons in fro
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import textwrap
@@ -27,6 +28,7 @@ from mlflow_retrain.config import DataConfig, check_model_name, higher_is_better
 from mlflow_retrain.data import column_kind, prepare_frame, read_table
 from mlflow_retrain.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 ESTIMATORS = {"regression": "sklearn.ensemble.HistGradientBoostingRegressor",
               "classification": "sklearn.ensemble.HistGradientBoostingClassifier"}
 METRICS = {"regression": "mae", "classification": "accuracy"}
@@ -40,6 +42,11 @@ MIN_WINDOWS = 20  # monitoring windows the data should hold, so triggers have a 
 TRAINING_WINDOWS = 10  # monitoring windows a training window spans at least, when the data allows
 KEEP_EDGE = 0.8  # retrain when the model's error passes this share of the naive baseline's
 DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
+# calendar columns: named like one, or few whole values set by the timestamp (hour of day, weekday, month)
+CALENDAR_NAME = re.compile(r"(?:^|[^a-z])(hour|hr|hourofday|hour_of_day|weekday|dow|dayofweek|day_of_week|"
+                           r"workingday|working_day|weekend|holiday|month|mnth|season|quarter)(?:[^a-z]|$)")
+CALENDAR_VALUES = 31  # a calendar column holds at most this many distinct values (days of a month)
+WEEKDAY_AGREEMENT = 0.95  # a per-day flag set by the weekday on this share of rows (holidays differ)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class Suggestion:
     threshold: float
     gate: float
     reasons: dict[str, str]
+    drift_exclude: tuple[str, ...] = ()  # calendar columns, left out of drift (monitoring.drift.exclude)
+    warnings: tuple[str, ...] = ()
 
     @property
     def higher_is_better(self) -> bool:
@@ -213,6 +222,63 @@ def suggest_windows(span: timedelta, rows: int, step: timedelta) -> Windows:
     })
 
 
+def _function_of(values: pd.Series, key: pd.Series) -> bool:
+    """One value of the column per value of `key`, with rows to spare (a key unique per row proves nothing)."""
+    groups = key.nunique()
+    return groups >= 2 and len(values) >= 2 * groups and bool((values.groupby(key).nunique() <= 1).all())
+
+
+def _set_by_weekday(values: pd.Series, stamps: pd.Series) -> bool:
+    """One value per day, the weekday's usual one on nearly every row: a working-day flag."""
+    if not _function_of(values, stamps.dt.normalize()):
+        return False
+    usual = values.groupby(stamps.dt.dayofweek).transform(lambda day: day.mode().iloc[0])
+    return bool((usual == values).mean() >= WEEKDAY_AGREEMENT)
+
+
+def _few_whole_values(values: pd.Series) -> bool:
+    present = values.dropna()
+    if not 2 <= present.nunique() <= CALENDAR_VALUES:
+        return False
+    return is_bool_dtype(present) or not is_numeric_dtype(present) or bool(np.all(np.mod(present, 1) == 0))
+
+
+def calendar_columns(frame: pd.DataFrame, features: tuple[str, ...], timestamp: str) -> dict[str, str]:
+    """Features that follow the calendar, each with why: a short monitoring window holds a few of
+    their values and the training window all of them, so they "drift" in every window by construction."""
+    stamps = frame[timestamp]
+    keys = {"hour of day": stamps.dt.hour, "day of week": stamps.dt.dayofweek, "month": stamps.dt.month}
+    found = {}
+    for column in features:
+        values = frame[column]
+        if not _few_whole_values(values):
+            continue
+        why = ["named like a calendar field"] if CALENDAR_NAME.search(str(column).lower()) else []
+        if key := next((name for name, key in keys.items() if _function_of(values, key)), None):
+            why.append(f"set by the timestamp's {key}")
+        elif _set_by_weekday(values, stamps):
+            why.append(f"one value a day, the weekday's on >= {WEEKDAY_AGREEMENT:.0%} of rows")
+        if why:
+            found[column] = " and ".join(why)
+    return found
+
+
+def drift_exclusions(calendar: dict[str, str], features: tuple[str, ...], window: timedelta,
+                     training: timedelta) -> tuple[tuple[str, ...], str | None]:
+    """The calendar columns to leave out of drift and the warning that says so (none when there are
+    none; kept in when they are every feature, since drift would then measure nothing)."""
+    if not calendar:
+        return (), None
+    named = "; ".join(f"{c} ({why})" for c, why in calendar.items())
+    because = (f"calendar columns: {named}. A {format_span(window)} monitoring window can hold part of their "
+               f"cycle while the {format_span(training)} training window holds all of it, so they drift by the "
+               "calendar alone (a one-day window: every day), not because the data changed")
+    if len(calendar) == len(features):
+        return (), f"{because}; every feature is one, so drift stays on all of them (its share means little)"
+    return tuple(calendar), (f"{because}: left out of drift (monitoring.drift.exclude), still features of the "
+                             "model; delete them there to measure their drift")
+
+
 def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
@@ -289,13 +355,18 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
     step = steps.median().to_pytimedelta()
     windows = suggest_windows((stamps.iloc[-1] - stamps.iloc[0]).to_pytimedelta(), len(checked), step)
     threshold, gate, gate_reasons = suggest_thresholds(checked[target], task)
+    drift_exclude, warning = drift_exclusions(calendar_columns(checked, spec.features, timestamp), spec.features,
+                                              windows.monitoring, windows.training)
+    if warning:
+        reasons["monitoring.drift.exclude"] = warning
     return Suggestion(
         model_name=model_name, data_path=data_path, target=target, timestamp=timestamp, task=task,
         metric=METRICS[task], estimator=ESTIMATORS[task], numeric=numeric, categorical=spec.categorical,
         exclude=exclude, rows=len(checked), start=stamps.iloc[0], end=stamps.iloc[-1], step=step,
         monitoring_window=windows.monitoring, training_window=windows.training, holdout=windows.holdout,
         max_age=windows.max_age, cooldown=windows.cooldown, threshold=threshold, gate=gate,
-        reasons={**reasons, **windows.reasons, **gate_reasons},
+        reasons={**reasons, **windows.reasons, **gate_reasons}, drift_exclude=drift_exclude,
+        warnings=(warning,) if warning else (),
     )
 
 
@@ -339,6 +410,9 @@ def render(s: Suggestion, next_command: str) -> str:
         *why("monitoring.window"),
         f"  window: {format_span(s.monitoring_window)}",
         f"  metric: {s.metric}",
+        *why("monitoring.drift.exclude"),
+        *([f"  drift: {{exclude: [{', '.join(_scalar(c) for c in s.drift_exclude)}]}}"] if s.drift_exclude else
+          ["  # drift: {exclude: [column, ...]}   # features left out of drift (a calendar column drifts always)"]),
         "triggers:",
         *why("triggers.metric_threshold"),
         f"  metric_threshold: {{{bound}: {s.threshold}}}",
@@ -371,4 +445,6 @@ def init(data: Path, *, target: str, out: Path, timestamp: str | None = None, ta
     command = f"mlflow-retrain cycle --config {shlex.quote(str(out))}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(suggestion, command))
+    for warning in suggestion.warnings:
+        log.warning("%s", warning)
     return InitResult(str(out), command, suggestion)

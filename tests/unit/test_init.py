@@ -182,3 +182,43 @@ def test_init_on_an_unknown_target_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="--target 'sales' is not a column"):
         init(tmp_path / "d.csv", target="sales", out=tmp_path / "retrain.yaml")
     assert not (tmp_path / "retrain.yaml").exists()
+
+
+def calendar_table(days: int = 60) -> pd.DataFrame:
+    """Hourly rows with calendar columns under names that do and do not say so, and two that are not."""
+    stamps = pd.date_range("2024-01-01", periods=days * 24, freq="h")
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({
+        "ts": stamps.astype(str), "hour": stamps.hour, "workingday": (stamps.dayofweek < 5).astype(int),
+        "dw": stamps.dayofweek,  # named like nothing: found as a function of the timestamp
+        "rain": rng.integers(0, 3, len(stamps)),  # few whole values, not set by the calendar
+        "price": rng.normal(10, 2, len(stamps)), "units": rng.normal(100, 10, len(stamps)),
+    })
+
+
+def test_init_leaves_calendar_columns_out_of_drift_and_warns(tmp_path, caplog):
+    calendar_table().to_csv(tmp_path / "d.csv", index=False)
+    with caplog.at_level("WARNING", logger="mlflow_retrain.init"):
+        result = init(tmp_path / "d.csv", target="units", out=tmp_path / "retrain.yaml")
+    s = result.suggestion
+    assert s.drift_exclude == ("hour", "workingday", "dw")
+    (warning,) = s.warnings
+    assert "dw (set by the timestamp's day of week)" in warning and "hour (named like a calendar field and set " \
+           "by the timestamp's hour of day)" in warning and "left out of drift (monitoring.drift.exclude)" in warning
+    assert caplog.messages == [warning] and result.to_dict()["warnings"] == [warning]
+    text = (tmp_path / "retrain.yaml").read_text()
+    assert "  drift: {exclude: [hour, workingday, dw]}" in text and "# calendar columns: hour" in text
+    config = load_config(tmp_path / "retrain.yaml")  # the file loads, and drift still measures the others
+    assert config.data.drift.exclude == ("hour", "workingday", "dw")
+
+
+def test_no_calendar_column_no_warning_and_the_key_is_shown_commented():
+    s = suggested(table("h", 365 * 24))
+    assert s.drift_exclude == () and s.warnings == ()
+    assert "  # drift: {exclude: [column, ...]}" in render(s, "next")
+
+
+def test_calendar_columns_that_are_every_feature_stay_measured():
+    frame = calendar_table()[["ts", "hour", "workingday", "units"]]
+    s = suggested(frame)
+    assert s.drift_exclude == () and "every feature is one, so drift stays on all of them" in s.warnings[0]
