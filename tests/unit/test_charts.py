@@ -192,3 +192,21 @@ def test_schedules_are_named_by_the_cadence_they_really_retrain_at(every, names)
         # a replay checks at whole steps after the serving model's own step: the first that fires
         fires = next(k for k in range(1, 100) if max_age(T0, as_of=T0 + every * k, max_age=trigger.span).fired)
         assert fires == steps
+
+
+def test_the_dashboard_shows_which_columns_drifted_under_the_drift_share():
+    from mlflow_retrain.drift import ColumnDrift
+
+    shown = points([50.0, 60.0, None])
+    shown[0].drift_columns = [ColumnDrift("hour", "K-S p_value", 0.05, 0.9, False),
+                              ColumnDrift("workingday", "Z-test p_value", 0.05, 0.001, True)]
+    shown[1].drift_columns = [ColumnDrift("hour", None, float("nan"), float("nan"), False),
+                              ColumnDrift("workingday", "Z-test p_value", 0.05, 0.2, False)]
+    html = dashboard_html(title="t", metric="mae", points=shown, threshold=80.0, events=[], versions=[], health=[])
+    (heatmap,) = [t for t in figures(html)["monitor"]["data"] if t["type"] == "heatmap"]
+    assert heatmap["y"] == ["hour", "workingday"] and heatmap["yaxis"] == "y3"
+    # one row per feature, one cell per window: drifted 1, not 0, a gap where nothing was measured
+    assert heatmap["z"] == [[0.0, None, None], [1.0, 0.0, None]]
+    cells = "\n".join(text for row in heatmap["hovertext"] for text in row)
+    assert "workingday: drifted<br>Z-test p_value 0.001, threshold 0.05" in cells
+    assert "hour: no values, not measured" in cells

@@ -76,3 +76,8 @@ class MetricTrend(Trigger):
         return metric_trend([s.metric for s in seen.scores], metric=seen.metric,
                             higher_is_better=seen.higher_is_better, windows=self.windows,
                             max_relative_increase=self.max_relative_increase, max_slope=self.max_slope)
+
+    def mark(self, seen: Observations) -> bool:
+        """The dashboard's mark: the trend over the windows up to this one (the monitor passes `depth`
+        of them, all served by one version) fires."""
+        return self.check(seen).fired
