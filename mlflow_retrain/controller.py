@@ -225,7 +225,7 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     production = registry.production()
     if production is not None and not dry_run:
         registered(config, data, production.version)  # a model that no longer loads is refused before the lease
-    if not bootstrap and not registry.exists():
+    if not bootstrap and registry.unborn is None and not registry.exists():  # a store not made yet saw no cycle
         _refuse_silent_bootstrap(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
                          stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None))
@@ -277,7 +277,8 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
     if production is None:
         # nothing to defend yet: the first model is trained and, if it passes the gate, promoted
         data.cut(Window.ending(as_of, config.training.holdout), "holdout window")
-        report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], "no Production version: bootstrap", None)
+        unborn = f" (no store yet: the first cycle creates {registry.unborn})" if registry.unborn else ""
+        report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], f"no Production version: bootstrap{unborn}", None)
         report.outcome = "would_retrain"
         return None
     decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,

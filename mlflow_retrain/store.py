@@ -40,9 +40,8 @@ class Store:
     @property
     def local_folder(self) -> Path | None:
         """The folder of a local sqlite store (where its artifacts go), else None."""
-        if self.tracking_uri.startswith("sqlite:///"):
-            return Path(self.tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).parent
-        return None
+        path = sqlite_file(self.tracking_uri)
+        return None if path is None else path.parent
 
     def describe(self) -> str:
         registry = "" if self.registry_uri == self.tracking_uri else f", registry {redact(self.registry_uri)}"
@@ -51,6 +50,19 @@ class Store:
     def to_dict(self) -> dict[str, Any]:
         return {"tracking_uri": redact(self.tracking_uri), "registry_uri": redact(self.registry_uri),
                 "origin": self.origin}
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a local sqlite store, else None."""
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+def unborn(uri: str) -> Path | None:
+    """The file of a local sqlite store that does not exist yet, else None. Opening such a store (even
+    making an `MlflowClient` for it) creates the file: a command that only reads asks this first and
+    says there is nothing yet, so `check` and `status` in a fresh folder leave it as it was."""
+    path = sqlite_file(uri)
+    return path if path is not None and not path.exists() else None
 
 
 def _anchored(uri: str, folder: Path) -> str:

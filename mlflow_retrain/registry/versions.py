@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from mlflow.exceptions import MlflowException
@@ -17,6 +18,7 @@ from mlflow_retrain import faults
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.errors import RegistryError
+from mlflow_retrain.store import unborn
 
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
 
@@ -52,13 +54,29 @@ def not_found(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
 
+class OnFirstUse:
+    """An `MlflowClient` made when first used: making one opens its store, which creates a local sqlite
+    store that does not exist yet, and a command that only reads must leave it uncreated."""
+
+    def __init__(self) -> None:
+        self._client: MlflowClient | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = MlflowClient()
+        return getattr(self._client, name)
+
+
 class Versions:
     """One registered model's versions: reads, registration and tags."""
 
     def __init__(self, config: Config, client: MlflowClient | None = None):
+        import mlflow
+
         self.config = config
         self.name = config.model_name
-        self.client = client or MlflowClient()
+        self.registry_uri = client._registry_uri if client is not None else mlflow.get_registry_uri()
+        self.client = client or OnFirstUse()
         self.aliases = {PRODUCTION: config.registry.production_alias, STAGING: config.registry.staging_alias}
         # called before every write that matters: a fault point, then the lease's fencing check
         # while a cycle holds the lease (`Registry.hold`)
@@ -68,7 +86,15 @@ class Versions:
         faults.point(step)
         self.fence(step)
 
+    @property
+    def unborn(self) -> Path | None:
+        """The local sqlite file of a store that does not exist yet (see `store.unborn`), else None."""
+        return unborn(self.registry_uri)
+
     def exists(self) -> bool:
+        """Whether the registered model exists; a store not created yet holds none, and is left uncreated."""
+        if self.unborn is not None:
+            return False
         try:
             self.client.get_registered_model(self.name)
             return True
@@ -78,11 +104,14 @@ class Versions:
             raise
 
     def require(self) -> None:
+        if self.unborn is not None:
+            raise RegistryError(f"no store yet: {self.unborn} does not exist, so nothing is registered; "
+                                "`mlflow-retrain cycle` creates it with the first model")
         if not self.exists():
             from mlflow_retrain.redact import redact
 
             raise RegistryError(
-                f"registered model {self.name!r} does not exist in {redact(self.client._registry_uri)}; check "
+                f"registered model {self.name!r} does not exist in {redact(self.registry_uri)}; check "
                 "model_name and the store (MLFLOW_TRACKING_URI, or tracking_uri in the policy), or run "
                 "`mlflow-retrain train` first")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -87,3 +88,56 @@ def test_a_model_missing_where_cycles_finished_before_is_not_bootstrapped_silent
                    "inprocess", "--json", cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     assert json.loads(started.stdout)["outcome"] == "promoted"
+
+
+def _fresh_folder(folder: Path, suffix: str) -> Path:
+    """A user's folder before any cycle: generated load data (compressed as named) and a policy."""
+    from synthetic import TARGET, energy_load
+
+    energy_load("2022-01-01", "2022-03-31").to_csv(folder / f"load{suffix}", index=False)
+    policy = folder / "retrain.yaml"
+    policy.write_text(yaml.safe_dump({
+        "model_name": "load", "experiment": "load",
+        "data": {"path": f"load{suffix}", "timestamp": "timestamp", "target": TARGET},
+        "training": {"window": "30d", "holdout": "7d"}, "triggers": {"max_age": "30d"}}))
+    return policy
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz"])
+def test_check_on_a_folder_without_a_store_creates_none(tmp_path, monkeypatch, suffix):
+    """`check` writes nothing: with no mlflow.db yet it says a cycle would start the model, and the
+    folder is left as it was (no store file, no mlruns/). Compressed CSV reads like plain CSV."""
+    from click.testing import CliRunner
+
+    from mlflow_retrain.cli import cli
+
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    policy = _fresh_folder(tmp_path, suffix)
+    before = _listing(tmp_path)
+    out = CliRunner().invoke(cli, ["check", "--config", str(policy), "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["outcome"] == "would_retrain" and report["retrain"]["fired"] == ["bootstrap"]
+    assert f"no store yet: the first cycle creates {tmp_path / 'mlflow.db'}" in report["reason"]
+    assert _listing(tmp_path) == before
+
+
+def test_read_only_commands_without_a_store_say_so_and_create_none(tmp_path):
+    """status, doctor and compare read the registry: with no store yet they say there is nothing
+    registered (one line, exit 2) and create nothing; run as a user would, in a subprocess."""
+    policy = _fresh_folder(tmp_path, ".csv")
+    before = _listing(tmp_path)
+    said = (f"error: no store yet: {tmp_path / 'mlflow.db'} does not exist, so nothing is registered; "
+            "`mlflow-retrain cycle` creates it with the first model")
+    for command in ("status", "doctor", "compare"):
+        result = _cli(command, "--config", str(policy), cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert error == [said], (command, result.stderr)
+        assert _listing(tmp_path) == before, command
