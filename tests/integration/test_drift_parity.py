@@ -69,6 +69,11 @@ def evidently(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig) 
     return None, {}
 
 
+def same(ours: float, theirs: float) -> bool:
+    """Equal scores; both NaN too (chi-square forced on one label: no degree of freedom, no p-value)."""
+    return math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(ours) and math.isnan(theirs))
+
+
 def assert_parity(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig) -> list[ColumnDrift]:
     meter = DriftMeter(reference, spec)
     ours = meter.measure(current)
@@ -86,7 +91,7 @@ def assert_parity(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConf
         assert col.method == ev.stattest_name, (where, name, col, ev.stattest_name)
         assert col.threshold == ev.stattest_threshold, (where, name)
         assert col.drifted == ev.drift_detected, (where, name, col, ev.drift_score)
-        assert math.isclose(col.score, ev.drift_score, rel_tol=1e-9, abs_tol=1e-12), (where, name, col, ev.drift_score)
+        assert same(col.score, ev.drift_score), (where, name, col, ev.drift_score)
     if theirs is None:  # no column has a value on both sides: nothing measured
         assert (ours.drifted_columns, ours.total_columns) == (0, 0) and math.isnan(ours.drift_share), (where, ours)
         return list(columns.values())
@@ -94,7 +99,7 @@ def assert_parity(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConf
     assert ours.drift_share == theirs.drift_share, where
     assert set(theirs.column_scores) == set(seen), where
     for name, score in theirs.column_scores.items():
-        assert math.isclose(ours.column_scores[name], score, rel_tol=1e-9, abs_tol=1e-12), (where, name)
+        assert same(ours.column_scores[name], score), (where, name)
     return list(columns.values())
 
 
