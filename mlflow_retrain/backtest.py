@@ -25,16 +25,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.charts import PolicyPoint, tradeoff_html
-from mlflow_retrain.config import Config, TriggersConfig
+from mlflow_retrain.config import Config, TriggersConfig, parse_span
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
-from mlflow_retrain.decide.gate import paired_bootstrap_ci
+from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget, gain, per_30_days,
+                                          perfect, schedule_curve, tied, walk_forward)
 from mlflow_retrain.decide.triggers.drift import DataDrift
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
 from mlflow_retrain.decide.triggers.trend import MetricTrend
@@ -50,14 +50,6 @@ log = logging.getLogger(__name__)
 # The sweep scales the configured threshold's distance from a perfect score: 0.6 is more
 # sensitive, 2.0 laxer, and a score's threshold never passes 1.
 THRESHOLD_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
-
-
-def perfect(higher_is_better: bool) -> float:
-    """The best value a metric can take: 0 for an error, 1 for a score (accuracy, f1, roc_auc, r2).
-
-    Sweeps and tolerances are taken on the distance from it, so they mean the same for both kinds.
-    """
-    return 1.0 if higher_is_better else 0.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +115,19 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
     return policies
 
 
+def parse_budget(text: str) -> float:
+    """`--budget N/30d` (or N/<span>): at most this many retrains per 30 days."""
+    count, _, span = text.partition("/")
+    try:
+        value = float(count)
+    except ValueError:
+        value = -1.0
+    if value < 0 or not span:
+        raise ConfigError(f"--budget {text!r} must read N/<span>, e.g. 2/30d (at most 2 retrains per 30 days)")
+    days = parse_span(span, "--budget") / timedelta(days=1)
+    return value * DAYS_PER_BUDGET / days
+
+
 def select(policies: list[Policy], names: Iterable[str] | None) -> list[Policy]:
     if not names:
         return policies
@@ -152,125 +157,101 @@ class BacktestResult:
     steps: list[pd.Timestamp]
     states: list[PolicyState]
     recommended: str
-    tolerance: float
+    rule: Rule
     threshold: float | None
     metric: str
-    higher_is_better: bool
     seconds: float
     fits: int
+    folds: int = 0  # walk-forward folds (0: the recommendation is chosen and scored in sample)
     run_id: str | None = None
     chart: Path | None = None
     table_path: Path | None = None
-    resolution: float = 0.0
 
-    def table(self) -> list[dict[str, Any]]:
-        rows = []
-        for s in self.states:
-            values = np.array([v for v in s.series if v is not None], dtype=float)
-            worse = sum(crosses(v, higher_is_better=self.higher_is_better, limit=self.threshold) for v in s.series)
-            rows.append({
-                "policy": s.policy.name, "family": s.policy.family, "retrains": s.retrains, "promoted": s.promoted,
-                "rejected": s.rejected, "mean_metric": float(values.mean()) if len(values) else math.nan,
-                # the worse tail in the metric's direction: 90% of windows did at least this well
-                "p90_metric": worse_tail(s.series, higher_is_better=self.higher_is_better),
-                "windows_worse_than_threshold": worse, "train_seconds": round(s.train_seconds, 2),
-                "equal_budget": s.policy.equal_budget,
-            })
-        curve = schedule_curve(rows, self.higher_is_better)
-        best = self._best(rows)
-        for row, state in zip(rows, self.states):
-            peer = equal_budget(curve, row["retrains"])
-            row["schedule_same_budget"] = None if peer is None else self._metric(peer)
-            row["vs_schedule"] = None if peer is None or math.isnan(row["mean_metric"]) else gain(
-                peer, self._distance(row["mean_metric"]))
-            row["tied_with_best"] = best is not None and tied(
-                self._distances(state.series), self._distances(self.states[best].series), self.resolution)
-        for row in rows:
-            row["recommended"] = row["policy"] == self.recommended
-        return rows
+    @property
+    def higher_is_better(self) -> bool:
+        return self.rule.higher_is_better
+
+    def candidates(self) -> list[Candidate]:
+        """Each policy as plain numbers: the metric per window, the windows where it retrained."""
+        index = {t: i for i, t in enumerate(self.steps)}
+        days = (self.steps[-1] - self.steps[0]) / pd.Timedelta(days=1)
+        return [Candidate(s.policy.name, s.policy.family, s.series,
+                          [index[pd.Timestamp(t)] for t, _ in s.retrain_points], days) for s in self.states]
+
+    def day_of(self) -> list[float]:
+        return [(t - self.steps[0]) / pd.Timedelta(days=1) for t in self.steps]
+
+    def walk_forward(self) -> WalkForward | None:
+        if not self.folds:
+            return None
+        return walk_forward(self.candidates(), self.rule, self.folds, self.day_of())
 
     def recommend(self) -> str:
-        """The cheapest policy as good as the best: within `tolerance` of its mean, or not
-        distinguishable from it (`tied`); ties go to fewer retrains."""
-        rows = self.table()
-        best = self._best(rows)
-        if best is None:
-            return ""
-        limit = self._distance(rows[best]["mean_metric"]) * (1 + self.tolerance)
-        ok = [r for r in rows if not math.isnan(r["mean_metric"])
-              and (self._distance(r["mean_metric"]) <= limit or r["tied_with_best"])]
-        return min(ok, key=lambda r: (r["retrains"], self._distance(r["mean_metric"])))["policy"]
+        """The rule's choice on the whole history: what to run from now on. With folds, the table
+        shows how that same rule fared out of sample (`walk-forward`)."""
+        return choose(self.candidates(), self.rule).chosen
 
-    def _distance(self, value: float) -> float:
-        return abs(perfect(self.higher_is_better) - value)
+    def table(self) -> list[dict[str, Any]]:
+        candidates = self.candidates()
+        curve = schedule_curve(candidates, self.rule)
+        best = next((c for c in candidates if c.name == choose(candidates, self.rule).best), None)
+        forward = self.walk_forward()
+        rows = []
+        for s, c in zip(self.states, candidates):
+            row = self._row(c, curve, best)
+            row.update(promoted=s.promoted, rejected=s.rejected, train_seconds=round(s.train_seconds, 2),
+                       equal_budget=s.policy.equal_budget, recommended=s.policy.name == self.recommended)
+            if forward is not None:
+                out = c.part(forward.start, len(c.series), forward.days)
+                row.update(oos_mean_metric=out.mean(), oos_retrains=out.retrains,
+                           oos_p90_metric=worse_tail(out.series, higher_is_better=self.higher_is_better))
+            rows.append(row)
+        if forward is not None:
+            rows.append(self._walk_forward_row(forward))
+        return rows
 
-    def _metric(self, distance: float) -> float:
-        return 1.0 - distance if self.higher_is_better else distance
+    def _row(self, c: Candidate, curve: list[tuple[int, float]], best: Candidate | None) -> dict[str, Any]:
+        mean = c.mean()
+        peer = equal_budget(curve, c.retrains)
+        worse = sum(crosses(v, higher_is_better=self.higher_is_better, limit=self.threshold) for v in c.series)
+        return {
+            "policy": c.name, "family": c.family, "retrains": c.retrains,
+            "retrains_per_30d": round(per_30_days(c.retrains, c.days), 3), "mean_metric": mean,
+            # the worse tail in the metric's direction: 90% of windows did at least this well
+            "p90_metric": worse_tail(c.series, higher_is_better=self.higher_is_better),
+            "windows_worse_than_threshold": worse,
+            "schedule_same_budget": None if peer is None else abs(perfect(self.higher_is_better) - peer),
+            "vs_schedule": None if peer is None or math.isnan(mean) else gain(peer, self.rule.distance(mean)),
+            "tied_with_best": best is not None and tied(self.rule.distances(c.series),
+                                                        self.rule.distances(best.series), self.rule.resolution),
+        }
 
-    def _distances(self, series: list[float | None]) -> list[float | None]:
-        return [None if v is None or not math.isfinite(v) else self._distance(v) for v in series]
-
-    def _best(self, rows: list[dict[str, Any]]) -> int | None:
-        scored = [i for i, r in enumerate(rows) if not math.isnan(r["mean_metric"])]
-        return min(scored, key=lambda i: self._distance(rows[i]["mean_metric"])) if scored else None
+    def _walk_forward_row(self, forward: WalkForward) -> dict[str, Any]:
+        """The rule itself as a policy: each fold run by the choice made before it, out of sample only,
+        compared with the schedules over the same out-of-sample windows."""
+        parts = [c.part(forward.start, len(c.series), forward.days) for c in self.candidates()]
+        c = Candidate("walk-forward", "walk_forward", forward.series, [0] * forward.retrains, forward.days)
+        row = self._row(c, schedule_curve(parts, self.rule), None)
+        row.update(oos_mean_metric=row["mean_metric"], oos_p90_metric=row["p90_metric"], oos_retrains=forward.retrains,
+                   retrains=None, mean_metric=None, p90_metric=None, tied_with_best=None, equal_budget=False,
+                   recommended=False, promoted=None, rejected=None, train_seconds=None,
+                   folds=[f"{f.chosen}@{self.steps[f.start].date()}" for f in forward.folds])
+        return row
 
     def to_dict(self) -> dict[str, Any]:
+        forward = self.walk_forward()
         return {"steps": len(self.steps) - 1, "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
-                "policies": self.table(), "recommended": self.recommended, "tolerance": self.tolerance,
-                "resolution": self.resolution, "seconds": round(self.seconds, 2), "fits": self.fits,
-                "run_id": self.run_id, "chart": str(self.chart) if self.chart else None,
+                "policies": self.table(), "recommended": self.recommended, "tolerance": self.rule.tolerance,
+                "resolution": self.rule.resolution, "budget_per_30d": self.rule.budget, "cost": self.rule.cost,
+                "folds": self.folds,
+                "walk_forward": None if forward is None else {
+                    "from": self.steps[forward.start].isoformat(),
+                    "folds": [{"from": self.steps[f.start].isoformat(), "to": self.steps[f.end].isoformat(),
+                               "chosen": f.chosen, "mean_metric": f.mean, "retrains": f.retrains}
+                              for f in forward.folds]},
+                "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
+                "chart": str(self.chart) if self.chart else None,
                 "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
-
-
-def schedule_curve(rows: list[dict[str, Any]], higher_is_better: bool) -> list[tuple[int, float]]:
-    """(retrains, distance from a perfect score) of the schedules run, `never` (a schedule that never
-    comes) and every window (the shortest schedule) included, by retrains."""
-    points = {}
-    for r in rows:
-        if r["family"] in ("never", "schedule", "every_window") and not math.isnan(r["mean_metric"]):
-            points.setdefault(r["retrains"], abs(perfect(higher_is_better) - r["mean_metric"]))
-    return sorted(points.items())
-
-
-def equal_budget(curve: list[tuple[int, float]], retrains: int) -> float | None:
-    """A schedule's distance from perfect at `retrains` retrains, interpolated linearly between the
-    schedules run; None outside them (no schedule to compare with)."""
-    if not curve or not curve[0][0] <= retrains <= curve[-1][0]:
-        return None
-    counts, distances = zip(*curve)
-    return float(np.interp(retrains, counts, distances))
-
-
-def gain(schedule_distance: float, distance: float) -> float:
-    """How much closer to perfect than the equal-budget schedule: 0.1 = 10% less error."""
-    if schedule_distance == 0:
-        return 0.0 if distance == 0 else -math.inf
-    return (schedule_distance - distance) / schedule_distance
-
-
-def tied(distances: list[float | None], best: list[float | None], resolution: float = 0.0,
-         confidence: float = 0.95) -> bool:
-    """Whether a policy's per-window errors are not distinguishable from the best policy's.
-
-    A tie when the mean difference over the windows both scored is at most `resolution`, or when the
-    paired bootstrap interval of that difference reaches zero. Consecutive windows are correlated
-    (a stale model stays stale), so the windows are resampled in blocks of about n^(1/3): the means
-    of consecutive blocks (a non-overlapping block bootstrap)."""
-    pairs = np.array([(d, b) for d, b in zip(distances, best) if d is not None and b is not None], dtype=float)
-    if not len(pairs):
-        return False
-    diff = pairs[:, 0] - pairs[:, 1]
-    if abs(float(diff.mean())) <= resolution:
-        return True
-    if len(diff) < 2:
-        return False
-    block = max(1, round(len(diff) ** (1 / 3)))
-    usable = len(diff) - len(diff) % block
-    blocks = diff[:usable].reshape(-1, block).mean(axis=1)
-    if len(blocks) < 2:
-        return False
-    low, _ = paired_bootstrap_ci(blocks, np.zeros_like(blocks), confidence=confidence)
-    return low <= 0
 
 
 class Replay:
@@ -347,26 +328,31 @@ def replay_steps(data: LabelledData, start: str, end: str | None, every: timedel
 
 
 def run_backtest(config: Config, *, start: str, end: str | None = None, every: timedelta | None = None,
-                 policies: list[Policy] | None = None, data: LabelledData | None = None, tolerance: float = 0.05,
-                 jobs: int = 1, cache: bool = True, resolution: float = 0.0) -> BacktestResult:
+                 policies: list[Policy] | None = None, data: LabelledData | None = None, rule: Rule | None = None,
+                 folds: int = 0, jobs: int = 1, cache: bool = True) -> BacktestResult:
     """Replay all policies over the steps in one pass; return their table and the recommendation.
 
     When the configured policy retrained and no schedule in the set retrained as often, a second,
     short pass replays the schedule with its retrain count (`equal_budget`): the comparison "better
-    than a schedule with the same budget" then needs no hand-made schedule."""
+    than a schedule with the same budget" then needs no hand-made schedule. `folds` > 0 adds the
+    walk-forward view (`decide.choice`)."""
     began = time.perf_counter()
     data = data or LabelledData.load(config)
     every = every or config.monitoring.window
     steps = replay_steps(data, start, end, every)
+    if folds and len(steps) - 1 < folds + 1:
+        raise DataError(f"--folds {folds} needs at least {folds + 1} windows; the span holds {len(steps) - 1} "
+                        f"steps of {format_span(every)}")
     policies = policies or default_policies(config, every)
     replay = Replay(config, data, cache=cache)
     states = _replay(replay, policies, steps, every, jobs)
     matched = equal_budget_schedule(config, states, steps, every)
     if matched is not None:
         states += _replay(replay, [matched], steps, every, jobs)
-    result = BacktestResult(steps, states, "", tolerance, config.threshold_limit, config.monitoring.metric,
-                            config.higher_is_better, time.perf_counter() - began, replay.fit_count,
-                            resolution=resolution)
+    rule = rule or Rule(higher_is_better=config.higher_is_better)
+    result = BacktestResult(steps, states, "", dataclasses.replace(rule, higher_is_better=config.higher_is_better),
+                            config.threshold_limit, config.monitoring.metric, time.perf_counter() - began,
+                            replay.fit_count, folds=folds)
     result.recommended = result.recommend()
     return result
 
@@ -454,6 +440,7 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
     """The table as CSV, the trade-off chart as self-contained HTML, both in one MLflow run."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = result.table()
+    replayed = [r for r in rows if r["family"] != "walk_forward"]  # the walk-forward row is the rule, not a replay
     result.table_path = out_dir / "backtest.csv"
     pd.DataFrame(rows).to_csv(result.table_path, index=False)
     steps = [t.to_pydatetime() for t in result.steps]
@@ -463,7 +450,7 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
               f"{result.steps[0].date()}..{result.steps[-1].date()} ({len(result.steps) - 1} steps)",
         metric=config.metric,
         policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"],
-                              r["promoted"], r["rejected"]) for r in rows if not math.isnan(r["mean_metric"])],
+                              r["promoted"], r["rejected"]) for r in replayed if not math.isnan(r["mean_metric"])],
         # every policy over time (window i serves steps[i]..steps[i + 1]); the recommended and `show` drawn at first
         series={s.policy.name: list(zip(steps[:-1], steps[1:], s.series)) for s in result.states},
         retrains={s.policy.name: [(pd.Timestamp(t).to_pydatetime(), d) for t, d in s.retrain_points]
@@ -479,12 +466,14 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
                        {T.RUN_KIND: "backtest", "model_name": config.model_name,
                         "recommended": result.recommended}) as run:
             mlflow.log_params({"from": result.steps[0].isoformat(), "to": result.steps[-1].isoformat(),
-                               "steps": len(result.steps) - 1, "tolerance": result.tolerance,
-                               "policies": ",".join(r["policy"] for r in rows)})
+                               "steps": len(result.steps) - 1, "tolerance": result.rule.tolerance,
+                               "policies": ",".join(r["policy"] for r in replayed), "folds": result.folds})
             for r in rows:
                 safe = r["policy"].replace(".", "_")
-                mlflow.log_metrics({f"{safe}.retrains": r["retrains"], f"{safe}.mean_{config.metric}": r["mean_metric"],
-                                    f"{safe}.train_seconds": r["train_seconds"]})
+                numbers = {f"{safe}.retrains": r["retrains"], f"{safe}.mean_{config.metric}": r["mean_metric"],
+                           f"{safe}.train_seconds": r["train_seconds"], f"{safe}.oos_retrains": r.get("oos_retrains"),
+                           f"{safe}.oos_mean_{config.metric}": r.get("oos_mean_metric")}
+                mlflow.log_metrics({k: v for k, v in numbers.items() if v is not None})
             mlflow.log_metric("seconds", result.seconds)
             mlflow.log_artifact(str(result.table_path))
             mlflow.log_artifact(str(result.chart))

@@ -493,17 +493,24 @@ Examples:
 @click.option("--resolution", default=0.0, show_default=True, type=float,
               help="Differences in mean metric up to this (metric units) are ties; so are differences "
                    "inside a paired bootstrap interval over the windows. Ties go to fewer retrains.")
+@click.option("--budget", default=None, help="At most N retrains per 30 days, e.g. 2/30d: the recommendation is "
+                                             "the best policy within it.")
+@click.option("--retrain-cost", "cost", default=0.0, show_default=True, type=float,
+              help="The cost of one retrain in metric units, added to the error (spread over the windows).")
+@click.option("--folds", default=4, show_default=True, type=int,
+              help="Walk-forward folds: choose on each fold's past, score on the fold (0: in sample only).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
 @click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False),
               help="Folder for backtest.csv and backtest.html.")
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
-             thresholds: str | None, schedules: str | None, tolerance: float, resolution: float, jobs: int,
-             out_dir: str, as_json: bool) -> None:
+             thresholds: str | None, schedules: str | None, tolerance: float, resolution: float,
+             budget: str | None, cost: float, folds: int, jobs: int, out_dir: str, as_json: bool) -> None:
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
 
-    from mlflow_retrain.backtest import default_policies, run_backtest, select, write_outputs
+    from mlflow_retrain.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
+    from mlflow_retrain.decide.choice import Rule
     from mlflow_retrain.config import parse_span
     from mlflow_retrain.errors import ConfigError
     from mlflow_retrain.tracking import check_tracking
@@ -516,13 +523,16 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
         raise ConfigError(f"--thresholds {thresholds!r} must be comma-separated numbers, e.g. 60,80,100") from None
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    if resolution < 0:
-        raise ConfigError(f"--resolution must be 0 or more, got {resolution:g}")
+    for name, value in (("--resolution", resolution), ("--retrain-cost", cost), ("--folds", folds)):
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 or more, got {value:g}")
+    rule = Rule(tolerance=tolerance, higher_is_better=config.higher_is_better, resolution=resolution,
+                budget=parse_budget(budget) if budget else None, cost=cost)
     cadences = [parse_span(v.strip(), "--schedule") for v in schedules.split(",")] if schedules else None
     policies = select(default_policies(config, span, values, cadences), policy_names.split(",") if policy_names else None)
     check_tracking()
-    result = run_backtest(config, start=start, end=end, every=span, policies=policies, tolerance=tolerance,
-                          resolution=resolution, jobs=jobs)
+    result = run_backtest(config, start=start, end=end, every=span, policies=policies, rule=rule, folds=folds,
+                          jobs=jobs)
     write_outputs(config, result, Path(out_dir))
 
     def human(r: dict[str, Any]) -> str:
@@ -530,12 +540,18 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
             f"{r['steps']} steps {r['from']} .. {r['to']}, {r['fits']} fits, {r['seconds']} s",
             table([{**p, "vs_schedule": None if p["vs_schedule"] is None else f"{p['vs_schedule']:+.1%}"}
                    for p in r["policies"]],
-                  ["policy", "retrains", "promoted", "rejected", "mean_metric", "p90_metric",
-                   "windows_worse_than_threshold", "vs_schedule", "tied_with_best", "train_seconds"]),
+                  ["policy", "retrains", "rejected", "mean_metric", "p90_metric", "vs_schedule", "tied_with_best",
+                   *(["oos_retrains", "oos_mean_metric", "oos_p90_metric"] if r["walk_forward"] else [])]),
             "", f"recommended: {r['recommended']} (the cheapest within {r['tolerance']:.0%} of the best mean or "
                 "tied with it: a paired bootstrap over the windows"
-                + (f", or {r['resolution']:g} apart" if r["resolution"] else "") + ")",
+                + (f", or {r['resolution']:g} apart" if r["resolution"] else "")
+                + (f"; at most {r['budget_per_30d']:g} retrains per 30 days" if r["budget_per_30d"] is not None else "")
+                + (f"; {r['cost']:g} per retrain" if r["cost"] else "") + ")",
             "vs_schedule: how much less error than a schedule with the same number of retrains",
+            *([f"out of sample (oos_*): from {r['walk_forward']['from']}, {r['folds']} folds, each scored with the "
+               "policy chosen on the windows before it: " + ", ".join(
+                   f"{f['chosen']} from {f['from'][:10]}" for f in r["walk_forward"]["folds"])]
+              if r["walk_forward"] else []),
             f"chart: {r['chart']}"])
 
     emit(result.to_dict(), as_json, human)

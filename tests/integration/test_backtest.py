@@ -91,6 +91,7 @@ def test_policies_compared_in_one_pass_with_table_chart_and_run(store, write_pol
 
 def test_the_p90_column_is_the_worse_tail_of_an_error_and_of_a_score():
     from mlflow_retrain.backtest import BacktestResult, Policy, PolicyState
+    from mlflow_retrain.decide.choice import Rule
 
     series = [0.70, 0.80, 0.85, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.99, None]  # None: a gap
     values = [v for v in series if v is not None]
@@ -98,7 +99,7 @@ def test_the_p90_column_is_the_worse_tail_of_an_error_and_of_a_score():
 
     def p90(metric: str, higher_is_better: bool) -> float:
         state = PolicyState(Policy("never", "never", None), steps[0], series=series)
-        result = BacktestResult(steps, [state], "", 0.05, None, metric, higher_is_better, 0.0, 0)
+        result = BacktestResult(steps, [state], "", Rule(higher_is_better=higher_is_better), None, metric, 0.0, 0)
         return result.table()[0]["p90_metric"]
 
     # 90% of windows were at least this good: the low tail of an accuracy, the high tail of an error

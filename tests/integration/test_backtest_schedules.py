@@ -75,7 +75,7 @@ def test_cli_schedules_and_their_errors(store, tmp_path):
     out = CliRunner().invoke(cli, [*base, "--schedule", "7d,14d", "--policy", "never,every-7d,every-14d", "--json"])
     assert out.exit_code == 0, out.output
     rows = {p["policy"]: p for p in json.loads(out.output)["policies"]}
-    assert set(rows) == {"never", "every-7d", "every-14d"} and rows["every-7d"]["retrains"] == 10  # days 7..70 of 73 decision points
+    assert set(rows) == {"never", "every-7d", "every-14d", "walk-forward"} and rows["every-7d"]["retrains"] == 10  # days 7..70 of 73 decision points
     for bad, message in ((["--schedule", "12h"], "shorter than a step"), (["--schedule", "7d,soon"], "--schedule"),
                          (["--resolution", "-1"], "--resolution")):
         out = CliRunner().invoke(cli, [*base, *bad])

@@ -139,7 +139,7 @@ def test_a_plugin_trigger_and_check_decide_the_backtest(plugin, store, write_pol
         config = load_config(write_policy(triggers=CALENDAR, validation=validation))
         result = run_backtest(config, start="2011-04-30", end="2011-09-17", every=every,
                               policies=select(default_policies(config, every), ["configured"]))
-        (state,) = result.states
+        state = result.states[0]  # then the schedule of its budget
         assert state.retrains == 4 and [at[:7] for at, _ in state.retrain_points] == ["2011-06"] * 4
         if outcomes:
             assert {outcome for _, outcome in state.retrain_points} == outcomes and state.promoted == 0

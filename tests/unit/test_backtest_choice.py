@@ -7,17 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.backtest import BacktestResult, Policy, PolicyState, equal_budget, gain, schedule_curve, tied
-
-STEPS = [pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02")]
-
+from mlflow_retrain.backtest import BacktestResult, Policy, PolicyState
+from mlflow_retrain.decide.choice import (Candidate, Rule, boundaries, choose, equal_budget, gain, per_30_days,
+                                          schedule_curve, tied, walk_forward)
 
 def result(policies: dict[str, tuple[str, int, list[float | None]]], *, tolerance: float = 0.05,
            higher_is_better: bool = False, resolution: float = 0.0) -> BacktestResult:
-    states = [PolicyState(Policy(name, family, None), STEPS[0], retrains=retrains, series=series)
+    windows = len(next(iter(policies.values()))[2])
+    steps = list(pd.date_range("2020-01-01", periods=windows + 1, freq="D"))
+    states = [PolicyState(Policy(name, family, None), steps[0], retrains=retrains, series=series,
+                          retrain_points=[(steps[1 + k * (windows - 1) // max(retrains, 1)].isoformat(), "promoted")
+                                          for k in range(retrains)])
               for name, (family, retrains, series) in policies.items()]
-    out = BacktestResult(STEPS, states, "", tolerance, None, "accuracy" if higher_is_better else "mae",
-                         higher_is_better, 0.0, 0, resolution=resolution)
+    rule = Rule(tolerance=tolerance, higher_is_better=higher_is_better, resolution=resolution)
+    out = BacktestResult(steps, states, "", rule, None, "accuracy" if higher_is_better else "mae", 0.0, 0)
     out.recommended = out.recommend()
     return out
 
@@ -78,14 +81,16 @@ def test_equal_budget_schedule_is_interpolated_between_the_schedules_run():
             {"family": "schedule", "retrains": 50, "mean_metric": 40.0},
             {"family": "every_window", "retrains": 100, "mean_metric": 35.0},
             {"family": "threshold", "retrains": 30, "mean_metric": 38.0}]
-    curve = schedule_curve(rows, higher_is_better=False)
+    as_candidates = lambda rows: [Candidate(str(i), r["family"], [r["mean_metric"]], list(range(r["retrains"])), 30)
+                                  for i, r in enumerate(rows)]
+    curve = schedule_curve(as_candidates(rows), Rule())
     assert curve == [(0, 100.0), (10, 60.0), (50, 40.0), (100, 35.0)]
     assert equal_budget(curve, 30) == pytest.approx(50.0)
     assert equal_budget(curve, 101) is None
     assert gain(50.0, 38.0) == pytest.approx(0.24)
     # a score: distances from 1
     scores = [{**r, "mean_metric": 1 - r["mean_metric"] / 1000} for r in rows]
-    assert schedule_curve(scores, higher_is_better=True)[1] == (10, pytest.approx(0.06))
+    assert schedule_curve(as_candidates(scores), Rule(higher_is_better=True))[1] == (10, pytest.approx(0.06))
 
 
 def test_the_table_compares_each_policy_with_a_schedule_of_its_budget():
@@ -95,3 +100,47 @@ def test_the_table_compares_each_policy_with_a_schedule_of_its_budget():
     assert rows["configured"]["schedule_same_budget"] == pytest.approx(60 - 25 * 45 / 90)
     assert rows["configured"]["vs_schedule"] == pytest.approx(1 - 36 / (60 - 25 * 45 / 90))
     assert rows["never"]["vs_schedule"] == 0.0
+
+
+def candidate(name: str, family: str, series, retrain_windows=(), days: float = 120.0) -> Candidate:
+    return Candidate(name, family, list(series), list(retrain_windows), days)
+
+
+def test_a_budget_removes_policies_that_retrain_more_and_a_cost_prices_each_retrain():
+    often = candidate("often", "threshold", [10.0] * 120, range(0, 120, 3))  # 40 retrains in 120 days
+    rarely = candidate("rarely", "threshold", [14.0] * 120, range(0, 120, 30))  # 4
+    never = candidate("never", "never", [30.0] * 120)
+    assert choose([often, rarely, never], Rule(tolerance=0.0)).chosen == "often"
+    budget = choose([often, rarely, never], Rule(tolerance=0.0, budget=2))
+    assert budget.chosen == "rarely" and budget.over_budget == ["often"] and "over the budget" in budget.reason
+    # 40 retrains at a cost of 15 each over 120 windows add 5 to often's 10: rarely's 14 + 0.5 wins
+    assert choose([often, rarely, never], Rule(tolerance=0.0, cost=15.0)).chosen == "rarely"
+    assert per_30_days(4, 120) == 1.0
+
+
+def test_walk_forward_chooses_on_the_past_and_scores_on_the_future():
+    # "early" is best for the first half and bad after; "late" the reverse: an in-sample choice over
+    # the whole history cannot see that the choice made at each fold is worse than it looks
+    early = candidate("early", "threshold", [1.0] * 60 + [9.0] * 60, [10, 70])
+    late = candidate("late", "trend", [5.0] * 60 + [0.5] * 60, [20, 80])
+    day_of = [float(d) for d in range(121)]
+    forward = walk_forward([early, late], Rule(tolerance=0.0), folds=3, day_of=day_of)
+    assert boundaries(120, 3) == [30, 60, 90, 120]
+    assert [(f.start, f.end, f.chosen) for f in forward.folds] == [(30, 60, "early"), (60, 90, "early"),
+                                                                    (90, 120, "late")]
+    assert forward.series == [1.0] * 30 + [9.0] * 30 + [0.5] * 30
+    assert forward.retrains == 1 and forward.days == 90  # late's retrain at window 80 is outside its fold
+    assert forward.recommended.chosen == "late"
+
+
+def test_the_table_shows_in_and_out_of_sample_side_by_side():
+    base = noisy(50, spread=0.5, n=100)
+    table = {"never": ("never", 0, [v * 2 for v in base]), "every": ("every_window", 99, base)}
+    out = result(table)
+    out.folds = 4
+    rows = {r["policy"]: r for r in out.table()}
+    assert rows["never"]["oos_mean_metric"] == pytest.approx(np.mean([v * 2 for v in base[20:]]))
+    assert rows["every"]["oos_retrains"] < rows["every"]["retrains"]
+    forward = rows["walk-forward"]
+    assert forward["mean_metric"] is None and forward["oos_mean_metric"] == pytest.approx(np.mean(base[20:]))
+    assert forward["folds"] == ["every@2020-01-21", "every@2020-02-10", "every@2020-03-01", "every@2020-03-21"]

@@ -1,0 +1,229 @@
+"""Which retraining policy to recommend from a replay, and how honest that recommendation is.
+
+Pure functions over each policy's error per window and the windows where it retrained, free of
+MLflow and of the replay itself (`backtest.py` feeds them). Three ideas:
+
+* **As good as the best, then cheapest.** A policy within `tolerance` of the best mean error, or
+  not distinguishable from it (a paired block bootstrap over the windows, or `resolution` apart),
+  is as good; among those the fewest retrains win. A `budget` (retrains per 30 days) removes
+  policies that retrain more; a `cost` per retrain (metric units) is added to each window's error.
+* **Equal-budget schedule.** The schedules replayed (never and every window included) form a curve
+  of error against retrains; a policy is compared with that curve at its own retrain count.
+* **Walk-forward.** Choosing on the same history the choice is scored on flatters the choice. The
+  windows are split into `folds + 1` consecutive blocks; at each fold the rule chooses on all the
+  windows before it (an expanding past) and the choice is scored on the fold's windows only. Each
+  policy's own numbers on those out-of-sample windows sit beside its whole-history numbers.
+
+One simplification, stated: every policy is replayed continuously from the first step, so when the
+walk-forward switches policy at a fold, the new policy's model is the one it would have had if it
+had run all along, not the model the previous choice left behind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlflow_retrain.decide.gate import paired_bootstrap_ci
+
+DAYS_PER_BUDGET = 30  # a budget counts retrains per 30 days of data time
+
+
+def perfect(higher_is_better: bool) -> float:
+    """The best value a metric can take: 0 for an error, 1 for a score (accuracy, f1, roc_auc, r2).
+
+    Tolerances and sweeps are taken on the distance from it, so they mean the same for both kinds.
+    """
+    return 1.0 if higher_is_better else 0.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How to choose: tolerance and resolution make ties, a budget and a cost price the retrains."""
+
+    tolerance: float = 0.05
+    higher_is_better: bool = False
+    resolution: float = 0.0
+    budget: float | None = None  # at most this many retrains per 30 days
+    cost: float = 0.0  # metric units per retrain, spread over the windows
+
+    def distance(self, value: float) -> float:
+        return abs(perfect(self.higher_is_better) - value)
+
+    def distances(self, series: Sequence[float | None]) -> list[float | None]:
+        return [None if v is None or not math.isfinite(v) else self.distance(v) for v in series]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One policy over a run of windows: its metric per window and the windows where it retrained."""
+
+    name: str
+    family: str
+    series: Sequence[float | None]
+    retrain_windows: Sequence[int]  # window indices (a retrain at step i starts window i)
+    days: float  # data time the windows cover
+
+    @property
+    def retrains(self) -> int:
+        return len(self.retrain_windows)
+
+    def mean(self) -> float:
+        values = [v for v in self.series if v is not None and math.isfinite(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    def part(self, lo: int, hi: int, days: float) -> Candidate:
+        """The same policy over windows lo..hi-1 only."""
+        return Candidate(self.name, self.family, self.series[lo:hi],
+                         [w - lo for w in self.retrain_windows if lo <= w < hi], days)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen policy and why: the best, the ones as good as it, the ones over budget."""
+
+    chosen: str
+    best: str
+    as_good: list[str] = field(default_factory=list)
+    over_budget: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def per_30_days(retrains: int, days: float) -> float:
+    return retrains * DAYS_PER_BUDGET / days if days > 0 else math.inf
+
+
+def objective(candidate: Candidate, rule: Rule) -> float:
+    """Mean distance from perfect, plus the retrains' cost per window."""
+    windows = sum(1 for v in candidate.series if v is not None and math.isfinite(v))
+    mean = candidate.mean()
+    if math.isnan(mean) or not windows:
+        return math.nan
+    return rule.distance(mean) + rule.cost * candidate.retrains / windows
+
+
+def choose(candidates: Sequence[Candidate], rule: Rule) -> Choice:
+    """The cheapest policy as good as the best allowed by the budget (module docstring)."""
+    scored = [c for c in candidates if not math.isnan(objective(c, rule))]
+    over = [c.name for c in scored if c.retrains and rule.budget is not None
+            and per_30_days(c.retrains, c.days) > rule.budget]
+    allowed = [c for c in scored if c.name not in over]
+    if not allowed:
+        return Choice("", "", over_budget=over, reason="no policy scored a window")
+    best = min(allowed, key=lambda c: objective(c, rule))
+    limit = objective(best, rule) * (1 + rule.tolerance)
+    as_good = [c for c in allowed if objective(c, rule) <= limit or c is best or tied(
+        rule.distances(c.series), rule.distances(best.series), rule.resolution,
+        shift=objective(c, rule) - objective(best, rule) - (rule.distance(c.mean()) - rule.distance(best.mean())))]
+    chosen = min(as_good, key=lambda c: (c.retrains, objective(c, rule)))
+    reason = (f"{chosen.name}: the fewest retrains ({chosen.retrains}) among {len(as_good)} policies within "
+              f"{rule.tolerance:.0%} of the best ({best.name}) or tied with it")
+    if over:
+        reason += f"; over the budget of {rule.budget:g} per {DAYS_PER_BUDGET}d: {', '.join(over)}"
+    return Choice(chosen.name, best.name, [c.name for c in as_good], over, reason)
+
+
+def tied(distances: Sequence[float | None], best: Sequence[float | None], resolution: float = 0.0,
+         confidence: float = 0.95, shift: float = 0.0) -> bool:
+    """Whether a policy's per-window errors are not distinguishable from the best policy's.
+
+    A tie when the mean difference over the windows both scored (plus `shift`, the retrains' cost
+    difference) is at most `resolution`, or when its paired bootstrap interval reaches zero.
+    Consecutive windows are correlated (a stale model stays stale), so the windows are resampled in
+    blocks of about n^(1/3): the means of consecutive blocks (a non-overlapping block bootstrap)."""
+    pairs = np.array([(d, b) for d, b in zip(distances, best) if d is not None and b is not None], dtype=float)
+    if not len(pairs):
+        return False
+    diff = pairs[:, 0] - pairs[:, 1] + shift
+    if abs(float(diff.mean())) <= resolution:
+        return True
+    block = max(1, round(len(diff) ** (1 / 3)))
+    usable = len(diff) - len(diff) % block
+    blocks = diff[:usable].reshape(-1, block).mean(axis=1)
+    if len(blocks) < 2:
+        return False
+    low, _ = paired_bootstrap_ci(blocks, np.zeros_like(blocks), confidence=confidence)
+    return low <= 0
+
+
+def schedule_curve(candidates: Sequence[Candidate], rule: Rule) -> list[tuple[int, float]]:
+    """(retrains, distance from perfect) of the schedules replayed, `never` (a schedule that never
+    comes) and every window (the shortest schedule) included, by retrains."""
+    points: dict[int, float] = {}
+    for c in candidates:
+        if c.family in ("never", "schedule", "every_window") and not math.isnan(c.mean()):
+            points.setdefault(c.retrains, rule.distance(c.mean()))
+    return sorted(points.items())
+
+
+def equal_budget(curve: Sequence[tuple[int, float]], retrains: int) -> float | None:
+    """A schedule's distance from perfect at `retrains` retrains, interpolated linearly between the
+    schedules run; None outside them (no schedule to compare with)."""
+    if not curve or not curve[0][0] <= retrains <= curve[-1][0]:
+        return None
+    counts, distances = zip(*curve)
+    return float(np.interp(retrains, counts, distances))
+
+
+def gain(schedule_distance: float, distance: float) -> float:
+    """How much closer to perfect than the equal-budget schedule: 0.1 = 10% less error."""
+    if schedule_distance == 0:
+        return 0.0 if distance == 0 else -math.inf
+    return (schedule_distance - distance) / schedule_distance
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Windows [start, end) scored with the policy chosen on the windows before `start`."""
+
+    start: int
+    end: int
+    chosen: str
+    mean: float
+    retrains: int
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """The rule applied out of sample: each fold scored with the choice made before it."""
+
+    folds: list[Fold]
+    series: list[float | None]  # the chosen policies' metric over every out-of-sample window
+    retrains: int
+    days: float
+    recommended: Choice  # the choice on the whole history: what to run from now on
+
+    @property
+    def start(self) -> int:
+        return self.folds[0].start if self.folds else 0
+
+
+def boundaries(windows: int, folds: int) -> list[int]:
+    """Fold starts: `folds + 1` nearly equal consecutive blocks, the first one only ever a past."""
+    return [round(windows * k / (folds + 1)) for k in range(1, folds + 1)] + [windows]
+
+
+def walk_forward(candidates: Sequence[Candidate], rule: Rule, folds: int, day_of: Sequence[float]) -> WalkForward:
+    """Choose on each fold's past, score on the fold (module docstring). `day_of[i]` is window i's
+    start in days from the first, `day_of[-1]` the end of the last window."""
+    windows = len(candidates[0].series) if candidates else 0
+    if folds < 1 or windows < folds + 1:
+        raise ValueError(f"{folds} folds need at least {folds + 1} windows, got {windows}")
+    cuts = boundaries(windows, folds)
+    result: list[Fold] = []
+    series: list[float | None] = []
+    retrains = 0
+    by_name = {c.name: c for c in candidates}
+    for start, end in pairwise(cuts):
+        past = [c.part(0, start, day_of[start] - day_of[0]) for c in candidates]
+        chosen = choose(past, rule).chosen
+        scored = by_name[chosen].part(start, end, day_of[end] - day_of[start])
+        result.append(Fold(start, end, chosen, scored.mean(), scored.retrains))
+        series += list(scored.series)
+        retrains += scored.retrains
+    whole = choose(candidates, rule)
+    return WalkForward(result, series, retrains, day_of[-1] - day_of[cuts[0]], whole)
