@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
 from click.testing import CliRunner
+from load_policy import write_load_policy
 from mlflow.tracking import MlflowClient
-from synthetic import TARGET, energy_load
+from synthetic import energy_load
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.cli import cli
@@ -26,16 +26,7 @@ from mlflow_retrain.train import train
 
 
 def load_policy(folder: Path, max_metric: float) -> Path:
-    energy_load("2022-01-01", "2022-06-30").to_csv(folder / "load.csv", index=False)
-    path = folder / "retrain.yaml"
-    path.write_text(yaml.safe_dump({
-        "model_name": "load", "experiment": "load",
-        "data": {"path": "load.csv", "timestamp": "timestamp", "target": TARGET},
-        "training": {"params": {"max_iter": 20}, "window": "60d", "holdout": "7d"},
-        "monitoring": {"window": "7d", "metric": "mae", "reports": "never"},
-        "triggers": {"metric_threshold": {"max": 500}},
-        "validation": {"max_metric": max_metric}}))
-    return path
+    return write_load_policy(folder, energy_load("2022-01-01", "2022-06-30"), validation={"max_metric": max_metric})
 
 
 def cycle(policy: Path, as_of: str, *extra: str) -> tuple[dict, str]:
