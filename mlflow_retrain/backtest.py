@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.charts import PolicyPoint, tradeoff_html
+from mlflow_retrain.charts import FoldPoint, PolicyPoint, tradeoff_html
 from mlflow_retrain.config import Config, TriggersConfig, parse_span
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
@@ -441,6 +441,7 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = result.table()
     replayed = [r for r in rows if r["family"] != "walk_forward"]  # the walk-forward row is the rule, not a replay
+    forward = result.walk_forward()
     result.table_path = out_dir / "backtest.csv"
     pd.DataFrame(rows).to_csv(result.table_path, index=False)
     steps = [t.to_pydatetime() for t in result.steps]
@@ -456,6 +457,7 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
         retrains={s.policy.name: [(pd.Timestamp(t).to_pydatetime(), d) for t, d in s.retrain_points]
                   for s in result.states},
         visible=[result.recommended, *show], recommended=result.recommended, table_rows=rows,
+        folds=[FoldPoint(steps[f.start], steps[f.end], f.chosen, f.mean) for f in forward.folds] if forward else (),
     ))
     if log_run:
         import mlflow

@@ -388,11 +388,55 @@ def tradeoff_figures(*, metric: str, policies: Sequence[PolicyPoint],
                           visible=list(series) if visible is None else visible, colors=colors))
 
 
+@dataclass(frozen=True)
+class FoldPoint:
+    """One walk-forward fold: its windows' span and the policy chosen on the windows before it."""
+
+    start: datetime
+    end: datetime
+    chosen: str
+    mean_metric: float
+
+
+def walk_forward_figure(*, metric: str, rows: Sequence[dict[str, Any]], folds: Sequence[FoldPoint],
+                        recommended: str) -> go.Figure:
+    """In sample against out of sample: each policy's mean over the whole history and over the
+    out-of-sample windows, the walk-forward rule's own out-of-sample mean beside them (top); which
+    policy each fold ran, and its mean there (bottom)."""
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.65, 0.35], vertical_spacing=0.16,
+                        subplot_titles=(f"mean {metric}: whole history vs out of sample",
+                                        "walk-forward: the policy each fold ran (chosen on the windows before it)"))
+    replayed = [r for r in rows if r.get("mean_metric") is not None and not math.isnan(r["mean_metric"])]
+    names = [escape(r["policy"]) + (" ★" if r["policy"] == recommended else "") for r in replayed]
+    fig.add_trace(go.Bar(x=names, y=[r["mean_metric"] for r in replayed], name="whole history (in sample)",
+                         marker={"color": "#9aa7b4"},
+                         hovertext=[f"{r['retrains']} retrains" for r in replayed], hoverinfo="x+y+text"), row=1, col=1)
+    forward = [r for r in rows if r.get("family") == "walk_forward"]
+    fig.add_trace(go.Bar(x=names + ["walk-forward"] * len(forward),
+                         y=[r.get("oos_mean_metric") for r in replayed] + [r["oos_mean_metric"] for r in forward],
+                         name="out of sample", marker={"color": [METRIC_COLOR] * len(replayed)
+                                                                 + [FIRED_COLOR] * len(forward)},
+                         hovertext=[f"{r.get('oos_retrains')} retrains" for r in [*replayed, *forward]],
+                         hoverinfo="x+y+text"), row=1, col=1)
+    colors = policy_colors(sorted({f.chosen for f in folds}))
+    for f in folds:
+        fig.add_trace(go.Bar(x=[_mid(f.start, f.end)], y=[f.mean_metric], width=[(f.end - f.start).total_seconds() * 1000],
+                             name=escape(f.chosen), legendgroup=f.chosen, marker={"color": colors[f.chosen]},
+                             showlegend=f.chosen not in {g.chosen for g in folds[:folds.index(f)]},
+                             hovertext=f"{_when(f.start)}..{_when(f.end)}: {escape(f.chosen)}, mean {_fmt(f.mean_metric)}",
+                             hoverinfo="text"), row=2, col=1)
+    fig.update_layout(barmode="group", height=620, margin={"t": 60, "l": 60, "r": 20, "b": 40})
+    fig.update_yaxes(title_text=metric, row=1, col=1)
+    fig.update_yaxes(title_text=metric, row=2, col=1)
+    return fig
+
+
 def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
                   series: dict[str, list[tuple[datetime, datetime, float | None]]], recommended: str,
                   table_rows: Sequence[dict[str, Any]], retrains: dict[str, list[tuple[datetime, str]]] | None = None,
-                  visible: Sequence[str] | None = None) -> str:
-    """The backtest report: retrains against mean metric per policy, error and retrains over time, the table.
+                  visible: Sequence[str] | None = None, folds: Sequence[FoldPoint] = ()) -> str:
+    """The backtest report: retrains against mean metric per policy, error and retrains over time, the
+    walk-forward view when there are folds, the table.
 
     `series` is each policy's metric per (window start, window end); `retrains` its retrains as
     (time, promoted|rejected); `visible` the policies drawn at first (all of them by default).
@@ -402,10 +446,16 @@ def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
     parts = []
     if recommended:
         parts.append(f'<div class="ok">Recommended: <b>{escape(recommended)}</b>, the fewest retrains whose mean '
-                     f"{escape(metric)} is within the tolerance of the best.</div>")
+                     f"{escape(metric)} is within the tolerance of the best or not distinguishable from it.</div>")
     parts.append(f"<h2>Retrains against mean {escape(metric)}</h2>" + _div(trade, "tradeoff", first=True))
     if series or retrains:
         parts.append(f"<h2>{escape(metric)} and retrains over time</h2><p class=\"muted\">Click a policy in the "
                      "legend to show or hide it.</p>" + _div(over_time, "over-time", first=False))
+    if folds:
+        parts.append("<h2>Walk-forward: the choice scored where it was not made</h2><p class=\"muted\">Each fold "
+                     "runs the policy the same rule picks on the windows before it; a policy's out-of-sample bar is "
+                     "its mean over the same windows.</p>"
+                     + _div(walk_forward_figure(metric=metric, rows=table_rows, folds=folds, recommended=recommended),
+                            "walk-forward", first=False))
     parts.append("<h2>All policies</h2>" + _table(list(table_rows)))
     return _page(title, "".join(parts))

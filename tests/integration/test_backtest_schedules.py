@@ -89,3 +89,27 @@ def test_human_table_says_what_vs_schedule_means(store, tmp_path, every):
                                    "--policy", "never,configured,every-window", "--out", str(tmp_path / "b")])
     assert out.exit_code == 0, out.output
     assert "vs_schedule" in out.output and "same number of retrains" in out.output and "recommended:" in out.output
+
+
+def test_walk_forward_and_budget_through_the_cli(store, tmp_path):
+    policy = write(tmp_path, daily_sales(200))
+    out = CliRunner().invoke(cli, ["backtest", "--config", str(policy), "--from", "2021-02-15", "--every", "1d",
+                                   "--policy", "never,every-7d,configured,every-window", "--folds", "3",
+                                   "--budget", "2/30d", "--out", str(tmp_path / "b"), "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.output)
+    rows = {p["policy"]: p for p in payload["policies"]}
+    forward = rows["walk-forward"]
+    assert len(forward["folds"]) == 3 and forward["oos_mean_metric"] > 0 and forward["mean_metric"] is None
+    start = payload["walk_forward"]["from"]
+    assert all(f["chosen"] in rows for f in payload["walk_forward"]["folds"]) and start > "2021-02-15"
+    # the recommendation keeps to the budget: at most 2 retrains per 30 days of the replay
+    assert rows[payload["recommended"]]["retrains_per_30d"] <= 2 and rows["every-window"]["retrains_per_30d"] > 2
+    assert all("oos_mean_metric" in r for r in rows.values())
+    html = (tmp_path / "b" / "backtest.html").read_text()
+    assert '<div id="walk-forward"' in html
+    for bad, message in ((["--budget", "two/30d"], "--budget"), (["--folds", "-1"], "--folds"),
+                         (["--folds", "500"], "--folds 500 needs")):
+        out = CliRunner().invoke(cli, ["backtest", "--config", str(policy), "--from", "2021-02-15", "--every", "1d",
+                                       "--out", str(tmp_path / "c"), *bad])
+        assert out.exit_code == 2 and message in out.output and "Traceback" not in out.output, out.output
