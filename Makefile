@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_monitor.py
 	$(BIN)/python benchmarks/bench_backtest.py --jobs 2
 	$(BIN)/python benchmarks/bench_noop_cycle.py
+	$(BIN)/python benchmarks/bench_small_reference.py
 
 # docs/screenshots/*.png from a real `mlflow server` over a small demo store (needs chromium: .ci/run installs it)
 screenshots: install
