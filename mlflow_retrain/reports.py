@@ -19,10 +19,12 @@ import html
 import logging
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
@@ -82,6 +84,18 @@ def drift_columns(frame: pd.DataFrame, spec: DataConfig) -> tuple[pd.DataFrame, 
     return frame, labelled
 
 
+@contextmanager
+def expected_nans() -> Iterator[None]:
+    """Evidently's statistics where NaN is the right answer, not a fault: the correlation of a column
+    constant in the window (a flag, a site id) is 0/0, a window of one row has no covariance nor
+    error distribution, a column with no values has no share of infinite ones. Those numbers are
+    blank in the report; numpy's and scipy's warnings for exactly these are not printed."""
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
+        warnings.filterwarnings("ignore", "One or more sample arguments is too small", RuntimeWarning)
+        yield
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig,
                  html_path: Path | None = None, *, config: "Config | None" = None,
                  version: "VersionInfo | str | None" = None, window: Any = None,
@@ -106,8 +120,9 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfi
     report = Report([DataDriftPreset(drift_share=share, per_column_method=methods or None,
                                      per_column_threshold=thresholds or None)],
                     metadata=heading.metadata, tags=heading.tags)
-    snapshot = report.run(Dataset.from_pandas(current, data_definition=definition),
-                          Dataset.from_pandas(reference, data_definition=definition), name=heading.title)
+    with expected_nans():
+        snapshot = report.run(Dataset.from_pandas(current, data_definition=definition),
+                              Dataset.from_pandas(reference, data_definition=definition), name=heading.title)
     numbers = parse_drift(snapshot.dict(), len(columns))
     if html_path is not None:
         save_html(snapshot, heading, html_path)
@@ -277,7 +292,7 @@ def quality_report(scored: pd.DataFrame, spec: DataConfig, task: str, html_path:
         definition = _definition(spec, classification=[kind(target=spec.target, prediction_labels=PREDICTION)])
         definition.categorical_columns = [*definition.categorical_columns, spec.target, PREDICTION]
         preset = ClassificationPreset()
-    with warnings.catch_warnings():
+    with expected_nans(), warnings.catch_warnings():
         # the preset's error-distribution panels score tiny slices; an undefined r2 there is expected
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         snapshot = Report([preset], metadata=heading.metadata, tags=heading.tags).run(

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from load_policy import write_load_policy
 from synthetic import energy_load
 
@@ -40,8 +39,6 @@ def shown(policy: Path, *args: str) -> str:
     return done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="Evidently's NaN warnings come through reports.py (drift_report, "
-                                       "quality_report): needs the fix handed to its owners (issue 17)")
 def test_a_cycle_check_and_monitor_on_constant_and_one_row_windows_print_no_runtime_warning(store, tmp_path):
     policy = odd_shapes(tmp_path)
     run_cycle(load_config(policy), as_of="2022-03-31", via="inprocess")  # Production to monitor
