@@ -68,7 +68,10 @@ def history(config: Config, limit: int = 50) -> list[dict[str, Any]]:
     import mlflow
 
     from mlflow_retrain.controller import controller_experiment
+    from mlflow_retrain.store import unborn
 
+    if unborn(mlflow.get_tracking_uri()) is not None:  # no store yet: no cycle ran, and reading must not create it
+        return []
     experiment = mlflow.get_experiment_by_name(controller_experiment(config))
     if experiment is None:
         return []

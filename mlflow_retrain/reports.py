@@ -96,6 +96,11 @@ def expected_nans() -> Iterator[None]:
         yield
 
 
+def _no_values(values: pd.Series) -> bool:
+    present = values.replace([np.inf, -np.inf], np.nan) if pd.api.types.is_numeric_dtype(values) else values
+    return not present.notna().any()
+
+
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfig,
                  html_path: Path | None = None, *, config: "Config | None" = None,
                  version: "VersionInfo | str | None" = None, window: Any = None,
@@ -110,7 +115,18 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConfi
     rules = spec.drift.columns
     current, _ = drift_columns(current, spec)
     reference, spec = drift_columns(reference, spec)
+    # a column with no value on one side has no drift statistic: Evidently refuses the whole report
+    # ("An empty column ... was provided"); it is left out of the count, as DriftMeter does
+    empty = [c for c in spec.features if _no_values(current[c]) or _no_values(reference[c])]
+    if empty:
+        log.info("drift report: %s left out (no values in the window or the reference)", ", ".join(empty))
+        spec = dataclasses.replace(spec, features=tuple(c for c in spec.features if c not in empty),
+                                   categorical=tuple(c for c in spec.categorical or () if c not in empty))
+        current, reference = current[list(spec.features)], reference[list(spec.features)]
+        rules = tuple(r for r in rules if r.column not in empty)
     columns = list(spec.features)
+    if not columns:
+        return DriftNumbers(math.nan, 0, 0, {})
     definition = _definition(spec)
     limit = policy_drift_share(config) if drift_share is None else drift_share
     share = evidently_drift_share(limit, len(columns))

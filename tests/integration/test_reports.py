@@ -115,3 +115,15 @@ def test_a_cycle_writes_reports_per_policy_and_the_numbers_always(prod_store, wr
         text = open(page, encoding="utf-8").read()
         assert "Data drift: bikes v1, 2011-05-24T00:00:00..2011-05-31T00:00:00" in text
         assert "Reference: the version&#x27;s training window 2011-" in text
+
+
+def test_a_feature_empty_in_the_window_is_left_out_not_a_crash(tmp_path):
+    """A sensor that stopped reporting: Evidently refuses a report with an empty column; the cycle's
+    report leaves it out of the count, as DriftMeter does, and says the same numbers."""
+    reference, current, spec = shifted(drifting=2)
+    current = current.assign(f0=np.nan)
+    numbers = drift_report(reference, current, spec, tmp_path / "drift.html")
+    fast = DriftMeter(reference, spec).measure(current)
+    assert numbers.total_columns == fast.total_columns == 3
+    assert numbers.drifted_columns == fast.drifted_columns and numbers.drift_share == pytest.approx(fast.drift_share)
+    assert (tmp_path / "drift.html").exists()

@@ -141,3 +141,6 @@ def test_read_only_commands_without_a_store_say_so_and_create_none(tmp_path):
         error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert error == [said], (command, result.stderr)
         assert _listing(tmp_path) == before, command
+    history = _cli("history", "--config", str(policy), "--json", cwd=tmp_path)  # no cycle yet: an empty history
+    assert history.returncode == 0 and json.loads(history.stdout) == [], history.stderr
+    assert _listing(tmp_path) == before
