@@ -33,8 +33,8 @@ from mlflow_retrain.charts import FoldPoint, PolicyPoint, tradeoff_html
 from mlflow_retrain.config import Config, TriggersConfig, parse_span
 from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
-from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget, gain, per_30_days,
-                                          perfect, schedule_curve, tied, walk_forward)
+from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
+                                          gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
 from mlflow_retrain.decide.triggers.drift import DataDrift
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
 from mlflow_retrain.decide.triggers.trend import MetricTrend
@@ -163,6 +163,8 @@ class BacktestResult:
     seconds: float
     fits: int
     folds: int = 0  # walk-forward folds (0: the recommendation is chosen and scored in sample)
+    undelayed: list[PolicyState] | None = None  # the same policies replayed with labels at once
+    label_delay: timedelta = timedelta(0)
     run_id: str | None = None
     chart: Path | None = None
     table_path: Path | None = None
@@ -201,6 +203,10 @@ class BacktestResult:
             row = self._row(c, curve, best)
             row.update(promoted=s.promoted, rejected=s.rejected, train_seconds=round(s.train_seconds, 2),
                        equal_budget=s.policy.equal_budget, recommended=s.policy.name == self.recommended)
+            if self.undelayed is not None:
+                instant = next(u for u in self.undelayed if u.policy.name == s.policy.name)
+                row.update(retrains_without_delay=instant.retrains, mean_metric_without_delay=Candidate(
+                    c.name, c.family, instant.series, [], c.days).mean())
             if forward is not None:
                 out = c.part(forward.start, len(c.series), forward.days)
                 row.update(oos_mean_metric=out.mean(), oos_retrains=out.retrains,
@@ -243,7 +249,7 @@ class BacktestResult:
         return {"steps": len(self.steps) - 1, "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
                 "policies": self.table(), "recommended": self.recommended, "tolerance": self.rule.tolerance,
                 "resolution": self.rule.resolution, "budget_per_30d": self.rule.budget, "cost": self.rule.cost,
-                "folds": self.folds,
+                "folds": self.folds, "label_delay": format_span(self.label_delay) if self.label_delay else None,
                 "walk_forward": None if forward is None else {
                     "from": self.steps[forward.start].isoformat(),
                     "folds": [{"from": self.steps[f.start].isoformat(), "to": self.steps[f.end].isoformat(),
@@ -317,7 +323,7 @@ class Replay:
 
 def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
     first = data.resolve_as_of(start, "--from")
-    last = data.resolve_as_of(end, "--to") if end else data.last
+    last = data.resolve_as_of(end, "--to") if end else data.last_labelled
     if last <= first:
         raise DataError(f"--to {last.isoformat()} must be after --from {first.isoformat()}")
     steps = list(pd.date_range(first, last, freq=pd.Timedelta(every)))
@@ -349,12 +355,26 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
     matched = equal_budget_schedule(config, states, steps, every)
     if matched is not None:
         states += _replay(replay, [matched], steps, every, jobs)
+    undelayed = None
+    if config.monitoring.label_delay:
+        # the same policies had the labels come at once: what the delay costs each of them
+        instant = Replay(dataclasses.replace(config, monitoring=dataclasses.replace(
+            config.monitoring, label_delay=timedelta(0))), data, cache=cache)
+        undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every, jobs)
+        replay.fit_count += instant.fit_count
     rule = rule or Rule(higher_is_better=config.higher_is_better)
     result = BacktestResult(steps, states, "", dataclasses.replace(rule, higher_is_better=config.higher_is_better),
                             config.threshold_limit, config.monitoring.metric, time.perf_counter() - began,
-                            replay.fit_count, folds=folds)
+                            replay.fit_count, folds=folds, undelayed=undelayed,
+                            label_delay=config.monitoring.label_delay)
     result.recommended = result.recommend()
     return result
+
+
+def without_delay(policy: Policy) -> Policy:
+    """The same policy with labels that arrive at once."""
+    monitoring = dataclasses.replace(policy.config.monitoring, label_delay=timedelta(0))
+    return dataclasses.replace(policy, config=dataclasses.replace(policy.config, monitoring=monitoring))
 
 
 def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], every: timedelta,
@@ -362,10 +382,12 @@ def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], e
     """One pass over the steps, all `policies` advancing together."""
     # with retrain-every-window present every step's fit is known in advance: fit them on all
     # cores, a chunk ahead at a time so memory holds a chunk, not the whole history
-    ahead = steps[1:-1] if replay.cache and any(p.every_window for p in policies) else []
+    labelled = replay.config.monitoring.labelled  # a fit at step t uses the labels known then
+    ahead = [labelled(t) for t in steps[1:-1]] if replay.cache and any(p.every_window for p in policies) else []
     chunk = max(32, 16 * jobs)
-    first = replay.fit(steps[0])  # the bootstrap: every policy starts from the same first model
-    states = [PolicyState(p, steps[0], last_retrain=steps[0], train_seconds=first.fit_seconds,
+    start = labelled(steps[0])
+    first = replay.fit(start)  # the bootstrap: every policy starts from the same first model
+    states = [PolicyState(p, start, last_retrain=start, train_seconds=first.fit_seconds,
                           next_due=steps[0] + p.cadence if p.cadence else None) for p in policies]
     depth = {p.name: monitoring_depth(p.config) for p in policies}
     step_span = pd.Timedelta(every)
@@ -373,11 +395,11 @@ def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], e
     progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
     for index, as_of in enumerate(steps[:-1]):
         if index > 0:
-            if ahead and as_of not in replay.fits:
+            if ahead and labelled(as_of) not in replay.fits:
                 replay.prefit(ahead[index - 1:index - 1 + chunk], jobs)
             for state in states:
                 _step(replay, state, as_of, depth[state.policy.name])
-            replay.forget(serving={state.production for state in states}, upto=as_of)
+            replay.forget(serving={state.production for state in states}, upto=labelled(as_of))
         serve = Window(as_of, min(as_of + step_span, steps[-1]))
         for state in states:
             state.series.append(replay.window_score(state.production, serve).metric)
@@ -408,28 +430,30 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     due = state.next_due is not None and as_of >= state.next_due
     while due and state.next_due <= as_of:  # the next due time stays on the grid, whatever the outcome
         state.next_due += state.policy.cadence
-    scores = [replay.window_score(state.production, w) for w in recent_windows(as_of, config, depth)]
+    # the metric reads the labelled windows, drift the newest features (`monitoring.label_delay`)
+    labelled = config.monitoring.labelled(as_of)
+    scores = [replay.window_score(state.production, w) for w in recent_windows(labelled, config, depth)]
     drift = None
     if config.triggers.needs("drift"):
-        drift = replay.drift(state.production, Window.parse(scores[-1].window))
+        drift = replay.drift(state.production, Window.ending(as_of, config.monitoring.window))
     forced = state.policy.every_window or due
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
                       seen_until=replay.fits[state.production].train_window.end,
-                      rows_since=replay.data.count_after(state.production, as_of),
+                      rows_since=replay.data.count_after(state.production, labelled),
                       last_retrain_at=state.last_retrain, force=forced,
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
     if not decision.retrain:
         return
-    candidate = replay.fit(as_of)
+    candidate = replay.fit(labelled)
     production = replay.fits[state.production]
     promotion, _ = judge(config, replay.data, candidate.holdout_rows, candidate.scorer, production.scorer)
     state.retrains += 1
     state.train_seconds += candidate.fit_seconds
-    state.last_retrain = as_of
+    state.last_retrain = labelled  # a version's data time is its training's (`controller.version_time`)
     if promotion.promote:
         state.promoted += 1
-        state.production = as_of
+        state.production = labelled
     else:
         state.rejected += 1
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))

@@ -497,6 +497,9 @@ Examples:
                                              "the best policy within it.")
 @click.option("--retrain-cost", "cost", default=0.0, show_default=True, type=float,
               help="The cost of one retrain in metric units, added to the error (spread over the windows).")
+@click.option("--label-delay", "label_delay", default=None,
+              help="Labels arrive this long after the features, e.g. 7d (default: monitoring.label_delay); "
+                   "each policy is also replayed with labels at once, for the cost of the delay.")
 @click.option("--folds", default=4, show_default=True, type=int,
               help="Walk-forward folds: choose on each fold's past, score on the fold (0: in sample only).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
@@ -505,9 +508,12 @@ Examples:
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
              thresholds: str | None, schedules: str | None, tolerance: float, resolution: float,
-             budget: str | None, cost: float, folds: int, jobs: int, out_dir: str, as_json: bool) -> None:
+             budget: str | None, cost: float, label_delay: str | None, folds: int, jobs: int, out_dir: str,
+             as_json: bool) -> None:
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
+
+    import dataclasses
 
     from mlflow_retrain.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
     from mlflow_retrain.decide.choice import Rule
@@ -517,6 +523,9 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
 
     config = _load(config_path)
     span = parse_span(every, "--every") if every else config.monitoring.window
+    if label_delay:
+        config = dataclasses.replace(config, monitoring=dataclasses.replace(
+            config.monitoring, label_delay=parse_span(label_delay, "--label-delay")))
     try:
         values = [float(v) for v in thresholds.split(",")] if thresholds else None
     except ValueError:
@@ -541,7 +550,8 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
             table([{**p, "vs_schedule": None if p["vs_schedule"] is None else f"{p['vs_schedule']:+.1%}"}
                    for p in r["policies"]],
                   ["policy", "retrains", "rejected", "mean_metric", "p90_metric", "vs_schedule", "tied_with_best",
-                   *(["oos_retrains", "oos_mean_metric", "oos_p90_metric"] if r["walk_forward"] else [])]),
+                   *(["oos_retrains", "oos_mean_metric", "oos_p90_metric"] if r["walk_forward"] else []),
+                   *(["retrains_without_delay", "mean_metric_without_delay"] if r["label_delay"] else [])]),
             "", f"recommended: {r['recommended']} (the cheapest within {r['tolerance']:.0%} of the best mean or "
                 "tied with it: a paired bootstrap over the windows"
                 + (f", or {r['resolution']:g} apart" if r["resolution"] else "")

@@ -11,11 +11,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
 from mlflow_retrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REGRESSION_METRICS = ("mae", "rmse", "r2")
 CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc")
@@ -198,6 +201,13 @@ class MonitoringConfig:
     # Evidently's HTML reports on a cycle's latest window: `on_change` only when a trigger fired (the
     # cycle then trains and compares), `always`, or `never`; the numbers are logged every cycle
     reports: str = "on_change"
+    # labels arrive this long after the features: a cycle at `as_of` scores, trains and validates on
+    # labels up to `as_of - label_delay` only, while drift reads the features up to `as_of`
+    label_delay: timedelta = timedelta(0)
+
+    def labelled(self, as_of: pd.Timestamp) -> pd.Timestamp:
+        """The newest data time whose labels a cycle at `as_of` has."""
+        return as_of - self.label_delay
 
 
 REPORT_POLICIES = ("on_change", "always", "never")
@@ -568,6 +578,7 @@ def _monitoring(s: _Section, task: str, data: DataConfig) -> tuple[MonitoringCon
         metric=metric,
         max_data_gap=s.span("max_data_gap"),
         max_latency_ms=latency,
+        label_delay=s.span("label_delay", d.label_delay),
     )
     drift = _drift(d, data) if (d := s.sub("drift")) is not None else DriftConfig()
     s.done()

@@ -148,24 +148,32 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
                       reports_dir: Path | None) -> tuple[RetrainDecision, list[WindowScore], DriftNumbers | None]:
     """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`."""
     model = registered(config, data, production.version)
-    scores = score_windows(config, data, model, recent_windows(as_of, config, monitoring_depth(config)))
+    # the metric reads the windows whose labels have arrived, drift the newest features (`label_delay`)
+    labelled = config.monitoring.labelled(as_of)
+    scores = score_windows(config, data, model, recent_windows(labelled, config, monitoring_depth(config)))
     latest = scores[-1]
     rows = data.cut(Window.parse(latest.window)) if latest.rows else None
+    newest = data.rows(Window.ending(as_of, config.monitoring.window)) if config.monitoring.label_delay else rows
+    newest = newest if newest is not None and len(newest) else None
     wanted = reports_dir is not None and config.monitoring.reports != "never"
-    reference = load_reference(production.run_id) if rows is not None and (
+    reference = load_reference(production.run_id) if newest is not None and (
         wanted or config.triggers.needs("drift")) else None
     # the numbers come from DriftMeter (equal to Evidently's, `drift.py`), as in the monitor and backtest
-    drift = DriftMeter(reference, data.spec).measure(rows) if reference is not None else None
+    drift = DriftMeter(reference, data.spec).measure(newest) if reference is not None else None
     trained_at = version_time(production)
     seen = production.tags.get(T.TRAIN_WINDOW)
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
-                      seen_until=Window.parse(seen).end if seen else None, rows_since=data.count_after(trained_at, as_of), last_retrain_at=last_retrain(versions),
+                      seen_until=Window.parse(seen).end if seen else None,
+                      rows_since=data.count_after(trained_at, labelled), last_retrain_at=last_retrain(versions),
                       force=force, reason=reason, event=event)
     if reference is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
         # Evidently's HTML on the window that decided: kept when something changes (`monitoring.reports`)
-        quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
-                       reports_dir / "model_quality.html", config=config, version=production, window=latest.window)
-        drift_report(reference, rows, data.spec, reports_dir / "data_drift.html", config=config, version=production, window=latest.window)
+        if rows is not None:
+            quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
+                           reports_dir / "model_quality.html", config=config, version=production,
+                           window=latest.window)
+        drift_report(reference, newest, data.spec, reports_dir / "data_drift.html", config=config, version=production,
+                     window=Window.ending(as_of, config.monitoring.window).iso())
     return decision, scores, drift
 
 
@@ -219,7 +227,7 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     data = data or LabelledData.load(config)
     stamp = data.resolve_as_of(as_of)
     if not dry_run:
-        preflight(config, via, data=data, as_of=stamp)
+        preflight(config, via, data=data, as_of=config.monitoring.labelled(stamp))
     check_tracking()
     registry = Registry(config)
     production = registry.production()
@@ -276,7 +284,7 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         return production
     if production is None:
         # nothing to defend yet: the first model is trained and, if it passes the gate, promoted
-        data.cut(Window.ending(as_of, config.training.holdout), "holdout window")
+        data.cut(Window.ending(config.monitoring.labelled(as_of), config.training.holdout), "holdout window")
         unborn = f" (no store yet: the first cycle creates {registry.unborn})" if registry.unborn else ""
         report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], f"no Production version: bootstrap{unborn}", None)
         report.outcome = "would_retrain"
@@ -317,7 +325,9 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
             _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
         elif decision.retrain:
             trigger = ",".join(decision.fired)
-            version = make_candidate(config, data, as_of, trigger=trigger, reason=decision.reason,
+            # trained on the labels a cycle at as_of has: its data time is theirs (`label_delay`)
+            version = make_candidate(config, data, config.monitoring.labelled(as_of), trigger=trigger,
+                                     reason=decision.reason,
                                      cycle_run_id=run.info.run_id, via=via, registry=registry)
             candidate = registry.get(version)
             report.candidate_version = version
@@ -339,7 +349,7 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
 def _validate(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
               candidate: VersionInfo, production: VersionInfo | None) -> None:
     """Steps 5-7: compare on one holdout, gate, promote or archive; the numbers go to the report and run."""
-    holdout = Window.ending(as_of, config.training.holdout)
+    holdout = Window.ending(config.monitoring.labelled(as_of), config.training.holdout)
     promotion, evidence = compare(config, data, holdout, candidate, production)
     report.promotion = promotion
     report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]

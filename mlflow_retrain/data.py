@@ -176,11 +176,13 @@ def resolve_spec(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") ->
     return replace(spec, features=features, categorical=tuple(categorical))
 
 
-def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> tuple[pd.DataFrame, DataConfig]:
+def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
+                  label_delay: timedelta = timedelta(0)) -> tuple[pd.DataFrame, DataConfig]:
     """Refuse data the model cannot learn from, naming the column and what to do about it.
 
     Returns a copy sorted by time with a naive UTC datetime timestamp and categorical values as
-    labels, and the resolved spec.
+    labels, and the resolved spec. With `label_delay`, rows of the newest `label_delay` may have no
+    label yet (their features feed drift); an empty label older than that is refused as before.
     """
     if frame.empty:  # a header alone has no dtypes to resolve, but can still name the wrong columns
         require_columns(frame, spec, origin)
@@ -189,10 +191,13 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -
     frame = frame.copy()
     frame[spec.timestamp] = parse_timestamps(frame[spec.timestamp], origin)
     target = frame[spec.target]
-    if target.isna().any():
+    pending = frame[spec.timestamp] > frame[spec.timestamp].max() - pd.Timedelta(label_delay)
+    if (missing := target.isna() & ~pending).any():
+        within = " older than monitoring.label_delay" if label_delay else ""
         raise DataError(
-            f"{origin}: target {spec.target!r} is empty (NaN) in {int(target.isna().sum())} row(s); "
-            "drop or label those rows"
+            f"{origin}: target {spec.target!r} is empty (NaN) in {int(missing.sum())} row(s){within}; "
+            "drop or label those rows" + ("" if label_delay else
+                                          ", or set monitoring.label_delay if labels arrive late")
         )
     if empty := [c for c in spec.features if frame[c].isna().all()]:
         raise DataError(f"{origin}: feature {empty[0]!r} is empty (NaN) in every row, nothing to learn from; "
@@ -299,7 +304,7 @@ class LabelledData:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, config: Config, origin: str = "DataFrame") -> "LabelledData":
         """The same checks and column resolution as `load`, on rows already in memory (left unchanged)."""
-        checked, spec = prepare_frame(frame, config.data, origin)
+        checked, spec = prepare_frame(frame, config.data, origin, config.monitoring.label_delay)
         return cls(checked, spec, origin)
 
     @property
@@ -309,6 +314,12 @@ class LabelledData:
     @property
     def last(self) -> pd.Timestamp:
         return self.frame[self.spec.timestamp].iloc[-1]
+
+    @property
+    def last_labelled(self) -> pd.Timestamp:
+        """The newest row with a label: where a replay or a monitor can still score (`label_delay`)."""
+        labelled = self.frame[self.spec.timestamp][self.frame[self.spec.target].notna()]
+        return labelled.iloc[-1] if len(labelled) else self.first
 
     def resolve_as_of(self, as_of: str | pd.Timestamp | None, option: str = "--as-of") -> pd.Timestamp:
         """`None` means the newest labelled row; a time outside the data is a user error.
@@ -335,7 +346,8 @@ class LabelledData:
             return None
         stamps = self.frame[self.spec.timestamp]
         at = (now if now is not None else pd.Timestamp.now("UTC").tz_convert(None)) if live else as_of
-        newest = self.last if live else stamps[stamps <= as_of].max()
+        stamps = stamps[self.frame[self.spec.target].notna()]
+        newest = stamps.iloc[-1] if live else stamps[stamps <= as_of].max()
         if newest.tzinfo is not None and at.tzinfo is None:
             at = at.tz_localize("UTC")
         if at - newest <= max_gap:

@@ -206,7 +206,7 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     if not promotions:
         raise DataError(f"model {config.model_name!r} has never been in Production; nothing to monitor yet")
     first = promotions[0].time if start is None else data.resolve_as_of(start, "--from")
-    last = data.last if end is None else parse_time(end, "--to")
+    last = data.last_labelled if end is None else parse_time(end, "--to")
     if end is not None and last < data.first:
         raise DataError(f"--to {end} is before the data starts ({data.first.isoformat()})")
     windows = spans(first, last, every)
