@@ -36,11 +36,13 @@ from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span
 from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
                                           gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
 from mlflow_retrain.decide.triggers.drift import DataDrift
+from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
 from mlflow_retrain.decide.triggers.trend import MetricTrend
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import ConfigError, DataError
-from mlflow_retrain.evaluate import judge, score_rows
+from mlflow_retrain.estimate import ESTIMABLE, PerformanceEstimator
+from mlflow_retrain.evaluate import estimate_rows, judge, label_free, score_rows
 from mlflow_retrain.metrics import worse_tail
 from mlflow_retrain.train import FitResult, fit
 from mlflow_retrain.trainers import fit_project
@@ -110,6 +112,10 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
     policies.append(Policy("trend", "trend", with_triggers(trend)))
     drift = config.triggers.data_drift or DataDrift(max_drift_share=0.5)
     policies.append(Policy("drift", "drift", with_triggers(drift)))
+    if config.monitoring.label_delay and config.metric in ESTIMABLE[config.task]:
+        # with late labels: the same threshold on the newest rows' label-free estimate
+        limit = EstimatedMetric(min=base) if hib else EstimatedMetric(max=base)
+        policies.append(Policy("estimated", "estimated", with_triggers(limit)))
     policies.append(Policy("configured", "configured", config))
     policies.append(Policy("every-window", "every_window", with_triggers(), every_window=True))
     return policies
@@ -269,6 +275,7 @@ class Replay:
         self.fit_count = 0
         self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
         self.meters: dict[pd.Timestamp, DriftMeter] = {}
+        self.estimators: dict[pd.Timestamp, PerformanceEstimator] = {}
 
     def fit(self, as_of: pd.Timestamp) -> FitResult:
         if self.cache and as_of in self.fits:
@@ -311,6 +318,7 @@ class Replay:
         for at in [at for at in self.fits if at <= upto and at not in serving]:
             del self.fits[at]
             self.meters.pop(at, None)
+            self.estimators.pop(at, None)
 
     def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
         rows = self.data.rows(window)
@@ -319,6 +327,14 @@ class Replay:
         if model_at not in self.meters or not self.cache:
             self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.data.spec)
         return self.meters[model_at].measure(rows)
+
+
+    def estimate(self, model_at: pd.Timestamp, window: Window) -> float | None:
+        """The serving fit's metric on `window` estimated without labels, prepared on its holdout rows."""
+        fit = self.fits[model_at]
+        if model_at not in self.estimators or not self.cache:
+            self.estimators[model_at] = label_free(self.config, self.data, fit.scorer, fit.holdout_rows)
+        return estimate_rows(self.estimators[model_at], self.data, fit.scorer, self.data.rows(window))
 
 
 def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
@@ -434,13 +450,15 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     labelled = config.monitoring.labelled(as_of)
     scores = [replay.window_score(state.production, w) for w in recent_windows(labelled, config, depth)]
     drift = None
+    newest = Window.ending(as_of, config.monitoring.window)
     if config.triggers.needs("drift"):
-        drift = replay.drift(state.production, Window.ending(as_of, config.monitoring.window))
+        drift = replay.drift(state.production, newest)
+    estimate = replay.estimate(state.production, newest) if config.triggers.needs("estimate") else None
     forced = state.policy.every_window or due
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
                       seen_until=replay.fits[state.production].train_window.end,
                       rows_since=replay.data.count_after(state.production, labelled),
-                      last_retrain_at=state.last_retrain, force=forced,
+                      last_retrain_at=state.last_retrain, force=forced, estimate=estimate,
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
     if not decision.retrain:

@@ -25,7 +25,7 @@ from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecis
                                    monitoring_depth, recent_windows)
 from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.errors import RegistryError, RetrainError
-from mlflow_retrain.evaluate import judge, load_reference, registered, score_rows
+from mlflow_retrain.evaluate import estimate_rows, judge, label_free, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
 from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
@@ -160,12 +160,15 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
         wanted or config.triggers.needs("drift")) else None
     # the numbers come from DriftMeter (equal to Evidently's, `drift.py`), as in the monitor and backtest
     drift = DriftMeter(reference, data.spec).measure(newest) if reference is not None else None
+    estimate = None
+    if config.triggers.needs("estimate") and newest is not None:
+        estimate = _estimate(config, data, model, production, newest)
     trained_at = version_time(production)
     seen = production.tags.get(T.TRAIN_WINDOW)
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
                       seen_until=Window.parse(seen).end if seen else None,
                       rows_since=data.count_after(trained_at, labelled), last_retrain_at=last_retrain(versions),
-                      force=force, reason=reason, event=event)
+                      force=force, reason=reason, event=event, estimate=estimate)
     if reference is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
         # Evidently's HTML on the window that decided: kept when something changes (`monitoring.reports`)
         if rows is not None:
@@ -175,6 +178,17 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
         drift_report(reference, newest, data.spec, reports_dir / "data_drift.html", config=config, version=production,
                      window=Window.ending(as_of, config.monitoring.window).iso())
     return decision, scores, drift
+
+
+def _estimate(config: Config, data: LabelledData, model: Scorer, production: VersionInfo,
+              rows: pd.DataFrame) -> float | None:
+    """Production's metric on `rows` estimated without their labels, prepared on its holdout rows
+    (None for a version with no holdout on record: one not made by a cycle)."""
+    held = production.tags.get(T.HOLDOUT_WINDOW)
+    reference = data.rows(Window.parse(held)) if held else None
+    if reference is None or not len(reference):
+        return None
+    return estimate_rows(label_free(config, data, model, reference), data, model, rows)
 
 
 # ---- validation ---------------------------------------------------------------------------------

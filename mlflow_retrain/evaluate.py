@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from mlflow_retrain.models import Scorer, dataset_columns
 from mlflow_retrain.registry import PRODUCTION, STAGING, Registry, VersionInfo
 from mlflow_retrain.tracking import start_run
 from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
+
+if TYPE_CHECKING:
+    from mlflow_retrain.estimate import PerformanceEstimator
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,26 @@ def score_rows(config: Config, data: LabelledData, model: Scorer, rows: pd.DataF
     started = time.perf_counter()
     y_pred, proba = model.predict_with_proba(rows)
     return score_predictions(config, data, rows, y_pred, proba, (time.perf_counter() - started) * 1000)
+
+
+def label_free(config: Config, data: LabelledData, model: Scorer, reference: pd.DataFrame) -> PerformanceEstimator:
+    """The model's label-free estimator (`estimate.py`), prepared on `reference`: its holdout rows,
+    labelled and never trained on."""
+    from mlflow_retrain.estimate import PerformanceEstimator
+
+    pred, proba = model.predict_with_proba(reference)
+    return PerformanceEstimator.fit(data.features(reference), pred, data.target(reference), metric=config.metric,
+                                    task=config.task, probabilities=proba,
+                                    categorical=tuple(data.spec.categorical or ()))
+
+
+def estimate_rows(estimator: PerformanceEstimator, data: LabelledData, model: Scorer,
+                  rows: pd.DataFrame) -> float | None:
+    """The metric on `rows` estimated from their features and the model's outputs, not their labels."""
+    if not len(rows):
+        return None
+    pred, proba = model.predict_with_proba(rows)
+    return estimator.estimate(data.features(rows), pred, proba)
 
 
 def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Scorer,

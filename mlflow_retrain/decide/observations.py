@@ -43,6 +43,7 @@ class Observations:
     trained_at: pd.Timestamp | None = None  # when Production was trained, in data time
     seen_until: pd.Timestamp | None = None  # the end of Production's training window
     rows_since: int = 0  # labelled rows after trained_at, up to as_of
+    estimate: float | None = None  # the metric on the newest window, estimated without labels (`estimate.py`)
 
     @property
     def latest(self) -> WindowScore:

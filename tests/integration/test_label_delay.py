@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 from load_policy import write_load_policy
 from synthetic import energy_load
@@ -97,3 +98,41 @@ def test_rows_without_a_label_yet_are_features_only(store, tmp_path):
     out = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", "check", "--config", str(strict)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "monitoring.label_delay" in out.stderr and "Traceback" not in out.stderr
+
+
+def covariate_shift(start: str = "2022-09-01", end: str = "2023-03-10 23:00", seed: int = 3) -> pd.DataFrame:
+    """Hourly rows whose noise is large where x is high; from 2023-01-01 most rows have a high x. The
+    relation between x and the target never changes (no concept drift): exactly the shift a
+    label-free estimate can see, from the features alone."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(start, end, freq="h")
+    after = ts >= pd.Timestamp("2023-01-01")
+    x = np.where(after, rng.beta(5, 1.5, len(ts)), rng.uniform(0, 1, len(ts)))
+    noisy = x > 0.8
+    y = 10 * x + rng.normal(0, np.where(noisy, 30.0, 1.0))
+    return pd.DataFrame({"timestamp": ts.strftime("%Y-%m-%d %H:%M:%S"), "x": x.round(4),
+                         "other": rng.normal(0, 1, len(ts)).round(3), "load_mw": y.round(3)})
+
+
+def test_the_label_free_trigger_decides_alike_in_cycles_and_replay(store, tmp_path):
+    """estimated_metric reads the newest week's features (no labels) through Production's estimator:
+    real cycles and the replay make the same retrains, and it fires once the shift arrives, a week
+    before any labelled window could show it."""
+    config = load_config(write_load_policy(tmp_path, covariate_shift(), monitoring={"label_delay": "7d"},
+                                           triggers={"metric_threshold": {"max": 1000},
+                                                     "estimated_metric": {"max": 9}, "cooldown": "7d"}))
+    data = LabelledData.load(config)
+    assert "estimated" in [p.name for p in default_policies(config, WEEK)]
+    result = run_backtest(config, start=START, end=END, every=WEEK, data=data,
+                          policies=select(default_policies(config, WEEK), ["configured"]))
+    run_cycle(config, as_of=START, via="inprocess", data=data, bootstrap=True)
+    real, reasons = [], []
+    for as_of in result.steps[1:-1]:
+        report = run_cycle(config, as_of=as_of.isoformat(), via="inprocess", data=data)
+        reasons.append((as_of.date().isoformat(), report.decision.reason))
+        if report.outcome in (T.PROMOTED, T.REJECTED):
+            real.append((as_of.isoformat(), report.outcome))
+    assert result.states[0].retrain_points == real, reasons
+    fired = [day for day, reason in reasons if "(no labels yet) > max 9" in reason]
+    assert fired and min(fired) <= "2023-01-07", reasons  # the first week of the shift, labels a week away
+    assert all(day >= "2023-01-01" for day in fired), reasons

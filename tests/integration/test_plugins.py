@@ -110,7 +110,7 @@ def test_plugin_options_are_checked_with_the_policy_file(plugin, write_policy):
         load_config(write_policy(triggers={"calendar": {"months": [13]}}))
     with pytest.raises(ConfigError, match=r"validation.checks.vetoo is not a known key \(installed gate checks: veto;"):
         load_config(write_policy(validation={"checks": {"vetoo": {}}}))
-    with pytest.raises(ConfigError, match=r"installed triggers: calendar, data_drift, max_age"):
+    with pytest.raises(ConfigError, match=r"installed triggers: calendar, data_drift, estimated_metric, max_age"):
         load_config(write_policy(triggers={"calender": {}}))
 
 

@@ -34,7 +34,7 @@ def test_an_unknown_trigger_is_one_line_listing_what_is_installed():
         parse_config({**MINIMAL, "triggers": {"metric_treshold": {"max": 3}}}, origin="f.yaml")
     message = str(err.value)
     assert "\n" not in message and message.startswith("f.yaml: triggers.metric_treshold is not a known key (installed triggers: ")
-    assert "data_drift, max_age, metric_threshold, metric_trend, new_data" in message
+    assert "data_drift, estimated_metric, max_age, metric_threshold, metric_trend, new_data" in message
 
 
 def test_triggers_keep_their_rank_order_whatever_the_file_order():
