@@ -23,15 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# imported here, before any fork, so children do not pay for them
+import evidently  # noqa: F401
+import sklearn.ensemble  # noqa: F401
+import skops.io  # noqa: F401
+
+import mlflow_retrain.controller  # noqa: F401
 from mlflow_retrain import faults
 from mlflow_retrain import tags as T
-
-# imported here, before any fork, so children do not pay for them
-import evidently  # noqa: F401,E402
-import skops.io  # noqa: F401,E402
-import sklearn.ensemble  # noqa: F401,E402
-
-import mlflow_retrain.controller  # noqa: F401,E402
 
 TTL = "0.07m"  # 4.2 s: renewed every 1.4 s while a cycle works, expired soon after a kill
 TTL_SECONDS = 4.2
@@ -50,6 +49,9 @@ class Scenario:
 
 
 def _in_child(scenario: Scenario, env: dict[str, str], kind: str, queue: Any) -> None:
+    if _LOADED_IN == os.getpid():  # not inherited from the fork server: each kill would pay for the imports
+        queue.put(("error", "the fork server did not preload fault_harness"))
+        return
     work = {"cycle": _cycle, "recover": _recover}[kind]
     os.environ.update(env)
     os.environ["MLFLOW_TRACKING_URI"] = scenario.uri
@@ -64,12 +66,49 @@ def _in_child(scenario: Scenario, env: dict[str, str], kind: str, queue: Any) ->
 
 
 _CTX = mp.get_context("forkserver")
-_CTX.set_forkserver_preload(["fault_harness"])
+# what a child would otherwise import itself: this module's imports, and MLflow's stores and flavor
+_CTX.set_forkserver_preload(["fault_harness", "mlflow.sklearn", "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store",
+                             "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.rest_store",
+                             "mlflow.store.model_registry.rest_store", "git", "pyarrow.parquet"])
+_LOADED_IN = os.getpid()  # the fork server's pid in its children, where this module was preloaded
+_PATH_KEY = "FAULT_HARNESS_SAVED_PYTHONPATH"
+_started = False
+
+if _PATH_KEY in os.environ:  # imported by the fork server (see _start_fork_server): its children get the usual path
+    saved = os.environ.pop(_PATH_KEY)
+    if saved:
+        os.environ["PYTHONPATH"] = saved
+    else:
+        os.environ.pop("PYTHONPATH", None)
+
+
+def _start_fork_server() -> None:
+    """Start the fork server with this folder on its path. Python 3.11 starts it as a bare `python -c`
+    that ignores the test process's sys.path, so a preload of "fault_harness" alone failed silently
+    and every child imported MLflow, Evidently and scikit-learn itself (5 s of CPU per kill)."""
+    global _started
+    if _started:
+        return
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("PYTHONPATH", "")
+    os.environ[_PATH_KEY] = saved
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), saved]))
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(_PATH_KEY)
+        if saved:
+            os.environ["PYTHONPATH"] = saved
+        else:
+            os.environ.pop("PYTHONPATH")
+    _started = True
 
 
 def run_child(scenario: Scenario, kind: str, env: dict[str, str] | None = None,
               timeout: float = 300) -> tuple[int | None, Any]:
     """(exit code, what the child returned or ("error", text)); -9 when a fault point killed it."""
+    _start_fork_server()
     queue = _CTX.Queue()
     child = _CTX.Process(target=_in_child, args=(scenario, env or {}, kind, queue))
     child.start()
