@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ _CTX.set_forkserver_preload(["fault_harness", "mlflow.sklearn", "mlflow.pyfunc",
 _LOADED_IN = os.getpid()  # the fork server's pid in its children, where this module was preloaded
 _PATH_KEY = "FAULT_HARNESS_SAVED_PYTHONPATH"
 _started = False
+_starting = threading.Lock()
 
 if _PATH_KEY in os.environ:  # imported by the fork server (see _start_fork_server): its children get the usual path
     saved = os.environ.pop(_PATH_KEY)
@@ -87,8 +89,13 @@ def _start_fork_server() -> None:
     that ignores the test process's sys.path, so a preload of "fault_harness" alone failed silently
     and every child imported MLflow, Evidently and scikit-learn itself (5 s of CPU per kill)."""
     global _started
-    if _started:
-        return
+    with _starting:
+        if not _started:
+            _start_with_this_folder_on_path()
+            _started = True
+
+
+def _start_with_this_folder_on_path() -> None:
     from multiprocessing import forkserver
 
     saved = os.environ.get("PYTHONPATH", "")
@@ -102,7 +109,6 @@ def _start_fork_server() -> None:
             os.environ["PYTHONPATH"] = saved
         else:
             os.environ.pop("PYTHONPATH")
-    _started = True
 
 
 def run_child(scenario: Scenario, kind: str, env: dict[str, str] | None = None,
