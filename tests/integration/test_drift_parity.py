@@ -92,7 +92,7 @@ def assert_parity(reference: pd.DataFrame, current: pd.DataFrame, spec: DataConf
         assert col.threshold == ev.stattest_threshold, (where, name)
         assert col.drifted == ev.drift_detected, (where, name, col, ev.drift_score)
         assert same(col.score, ev.drift_score), (where, name, col, ev.drift_score)
-    if theirs is None:  # no column has a value on both sides: nothing measured
+    if theirs is None or not theirs.total_columns:  # no column has a value on both sides: nothing measured
         assert (ours.drifted_columns, ours.total_columns) == (0, 0) and math.isnan(ours.drift_share), (where, ours)
         return list(columns.values())
     assert (ours.drifted_columns, ours.total_columns) == (theirs.drifted_columns, theirs.total_columns), (where, ours)
