@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import threading
 import time
@@ -117,14 +118,24 @@ def run_child(scenario: Scenario, kind: str, env: dict[str, str] | None = None,
     _start_fork_server()
     queue = _CTX.Queue()
     child = _CTX.Process(target=_in_child, args=(scenario, env or {}, kind, queue))
-    child.start()
-    child.join(timeout)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        raise AssertionError(f"{scenario.name}: child did not finish in {timeout} s")
-    result = queue.get(timeout=5) if child.exitcode == 0 else None
-    return child.exitcode, result
+    with _reading_exit_codes:
+        child.start()
+    finished = mp.connection.wait([child.sentinel], timeout)
+    with _reading_exit_codes:
+        if not finished:
+            child.kill()
+            child.join()
+            raise AssertionError(f"{scenario.name}: child did not finish in {timeout} s")
+        code = child.exitcode
+    result = queue.get(timeout=5) if code == 0 else None
+    return code, result
+
+
+# A forkserver child's exit code is 8 bytes read once from its sentinel, and Process.start() polls
+# every other child of this process (multiprocessing.process._cleanup). Two threads polling the same
+# finished child race for those bytes: the loser reads EOF and records exit code 255 over the real
+# -9 (a kill reported as "not killed"). Starts and exit-code reads take turns.
+_reading_exit_codes = threading.Lock()
 
 
 def _cycle(scenario: Scenario) -> str:
