@@ -505,16 +505,21 @@ Examples:
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
 @click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False),
               help="Folder for backtest.csv and backtest.html.")
+@click.option("--apply", "apply", is_flag=False, flag_value="recommended", default=None, metavar="[POLICY]",
+              help="Write the recommended policy's triggers (or POLICY's) into the policy file, exactly as "
+                   "replayed; the diff is shown and confirmed first. Other lines and comments stay.")
+@click.option("--yes", is_flag=True, help="With --apply: write without asking (CI).")
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
              thresholds: str | None, schedules: str | None, tolerance: float, resolution: float,
              budget: str | None, cost: float, label_delay: str | None, folds: int, jobs: int, out_dir: str,
-             as_json: bool) -> None:
+             apply: str | None, yes: bool, as_json: bool) -> None:
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
 
     import dataclasses
 
+    from mlflow_retrain import adopt
     from mlflow_retrain.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
     from mlflow_retrain.decide.choice import Rule
     from mlflow_retrain.config import parse_span
@@ -539,10 +544,15 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
                 budget=parse_budget(budget) if budget else None, cost=cost)
     cadences = [parse_span(v.strip(), "--schedule") for v in schedules.split(",")] if schedules else None
     policies = select(default_policies(config, span, values, cadences), policy_names.split(",") if policy_names else None)
+    if apply is not None:
+        adopt.check_apply(Path(config_path), apply, [p.name for p in policies])
+        if not yes and not sys.stdin.isatty():
+            raise ConfigError("--apply asks before it writes the policy file; pass --yes to write without asking")
     check_tracking()
     result = run_backtest(config, start=start, end=end, every=span, policies=policies, rule=rule, folds=folds,
                           jobs=jobs)
     write_outputs(config, result, Path(out_dir))
+    applied = None if apply is None else _apply(adopt.from_backtest(Path(config_path), result, apply), yes)
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join([
@@ -562,9 +572,26 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
                "policy chosen on the windows before it: " + ", ".join(
                    f"{f['chosen']} from {f['from'][:10]}" for f in r["walk_forward"]["folds"])]
               if r["walk_forward"] else []),
-            f"chart: {r['chart']}"])
+            f"chart: {r['chart']}",
+            *([f"--apply {r['applied']['policy']}: " + ("written to " + r["applied"]["path"] if r["applied"]["written"]
+                                                       else "nothing written: " + r["applied"]["why"])]
+              if r.get("applied") else [])])
 
-    emit(result.to_dict(), as_json, human)
+    emit({**result.to_dict(), "applied": applied}, as_json, human)
+
+
+def _apply(adoption: Any, yes: bool) -> dict[str, Any]:
+    """Show the policy file's diff on stderr (stdout stays clean for --json), confirm, write."""
+    from mlflow_retrain import adopt
+
+    why = adoption.why or ("" if adoption.changed else "the file already has these triggers")
+    if not why:
+        click.echo(adoption.diff(), err=True)
+        if not yes and not click.confirm(f"write {adoption.path}?", err=True):
+            why = "not confirmed"
+    if not why:
+        adopt.write(adoption)
+    return {**adoption.to_dict(), "why": why, "written": not why}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

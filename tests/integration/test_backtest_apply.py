@@ -1,0 +1,79 @@
+"""`backtest --apply` on data that is not the bike data: the policy it writes decides, in the next
+backtest, exactly as the row it came from did, and nothing else in the file moves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_backtest_schedules import daily_sales, write
+
+from mlflow_retrain.cli import cli
+from mlflow_retrain.config import load_config
+
+COMMENTED = "# the shop's sales model: keep this comment\n"
+
+
+def backtest(policy: Path, *args: str, stdin: str | None = None) -> tuple[int, dict, str]:
+    run = CliRunner().invoke(cli, ["backtest", "--config", str(policy), "--from", "2021-02-15", "--to", "2021-04-15",
+                                   "--every", "1d", "--folds", "0", "--out", str(policy.parent / "out"), "--json",
+                                   *args], input=stdin)
+    out = json.loads(run.stdout[run.stdout.index("{"):]) if run.exit_code == 0 else {}
+    return run.exit_code, out, run.output
+
+
+def row(result: dict, policy: str) -> tuple[int, float, int]:
+    found = next(r for r in result["policies"] if r["policy"] == policy)
+    return found["retrains"], found["mean_metric"], found["rejected"]
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = write(tmp_path, daily_sales(days=160))
+    path.write_text(COMMENTED + path.read_text())
+    return path
+
+
+def outside_triggers(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith(("triggers:", "  "))]
+
+
+@pytest.mark.parametrize("chosen", ["threshold-4", "every-10d"])
+def test_the_applied_policy_replays_as_its_row(store, policy, chosen):
+    before = policy.read_text()
+    code, first, output = backtest(policy, "--thresholds", "4,8", "--schedule", "10d",
+                                   "--policy", f"{chosen},configured", "--apply", chosen, "--yes")
+    assert code == 0, output
+    assert first["applied"]["written"] and first["applied"]["policy"] == chosen
+    assert "+triggers:" in first["applied"]["diff"]
+    after = policy.read_text()
+    assert after.startswith(COMMENTED) and "backtest --apply" in after
+    assert outside_triggers(after) == outside_triggers(before)
+
+    code, second, output = backtest(policy, "--policy", "configured", "--thresholds", "4")
+    assert code == 0, output
+    assert row(second, "configured") == row(first, chosen)
+    assert row(first, chosen)[0] >= 2  # it did retrain: the equality is not two empty histories
+
+
+def test_the_recommendation_by_default_and_no_write_without_a_yes(store, policy):
+    before = policy.read_text()
+    code, _, output = backtest(policy, "--thresholds", "4,8", "--policy", "never,threshold-4", "--apply")
+    assert code == 2 and "--yes" in output and policy.read_text() == before  # refused before the run
+    assert not (policy.parent / "out").exists()
+
+    code, result, output = backtest(policy, "--thresholds", "4,8", "--policy", "never,threshold-4", "--apply", "--yes")
+    assert code == 0, output
+    assert result["applied"]["policy"] == result["recommended"]
+    assert load_config(policy).triggers.configured or result["recommended"] == "never"
+
+
+@pytest.mark.parametrize("args, message", [(["--apply", "threshold-99"], "no such policy"),
+                                           (["--apply", "configured", "--yes", "--folds", "-1"], "--folds")])
+def test_bad_apply_input_is_one_line_and_writes_nothing(store, policy, args, message):
+    before = policy.read_text()
+    code, _, output = backtest(policy, "--thresholds", "4,8", *args)
+    assert code == 2 and message in output and "Traceback" not in output
+    assert policy.read_text() == before and not (policy.parent / "out").exists()
