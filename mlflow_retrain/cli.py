@@ -470,6 +470,10 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
         return "\n".join(lines)
 
     emit(result.to_dict(), as_json, human)
+    if end is None:  # live, not a replay of the past: downtime is news, told to the `notify:` targets
+        from mlflow_retrain.notify import downtime_events, notify
+
+        notify(config, downtime_events(config.model_name, result))
     raise_if_unhealthy(result)
 
 

@@ -283,6 +283,46 @@ class RegistryConfig:
     lease_ttl: timedelta = timedelta(hours=2)
 
 
+NOTIFY_FORMATS = ("slack", "json")
+# what a notification can be sent on; a target's `on:` picks some (default: all)
+NOTIFY_EVENTS = ("promoted", "rejected", "awaiting_approval", "downtime", "failed")
+NOTIFY_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One webhook to tell people (`notify.py`). The URL may itself be a secret (Slack puts its token
+    in the path), so it is never in the repr; `label` (scheme and host) is what logs show. The
+    signing secret is only *named* here (an environment variable or a file), read when sending."""
+
+    url: str = field(repr=False)
+    format: str = "json"
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    timeout: float = 5.0  # seconds per request; a cycle's whole notification time is bounded too
+
+    @property
+    def label(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''} ({self.format})"
+
+    def secret(self) -> str | None:
+        """The signing secret, read now (a rotated file or variable is picked up on the next send)."""
+        if self.secret_env:
+            import os
+
+            return os.environ.get(self.secret_env) or None
+        if self.secret_file:
+            try:
+                return self.secret_file.read_text().strip() or None
+            except OSError:
+                return None
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     model_name: str
@@ -296,6 +336,7 @@ class Config:
     registry: RegistryConfig
     source: Path | None = None
     tracking_uri: str | None = None  # the policy's own store (`store.py`); MLFLOW_TRACKING_URI wins
+    notify: tuple[NotifyTarget, ...] = ()  # webhooks told about promotions, rejections, downtime, failures
 
     @property
     def metric(self) -> str:
@@ -673,6 +714,59 @@ def _registry(s: _Section) -> RegistryConfig:
     return cfg
 
 
+def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, ...]:
+    """`notify:` a list of webhooks. Every problem is found here, before a cycle runs: a URL that is
+    not http(s), an unknown format or event, a secret written inline (it would sit in the repository)
+    or one whose variable or file is missing (a cycle would then send unsigned bodies or none)."""
+    import os
+    from urllib.parse import urlsplit
+
+    targets = []
+    for i, item in enumerate(raw):
+        if isinstance(item, Mapping) and True in item:  # YAML 1.1 reads a bare `on:` key as true
+            item = {("on" if k is True else k): v for k, v in item.items()}
+        s = _Section(item, f"notify[{i}]", origin)
+        url = s.get("url", str, required=True)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise s.fail("url", f"is not a URL ({exc})") from None
+        if parts.scheme not in NOTIFY_SCHEMES or not parts.hostname:
+            raise s.fail("url", "must be an http:// or https:// URL with a host")
+        fmt = s.get("format", str, "json")
+        if fmt not in NOTIFY_FORMATS:
+            raise s.fail("format", f"must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
+        events = tuple(s.get("on", list, list(NOTIFY_EVENTS)))
+        unknown = [e for e in events if e not in NOTIFY_EVENTS]
+        if unknown:
+            raise s.fail("on", f"names unknown event {unknown[0]!r}; events: {', '.join(NOTIFY_EVENTS)}")
+        if not events:
+            raise s.fail("on", f"is empty: leave it out for every event ({', '.join(NOTIFY_EVENTS)})")
+        s.used.add("secret")
+        if s.has("secret"):
+            raise s.fail("secret", "must not be written in the policy: name an environment variable "
+                                   "(secret_env: NAME) or a file (secret_file: PATH) that holds it")
+        secret_env, secret_file = s.get("secret_env", str), s.get("secret_file", str)
+        if secret_env and secret_file:
+            raise s.fail("secret_env", "and secret_file are alternatives: give one")
+        if secret_env and not os.environ.get(secret_env):
+            raise s.fail("secret_env", f"names {secret_env}, which is not set (or empty) in the environment")
+        path = None
+        if secret_file:
+            path = Path(secret_file).expanduser()
+            if not path.is_absolute() and source is not None:
+                path = source.parent / path
+            if not path.is_file() or not path.read_text().strip():
+                raise s.fail("secret_file", f"{path} does not exist or is empty")
+        timeout = s.get("timeout", float, NotifyTarget.timeout)
+        s.positive("timeout", timeout)
+        s.done()
+        targets.append(NotifyTarget(url=url, format=fmt, events=tuple(dict.fromkeys(events)),
+                                    secret_env=secret_env, secret_file=path, timeout=timeout))
+    return tuple(targets)
+
+
 def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None) -> Config:
     """Validate a parsed policy file. `origin` names the file in every error message."""
     top = _Section(raw, "", origin)
@@ -700,6 +794,7 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
         registry=_registry(top.sub("registry") or _Section({}, "registry", origin)),
         source=source,
         tracking_uri=top.get("tracking_uri", str),
+        notify=_notify(top.get("notify", list, []), origin, source),
     )
     top.done()
     return cfg

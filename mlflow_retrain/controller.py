@@ -27,6 +27,7 @@ from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import estimate_rows, judge, label_free, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
+from mlflow_retrain.notify import notifies
 from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.reports import drift_report, quality_report, PREDICTION
@@ -215,6 +216,7 @@ def apply_decision(registry: Registry, candidate: VersionInfo, production: Versi
 
 
 # ---- the cycle ----------------------------------------------------------------------------------
+@notifies  # tells the policy's `notify:` targets what the cycle decided, or that it failed
 def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, reason: str | None = None,
               event: str | None = None, dry_run: bool = False, via: str = PROJECT,
               data: LabelledData | None = None, bootstrap: bool = False) -> CycleReport:

@@ -1,0 +1,303 @@
+"""Tell people: a cycle's outcome, downtime and failures, sent to the policy's webhooks (`notify:`).
+
+What to send is decided by pure functions (`cycle_events`, `downtime_events`, `failure_event`, then
+`messages`), so it is tested without a network. Sending is best effort by design: a notification
+that fails is retried a few times, logged and dropped, and never fails a cycle or holds it for long.
+Every target is sent to in its own thread; each attempt's timeout is cut to what is left of one
+budget for the whole batch (`BUDGET`), and the caller waits for the threads no longer than that.
+
+Bodies are signed exactly as MLflow signs its own registry webhooks, so one verifier fits both:
+headers `X-MLflow-Delivery-Id` (a uuid, the same on every retry of one message),
+`X-MLflow-Timestamp` (Unix seconds of this attempt) and
+`X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`
+(`mlflow/webhooks/delivery.py`, `_generate_hmac_signature`). `verify` checks one.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.config import Config, NotifyTarget
+from mlflow_retrain.errors import LeaseHeldError
+from mlflow_retrain.redact import redact
+
+if TYPE_CHECKING:
+    from mlflow_retrain.controller import CycleReport
+    from mlflow_retrain.monitor import MonitorResult
+
+log = logging.getLogger(__name__)
+
+PROMOTED, REJECTED, AWAITING_APPROVAL, DOWNTIME, FAILED = "promoted", "rejected", T.AWAITING_APPROVAL, "downtime", "failed"
+DELIVERY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-MLflow-Delivery-Id", "X-MLflow-Timestamp", "X-MLflow-Signature"
+SIGNATURE_VERSION = "v1"
+EVENT_HEADER = "X-Mlflow-Retrain-Event"
+ATTEMPTS = 3  # per message: the first try and two retries
+BACKOFF = 0.5  # seconds before the first retry, doubled before each next one
+BUDGET = 10.0  # seconds for all of one batch's messages, retries included
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})  # worth another try; other 4xx will not change
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something people should hear about, with why: `kind` is one of `config.NOTIFY_EVENTS`."""
+
+    kind: str
+    model_name: str
+    title: str  # one line, e.g. "bikes v7 promoted"
+    reason: str  # the sentence with the numbers
+    report: dict[str, Any] | None = None  # the cycle's `CycleReport.to_dict()`, when a cycle sent it
+    details: dict[str, Any] = field(default_factory=dict)  # what else the kind has (health issues, error)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One event rendered for one target: the exact body that is signed and sent."""
+
+    target: NotifyTarget
+    event: Event
+    body: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one message: logged, and returned for tests and callers that want it."""
+
+    target: str  # the target's label (no path, no credentials)
+    event: str
+    delivered: bool
+    attempts: int
+    status: int | None
+    error: str
+    seconds: float
+
+
+# ---- what to send (pure) ---------------------------------------------------------------------------------
+def cycle_events(report: CycleReport) -> list[Event]:
+    """What a finished cycle tells people: its verdict on a candidate (promoted, rejected, waiting
+    for a person) and a data gap it found (labels stopped: the model is effectively down). A dry run
+    and a cycle that decided nothing send nothing."""
+    if report.dry_run:
+        return []
+    events = []
+    payload = report.to_dict()
+    who = f"{report.model_name} v{report.candidate_version}"
+    verdicts = {PROMOTED: f"{who} promoted to Production",
+                REJECTED: f"{who} rejected" + (": nothing in Production yet" if report.first_model_rejected else ""),
+                AWAITING_APPROVAL: f"{who} passed the gate and awaits approval"}
+    if report.outcome in verdicts:
+        events.append(Event(report.outcome, report.model_name, verdicts[report.outcome], report.reason, payload))
+    if report.stale:
+        events.append(Event(DOWNTIME, report.model_name, f"{report.model_name}: labelled data stopped arriving",
+                            report.stale, payload, {"health": [report.stale]}))
+    return events
+
+
+def downtime_events(model_name: str, result: MonitorResult) -> list[Event]:
+    """`monitor` found downtime (a model that does not load or predict, slow windows, labels that
+    stopped): the same finding that makes it exit 4, told to people."""
+    if not result.health:
+        return []
+    more = f" (+{len(result.health) - 1} more)" if len(result.health) > 1 else ""
+    return [Event(DOWNTIME, model_name, f"{model_name}: monitoring found {len(result.health)} health issue(s)",
+                  result.health[0] + more, None,
+                  {"health": result.health, "monitor_run_id": result.run_id, "dashboard": str(result.dashboard)})]
+
+
+def failure_event(model_name: str, error: BaseException, as_of: str | None = None) -> Event:
+    """A cycle that raised: its error in one line, credentials masked."""
+    message = redact(str(error).splitlines()[0] if str(error) else type(error).__name__)[:500]
+    when = f" as of {as_of}" if as_of else ""
+    return Event(FAILED, model_name, f"{model_name}: a cycle{when} failed", f"{type(error).__name__}: {message}",
+                 None, {"error": type(error).__name__, "message": message, "as_of": as_of})
+
+
+def messages(targets: tuple[NotifyTarget, ...] | list[NotifyTarget], events: list[Event]) -> list[Message]:
+    """Each event for each target that listens to its kind, rendered in the target's format."""
+    render = {"slack": slack_body, "json": json_body}
+    return [Message(t, e, json.dumps(render[t.format](e), default=str)) for e in events for t in targets
+            if e.kind in t.events]
+
+
+def json_body(event: Event) -> dict[str, Any]:
+    """The generic body: the event, why, and the whole cycle report (`CycleReport.to_dict()`)."""
+    return {"event": event.kind, "model_name": event.model_name, "title": event.title, "reason": event.reason,
+            "report": event.report, "details": event.details}
+
+
+def slack_body(event: Event) -> dict[str, Any]:
+    """A Slack incoming-webhook body: `text` (notifications, clients without blocks) and `blocks`."""
+    report = event.report or {}
+    facts = [("outcome", report.get("outcome")), ("as of", report.get("as_of")),
+             ("Production before", report.get("production_version") and f"v{report['production_version']}"),
+             ("holdout", report.get("holdout_window")), ("holdout digest", report.get("holdout_digest")),
+             ("audit run", report.get("cycle_run_id")), *((k, v) for k, v in event.details.items()
+                                                          if isinstance(v, str) and k != "message")]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": event.title[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(event.reason)[:2900] or event.kind}},
+    ]
+    shown = [f"*{name}:* `{_slack_escape(str(value))}`" for name, value in facts if value]
+    if shown:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line[:300]} for line in shown[:10]]})
+    return {"text": f"[{event.kind}] {event.title}", "blocks": blocks}
+
+
+def _slack_escape(text: str) -> str:
+    """Slack's three control characters in mrkdwn text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---- signing: MLflow's webhook scheme ------------------------------------------------------------------
+def sign(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
+    """`v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`, as MLflow signs."""
+    digest = hmac.new(secret.encode(), f"{delivery_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes | str, *, tolerance: float = 300.0,
+           now: float | None = None) -> bool:
+    """Whether a received body was signed with `secret` within `tolerance` seconds of `now`: what a
+    receiver runs (for these notifications and MLflow's webhooks alike). Header names are matched
+    without regard to case; a receiver should also remember delivery ids to refuse a replay."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    delivery_id = lower.get(DELIVERY_ID_HEADER.lower(), "")
+    stamp, signature = lower.get(TIMESTAMP_HEADER.lower(), ""), lower.get(SIGNATURE_HEADER.lower(), "")
+    try:
+        age = abs((time.time() if now is None else now) - int(stamp))
+    except ValueError:
+        return False
+    text = body.decode() if isinstance(body, bytes) else body
+    return bool(delivery_id) and age <= tolerance and hmac.compare_digest(sign(secret, delivery_id, stamp, text),
+                                                                          signature)
+
+
+# ---- sending (best effort, bounded) ----------------------------------------------------------------------
+def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
+    """POST one message, retrying connection errors, timeouts and 5xx/429 with backoff, never past
+    `deadline` (a `time.monotonic()` value): each attempt's timeout is what is left, at most the
+    target's own. The delivery id stays the same across retries (a receiver can drop duplicates);
+    each attempt is signed with its own timestamp (a retry is not refused as stale)."""
+    import requests
+
+    target, started = message.target, time.monotonic()
+    session = session or requests
+    delivery_id, attempts, status, error = str(uuid.uuid4()), 0, None, ""
+    secret = target.secret()
+    if (target.secret_env or target.secret_file) and secret is None:
+        error = f"its secret ({target.secret_env or target.secret_file}) is gone: not sent unsigned"
+        return Delivery(target.label, message.event.kind, False, 0, None, error, 0.0)
+    while attempts < ATTEMPTS:
+        left = deadline - time.monotonic()
+        if left <= 0.05:
+            error = error or "no time left"
+            break
+        attempts += 1
+        stamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: stamp,
+                   EVENT_HEADER: message.event.kind}
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, delivery_id, stamp, message.body)
+        try:
+            response = session.post(target.url, data=message.body.encode(), headers=headers,
+                                    timeout=min(target.timeout, left), allow_redirects=False)
+            status, error = response.status_code, "" if response.ok else f"HTTP {response.status_code}"
+            if response.ok or status not in RETRY_STATUS:
+                break
+        except requests.RequestException as exc:
+            status, error = None, _safe(exc, target)
+        log.warning("notify %s (%s): attempt %d failed: %s", target.label, message.event.kind, attempts, error)
+        pause = BACKOFF * 2 ** (attempts - 1)
+        if attempts < ATTEMPTS and deadline - time.monotonic() > pause:
+            time.sleep(pause)
+        elif attempts < ATTEMPTS:
+            break
+    ok = status is not None and 200 <= status < 300
+    return Delivery(target.label, message.event.kind, ok, attempts, status, "" if ok else error,
+                    time.monotonic() - started)
+
+
+def _safe(error: Exception, target: NotifyTarget) -> str:
+    """An HTTP error in one line without the target's path or credentials (requests quotes the URL)."""
+    from urllib.parse import urlsplit
+
+    text = str(error).replace(target.url, target.label)
+    path = urlsplit(target.url).path
+    if len(path) > 1:
+        text = text.replace(path, "/...")
+    return f"{type(error).__name__}: {redact(text)[:300]}"
+
+
+def send(batch: list[Message], budget: float | None = None) -> list[Delivery]:
+    """Deliver every message at once, each in a daemon thread, and wait at most `budget` seconds
+    (default `BUDGET`): a receiver that hangs costs the caller the budget at worst, never a cycle."""
+    if not batch:
+        return []
+    budget = BUDGET if budget is None else budget
+    deadline = time.monotonic() + budget
+    results: list[Delivery | None] = [None] * len(batch)
+
+    def run(i: int, message: Message) -> None:
+        try:
+            results[i] = deliver(message, deadline)
+        except Exception as exc:  # noqa: BLE001 - a bug in sending must not reach the cycle either
+            results[i] = Delivery(message.target.label, message.event.kind, False, 0, None, _safe(exc, message.target), 0)
+
+    threads = [threading.Thread(target=run, args=(i, m), name=f"notify-{i}", daemon=True) for i, m in enumerate(batch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()) + 0.5)  # deliver stops itself at the deadline
+    done = []
+    for message, result in zip(batch, results):
+        result = result or Delivery(message.target.label, message.event.kind, False, 0, None,
+                                    f"still sending after {budget:.0f} s: abandoned", budget)
+        if result.delivered:
+            log.info("notify %s (%s): delivered, HTTP %s", result.target, result.event, result.status)
+        else:
+            log.error("notify %s (%s): not delivered after %d attempt(s): %s", result.target, result.event,
+                      result.attempts, result.error)
+        done.append(result)
+    return done
+
+
+def notify(config: Config, events: list[Event], budget: float | None = None) -> list[Delivery]:
+    """Send `events` to the policy's targets; never raises (a notification is never worth a failure)."""
+    try:
+        return send(messages(config.notify, events), budget)
+    except Exception:
+        log.exception("notify: could not send %s", ", ".join(e.kind for e in events))
+        return []
+
+
+def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
+    """Wrap `run_cycle`: tell the policy's targets what the cycle decided, or that it failed (then
+    re-raise). Dry runs tell nobody; neither does a cycle that found another one running (that one
+    will tell). The notification is sent after the lease is released."""
+
+    @functools.wraps(cycle)
+    def notified(config: Config, *args: Any, **kwargs: Any) -> CycleReport:
+        if not config.notify or kwargs.get("dry_run"):
+            return cycle(config, *args, **kwargs)
+        try:
+            report = cycle(config, *args, **kwargs)
+        except LeaseHeldError:
+            raise
+        except Exception as exc:
+            notify(config, [failure_event(config.model_name, exc, kwargs.get("as_of"))])
+            raise
+        notify(config, cycle_events(report))
+        return report
+
+    return notified

@@ -1,0 +1,159 @@
+"""What a cycle tells people (pure), the `notify:` policy key, and the signature MLflow's webhooks use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from mlflow_retrain import notify as N
+from mlflow_retrain.config import NOTIFY_EVENTS, NotifyTarget, parse_config
+from mlflow_retrain.controller import CycleReport
+from mlflow_retrain.decide import PromotionDecision, RetrainDecision
+from mlflow_retrain.errors import ConfigError
+
+MINIMAL = {"model_name": "bikes", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}
+URL = "https://hooks.example.com/services/T000/B000/s3cr3tpath"
+
+
+def report(outcome: str, **extra) -> CycleReport:
+    r = CycleReport("bikes", "2011-05-31T00:00:00", False, outcome=outcome, production_version="1",
+                    cycle_run_id="abc123", **extra)
+    r.decision = RetrainDecision(True, ["metric_threshold"], [], "mae 71.2 > max 60", None)
+    if outcome in ("promoted", "rejected", "awaiting_approval"):
+        r.candidate_version = "2"
+        r.promotion = PromotionDecision(outcome != "rejected", ["absolute gate: 44.7 < 90 (pass)"], "mae", 44.7,
+                                        85.2, 90.0, None)
+        r.holdout_window, r.holdout_digest = "2011-05-24..2011-05-31", "d1g3st"
+    return r
+
+
+@pytest.mark.parametrize("outcome, kinds", [
+    ("promoted", ["promoted"]), ("rejected", ["rejected"]), ("awaiting_approval", ["awaiting_approval"]),
+    ("no_retrain", []), ("blocked", []), ("would_retrain", []),
+])
+def test_a_cycle_tells_its_verdict_on_a_candidate_only(outcome, kinds):
+    events = N.cycle_events(report(outcome))
+    assert [e.kind for e in events] == kinds
+    for event in events:
+        assert "v2" in event.title and "mae 71.2 > max 60" in event.reason and event.report["outcome"] == outcome
+
+
+def test_a_data_gap_is_downtime_whatever_the_cycle_decided():
+    events = N.cycle_events(report("no_retrain", stale="no labelled data since 2011-05-20 (max 2d)"))
+    assert [e.kind for e in events] == ["downtime"] and "2011-05-20" in events[0].reason
+    both = N.cycle_events(report("promoted", stale="gap"))
+    assert [e.kind for e in both] == ["promoted", "downtime"]
+
+
+def test_a_dry_run_tells_nobody():
+    r = report("promoted")
+    r.dry_run = True
+    assert N.cycle_events(r) == []
+
+
+def test_a_first_model_rejected_says_nothing_serves():
+    r = report("rejected")
+    r.production_version = None
+    (event,) = N.cycle_events(r)
+    assert "nothing in Production yet" in event.title
+
+
+def test_monitor_downtime_and_a_failure_are_events_with_their_reasons():
+    result = SimpleNamespace(health=["load: v3 does not load", "data_gap: no labelled data since x"], run_id="r1",
+                             dashboard=Path("/tmp/d.html"))
+    (event,) = N.downtime_events("bikes", result)
+    assert event.kind == "downtime" and event.reason == "load: v3 does not load (+1 more)"
+    assert event.details["health"] == result.health
+    assert N.downtime_events("bikes", SimpleNamespace(health=[])) == []
+    failed = N.failure_event("bikes", RuntimeError("store at http://u:pw@host:5000 down\ntrace"), "2011-05-31")
+    assert failed.kind == "failed" and "pw" not in failed.reason and "trace" not in failed.reason
+    assert failed.reason.startswith("RuntimeError: store at http://***@host:5000 down")
+
+
+def test_messages_go_to_the_targets_listening_in_their_format():
+    slack = NotifyTarget(URL, "slack", ("promoted",))
+    generic = NotifyTarget("http://127.0.0.1:9/hook", "json")
+    events = N.cycle_events(report("promoted")) + [N.failure_event("bikes", ValueError("x"))]
+    out = N.messages([slack, generic], events)
+    assert [(m.target.format, m.event.kind) for m in out] == [("slack", "promoted"), ("json", "promoted"),
+                                                             ("json", "failed")]
+    body = json.loads(out[0].body)
+    assert set(body) == {"text", "blocks"} and body["text"] == "[promoted] bikes v2 promoted to Production"
+    assert body["blocks"][0]["type"] == "header" and "d1g3st" in json.dumps(body["blocks"])
+    generic_body = json.loads(out[1].body)
+    assert generic_body["event"] == "promoted" and generic_body["report"] == json.loads(json.dumps(
+        report("promoted").to_dict()))
+
+
+def test_the_signature_is_mlflows_own():
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    body = json.dumps({"a": 1})
+    ours = N.sign("k3y", "id-1", "1700000000", body)
+    assert ours == _generate_hmac_signature("k3y", "id-1", "1700000000", body)
+    headers = {"x-mlflow-delivery-id": "id-1", "X-MLflow-Timestamp": "1700000000", "X-MLflow-Signature": ours}
+    assert N.verify("k3y", headers, body.encode(), now=1700000100)
+    assert not N.verify("wrong", headers, body, now=1700000100)
+    assert not N.verify("k3y", headers, body + " ", now=1700000100)
+    assert not N.verify("k3y", headers, body, now=1700000000 + 301)  # stale
+
+
+def test_the_url_never_shows_in_a_target_or_its_label():
+    target = NotifyTarget("https://user:pw@hooks.example.com/services/T/B/s3cr3t", "slack")
+    assert "s3cr3t" not in repr(target) and "pw" not in target.label
+    assert target.label == "https://hooks.example.com (slack)"
+
+
+# ---- the policy key ----------------------------------------------------------------------------------
+def parse(notify, origin="f.yaml"):
+    return parse_config({**MINIMAL, "notify": notify}, origin=origin)
+
+
+def test_notify_targets_parse_with_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOOK_SECRET", "k3y")
+    (tmp_path / "secret").write_text("from-a-file\n")
+    policy = tmp_path / "retrain.yaml"
+    policy.write_text(yaml.safe_dump({**MINIMAL, "notify": [
+        {"url": URL, "format": "slack", "secret_env": "HOOK_SECRET"},
+        {"url": "http://127.0.0.1:8000/x", "on": ["failed", "downtime"], "secret_file": "secret", "timeout": 1}]}))
+    from mlflow_retrain.config import load_config
+
+    slack, generic = load_config(policy).notify
+    assert slack.events == NOTIFY_EVENTS and slack.secret() == "k3y" and slack.timeout == 5
+    assert generic.format == "json" and generic.events == ("failed", "downtime") and generic.timeout == 1
+    assert generic.secret_file == tmp_path / "secret" and generic.secret() == "from-a-file"
+    assert parse_config(MINIMAL).notify == ()
+
+
+def test_a_bare_on_key_in_yaml_is_the_events_not_true():
+    raw = yaml.safe_load("model_name: m\ndata: {path: d, timestamp: t, target: y}\n"
+                         "notify:\n  - url: http://127.0.0.1:9/x\n    on: [promoted]\n")
+    assert parse_config(raw).notify[0].events == ("promoted",)
+
+
+@pytest.mark.parametrize("notify, message", [
+    ({"url": URL}, "f.yaml: notify must be a list, got"),
+    ([{"url": "ftp://host/x"}], "f.yaml: notify[0].url must be an http:// or https:// URL with a host"),
+    ([{"url": "hooks.example.com/x"}], "notify[0].url must be an http:// or https:// URL"),
+    ([{"url": "http://host:port/x"}], "notify[0].url is not a URL"),
+    ([{"format": "slack"}], "notify[0].url is required"),
+    ([{"url": URL, "format": "teams"}], "notify[0].format must be one of slack, json, got 'teams'"),
+    ([{"url": URL, "on": ["promoted", "deployed"]}], ("notify[0].on names unknown event 'deployed'; events: promoted, "
+                                                       "rejected, awaiting_approval, downtime, failed")),
+    ([{"url": URL, "on": []}], "notify[0].on is empty"),
+    ([{"url": URL, "secret": "hunter22"}], "notify[0].secret must not be written in the policy"),
+    ([{"url": URL, "secret_env": "NO_SUCH_VAR_FOR_NOTIFY"}], ("notify[0].secret_env names NO_SUCH_VAR_FOR_NOTIFY, "
+                                                              "which is not set")),
+    ([{"url": URL, "secret_file": "/nonexistent/secret"}], "notify[0].secret_file /nonexistent/secret does not exist"),
+    ([{"url": URL, "timeout": 0}], "notify[0].timeout must be positive"),
+    ([{"url": URL, "retries": 3}], "notify[0].retries is not a known key"),
+])
+def test_bad_notify_input_is_one_line_naming_the_key(notify, message):
+    with pytest.raises(ConfigError) as info:
+        parse(notify)
+    text = str(info.value)
+    assert message in text and "\n" not in text and "hunter22" not in text
