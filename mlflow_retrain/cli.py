@@ -598,6 +598,51 @@ def _apply(adoption: Any, yes: bool) -> dict[str, Any]:
     return {**adoption.to_dict(), "why": why, "written": not why}
 
 
+@cli.command(epilog="""\b
+Examples:
+  MLFLOW_RETRAIN_SECRET=... mlflow-retrain serve --config retrain.yaml
+  mlflow-retrain serve --port 9000 --secret-file /run/secrets/retrain --retrain-via inprocess
+""" + EXIT_CODES)
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+              help="A file holding the shared secret (default: $MLFLOW_RETRAIN_SECRET; never on the command line).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the event queue lives (default: .retrain-serve beside the policy file).")
+@click.option("--max-body", default=256 * 1024, show_default=True, type=int, help="Largest request body, bytes (413 above).")
+@click.option("--tolerance", default=300.0, show_default=True, type=float,
+              help="Seconds a signed request's timestamp may be off (older ones are refused).")
+@click.option("--watch", type=click.Choice(["auto", "poll", "off"]), default="auto", show_default=True,
+              help="Watch data.path (a folder) for new files: native events with polling as fallback, polling, or not.")
+@click.option("--retrain-via", type=click.Choice(["project", "inprocess"]), default="project", show_default=True,
+              help="How the worker trains (as for `cycle`).")
+@click.option("--grace", default=120.0, show_default=True, type=float,
+              help="On SIGTERM, seconds the running cycle may take to finish before it is abandoned.")
+def serve(config_path: str, host: str, port: int, secret_file: str | None, state_dir: str | None, max_body: int,
+          tolerance: float, watch: str, retrain_via: str, grace: float) -> None:
+    """Turn events into cycles: MLflow registry webhooks (POST /webhook), signed requests from any
+    system (POST /trigger) and new files in data.path; GET /healthz and /events report.
+
+    Cycles run one at a time in a worker process; events that arrive meanwhile coalesce into one
+    queued cycle, kept in a sqlite queue that survives restarts. SIGTERM finishes the running cycle
+    (or abandons it after --grace; the lease covers it)."""
+    from pathlib import Path
+
+    from mlflow_retrain.serve import service
+
+    settings, sock = service.prepare(
+        _load(config_path), Path(config_path), secret_file=Path(secret_file) if secret_file else None,
+        state_dir=Path(state_dir) if state_dir else None, host=host, port=port, max_body=max_body,
+        tolerance=tolerance, watch=watch, retrain_via=retrain_via, grace=grace,
+        verbose=2 if logging.getLogger().getEffectiveLevel() <= logging.INFO else 1)
+    logging.getLogger("mlflow_retrain.serve").setLevel(logging.INFO)
+    click.echo(f"serving {settings.model!r} on http://{host}:{sock.getsockname()[1]} (POST /webhook, POST /trigger, "
+               f"GET /healthz, GET /events); queue in {settings.queue_path}"
+               + (f"; watching {settings.data_folder}" if settings.data_folder else ""), err=True)
+    service.run(settings, sock)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The entry point: a bad option or argument is one line on stderr too (click's usage text is the
     command's --help), exit 2."""

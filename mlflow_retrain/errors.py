@@ -53,3 +53,8 @@ class ModelError(RetrainError):
 
 class TrainingError(RetrainError):
     """The training entry point failed, logged no model, or cannot be found or imported."""
+
+
+class ServeError(RetrainError):
+    """`serve` cannot start: no secret (or an unreadable or too short one), a port in use, a state
+    folder that cannot be written, a folder to watch that is not one."""

@@ -1,0 +1,230 @@
+"""The HTTP side of `serve`: a Starlette app that verifies, records and answers; it never runs a cycle.
+
+Routes:
+- `POST /webhook`: MLflow registry webhook deliveries (signed by MLflow with the webhook's secret).
+- `POST /trigger`: a signed request from any system, `{"source": ..., "reason": ...}`: a forced cycle.
+- `GET /healthz`: the server, its worker, the queue and the folder watch, as JSON.
+- `GET /events?limit=N`: the newest events and what each caused.
+
+Each accepted event is committed to the queue before the answer (202, or 200 when it is recorded
+but asks for nothing); 401 for a bad, missing or stale signature, 409 for a delivery id seen before,
+413 for a body over the limit, 400 for a signed body that does not say what it wants. The worker
+process (`worker.py`), started and watched here by `WorkerProcess`, runs the cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mlflow_retrain.serve import signing
+from mlflow_retrain.serve.events import (
+    IGNORE,
+    TRIGGER,
+    WEBHOOK,
+    Action,
+    BadEvent,
+    parse_json,
+    trigger_action,
+    webhook_action,
+)
+from mlflow_retrain.serve.queue import EventQueue
+from mlflow_retrain.serve.watch import FolderWatch
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV = "MLFLOW_RETRAIN_SECRET"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `serve` was started with, checked by `service.prepare` before anything starts."""
+
+    config_path: Path
+    model: str
+    secret: str = field(repr=False)
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_body: int = 256 * 1024
+    tolerance: float = signing.TOLERANCE_SECONDS
+    data_folder: Path | None = None  # watched when set
+    watch_mode: str = "auto"  # auto (native, else polling) | poll
+    retrain_via: str = "project"
+    grace: float = 120.0  # SIGTERM: how long the running cycle may take to finish before it is abandoned
+    verbose: int = 1
+
+    @property
+    def queue_path(self) -> Path:
+        return self.state_dir / "queue.sqlite"
+
+
+class WorkerProcess:
+    """Starts the cycle worker, restarts it if it dies, stops it on shutdown (finish or abandon)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stopping = False
+        self.restarts = 0
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise())
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}  # the worker never needs the secret
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mlflow_retrain.serve.worker", "--config", str(s.config_path),
+            "--state-dir", str(s.state_dir), "--retrain-via", s.retrain_via, "--parent", str(os.getpid()),
+            "-v", str(s.verbose), stdin=asyncio.subprocess.DEVNULL, env=env,
+            start_new_session=True)  # Ctrl-C in a terminal reaches the server, which stops the worker in order
+
+    async def _supervise(self) -> None:
+        delay = 1.0
+        while not self.stopping:
+            started = time.monotonic()
+            self.proc = await self._spawn()
+            code = await self.proc.wait()
+            if self.stopping:
+                return
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.error("the cycle worker exited with code %s: restarting it in %.0f s (its events are kept)",
+                      code, delay)
+            self.restarts += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self) -> None:
+        """SIGTERM: the worker finishes its running cycle (or is idle and exits at once); after
+        `grace` seconds it is killed and the cycle abandoned: its events stay `running`, the next
+        worker queues them again, and the lease the cycle held expires for the next cycle."""
+        self.stopping = True
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), self.settings.grace)
+            except TimeoutError:
+                log.warning("the running cycle did not finish within %.0f s: abandoned (its events run again "
+                            "on the next start; the lease it held expires)", self.settings.grace)
+                self.proc.kill()
+                await self.proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes without reading the rest (a declared or a streamed size)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings) -> Starlette:
+    queue = EventQueue(settings.queue_path)
+    worker = WorkerProcess(settings)
+    watch = FolderWatch(settings.data_folder, queue, settings.model, mode=settings.watch_mode) \
+        if settings.data_folder is not None else None
+
+    async def accept(request: Request, kind: str, decide: Callable[[dict[str, Any]], Action],
+                     summary: Callable[[dict[str, Any]], str]) -> JSONResponse:
+        try:
+            body = await read_body(request, settings.max_body)
+        except TooLarge:
+            return JSONResponse({"error": f"body over {settings.max_body} bytes"}, status_code=413)
+        check = signing.verify(settings.secret, request.headers, body, now=time.time(), tolerance=settings.tolerance)
+        if not check.ok:
+            log.warning("refused %s from %s: %s", request.url.path, request.client.host if request.client else "?",
+                        check.reason)
+            return JSONResponse({"error": check.reason}, status_code=check.status)
+        try:
+            payload = parse_json(body)
+            action = decide(payload)
+        except BadEvent as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        event = await run_in_threadpool(queue.add, kind, settings.model, summary(payload), action, check.delivery_id)
+        if event is None:
+            log.warning("refused %s: delivery %s was seen before", request.url.path, check.delivery_id)
+            return JSONResponse({"error": f"delivery {check.delivery_id} was seen before: ignored"}, status_code=409)
+        log.info("event %d (%s): %s: %s", event, kind, action.action, action.reason)
+        return JSONResponse({"event": event, **action.to_dict()}, status_code=200 if action.action == IGNORE else 202)
+
+    async def webhook(request: Request) -> JSONResponse:
+        def summary(p: dict[str, Any]) -> str:
+            data = p.get("data") if isinstance(p.get("data"), dict) else {}
+            return f"{p.get('entity')}.{p.get('action')} {data.get('name')} v{data.get('version')}"
+
+        return await accept(request, WEBHOOK, lambda p: webhook_action(p, settings.model), summary)
+
+    async def trigger(request: Request) -> JSONResponse:
+        return await accept(request, TRIGGER, trigger_action, lambda p: f"{p.get('source')}: {p.get('reason')}")
+
+    async def healthz(request: Request) -> JSONResponse:
+        counts = await run_in_threadpool(queue.counts)
+        state = await run_in_threadpool(queue.meta, "worker")
+        ready = worker.alive() and state == f"{worker.proc.pid} ready"
+        return JSONResponse({
+            "status": "ok" if worker.alive() else "worker down", "model": settings.model,
+            "worker": {"pid": worker.proc.pid if worker.alive() else None,
+                       "state": "ready" if ready else ("starting" if worker.alive() else "down"),
+                       "restarts": worker.restarts},
+            "queue": counts,
+            "watch": {"folder": str(settings.data_folder), "observer": watch.kind} if watch else None,
+        }, status_code=200 if worker.alive() else 503)
+
+    async def events(request: Request) -> JSONResponse:
+        limit = request.query_params.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            return JSONResponse({"error": "limit must be a whole number from 1 to 1000"}, status_code=400)
+        return JSONResponse({"events": await run_in_threadpool(queue.recent, int(limit))})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await worker.start()
+        if watch is not None:
+            await run_in_threadpool(watch.start)
+            log.info("watching %s for new data (%s observer)", settings.data_folder, watch.kind)
+        yield
+        if watch is not None:
+            watch.stop()
+        await worker.stop()
+
+    return Starlette(routes=[
+        Route("/webhook", webhook, methods=["POST"]),
+        Route("/trigger", trigger, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+    ], lifespan=lifespan)

@@ -1,0 +1,169 @@
+"""What an event asks for, and how queued events become cycles: pure decisions with reasons.
+
+Three kinds of event reach `serve`:
+- `webhook`: an MLflow registry webhook. `model_version.created` for the managed model, for a
+  version no cycle made, asks that the version be *validated* (the reconcile path: it is marked
+  pending, staged and judged against Production on the holdout). Anything else is recorded and
+  ignored (other models, other events, versions a cycle registered itself).
+- `trigger`: a signed `POST /trigger` from another system: a *forced* cycle, trigger `event`,
+  with the caller's source and reason.
+- `new_data`: files appeared or changed in `data.path`: a *normal* cycle, where the `new_data`
+  trigger (and every other) decides.
+
+`plan` turns every event waiting for a model into at most two cycles: validating first (a pending
+candidate is judged before anything new is trained, so a forced retrain in the same cycle would be
+skipped), then one forced or normal cycle. However many events arrived, that is what runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow_retrain import tags as T
+
+WEBHOOK, TRIGGER, NEW_DATA = "webhook", "trigger", "new_data"
+VALIDATE, FORCE, CYCLE, IGNORE = "validate", "force", "cycle", "ignore"
+MARK = "mark"  # adoption: tag the version pending first, then validate it
+REASON_LIMIT = 500  # the joined reason of a coalesced cycle; a tag, read by people
+
+
+@dataclass(frozen=True)
+class Action:
+    """What one event asks for (`validate` / `force` / `cycle` / `ignore`) and why."""
+
+    action: str
+    reason: str
+    version: str | None = None  # validate: the version to judge
+    source: str | None = None  # force: the system that asked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class BadEvent(ValueError):
+    """A signed body that does not say what it asks for: answered 400, nothing queued."""
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadEvent(f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadEvent("body must be a JSON object")
+    return payload
+
+
+def webhook_action(payload: Mapping[str, Any], model_name: str) -> Action:
+    """The action an MLflow webhook delivery asks for (payload: MLflow's `entity`, `action`, `data`)."""
+    event = f"{payload.get('entity')}.{payload.get('action')}"
+    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    name, version = data.get("name"), data.get("version")
+    if event != "model_version.created":
+        return Action(IGNORE, f"{event} for {name!r}: serve acts on model_version.created only")
+    if name != model_name:
+        return Action(IGNORE, f"model_version.created for {name!r} v{version}: not the managed model {model_name!r}")
+    if version is None or not str(version).isdigit():
+        raise BadEvent(f"model_version.created without a version number: {version!r}")
+    cycle = (data.get("tags") or {}).get(T.CYCLE_RUN_ID)
+    if cycle:
+        return Action(IGNORE, f"v{version} was registered by cycle {cycle}, which judges it itself")
+    return Action(VALIDATE, f"v{version} of {name!r} was registered outside a cycle (MLflow webhook): "
+                            "validate it against Production", version=str(version))
+
+
+def trigger_action(payload: Mapping[str, Any]) -> Action:
+    """A `POST /trigger` body `{"source": ..., "reason": ...}`: both required, recorded on the version."""
+    source, reason = payload.get("source"), payload.get("reason")
+    for key, value in (("source", source), ("reason", reason)):
+        if not isinstance(value, str) or not value.strip():
+            raise BadEvent(f"/trigger needs a non-empty string {key!r}: the system that asks and why, "
+                           "e.g. {\"source\": \"nightly-etl\", \"reason\": \"table sales reloaded\"}")
+    return Action(FORCE, reason.strip(), source=source.strip())
+
+
+def new_data_action(files: Sequence[str]) -> Action:
+    shown = ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
+    return Action(CYCLE, f"new or changed data files: {shown}")
+
+
+def adoption(version: str, tags: Mapping[str, str]) -> Action:
+    """At run time, from the version's tags as the registry has them now: mark it pending for the
+    cycle to validate, leave it (already pending: the cycle validates it), or skip it (a cycle made
+    it or it was judged since the event arrived)."""
+    cycle, decision = tags.get(T.CYCLE_RUN_ID), tags.get(T.DECISION)
+    if cycle:
+        return Action(IGNORE, f"v{version} was registered by cycle {cycle}", version=version)
+    if decision in (*T.JUDGED, T.ABANDONED):
+        return Action(IGNORE, f"v{version} was already judged: {decision}", version=version)
+    if decision == T.PENDING:
+        return Action(VALIDATE, f"v{version} is already pending: the cycle validates it", version=version)
+    return Action(MARK, f"v{version} was registered outside a cycle: marked pending to be validated",
+                  version=version)
+
+
+@dataclass(frozen=True)
+class CycleCall:
+    """One `run_cycle` to make: forced (with `event` = the sources) or normal, and which events it serves."""
+
+    kind: str  # validate | force | cycle
+    events: tuple[int, ...]
+    versions: tuple[str, ...] = ()
+    source: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "events": list(self.events), "versions": list(self.versions),
+                "source": self.source, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cycles for one batch of queued events, and why this many."""
+
+    calls: tuple[CycleCall, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calls": [c.to_dict() for c in self.calls], "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An accepted event as the queue holds it."""
+
+    id: int
+    action: Action
+
+
+def plan(events: Sequence[Queued]) -> Plan:
+    """Coalesce every waiting event into at most two cycles: one that validates the versions
+    registered outside a cycle, then one forced cycle (any `/trigger`) or else one normal cycle
+    (new data). A forced cycle subsumes new data: it retrains on the newest rows anyway."""
+    validate = [e for e in events if e.action.action == VALIDATE]
+    forced = [e for e in events if e.action.action == FORCE]
+    normal = [e for e in events if e.action.action == CYCLE]
+    calls = []
+    if validate:
+        versions = tuple(sorted({e.action.version for e in validate if e.action.version}, key=int))
+        calls.append(CycleCall(VALIDATE, tuple(e.id for e in validate), versions))
+    if forced:
+        sources = ",".join(dict.fromkeys(e.action.source or "" for e in forced))
+        reason = _joined([e.action.reason for e in forced])
+        calls.append(CycleCall(FORCE, tuple(e.id for e in forced + normal), source=sources, reason=reason))
+    elif normal:
+        calls.append(CycleCall(CYCLE, tuple(e.id for e in normal)))
+    counts = ", ".join(f"{len(group)} {name}" for name, group in
+                       (("to validate", validate), ("forced", forced), ("new data", normal)) if group)
+    return Plan(tuple(calls), f"{len(events)} event(s) ({counts or 'none'}) -> {len(calls)} cycle(s)")
+
+
+def _joined(reasons: Sequence[str]) -> str:
+    distinct = list(dict.fromkeys(r for r in reasons if r))
+    text = "; ".join(distinct)
+    if len(text) <= REASON_LIMIT:
+        return text
+    return text[:REASON_LIMIT - 20].rstrip() + f"... ({len(distinct)} reasons)"

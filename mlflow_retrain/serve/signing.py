@@ -1,0 +1,80 @@
+"""Signed requests, exactly as MLflow 3 signs its webhook deliveries (`mlflow/webhooks/delivery.py`).
+
+MLflow sends three headers with every delivery: `X-MLflow-Delivery-Id` (a UUID),
+`X-MLflow-Timestamp` (whole Unix seconds, as a string) and, when the webhook has a secret,
+`X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>` where
+body is the JSON text it posts (UTF-8). `POST /trigger` takes the same scheme, so one signing
+snippet serves any system that asks for a cycle.
+
+These functions are pure: the clock is a parameter, and a delivery id seen before is the queue's
+business (a UNIQUE column, durable across restarts), not theirs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DELIVERY_ID = "X-MLflow-Delivery-Id"
+TIMESTAMP = "X-MLflow-Timestamp"
+SIGNATURE = "X-MLflow-Signature"
+VERSION = "v1"
+TOLERANCE_SECONDS = 300  # Standard Webhooks' default: clocks a few minutes apart still verify
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict on one request's signature: `ok`, or the HTTP status and why it was refused."""
+
+    ok: bool
+    status: int = 202
+    reason: str = "signature verified"
+    delivery_id: str = ""
+
+
+def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256>` over `{delivery_id}.{timestamp}.{body}`: MLflow's own construction."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).digest()
+    return f"{VERSION},{base64.b64encode(digest).decode('ascii')}"
+
+
+def signed_headers(secret: str, body: bytes, *, now: float | None = None,
+                   delivery_id: str | None = None) -> dict[str, str]:
+    """The headers a caller of `POST /trigger` sends: a fresh delivery id, the time, the signature."""
+    delivery_id = delivery_id or str(uuid.uuid4())
+    timestamp = str(int(time.time() if now is None else now))
+    return {"Content-Type": "application/json", DELIVERY_ID: delivery_id, TIMESTAMP: timestamp,
+            SIGNATURE: signature(secret, delivery_id, timestamp, body)}
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float,
+           tolerance: float = TOLERANCE_SECONDS) -> Check:
+    """Whether a request was signed with `secret` within `tolerance` seconds of `now`.
+
+    The signature header may list several space-separated `v1,...` values (Standard Webhooks does,
+    to rotate a secret); one match suffices. Comparison is constant-time. A stale or future timestamp
+    is refused even with a good signature: a captured request cannot be replayed later, and the
+    queue's record of delivery ids only has to outlive the tolerance window.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    delivery_id = lowered.get(DELIVERY_ID.lower(), "").strip()
+    timestamp = lowered.get(TIMESTAMP.lower(), "").strip()
+    given = lowered.get(SIGNATURE.lower(), "").strip()
+    if not (delivery_id and timestamp and given):
+        return Check(False, 401, f"missing {DELIVERY_ID}, {TIMESTAMP} or {SIGNATURE} header")
+    if not timestamp.isdigit():
+        return Check(False, 401, f"{TIMESTAMP} must be whole Unix seconds", delivery_id)
+    skew = now - int(timestamp)
+    if abs(skew) > tolerance:
+        return Check(False, 401, f"timestamp is {abs(skew):.0f} s {'old' if skew > 0 else 'in the future'} "
+                                 f"(tolerance {tolerance:.0f} s)", delivery_id)
+    expected = signature(secret, delivery_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in given.split()):
+        return Check(False, 401, "signature does not match", delivery_id)
+    return Check(True, delivery_id=delivery_id)
