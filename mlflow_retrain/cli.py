@@ -383,6 +383,36 @@ def rollback(config_path: str, reason: str, as_of: str | None, as_json: bool) ->
                                             f"audit run {r['run_id']}")
 
 
+def _sign_off_command(action: str, example: str, doc: str) -> None:
+    """`approve` and `reject`: one person's verdict on the candidate awaiting approval (`signoff.py`)."""
+
+    @cli.command(name=action, help=doc, epilog=f"\b\nExample:\n  mlflow-retrain {action} 7 --reason \"{example}\"")
+    @config_option
+    @click.argument("version")
+    @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
+    @click.option("--by", default=None, help="Who signs off (default: your login name).")
+    @as_of_option
+    @json_option
+    def command(config_path: str, version: str, reason: str, by: str | None, as_of: str | None,
+                as_json: bool) -> None:
+        from mlflow_retrain.signoff import sign_off
+
+        done = sign_off(_load(config_path), action, version, reason, by, as_of)
+        emit(done.to_dict(), as_json, lambda r: f"v{r['version']} {r['outcome']} by {r['by']}"
+             + (f" (replacing v{r['previous']})" if r["previous"] else "") + f"; audit run {r['run_id']}")
+
+
+_sign_off_command("approve", "checked the weekend errors with the ops team", """Approve VERSION, the candidate awaiting a person's sign-off (validation.require_approval):
+    it goes to Production now, the old Production is archived.
+
+    The verdict is recorded on the version (retrain.approval, _by, _reason, _at, _wall), then carried
+    out under the lease and audited. Setting the tag retrain.approval=approved in the MLflow UI does
+    the same at the next cycle.""")
+_sign_off_command("reject", "over-predicts the holiday peak", """Reject VERSION, the candidate awaiting a person's sign-off: it is archived, rejected with the reason.
+
+    Setting the tag retrain.approval=rejected in the MLflow UI does the same at the next cycle.""")
+
+
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain doctor --config retrain.yaml --repair")
 @config_option
 @click.option("--repair", is_flag=True, help="Take the lease and repair what is found (an audited reconcile run).")

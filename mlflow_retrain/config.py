@@ -273,6 +273,8 @@ class ValidationConfig:
     min_relative_improvement: float = 0.0  # a fraction of Production's metric: 0.02 = beat it by 2%
     significance: Significance | None = None
     checks: tuple[Any, ...] = ()  # gate checks from plugins (`decide.gate.GateCheck`), by name in the file
+    require_approval: bool = False  # a candidate that passes waits in Staging for a person (`decide.approval`)
+    approval_ttl: timedelta | None = None  # then archived as expired, counted in data time; None = waits
 
 
 @dataclass(frozen=True)
@@ -680,8 +682,12 @@ def _validation(s: _Section, task: str, metric: str) -> ValidationConfig:
         min_relative_improvement=s.get("min_relative_improvement", float, ValidationConfig.min_relative_improvement),
         significance=significance,
         checks=_checks(c, task, metric) if (c := s.sub("checks")) is not None else (),
+        require_approval=s.get("require_approval", bool, ValidationConfig.require_approval),
+        approval_ttl=s.span("approval_ttl"),
     )
     s.done()
+    if cfg.approval_ttl is not None and not cfg.require_approval:
+        raise s.fail("approval_ttl", "needs require_approval: true (nothing waits for a person without it)")
     if cfg.min_improvement < 0:
         raise s.fail("min_improvement", f"must be >= 0, got {cfg.min_improvement}")
     if not 0 <= cfg.min_relative_improvement < 1:

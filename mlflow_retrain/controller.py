@@ -23,6 +23,7 @@ from mlflow_retrain.data import LabelledData, Window
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
                                    monitoring_depth, recent_windows)
+from mlflow_retrain.decide.approval import REVALIDATE, ApprovalVerdict, hold
 from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.errors import RegistryError, RetrainError
 from mlflow_retrain.evaluate import estimate_rows, judge, label_free, load_reference, registered, score_rows
@@ -31,6 +32,7 @@ from mlflow_retrain.notify import notifies
 from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.reports import drift_report, quality_report, PREDICTION
+from mlflow_retrain.signoff import await_approval, awaits, carry_out, review_candidate
 from mlflow_retrain.tracking import check_tracking
 from mlflow_retrain.trainers import PROJECT, make_candidate, preflight
 
@@ -44,7 +46,9 @@ class CycleReport:
     model_name: str
     as_of: str
     dry_run: bool
-    outcome: str = "no_retrain"  # no_retrain | blocked | would_retrain | would_validate | promoted | rejected
+    # no_retrain | blocked | would_retrain | would_validate | promoted | rejected | awaiting_approval | expired;
+    # a dry run whose candidate a person signed off: would_promote | would_reject | would_expire
+    outcome: str = "no_retrain"
     cycle_run_id: str | None = None
     production_version: str | None = None
     metric: str = "mae"
@@ -59,6 +63,7 @@ class CycleReport:
     reports: list[str] = field(default_factory=list)
     reconciled: Reconciled | None = None  # what this cycle repaired first, after a crashed one
     stale: str | None = None  # labels stopped arriving: the newest is older than monitoring.max_data_gap
+    approval: ApprovalVerdict | None = None  # what became of a candidate awaiting a person's sign-off
 
     @property
     def reason(self) -> str:
@@ -89,7 +94,7 @@ class CycleReport:
             "promotion": None if self.promotion is None else self.promotion.to_dict(),
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
-            "stale": self.stale,
+            "stale": self.stale, "approval": None if self.approval is None else self.approval.to_dict(),
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
@@ -287,11 +292,23 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
     production = registry.production()
     report.production_version = production.version if production else None
     staged = registry.staging() or _unplaced(registry)
-    if staged is not None and staged.tags.get(T.DECISION) == T.PENDING:
+    waiting = staged if awaits(staged) else None
+    if waiting is not None:
+        # a person signed it off (CLI or UI tag) or nobody did within approval_ttl: carried out first
+        report.approval = review_candidate(config, waiting, as_of)
+        if report.approval.final:
+            report.decision = RetrainDecision(False, [], [], f"Staging v{waiting.version} awaited approval: "
+                                                             f"{report.approval.reason}", None)
+            report.candidate_version = waiting.version
+            report.outcome = f"would_{report.approval.action}"
+            return production
+    revalidate = report.approval is not None and report.approval.action == REVALIDATE
+    if staged is not None and (staged.tags.get(T.DECISION) == T.PENDING or revalidate):
         # Reconcile first: a candidate nobody judged (its cycle crashed, or it was trained by hand)
         # is validated before anything new is trained, so no version is left pending forever.
         cycle = staged.tags.get(T.CYCLE_RUN_ID)
         origin = f"made by cycle {cycle}, which ended before judging it" if cycle else "trained outside a cycle"
+        origin = f"it awaited approval, but {report.approval.reason}" if revalidate else origin
         against = "against Production" if production else "against the absolute gate (no Production yet)"
         report.decision = RetrainDecision(False, [], [], f"Staging v{staged.version} is pending ({origin}): "
                                                f"validated {against} before any new retrain", None)
@@ -303,10 +320,14 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         data.cut(Window.ending(config.monitoring.labelled(as_of), config.training.holdout), "holdout window")
         unborn = f" (no store yet: the first cycle creates {registry.unborn})" if registry.unborn else ""
         report.decision = RetrainDecision(True, [T.BOOTSTRAP], [], f"no Production version: bootstrap{unborn}", None)
-        report.outcome = "would_retrain"
+        if waiting is not None:  # a first model awaits approval: no second one on top of it
+            report.decision = hold(report.decision, waiting.version, forced=force)
+        report.outcome = "would_retrain" if report.decision.retrain else "blocked"
         return None
     decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,
                                                 reason=reason, event=event, reports_dir=reports_dir)
+    if waiting is not None:  # triggers are evaluated and reported, but only a forced retrain supersedes it
+        decision = hold(decision, waiting.version, forced=force)
     report.decision, report.monitoring, report.drift = decision, scores, drift
     report.outcome = "would_retrain" if decision.retrain else ("blocked" if decision.blocked_by else "no_retrain")
     return production
@@ -339,6 +360,10 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
         decision = report.decision
         if report.outcome == "would_validate":
             _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
+        elif report.approval is not None and report.approval.final:
+            report.archived_versions = carry_out(registry, registry.get(report.candidate_version), report.approval,
+                                                 as_of, by=run.info.run_id)
+            report.outcome = report.approval.decision
         elif decision.retrain:
             trigger = ",".join(decision.fired)
             # trained on the labels a cycle at as_of has: its data time is theirs (`label_delay`)
@@ -369,9 +394,13 @@ def _validate(config: Config, data: LabelledData, as_of: pd.Timestamp, registry:
     promotion, evidence = compare(config, data, holdout, candidate, production)
     report.promotion = promotion
     report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
-    report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of,
-                                              by=report.cycle_run_id or "")
-    report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
+    if promotion.promote and config.validation.require_approval:  # a person signs off first (`signoff.py`)
+        await_approval(registry, candidate, production, promotion, as_of, by=report.cycle_run_id or "")
+        report.outcome = T.AWAITING_APPROVAL
+    else:
+        report.archived_versions = apply_decision(registry, candidate, production, promotion, as_of,
+                                                  by=report.cycle_run_id or "")
+        report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
     _log_comparison(evidence)
 
 
@@ -436,7 +465,8 @@ def cycle_title(config: Config, report: CycleReport) -> str:
     version = f"v{report.candidate_version}"
     gate = report.promotion
     if gate is not None:
-        verdict = "promoted" if gate.promote else "rejected"
+        verdict = "awaits approval" if report.outcome == T.AWAITING_APPROVAL else (
+            "promoted" if gate.promote else "rejected")
         if gate.baseline is None or not np.isfinite(gate.candidate):
             bound = (f" {_cmp(hib, gate.promote)} {'min' if hib else 'max'} {n(gate.threshold)}"
                      if gate.threshold is not None else "")
@@ -448,6 +478,8 @@ def cycle_title(config: Config, report: CycleReport) -> str:
         if not gate.promote and better and failed_checks(gate, ""):
             title += f" but {failed_checks(gate, '')} failed"
         return title
+    if report.approval is not None and report.approval.final:
+        return f"{version} {report.outcome}: {report.approval.reasons[0]}"
     if report.outcome == T.PROMOTED:
         return f"{version} promoted: bootstrap, no Production before"
     decision = report.decision

@@ -25,6 +25,11 @@ class RegistryError(RetrainError):
     """The registry does not hold what was asked for: unknown model, version or stage."""
 
 
+class ApprovalError(RetrainError):
+    """`approve`/`reject` asked of a version that does not await a person's sign-off, or of a policy
+    that asks for none (`validation.require_approval` off)."""
+
+
 class TrackingServerError(RetrainError):
     """The tracking server cannot be reached."""
 

@@ -26,10 +26,23 @@ INTENT = "retrain.intent"  # a registry move in progress (moves.py): finished by
 ROLLED_BACK_WALL = "retrain.rolled_back_wall"  # clock time a rollback took this version out of Production
 CLOSED_BY = "retrain.closed_by"  # on a crashed cycle's run: the cycle that ended it as FAILED
 RUN_KIND = "retrain.kind"
+# a person signs off (`validation.require_approval`, `signoff.py`): the verdict a person gives, set by
+# `approve`/`reject` or by hand in the MLflow UI, and who, why and when (data time, clock) from the CLI
+APPROVAL = "retrain.approval"  # approved | rejected
+APPROVAL_BY = "retrain.approval_by"
+APPROVAL_REASON = "retrain.approval_reason"
+APPROVAL_AT = "retrain.approval_at"  # data time of the command (--as-of, default the newest row)
+APPROVAL_WALL = "retrain.approval_wall"
+AWAITING_SINCE = "retrain.awaiting_since"  # data time the gate passed it: approval_ttl counts from here
 
 PROMOTED, REJECTED, PENDING = "promoted", "rejected", "pending"
 ABANDONED = "abandoned"  # pending, then superseded by a newer candidate before anyone judged it
-JUDGED = (PROMOTED, REJECTED)
+AWAITING_APPROVAL = "awaiting_approval"  # passed the gate, waits in Staging for a person
+EXPIRED = "expired"  # waited longer than validation.approval_ttl: archived
+SUPERSEDED = "superseded"  # a newer (forced) candidate replaced it in Staging while it waited
+APPROVED = "approved"  # values of APPROVAL
+# judged by the gate (a cooldown counts from the newest of these), whatever came of it after
+JUDGED = (PROMOTED, REJECTED, AWAITING_APPROVAL, EXPIRED, SUPERSEDED)
 BOOTSTRAP = "bootstrap"
 
 REFERENCE_ARTIFACT = "reference/train.parquet"

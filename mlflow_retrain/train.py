@@ -270,8 +270,9 @@ def place(config: Config, registry: Any, version: str, holdout_metric: float, as
           bootstrap: bool) -> str:
     """A new version goes to Staging for the controller to validate, except the very first one: with no
     Production to compare against, a version that passes the absolute gate goes straight to Production
-    so the loop has a champion to defend. Returns the stage it landed in."""
-    if bootstrap:
+    so the loop has a champion to defend; unless a person must sign off (`validation.require_approval`):
+    then it waits in Staging like any candidate, for the cycle to judge it. Returns the stage it landed in."""
+    if bootstrap and not config.validation.require_approval:
         from mlflow_retrain.decide.gate import gate
 
         decision = gate(metric=config.metric, candidate=holdout_metric, baseline=None,

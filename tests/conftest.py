@@ -135,6 +135,35 @@ def bootstrapped_template(tmp_path_factory: pytest.TempPathFactory, store_templa
     return folder / "mlflow.db"
 
 
+APPROVAL = {"require_approval": True, "approval_ttl": "7d"}
+
+
+@pytest.fixture(scope="session")
+def awaiting_template(tmp_path_factory: pytest.TempPathFactory, bootstrapped_template: Path, bike_frame) -> Path:
+    """The bootstrapped store after one cycle of a policy with `validation.require_approval` (as of
+    2011-05-31, v1 degraded): v2 passed the gate and awaits a person's sign-off in Staging."""
+    import mlflow
+
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.controller import run_cycle
+
+    folder = tmp_path_factory.mktemp("awaiting")
+    shutil.copy(bootstrapped_template, folder / "mlflow.db")
+    data = folder / "bikes.csv"
+    bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
+    path = folder / "retrain.yaml"
+    path.write_text(yaml.safe_dump(policy(data, triggers={"metric_threshold": {"max": 60}}, validation=APPROVAL)))
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    try:
+        with contextlib.chdir(folder):
+            outcome = run_cycle(load_config(path), as_of="2011-05-31", via="inprocess").outcome
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert outcome == "awaiting_approval", outcome
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
 def prod_store(store: str, bootstrapped_template: Path, tmp_path: Path) -> str:
     """A fresh copy of the bootstrapped store (v1 in Production) as this test's tracking store."""

@@ -8,6 +8,8 @@ What a person must be able to trust after any crash, at any step:
 3. at most one version holds Staging, alias and stage agreeing;
 4. nothing is pending forever: a `pending` version is the Staging candidate, nowhere else (a first
    model that failed the gate is not pending: it is archived `rejected`, and no Production is healthy);
+   a version `awaiting_approval` is a legitimate state (it passed the gate and waits in Staging for a
+   person, `decide.approval` ends the wait), but only in Staging: moved out by hand, it is archived;
 5. every version's audit tags are complete: Production was `promoted` with its `promoted_at`, an
    archived former Production has `archived_at`.
 
@@ -85,6 +87,7 @@ def diagnose(versions: list[VersionState], aliases: dict[str, str], intent: str 
         staging = None
     findings += _agree(versions, staging, aliases.get(staging_alias), STAGING, staging_alias, use_stages)
     findings += _pending(versions, staging, production, use_stages, aliases)
+    findings += _awaiting(versions, staging, production)
     findings += _tags(versions, production, aliases, production_alias, staging_alias, now)
     return Diagnosis(findings)
 
@@ -143,6 +146,26 @@ def _pending(versions: list[VersionState], staging: VersionState | None, product
             found.append(Finding(f"v{version.version} is archived but still says pending", TAG, version.version,
                                  {T.DECISION: T.ABANDONED,
                                   T.DECISION_REASON: "archived before it was judged (repaired)"}))
+    return found
+
+
+def _awaiting(versions: list[VersionState], staging: VersionState | None,
+              production: VersionState | None) -> list[Finding]:
+    """A version awaiting approval outside Staging was moved by hand (in the UI): it no longer waits.
+    In Production the tag check below records the promotion; elsewhere it is archived as abandoned."""
+    held = {v.version for v in (staging, production) if v is not None}
+    found = []
+    for version in versions:
+        if version.tags.get(T.DECISION) != T.AWAITING_APPROVAL or version.version in held:
+            continue
+        why = {T.DECISION: T.ABANDONED, T.DECISION_REASON: "moved out of Staging outside the tool while it awaited "
+                                                           "approval (repaired)"}
+        if version.stage == ARCHIVED:
+            found.append(Finding(f"v{version.version} is archived but still says awaiting_approval", TAG,
+                                 version.version, why))
+        else:
+            found.append(Finding(f"v{version.version} awaits approval outside Staging: archived as abandoned",
+                                 ABANDON, version.version, why))
     return found
 
 

@@ -125,6 +125,9 @@ class Moves:
             if replaced.tags.get(T.DECISION) == T.PENDING:
                 why = {T.DECISION: T.ABANDONED, T.DECISION_REASON: f"superseded in Staging by v{i.version} "
                                                                    "before it was judged"}
+            elif replaced.tags.get(T.DECISION) == T.AWAITING_APPROVAL:  # only a forced retrain does this
+                why = {T.DECISION: T.SUPERSEDED, T.DECISION_REASON: f"superseded in Staging by v{i.version} "
+                                                                    "while it awaited approval"}
             self._retire(i.previous, i, why)
         self.set_stage(i.version, STAGING)
         self.set_alias(STAGING, i.version)

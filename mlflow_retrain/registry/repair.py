@@ -63,7 +63,7 @@ def _apply(registry: "Registry", finding: Finding, now: datetime, by: str) -> No
     elif finding.repair == STAGE_PENDING:
         moves.stage_candidate(version, by=by)
     elif finding.repair == ABANDON:
-        moves.archive(version, when=now, by=by, tags={
+        moves.archive(version, when=now, by=by, tags=finding.values or {
             T.DECISION: T.ABANDONED, T.DECISION_REASON: "pending, superseded by a newer candidate before it was judged"})
     else:
         raise ValueError(f"unknown repair {finding.repair!r}")

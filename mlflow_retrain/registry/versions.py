@@ -225,7 +225,7 @@ def version_markdown(version: VersionInfo) -> str:
     head = _HEADLINES.get(decision, decision or "not judged")
     if decision == T.PROMOTED and get(T.PROMOTED_AT):
         head += f" as of {get(T.PROMOTED_AT)}"
-    if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED):
+    if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED, T.EXPIRED, T.SUPERSEDED):
         head += f"; archived as of {get(T.ARCHIVED_AT)}"
     lines = [f"**v{version.version}: {head}**", ""]
     if get(T.TRIGGER):
@@ -233,6 +233,11 @@ def version_markdown(version: VersionInfo) -> str:
     if decision:
         lines.append(f"- **Decision:** {decision}" + (":" if get(T.DECISION_REASON) else ""))
         lines += [f"  - {part}" for part in get(T.DECISION_REASON).split("; ") if part]
+    if get(T.APPROVAL):
+        by = f" by {get(T.APPROVAL_BY)}" if get(T.APPROVAL_BY) else " (tag set by hand)"
+        at = f" as of `{get(T.APPROVAL_AT)}`" if get(T.APPROVAL_AT) else ""
+        lines.append(f"- **Sign-off:** {get(T.APPROVAL)}{by}{at}" + (f": {get(T.APPROVAL_REASON)}"
+                                                                       if get(T.APPROVAL_REASON) else ""))
     if get(T.BASELINE_VERSION):
         lines.append(f"- **Baseline:** v{get(T.BASELINE_VERSION)} (Production when it was judged)")
     windows = [f"trained on `{get(T.TRAIN_WINDOW)}`" if get(T.TRAIN_WINDOW) else "",

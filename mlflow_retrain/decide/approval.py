@@ -1,0 +1,93 @@
+"""A person signs off: what to do with a candidate that passed the gate and waits in Staging.
+
+Pure, like the gate: the cycle, `check` and the `approve`/`reject` commands read a waiting
+version's tags and ask `review`; they carry out its verdict (`signoff.py`). The rules, in order:
+
+1. a person's verdict (`retrain.approval` = approved | rejected, from the CLI or typed in the MLflow
+   UI) is carried out: promoted, or archived as rejected. It wins over the TTL: `approval_ttl` ends a
+   wait nobody decided, and a person who decided late still decided;
+2. a value that is neither is ignored and said so (a typo in the UI must not promote anything);
+3. `validation.require_approval` turned off since: the candidate is judged again by the gate on the
+   current data, as a pending one is (its verdict is stale, and no one asked for a person any more);
+4. older than `approval_ttl` in data time (`as_of - awaiting_since`, the clock of cooldowns and
+   `promoted_at`): archived as expired;
+5. else it waits.
+
+While one waits, `hold` keeps triggers from training another candidate on top of it (they are
+still evaluated and reported): a new candidate would displace the one a person may be looking at
+that moment. Only a forced retrain (`--force`, `--event`) supersedes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.decide.verdicts import RetrainDecision, format_span
+
+WAIT, PROMOTE, REJECT, EXPIRE, REVALIDATE = "wait", "promote", "reject", "expire", "revalidate"
+HELD = "awaiting_approval"  # `RetrainDecision.blocked_by` while a candidate waits
+
+
+@dataclass(frozen=True)
+class ApprovalVerdict:
+    """What becomes of a waiting candidate, and why (one sentence per rule that spoke)."""
+
+    action: str  # wait | promote | reject | expire | revalidate
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    @property
+    def final(self) -> bool:
+        """Whether the verdict ends the wait with a move (promote, reject, expire)."""
+        return self.action in (PROMOTE, REJECT, EXPIRE)
+
+    @property
+    def decision(self) -> str:
+        """The `retrain.decision` the candidate ends with (final verdicts only)."""
+        return {PROMOTE: T.PROMOTED, REJECT: T.REJECTED, EXPIRE: T.EXPIRED}[self.action]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "reason": self.reason, "reasons": list(self.reasons)}
+
+
+def review(*, approval: str | None, by: str | None, why: str | None, waiting_since: datetime | None,
+           as_of: datetime, ttl: timedelta | None, required: bool) -> ApprovalVerdict:
+    """The verdict on one waiting candidate (rules in the module docstring). `approval`, `by` and `why`
+    are its tags as found (None when absent); `waiting_since` and `as_of` are data times."""
+    said = (approval or "").strip().lower()
+    who = f"by {by}" if by else "through the retrain.approval tag (no name recorded: set in the MLflow UI?)"
+    because = f": {why}" if why else ": no reason given"
+    if said == T.APPROVED:
+        return ApprovalVerdict(PROMOTE, [f"approved {who}{because}"])
+    if said == T.REJECTED:
+        return ApprovalVerdict(REJECT, [f"rejected {who}{because}"])
+    notes = [f"retrain.approval={approval!r} is neither approved nor rejected: ignored"] if said else []
+    if not required:
+        again = "validation.require_approval is off now: judged again by the gate on the current data"
+        return ApprovalVerdict(REVALIDATE, [*notes, again])
+    if waiting_since is None:
+        return ApprovalVerdict(WAIT, [*notes, "awaiting approval (since when is not recorded, so it cannot expire)"])
+    age = as_of - waiting_since
+    if ttl is not None and age >= ttl:
+        late = (f"nobody approved or rejected it within approval_ttl {format_span(ttl)}: awaiting since "
+                f"{waiting_since.isoformat()}, {format_span(age)} before {as_of.isoformat()}")
+        return ApprovalVerdict(EXPIRE, [*notes, late])
+    until = (f"; expires as of {(waiting_since + ttl).isoformat()} (approval_ttl {format_span(ttl)})" if ttl is not None
+             else "; no approval_ttl: it waits until a person decides")
+    return ApprovalVerdict(WAIT, [*notes, f"awaiting approval since {waiting_since.isoformat()}{until}"])
+
+
+def hold(decision: RetrainDecision, waiting: str, *, forced: bool) -> RetrainDecision:
+    """A retrain the triggers asked for, held while version `waiting` awaits approval (see the module
+    docstring); a forced one goes ahead and supersedes it."""
+    if not decision.retrain or forced:
+        return decision
+    return RetrainDecision(False, decision.fired, decision.results,
+                           f"{decision.reason}; but v{waiting} awaits a person's approval in Staging: no new "
+                           "candidate until it is approved, rejected or expires (--force supersedes it)", HELD)
