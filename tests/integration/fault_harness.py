@@ -174,6 +174,15 @@ def bootstrapped() -> None:
         train(dataclasses.replace(config, validation=lenient), as_of="2011-04-30")
 
 
+def approved() -> None:
+    """v2, awaiting a person's sign-off, approved by hand in the MLflow UI: the tag alone, no name."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.config import load_config
+
+    MlflowClient().set_model_version_tag(load_config("retrain.yaml").model_name, "2", T.APPROVAL, T.APPROVED)
+
+
 def kinds(found: list[str]) -> list[str]:
     """The first point of each kind of registry write: over HTTP a kill at `tag retrain.decision` and
     one at `tag retrain.reason` cut the same kind of request at the same place in a move."""

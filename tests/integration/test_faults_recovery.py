@@ -1,12 +1,24 @@
 """Crash anywhere, converge next cycle (2/2): a real SIGKILL at every registry write of a rejection,
-a bootstrap, and of the reconcile that repairs a half-done promotion (see test_faults.py)."""
+a bootstrap, of the reconcile that repairs a half-done promotion, and of a person's approval carried
+out by a cycle (see test_faults.py)."""
 
 from __future__ import annotations
 
 import shutil
 
-from fault_harness import kill, wait_for_expiry
-from faults_common import BOOTSTRAP, CYCLE, DEGRADED, QUIET, kill_everywhere, maker, probe_points
+from fault_harness import assert_converged, kill, points, recover, wait_for_expiry
+from faults_common import (
+    BOOTSTRAP,
+    CYCLE,
+    DEGRADED,
+    QUIET,
+    at_once,
+    kill_everywhere,
+    maker,
+    probe_points,
+)
+
+from mlflow_retrain import tags as T
 
 
 def test_a_kill_at_every_write_of_a_rejection_converges(tmp_path, bootstrapped_template, write_policy, store):
@@ -31,3 +43,25 @@ def test_a_kill_at_every_write_of_a_reconcile_converges(tmp_path, bootstrapped_t
     n = kill_everywhere(tmp_path, maker(wreck.folder / "mlflow.db", write_policy, CYCLE, triggers=QUIET))
     assert n >= 8
     shutil.rmtree(wreck.folder)
+
+
+def test_a_kill_at_every_write_of_an_approval_carried_out_converges(tmp_path, awaiting_template, write_policy, store):
+    """v2 awaits approval and the retrain.approval tag says approved (as the MLflow UI sets it); the
+    cycle that carries it out is killed at each of its writes. Whatever the point, the next cycle
+    ends with the person's verdict done: v2 in Production, promoted, v1 archived."""
+    approval = {"require_approval": True, "approval_ttl": "7d"}
+    make = maker(awaiting_template, write_policy, {"as_of": "2011-06-02", "via": "inprocess"}, "approved",
+                 validation=approval)
+    found = points(make(tmp_path / "probe", 1)[0], tmp_path / "points.log")
+    copies = make(tmp_path / "copies", len(found))
+    at_once(lambda pair: kill(*pair), zip(copies, found))
+    wait_for_expiry()
+
+    def converged(pair) -> None:
+        outcome = recover(pair[0])
+        assert_converged(outcome, pair[1], versions_before=2)
+        assert outcome.stages == {"1": "Archived", "2": "Production"}, (pair[1], outcome)
+        assert outcome.tags["2"][T.DECISION] == T.PROMOTED and outcome.tags["2"][T.PROMOTED_AT], (pair[1], outcome)
+
+    at_once(converged, zip(copies, found))
+    assert len(found) >= 10  # lease, the promotion's intent, tags, stage, aliases, v1 retired, audit tag, release
