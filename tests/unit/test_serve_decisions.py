@@ -10,8 +10,21 @@ from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.serve import signing
-from mlflow_retrain.serve.events import (CYCLE, FORCE, IGNORE, MARK, VALIDATE, Action, BadEvent, Queued, adoption,
-                                         parse_json, plan, trigger_action, webhook_action)
+from mlflow_retrain.serve.events import (
+    CYCLE,
+    FORCE,
+    IGNORE,
+    MARK,
+    VALIDATE,
+    Action,
+    BadEvent,
+    Queued,
+    adoption,
+    parse_json,
+    plan,
+    trigger_action,
+    webhook_action,
+)
 from mlflow_retrain.serve.queue import DONE, IGNORED, PENDING, RUNNING, EventQueue
 from mlflow_retrain.serve.watch import changed
 
