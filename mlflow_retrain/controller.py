@@ -8,6 +8,7 @@ registry and the data, and carries out their verdicts.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from mlflow_retrain.models import Scorer
 from mlflow_retrain.notify import notifies
 from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
+from mlflow_retrain.registry import story
 from mlflow_retrain.reports import drift_report, quality_report, PREDICTION
 from mlflow_retrain.signoff import await_approval, awaits, carry_out, review_candidate
 from mlflow_retrain.tracking import check_tracking
@@ -378,9 +380,9 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
                 # a first model that failed the gate is judged here like any candidate: archived,
                 # rejected with the gate's reason, never left pending for a cycle to come
                 _validate(config, data, as_of, registry, report, candidate, production)
-        if report.candidate_version:
-            registry.describe()  # the versions' pages say what was decided, once it was
         _log_audit(config, registry, report, reports_dir)
+        if report.candidate_version:
+            registry.describe()  # the versions' pages say what was decided (and the evidence), once it was
         registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} "
                                           f"as_of={as_of.isoformat()} {report.outcome}"})
         mlflow.set_tags({"outcome": report.outcome, T.DECISION: report.outcome})
@@ -443,6 +445,9 @@ def _log_audit(config: Config, registry: Registry, report: CycleReport, reports_
     for html in sorted(reports_dir.glob("*.html")):
         mlflow.log_artifact(str(html), "reports")
         report.reports.append(f"reports/{html.name}")
+    if report.promotion is not None and report.candidate_version:  # the gate's evidence, for the version's page
+        registry.tag(report.candidate_version,
+                     {T.EVIDENCE: json.dumps(story.evidence(report, mlflow.active_run().info.experiment_id))})
     trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
     mlflow.set_tags({"mlflow.runName": cycle_title(config, report)[:250],
                      "mlflow.note.content": cycle_description(config, report, trained_by)[:8000]})

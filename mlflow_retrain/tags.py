@@ -17,6 +17,9 @@ PROMOTED_AT = "retrain.promoted_at"  # in data time (--as-of), so replays draw t
 PROMOTED_WALL = "retrain.promoted_wall"  # wall-clock time, orders promotions for rollback
 ARCHIVED_AT = "retrain.archived_at"
 LAST_CYCLE = "retrain.last_cycle"
+# on a judged version: the gate's numbers, the holdout's hash, the audit run and its reports (JSON;
+# `registry/story.py` renders it on the version's page)
+EVIDENCE = "retrain.evidence"
 LEASE_FOR = "retrain.lease_for"
 LEASE_HOLDER = "retrain.lease_holder"
 LEASE_EXPIRES = "retrain.lease_expires"

@@ -18,6 +18,7 @@ from mlflow_retrain import faults
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.errors import RegistryError
+from mlflow_retrain.registry import story
 from mlflow_retrain.store import unborn
 
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
@@ -202,13 +203,24 @@ class Versions:
         the text the UI shows on its page; written only where it changed. Called after each move: the
         description is derived from the tags, so one left stale by a crash is rewritten by the next call
         (hence no fault point: a kill here loses nothing the tags do not hold)."""
+        model = self.client.get_registered_model(self.name)
+        by_version: dict[str, list[str]] = {}
+        for alias, number in model.aliases.items():
+            by_version.setdefault(str(number), []).append(alias)
+        infos = []
         for mv in self.client.search_model_versions(f"name = '{self.name}'"):
+            infos.append(self._info(mv, tuple(by_version.get(str(mv.version), []))))
             if T.DECISION not in mv.tags:
                 continue  # not made by the tool: its description is its owner's
-            text = version_markdown(self._info(mv, ()))
+            text = version_markdown(infos[-1])
             if (mv.description or "") != text:
                 self.fence("describe")
                 self.client.update_model_version(self.name, str(mv.version), description=text)
+        # the model's page: Production's recent history, in a block of its own (a person's text stays)
+        text = story.model_description(model.description or "", story.history_markdown(self.name, infos))
+        if (model.description or "") != text:
+            self.fence("describe")
+            self.client.update_registered_model(self.name, description=text)
 
 
 _HEADLINES = {T.PENDING: "Pending: waiting to be validated against Production",
@@ -251,5 +263,6 @@ def version_markdown(version: VersionInfo) -> str:
         lines.append("- **Runs:** " + ", ".join(r for r in runs if r))
     if get(T.ROLLED_BACK_WALL):
         lines.append(f"- **Rolled back:** taken out of Production by a rollback at {get(T.ROLLED_BACK_WALL)} (clock time)")
+    lines += story.gate_markdown(tags, version.version)
     lines += ["", "_Written by mlflow-retrain from the `retrain.*` tags below; rewritten when they change._"]
     return "\n".join(lines)[:5000]  # the registry's limit

@@ -100,6 +100,18 @@ def test_the_ui_explains_each_cycle_and_version(prod_store, write_policy, tmp_pa
     assert [p.timestamp for p in history][-1] == 1306800000000  # the last window's end, 2011-05-31, in ms
     described = client.get_model_version(config.model_name, "2").description
     assert described.startswith("**v2: Promoted to Production as of 2011-05-31") and "Rolled back" in described
+    # the gate's table with the holdout's hash, and links to the audit run and its Evidently reports
+    experiment = controller.experiment_id
+    assert f"(rows hashed to `{report.holdout_digest}`)" in described
+    assert f"| candidate v2 | {gate.candidate:.4g} |" in described and f"| Production v1 | {gate.baseline:.4g} |" in described
+    drift_link = f"#/experiments/{experiment}/runs/{report.cycle_run_id}/artifactPath/reports/data_drift.html"
+    assert f"[data drift]({drift_link})" in described
+    # the registered model's page: Production's history, newest first, rebuilt after the rollback
+    history = client.get_registered_model(config.model_name).description
+    rows = [line for line in history.splitlines() if line.startswith("| [v")]
+    assert rows[0].startswith("| [v1](#/models/bikes/versions/1)") and "by hand, rollback: v2 under-predicts" in rows[0]
+    assert rows[0].endswith("**in Production** |") and rows[1].startswith("| [v2]") and "rolled back" in rows[1]
+    assert "`metric_threshold`" in rows[1] and history.startswith("Managed by mlflow-retrain")
 
     # and as the UI renders them
     with ui.serve(tmp_path / "mlflow.db") as url:
@@ -107,6 +119,8 @@ def test_the_ui_explains_each_cycle_and_version(prod_store, write_policy, tmp_pa
         run_page = ui.dump_dom(pages.run(report.cycle_run_id))
         version_page = ui.dump_dom(pages.model_version("2"))
         runs_page = ui.dump_dom(pages.experiment())
+        model_page = ui.dump_dom(f"{url}/#/models/{config.model_name}")
+        report_page = ui.dump_dom(f"{url}/{drift_link}")
     assert shown(title) in run_page  # the page's heading
     for text in ("Cycle as of", "Candidate", v2.run_id, "holdout_candidate_mae", "holdout_production_mae",
                  "monitor_mae"):
@@ -118,3 +132,12 @@ def test_the_ui_explains_each_cycle_and_version(prod_store, write_policy, tmp_pa
         assert shown(text) in version_page, text
     for text in (title, "rollback to v1 from v2", "Model training"):
         assert shown(text) in runs_page, text
+    for text in ("Gate on the holdout", report.holdout_digest, "candidate v2", "Production v1", "data drift",
+                 "model quality", report.cycle_run_id):
+        assert shown(text) in version_page, text
+    assert f'href="{drift_link}"' in version_page
+    for text in ("Production history", "by hand, rollback: v2 under-predicts the June heat", "in Production",
+                 "rolled back", "metric_threshold"):
+        assert shown(text) in model_page, text
+    assert "mlflow-retrain: Production history" not in model_page.split("<body", 1)[-1].replace("<!--", "")
+    assert "reports/data_drift.html" in report_page  # the artifact viewer opens on the report

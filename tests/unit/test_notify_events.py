@@ -157,3 +157,19 @@ def test_bad_notify_input_is_one_line_naming_the_key(notify, message):
         parse(notify)
     text = str(info.value)
     assert message in text and "\n" not in text and "hunter22" not in text
+
+
+def test_the_readme_verifier_accepts_what_we_sign_and_mlflow_signs():
+    """The receiver's snippet in the README, run as written."""
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("To verify\non the receiving side", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 - the README's snippet, run as written
+    body = json.dumps({"event": "promoted"})
+    stamp = str(int(__import__("time").time()))
+    for signature in (N.sign("k3y", "id-7", stamp, body), _generate_hmac_signature("k3y", "id-7", stamp, body)):
+        headers = {"X-MLflow-Delivery-Id": "id-7", "X-MLflow-Timestamp": stamp, "X-MLflow-Signature": signature}
+        assert scope["verify"]("k3y", headers, body.encode())
+        assert not scope["verify"]("other", headers, body.encode())

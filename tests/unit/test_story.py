@@ -1,0 +1,67 @@
+"""The UI's story, derived from tags alone: the gate on a version's page, Production's history on the model's."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from mlflow_retrain import tags as T
+from mlflow_retrain.registry import story
+from mlflow_retrain.registry.versions import VersionInfo, version_markdown
+
+EVIDENCE = {"metric": "mae", "candidate": 44.71, "production": 85.2, "production_version": "1",
+            "holdout_window": "2011-05-24..2011-05-31", "holdout_digest": "d1g3st", "run_id": "run9",
+            "experiment_id": "3", "reports": ["reports/data_drift.html", "reports/model_quality.html"]}
+
+
+def version(number: str, stage: str = "Archived", **tags: str) -> VersionInfo:
+    return VersionInfo(number, stage, (), f"train{number}", "", datetime(2024, 1, int(number), tzinfo=UTC),
+                       tags)
+
+
+def test_a_versions_page_shows_the_gate_table_the_hash_and_links_to_the_run_and_reports():
+    v2 = version("2", "Production", **{T.DECISION: T.PROMOTED, T.EVIDENCE: json.dumps(EVIDENCE)})
+    text = version_markdown(v2)
+    assert "**Gate on the holdout** `2011-05-24..2011-05-31` (rows hashed to `d1g3st`)" in text
+    assert "| candidate v2 | 44.71 |" in text and "| Production v1 | 85.2 |" in text
+    assert "[`run9`](#/experiments/3/runs/run9)" in text
+    assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html)" in text
+    assert "[model quality](#/experiments/3/runs/run9/artifactPath/reports/model_quality.html)" in text
+    assert text.index("Gate on the holdout") < text.index("_Written by mlflow-retrain")
+
+
+def test_no_evidence_or_a_broken_tag_shows_no_gate():
+    assert story.gate_markdown({}, "2") == [] and story.gate_markdown({T.EVIDENCE: "{not json"}, "2") == []
+    first = story.gate_markdown({T.EVIDENCE: json.dumps({**EVIDENCE, "production_version": None, "reports": []})}, "1")
+    assert "| Production | none yet |" in first and "no Evidently report this cycle" in "\n".join(first)
+
+
+def test_production_history_is_newest_promotion_first_with_why_and_where_now():
+    v1 = version("1", **{T.PROMOTED_AT: "2011-04-30T00:00:00", T.PROMOTED_WALL: "2024-01-01T00:00:00",
+                         T.TRIGGER: "bootstrap", T.REASON: "no Production version", T.ARCHIVED_AT: "2011-05-31"})
+    v2 = version("2", **{T.PROMOTED_AT: "2011-05-31T00:00:00", T.PROMOTED_WALL: "2024-01-02T00:00:00",
+                         T.TRIGGER: "metric_threshold", T.REASON: "mae 71.2 > max 60 | x",
+                         T.EVIDENCE: json.dumps(EVIDENCE), T.ROLLED_BACK_WALL: "2024-01-03"})
+    v3 = version("3", **{T.DECISION: T.REJECTED})
+    v1_again = version("1", "Production", **{**v1.tags, T.PROMOTED_WALL: "2024-01-03T00:00:00",
+                                             T.DECISION_REASON: "rollback: v2 under-predicts"})
+    lines = story.history_markdown("bikes", [v3, v2, v1_again])
+    assert lines[0] == "### Production history (last 2 of 2, newest first)"
+    rows = lines[4:]
+    assert rows[0].startswith("| [v1](#/models/bikes/versions/1) | `2011-04-30T00:00:00` | by hand, rollback: v2")
+    assert rows[0].endswith("| **in Production** |")
+    assert "`metric_threshold`: mae 71.2 > max 60 \\| x (gate: mae 44.71 vs 85.2)" in rows[1]
+    assert rows[1].endswith("| rolled back |")
+    assert story.history_markdown("bikes", [v3])[-1] == "_No version has been promoted yet._"
+    assert len(story.history_markdown("bikes", [v1, v2], limit=1)) == 5
+
+
+def test_the_models_description_keeps_what_a_person_wrote():
+    block = ["### Production history", "row"]
+    fresh = story.model_description("", block)
+    assert fresh == "\n".join([story.BEGIN, *block, story.END])
+    mine = story.model_description("Owned by the pricing team.", block)
+    assert mine.startswith("Owned by the pricing team.\n\n" + story.BEGIN)
+    again = story.model_description(mine + "\n\nMore notes.", ["### Production history", "new row"])
+    assert again.startswith("Owned by the pricing team.") and again.endswith("More notes.")
+    assert "new row" in again and "\nrow" not in again and again.count(story.BEGIN) == 1
