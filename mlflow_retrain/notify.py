@@ -6,25 +6,21 @@ that fails is retried a few times, logged and dropped, and never fails a cycle o
 Every target is sent to in its own thread; each attempt's timeout is cut to what is left of one
 budget for the whole batch (`BUDGET`), and the caller waits for the threads no longer than that.
 
-Bodies are signed exactly as MLflow signs its own registry webhooks, so one verifier fits both:
-headers `X-MLflow-Delivery-Id` (a uuid, the same on every retry of one message),
-`X-MLflow-Timestamp` (Unix seconds of this attempt) and
-`X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`
-(`mlflow/webhooks/delivery.py`, `_generate_hmac_signature`). `verify` checks one.
+Bodies are signed exactly as MLflow signs its own registry webhooks, with the code `serve` verifies
+them by (`serve/signing.py`), so one verifier fits both: headers `X-MLflow-Delivery-Id` (a uuid, the
+same on every retry of one message), `X-MLflow-Timestamp` (Unix seconds of this attempt) and
+`X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +28,7 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config, NotifyTarget
 from mlflow_retrain.errors import LeaseHeldError
 from mlflow_retrain.redact import redact
+from mlflow_retrain.serve import signing
 
 if TYPE_CHECKING:
     from mlflow_retrain.controller import CycleReport
@@ -40,8 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROMOTED, REJECTED, AWAITING_APPROVAL, DOWNTIME, FAILED = "promoted", "rejected", T.AWAITING_APPROVAL, "downtime", "failed"
-DELIVERY_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-MLflow-Delivery-Id", "X-MLflow-Timestamp", "X-MLflow-Signature"
-SIGNATURE_VERSION = "v1"
 EVENT_HEADER = "X-Mlflow-Retrain-Event"
 ATTEMPTS = 3  # per message: the first try and two retries
 BACKOFF = 0.5  # seconds before the first retry, doubled before each next one
@@ -159,30 +154,6 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-# ---- signing: MLflow's webhook scheme ------------------------------------------------------------------
-def sign(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
-    """`v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`, as MLflow signs."""
-    digest = hmac.new(secret.encode(), f"{delivery_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
-    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
-
-
-def verify(secret: str, headers: Mapping[str, str], body: bytes | str, *, tolerance: float = 300.0,
-           now: float | None = None) -> bool:
-    """Whether a received body was signed with `secret` within `tolerance` seconds of `now`: what a
-    receiver runs (for these notifications and MLflow's webhooks alike). Header names are matched
-    without regard to case; a receiver should also remember delivery ids to refuse a replay."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    delivery_id = lower.get(DELIVERY_ID_HEADER.lower(), "")
-    stamp, signature = lower.get(TIMESTAMP_HEADER.lower(), ""), lower.get(SIGNATURE_HEADER.lower(), "")
-    try:
-        age = abs((time.time() if now is None else now) - int(stamp))
-    except ValueError:
-        return False
-    text = body.decode() if isinstance(body, bytes) else body
-    return bool(delivery_id) and age <= tolerance and hmac.compare_digest(sign(secret, delivery_id, stamp, text),
-                                                                          signature)
-
-
 # ---- sending (best effort, bounded) ----------------------------------------------------------------------
 def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
     """POST one message, retrying connection errors, timeouts and 5xx/429 with backoff, never past
@@ -194,6 +165,7 @@ def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
     target, started = message.target, time.monotonic()
     session = session or requests
     delivery_id, attempts, status, error = str(uuid.uuid4()), 0, None, ""
+    body = message.body.encode()
     secret = target.secret()
     if (target.secret_env or target.secret_file) and secret is None:
         error = f"its secret ({target.secret_env or target.secret_file}) is gone: not sent unsigned"
@@ -204,13 +176,14 @@ def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
             error = error or "no time left"
             break
         attempts += 1
-        stamp = str(int(time.time()))
-        headers = {"Content-Type": "application/json", DELIVERY_ID_HEADER: delivery_id, TIMESTAMP_HEADER: stamp,
-                   EVENT_HEADER: message.event.kind}
         if secret:
-            headers[SIGNATURE_HEADER] = sign(secret, delivery_id, stamp, message.body)
+            headers = signing.signed_headers(secret, body, delivery_id=delivery_id)
+        else:
+            headers = {"Content-Type": "application/json", signing.DELIVERY_ID: delivery_id,
+                       signing.TIMESTAMP: str(int(time.time()))}
+        headers[EVENT_HEADER] = message.event.kind
         try:
-            response = session.post(target.url, data=message.body.encode(), headers=headers,
+            response = session.post(target.url, data=body, headers=headers,
                                     timeout=min(target.timeout, left), allow_redirects=False)
             status, error = response.status_code, "" if response.ok else f"HTTP {response.status_code}"
             if response.ok or status not in RETRY_STATUS:
