@@ -17,7 +17,10 @@ CLI runs:
 Both policies are the ones shipped or written for the dataset before this benchmark existed; no
 default was tuned on either. Prints markdown for benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/bench_decisions.py [--only bike|goog] [--jobs 2]
+    .venv/bin/python benchmarks/bench_decisions.py [--only bike|goog] [--jobs 2] [--charts docs]
+
+`--charts DIR` also writes DIR/walk-forward-<data>.png, the backtest report's walk-forward chart as
+Chromium draws it (the README's picture).
 """
 
 from __future__ import annotations
@@ -64,6 +67,20 @@ def backtest(folder: Path, *args: str) -> dict:
     return json.loads(out.stdout[out.stdout.index("{"):])
 
 
+# the backtest report with only its walk-forward chart showing (Chromium supports :has)
+ONLY_WALK_FORWARD = ("<style>.ok, h1, h2, p.muted, table, div:has(> #tradeoff), div:has(> #over-time) "
+                     "{display: none !important}</style>")
+
+
+def walk_forward_png(folder: Path, name: str, charts: Path) -> Path:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from ui_screenshots import screenshot
+
+    page = folder / "walk-forward.html"
+    page.write_text((folder / "out" / "backtest.html").read_text().replace("</head>", ONLY_WALK_FORWARD + "</head>", 1))
+    return screenshot(page.as_uri(), charts.resolve() / f"walk-forward-{name}.png", height=560)
+
+
 def fmt(value, spec: str = ".1f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -76,12 +93,12 @@ def walk_forward_table(name: str, result: dict) -> str:
              f"{result['walk_forward']['from'][:10]} ({result['folds']} folds, each run by "
              + ", ".join(f"{f['chosen']}" for f in result["walk_forward"]["folds"]) + f"), {result['seconds']:.0f} s",
              "",
-             "| policy | retrains | mean | p90 | vs equal-budget schedule | OOS retrains | OOS mean | OOS p90 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| policy | retrains | rejected | mean | p90 | vs equal-budget schedule | OOS retrains | OOS mean | OOS p90 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         star = " (recommended)" if r.get("recommended") else ""
         lines.append(f"| {r['policy']}{star} | {fmt(r['retrains'], 'd') if r['retrains'] is not None else '-'} | "
-                     f"{fmt(r['mean_metric'])} | {fmt(r['p90_metric'])} | "
+                     f"{fmt(r.get('rejected'), 'd')} | {fmt(r['mean_metric'])} | {fmt(r['p90_metric'])} | "
                      f"{fmt(r['vs_schedule'], '+.1%') if r['vs_schedule'] is not None else '-'} | "
                      f"{r.get('oos_retrains', '-')} | {fmt(r.get('oos_mean_metric'))} | {fmt(r.get('oos_p90_metric'))} |")
     return "\n".join(lines)
@@ -115,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(DATASETS), default=None)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--charts", type=Path, default=None, help="Folder for the walk-forward chart pictures.")
     args = parser.parse_args()
     names = [args.only] if args.only else list(DATASETS)
     out: dict[str, dict] = {}
@@ -123,9 +141,11 @@ def main() -> None:
             start, every = DATASETS[name]
             folder = folder_for(name, Path(tmp))
             common = ["--from", start, "--every", every, "--jobs", str(args.jobs)]
-            out[name] = {"folds": backtest(folder, *common, "--folds", "4"),
-                         "delay": backtest(folder, *common, "--folds", "0", "--label-delay", "7d",
-                                           "--policy", "never,configured,estimated,every-window")}
+            out[name] = {"folds": backtest(folder, *common, "--folds", "4")}
+            if args.charts:
+                print(f"chart: {walk_forward_png(folder, name, args.charts)}", file=sys.stderr)
+            out[name]["delay"] = backtest(folder, *common, "--folds", "0", "--label-delay", "7d",
+                                          "--policy", "never,configured,estimated,every-window")
     print("| data | recommended | its mean / floor | its retrains / floor's | vs equal-budget schedule | "
           "walk-forward OOS mean / floor OOS | walk-forward OOS retrains / floor's | configured mean / floor | "
           "configured retrains / floor's | configured vs schedule |")
