@@ -185,7 +185,9 @@ def create_app(settings: Settings) -> Starlette:
     async def webhook(request: Request) -> JSONResponse:
         def summary(p: dict[str, Any]) -> str:
             data = p.get("data") if isinstance(p.get("data"), dict) else {}
-            return f"{p.get('entity')}.{p.get('action')} {data.get('name')} v{data.get('version')}"
+            # model_version_tag.set: which tag (a cycle's JSON tags are long: the value is cut)
+            tag = f" {data.get('key')}={str(data.get('value'))[:80]}" if "key" in data else ""
+            return f"{p.get('entity')}.{p.get('action')} {data.get('name')} v{data.get('version')}{tag}"
 
         return await accept(request, WEBHOOK, lambda p: webhook_action(p, settings.model), summary)
 

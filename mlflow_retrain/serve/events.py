@@ -3,16 +3,21 @@
 Three kinds of event reach `serve`:
 - `webhook`: an MLflow registry webhook. `model_version.created` for the managed model, for a
   version no cycle made, asks that the version be *validated* (the reconcile path: it is marked
-  pending, staged and judged against Production on the holdout). Anything else is recorded and
-  ignored (other models, other events, versions a cycle registered itself).
+  pending, staged and judged against Production on the holdout). `model_version_tag.set` of
+  `retrain.approval` to approved/rejected (a person signing off in the MLflow UI) asks for a
+  *normal* cycle, which carries the verdict out (`signoff.py`) instead of leaving it to the next
+  scheduled one. Anything else is recorded and ignored (other models, other events, other tags,
+  versions a cycle registered itself).
 - `trigger`: a signed `POST /trigger` from another system: a *forced* cycle, trigger `event`,
   with the caller's source and reason.
 - `new_data`: files appeared or changed in `data.path`: a *normal* cycle, where the `new_data`
   trigger (and every other) decides.
 
-`plan` turns every event waiting for a model into at most two cycles: validating first (a pending
+`plan` turns every event waiting for a model into at most three cycles: validating first (a pending
 candidate is judged before anything new is trained, so a forced retrain in the same cycle would be
-skipped), then one forced or normal cycle. However many events arrived, that is what runs.
+skipped), then carrying out a sign-off (likewise: a cycle that carries out a verdict trains nothing
+and evaluates no trigger), then one forced or normal cycle. However many events arrived, that is
+what runs.
 """
 
 from __future__ import annotations
@@ -26,17 +31,19 @@ from mlflow_retrain import tags as T
 
 WEBHOOK, TRIGGER, NEW_DATA = "webhook", "trigger", "new_data"
 VALIDATE, FORCE, CYCLE, IGNORE = "validate", "force", "cycle", "ignore"
+SIGNOFF = "signoff"  # a person's verdict on a waiting candidate: a normal cycle carries it out
+CREATED, TAG_SET = "model_version.created", "model_version_tag.set"  # the MLflow webhook events serve acts on
 MARK = "mark"  # adoption: tag the version pending first, then validate it
 REASON_LIMIT = 500  # the joined reason of a coalesced cycle; a tag, read by people
 
 
 @dataclass(frozen=True)
 class Action:
-    """What one event asks for (`validate` / `force` / `cycle` / `ignore`) and why."""
+    """What one event asks for (`validate` / `signoff` / `force` / `cycle` / `ignore`) and why."""
 
     action: str
     reason: str
-    version: str | None = None  # validate: the version to judge
+    version: str | None = None  # validate: the version to judge; signoff: the version signed off
     source: str | None = None  # force: the system that asked
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,21 +65,39 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 def webhook_action(payload: Mapping[str, Any], model_name: str) -> Action:
-    """The action an MLflow webhook delivery asks for (payload: MLflow's `entity`, `action`, `data`)."""
+    """The action an MLflow webhook delivery asks for (payload: MLflow's `entity`, `action`, `data`;
+    `data` is `ModelVersionCreatedPayload` or `ModelVersionTagSetPayload` of `mlflow.webhooks`)."""
     event = f"{payload.get('entity')}.{payload.get('action')}"
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     name, version = data.get("name"), data.get("version")
-    if event != "model_version.created":
-        return Action(IGNORE, f"{event} for {name!r}: serve acts on model_version.created only")
+    if event not in (CREATED, TAG_SET):
+        return Action(IGNORE, f"{event} for {name!r}: serve acts on {CREATED} and {TAG_SET} only")
     if name != model_name:
-        return Action(IGNORE, f"model_version.created for {name!r} v{version}: not the managed model {model_name!r}")
+        return Action(IGNORE, f"{event} for {name!r} v{version}: not the managed model {model_name!r}")
+    if event == TAG_SET and data.get("key") != T.APPROVAL:
+        # every tag a cycle writes arrives here too: only a person's verdict asks for anything
+        return Action(IGNORE, f"tag {data.get('key')!r} set on v{version}: serve acts on {T.APPROVAL} only")
     if version is None or not str(version).isdigit():
-        raise BadEvent(f"model_version.created without a version number: {version!r}")
+        raise BadEvent(f"{event} without a version number: {version!r}")
+    if event == TAG_SET:
+        return approval_action(str(version), data.get("value"))
     cycle = (data.get("tags") or {}).get(T.CYCLE_RUN_ID)
     if cycle:
         return Action(IGNORE, f"v{version} was registered by cycle {cycle}, which judges it itself")
     return Action(VALIDATE, f"v{version} of {name!r} was registered outside a cycle (MLflow webhook): "
                             "validate it against Production", version=str(version))
+
+
+def approval_action(version: str, value: Any) -> Action:
+    """`retrain.approval` set on `version` (in the MLflow UI, or by `approve`/`reject` through an
+    mlflow server): approved/rejected asks for a cycle to carry it out; any other value is ignored,
+    read as `decide.approval.review` reads it (a typo must not move anything)."""
+    said = str(value or "").strip().lower()
+    if said not in (T.APPROVED, T.REJECTED):
+        return Action(IGNORE, f"{T.APPROVAL}={value!r} on v{version} is neither {T.APPROVED} nor {T.REJECTED}: "
+                              "nothing to carry out")
+    return Action(SIGNOFF, f"v{version} {said} ({T.APPROVAL} tag, MLflow webhook): a cycle carries it out",
+                  version=version)
 
 
 def trigger_action(payload: Mapping[str, Any]) -> Action:
@@ -105,11 +130,23 @@ def adoption(version: str, tags: Mapping[str, str]) -> Action:
                   version=version)
 
 
+def signoff_due(version: str, tags: Mapping[str, str]) -> Action:
+    """At run time, from the version's tags as the registry has them now: a cycle is due while the
+    version still awaits approval (the cycle's review reads the verdict). Otherwise it was carried out
+    already (`approve`/`reject` do it at once, and their tag write is delivered too) or by a cycle
+    since, and a cycle now would only be an unasked-for one."""
+    decision = tags.get(T.DECISION)
+    if decision == T.AWAITING_APPROVAL:
+        return Action(SIGNOFF, f"v{version} awaits approval: the cycle carries out the sign-off", version=version)
+    return Action(IGNORE, f"v{version} no longer awaits approval ({decision or 'no retrain.decision'}): "
+                          "the sign-off was carried out already", version=version)
+
+
 @dataclass(frozen=True)
 class CycleCall:
     """One `run_cycle` to make: forced (with `event` = the sources) or normal, and which events it serves."""
 
-    kind: str  # validate | force | cycle
+    kind: str  # validate | signoff | force | cycle
     events: tuple[int, ...]
     versions: tuple[str, ...] = ()
     source: str | None = None
@@ -140,16 +177,19 @@ class Queued:
 
 
 def plan(events: Sequence[Queued]) -> Plan:
-    """Coalesce every waiting event into at most two cycles: one that validates the versions
-    registered outside a cycle, then one forced cycle (any `/trigger`) or else one normal cycle
-    (new data). A forced cycle subsumes new data: it retrains on the newest rows anyway."""
+    """Coalesce every waiting event into at most three cycles: one that validates the versions
+    registered outside a cycle, one that carries out sign-offs, then one forced cycle (any
+    `/trigger`) or else one normal cycle (new data). A forced cycle subsumes new data: it retrains
+    on the newest rows anyway."""
     validate = [e for e in events if e.action.action == VALIDATE]
+    signoff = [e for e in events if e.action.action == SIGNOFF]
     forced = [e for e in events if e.action.action == FORCE]
     normal = [e for e in events if e.action.action == CYCLE]
     calls = []
     if validate:
-        versions = tuple(sorted({e.action.version for e in validate if e.action.version}, key=int))
-        calls.append(CycleCall(VALIDATE, tuple(e.id for e in validate), versions))
+        calls.append(CycleCall(VALIDATE, tuple(e.id for e in validate), _versions(validate)))
+    if signoff:
+        calls.append(CycleCall(SIGNOFF, tuple(e.id for e in signoff), _versions(signoff)))
     if forced:
         sources = ",".join(dict.fromkeys(e.action.source or "" for e in forced))
         reason = _joined([e.action.reason for e in forced])
@@ -157,8 +197,13 @@ def plan(events: Sequence[Queued]) -> Plan:
     elif normal:
         calls.append(CycleCall(CYCLE, tuple(e.id for e in normal)))
     counts = ", ".join(f"{len(group)} {name}" for name, group in
-                       (("to validate", validate), ("forced", forced), ("new data", normal)) if group)
+                       (("to validate", validate), ("signed off", signoff), ("forced", forced),
+                        ("new data", normal)) if group)
     return Plan(tuple(calls), f"{len(events)} event(s) ({counts or 'none'}) -> {len(calls)} cycle(s)")
+
+
+def _versions(events: Sequence[Queued]) -> tuple[str, ...]:
+    return tuple(sorted({e.action.version for e in events if e.action.version}, key=int))
 
 
 def _joined(reasons: Sequence[str]) -> str:

@@ -21,22 +21,28 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.serve.events import (
     FORCE,
     MARK,
+    SIGNOFF,
     VALIDATE,
+    Action,
     CycleCall,
     Queued,
     adoption,
     plan,
+    signoff_due,
 )
 from mlflow_retrain.serve.queue import DONE, FAILED, EventQueue
+
+if TYPE_CHECKING:
+    from mlflow_retrain.registry import Registry
 
 log = logging.getLogger("mlflow_retrain.serve.worker")  # not __main__: it runs as `python -m`
 
@@ -79,8 +85,9 @@ class Worker:
     def run_call(self, call: CycleCall) -> dict[str, Any]:
         from mlflow_retrain.controller import run_cycle
 
-        if call.kind == VALIDATE:
-            skipped = self.adopt(call.versions)
+        if call.kind in (VALIDATE, SIGNOFF):
+            # a normal cycle validates a pending version or carries out a verdict before anything else
+            skipped = self.adopt(call.versions) if call.kind == VALIDATE else self.awaiting(call.versions)
             if skipped is not None:
                 return {"outcome": "skipped", "reason": skipped}
             report = run_cycle(self.config, via=self.via)
@@ -95,16 +102,10 @@ class Worker:
         """Versions registered outside a cycle are tagged pending (under the lease, as every registry
         write) so the cycle's reconcile stages and judges them; None when there is one to validate,
         else why nothing is."""
-        from mlflow_retrain.errors import RegistryError
         from mlflow_retrain.registry import Registry
 
         registry = Registry(self.config)
-        actions = []
-        for version in versions:
-            try:
-                actions.append(adoption(version, registry.get(version).tags))
-            except RegistryError as exc:  # deleted since the webhook
-                log.info("%s", exc)
+        actions = self.examine(registry, versions, adoption)
         marks = [a for a in actions if a.action == MARK]
         if marks:
             with registry.hold(self.config.registry.lease_ttl):
@@ -113,7 +114,34 @@ class Worker:
                     wanted = {T.DECISION: T.PENDING, T.TRIGGER: "event",
                               T.REASON: "registered outside a cycle; validated on MLflow's model_version.created webhook"}
                     registry.tag(action.version, {k: v for k, v in wanted.items() if k not in current or k == T.DECISION})
-        if any(a.action in (MARK, VALIDATE) for a in actions):
+        return self.skipped(actions, (MARK, VALIDATE))
+
+    def awaiting(self, versions: Sequence[str]) -> str | None:
+        """None when a signed-off version still awaits approval (the cycle carries the verdict out),
+        else why no cycle is needed: `approve`/`reject` carried it out at once, or a cycle did."""
+        from mlflow_retrain.registry import Registry
+
+        return self.skipped(self.examine(Registry(self.config), versions, signoff_due), (SIGNOFF,))
+
+    @staticmethod
+    def examine(registry: Registry, versions: Sequence[str],
+                decide: Callable[[str, Mapping[str, str]], Action]) -> list[Action]:
+        """`decide` over each version's tags as the registry has them now; a version deleted since
+        its event is left out (and logged)."""
+        from mlflow_retrain.errors import RegistryError
+
+        actions = []
+        for version in versions:
+            try:
+                actions.append(decide(version, registry.get(version).tags))
+            except RegistryError as exc:  # deleted since the webhook
+                log.info("%s", exc)
+        return actions
+
+    @staticmethod
+    def skipped(actions: Sequence[Action], go: tuple[str, ...]) -> str | None:
+        """None when any action asks for the cycle (one of `go`), else why none does."""
+        if any(a.action in go for a in actions):
             return None
         return "; ".join(a.reason for a in actions) or "the versions no longer exist"
 

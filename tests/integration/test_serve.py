@@ -3,11 +3,14 @@ process against a real store, and a real `mlflow server` delivering its own webh
 
 One `serve` (module scope, v1 already in Production) takes the signed, unsigned, stale, replayed,
 oversized and burst requests and the folder watch in turn, and is stopped with SIGTERM mid-cycle
-at the end; a second one is killed with an event pending and restarted; a third listens to MLflow.
+at the end; a second one is killed with an event pending and restarted; two more listen to one real
+`mlflow server` (module scope, started from a store where v2 of `bikes` awaits approval): one gets a
+version registered outside a cycle validated, the other carries out an approval set as the UI does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,12 +21,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 import yaml
+from mlflow.entities.webhook import WebhookEvent
+from mlflow.tracking import MlflowClient
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.serve.signing import signed_headers
@@ -269,48 +277,122 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_starts(local):
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
-def test_a_real_mlflow_server_webhook_gets_a_version_registered_outside_a_cycle_validated(tmp_path, frame,
-                                                                                          store_template: Path,
-                                                                                          make_folder, shared):
-    from cryptography.fernet import Fernet
-    from mlflow.entities.webhook import WebhookEvent
-    from mlflow.tracking import MlflowClient
+@dataclass(frozen=True)
+class Hooks:
+    """A real `mlflow server` that delivers webhooks to 127.0.0.1 over http."""
 
-    folder = make_folder(tmp_path, frame, model_name="hooked", experiment="hooked")
-    shutil.copy(store_template, tmp_path / "server.db")
+    uri: str
+    client: MlflowClient
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory, awaiting_template: Path):
+    """One `mlflow server` for the webhook tests (seconds to start), on a copy of the store where
+    `bikes` v1 is in Production and v2 awaits approval. The env vars are the ones MLflow needs to
+    deliver to http://127.0.0.1 and to keep webhook secrets; a webhook cache of 1 s makes a webhook
+    created by a test active for its next change."""
+    from cryptography.fernet import Fernet
+
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copy(awaiting_template, folder / "server.db")
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     server_env = {**os.environ, "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
                   "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true", "MLFLOW_WEBHOOK_CACHE_TTL": "1",
                   "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode()}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-                               str(tmp_path / "artifacts"), "--workers", "1"], env=server_env,
-                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"),
+                               "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
+                               str(folder / "artifacts"), "--workers", "1"], env=server_env,
+                              stdout=subprocess.DEVNULL, stderr=(folder / "server.log").open("w"),
                               start_new_session=True)
-    serve = Serve(folder, {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_RETRAIN_SECRET": SECRET}, "--watch", "off")
     try:
         wait_for(lambda: _up(f"{uri}/health") or server.poll() is not None, 90, "mlflow server")
-        assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        assert server.poll() is None, (folder / "server.log").read_text()[-2000:]
+        yield Hooks(uri, MlflowClient(uri))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+@contextlib.contextmanager
+def webhook(hooks: Hooks, serve: Serve, *events: WebhookEvent) -> Iterator[None]:
+    """A webhook to `serve` for `events`, deleted afterwards so the next test's changes are not
+    delivered to a serve that is gone."""
+    hook = hooks.client.create_webhook(name="retrain", url=f"{serve.url}/webhook", secret=SECRET, events=list(events))
+    try:
+        yield
+    finally:
+        hooks.client.delete_webhook(hook.webhook_id)
+
+
+def test_a_real_mlflow_server_webhook_gets_a_version_registered_outside_a_cycle_validated(tmp_path, frame, hooks,
+                                                                                          make_folder, shared):
+    folder = make_folder(tmp_path, frame, model_name="hooked", experiment="hooked")
+    serve = Serve(folder, {**os.environ, "MLFLOW_TRACKING_URI": hooks.uri, "MLFLOW_RETRAIN_SECRET": SECRET},
+                  "--watch", "off")
+    try:
         serve.ready()
-        client = MlflowClient(uri)
-        client.create_webhook(name="retrain", url=f"{serve.url}/webhook", secret=SECRET,
-                              events=[WebhookEvent("model_version", "created")])
-        version = _register_outside_a_cycle(uri, frame, shared.policy(Path("data"))["data"])
-        [event] = wait_for(lambda: serve.events(), 60, "MLflow's delivery")
-        assert event["kind"] == "webhook" and event["action"] == {
-            "action": "validate", "version": version,
-            "reason": f"v{version} of 'hooked' was registered outside a cycle (MLflow webhook): validate it against "
-                      "Production"}
-        [event] = serve.finished({event["id"]})
+        with webhook(hooks, serve, WebhookEvent("model_version", "created")):
+            version = _register_outside_a_cycle(hooks.uri, frame, shared.policy(Path("data"))["data"])
+            [event] = wait_for(lambda: serve.events(), 60, "MLflow's delivery")
+            assert event["kind"] == "webhook" and event["action"] == {
+                "action": "validate", "version": version,
+                "reason": f"v{version} of 'hooked' was registered outside a cycle (MLflow webhook): validate it "
+                          "against Production"}
+            [event] = serve.finished({event["id"]})
         assert event["status"] == "done" and event["result"]["cycle"] == "validate", event
         assert event["result"]["outcome"] in (T.PROMOTED, T.REJECTED)
-        judged = client.get_model_version("hooked", version)
+        judged = hooks.client.get_model_version("hooked", version)
         assert judged.tags[T.DECISION] == event["result"]["outcome"] and judged.tags[T.TRIGGER] == "event"
     finally:
         serve.stop()
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+
+
+def test_an_approval_set_as_the_mlflow_ui_sets_it_is_carried_out_by_serve_at_once(tmp_path, frame, hooks,
+                                                                                 make_folder):
+    """Issue 16 section 2: `retrain.approval=approved` typed on the version's page is carried out on
+    MLflow's `model_version_tag.set` webhook, not at the next scheduled cycle."""
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.registry import Registry, utcnow
+    from mlflow_retrain.registry.repair import examine
+
+    folder = make_folder(tmp_path, frame, validation={"require_approval": True, "approval_ttl": "7d"},
+                         triggers={"metric_threshold": {"max": 60}})  # as `awaiting_template` was made
+    client = hooks.client
+    model = client.get_registered_model("bikes")
+    assert client.get_model_version("bikes", "2").tags[T.DECISION] == T.AWAITING_APPROVAL
+    assert {a: str(v) for a, v in model.aliases.items()} == {"production": "1", "staging": "2"}
+    serve = Serve(folder, {**os.environ, "MLFLOW_TRACKING_URI": hooks.uri, "MLFLOW_RETRAIN_SECRET": SECRET},
+                  "--watch", "off")
+    try:
+        with webhook(hooks, serve, WebhookEvent("model_version_tag", "set")):
+            serve.ready()  # longer than the server's 1 s webhook cache: the new webhook is seen
+            client.set_model_version_tag("bikes", "2", T.APPROVAL, "approved")  # what the UI's tag editor does
+            signed = wait_for(lambda: [e for e in serve.events() if e["action"]["action"] == "signoff"], 60,
+                              "MLflow's delivery of the tag")
+            assert [e["summary"] for e in signed] == ["model_version_tag.set bikes v2 retrain.approval=approved"]
+            [event] = serve.finished({signed[0]["id"]})
+            events = serve.events()
+    finally:
+        serve.stop()
+    assert event["status"] == "done" and event["result"]["cycle"] == "signoff", event
+    assert event["result"]["outcome"] == T.PROMOTED and event["result"]["candidate_version"] == "2", event
+    # the cycle's own tag writes came back as webhooks too: recorded, ignored, no second cycle
+    others = [e for e in events if e["id"] != event["id"]]
+    assert others and {e["status"] for e in others} == {"ignored"}, others
+    assert all("serve acts on retrain.approval only" in e["result"]["reason"] for e in others)
+
+    v1, v2 = client.get_model_version("bikes", "1"), client.get_model_version("bikes", "2")
+    aliases = {a: str(v) for a, v in client.get_registered_model("bikes").aliases.items()}
+    assert (v1.current_stage, v2.current_stage, aliases) == ("Archived", "Production", {"production": "2"})
+    assert v2.tags[T.DECISION] == T.PROMOTED and v2.tags[T.PROMOTED_AT] and v1.tags[T.ARCHIVED_AT]
+    assert v2.tags[T.DECISION_REASON].startswith("approved through the retrain.approval tag (no name recorded")
+    assert client.get_run(event["result"]["cycle_run_id"]).data.tags[T.RUN_KIND] == "cycle"
+    mlflow.set_tracking_uri(hooks.uri)
+    try:  # every invariant of the registry holds: one Production, stage and alias agree, audit tags complete
+        assert examine(Registry(load_config(folder / "retrain.yaml")), utcnow()).healthy
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def _up(url: str) -> bool:

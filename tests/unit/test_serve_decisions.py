@@ -15,6 +15,7 @@ from mlflow_retrain.serve.events import (
     FORCE,
     IGNORE,
     MARK,
+    SIGNOFF,
     VALIDATE,
     Action,
     BadEvent,
@@ -22,6 +23,7 @@ from mlflow_retrain.serve.events import (
     adoption,
     parse_json,
     plan,
+    signoff_due,
     trigger_action,
     webhook_action,
 )
@@ -87,12 +89,68 @@ def test_a_version_registered_outside_a_cycle_is_validated():
 @pytest.mark.parametrize("payload, why", [
     (created(tags={T.CYCLE_RUN_ID: "run-1"}), "registered by cycle run-1"),
     (created(name="other"), "not the managed model"),
-    ({"entity": "model_version_tag", "action": "set", "data": {"name": "bikes", "version": "3"}},
-     "model_version.created only"),
+    ({"entity": "model_version", "action": "deleted", "data": {"name": "bikes", "version": "3"}},
+     "model_version.created and model_version_tag.set only"),
 ])
 def test_other_webhooks_are_recorded_and_ignored_with_why(payload, why):
     action = webhook_action(payload, "bikes")
     assert action.action == IGNORE and why in action.reason
+
+
+def tag_set(key: str = T.APPROVAL, value: str = "approved", name: str = "bikes", version: str = "2") -> dict:
+    """MLflow's `model_version_tag.set` delivery (`mlflow.webhooks.ModelVersionTagSetPayload`)."""
+    return {"entity": "model_version_tag", "action": "set",
+            "data": {"name": name, "version": version, "key": key, "value": value}}
+
+
+@pytest.mark.parametrize("value", ["approved", "rejected", " Approved "])
+def test_a_person_signing_off_in_the_ui_asks_for_a_cycle_that_carries_it_out(value):
+    action = webhook_action(tag_set(value=value), "bikes")
+    said = value.strip().lower()
+    assert action == Action(SIGNOFF, f"v2 {said} (retrain.approval tag, MLflow webhook): a cycle carries it out",
+                            version="2")
+
+
+@pytest.mark.parametrize("payload, why", [
+    (tag_set(key=T.DECISION, value=T.PROMOTED), "tag 'retrain.decision' set on v2: serve acts on retrain.approval only"),
+    (tag_set(key="owner", value="alice"), "tag 'owner' set on v2"),
+    (tag_set(value="yes"), "retrain.approval='yes' on v2 is neither approved nor rejected"),
+    (tag_set(value=""), "is neither approved nor rejected"),
+    (tag_set(name="other"), "model_version_tag.set for 'other' v2: not the managed model 'bikes'"),
+])
+def test_other_tags_values_and_models_are_recorded_and_ignored_with_why(payload, why):
+    action = webhook_action(payload, "bikes")
+    assert action.action == IGNORE and why in action.reason
+
+
+def test_a_sign_off_without_a_version_number_is_a_bad_event_but_other_tags_are_not_read_that_far():
+    with pytest.raises(BadEvent, match="model_version_tag.set without a version number"):
+        webhook_action(tag_set(version="latest"), "bikes")
+    assert webhook_action(tag_set(key="owner", version="latest"), "bikes").action == IGNORE
+
+
+@pytest.mark.parametrize("tags, expected, why", [
+    ({T.DECISION: T.AWAITING_APPROVAL, T.APPROVAL: "approved"}, SIGNOFF, "awaits approval"),
+    ({T.DECISION: T.PROMOTED, T.APPROVAL: "approved"}, IGNORE, "no longer awaits approval (promoted)"),
+    ({T.DECISION: T.REJECTED, T.APPROVAL: "rejected"}, IGNORE, "carried out already"),
+    ({}, IGNORE, "(no retrain.decision)"),
+])
+def test_at_run_time_a_sign_off_runs_a_cycle_only_while_the_version_still_waits(tags, expected, why):
+    action = signoff_due("2", tags)
+    assert action.action == expected and action.version == "2" and why in action.reason
+
+
+def test_a_sign_off_is_its_own_cycle_between_validation_and_a_forced_or_normal_one():
+    events = [Queued(1, Action(CYCLE, "new file")), Queued(2, Action(SIGNOFF, "s", version="2")),
+              Queued(3, Action(FORCE, "asked", source="etl")), Queued(4, Action(VALIDATE, "v", version="9")),
+              Queued(5, Action(SIGNOFF, "s", version="2"))]
+    chosen = plan(events)
+    assert [c.kind for c in chosen.calls] == [VALIDATE, SIGNOFF, FORCE]
+    assert chosen.calls[1].versions == ("2",) and chosen.calls[1].events == (2, 5)
+    assert "(1 to validate, 2 signed off, 1 forced, 1 new data) -> 3 cycle(s)" in chosen.reason
+    # a cycle that carries out a verdict evaluates no trigger: new data gets a cycle of its own
+    alone = plan([Queued(1, Action(SIGNOFF, "s", version="2")), Queued(2, Action(CYCLE, "new file"))])
+    assert [c.kind for c in alone.calls] == [SIGNOFF, CYCLE]
 
 
 def test_bodies_that_do_not_say_what_they_want_are_bad_events():
