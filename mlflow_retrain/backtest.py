@@ -374,8 +374,7 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
     undelayed = None
     if config.monitoring.label_delay:
         # the same policies had the labels come at once: what the delay costs each of them
-        instant = Replay(dataclasses.replace(config, monitoring=dataclasses.replace(
-            config.monitoring, label_delay=timedelta(0))), data, cache=cache)
+        instant = Replay(config.with_label_delay(timedelta(0)), data, cache=cache)
         undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every, jobs)
         replay.fit_count += instant.fit_count
     rule = rule or Rule(higher_is_better=config.higher_is_better)
@@ -389,8 +388,7 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
 
 def without_delay(policy: Policy) -> Policy:
     """The same policy with labels that arrive at once."""
-    monitoring = dataclasses.replace(policy.config.monitoring, label_delay=timedelta(0))
-    return dataclasses.replace(policy, config=dataclasses.replace(policy.config, monitoring=monitoring))
+    return dataclasses.replace(policy, config=policy.config.with_label_delay(timedelta(0)))
 
 
 def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], every: timedelta,

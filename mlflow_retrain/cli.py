@@ -551,8 +551,6 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
 
-    import dataclasses
-
     from mlflow_retrain import adopt
     from mlflow_retrain.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
     from mlflow_retrain.decide.choice import Rule
@@ -563,8 +561,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
     config = _load(config_path)
     span = parse_span(every, "--every") if every else config.monitoring.window
     if label_delay:
-        config = dataclasses.replace(config, monitoring=dataclasses.replace(
-            config.monitoring, label_delay=parse_span(label_delay, "--label-delay")))
+        config = config.with_label_delay(parse_span(label_delay, "--label-delay"))
     try:
         values = [float(v) for v in thresholds.split(",")] if thresholds else None
     except ValueError:

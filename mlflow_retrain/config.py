@@ -360,6 +360,11 @@ class Config:
             return None
         return t.min if self.higher_is_better else t.max
 
+    def with_label_delay(self, delay: timedelta) -> Config:
+        """The same policy with labels that arrive `delay` after the features (0: at once): what
+        `backtest --label-delay` replays, and its comparison without the delay."""
+        return dataclasses.replace(self, monitoring=dataclasses.replace(self.monitoring, label_delay=delay))
+
     def data_path(self) -> Path:
         """Relative data paths resolve against the policy file, so CI can run from anywhere."""
         path = Path(self.data.path)
