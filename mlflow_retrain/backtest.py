@@ -359,7 +359,7 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
     than a schedule with the same budget" then needs no hand-made schedule. `folds` > 0 adds the
     walk-forward view (`decide.choice`)."""
     began = time.perf_counter()
-    data = data or LabelledData.load(config)
+    data = (data or LabelledData.load(config)).whole()  # a replay reads every window: all rows, once
     every = every or config.monitoring.window
     steps = replay_steps(data, start, end, every)
     if folds and len(steps) - 1 < folds + 1:

@@ -13,6 +13,7 @@ import re
 import warnings
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -177,12 +178,17 @@ def resolve_spec(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") ->
 
 
 def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
-                  label_delay: timedelta = timedelta(0)) -> tuple[pd.DataFrame, DataConfig]:
+                  label_delay: timedelta = timedelta(0), *,
+                  newest: pd.Timestamp | None = None) -> tuple[pd.DataFrame, DataConfig]:
     """Refuse data the model cannot learn from, naming the column and what to do about it.
 
     Returns a copy sorted by time with a naive UTC datetime timestamp and categorical values as
     labels, and the resolved spec. With `label_delay`, rows of the newest `label_delay` may have no
     label yet (their features feed drift); an empty label older than that is refused as before.
+
+    `newest` says these rows are a window of a larger dataset whose newest row is then (`source.py`):
+    the label delay counts from it, and a feature empty in every row of the window is no error, since
+    it may have values in the rows not read.
     """
     if frame.empty:  # a header alone has no dtypes to resolve, but can still name the wrong columns
         require_columns(frame, spec, origin)
@@ -191,7 +197,9 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
     frame = frame.copy()
     frame[spec.timestamp] = parse_timestamps(frame[spec.timestamp], origin)
     target = frame[spec.target]
-    pending = frame[spec.timestamp] > frame[spec.timestamp].max() - pd.Timedelta(label_delay)
+    window = newest is not None
+    newest = frame[spec.timestamp].max() if newest is None else newest
+    pending = frame[spec.timestamp] > newest - pd.Timedelta(label_delay)
     if (missing := target.isna() & ~pending).any():
         within = " older than monitoring.label_delay" if label_delay else ""
         raise DataError(
@@ -199,7 +207,7 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
             "drop or label those rows" + ("" if label_delay else
                                           ", or set monitoring.label_delay if labels arrive late")
         )
-    if empty := [c for c in spec.features if frame[c].isna().all()]:
+    if not window and (empty := [c for c in spec.features if frame[c].isna().all()]):
         raise DataError(f"{origin}: feature {empty[0]!r} is empty (NaN) in every row, nothing to learn from; "
                         "fill it, or leave it out (data.features / data.exclude)")
     frame = drop_duplicates(frame, spec, origin)
@@ -298,7 +306,14 @@ class LabelledData:
 
     @classmethod
     def load(cls, config: Config) -> "LabelledData":
+        """The policy's data. A folder of Parquet files is read a window at a time (`source.py`), so
+        a cycle's memory follows its windows, not the history; anything else is read once, whole."""
         path = config.data_path()
+        files = data_files(path)
+        if path.is_dir() and all(file_kind(f) == "parquet" for f in files):
+            from mlflow_retrain.source import WindowedData
+
+            return WindowedData.open(config, path, files)
         return cls.from_frame(read_table(path), config, str(path))
 
     @classmethod
@@ -316,17 +331,31 @@ class LabelledData:
         return self.frame[self.spec.timestamp].iloc[-1]
 
     @property
+    def empty(self) -> bool:
+        return self.frame.empty
+
+    @property
     def last_labelled(self) -> pd.Timestamp:
         """The newest row with a label: where a replay or a monitor can still score (`label_delay`)."""
-        labelled = self.frame[self.spec.timestamp][self.frame[self.spec.target].notna()]
-        return labelled.iloc[-1] if len(labelled) else self.first
+        newest = self.newest(labelled=True)
+        return self.first if newest is None else newest
+
+    def newest(self, at: pd.Timestamp | None = None, *, labelled: bool = False) -> pd.Timestamp | None:
+        """The newest timestamp at or before `at` (of all rows when None), of a labelled row if
+        asked; None when there is none."""
+        stamps = self.frame[self.spec.timestamp]
+        if labelled:
+            stamps = stamps[self.frame[self.spec.target].notna()]
+        if at is not None:
+            stamps = stamps[stamps <= at]
+        return stamps.iloc[-1] if len(stamps) else None
 
     def resolve_as_of(self, as_of: str | pd.Timestamp | None, option: str = "--as-of") -> pd.Timestamp:
         """`None` means the newest labelled row; a time outside the data is a user error.
 
         `option` is what the user typed (`--from`, `--to`), so the message points at it.
         """
-        if self.frame.empty:
+        if self.empty:
             raise DataError(f"{self.origin}: holds no rows")
         if as_of is None:
             return self.last
@@ -344,10 +373,10 @@ class LabelledData:
         a cycle would judge a model on old rows and never say that nothing new came in."""
         if max_gap is None:
             return None
-        stamps = self.frame[self.spec.timestamp]
         at = (now if now is not None else pd.Timestamp.now("UTC").tz_convert(None)) if live else as_of
-        stamps = stamps[self.frame[self.spec.target].notna()]
-        newest = stamps.iloc[-1] if live else stamps[stamps <= as_of].max()
+        newest = self.newest(None if live else as_of, labelled=True)
+        if newest is None:
+            return f"no labelled rows up to {as_of.isoformat()}: labels never arrived"
         if newest.tzinfo is not None and at.tzinfo is None:
             at = at.tz_localize("UTC")
         if at - newest <= max_gap:
@@ -361,13 +390,24 @@ class LabelledData:
         """Rows in `(start, end]`; an empty window is an error because nothing can be learnt or scored."""
         rows = self.rows(window)
         if rows.empty:
-            raise DataError(f"{what} {window.iso()} holds no rows of {self.origin}; pick another --as-of or span")
+            raise self._no_rows(window, what)
         return rows
+
+    def _no_rows(self, window: Window, what: str) -> DataError:
+        return DataError(f"{what} {window.iso()} holds no rows of {self.origin}; pick another --as-of or span")
 
     def training_rows(self, as_of: pd.Timestamp, training: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The rows a candidate as of `as_of` is trained on and scored on; either window empty is an error."""
         train_window, holdout_window = training_windows(as_of, training.window, training.holdout)
         return self.cut(train_window, "training window"), self.cut(holdout_window, "holdout window")
+
+    def check_training(self, as_of: pd.Timestamp, training: TrainingConfig) -> None:
+        """Both windows of a candidate as of `as_of` hold rows: counted, not read, so checking that a
+        retrain could run costs a no-op cycle no training window's worth of memory."""
+        for window, what in zip(training_windows(as_of, training.window, training.holdout),
+                                ("training window", "holdout window")):
+            if not self.count_after(window.start, window.end):
+                raise self._no_rows(window, what)
 
     def positions(self, window: Window) -> tuple[int, int]:
         """`(lo, hi)`: the window's rows are `frame.iloc[lo:hi]`."""
@@ -381,6 +421,15 @@ class LabelledData:
     def count_after(self, start: pd.Timestamp, end: pd.Timestamp) -> int:
         lo, hi = self.positions(Window(start, end))
         return hi - lo
+
+    def slabs(self, windows: list[Window]) -> Iterator[tuple[range, LabelledData]]:
+        """Consecutive time-sorted windows in chunks, each with data holding their rows: here one chunk
+        of all of them; a dataset read by windows gives chunks of bounded size (`source.py`)."""
+        yield range(len(windows)), self
+
+    def whole(self) -> LabelledData:
+        """Every row in memory, for replays over all history (the backtest)."""
+        return self
 
     def features(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows[list(self.spec.features)]

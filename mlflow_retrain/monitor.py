@@ -239,10 +239,53 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
 
 def _score(config: Config, data: LabelledData, windows: list[Window], every: pd.Timedelta,
            promotions: list[Promotion], models: _Models, runs: dict[str, str]) -> list[MonitoredWindow]:
-    """One predict call per version over all the windows it served, then per-window group-bys."""
+    """One predict call per version over all the windows it served in a chunk, then per-window
+    group-bys. A dataset read by windows comes in chunks of bounded size (`LabelledData.slabs`): the
+    monitor's memory is a chunk's, not the history's, and the trigger history runs on across chunks."""
+    owners = [serving(promotions, w.start) for w in windows]
+    points = []
+    depth = max((t.depth for t in config.triggers.configured), default=1)
+    served: list[WindowScore] = []  # the whole windows the serving version has scored so far, in order
+    for chunk, slab in data.slabs(windows):
+        bounds, predictions, failures = _predict(slab, [windows[i] for i in chunk], [owners[i] for i in chunk],
+                                                 models)
+        for k, i in enumerate(chunk):
+            window, (lo, hi), version = windows[i], bounds[k], owners[i]
+            partial = window.end - window.start < every
+            metric = drift = latency = None
+            fired: list[str] = []
+            columns: list[ColumnDrift] = []
+            health = [failures[k]] if k in failures else []  # a model that fails is down, window whole or not
+            if i == 0 or owners[i - 1] != version:
+                served = []
+            if k in predictions and hi > lo:
+                rows = slab.frame.iloc[lo:hi]
+                pred, proba, latency = predictions[k]
+                metric = score_predictions(config, slab, rows, pred, proba).metrics.get(config.metric)
+                meter = models.meter(version, runs.get(version, "")) if version else None
+                columns = meter.columns(rows) if meter else []
+                measured = summarize(columns) if meter else None
+                drift = measured.drift_share if measured else None
+                if not partial:  # a trigger judges a whole window; the cycle never sees this partial one
+                    served.append(WindowScore(window.iso(), hi - lo, metric))
+                    fired = marks(config, window, served[-depth:], measured)
+                if config.monitoring.max_latency_ms is not None and latency > config.monitoring.max_latency_ms:
+                    health.append(f"slow: {latency:.0f} ms > {config.monitoring.max_latency_ms:.0f} ms")
+            elif not partial:
+                served.append(WindowScore(window.iso(), hi - lo, None))  # a gap in the history, never a zero
+            points.append(MonitoredWindow(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(),
+                                          metric=metric, rows=hi - lo, drift_share=drift, latency_ms=latency,
+                                          version=version, fired=fired, health=health, partial=partial,
+                                          drift_columns=columns))
+    return points
+
+
+def _predict(data: LabelledData, windows: list[Window], owners: list[str | None], models: _Models
+             ) -> tuple[list[tuple[int, int]], dict[int, tuple[np.ndarray, np.ndarray | None, float]], dict[int, str]]:
+    """Each window's rows in `data.frame`, and per window the predictions of the version that served
+    it (one predict call per version), or why it could not predict."""
     bounds = [data.positions(w) for w in windows]
     by_version: dict[str, list[int]] = {}
-    owners = [serving(promotions, w.start) for w in windows]
     for i, version in enumerate(owners):
         if version is not None:
             by_version.setdefault(version, []).append(i)
@@ -272,39 +315,7 @@ def _score(config: Config, data: LabelledData, windows: list[Window], every: pd.
             predictions[i] = (pred[offset:offset + n], None if proba is None else proba[offset:offset + n],
                               per_row_ms * n)
             offset += n
-    points = []
-    depth = max((t.depth for t in config.triggers.configured), default=1)
-    served: list[WindowScore] = []  # the whole windows the serving version has scored so far, in order
-    for i, window in enumerate(windows):
-        lo, hi = bounds[i]
-        version = owners[i]
-        partial = window.end - window.start < every
-        metric = drift = latency = None
-        fired: list[str] = []
-        columns: list[ColumnDrift] = []
-        health = [failures[i]] if i in failures else []  # a model that fails is down, window whole or not
-        if i == 0 or owners[i - 1] != version:
-            served = []
-        if i in predictions and hi > lo:
-            rows = data.frame.iloc[lo:hi]
-            pred, proba, latency = predictions[i]
-            metric = score_predictions(config, data, rows, pred, proba).metrics.get(config.metric)
-            meter = models.meter(version, runs.get(version, "")) if version else None
-            columns = meter.columns(rows) if meter else []
-            measured = summarize(columns) if meter else None
-            drift = measured.drift_share if measured else None
-            if not partial:  # a trigger judges a whole window; the cycle never sees this partial one
-                served.append(WindowScore(window.iso(), hi - lo, metric))
-                fired = marks(config, window, served[-depth:], measured)
-            if config.monitoring.max_latency_ms is not None and latency > config.monitoring.max_latency_ms:
-                health.append(f"slow: {latency:.0f} ms > {config.monitoring.max_latency_ms:.0f} ms")
-        elif not partial:
-            served.append(WindowScore(window.iso(), hi - lo, None))  # a gap in the history, never a zero
-        points.append(MonitoredWindow(start=window.start.to_pydatetime(), end=window.end.to_pydatetime(),
-                                      metric=metric, rows=hi - lo, drift_share=drift, latency_ms=latency,
-                                      version=version, fired=fired, health=health, partial=partial,
-                                      drift_columns=columns))
-    return points
+    return bounds, predictions, failures
 
 
 def marks(config: Config, window: Window, scores: list[WindowScore], drift: Any) -> list[str]:
@@ -343,8 +354,7 @@ def _health(config: Config, data: LabelledData, points: list[MonitoredWindow], s
 
 def _data_gap(data: LabelledData, at: pd.Timestamp, gap: timedelta) -> str | None:
     """A data_gap issue when the newest label at or before `at` is older than `gap` (or none exists)."""
-    _, seen = data.positions(Window(at, at))
-    newest = data.frame[data.spec.timestamp].iloc[seen - 1] if seen else None
+    newest = data.newest(at)
     if newest is not None and at - newest <= pd.Timedelta(gap):
         return None
     since = "ever" if newest is None else newest.isoformat()

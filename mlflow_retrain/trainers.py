@@ -77,7 +77,7 @@ def preflight(config: Config, via: str = PROJECT, *, data: LabelledData | None =
     the day a retrain is due."""
     chosen = trainer(config, via)
     if data is not None:
-        data.training_rows(data.last if as_of is None else as_of, config.training)
+        data.check_training(data.last if as_of is None else as_of, config.training)
     if config.training.project is None:
         check_estimator(config, data.spec if data is not None else None)
         return chosen
