@@ -22,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -186,13 +187,16 @@ class BacktestResult:
         return [Candidate(s.policy.name, s.policy.family, s.series,
                           [index[pd.Timestamp(t)] for t, _ in s.retrain_points], days) for s in self.states]
 
+    @cached_property
+    def _forward(self) -> WalkForward | None:
+        # its block bootstraps take seconds: the table, the JSON and the chart share one
+        return walk_forward(self.candidates(), self.rule, self.folds, self.day_of()) if self.folds else None
+
     def day_of(self) -> list[float]:
         return [(t - self.steps[0]) / pd.Timedelta(days=1) for t in self.steps]
 
     def walk_forward(self) -> WalkForward | None:
-        if not self.folds:
-            return None
-        return walk_forward(self.candidates(), self.rule, self.folds, self.day_of())
+        return self._forward
 
     def recommend(self) -> str:
         """The rule's choice on the whole history: what to run from now on. With folds, the table
@@ -200,6 +204,11 @@ class BacktestResult:
         return choose(self.candidates(), self.rule).chosen
 
     def table(self) -> list[dict[str, Any]]:
+        """One row per policy (and the walk-forward row); computed once, as its ties bootstrap."""
+        return [dict(row) for row in self._table]
+
+    @cached_property
+    def _table(self) -> list[dict[str, Any]]:
         candidates = self.candidates()
         curve = schedule_curve(candidates, self.rule)
         best = next((c for c in candidates if c.name == choose(candidates, self.rule).best), None)
