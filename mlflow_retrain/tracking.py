@@ -40,7 +40,61 @@ def check_tracking() -> str:
             raise TrackingServerError(
                 f"tracking server {redact(uri)} is unreachable ({type(exc).__name__}); start it or fix MLFLOW_TRACKING_URI"
             ) from None
+        check_server_store(uri)
+    else:
+        check_database(uri)
     return uri
+
+
+def check_server_store(uri: str) -> None:
+    """The server's own store answers: `/health` says only that the web process is up. With its
+    database down, a server answers API calls with 503s, or not at all while it retries creating
+    its database engine (minutes); one read of the Default experiment, before anything is written,
+    turns that into one line instead of a cycle stopped halfway by timeouts."""
+    import requests
+
+    wait = max(limits().call_timeout, 10)  # a worker's first API call opens its database connections
+    try:
+        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/get", params={"experiment_id": "0"},
+                              timeout=wait)
+    except requests.Timeout:
+        what = f"no answer within {wait} s"
+    except requests.RequestException as exc:
+        what = type(exc).__name__
+    else:
+        if answer.status_code < 500:  # 200, or 401/403 from an auth layer: the API itself answered
+            return
+        what = f"HTTP {answer.status_code}"
+    raise TrackingServerError(f"tracking server {redact(uri)} is up but its API does not answer ({what}): its "
+                              "backend store (the database behind it) is likely down; nothing was written. Check "
+                              "the server's database, then run the command again")
+
+
+_DATABASES = ("postgresql", "mysql", "mssql")
+
+
+def check_database(uri: str) -> None:
+    """A database store (`postgresql://...`) accepts a connection within seconds. Otherwise MLflow
+    retries creating its engine for about two minutes and then prints a traceback."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in _DATABASES:
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+                                          connect_args={"connect_timeout": 5} if scheme != "mssql" else {})
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001  (a missing driver, a refused connection, a wrong password, no such database)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise TrackingServerError(f"database store {redact(uri)} cannot be reached ({redact(reason)}); nothing was "
+                                  "written. Start the database or fix MLFLOW_TRACKING_URI") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def check_store(uri: str) -> None:

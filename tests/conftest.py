@@ -39,13 +39,66 @@ def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "mlflow.db"
 
 
+# The one switch for where the integration tests' `store` lives: `sqlite` (a file per test, the
+# default), `server` (a real `mlflow server` over sqlite) or `postgres` (a real `mlflow server` over
+# a real PostgreSQL, as teams deploy it). A test module can pin its own with a module-level
+# `STORE = "postgres"` (tests/integration/test_postgres.py does, so CI covers PostgreSQL every run).
+STORE_ENV = "MLFLOW_RETRAIN_TEST_STORE"
+STORE_KINDS = ("sqlite", "server", "postgres")
+
+
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind = getattr(request.module, "STORE", None) or os.environ.get(STORE_ENV, "").strip() or "sqlite"
+    if kind not in STORE_KINDS:
+        raise pytest.UsageError(f"{STORE_ENV}={kind!r}: use one of {', '.join(STORE_KINDS)}")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL cluster and an `mlflow server` over it, once per test session and xdist
+    worker (started only if a test asks); tests get a fresh database each through `store`."""
+    from stores import PostgresServer, postgres_missing
+
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(f"the PostgreSQL-backed server was not tested: {missing}")
+    # one worker process: its threads still race on separate database connections, at half the start-up CPU
+    backend = PostgresServer(tmp_path_factory.mktemp("pg-server"), workers=1)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory, store_template: Path):
+    """A real `mlflow server` over sqlite, once per session and worker; a fresh database per test."""
+    from stores import SqliteServer
+
+    backend = SqliteServer(tmp_path_factory.mktemp("sqlite-server"), store_template)
+    yield backend
+    backend.close()
+
+
+def store_backend(request: pytest.FixtureRequest):
+    """The server this test's `store` lives on (None for a sqlite file)."""
+    kind = store_kind(request)
+    return None if kind == "sqlite" else request.getfixturevalue({"server": "sqlite_server",
+                                                                   "postgres": "postgres_server"}[kind])
+
+
 @pytest.fixture
-def store(tmp_path: Path, store_template: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh real MLflow store (sqlite + local artifacts) in tmp_path, the working directory."""
+def store(tmp_path: Path, store_template: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh real MLflow store in tmp_path, the working directory: a sqlite file, or (see
+    STORE_ENV) a freshly reset database behind a real `mlflow server`."""
     import mlflow
 
-    shutil.copy(store_template, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    backend = store_backend(request)
+    if backend is None:
+        shutil.copy(store_template, tmp_path / "mlflow.db")
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    else:
+        backend.reset("clean")
+        uri = backend.uri
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -107,6 +160,19 @@ def write_policy(tmp_path: Path, small_data: Path):
     return write
 
 
+def _bootstrap(folder: Path, bike_frame: pd.DataFrame) -> None:
+    """v1 trained as of 2011-04-30 on the small policy, into the current tracking store."""
+    from mlflow_retrain.config import load_config
+    from mlflow_retrain.train import train
+
+    data = folder / "bikes.csv"
+    bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
+    path = folder / "retrain.yaml"
+    path.write_text(yaml.safe_dump(policy(data)))
+    with contextlib.chdir(folder):  # an experiment's artifact root (mlruns/) is taken from the working folder
+        train(load_config(path), as_of="2011-04-30")
+
+
 @pytest.fixture(scope="session")
 def bootstrapped_template(tmp_path_factory: pytest.TempPathFactory, store_template: Path, bike_frame) -> Path:
     """A store where v1 (trained as of 2011-04-30 on the small policy) is already in Production.
@@ -116,20 +182,12 @@ def bootstrapped_template(tmp_path_factory: pytest.TempPathFactory, store_templa
     """
     import mlflow
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.train import train
-
     folder = tmp_path_factory.mktemp("bootstrapped")
     shutil.copy(store_template, folder / "mlflow.db")
-    data = folder / "bikes.csv"
-    bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
-    path = folder / "retrain.yaml"
-    path.write_text(yaml.safe_dump(policy(data)))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    try:  # in its own folder: the experiment's artifact root (mlruns/) is taken from the working folder
-        with contextlib.chdir(folder):
-            train(load_config(path), as_of="2011-04-30")
+    try:
+        _bootstrap(folder, bike_frame)
     finally:
         mlflow.set_tracking_uri(previous)
     return folder / "mlflow.db"
@@ -165,9 +223,17 @@ def awaiting_template(tmp_path_factory: pytest.TempPathFactory, bootstrapped_tem
 
 
 @pytest.fixture
-def prod_store(store: str, bootstrapped_template: Path, tmp_path: Path) -> str:
+def prod_store(store: str, tmp_path: Path, request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory, bike_frame: pd.DataFrame) -> str:
     """A fresh copy of the bootstrapped store (v1 in Production) as this test's tracking store."""
-    shutil.copy(bootstrapped_template, tmp_path / "mlflow.db")
+    backend = store_backend(request)
+    if backend is None:  # the sqlite template is built only when a test needs it
+        shutil.copy(request.getfixturevalue("bootstrapped_template"), tmp_path / "mlflow.db")
+    elif backend.has("bootstrapped"):
+        backend.reset("bootstrapped")
+    else:  # the first test of this worker to need it: bootstrap over the server (clean now), save it
+        _bootstrap(tmp_path_factory.mktemp("bootstrapped-server"), bike_frame)
+        backend.save("bootstrapped")
     return store
 
 

@@ -14,6 +14,7 @@ only the aliases move.
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,13 +28,18 @@ from mlflow_retrain.registry.versions import ARCHIVED, PRODUCTION, STAGING, Vers
 PROMOTE, ARCHIVE, STAGE = "promote", "archive", "stage"
 
 
+# How a unique-constraint clash reads: sqlite says "(sqlite3.IntegrityError) UNIQUE constraint
+# failed", PostgreSQL "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint"
+_CLASH = re.compile(r"IntegrityError|UniqueViolation|unique constraint|duplicate key", re.IGNORECASE)
+
+
 def _retry(action, attempts: int = 5):
     """First-time alias creation from concurrent processes can hit a unique constraint: retry."""
     for attempt in range(attempts):
         try:
             return action()
         except MlflowException as exc:
-            if attempt == attempts - 1 or "IntegrityError" not in str(exc) and "UNIQUE" not in str(exc):
+            if attempt == attempts - 1 or not _CLASH.search(str(exc)):
                 raise
             time.sleep(0.05 * (attempt + 1))
     return None
@@ -149,15 +155,23 @@ class Moves:
     def set_stage(self, version: str, stage: str, archive_existing: bool = False) -> None:
         if not self.versions.config.registry.use_stages:
             return
-        holders = [v for v in self.versions.versions() if v.stage == stage and v.version != str(version)]
-        if self.versions.get(version).stage == stage and not (archive_existing and holders):
-            return
-        self.versions.before_write(f"stage {stage}")
+        holders = [v.version for v in self.versions.versions() if v.stage == stage and v.version != str(version)]
+        if self.versions.get(version).stage != stage:
+            self.versions.before_write(f"stage {stage}")
+            self._transition(version, stage)
+        # MLflow's `archive_existing_versions=True` fails on PostgreSQL whenever the version reaches
+        # the store as a string, which it always does through a tracking server (mlflow#24592:
+        # "operator does not exist: integer <> character varying"). So the other holders are archived
+        # one by one, after the move: readers of the stage see the new version from then on (the
+        # highest version wins), never an empty stage; a crash in between is finished by the intent.
+        for holder in holders if archive_existing else ():
+            self.versions.before_write(f"stage {ARCHIVED}")
+            self._transition(holder, ARCHIVED)
+
+    def _transition(self, version: str, stage: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            # int version: PostgreSQL + archive_existing_versions fails on a string (mlflow#24592)
-            self.client.transition_model_version_stage(self.name, int(version), stage,
-                                                       archive_existing_versions=archive_existing)
+            self.client.transition_model_version_stage(self.name, str(version), stage)
 
     def set_alias(self, stage: str, version: str) -> None:
         alias = self.versions.aliases[stage]
