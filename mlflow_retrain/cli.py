@@ -670,6 +670,95 @@ def serve(config_path: str, host: str, port: int, secret_file: str | None, state
     service.run(settings, sock)
 
 
+FLEET_EXAMPLES = """\b
+Policies: each *.yaml/*.yml of a folder is one policy (as for `cycle --config`); a fleet file holds
+`defaults:` (policy keys) and `models:` (a list of policies merged over them). Exit code: the worst
+model's (1 a crash > 2 a user error > 4 downtime > 3 a held lease > 0).
+"""
+
+
+@cli.group(epilog=FLEET_EXAMPLES)
+def fleet() -> None:
+    """Many models at once: a command over every policy of a folder or fleet file, in a pool of
+    worker processes that import once and serve many models. One model's failure is its own row;
+    a model named by two policies is refused before anything runs."""
+
+
+def _fleet_command(name: str, doc: str, example: str, extra: Sequence[Callable] = ()) -> Callable:
+    """A `fleet` subcommand: the options every one shares, then the command's own."""
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed([
+            click.option("--policies", "policies", required=True, multiple=True, type=click.Path(),
+                         help="A folder of policy files, or a policy or fleet file (repeatable)."),
+            click.option("--select", "select", multiple=True, metavar="TAG=VALUE",
+                         help="Only models whose registered model carries this tag, e.g. retrain.enabled=true "
+                              "(repeatable: all must hold)."),
+            click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1),
+                         help="Worker processes."),
+            *extra, json_option]):
+            f = option(f)
+        return fleet.command(name=name, help=doc, epilog=f"\b\nExample:\n  {example}\n" + EXIT_CODES)(f)
+
+    return decorate
+
+
+def _run_fleet(command: str, policies: Sequence[str], select: Sequence[str], jobs: int, as_json: bool,
+               summary_md: str | None = None, **options: Any) -> None:
+    from pathlib import Path
+
+    from mlflow_retrain.fleet import footer, run_fleet, summary_rows, to_markdown
+
+    result = run_fleet(command, [Path(p) for p in policies], jobs=jobs, select=select, **options)
+    if summary_md:
+        with open(summary_md, "a", encoding="utf-8") as out:
+            out.write(to_markdown(result))
+    emit(result.to_dict(), as_json, lambda r: "\n".join([
+        table(summary_rows(result.rows), ["model", "production", "age", "last_metric", "decision", "reason"]),
+        "", footer(result), *([f"dashboard: {result.dashboard}"] if result.dashboard else [])]))
+    if result.exit_code:
+        failed = [r for r in result.rows if r.exit_code]
+        click.echo(f"error: {len(failed)} of {len(result.rows)} model(s) did not succeed, first {failed[0].model}: "
+                   f"{failed[0].reason.splitlines()[0] if failed[0].reason else failed[0].outcome}", err=True)
+        click.get_current_context().exit(result.exit_code)
+
+
+@_fleet_command("cycle", "One controller cycle per model (each under its own lease), in parallel.",
+                "mlflow-retrain fleet cycle --policies policies/ --jobs 2 --select retrain.enabled=true", [
+                    as_of_option,
+                    click.option("--retrain-via", type=click.Choice(["project", "inprocess"]), default="project",
+                                 show_default=True, help="How a model that needs it is trained (as for `cycle`)."),
+                    click.option("--summary-md", type=click.Path(dir_okay=False), default=None,
+                                 help="Append the table as Markdown (e.g. $GITHUB_STEP_SUMMARY).")])
+def fleet_cycle(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, as_of: str | None, retrain_via: str,
+                summary_md: str | None, as_json: bool) -> None:
+    _run_fleet("cycle", policies, select, jobs, as_json, summary_md, as_of=as_of, via=retrain_via)
+
+
+@_fleet_command("check", "What a cycle of each model would decide now and why; writes nothing.",
+                "mlflow-retrain fleet check --policies fleet.yaml --json", [as_of_option])
+def fleet_check(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, as_of: str | None,
+                as_json: bool) -> None:
+    _run_fleet("check", policies, select, jobs, as_json, as_of=as_of)
+
+
+@_fleet_command("status", "Each model's Production, its age, and its last cycle's decision and reason.",
+                "mlflow-retrain fleet status --policies policies/")
+def fleet_status(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, as_json: bool) -> None:
+    _run_fleet("status", policies, select, jobs, as_json)
+
+
+@_fleet_command("monitor", "Each model's monitor and own dashboard, and the fleet's dashboard linking them.",
+                "mlflow-retrain fleet monitor --policies policies/ --out fleet-monitor/", [
+                    click.option("--out", "out_dir", default="fleet-monitor", show_default=True,
+                                 type=click.Path(file_okay=False),
+                                 help="Folder for the fleet's dashboard.html and each model's own folder.")])
+def fleet_monitor(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, out_dir: str, as_json: bool) -> None:
+    from pathlib import Path
+
+    _run_fleet("monitor", policies, select, jobs, as_json, out_dir=Path(out_dir))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The entry point: a bad option or argument is one line on stderr too (click's usage text is the
     command's --help), exit 2."""

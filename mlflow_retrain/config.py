@@ -199,7 +199,10 @@ class MonitoringConfig:
     max_data_gap: timedelta | None = None
     max_latency_ms: float | None = None
     # Evidently's HTML reports on a cycle's latest window: `on_change` only when a trigger fired (the
-    # cycle then trains and compares), `always`, or `never`; the numbers are logged every cycle
+    # cycle then trains and compares), `always`, or `never`. The window scores and the triggers are
+    # logged every cycle; the drift share when a trigger needs it, under `always`, or when the cycle
+    # retrains, so a no-op cycle of the default policy reads no drift reference and imports no
+    # Evidently (issue 15)
     reports: str = "on_change"
     # labels arrive this long after the features: a cycle at `as_of` scores, trains and validates on
     # labels up to `as_of - label_delay` only, while drift reads the features up to `as_of`
@@ -858,12 +861,17 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: policy file not found; pass --config PATH (see retrain.yaml in the README)")
+    return parse_config(read_yaml(path), origin=str(path), source=path.resolve())
+
+
+def read_yaml(path: Path) -> Any:
+    """A policy file's YAML as plain data (a key given twice refused); the fleet reads its files with
+    this too, so a policy means the same in a fleet as alone."""
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(raw, origin=str(path), source=path.resolve())

@@ -63,3 +63,9 @@ class TrainingError(RetrainError):
 class ServeError(RetrainError):
     """`serve` cannot start: no secret (or an unreadable or too short one), a port in use, a state
     folder that cannot be written, a folder to watch that is not one."""
+
+
+class FleetError(RetrainError):
+    """The fleet as a whole cannot run: no policy found where `--policies` points, two policies naming
+    one registered model, a `--select` that is not KEY=VALUE. Refused before any model runs; a problem
+    of one model's own policy is that model's row instead, and the others run."""

@@ -45,6 +45,22 @@ def test_workflow_runs_a_cycle_on_schedule_dispatch_and_events_with_a_reason():
     assert "--summary-md \"$GITHUB_STEP_SUMMARY\"" in script and "--force --reason \"$REASON\"" in script
 
 
+def cycle_step() -> dict:
+    """The workflow's step that runs `mlflow-retrain`."""
+    return next(s for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["cycle"]["steps"]
+                if s.get("name") == "Run one controller cycle")
+
+
+def recording_bin(tmp_path: Path, code: int) -> Path:
+    """A folder whose `mlflow-retrain` writes its arguments to tmp_path/args, prints {} and exits `code`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    recorder = bin_dir / "mlflow-retrain"
+    recorder.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{tmp_path}/args"\necho "{{}}"\nexit {code}\n')
+    recorder.chmod(0o755)
+    return bin_dir
+
+
 @pytest.mark.parametrize("event, reason, code, expected, exit_code", [
     ("schedule", "", 0, [], 0),
     ("workflow_dispatch", "pricing changed", 0, ["--force", "--reason", "pricing changed"], 0),
@@ -54,13 +70,7 @@ def test_workflow_runs_a_cycle_on_schedule_dispatch_and_events_with_a_reason():
 ])
 def test_the_cycle_step_passes_the_right_request_and_exit_code(tmp_path, event, reason, code, expected, exit_code):
     """Runs the step's real bash script with `mlflow-retrain` replaced by a recorder of its arguments."""
-    step = next(s for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["cycle"]["steps"]
-                if s.get("name") == "Run one controller cycle")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    recorder = bin_dir / "mlflow-retrain"
-    recorder.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > "{tmp_path}/args"\necho "{{}}"\nexit {code}\n')
-    recorder.chmod(0o755)
+    step, bin_dir = cycle_step(), recording_bin(tmp_path, code)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "EVENT": event, "REASON": reason,
            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
     done = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, cwd=tmp_path, capture_output=True, text=True)
