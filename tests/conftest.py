@@ -159,12 +159,18 @@ def policy(data_path: Path, **overrides) -> dict:
     return raw
 
 
+@pytest.fixture(scope="session")
+def small_csv(bike_frame: pd.DataFrame) -> bytes:
+    """The CSV text of `small_data`, made once per worker (to_csv took 26 ms a test)."""
+    return bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(index=False).encode()
+
+
 @pytest.fixture
-def small_data(tmp_path: Path, bike_frame: pd.DataFrame) -> Path:
+def small_data(tmp_path: Path, small_csv: bytes) -> Path:
     """Jan-Sep 2011 of the real data: enough for two training windows and later degradation."""
     path = tmp_path / "data" / "bikes.csv"
     path.parent.mkdir()
-    bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(path, index=False)
+    path.write_bytes(small_csv)
     return path
 
 
