@@ -199,7 +199,10 @@ class MonitoringConfig:
     max_data_gap: timedelta | None = None
     max_latency_ms: float | None = None
     # Evidently's HTML reports on a cycle's latest window: `on_change` only when a trigger fired (the
-    # cycle then trains and compares), `always`, or `never`; the numbers are logged every cycle
+    # cycle then trains and compares), `always`, or `never`. The window scores and the triggers are
+    # logged every cycle; the drift share when a trigger needs it, under `always`, or when the cycle
+    # retrains, so a no-op cycle of the default policy reads no drift reference and imports no
+    # Evidently (issue 15)
     reports: str = "on_change"
     # labels arrive this long after the features: a cycle at `as_of` scores, trains and validates on
     # labels up to `as_of - label_delay` only, while drift reads the features up to `as_of`

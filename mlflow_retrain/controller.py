@@ -21,7 +21,6 @@ import pandas as pd
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.data import LabelledData, Window
-from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
                                    monitoring_depth, recent_windows)
 from mlflow_retrain.decide.approval import REVALIDATE, ApprovalVerdict, hold
@@ -33,7 +32,6 @@ from mlflow_retrain.notify import notifies
 from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.registry import story
-from mlflow_retrain.reports import drift_report, quality_report, PREDICTION
 from mlflow_retrain.signoff import await_approval, awaits, carry_out, review_candidate
 from mlflow_retrain.tracking import check_tracking
 from mlflow_retrain.trainers import PROJECT, make_candidate, preflight
@@ -153,9 +151,15 @@ def last_retrain(versions: list[VersionInfo]) -> pd.Timestamp | None:
 
 def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, production: VersionInfo,
                       versions: list[VersionInfo], *, force: bool, reason: str | None, event: str | None,
-                      reports_dir: Path | None) -> tuple[RetrainDecision, list[WindowScore], DriftNumbers | None]:
-    """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`."""
-    model = registered(config, data, production.version)
+                      reports_dir: Path | None, model: Scorer | None = None
+                      ) -> tuple[RetrainDecision, list[WindowScore], DriftNumbers | None]:
+    """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`.
+
+    `model` is Production's, when the cycle loaded it already. Drift is measured (its reference, the
+    training rows, downloaded) only when a trigger needs it or the cycle writes reports: with
+    `monitoring.reports: on_change` and no drift trigger, a cycle that retrains nothing never reads
+    the reference nor imports the drift and report machinery (issue 15: a cheap no-op cycle)."""
+    model = registered(config, data, production.version) if model is None else model
     # the metric reads the windows whose labels have arrived, drift the newest features (`label_delay`)
     labelled = config.monitoring.labelled(as_of)
     scores = score_windows(config, data, model, recent_windows(labelled, config, monitoring_depth(config)))
@@ -164,10 +168,8 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
     newest = data.rows(Window.ending(as_of, config.monitoring.window)) if config.monitoring.label_delay else rows
     newest = newest if newest is not None and len(newest) else None
     wanted = reports_dir is not None and config.monitoring.reports != "never"
-    reference = load_reference(production.run_id) if newest is not None and (
-        wanted or config.triggers.needs("drift")) else None
-    # the numbers come from DriftMeter (equal to Evidently's, `drift.py`), as in the monitor and backtest
-    drift = DriftMeter(reference, data.spec).measure(newest) if reference is not None else None
+    drifting = newest is not None and (config.triggers.needs("drift") or (wanted and config.monitoring.reports == "always"))
+    reference, drift = _drift(production, data, newest) if drifting else (None, None)
     estimate = None
     if config.triggers.needs("estimate") and newest is not None:
         estimate = _estimate(config, data, model, production, newest)
@@ -177,7 +179,11 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
                       seen_until=Window.parse(seen).end if seen else None,
                       rows_since=data.count_after(trained_at, labelled), last_retrain_at=last_retrain(versions),
                       force=force, reason=reason, event=event, estimate=estimate)
-    if reference is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
+    if newest is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
+        from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
+
+        if reference is None:  # on_change, no drift trigger: measured now that the cycle retrains
+            reference, drift = _drift(production, data, newest)
         # Evidently's HTML on the window that decided: kept when something changes (`monitoring.reports`)
         if rows is not None:
             quality_report(rows.assign(**{PREDICTION: model.predict(rows)}), data.spec, config.task,
@@ -186,6 +192,15 @@ def evaluate_triggers(config: Config, data: LabelledData, as_of: pd.Timestamp, p
         drift_report(reference, newest, data.spec, reports_dir / "data_drift.html", config=config, version=production,
                      window=Window.ending(as_of, config.monitoring.window).iso())
     return decision, scores, drift
+
+
+def _drift(production: VersionInfo, data: LabelledData, newest: pd.DataFrame) -> tuple[pd.DataFrame, DriftNumbers]:
+    """Production's training rows and the newest window's drift against them, from DriftMeter (equal
+    to Evidently's numbers, `drift.py`) as in the monitor and the backtest."""
+    from mlflow_retrain.drift import DriftMeter
+
+    reference = load_reference(production.run_id)
+    return reference, DriftMeter(reference, data.spec).measure(newest)
 
 
 def _estimate(config: Config, data: LabelledData, model: Scorer, production: VersionInfo,
@@ -254,8 +269,10 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     check_tracking()
     registry = Registry(config)
     production = registry.production()
+    loaded: dict[str, Scorer] = {}  # by version: a model is loaded once a cycle (skops, a download)
     if production is not None and not dry_run:
-        registered(config, data, production.version)  # a model that no longer loads is refused before the lease
+        # a model that no longer loads is refused before the lease; the cycle scores this one under it
+        loaded[production.version] = registered(config, data, production.version)
     if not bootstrap and registry.unborn is None and not registry.exists():  # a store not made yet saw no cycle
         _refuse_silent_bootstrap(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
@@ -267,7 +284,8 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
         return report
     with registry.hold(config.registry.lease_ttl):
         report.reconciled = reconcile(config, registry, stamp.to_pydatetime())
-        return _cycle(config, data, stamp, registry, report, force=force, reason=reason, event=event, via=via)
+        return _cycle(config, data, stamp, registry, report, force=force, reason=reason, event=event, via=via,
+                      loaded=loaded)
 
 
 def _refuse_silent_bootstrap(config: Config) -> None:
@@ -290,10 +308,12 @@ def _refuse_silent_bootstrap(config: Config) -> None:
 
 
 def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport,
-             *, force: bool, reason: str | None, event: str | None, reports_dir: Path | None) -> VersionInfo | None:
+             *, force: bool, reason: str | None, event: str | None, reports_dir: Path | None,
+             loaded: dict[str, Scorer] | None = None) -> VersionInfo | None:
     production = registry.production()
     report.production_version = production.version if production else None
-    staged = registry.staging() or _unplaced(registry)
+    # a real cycle's reconcile has staged an unplaced pending version already: only a dry run looks
+    staged = registry.staging() or (_unplaced(registry) if report.dry_run else None)
     waiting = staged if awaits(staged) else None
     if waiting is not None:
         # a person signed it off (CLI or UI tag) or nobody did within approval_ttl: carried out first
@@ -327,7 +347,8 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         report.outcome = "would_retrain" if report.decision.retrain else "blocked"
         return None
     decision, scores, drift = evaluate_triggers(config, data, as_of, production, registry.versions(), force=force,
-                                                reason=reason, event=event, reports_dir=reports_dir)
+                                                reason=reason, event=event, reports_dir=reports_dir,
+                                                model=(loaded or {}).get(production.version))
     if waiting is not None:  # triggers are evaluated and reported, but only a forced retrain supersedes it
         decision = hold(decision, waiting.version, forced=force)
     report.decision, report.monitoring, report.drift = decision, scores, drift
@@ -347,7 +368,8 @@ def _unplaced(registry: Registry) -> VersionInfo | None:
 
 
 def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Registry, report: CycleReport, *,
-           force: bool, reason: str | None, event: str | None, via: str) -> CycleReport:
+           force: bool, reason: str | None, event: str | None, via: str,
+           loaded: dict[str, Scorer] | None = None) -> CycleReport:
     import mlflow
 
     from mlflow_retrain.tracking import start_run
@@ -358,7 +380,7 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
         report.cycle_run_id = run.info.run_id
         reports_dir = Path(tmp)
         production = _observe(config, data, as_of, registry, report, force=force, reason=reason, event=event,
-                              reports_dir=reports_dir)
+                              reports_dir=reports_dir, loaded=loaded)
         decision = report.decision
         if report.outcome == "would_validate":
             _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
@@ -419,37 +441,44 @@ def _log_comparison(evidence: dict[str, Any]) -> None:
 
 def _log_audit(config: Config, registry: Registry, report: CycleReport, reports_dir: Path) -> None:
     """The cycle's own record: triggers with their numbers, the decision, versions touched; the run
-    renamed after its outcome and described in Markdown for whoever opens it in the MLflow UI."""
+    renamed after its outcome and described in Markdown for whoever opens it in the MLflow UI. Its
+    metrics go in one batch and its tags in one call: each is a store round trip (a transaction on
+    sqlite), and most cycles change nothing."""
+    import time
+
     import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
     payload = report.to_dict()
     tags = {"production_version": report.production_version or "", "candidate_version": report.candidate_version or "",
             "reason": report.reason[:7900]}
     if report.stale:
         tags["data_gap"] = report.stale
+    now = int(time.time() * 1000)
+    metrics = []
     if report.decision is not None:
         tags["triggers_fired"] = ",".join(report.decision.fired)
-        for result in report.decision.results:
-            mlflow.log_metric(f"trigger.{result.kind}", float(result.fired))
-    mlflow.set_tags(tags)
+        metrics += [Metric(f"trigger.{result.kind}", float(result.fired), now, 0) for result in report.decision.results]
     # the monitoring series has its own name: `holdout_production_<metric>` is the gate's score of
     # Production on the holdout, and one name for both showed a number the gate never compared. Each
     # point is stamped with its window's end (data time), so the UI's time axis is the data's.
-    for step, score in enumerate(report.monitoring):
-        if score.metric is not None:
-            mlflow.log_metric(f"monitor_{report.metric}", score.metric, step=step,
-                              timestamp=Window.parse(score.window).end.value // 1_000_000)
+    metrics += [Metric(f"monitor_{report.metric}", score.metric, Window.parse(score.window).end.value // 1_000_000, step)
+                for step, score in enumerate(report.monitoring) if score.metric is not None]
     if report.drift is not None:
-        mlflow.log_metric("drift_share", report.drift.drift_share)
+        metrics.append(Metric("drift_share", report.drift.drift_share, now, 0))
+    run = mlflow.active_run()
+    if metrics:
+        MlflowClient().log_batch(run.info.run_id, metrics=metrics)
     mlflow.log_dict(payload, "decision.json")
     for html in sorted(reports_dir.glob("*.html")):
         mlflow.log_artifact(str(html), "reports")
         report.reports.append(f"reports/{html.name}")
     if report.promotion is not None and report.candidate_version:  # the gate's evidence, for the version's page
         registry.tag(report.candidate_version,
-                     {T.EVIDENCE: json.dumps(story.evidence(report, mlflow.active_run().info.experiment_id))})
+                     {T.EVIDENCE: json.dumps(story.evidence(report, run.info.experiment_id))})
     trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
-    mlflow.set_tags({"mlflow.runName": cycle_title(config, report)[:250],
+    mlflow.set_tags({**tags, "mlflow.runName": cycle_title(config, report)[:250],
                      "mlflow.note.content": cycle_description(config, report, trained_by)[:8000]})
 
 

@@ -28,7 +28,6 @@ from mlflow_retrain.metrics import per_row_loss, score
 from mlflow_retrain.models import Scorer, dataset_columns
 from mlflow_retrain.registry import PRODUCTION, STAGING, Registry, VersionInfo
 from mlflow_retrain.tracking import start_run
-from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
 
 if TYPE_CHECKING:
     from mlflow_retrain.estimate import PerformanceEstimator
@@ -222,6 +221,9 @@ def evaluate(
     reports: list[str] = []
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="mlflow-retrain-reports-"))
     if with_reports:
+        # imported here: every cycle imports this module, and only reports need Evidently's wrappers
+        from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
+
         out_dir.mkdir(parents=True, exist_ok=True)
         reference = load_reference(run_of(model_uri, version))
         drift_path, quality_path = out_dir / "data_drift.html", out_dir / "model_quality.html"

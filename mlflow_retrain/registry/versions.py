@@ -82,6 +82,7 @@ class Versions:
         # called before every write that matters: a fault point, then the lease's fencing check
         # while a cycle holds the lease (`Registry.hold`)
         self.fence: Callable[[str], None] = lambda step: None
+        self._exists = False  # seen to exist: it stays so (nothing here deletes a registered model)
 
     def before_write(self, step: str) -> None:
         faults.point(step)
@@ -93,11 +94,18 @@ class Versions:
         return unborn(self.registry_uri)
 
     def exists(self) -> bool:
-        """Whether the registered model exists; a store not created yet holds none, and is left uncreated."""
+        """Whether the registered model exists; a store not created yet holds none, and is left uncreated.
+
+        Asked before most reads (about ten times a cycle): once seen, the answer is remembered, since
+        a registered model is never deleted by this tool, and a person deleting it mid-cycle makes
+        the next read fail anyway."""
+        if self._exists:
+            return True
         if self.unborn is not None:
             return False
         try:
             self.client.get_registered_model(self.name)
+            self._exists = True
             return True
         except MlflowException as exc:
             if not_found(exc):
