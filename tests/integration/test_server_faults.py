@@ -113,8 +113,9 @@ def tracking_server(tmp_path: Path, store_template: Path):
 @pytest.fixture
 def faulty_policy(tmp_path: Path, write_policy) -> Path:
     (tmp_path / "slowfit.py").write_text(SLOW_ESTIMATOR)  # beside the policy: importable from it
-    # a short lease, so the next cycle does not wait long for the one the dead cycle left held
-    return write_policy(training={"estimator": "slowfit.SlowFit"}, registry={"lease_ttl": "0.3m"})
+    # a short lease, so the next cycle does not wait long for the one the dead cycle left held: 6 s,
+    # renewed every 2 s (18 s cost each test two or three refused CLI cycles, 3 s apart, first)
+    return write_policy(training={"estimator": "slowfit.SlowFit"}, registry={"lease_ttl": "0.1m"})
 
 
 def _env(server: TrackingServer, **extra: str) -> dict[str, str]:
