@@ -261,14 +261,6 @@ def prod_store(store: str, tmp_path: Path, request: pytest.FixtureRequest,
     return store
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class Server:
     uri: str
@@ -276,38 +268,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def http_server(tmp_path_factory: pytest.TempPathFactory, store_template: Path):
+def http_server(sqlite_server, request: pytest.FixtureRequest):
     """A real `mlflow server` on 127.0.0.1 with artifacts proxied through it (`mlflow-artifacts:`):
-    the deployment CI jobs talk to. It takes ~10 s to start, so a module shares one; its tests use
-    distinct model names."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    folder = tmp_path_factory.mktemp("server")
-    shutil.copy(store_template, folder / "mlflow.db")
-    port = _free_port()
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination",
-                             str(folder / "artifacts"), "--workers", "2"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield Server(uri, folder / "artifacts")
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+    the deployment CI jobs talk to. A module's tests share it and use distinct model names. It is
+    the worker's `sqlite_server` (a start costs ~10 s, seconds of CPU), reset for each module to a
+    fresh store with no artifacts: what a server started for the module would be. (When that server
+    is the whole suite's store, STORE_ENV=server, `store` resets it per test and its artifacts stay:
+    saved snapshots refer to them.)"""
+    sqlite_server.reset("clean")
+    if store_kind(request) != "server":
+        shutil.rmtree(sqlite_server.artifacts, ignore_errors=True)
+    yield Server(sqlite_server.uri, sqlite_server.artifacts)
 
 
 @pytest.fixture
