@@ -66,13 +66,13 @@ def maker(template: Path | None, write_policy, cycle: dict, prepare: str = "", *
 
 
 def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None,
-                    pick: Callable[[list[str]], list[str]] | None = None) -> int:
+                    pick: Callable[[list[str]], list[str]] | None = None, remember: str | None = None) -> int:
     """List the points with one copy, kill a fresh copy at each, then recover every copy.
 
     `skip` is another scenario's point list: the points both pass in the same order from the start
     run the same code on the same state, so they are killed once, in that other scenario. `pick`
-    narrows the points (e.g. `fault_harness.kinds`)."""
-    found = points(make(tmp_path / "probe", 1)[0], tmp_path / "points.log")
+    narrows the points (e.g. `fault_harness.kinds`). `remember` names the scenario (see `learn`)."""
+    found = learn(tmp_path / "probe", make, tmp_path / "points.log", remember)
     found = pick(found) if pick else found
     shared = 0
     while skip and shared < min(len(found), len(skip)) and found[shared] == skip[shared]:
@@ -92,8 +92,23 @@ def at_once(action: Callable, items) -> list:
         return list(pool.map(action, items))
 
 
-def probe_points(tmp_path: Path, make: Maker) -> list[str]:
-    return points(make(tmp_path / "reference", 1)[0], tmp_path / "reference.log")
+def probe_points(tmp_path: Path, make: Maker, remember: str | None = None) -> list[str]:
+    return learn(tmp_path / "reference", make, tmp_path / "reference.log", remember)
+
+
+_LEARNED: dict[str, list[str]] = {}  # points of named scenarios, learned once per worker process
+
+
+def learn(folder: Path, make: Maker, log: Path, remember: str | None = None) -> list[str]:
+    """The points a scenario's cycle passes (it completes). A scenario named by `remember` is run
+    once per process: a test that kills it and another that only needs its list (a `skip`) share the
+    run, a full cycle on a copy of its own (over HTTP it bootstraps v1 first)."""
+    if remember is None or remember not in _LEARNED:
+        found = points(make(folder, 1)[0], log)
+        if remember is None:
+            return found
+        _LEARNED[remember] = found
+    return list(_LEARNED[remember])
 
 
 def server_maker(server_uri: str, write_policy, cycle: dict, prepare: str = "", **overrides) -> Maker:

@@ -8,19 +8,29 @@ release: `fault_harness.kinds`); on sqlite (test_faults*.py) every single write 
 from __future__ import annotations
 
 from fault_harness import kinds
-from faults_common import BOOTSTRAP, CYCLE, DEGRADED, QUIET, kill_everywhere, probe_points, server_maker
+from faults_common import (
+    BOOTSTRAP,
+    CYCLE,
+    DEGRADED,
+    QUIET,
+    kill_everywhere,
+    probe_points,
+    server_maker,
+)
+
+PROMOTION = "promotion over http"  # its points are listed once for both tests that need them
 
 
 def test_a_kill_at_every_kind_of_write_of_a_promotion_over_http_converges(tmp_path, server, write_policy):
     n = kill_everywhere(tmp_path, server_maker(server.uri, write_policy, CYCLE, "bootstrapped", triggers=DEGRADED),
-                        pick=kinds)
+                        pick=kinds, remember=PROMOTION)
     assert n >= 12
 
 
 def test_a_kill_at_every_kind_of_write_of_a_rejection_and_a_bootstrap_over_http_converges(tmp_path, server,
                                                                                         write_policy):
     promotion = kinds(probe_points(tmp_path, server_maker(server.uri, write_policy, CYCLE, "bootstrapped",
-                                                          triggers=DEGRADED)))
+                                                          triggers=DEGRADED), remember=PROMOTION))
     rejected = kill_everywhere(tmp_path / "rejection", server_maker(
         server.uri, write_policy, CYCLE, "bootstrapped", triggers=DEGRADED, validation={"max_metric": 10}),
         skip=promotion, pick=kinds)
