@@ -233,7 +233,10 @@ class Versions:
 
 _HEADLINES = {T.PENDING: "Pending: waiting to be validated against Production",
               T.PROMOTED: "Promoted to Production", T.REJECTED: "Rejected by the gate",
-              T.ABANDONED: "Abandoned: replaced in Staging before it was judged"}
+              T.ABANDONED: "Abandoned: replaced in Staging before it was judged",
+              T.AWAITING_APPROVAL: "Awaiting approval: passed the gate, waits in Staging for a person",
+              T.EXPIRED: "Expired: nobody approved it within the approval TTL",
+              T.SUPERSEDED: "Superseded: replaced in Staging by a newer candidate while it awaited approval"}
 
 
 def version_markdown(version: VersionInfo) -> str:
