@@ -4,6 +4,7 @@ workers share the work): a policy per scenario, copies of a store, kill-everywhe
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,12 +12,12 @@ from pathlib import Path
 import yaml
 from fault_harness import (
     TTL,
+    TTL_SECONDS,
     Scenario,
     assert_converged,
     kill,
     points,
     recover,
-    wait_for_expiry,
 )
 
 CYCLE = {"as_of": "2011-05-31", "via": "inprocess"}
@@ -79,10 +80,24 @@ def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None,
         shared += 1
     todo = found[shared:]
     copies = make(tmp_path / "copies", len(todo))
-    at_once(lambda pair: kill(*pair), zip(copies, todo))
-    wait_for_expiry()
-    at_once(lambda pair: assert_converged(recover(pair[0]), pair[1], versions_before=1), zip(copies, todo))
+    killed = at_once(lambda pair: _timed_kill(*pair), zip(copies, todo))
+    # each copy recovers once the lease its own killed cycle left has expired: the copies killed
+    # first are ready while the last ones are still being killed (one TTL wait in all, not a TTL
+    # after the last kill before any recovery starts)
+    at_once(lambda item: assert_converged(recover(_after_expiry(item[0], item[2])), item[1], versions_before=1),
+            zip(copies, todo, killed))
     return len(todo)
+
+
+def _timed_kill(scenario: Scenario, point: str) -> float:
+    kill(scenario, point)
+    return time.monotonic()  # the child is dead: its lease was last renewed before this
+
+
+def _after_expiry(scenario: Scenario, killed: float) -> Scenario:
+    """`scenario`, once a lease its cycle (killed at monotonic time `killed`) left has expired."""
+    time.sleep(max(0.0, killed + TTL_SECONDS + 0.5 - time.monotonic()))
+    return scenario
 
 
 def at_once(action: Callable, items) -> list:
