@@ -68,7 +68,7 @@ def backtest(folder: Path, *args: str) -> dict:
 
 
 # the backtest report with only its walk-forward chart showing (Chromium supports :has)
-ONLY_WALK_FORWARD = ("<style>.ok, h1, h2, p.muted, table, div:has(> #tradeoff), div:has(> #over-time) "
+ONLY_WALK_FORWARD = ("<style>.ok, h1, h2, p.muted, table, .modebar, div:has(> #tradeoff), div:has(> #over-time) "
                      "{display: none !important}</style>")
 
 
@@ -78,7 +78,7 @@ def walk_forward_png(folder: Path, name: str, charts: Path) -> Path:
 
     page = folder / "walk-forward.html"
     page.write_text((folder / "out" / "backtest.html").read_text().replace("</head>", ONLY_WALK_FORWARD + "</head>", 1))
-    return screenshot(page.as_uri(), charts.resolve() / f"walk-forward-{name}.png", height=560)
+    return screenshot(page.as_uri(), charts.resolve() / f"walk-forward-{name}.png", height=860)
 
 
 def fmt(value, spec: str = ".1f") -> str:
