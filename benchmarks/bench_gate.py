@@ -34,10 +34,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlflow_retrain.config import load_config  # noqa: E402
-from mlflow_retrain.data import LabelledData, Window  # noqa: E402
-from mlflow_retrain.evaluate import judge, score_rows  # noqa: E402
-from mlflow_retrain.train import fit  # noqa: E402
+from mlflow_retrain.config import load_config
+from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.evaluate import judge, score_rows
+from mlflow_retrain.train import fit
 
 HOLDOUTS = (7, 14, 28)
 AGES = (7, 28)
@@ -57,6 +57,18 @@ def config_for(name: str, folder: Path):
     return load_config(folder / "retrain.yaml")
 
 
+def fitted(config, data: LabelledData, fits: dict, t: pd.Timestamp):
+    """`fit` at `t`, once per holdout (the grid's points are each other's Production and refit)."""
+    if t not in fits:
+        fits[t] = fit(config, data, t)
+    return fits[t]
+
+
+def later(config, data: LabelledData, future: pd.DataFrame, model) -> float:
+    """A model's error over the weeks after t: what promoting it would have served."""
+    return score_rows(config, data, model.scorer, future).metrics[config.metric]
+
+
 def pairs(name: str, folder: Path) -> pd.DataFrame:
     base = config_for(name, folder)
     data = LabelledData.load(base)
@@ -65,31 +77,22 @@ def pairs(name: str, folder: Path) -> pd.DataFrame:
     rows = []
     for days in HOLDOUTS:
         config = dataclasses.replace(base, training=dataclasses.replace(base.training, holdout=timedelta(days=days)))
-        fits = {}
-
-        def at(t: pd.Timestamp):
-            if t not in fits:
-                fits[t] = fit(config, data, t)
-            return fits[t]
-
+        fits: dict = {}
         for t in grid:
             future = data.cut(Window(t, t + FUTURE), "future")
             if not len(future):
                 continue
-            candidate = at(t)
-            refit = at(t + timedelta(days=days))  # trained on (t - window, t]: the holdout rows included
+            candidate = fitted(config, data, fits, t)
+            refit = fitted(config, data, fits, t + timedelta(days=days))  # trained on (t - window, t]: holdout rows in
             for age in AGES:
-                production = at(t - timedelta(days=age))
+                production = fitted(config, data, fits, t - timedelta(days=age))
                 decision, evidence = judge(config, data, candidate.holdout_rows, candidate.scorer, production.scorer)
-
-                def later(model) -> float:
-                    return score_rows(config, data, model.scorer, future).metrics[config.metric]
-
                 rows.append({"holdout": days, "age": age, "t": t, "promote": decision.promote,
                              "holdout_candidate": evidence["candidate"][config.metric],
                              "holdout_production": evidence["production"][config.metric],
-                             "future_candidate": later(candidate), "future_production": later(production),
-                             "future_refit": later(refit)})
+                             "future_candidate": later(config, data, future, candidate),
+                             "future_production": later(config, data, future, production),
+                             "future_refit": later(config, data, future, refit)})
     return pd.DataFrame(rows)
 
 
