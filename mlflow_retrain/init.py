@@ -191,7 +191,9 @@ def suggest_windows(span: timedelta, rows: int, step: timedelta) -> Windows:
     """Windows from how long the data runs and how dense it is.
 
     Monitoring: the shortest candidate that holds enough rows for a stable metric, short enough that
-    the data holds a history of them. Holdout: two of them. Training: half the data, and at least ten
+    the data holds a history of them. Holdout: one of them (every row held out is a row the candidate
+never learns from, and longer holdouts did not make the gate more often right:
+`benchmarks/bench_gate.py`). Training: half the data, and at least ten
     monitoring windows when the data allows. Retrain anyway after ten windows; not twice in one.
     """
     per_day = rows / (span / DAY)
@@ -206,13 +208,14 @@ def suggest_windows(span: timedelta, rows: int, step: timedelta) -> Windows:
     why = f"the shortest of {names} holding >= {ROWS_PER_WINDOW} rows at {per_day:,.4g} rows/day"
     if enough > cap:
         why += f", at most the span / {MIN_WINDOWS} = {format_span(floor_span(cap))} so the data holds {MIN_WINDOWS}"
-    holdout = 2 * monitoring
+    holdout = monitoring
     training = floor_span(min(max(span / 2, TRAINING_WINDOWS * monitoring), span - holdout))
     max_age = min(TRAINING_WINDOWS * monitoring, training)
     return Windows(monitoring, training, holdout, max_age, monitoring, {
         "monitoring.window": f"{why}: {count(monitoring)} each",
-        "training.holdout": f"2 monitoring windows ({count(holdout)}): the newest rows, kept out of training to "
-                            "compare candidate and Production on the same unseen data",
+        "training.holdout": f"1 monitoring window ({count(holdout)}): the newest rows, kept out of training to "
+                            "compare candidate and Production on the same unseen data; a longer holdout costs the "
+                            "candidate the newest rows without making the gate more often right",
         "training.window": f"the larger of half the span ({format_span(floor_span(span))} / 2) and "
                            f"{TRAINING_WINDOWS} monitoring windows ({format_span(TRAINING_WINDOWS * monitoring)}), "
                            f"within the span less the holdout: {count(training)}",
