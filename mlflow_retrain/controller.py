@@ -637,7 +637,10 @@ def _manual(config: Config, action: str, version: str, reason: str, as_of: str |
                              "candidate_version": target.version, "reason": reason})
             mlflow.log_dict(move.to_dict(), "decision.json")
             registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
-        return move
+    from mlflow_retrain.notify import move_event, notify
+
+    notify(config, [move_event(config.model_name, action, move.version, move.previous, reason, move.run_id)])
+    return move
 
 
 def manual_title(action: str, target: VersionInfo, production: VersionInfo | None) -> str:

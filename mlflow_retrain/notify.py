@@ -99,6 +99,19 @@ def cycle_events(report: CycleReport) -> list[Event]:
     return events
 
 
+def move_event(model_name: str, action: str, version: str, previous: str | None, reason: str, run_id: str,
+               by: str = "") -> Event:
+    """A person moved a version (`promote`, `rollback`, `approve`, `reject`): the same kinds a cycle
+    sends (promoted, rejected), so a channel that hears of promotions hears of every one."""
+    kind = REJECTED if action == "reject" else PROMOTED
+    who = f" by {by}" if by else ""
+    replacing = f", replacing v{previous}" if previous and kind == PROMOTED else ""
+    title = f"{model_name} v{version} {'rejected' if kind == REJECTED else 'promoted to Production'}" \
+            f" ({action}{who}){replacing}"
+    return Event(kind, model_name, title, reason, None, {"action": action, "version": version, "previous": previous,
+                                                          "by": by, "run_id": run_id})
+
+
 def downtime_events(model_name: str, result: MonitorResult) -> list[Event]:
     """`monitor` found downtime (a model that does not load or predict, slow windows, labels that
     stopped): the same finding that makes it exit 4, told to people."""

@@ -148,6 +148,11 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
             mlflow.log_dict(done.to_dict(), "decision.json")
             registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
     log.info("%s", title)
+    if done.outcome in (T.PROMOTED, T.REJECTED):
+        from mlflow_retrain.notify import move_event, notify
+
+        notify(config, [move_event(config.model_name, action, done.version, done.previous, reason, done.run_id,
+                                   person)])
     return done
 
 

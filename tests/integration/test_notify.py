@@ -226,3 +226,21 @@ def test_bad_notify_policy_is_one_line_exit_2_before_anything_runs(write_policy,
     assert out.exit_code == 2 and message in out.output
     assert out.output.count("\n") == 1 and out.output.startswith("error: ")
     assert not Path(tmp_path / "mlflow.db").exists() and not Path(tmp_path / "mlruns").exists()
+
+
+def test_a_move_by_hand_is_told_like_a_cycle_s(prod_store, write_policy, monkeypatch):
+    """`rollback` (and `promote`, `approve`, `reject`) moves Production outside a cycle: the channel
+    that hears of promotions hears of it, with who asked and why."""
+    from mlflow_retrain.controller import rollback
+
+    monkeypatch.setenv("RETRAIN_HOOK_SECRET", SECRET)
+    with Receiver() as generic:
+        config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}},
+                                          notify=[{"url": generic.url, "format": "json", "on": ["promoted"],
+                                                   "secret_env": "RETRAIN_HOOK_SECRET"}]))
+        assert run_cycle(config, as_of="2011-05-31", via="inprocess").outcome == "promoted"
+        move = rollback(config, reason="v2 over-predicts the holiday peak")
+    assert len(generic.got) == 2 and all(signed(item) for item in generic.got)
+    body = generic.got[1].json()
+    assert body["event"] == "promoted" and body["title"] == "bikes v1 promoted to Production (rollback), replacing v2"
+    assert body["reason"] == "v2 over-predicts the holiday peak" and body["details"]["run_id"] == move.run_id

@@ -178,3 +178,13 @@ def test_the_readme_verifier_accepts_what_we_sign_and_mlflow_signs():
         headers = {"X-MLflow-Delivery-Id": "id-7", "X-MLflow-Timestamp": stamp, "X-MLflow-Signature": signature}
         assert scope["verify"]("k3y", headers, body.encode())
         assert not scope["verify"]("other", headers, body.encode())
+
+
+def test_moves_by_hand_are_promotions_or_rejections():
+    from mlflow_retrain.notify import move_event
+
+    approved = move_event("bikes", "approve", "7", "6", "checked the weekend", "r1", "ana")
+    assert (approved.kind, approved.title) == ("promoted", "bikes v7 promoted to Production (approve by ana), replacing v6")
+    rejected = move_event("bikes", "reject", "7", None, "holiday peak", "r2", "ana")
+    assert (rejected.kind, rejected.title, rejected.reason) == ("rejected", "bikes v7 rejected (reject by ana)",
+                                                                "holiday peak")
