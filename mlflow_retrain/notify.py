@@ -93,6 +93,9 @@ def cycle_events(report: CycleReport) -> list[Event]:
                 AWAITING_APPROVAL: f"{who} passed the gate and awaits approval"}
     if report.outcome in verdicts:
         events.append(Event(report.outcome, report.model_name, verdicts[report.outcome], report.reason, payload))
+    elif report.outcome == T.EXPIRED:  # nobody signed off in time: the candidate is archived, told as a rejection
+        events.append(Event(REJECTED, report.model_name, f"{who} expired: nobody approved it in time", report.reason,
+                            payload))
     if report.stale:
         events.append(Event(DOWNTIME, report.model_name, f"{report.model_name}: labelled data stopped arriving",
                             report.stale, payload, {"health": [report.stale]}))

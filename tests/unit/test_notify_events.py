@@ -23,7 +23,7 @@ def report(outcome: str, **extra) -> CycleReport:
     r = CycleReport("bikes", "2011-05-31T00:00:00", False, outcome=outcome, production_version="1",
                     cycle_run_id="abc123", **extra)
     r.decision = RetrainDecision(True, ["metric_threshold"], [], "mae 71.2 > max 60", None)
-    if outcome in ("promoted", "rejected", "awaiting_approval"):
+    if outcome in ("promoted", "rejected", "awaiting_approval", "expired"):
         r.candidate_version = "2"
         r.promotion = PromotionDecision(outcome != "rejected", ["absolute gate: 44.7 < 90 (pass)"], "mae", 44.7,
                                         85.2, 90.0, None)
@@ -33,6 +33,7 @@ def report(outcome: str, **extra) -> CycleReport:
 
 @pytest.mark.parametrize("outcome, kinds", [
     ("promoted", ["promoted"]), ("rejected", ["rejected"]), ("awaiting_approval", ["awaiting_approval"]),
+    ("expired", ["rejected"]),  # nobody signed off within approval_ttl: archived, told as a rejection
     ("no_retrain", []), ("blocked", []), ("would_retrain", []),
 ])
 def test_a_cycle_tells_its_verdict_on_a_candidate_only(outcome, kinds):
