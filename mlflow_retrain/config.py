@@ -150,7 +150,6 @@ class DataConfig:
 # goes by unless `training.project.contract` renames it (or turns it off with an empty name).
 CONTRACT = ("as_of", "train_start", "train_end", "holdout_start", "holdout_end", "cycle_run_id", "data_path")
 ENV_MANAGERS = ("local", "virtualenv", "conda", "uv")
-BACKENDS = ("local", "databricks", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -161,8 +160,8 @@ class ProjectConfig:
     entry_point: str = "train"
     parameters: Mapping[str, Any] = field(default_factory=dict)
     env_manager: str = "local"
-    backend: str = "local"
-    backend_config: str | None = None
+    backend: str = "local"  # local | databricks | kubernetes | an installed MLflow project backend plugin
+    backend_config: str | None = None  # a .json file, as written (resolved against the policy's folder)
     version: str | None = None  # a git commit or branch of a git URI: the training code pinned
     contract: Mapping[str, str] = field(default_factory=lambda: {name: name for name in CONTRACT})
 
@@ -506,7 +505,7 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _CLASS = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
 
 
-def _project(s: _Section) -> ProjectConfig:
+def _project(s: _Section, source: Path | None) -> ProjectConfig:
     d = ProjectConfig(uri="")
     contract = dict(d.contract)
     if (names := s.sub("contract")) is not None:
@@ -526,17 +525,33 @@ def _project(s: _Section) -> ProjectConfig:
     s.done()
     if cfg.env_manager not in ENV_MANAGERS:
         raise s.fail("env_manager", f"must be one of {', '.join(ENV_MANAGERS)}, got {cfg.env_manager!r}")
-    if cfg.backend not in BACKENDS:
-        raise s.fail("backend", f"must be one of {', '.join(BACKENDS)}, got {cfg.backend!r}")
-    if cfg.backend != "local" and not cfg.backend_config:
-        raise s.fail("backend_config", f"is required for backend {cfg.backend} (a JSON file, as for mlflow run)")
+    _backend(s, cfg, source)
     clash = sorted(set(cfg.parameters) & {v for v in contract.values() if v})
     if clash:
         raise s.fail("parameters", f"set {clash}, which the controller passes itself (training.project.contract)")
     return cfg
 
 
-def _training(s: _Section, task: str) -> TrainingConfig:
+def _backend(s: _Section, cfg: ProjectConfig, source: Path | None) -> None:
+    """`training.project.backend` and its backend config, as far as the files tell (`backends.py`)."""
+    from mlflow_retrain import backends
+
+    if why := backends.unknown(cfg.backend, () if cfg.backend in backends.BUILTIN else backends.plugins()):
+        raise s.fail("backend", why)
+    if cfg.backend in backends.REMOTE and not cfg.backend_config:
+        raise s.fail("backend_config", f"is required for backend {cfg.backend} (a .json file, as for mlflow run)")
+    if not cfg.backend_config:
+        return
+    base = source.parent if source is not None else None
+    try:
+        spec = backends.read(backends.resolve(cfg.backend_config, base))
+    except ValueError as exc:
+        raise s.fail("backend_config", str(exc)) from None
+    if why := backends.problem(cfg.backend, spec, base):
+        raise s.fail("backend_config", f"{cfg.backend_config} {why}")
+
+
+def _training(s: _Section, task: str, source: Path | None = None) -> TrainingConfig:
     d = TrainingConfig()
     default = "sklearn.ensemble.HistGradientBoostingClassifier" if task == "classification" else d.estimator
     estimator = s.get("estimator", str, default)
@@ -545,7 +560,7 @@ def _training(s: _Section, task: str) -> TrainingConfig:
                                   f"package.module:function, got {estimator!r}")
     project = None
     if (p := s.sub("project")) is not None:
-        project = _project(p)
+        project = _project(p, source)
     cfg = TrainingConfig(
         estimator=estimator,
         params=s.get("params", dict, {}),
@@ -800,7 +815,7 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
         experiment=top.get("experiment", str, model_name),
         task=task,
         data=data,
-        training=_training(top.sub("training") or _Section({}, "training", origin), task),
+        training=_training(top.sub("training") or _Section({}, "training", origin), task, source),
         monitoring=monitoring,
         triggers=_triggers(top.sub("triggers") or _Section({}, "triggers", origin), task, monitoring.metric),
         validation=_validation(top.sub("validation") or _Section({}, "validation", origin), task,

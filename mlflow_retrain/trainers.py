@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlflow_retrain import backends
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config, DataConfig, ProjectConfig
 from mlflow_retrain.data import LabelledData, training_windows
@@ -72,7 +73,8 @@ def preflight(config: Config, via: str = PROJECT, *, data: LabelledData | None =
               as_of: pd.Timestamp | None = None) -> Trainer:
     """Everything about the trainer that can be checked without training, checked before the lease
     and the audit run: the factory or class imports and takes training.params, the project and its
-    entry point exist, a git repository answers; given the data, the training and holdout windows
+    entry point exist, a git repository answers, a remote backend can be reached and can run the
+    project (`backends.py`); given the data, the training and holdout windows
     ending at `as_of` (default: the newest row) hold rows. A misplaced CI job fails on day one, not on
     the day a retrain is due."""
     chosen = trainer(config, via)
@@ -81,6 +83,13 @@ def preflight(config: Config, via: str = PROJECT, *, data: LabelledData | None =
     if config.training.project is None:
         check_estimator(config, data.spec if data is not None else None)
         return chosen
+    backend = config.training.project.backend
+    if backend in backends.REMOTE:
+        import mlflow
+
+        if why := backends.missing_package(backend) or backends.tracking_problem(backend, mlflow.get_tracking_uri(),
+                                                                                 os.environ):
+            raise TrainingError(why)
     if config.training.project.is_git:
         repo = chosen.uri.split("#", 1)[0].removeprefix("git+")
         try:
@@ -98,12 +107,15 @@ def preflight(config: Config, via: str = PROJECT, *, data: LabelledData | None =
     import yaml
 
     try:
-        entry_points = (yaml.safe_load(mlproject.read_text()) or {}).get("entry_points") or {}
+        declared = yaml.safe_load(mlproject.read_text()) or {}
     except yaml.YAMLError as exc:
         raise TrainingError(f"{mlproject} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    entry_points = (declared.get("entry_points") if isinstance(declared, dict) else None) or {}
     if chosen.entry_point not in entry_points and not chosen.entry_point.endswith((".py", ".sh")):
         raise TrainingError(f"{mlproject} has no entry point {chosen.entry_point!r} "
                             f"(it has {', '.join(entry_points) or 'none'}); fix training.project.entry_point")
+    if why := backends.project_problem(backend, declared if isinstance(declared, dict) else {}):
+        raise TrainingError(f"{mlproject} {why}")
     return chosen
 
 
@@ -215,15 +227,49 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
             submitted = mlflow.projects.run(
                 uri=chosen.uri, entry_point=chosen.entry_point, parameters=params, env_manager=env_manager,
                 experiment_name=experiment or config.experiment, synchronous=False, version=project.version if project else None,
-                backend=project.backend if project else "local",
-                backend_config=project.backend_config if project else None)
+                backend=project.backend if project else "local", backend_config=backend_config(config))
             succeeded = submitted.wait()
         except (ExecutionException, MlflowException) as exc:
             raise TrainingError(f"{where} could not start: {str(exc).splitlines()[0][:400]}") from None
+        except Exception as exc:
+            from mlflow_retrain.tracking import unanswered
+
+            if project is None or project.backend in backends.BUILTIN or isinstance(exc, RetrainError) or unanswered(exc):
+                raise
+            # a plugin backend is another package's code: what it raised is one line naming it
+            raise TrainingError(f"{where} could not run on backend {project.backend} ({type(exc).__name__}: "
+                                f"{_first_line(exc)})") from None
+    if submitted.run_id is not None:
+        end_run(submitted.run_id, succeeded)
     if not succeeded:
         said = " | ".join(line for line in tail if line.strip())[-800:]
-        raise TrainingError(f"{where} failed (run {submitted.run_id}); its last lines: {said or '(no output)'}")
+        remote = project is not None and project.backend != "local"
+        on = f" on backend {project.backend}" if remote else ""
+        quiet = f"(no output here; the job's own log is on {project.backend})" if remote else "(no output)"
+        raise TrainingError(f"{where} failed{on} (run {submitted.run_id}); its last lines: {said or quiet}")
     return submitted.run_id
+
+
+def backend_config(config: Config) -> dict[str, Any] | None:
+    """The project's backend config for MLflow, its relative paths resolved against the policy's
+    folder (checked when the policy was read)."""
+    project = config.training.project
+    if project is None or not project.backend_config:
+        return None
+    base = config.source.parent if config.source is not None else None
+    return backends.for_mlflow(backends.read(backends.resolve(project.backend_config, base)), base)
+
+
+def end_run(run_id: str, succeeded: bool) -> None:
+    """End the project's run if its job did not: a remote job that died before its entry point ended
+    the run (a pod evicted, an image that does not pull) leaves it RUNNING forever otherwise. MLflow
+    does this only when it waits itself (`synchronous=True`)."""
+    from mlflow.entities import RunStatus
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(run_id).info.status)):
+        client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
 
 
 def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, chosen: Trainer, *, trigger: str,
