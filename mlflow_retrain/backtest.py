@@ -278,8 +278,9 @@ class BacktestResult:
 class Replay:
     """Caches shared by every policy: fits by as_of, window metrics and drift by (fit, window)."""
 
-    def __init__(self, config: Config, data: LabelledData, cache: bool = True):
+    def __init__(self, config: Config, data: LabelledData, cache: bool = True, client: Any = None):
         self.config, self.data, self.cache = config, data, cache
+        self.client = client  # a Dask cluster's client (`--cluster`): prefits run on its workers
         self.fits: dict[pd.Timestamp, FitResult] = {}
         self.fit_count = 0
         self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
@@ -299,13 +300,17 @@ class Replay:
         todo = [p for p in points if p not in self.fits]
         if not todo:
             return
-        if jobs == 1 or self.config.training.project is not None:  # a project's runs go one at a time
-            for point in todo:
+        if (jobs == 1 and self.client is None) or self.config.training.project is not None:
+            for point in todo:  # a project's runs go one at a time
                 self.fit(point)
             return
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
-        results = Parallel(n_jobs=jobs)(delayed(fit)(self.config, self.data, p) for p in todo)
+        # the same tasks on a cluster: the data goes to every worker once per chunk, not once per fit
+        backend = (parallel_config("dask", client=self.client, scatter=[self.config, self.data])
+                   if self.client is not None else parallel_config(n_jobs=jobs))
+        with backend:
+            results = Parallel()(delayed(fit)(self.config, self.data, p) for p in todo)
         self.fits.update(zip(todo, results))
         self.fit_count += len(todo)
 
@@ -360,13 +365,14 @@ def replay_steps(data: LabelledData, start: str, end: str | None, every: timedel
 
 def run_backtest(config: Config, *, start: str, end: str | None = None, every: timedelta | None = None,
                  policies: list[Policy] | None = None, data: LabelledData | None = None, rule: Rule | None = None,
-                 folds: int = 0, jobs: int = 1, cache: bool = True) -> BacktestResult:
+                 folds: int = 0, jobs: int = 1, cache: bool = True, client: Any = None) -> BacktestResult:
     """Replay all policies over the steps in one pass; return their table and the recommendation.
 
     When the configured policy retrained and no schedule in the set retrained as often, a second,
     short pass replays the schedule with its retrain count (`equal_budget`): the comparison "better
     than a schedule with the same budget" then needs no hand-made schedule. `folds` > 0 adds the
-    walk-forward view (`decide.choice`)."""
+    walk-forward view (`decide.choice`). With a Dask `client` (`cluster.connect`) the fits run on its
+    workers, `jobs` of them at a time; the table is the same."""
     began = time.perf_counter()
     data = (data or LabelledData.load(config)).whole()  # a replay reads every window: all rows, once
     every = every or config.monitoring.window
@@ -375,7 +381,7 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
         raise DataError(f"--folds {folds} needs at least {folds + 1} windows; the span holds {len(steps) - 1} "
                         f"steps of {format_span(every)}")
     policies = policies or default_policies(config, every)
-    replay = Replay(config, data, cache=cache)
+    replay = Replay(config, data, cache=cache, client=client)
     states = _replay(replay, policies, steps, every, jobs)
     matched = equal_budget_schedule(config, states, steps, every)
     if matched is not None:
@@ -383,7 +389,7 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
     undelayed = None
     if config.monitoring.label_delay:
         # the same policies had the labels come at once: what the delay costs each of them
-        instant = Replay(config.with_label_delay(timedelta(0)), data, cache=cache)
+        instant = Replay(config.with_label_delay(timedelta(0)), data, cache=cache, client=client)
         undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every, jobs)
         replay.fit_count += instant.fit_count
     rule = rule or Rule(higher_is_better=config.higher_is_better)

@@ -83,6 +83,13 @@ def as_of_option(f: Callable) -> Callable:
                         help="Treat this time as 'now' (default: the newest timestamp in the data).")(f)
 
 
+def cluster_option(f: Callable) -> Callable:
+    return click.option("--cluster", default=None, metavar="tcp://HOST:PORT",
+                        help="Run the tasks on the Dask scheduler at this address instead of local processes "
+                             "(pip install 'mlflow-retrain[cluster]'); its workers need mlflow-retrain, the "
+                             "data at the same paths and the same tracking server.")(f)
+
+
 def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
 
@@ -537,6 +544,7 @@ Examples:
 @click.option("--folds", default=4, show_default=True, type=int,
               help="Walk-forward folds: choose on each fold's past, score on the fold (0: in sample only).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
+@cluster_option
 @click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False),
               help="Folder for backtest.csv and backtest.html.")
 @click.option("--apply", "apply", is_flag=False, flag_value="recommended", default=None, metavar="[POLICY]",
@@ -546,13 +554,16 @@ Examples:
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
              thresholds: str | None, schedules: str | None, tolerance: float, resolution: float,
-             budget: str | None, cost: float, label_delay: str | None, folds: int, jobs: int, out_dir: str,
-             apply: str | None, yes: bool, as_json: bool) -> None:
+             budget: str | None, cost: float, label_delay: str | None, folds: int, jobs: int,
+             cluster: str | None, out_dir: str, apply: str | None, yes: bool, as_json: bool) -> None:
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
 
+    from contextlib import nullcontext
+
     from mlflow_retrain import adopt
     from mlflow_retrain.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
+    from mlflow_retrain.cluster import check_address, connect, threads
     from mlflow_retrain.decide.choice import Rule
     from mlflow_retrain.config import parse_span
     from mlflow_retrain.errors import ConfigError
@@ -579,9 +590,12 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
         adopt.check_apply(Path(config_path), apply, [p.name for p in policies])
         if not yes and not sys.stdin.isatty():
             raise ConfigError("--apply asks before it writes the policy file; pass --yes to write without asking")
+    if cluster:
+        check_address(cluster)
     check_tracking()
-    result = run_backtest(config, start=start, end=end, every=span, policies=policies, rule=rule, folds=folds,
-                          jobs=jobs)
+    with connect(cluster) if cluster else nullcontext() as client:
+        result = run_backtest(config, start=start, end=end, every=span, policies=policies, rule=rule, folds=folds,
+                              jobs=threads(client) if client else jobs, client=client)
     write_outputs(config, result, Path(out_dir))
     applied = None if apply is None else _apply(adopt.from_backtest(Path(config_path), result, apply), yes)
 
@@ -696,20 +710,21 @@ def _fleet_command(name: str, doc: str, example: str, extra: Sequence[Callable] 
                               "(repeatable: all must hold)."),
             click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1),
                          help="Worker processes."),
-            *extra, json_option]):
+            cluster_option, *extra, json_option]):
             f = option(f)
         return fleet.command(name=name, help=doc, epilog=f"\b\nExample:\n  {example}\n" + EXIT_CODES)(f)
 
     return decorate
 
 
-def _run_fleet(command: str, policies: Sequence[str], select: Sequence[str], jobs: int, as_json: bool,
+def _run_fleet(command: str, policies: Sequence[str], select: Sequence[str], jobs: int, cluster: str | None,
+               as_json: bool,
                summary_md: str | None = None, **options: Any) -> None:
     from pathlib import Path
 
     from mlflow_retrain.fleet import footer, run_fleet, summary_rows, to_markdown
 
-    result = run_fleet(command, [Path(p) for p in policies], jobs=jobs, select=select, **options)
+    result = run_fleet(command, [Path(p) for p in policies], jobs=jobs, select=select, cluster=cluster, **options)
     if summary_md:
         with open(summary_md, "a", encoding="utf-8") as out:
             out.write(to_markdown(result))
@@ -730,22 +745,23 @@ def _run_fleet(command: str, policies: Sequence[str], select: Sequence[str], job
                                  show_default=True, help="How a model that needs it is trained (as for `cycle`)."),
                     click.option("--summary-md", type=click.Path(dir_okay=False), default=None,
                                  help="Append the table as Markdown (e.g. $GITHUB_STEP_SUMMARY).")])
-def fleet_cycle(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, as_of: str | None, retrain_via: str,
-                summary_md: str | None, as_json: bool) -> None:
-    _run_fleet("cycle", policies, select, jobs, as_json, summary_md, as_of=as_of, via=retrain_via)
+def fleet_cycle(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, cluster: str | None, as_of: str | None,
+                retrain_via: str, summary_md: str | None, as_json: bool) -> None:
+    _run_fleet("cycle", policies, select, jobs, cluster, as_json, summary_md, as_of=as_of, via=retrain_via)
 
 
 @_fleet_command("check", "What a cycle of each model would decide now and why; writes nothing.",
                 "mlflow-retrain fleet check --policies fleet.yaml --json", [as_of_option])
-def fleet_check(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, as_of: str | None,
-                as_json: bool) -> None:
-    _run_fleet("check", policies, select, jobs, as_json, as_of=as_of)
+def fleet_check(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, cluster: str | None,
+                as_of: str | None, as_json: bool) -> None:
+    _run_fleet("check", policies, select, jobs, cluster, as_json, as_of=as_of)
 
 
 @_fleet_command("status", "Each model's Production, its age, and its last cycle's decision and reason.",
                 "mlflow-retrain fleet status --policies policies/")
-def fleet_status(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, as_json: bool) -> None:
-    _run_fleet("status", policies, select, jobs, as_json)
+def fleet_status(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, cluster: str | None,
+                 as_json: bool) -> None:
+    _run_fleet("status", policies, select, jobs, cluster, as_json)
 
 
 @_fleet_command("monitor", "Each model's monitor and own dashboard, and the fleet's dashboard linking them.",
@@ -753,10 +769,11 @@ def fleet_status(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, 
                     click.option("--out", "out_dir", default="fleet-monitor", show_default=True,
                                  type=click.Path(file_okay=False),
                                  help="Folder for the fleet's dashboard.html and each model's own folder.")])
-def fleet_monitor(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, out_dir: str, as_json: bool) -> None:
+def fleet_monitor(policies: tuple[str, ...], select: tuple[str, ...], jobs: int, cluster: str | None, out_dir: str,
+                  as_json: bool) -> None:
     from pathlib import Path
 
-    _run_fleet("monitor", policies, select, jobs, as_json, out_dir=Path(out_dir))
+    _run_fleet("monitor", policies, select, jobs, cluster, as_json, out_dir=Path(out_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

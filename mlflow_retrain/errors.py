@@ -69,3 +69,8 @@ class FleetError(RetrainError):
     """The fleet as a whole cannot run: no policy found where `--policies` points, two policies naming
     one registered model, a `--select` that is not KEY=VALUE. Refused before any model runs; a problem
     of one model's own policy is that model's row instead, and the others run."""
+
+
+class ClusterError(RetrainError):
+    """`--cluster` cannot be used: Dask's distributed package is not installed, no scheduler answers
+    at the address, or it has no workers. Refused before any task runs."""

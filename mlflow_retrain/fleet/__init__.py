@@ -55,10 +55,15 @@ class FleetResult:
 
 def run_fleet(command: str, policies: Sequence[Path], *, jobs: int, select: Sequence[str] = (),
               as_of: str | None = None, via: str = "project", out_dir: Path | None = None,
-              progress: bool = True) -> FleetResult:
+              progress: bool = True, cluster: str | None = None) -> FleetResult:
     """Read every policy, refuse what concerns the whole fleet (no policies, a model named twice, a bad
-    `--select`) before anything runs, then run `command` for each model in `jobs` worker processes."""
+    `--select`, a `--cluster` that does not answer) before anything runs, then run `command` for each
+    model in `jobs` worker processes, or on the Dask cluster's workers."""
     started = time.perf_counter()
+    if cluster is not None:
+        from mlflow_retrain.cluster import check_address
+
+        check_address(cluster)
     wanted = parse_selectors(select)
     members = read_members(policies)
     refuse_clashes((m.label, m.model_name) for m in members if m.model_name is not None)
@@ -76,7 +81,14 @@ def run_fleet(command: str, policies: Sequence[Path], *, jobs: int, select: Sequ
             print(f"[{len(finished)}/{len(tasks)}] {row.model}: {row.outcome} ({row.seconds:.1f} s)",
                   file=sys.stderr, flush=True)
 
-    rows = run_tasks(tasks, jobs, report)
+    if cluster is None:
+        rows = run_tasks(tasks, jobs, report)
+    else:
+        from mlflow_retrain.cluster import connect, threads
+
+        with connect(cluster) as client:
+            jobs = threads(client)
+            rows = run_tasks(tasks, jobs, report, client=client)
     kept = [r for r in rows if r.outcome != NOT_SELECTED]
     result = FleetResult(command, kept, [r.model for r in rows if r.outcome == NOT_SELECTED],
                          fleet_exit_code(r.exit_code for r in kept), time.perf_counter() - started, jobs)

@@ -81,10 +81,14 @@ class _Worker:
         self.conn.close()
 
 
-def run_tasks(tasks: Sequence[Task], jobs: int, on_row: Callable[[int, Row], None] = lambda i, row: None) -> list[Row]:
-    """Every task's row, in the tasks' order; `on_row` hears of each as it finishes (progress)."""
+def run_tasks(tasks: Sequence[Task], jobs: int, on_row: Callable[[int, Row], None] = lambda i, row: None,
+              client: Any = None) -> list[Row]:
+    """Every task's row, in the tasks' order; `on_row` hears of each as it finishes (progress). With a
+    Dask `client` (`cluster.connect`) the tasks run on its workers instead of `jobs` local ones."""
     if not tasks:
         return []
+    if client is not None:
+        return _on_cluster(tasks, client, on_row)
     context, level = _context(), logging.getLogger().getEffectiveLevel()
     rows: dict[int, Row] = {}
     queue = deque(range(len(tasks)))
@@ -125,3 +129,33 @@ def run_tasks(tasks: Sequence[Task], jobs: int, on_row: Callable[[int, Row], Non
         for worker in workers:
             worker.stop()
     return [rows[i] for i in range(len(tasks))]
+
+
+def _on_cluster(tasks: Sequence[Task], client: Any, on_row: Callable[[int, Row], None]) -> list[Row]:
+    """The tasks as Dask futures (`work.run_remote`). A task whose worker died, or that could not run
+    there (mlflow-retrain missing on the worker), is that model's `crashed` row; the others run on."""
+    from distributed import as_completed
+
+    level = logging.getLogger().getEffectiveLevel()
+    futures = client.map(_remote, list(tasks), level=level, pure=False, retries=0)
+    index = {future.key: i for i, future in enumerate(futures)}
+    rows: dict[int, Row] = {}
+    for future in as_completed(futures, loop=client.loop):
+        i = index[future.key]
+        try:
+            row = future.result()
+        except Exception as exc:  # noqa: BLE001 - whatever the cluster says, it is this model's row
+            member = tasks[i].member
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            row = Row(member.model_name or member.label, member.label, "crashed",
+                      f"its task failed on the cluster ({type(exc).__name__}: {first}); the other models ran on", 1)
+        rows[i] = row
+        on_row(i, row)
+    return [rows[i] for i in range(len(tasks))]
+
+
+def _remote(task: Task, level: int) -> Row:
+    """Imported on the worker when it runs, so a worker without mlflow-retrain fails this task alone."""
+    from mlflow_retrain.fleet import work
+
+    return work.run_remote(task, level)

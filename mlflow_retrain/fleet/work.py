@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,27 @@ def init(level: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "evidently", "git"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+_one_at_a_time = threading.Lock()
+_initialised = False
+
+
+def run_remote(task: Task, level: int) -> Row:
+    """A task on a Dask worker (`fleet --cluster`): set up as a pool worker on the first, and one task
+    at a time per worker process, whatever its thread count: a cycle sets the process's environment
+    and MLflow's global store. The worker's own environment is put back after each."""
+    global _initialised
+    with _one_at_a_time:
+        if not _initialised:
+            init(level)
+            _initialised = True
+        own = dict(os.environ)
+        try:
+            return run(task)
+        finally:
+            os.environ.clear()
+            os.environ.update(own)
 
 
 def run(task: Task) -> Row:

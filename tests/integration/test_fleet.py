@@ -53,6 +53,16 @@ def fleet_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def crash_policy(tmp_path: Path) -> Path:
+    """A fourth model's policy (tmp_path/crash/crash.yaml) whose training kills its worker process."""
+    crash = tmp_path / "crash"
+    crash.mkdir(exist_ok=True)
+    (crash / "killer.py").write_text(KILLER)
+    (crash / "crash.yaml").write_text(yaml.safe_dump(policy(
+        "load-crash", str(tmp_path / "data" / "north.csv"), training={**SHARED["training"], "estimator": "killer:make"})))
+    return crash / "crash.yaml"
+
+
 def fleet(*args: str, code: int = 0) -> tuple[dict, str]:
     out = CliRunner().invoke(cli, ["fleet", *args, "--json"])
     assert out.exit_code == code, out.output
@@ -65,17 +75,12 @@ def by_model(result: dict) -> dict[str, dict]:
 
 def test_a_fleet_bootstraps_then_idles_and_one_model_never_stops_the_others(store, fleet_dir, tmp_path):
     # bootstrap, while a fourth model's training kills its worker: that model is `crashed`, exit 1
-    crash = tmp_path / "crash"
-    crash.mkdir()
-    (crash / "killer.py").write_text(KILLER)
-    (crash / "crash.yaml").write_text(yaml.safe_dump(policy(
-        "load-crash", str(tmp_path / "data" / "north.csv"), training={**SHARED["training"], "estimator": "killer:make"})))
-    first, _ = fleet("cycle", "--policies", str(fleet_dir), "--policies", str(crash / "crash.yaml"),
+    first, _ = fleet("cycle", "--policies", str(fleet_dir), "--policies", str(crash_policy(tmp_path)),
                      "--as-of", BOOTSTRAP, "--retrain-via", "inprocess", "--jobs", "2", code=1)
     rows = by_model(first)
     assert [r["policy"] for r in first["models"]] == [
         str(fleet_dir / "north.yaml"), f"{fleet_dir / 'regions.yaml'} models[0]", f"{fleet_dir / 'regions.yaml'} models[1]",
-        str(crash / "crash.yaml")]
+        str(crash_policy(tmp_path))]
     assert rows["load-crash"]["outcome"] == "crashed" and rows["load-crash"]["exit_code"] == 1
     for name in ("load-north", "load-south", "load-east"):
         assert rows[name]["outcome"] == "promoted" and rows[name]["production"] == "1", rows[name]
