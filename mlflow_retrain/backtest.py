@@ -9,9 +9,10 @@ so the real registry is never touched.
 
 Fast without changing results: every policy that retrains at step t needs the same fit (same
 window, same parameters), so fits are cached by their `as_of` and shared; window metrics and drift
-are cached per (model, window); all policies advance together in one pass; when the
-retrain-every-window policy is present every step's fit is known in advance and fitted on all
-cores (`jobs`).
+are cached per (model, window), and a model's predictions are made in growing blocks, not window by
+window; all policies advance together in one pass; when the retrain-every-window policy is present
+every step's fit is known in advance and made ahead on the other cores (`jobs`) or a Dask cluster
+while this process scores (`fitting.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -43,7 +45,8 @@ from mlflow_retrain.decide.triggers.trend import MetricTrend
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import ConfigError, DataError
 from mlflow_retrain.estimate import ESTIMABLE, PerformanceEstimator
-from mlflow_retrain.evaluate import estimate_rows, judge, label_free, score_rows
+from mlflow_retrain.fitting import FitsAhead
+from mlflow_retrain.evaluate import estimate_rows, judge, label_free, score_predictions, score_rows
 from mlflow_retrain.metrics import worse_tail
 from mlflow_retrain.train import FitResult, fit
 from mlflow_retrain.trainers import fit_project
@@ -275,62 +278,114 @@ class BacktestResult:
                 "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
 
 
+@dataclass(frozen=True)
+class _Block:
+    """A fit's predictions on the data's rows `lo:hi`."""
+
+    lo: int
+    hi: int
+    pred: np.ndarray
+    proba: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _BlockScorer:
+    """A fit's scorer for the holdout rows `lo:hi` alone, answered from the replay's blocks."""
+
+    replay: Replay
+    model_at: pd.Timestamp
+    lo: int
+    hi: int
+
+    def predict_with_proba(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        assert len(rows) == self.hi - self.lo, "a block scorer answers for its holdout rows only"
+        return self.replay._predictions(self.model_at, self.lo, self.hi)
+
+
 class Replay:
     """Caches shared by every policy: fits by as_of, window metrics and drift by (fit, window)."""
 
-    def __init__(self, config: Config, data: LabelledData, cache: bool = True, client: Any = None):
+    def __init__(self, config: Config, data: LabelledData, cache: bool = True, jobs: int = 1, client: Any = None):
         self.config, self.data, self.cache = config, data, cache
-        self.client = client  # a Dask cluster's client (`--cluster`): prefits run on its workers
+        self.jobs, self.client = jobs, client  # where fits made ahead run: local workers or a Dask cluster
+        self.ahead: FitsAhead | None = None
         self.fits: dict[pd.Timestamp, FitResult] = {}
         self.fit_count = 0
         self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
+        self.predicted: dict[pd.Timestamp, _Block] = {}  # each fit's predictions on the rows it served
         self.meters: dict[pd.Timestamp, DriftMeter] = {}
         self.estimators: dict[pd.Timestamp, PerformanceEstimator] = {}
 
     def fit(self, as_of: pd.Timestamp) -> FitResult:
         if self.cache and as_of in self.fits:
             return self.fits[as_of]
-        result = (fit_project if self.config.training.project else fit)(self.config, self.data, as_of)
+        result = self.ahead.take(as_of) if self.ahead is not None else None
+        if result is None:
+            result = (fit_project if self.config.training.project else fit)(self.config, self.data, as_of)
         self.fit_count += 1
         self.fits[as_of] = result
         return result
 
-    def prefit(self, points: list[pd.Timestamp], jobs: int) -> None:
-        """Fit many windows on all cores; results are identical to fitting one by one."""
-        todo = [p for p in points if p not in self.fits]
-        if not todo:
-            return
-        if (jobs == 1 and self.client is None) or self.config.training.project is not None:
-            for point in todo:  # a project's runs go one at a time
-                self.fit(point)
-            return
-        from joblib import Parallel, delayed, parallel_config
+    def fit_ahead(self, points: Iterable[pd.Timestamp]) -> None:
+        """Start the fits of `points` on the other cores (or the cluster) without waiting for them; `fit`
+        collects each when a step needs it. The same models as fitting one by one."""
+        if (self.jobs == 1 and self.client is None) or self.config.training.project is not None:
+            return  # one core: fitted when needed; a project's runs go one at a time
+        if self.ahead is None:
+            self.ahead = FitsAhead(self.config, self.data, self.jobs, self.client)
+        self.ahead.submit(p for p in points if p not in self.fits)
 
-        # the same tasks on a cluster: the data goes to every worker once per chunk, not once per fit
-        backend = (parallel_config("dask", client=self.client, scatter=[self.config, self.data])
-                   if self.client is not None else parallel_config(n_jobs=jobs))
-        with backend:
-            results = Parallel()(delayed(fit)(self.config, self.data, p) for p in todo)
-        self.fits.update(zip(todo, results))
-        self.fit_count += len(todo)
+    def close(self) -> None:
+        """Stop the workers of fits made ahead (and drop fits no step collected)."""
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
 
     def window_score(self, model_at: pd.Timestamp, window: Window) -> WindowScore:
         key = (model_at, window.iso())
         if self.cache and key in self.metrics:
             return self.metrics[key]
-        rows = self.data.rows(window)
+        lo, hi = self.data.positions(window)
+        rows = self.data.frame.iloc[lo:hi]
         value = None
         if len(rows):  # the cycle's own scoring: a metric undefined on the window is None, a gap
-            value = score_rows(self.config, self.data, self.fits[model_at].scorer, rows).metrics.get(self.config.metric)
+            scorer = self.fits[model_at].scorer
+            if self.cache:
+                pred, proba = self._predictions(model_at, lo, hi)
+                scored = score_predictions(self.config, self.data, rows, pred, proba)
+            else:
+                scored = score_rows(self.config, self.data, scorer, rows)
+            value = scored.metrics.get(self.config.metric)
         result = WindowScore(window.iso(), len(rows), value)
         self.metrics[key] = result
         return result
+
+    def _predictions(self, model_at: pd.Timestamp, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The fit's predictions on rows `lo:hi`, from a block predicted in one call and grown by doubling
+        as the model keeps serving. A call has a fixed cost (input checks, the encoder) far above a day's
+        rows, and a model serving n windows then costs about log2(n) calls instead of n; a prediction
+        depends on its own row alone, so the numbers are those of predicting window by window."""
+        block = self.predicted.get(model_at)
+        if block is None or lo < block.lo or hi > block.hi:
+            start = lo if block is None else min(lo, block.lo)
+            end = min(len(self.data.frame), max(hi + (hi - lo), 0 if block is None else block.hi + (block.hi - block.lo)))
+            pred, proba = self.fits[model_at].scorer.predict_with_proba(self.data.frame.iloc[start:end])
+            block = self.predicted[model_at] = _Block(start, end, pred, proba)
+        return block.pred[lo - block.lo:hi - block.lo], None if block.proba is None else block.proba[lo - block.lo:hi - block.lo]
+
+    def judged(self, model_at: pd.Timestamp, holdout: Window) -> Any:
+        """The fit as the gate takes it (`evaluate.judge`): with the cache, its predictions on the holdout
+        come from its blocks, so Production, which has usually just scored those rows, costs nothing."""
+        if not self.cache:
+            return self.fits[model_at].scorer
+        return _BlockScorer(self, model_at, *self.data.positions(holdout))
 
     def forget(self, serving: set[pd.Timestamp], upto: pd.Timestamp) -> None:
         """Drop fits no policy serves any more. All policies advance together, so a fit made at or
         before `upto` is only ever needed again as some policy's Production model."""
         for at in [at for at in self.fits if at <= upto and at not in serving]:
             del self.fits[at]
+            self.predicted.pop(at, None)
             self.meters.pop(at, None)
             self.estimators.pop(at, None)
 
@@ -381,16 +436,22 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
         raise DataError(f"--folds {folds} needs at least {folds + 1} windows; the span holds {len(steps) - 1} "
                         f"steps of {format_span(every)}")
     policies = policies or default_policies(config, every)
-    replay = Replay(config, data, cache=cache, client=client)
-    states = _replay(replay, policies, steps, every, jobs)
-    matched = equal_budget_schedule(config, states, steps, every)
-    if matched is not None:
-        states += _replay(replay, [matched], steps, every, jobs)
+    replay = Replay(config, data, cache=cache, jobs=jobs, client=client)
+    try:
+        states = _replay(replay, policies, steps, every)
+        matched = equal_budget_schedule(config, states, steps, every)
+        if matched is not None:
+            states += _replay(replay, [matched], steps, every)
+    finally:
+        replay.close()
     undelayed = None
     if config.monitoring.label_delay:
         # the same policies had the labels come at once: what the delay costs each of them
-        instant = Replay(config.with_label_delay(timedelta(0)), data, cache=cache, client=client)
-        undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every, jobs)
+        instant = Replay(config.with_label_delay(timedelta(0)), data, cache=cache, jobs=jobs, client=client)
+        try:
+            undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every)
+        finally:
+            instant.close()
         replay.fit_count += instant.fit_count
     rule = rule or Rule(higher_is_better=config.higher_is_better)
     result = BacktestResult(steps, states, "", dataclasses.replace(rule, higher_is_better=config.higher_is_better),
@@ -406,14 +467,14 @@ def without_delay(policy: Policy) -> Policy:
     return dataclasses.replace(policy, config=policy.config.with_label_delay(timedelta(0)))
 
 
-def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], every: timedelta,
-            jobs: int) -> list[PolicyState]:
+def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], every: timedelta) -> list[PolicyState]:
     """One pass over the steps, all `policies` advancing together."""
-    # with retrain-every-window present every step's fit is known in advance: fit them on all
-    # cores, a chunk ahead at a time so memory holds a chunk, not the whole history
+    # with retrain-every-window present every step's fit is known in advance: fit them on the other
+    # cores while this one scores, a chunk ahead so memory holds a chunk, not the whole history
     labelled = replay.config.monitoring.labelled  # a fit at step t uses the labels known then
     ahead = [labelled(t) for t in steps[1:-1]] if replay.cache and any(p.every_window for p in policies) else []
-    chunk = max(32, 16 * jobs)
+    chunk = max(32, 16 * replay.jobs)
+    replay.fit_ahead(ahead[:chunk])
     start = labelled(steps[0])
     first = replay.fit(start)  # the bootstrap: every policy starts from the same first model
     states = [PolicyState(p, start, last_retrain=start, train_seconds=first.fit_seconds,
@@ -424,8 +485,8 @@ def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], e
     progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
     for index, as_of in enumerate(steps[:-1]):
         if index > 0:
-            if ahead and labelled(as_of) not in replay.fits:
-                replay.prefit(ahead[index - 1:index - 1 + chunk], jobs)
+            if ahead:
+                replay.fit_ahead(ahead[index - 1:index - 1 + chunk])
             for state in states:
                 _step(replay, state, as_of, depth[state.policy.name])
             replay.forget(serving={state.production for state in states}, upto=labelled(as_of))
@@ -477,8 +538,9 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     if not decision.retrain:
         return
     candidate = replay.fit(labelled)
-    production = replay.fits[state.production]
-    promotion, _ = judge(config, replay.data, candidate.holdout_rows, candidate.scorer, production.scorer)
+    holdout = candidate.holdout_window
+    promotion, _ = judge(config, replay.data, candidate.holdout_rows, replay.judged(labelled, holdout),
+                         replay.judged(state.production, holdout))
     state.retrains += 1
     state.train_seconds += candidate.fit_seconds
     state.last_retrain = labelled  # a version's data time is its training's (`controller.version_time`)

@@ -58,10 +58,15 @@ def test_the_cache_returns_the_same_models_as_a_fresh_fit(store, write_policy):
     assert fresh.fit(at) is not again and fresh.fit_count == 2
     rows = data.features(data.frame.tail(500))
     np.testing.assert_array_equal(first.model.predict(rows), again.model.predict(rows))
-    # parallel prefit on two cores gives the same models as fitting one by one
-    parallel = Replay(config, data)
-    parallel.prefit([at, pd.Timestamp("2011-07-31")], jobs=2)
-    np.testing.assert_array_equal(parallel.fits[at].model.predict(rows), first.model.predict(rows))
+    # fits made ahead in two worker processes are the models fitted one by one
+    parallel = Replay(config, data, jobs=2)
+    try:
+        parallel.fit_ahead([at, pd.Timestamp("2011-07-31")])
+        assert set(parallel.ahead.pending) == {at, pd.Timestamp("2011-07-31")}
+        np.testing.assert_array_equal(parallel.fit(at).model.predict(rows), first.model.predict(rows))
+        assert at not in parallel.ahead.pending and parallel.fit_count == 1
+    finally:
+        parallel.close()
 
 
 def test_policies_compared_in_one_pass_with_table_chart_and_run(store, write_policy, tmp_path):
