@@ -45,8 +45,8 @@ from mlflow_retrain.decide.triggers.trend import MetricTrend
 from mlflow_retrain.drift import DriftMeter
 from mlflow_retrain.errors import ConfigError, DataError
 from mlflow_retrain.estimate import ESTIMABLE, PerformanceEstimator
-from mlflow_retrain.fitting import FitsAhead
 from mlflow_retrain.evaluate import estimate_rows, judge, label_free, score_predictions, score_rows
+from mlflow_retrain.fitting import FitsAhead
 from mlflow_retrain.metrics import worse_tail
 from mlflow_retrain.train import FitResult, fit
 from mlflow_retrain.trainers import fit_project
@@ -349,12 +349,11 @@ class Replay:
         rows = self.data.frame.iloc[lo:hi]
         value = None
         if len(rows):  # the cycle's own scoring: a metric undefined on the window is None, a gap
-            scorer = self.fits[model_at].scorer
             if self.cache:
                 pred, proba = self._predictions(model_at, lo, hi)
                 scored = score_predictions(self.config, self.data, rows, pred, proba)
             else:
-                scored = score_rows(self.config, self.data, scorer, rows)
+                scored = score_rows(self.config, self.data, self.fits[model_at].scorer, rows)
             value = scored.metrics.get(self.config.metric)
         result = WindowScore(window.iso(), len(rows), value)
         self.metrics[key] = result
