@@ -69,9 +69,10 @@ def _in_child(scenario: Scenario, env: dict[str, str], kind: str, queue: Any) ->
 
 _CTX = mp.get_context("forkserver")
 # what a child would otherwise import itself: this module's imports, and MLflow's stores and flavor
-_CTX.set_forkserver_preload(["fault_harness", "mlflow.sklearn", "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store",
-                             "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.rest_store",
-                             "mlflow.store.model_registry.rest_store", "git", "pyarrow.parquet"])
+PRELOAD = ["fault_harness", "mlflow.sklearn", "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store",
+           "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.rest_store",
+           "mlflow.store.model_registry.rest_store", "git", "pyarrow.parquet"]
+_CTX.set_forkserver_preload(PRELOAD)
 _LOADED_IN = os.getpid()  # the fork server's pid in its children, where this module was preloaded
 _PATH_KEY = "FAULT_HARNESS_SAVED_PYTHONPATH"
 _started = False
@@ -99,6 +100,11 @@ def _start_fork_server() -> None:
 def _start_with_this_folder_on_path() -> None:
     from multiprocessing import forkserver
 
+    # A process has one fork server, and one preload list. An earlier test of this pytest worker (a
+    # fleet's pool) may have set its own list, or started the server with it: ours then never runs
+    # and every child fails its check. Stop that server (its children live on) and start ours.
+    forkserver._forkserver._stop()
+    _CTX.set_forkserver_preload(PRELOAD)
     saved = os.environ.get("PYTHONPATH", "")
     os.environ[_PATH_KEY] = saved
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), saved]))
