@@ -2,13 +2,14 @@
 
 The backtest's fits and a fleet's cycles do not depend on one another. On one machine they run in
 local worker processes (`--jobs N`); with `--cluster` the same tasks go to the workers of a running
-Dask scheduler, the standard Python engine for this: fits through joblib's `dask` backend (the code
-path is the local one, only the backend differs), a fleet's cycles as futures. Results come back in
-the tasks' order, so the table is the one a local run prints.
+Dask scheduler, the standard Python engine for this: the backtest's fits made ahead
+(`fitting.FitsAhead`, the data scattered to every worker once) and a fleet's cycles, as futures.
+Results are collected in the tasks' order, so the table is the one a local run prints.
 
 What the workers need is what a local worker has: mlflow-retrain and the model's libraries
 installed, the policies and data at the same paths (a shared disk, or object-store URIs), and the
-same tracking server. `distributed` is an optional dependency (`pip install 'mlflow-retrain[cluster]'`):
+same tracking server. A fleet's tasks carry the command's environment (the tracking server's
+credentials among them): over another machine's network use `tls://`. `distributed` is an optional dependency (`pip install 'mlflow-retrain[cluster]'`):
 only `--cluster` imports it.
 """
 
@@ -73,3 +74,8 @@ def connect(address: str, timeout: float = CONNECT_SECONDS) -> Iterator[Any]:
 def threads(client: Any) -> int:
     """How many tasks the cluster runs at once: its workers' threads."""
     return max(1, sum(client.nthreads().values()))
+
+
+def workers(client: Any) -> int:
+    """How many cycles the cluster runs at once: one per worker process (`fleet.work.run_remote`)."""
+    return max(1, len(client.nthreads()))

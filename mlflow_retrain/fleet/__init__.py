@@ -84,10 +84,10 @@ def run_fleet(command: str, policies: Sequence[Path], *, jobs: int, select: Sequ
     if cluster is None:
         rows = run_tasks(tasks, jobs, report)
     else:
-        from mlflow_retrain.cluster import connect, threads
+        from mlflow_retrain.cluster import connect, workers
 
         with connect(cluster) as client:
-            jobs = threads(client)
+            jobs = workers(client)
             rows = run_tasks(tasks, jobs, report, client=client)
     kept = [r for r in rows if r.outcome != NOT_SELECTED]
     result = FleetResult(command, kept, [r.model for r in rows if r.outcome == NOT_SELECTED],

@@ -74,7 +74,7 @@ def test_a_fleet_runs_on_the_cluster_and_a_killed_worker_is_its_models_row(store
     assert "failed on the cluster" in rows["load-crash"]["reason"], rows["load-crash"]
     for name in ("load-north", "load-south", "load-east"):
         assert (rows[name]["outcome"], rows[name]["production"]) == ("promoted", "1"), rows[name]
-    assert first["jobs"] == 2  # the cluster's worker threads
+    assert first["jobs"] == 2  # the cluster's worker processes
 
     # what the cluster says a week later is what local workers say, model for model
     cluster.wait_for_workers(2)  # the nanny restarted the killed worker
