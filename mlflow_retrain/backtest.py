@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -299,7 +300,7 @@ class _BlockScorer:
 
     def predict_with_proba(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         assert len(rows) == self.hi - self.lo, "a block scorer answers for its holdout rows only"
-        return self.replay._predictions(self.model_at, self.lo, self.hi)
+        return self.replay.predictions(self.model_at, self.lo, self.hi)
 
 
 class Replay:
@@ -350,7 +351,7 @@ class Replay:
         value = None
         if len(rows):  # the cycle's own scoring: a metric undefined on the window is None, a gap
             if self.cache:
-                pred, proba = self._predictions(model_at, lo, hi)
+                pred, proba = self.predictions(model_at, lo, hi)
                 scored = score_predictions(self.config, self.data, rows, pred, proba)
             else:
                 scored = score_rows(self.config, self.data, self.fits[model_at].scorer, rows)
@@ -359,7 +360,7 @@ class Replay:
         self.metrics[key] = result
         return result
 
-    def _predictions(self, model_at: pd.Timestamp, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def predictions(self, model_at: pd.Timestamp, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The fit's predictions on rows `lo:hi`, from a block predicted in one call and grown by doubling
         as the model keeps serving. A call has a fixed cost (input checks, the encoder) far above a day's
         rows, and a model serving n windows then costs about log2(n) calls instead of n; a prediction
@@ -435,22 +436,17 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
         raise DataError(f"--folds {folds} needs at least {folds + 1} windows; the span holds {len(steps) - 1} "
                         f"steps of {format_span(every)}")
     policies = policies or default_policies(config, every)
-    replay = Replay(config, data, cache=cache, jobs=jobs, client=client)
-    try:
+    with closing(Replay(config, data, cache=cache, jobs=jobs, client=client)) as replay:
         states = _replay(replay, policies, steps, every)
         matched = equal_budget_schedule(config, states, steps, every)
         if matched is not None:
             states += _replay(replay, [matched], steps, every)
-    finally:
-        replay.close()
     undelayed = None
     if config.monitoring.label_delay:
         # the same policies had the labels come at once: what the delay costs each of them
-        instant = Replay(config.with_label_delay(timedelta(0)), data, cache=cache, jobs=jobs, client=client)
-        try:
+        with closing(Replay(config.with_label_delay(timedelta(0)), data, cache=cache, jobs=jobs,
+                            client=client)) as instant:
             undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every)
-        finally:
-            instant.close()
         replay.fit_count += instant.fit_count
     rule = rule or Rule(higher_is_better=config.higher_is_better)
     result = BacktestResult(steps, states, "", dataclasses.replace(rule, higher_is_better=config.higher_is_better),
