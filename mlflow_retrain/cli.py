@@ -6,6 +6,8 @@ unreachable server), 3 the lease is held by another cycle, 4 monitoring found do
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import sys
@@ -779,6 +781,12 @@ def fleet_monitor(policies: tuple[str, ...], select: tuple[str, ...], jobs: int,
 def main(argv: Sequence[str] | None = None) -> None:
     """The entry point: a bad option or argument is one line on stderr too (click's usage text is the
     command's --help), exit 2."""
+    # At exit CPython's last collection walks every object the imports made (MLflow, scikit-learn,
+    # pandas, SQLAlchemy): about 1 s of CPU at the end of a 4-5 s no-op cycle, to free memory the OS
+    # takes back anyway. Frozen objects are left out of it; atexit handlers (MLflow's end of run,
+    # logging's flush, temporary folders) still run first. Registered here, not at import, so that a
+    # process that only imports the CLI (pytest) exits as usual.
+    atexit.register(gc.freeze)
     try:
         code = cli.main(args=list(argv) if argv is not None else None, prog_name="mlflow-retrain",
                         standalone_mode=False)
