@@ -129,7 +129,12 @@ def load(model_uri: str, config: Config, spec: DataConfig) -> Scorer:
     loader = {"sklearn": "mlflow.sklearn", "xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm",
               "pyfunc": "mlflow.pyfunc"}[flavor]
     try:
-        model = importlib.import_module(loader).load_model(local)
+        if flavor == "sklearn":
+            from mlflow_retrain import model_cache
+
+            model = model_cache.load_sklearn(local, meta.flavors["sklearn"])
+        else:
+            model = importlib.import_module(loader).load_model(local)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ModelError(f"{model_uri} ({flavor} flavor) needs {exc.name or exc} installed to load") from None
     return Scorer(model, columns, flavor)

@@ -48,6 +48,15 @@ if _tmpfs():
     os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", _tmpfs())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The audited-model cache (`mlflow_retrain.model_cache`) of this test process and the commands it
+    starts: its own folder, not the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    os.environ["MLFLOW_RETRAIN_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mlflow.tracking import MlflowClient

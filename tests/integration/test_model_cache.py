@@ -1,0 +1,125 @@
+"""The audited-model cache: a skops model loaded once through skops, then from this machine's copy.
+
+Real skops files written by `mlflow.sklearn.save_model`, real fresh processes for what each load
+imports; a stale or foreign copy must never be served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlflow_retrain import model_cache
+
+TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+ROWS = pd.DataFrame({"x": np.linspace(0, 10, 200), "z": np.sin(np.linspace(0, 10, 200))})
+
+# load in a fresh interpreter: the predictions and whether skops was imported for them
+LOAD = """
+import json, sys
+from mlflow.models import Model
+import pandas as pd
+from mlflow_retrain import model_cache
+model = model_cache.load_sklearn(sys.argv[1], Model.load(sys.argv[1]).flavors["sklearn"])
+rows = pd.read_json(sys.argv[2])
+print(json.dumps({"skops": "skops.io" in sys.modules, "pred": model.predict(rows).tolist()}))
+"""
+
+
+def save(folder: Path, depth: int) -> Path:
+    import mlflow.sklearn
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    model = HistGradientBoostingRegressor(max_depth=depth, random_state=0).fit(ROWS, ROWS.x * 2 + ROWS.z)
+    mlflow.sklearn.save_model(model, folder, skops_trusted_types=TRUSTED)
+    return folder
+
+
+def flavor(folder: Path) -> dict:
+    from mlflow.models import Model
+
+    return Model.load(str(folder)).flavors["sklearn"]
+
+
+def copies(cache: Path) -> list[Path]:
+    return sorted((cache / "models").glob("*.pkl"))
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(model_cache.ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_second_process_loads_the_model_without_skops(tmp_path: Path, cache: Path) -> None:
+    model = save(tmp_path / "model", depth=3)
+    rows = tmp_path / "rows.json"
+    ROWS.to_json(rows)
+    runs = [json.loads(subprocess.run([sys.executable, "-c", LOAD, str(model), str(rows)], check=True,
+                                      capture_output=True, text=True, env=os.environ).stdout) for _ in range(2)]
+    assert [r["skops"] for r in runs] == [True, False]
+    assert runs[0]["pred"] == runs[1]["pred"]
+    [kept] = copies(cache)
+    assert kept.stat().st_mode & 0o777 == 0o600 and (cache / "models").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_changed_model_or_trusted_list_is_never_served_from_an_old_copy(tmp_path: Path, cache: Path) -> None:
+    folder = save(tmp_path / "model", depth=2)
+    first = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+    assert len(copies(cache)) == 1
+    # the artifact replaced by another model at the same place: its own copy, its own predictions
+    second_folder = save(tmp_path / "other", depth=6)
+    (folder / "model.skops").write_bytes((second_folder / "model.skops").read_bytes())
+    second = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+    assert len(copies(cache)) == 2 and not np.allclose(first, second)
+    # the same bytes with another trusted list went through skops again (a third copy)
+    meta = yaml.safe_load((folder / "MLmodel").read_text())
+    meta["flavors"]["sklearn"]["skops_trusted_types"] = [*TRUSTED, "sklearn.tree._tree.Tree"]
+    (folder / "MLmodel").write_text(yaml.safe_dump(meta))
+    third = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+    assert len(copies(cache)) == 3 and np.array_equal(second, third)
+
+
+def test_an_unreadable_copy_is_loaded_through_skops_and_written_again(tmp_path: Path, cache: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    folder = save(tmp_path / "model", depth=3)
+    expected = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+    [kept] = copies(cache)
+    kept.write_bytes(kept.read_bytes()[:100])
+    assert np.array_equal(model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS), expected)
+    assert "unreadable" in caplog.text and kept.stat().st_size > 100
+
+
+def test_no_cache_when_turned_off_or_when_mlflow_forbids_unpickling(tmp_path: Path, cache: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    folder = save(tmp_path / "model", depth=3)
+    monkeypatch.setenv(model_cache.ENV, "")
+    model_cache.load_sklearn(str(folder), flavor(folder))
+    assert not cache.exists()
+    monkeypatch.setenv(model_cache.ENV, str(cache))
+    model_cache.load_sklearn(str(folder), flavor(folder))
+    assert len(copies(cache)) == 1
+    # MLflow's switch against unpickling model files holds for the cached copy too
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        model_cache.load_sklearn(str(folder), flavor(folder))
+
+
+def test_only_the_newest_copies_are_kept(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_cache, "KEEP", 2)
+    folders = [save(tmp_path / f"m{depth}", depth=depth) for depth in (2, 3, 4)]
+    for folder in folders:
+        model_cache.load_sklearn(str(folder), flavor(folder))
+    assert len(copies(cache)) == 2
+    model_cache.load_sklearn(str(folders[-1]), flavor(folders[-1]))  # the newest, served from its copy
+    assert len(copies(cache)) == 2
