@@ -13,6 +13,7 @@ without the interpreter's teardown.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -118,3 +119,16 @@ class ForkedCli:
     def close(self) -> None:
         self.helper.stdin.close()
         self.helper.wait(30)
+
+
+_shared: ForkedCli | None = None
+
+
+def run(args: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 300) -> Done:
+    """One command through this test process's helper (started on first use, ended at exit)."""
+    global _shared
+    if _shared is None or _shared.helper.poll() is not None:
+        _shared = ForkedCli()
+        atexit.register(_shared.close)
+    return _shared.run(args, cwd=cwd or Path.cwd(), env=os.environ.copy() if env is None else env, timeout=timeout)

@@ -19,6 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import forked_cli
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -37,9 +38,8 @@ def _cycle_cmd(path: str, as_of: str) -> list[str]:
             "--retrain-via", "inprocess", "--json"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], env=os.environ.copy(),
-                          capture_output=True, text=True, timeout=300, check=False)
+def _cli(*args: str) -> forked_cli.Done:
+    return forked_cli.run(args)
 
 
 def _wait(what: str, ready, timeout: float = 120, every: float = 0.05):

@@ -39,7 +39,8 @@ def save(folder: Path, depth: int) -> Path:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     model = HistGradientBoostingRegressor(max_depth=depth, random_state=0).fit(ROWS, ROWS.x * 2 + ROWS.z)
-    mlflow.sklearn.save_model(model, folder, skops_trusted_types=TRUSTED)
+    # requirements named: MLflow would otherwise infer them by loading the model in a new interpreter
+    mlflow.sklearn.save_model(model, folder, skops_trusted_types=TRUSTED, pip_requirements=["scikit-learn"])
     return folder
 
 

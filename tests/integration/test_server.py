@@ -13,19 +13,18 @@ import os
 import subprocess
 import sys
 
+import forked_cli
 import mlflow
 from mlflow.tracking import MlflowClient
+from test_registry import _take  # spawned children import it by this name too
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import load_config
 from mlflow_retrain.registry import Registry
 
-from test_registry import _take  # spawned children import it by this name too
 
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], env=os.environ.copy(),
-                          capture_output=True, text=True, timeout=300)
+def _cli(*args: str) -> forked_cli.Done:
+    return forked_cli.run(args)
 
 
 def test_two_cycles_over_http_one_trains_and_promotes_with_artifacts_on_the_server(server, write_policy):

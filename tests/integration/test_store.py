@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import forked_cli
 import pytest
 import yaml
 
 
-def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, **env: str) -> forked_cli.Done:
     base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    return subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], cwd=cwd, env={**base, **env},
-                          capture_output=True, text=True, timeout=300)
+    return forked_cli.run(args, cwd=cwd, env={**base, **env})
 
 
 def test_from_another_folder_the_policy_reaches_the_store_beside_it(prod_store, write_policy, tmp_path):
@@ -130,7 +128,7 @@ def test_check_on_a_folder_without_a_store_creates_none(tmp_path, monkeypatch, s
 
 def test_read_only_commands_without_a_store_say_so_and_create_none(tmp_path):
     """status, doctor and compare read the registry: with no store yet they say there is nothing
-    registered (one line, exit 2) and create nothing; run as a user would, in a subprocess."""
+    registered (one line, exit 2) and create nothing; run as a user would, in a process of its own."""
     policy = _fresh_folder(tmp_path, ".csv")
     before = _listing(tmp_path)
     said = (f"error: no store yet: {tmp_path / 'mlflow.db'} does not exist, so nothing is registered; "
