@@ -18,7 +18,7 @@ MLflow refuses as before).
 
 `MLFLOW_RETRAIN_CACHE_DIR` moves the folder (default `$XDG_CACHE_HOME/mlflow-retrain`, else
 `~/.cache/mlflow-retrain`); an empty value turns the cache off. A folder that cannot be written is
-the same as none. The newest `KEEP` models are kept.
+the same as none. The newest `KEEP` models are kept, as long as they fit in `BUDGET` bytes.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ENV = "MLFLOW_RETRAIN_CACHE_DIR"
 KEEP = 32  # models kept; a fleet of more Production models than this reloads some through skops
+BUDGET = 2 << 30  # bytes kept at most: the newest copies that fit (a model larger than this is not kept)
 
 
 def folder() -> Path | None:
@@ -110,8 +111,11 @@ def _keep(models: Path, kept: Path, model: Any) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
-        copies = sorted(models.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in copies[KEEP:]:
-            old.unlink(missing_ok=True)
+        stats = {p: p.stat() for p in models.glob("*.pkl")}
+        kept_bytes = 0
+        for n, copy in enumerate(sorted(stats, key=lambda p: stats[p].st_mtime, reverse=True)):
+            kept_bytes += stats[copy].st_size
+            if n >= KEEP or kept_bytes > BUDGET:
+                copy.unlink(missing_ok=True)
     except (OSError, pickle.PicklingError) as exc:
         log.debug("model cache: not kept: %s", exc)

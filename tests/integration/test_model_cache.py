@@ -124,3 +124,7 @@ def test_only_the_newest_copies_are_kept(tmp_path: Path, cache: Path, monkeypatc
     assert len(copies(cache)) == 2
     model_cache.load_sklearn(str(folders[-1]), flavor(folders[-1]))  # the newest, served from its copy
     assert len(copies(cache)) == 2
+    # a byte budget smaller than one copy: nothing is kept (the model still loads)
+    monkeypatch.setattr(model_cache, "BUDGET", 1000)
+    assert model_cache.load_sklearn(str(folders[0]), flavor(folders[0])) is not None
+    assert copies(cache) == []
