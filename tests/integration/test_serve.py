@@ -420,8 +420,10 @@ def _register_outside_a_cycle(uri: str, frame: pd.DataFrame, data: dict) -> str:
             encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), data["categorical"]),
                                              remainder="passthrough")
             model = make_pipeline(encode, Ridge()).fit(rows[features], rows["cnt"])
+            # requirements named: MLflow would otherwise load the model in a new interpreter to infer them
             info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
-                                            input_example=rows[features].head(3), registered_model_name="hooked")
+                                            input_example=rows[features].head(3), registered_model_name="hooked",
+                                            pip_requirements=["scikit-learn"])
     finally:
         mlflow.set_tracking_uri(None)
     return str(info.registered_model_version)
