@@ -783,8 +783,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command's --help), exit 2."""
     # At exit CPython's last collection walks every object the imports made (MLflow, scikit-learn,
     # pandas, SQLAlchemy): about 1 s of CPU at the end of a 4-5 s no-op cycle, to free memory the OS
-    # takes back anyway. Frozen objects are left out of it; atexit handlers (MLflow's end of run,
-    # logging's flush, temporary folders) still run first. Registered here, not at import, so that a
+    # takes back anyway. Frozen objects are left out of it; the atexit handlers (MLflow's end of run,
+    # logging's flush, temporary folders) run as before. Registered here, not at import, so that a
     # process that only imports the CLI (pytest) exits as usual.
     atexit.register(gc.freeze)
     try:

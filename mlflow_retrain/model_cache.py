@@ -1,8 +1,8 @@
 """Scikit-learn models in skops format, loaded through skops once per machine.
 
 MLflow saves scikit-learn models with skops by default, and so does the built-in trainer. Importing
-`skops.io` imports all of scikit-learn to build skops' list of trusted types: 1.0 to 1.4 s of CPU, a
-third of a cycle that decides not to retrain, paid again by every cycle for the same Production
+`skops.io` imports all of scikit-learn to build skops' list of trusted types: 0.3 to 1.4 s of CPU by
+what else is installed, up to a third of a cycle that decides not to retrain, paid again by every cycle for the same Production
 model. So once skops (through `mlflow.sklearn.load_model`) has loaded a model, the object is
 pickled into a cache folder of this machine's user, named by the SHA-256 of what decided that load:
 the model file's bytes, the trusted types its MLmodel lists, and the versions of Python,
@@ -10,7 +10,7 @@ scikit-learn, NumPy and skops. A later load hashes the downloaded files again an
 copy when one of that name exists.
 
 What that trusts: the cache folder, as much as the user's site-packages (both are this user's
-files). Not the artifact store: its bytes are hashed on every load, so a changed file or trusted
+files; a folder another user owns or may write to is not used). Not the artifact store: its bytes are hashed on every load, so a changed file or trusted
 list is a new name and goes through skops. The cache serves only objects skops loaded from the same
 inputs, and skops' own check is no stronger than the MLmodel file beside the model (MLflow's
 `MLFLOW_ALLOW_PICKLE_DESERIALIZATION` says as much; when it is false, the cache is not used and
@@ -53,8 +53,12 @@ def folder() -> Path | None:
     models = Path(configured) / "models"
     try:
         models.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = models.stat()
     except OSError as exc:
         log.debug("model cache off: %s", exc)
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:  # another user could plant a pickle there
+        log.warning("model cache off: %s is not private to this user (owner and mode 0700)", models)
         return None
     return models
 

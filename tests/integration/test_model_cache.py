@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,17 @@ def test_only_the_newest_copies_are_kept(tmp_path: Path, cache: Path, monkeypatc
     monkeypatch.setattr(model_cache, "BUDGET", 1000)
     assert model_cache.load_sklearn(str(folders[0]), flavor(folders[0])) is not None
     assert copies(cache) == []
+
+
+def test_a_folder_others_may_write_to_is_not_used(tmp_path: Path, cache: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    folder = save(tmp_path / "model", depth=3)
+    flavor_conf = flavor(folder)
+    expected = model_cache.load_sklearn(str(folder), flavor_conf).predict(ROWS)
+    [kept] = copies(cache)
+    # another user plants an object under the right name in a folder left group- and world-writable
+    kept.write_bytes(pickle.dumps("planted"))
+    (cache / "models").chmod(0o777)
+    loaded = model_cache.load_sklearn(str(folder), flavor_conf)
+    assert np.array_equal(loaded.predict(ROWS), expected)
+    assert "not private to this user" in caplog.text
