@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/python -m mlflow_retrain.demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(BIN)/python benchmarks/bench_monitor.py
