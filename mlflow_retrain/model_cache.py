@@ -23,6 +23,7 @@ the same as none. The newest `KEEP` models are kept, as long as they fit in `BUD
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -83,15 +84,15 @@ def load_sklearn(local: str, flavor: dict[str, Any]) -> Any:
     import mlflow.sklearn
     from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
 
-    models = folder()
     if (flavor.get("serialization_format") != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS or flavor.get("code")
-            or not MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get() or models is None):
+            or not MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get() or (models := folder()) is None):
         return mlflow.sklearn.load_model(local)
     kept = models / f"{key(Path(local, flavor['pickled_model']).read_bytes(), flavor.get('skops_trusted_types') or [])}.pkl"
     try:
         with kept.open("rb") as f:
             model = pickle.load(f)
-        os.utime(kept)  # recently used: kept by the pruning
+        with contextlib.suppress(OSError):
+            os.utime(kept)  # recently used: kept by the pruning
         return model
     except FileNotFoundError:
         pass

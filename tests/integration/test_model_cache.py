@@ -102,8 +102,16 @@ def test_an_unreadable_copy_is_loaded_through_skops_and_written_again(tmp_path: 
 
 def test_no_cache_when_turned_off_or_when_mlflow_forbids_unpickling(tmp_path: Path, cache: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow.sklearn
     from mlflow.exceptions import MlflowException
+    from sklearn.linear_model import LinearRegression
 
+    # a pickled model is MLflow's to load: no cache folder is even made
+    pickled = tmp_path / "pickled"
+    mlflow.sklearn.save_model(LinearRegression().fit(ROWS, ROWS.x), pickled, serialization_format="cloudpickle",
+                              pip_requirements=["scikit-learn"])
+    assert model_cache.load_sklearn(str(pickled), flavor(pickled)).predict(ROWS).shape == (len(ROWS),)
+    assert not cache.exists()
     folder = save(tmp_path / "model", depth=3)
     monkeypatch.setenv(model_cache.ENV, "")
     model_cache.load_sklearn(str(folder), flavor(folder))
