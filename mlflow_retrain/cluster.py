@@ -9,8 +9,8 @@ Results are collected in the tasks' order, so the table is the one a local run p
 What the workers need is what a local worker has: mlflow-retrain and the model's libraries
 installed, the policies and data at the same paths (a shared disk, or object-store URIs), and the
 same tracking server. A fleet's tasks carry the command's environment (the tracking server's
-credentials among them): over another machine's network use `tls://`. `distributed` is an optional dependency (`pip install 'mlflow-retrain[cluster]'`):
-only `--cluster` imports it.
+credentials among them): over another machine's network use `tls://`. `distributed` is an optional
+dependency (`pip install 'mlflow-retrain[cluster]'`): only `--cluster` imports it.
 """
 
 from __future__ import annotations

@@ -2,19 +2,19 @@
 
 MLflow saves scikit-learn models with skops by default, and so does the built-in trainer. Importing
 `skops.io` imports all of scikit-learn to build skops' list of trusted types: 0.3 to 1.4 s of CPU by
-what else is installed, up to a third of a cycle that decides not to retrain, paid again by every cycle for the same Production
-model. So once skops (through `mlflow.sklearn.load_model`) has loaded a model, the object is
-pickled into a cache folder of this machine's user, named by the SHA-256 of what decided that load:
-the model file's bytes, the trusted types its MLmodel lists, and the versions of Python,
-scikit-learn, NumPy and skops. A later load hashes the downloaded files again and unpickles its own
-copy when one of that name exists.
+what else is installed, up to a third of a cycle that decides not to retrain, paid again by every
+cycle for the same Production model. So once skops (through `mlflow.sklearn.load_model`) has loaded
+a model, the object is pickled into a cache folder of this machine's user, named by the SHA-256 of
+what decided that load: the model file's bytes, the trusted types its MLmodel lists, and the
+versions of Python, scikit-learn, NumPy and skops. A later load hashes the downloaded files again
+and unpickles its own copy when one of that name exists.
 
 What that trusts: the cache folder, as much as the user's site-packages (both are this user's
-files; a folder another user owns or may write to is not used). Not the artifact store: its bytes are hashed on every load, so a changed file or trusted
-list is a new name and goes through skops. The cache serves only objects skops loaded from the same
-inputs, and skops' own check is no stronger than the MLmodel file beside the model (MLflow's
-`MLFLOW_ALLOW_PICKLE_DESERIALIZATION` says as much; when it is false, the cache is not used and
-MLflow refuses as before).
+files; a folder another user owns or may write to is not used). Not the artifact store: its bytes
+are hashed on every load, so a changed file or trusted list is a new name and goes through skops.
+The cache serves only objects skops loaded from the same inputs, and skops' own check is no
+stronger than the MLmodel file beside the model (MLflow's `MLFLOW_ALLOW_PICKLE_DESERIALIZATION`
+says as much; when it is false, the cache is not used and MLflow refuses as before).
 
 `MLFLOW_RETRAIN_CACHE_DIR` moves the folder (default `$XDG_CACHE_HOME/mlflow-retrain`, else
 `~/.cache/mlflow-retrain`); an empty value turns the cache off. A folder that cannot be written is
@@ -64,12 +64,14 @@ def folder() -> Path | None:
     return models
 
 
-def key(model_bytes: bytes, trusted: list[str]) -> str:
-    """The name of a model's cached copy: everything the skops load depended on."""
+def key(model_file: Path, trusted: list[str]) -> str:
+    """The name of a model's cached copy: everything the skops load depended on (the file hashed as
+    it is read, not held in memory: a forest can be hundreds of MB)."""
     import numpy
     import sklearn
 
-    digest = hashlib.sha256(model_bytes)
+    with model_file.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
     versions = [platform.python_version(), sklearn.__version__, numpy.__version__, metadata.version("skops")]
     digest.update(json.dumps([sorted(trusted), versions]).encode())
     return digest.hexdigest()
@@ -87,7 +89,7 @@ def load_sklearn(local: str, flavor: dict[str, Any]) -> Any:
     if (flavor.get("serialization_format") != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS or flavor.get("code")
             or not MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get() or (models := folder()) is None):
         return mlflow.sklearn.load_model(local)
-    kept = models / f"{key(Path(local, flavor['pickled_model']).read_bytes(), flavor.get('skops_trusted_types') or [])}.pkl"
+    kept = models / f"{key(Path(local, flavor['pickled_model']), flavor.get('skops_trusted_types') or [])}.pkl"
     try:
         with kept.open("rb") as f:
             model = pickle.load(f)

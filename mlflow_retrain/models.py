@@ -126,14 +126,13 @@ def load(model_uri: str, config: Config, spec: DataConfig) -> Scorer:
         raise ModelError(f"{model_uri} cannot be loaded: {str(exc).splitlines()[0][:300]}") from None
     columns = check_columns(model_uri, signature_columns(meta.signature), model_columns(config, spec))
     flavor = next((f for f in NATIVE_FLAVORS if f in meta.flavors), "pyfunc")
-    loader = {"sklearn": "mlflow.sklearn", "xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm",
-              "pyfunc": "mlflow.pyfunc"}[flavor]
     try:
-        if flavor == "sklearn":
+        if flavor == "sklearn":  # through skops once per machine (model_cache)
             from mlflow_retrain import model_cache
 
             model = model_cache.load_sklearn(local, meta.flavors["sklearn"])
         else:
+            loader = {"xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm", "pyfunc": "mlflow.pyfunc"}[flavor]
             model = importlib.import_module(loader).load_model(local)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ModelError(f"{model_uri} ({flavor} flavor) needs {exc.name or exc} installed to load") from None
