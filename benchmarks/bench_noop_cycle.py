@@ -16,9 +16,8 @@ scikit-learn model with MLflow pays before doing anything), `python -c "import m
 does. The cycle runs twice per round: with the audited-model cache (`mlflow_retrain.model_cache`)
 that the bootstrap filled, as every scheduled cycle on the same machine finds it, and with an empty
 cache folder, as the first cycle on a fresh CI runner finds it (it loads Production through skops).
-Each is run `--runs` times after one
-discarded warm-up (the first run byte-compiles what the install did not); the table gives medians of
-wall time, of CPU time (user + system of the child) and of peak RSS. A last, separate run of the
+Each is run `--runs` times after one discarded warm-up (the first run byte-compiles what the install
+did not); the table gives medians of wall time, of CPU time (user + system of the child) and of peak RSS. A last, separate run of the
 cycle under `-X importtime` and cProfile says where the time goes, which heavy packages it imported
 and how many calls it made to MLflow's stores. Results go to stdout as Markdown.
 

@@ -1,8 +1,8 @@
 """Bad input, through the real command line: one line on stderr, exit 2 (or the documented code), nothing written.
 
 Each case runs `mlflow-retrain` in its own process (forked from a preloaded one, `forked_cli.py`;
-the cases that drop root's permission override start a new interpreter) against its own copy of a real sqlite store whose
-Production version (v1) was trained by the session's bootstrap, and compares a dump of every table
+the cases that drop root's permission override start a new interpreter) against its own copy of a
+real sqlite store whose Production version (v1) was trained by the session's bootstrap, and compares a dump of every table
 of the store, and the files (names and sizes) of the case's folder and of the artifact folder,
 before and after. What is checked is the rule of issue 12: everything checkable is checked before
 the lease and before any MLflow run opens, and refused in one clear line.
@@ -16,15 +16,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import forked_cli
 import pandas as pd
 import pytest
 import yaml
-from forked_cli import ForkedCli
 
 FOREIGN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
                "MLFLOW_EXPERIMENT_NAME")
@@ -379,17 +379,9 @@ def drop_permission_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-@pytest.fixture(scope="module")
-def forked_cli() -> Iterator[ForkedCli]:
-    cli = ForkedCli()
-    yield cli
-    cli.close()
-
-
 @pytest.mark.parametrize("c", RUN_CASES)
 def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dict[str, Path], write_policy,
-                                                            small_frame: pd.DataFrame, tmp_path: Path,
-                                                            forked_cli: ForkedCli) -> None:
+                                                            small_frame: pd.DataFrame, tmp_path: Path) -> None:
     source = stores[c.store]
     f = Folder(tmp_path, write_policy, small_frame)
     shutil.copy(source / "mlflow.db", f.db)
@@ -408,7 +400,7 @@ def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dic
     if args[0] != "init" and "--config" not in args:
         args += ["--config", str(f.root / "retrain.yaml")]
     if preexec is None:
-        done = forked_cli.run(args, cwd=f.root, env=env)
+        done = forked_cli.run(args, cwd=f.root, env=env, timeout=240)
     else:  # the capabilities dropped hold from an exec on: a new interpreter
         try:
             done = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], cwd=f.root, env=env,
