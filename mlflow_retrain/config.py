@@ -7,11 +7,13 @@ here, with a message that names the key and the file, before anything touches th
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -308,16 +310,12 @@ class NotifyTarget:
 
     @property
     def label(self) -> str:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''} ({self.format})"
 
     def secret(self) -> str | None:
         """The signing secret, read now (a rotated file or variable is picked up on the next send)."""
         if self.secret_env:
-            import os
-
             return os.environ.get(self.secret_env) or None
         if self.secret_file:
             try:
@@ -393,10 +391,24 @@ class Config:
         return out
 
 
-class _Section:
-    """Reads one mapping of the file, remembering where it is for error messages."""
+# Keys whose values may hold a credential (a Slack webhook's path is its token; a URI may carry a
+# password): an error about one names the key and the value's type, never the value.
+SECRET_KEYS = frozenset({"notify", "url", "tracking_uri", "uri", "secret"})
+MIN_SECRET = 16  # characters: a short signing secret is guessable offline from one signed request
 
-    def __init__(self, raw: Any, where: str, origin: str):
+
+def _type(value: Any) -> str:
+    """A value's kind in words ("a mapping"), for messages that must not show the value."""
+    kinds = {bool: "a boolean", str: "a string", int: "an integer", float: "a number", list: "a list",
+             dict: "a mapping", type(None): "nothing"}
+    return kinds.get(type(value), "a mapping" if isinstance(value, Mapping) else f"a {type(value).__name__}")
+
+
+class _Section:
+    """Reads one mapping of the file, remembering where it is for error messages. A `secret` section
+    (a notify target) never repeats a value or an unknown key in them: either may be the token."""
+
+    def __init__(self, raw: Any, where: str, origin: str, secret: bool = False):
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
@@ -404,7 +416,12 @@ class _Section:
         self.raw = dict(raw)
         self.where = where
         self.origin = origin
+        self.secret = secret
         self.used: set[str] = set()
+
+    def shown(self, name: str, value: Any) -> str:
+        """The value as an error message may show it: its type only where it may be a secret."""
+        return _type(value) if self.secret or name in SECRET_KEYS else repr(value)
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -425,10 +442,8 @@ class _Section:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(name, f"must be {_names(kinds)}, got {value!r}")
-        if not isinstance(value, kinds):
-            raise self.fail(name, f"must be {_names(kinds)}, got {value!r}")
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise self.fail(name, f"must be {_names(kinds)}, got {self.shown(name, value)}")
         return value
 
     def span(self, name: str, default: timedelta | None = None) -> timedelta | None:
@@ -457,16 +472,21 @@ class _Section:
             raise self.fail(name, f"must be positive, got {value}")
 
     def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.used)
+        unknown = sorted(set(self.raw) - self.used, key=str)
         if unknown:
             known = ", ".join(sorted(self.used))
+            if self.secret:
+                raise ConfigError(f"{self.origin}: {self.where} has {len(unknown)} key(s) that are not known here "
+                                  f"(known: {known}); not repeated, as a misplaced key may hold the URL")
             raise self.fail(unknown[0], f"is not a known key (known here: {known})")
 
 
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+          dict: "a mapping"}
+
+
 def _names(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a mapping"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+    return " or ".join(_NAMES.get(k, k.__name__) for k in kinds)
 
 
 def _data(s: _Section) -> DataConfig:
@@ -745,24 +765,15 @@ def _registry(s: _Section) -> RegistryConfig:
 
 def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, ...]:
     """`notify:` a list of webhooks. Every problem is found here, before a cycle runs: a URL that is
-    not http(s), an unknown format or event, a secret written inline (it would sit in the repository)
-    or one whose variable or file is missing (a cycle would then send unsigned bodies or none)."""
-    import os
-    from urllib.parse import urlsplit
-
+    not http(s), an unknown format or event, a secret written inline (it would sit in the repository),
+    one whose variable or file is missing or too short to resist guessing. The URL may be the token,
+    so it may come from a variable or a file too, and no message here ever repeats it."""
     targets = []
     for i, item in enumerate(raw):
         if isinstance(item, Mapping) and True in item:  # YAML 1.1 reads a bare `on:` key as true
             item = {("on" if k is True else k): v for k, v in item.items()}
-        s = _Section(item, f"notify[{i}]", origin)
-        url = s.get("url", str, required=True)
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError as exc:
-            raise s.fail("url", f"is not a URL ({exc})") from None
-        if parts.scheme not in NOTIFY_SCHEMES or not parts.hostname:
-            raise s.fail("url", "must be an http:// or https:// URL with a host")
+        s = _Section(item, f"notify[{i}]", origin, secret=True)
+        url = _notify_url(s, source)
         fmt = s.get("format", str, "json")
         if fmt not in NOTIFY_FORMATS:
             raise s.fail("format", f"must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
@@ -779,21 +790,69 @@ def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, .
         secret_env, secret_file = s.get("secret_env", str), s.get("secret_file", str)
         if secret_env and secret_file:
             raise s.fail("secret_env", "and secret_file are alternatives: give one")
-        if secret_env and not os.environ.get(secret_env):
+        secret = os.environ.get(secret_env, "").strip() if secret_env else ""
+        if secret_env and not secret:
             raise s.fail("secret_env", f"names {secret_env}, which is not set (or empty) in the environment")
         path = None
         if secret_file:
-            path = Path(secret_file).expanduser()
-            if not path.is_absolute() and source is not None:
-                path = source.parent / path
-            if not path.is_file() or not path.read_text().strip():
+            path = _beside(secret_file, source)
+            secret = _read_text(path)
+            if not secret:
                 raise s.fail("secret_file", f"{path} does not exist or is empty")
+        if secret and len(secret) < MIN_SECRET:
+            name = "secret_env" if secret_env else "secret_file"
+            raise s.fail(name, f"holds a secret shorter than {MIN_SECRET} characters: use a random one, e.g. "
+                               "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         timeout = s.get("timeout", float, NotifyTarget.timeout)
         s.positive("timeout", timeout)
         s.done()
         targets.append(NotifyTarget(url=url, format=fmt, events=tuple(dict.fromkeys(events)),
                                     secret_env=secret_env, secret_file=path, timeout=timeout))
     return tuple(targets)
+
+
+def _beside(name: str, source: Path | None) -> Path:
+    """A path from the policy: relative ones are beside the policy file."""
+    path = Path(name).expanduser()
+    return source.parent / path if not path.is_absolute() and source is not None else path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _notify_url(s: _Section, source: Path | None) -> str:
+    """A target's URL: written in the policy (`url`), or named (`url_env`, `url_file`) so the token
+    stays out of the repository. Checked without ever being shown."""
+    given = [key for key in ("url", "url_env", "url_file") if s.has(key)]
+    s.used.update(("url", "url_env", "url_file"))
+    if len(given) != 1:
+        raise s.fail("url", "is required: give one of url, url_env (a variable holding it) or url_file (a file "
+                            "holding it)" if not given else f"has alternatives: give one of {', '.join(given)}")
+    key = given[0]
+    name = s.get(key, str)
+    if key == "url":
+        url, origin = name, "url"
+    elif key == "url_env":
+        url, origin = os.environ.get(name, "").strip(), f"url_env ({name})"
+        if not url:
+            raise s.fail("url_env", f"names {name}, which is not set (or empty) in the environment")
+    else:
+        path = _beside(name, source)
+        url, origin = _read_text(path), f"url_file ({path})"
+        if not url:
+            raise s.fail("url_file", f"{path} does not exist or is empty")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{s.origin}: {s.where}.{origin} is not a URL (not repeated: it may hold a token)") from None
+    if parts.scheme not in NOTIFY_SCHEMES or not parts.hostname:
+        raise ConfigError(f"{s.origin}: {s.where}.{origin} must be an http:// or https:// URL with a host")
+    return url
 
 
 def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None) -> Config:

@@ -14,11 +14,9 @@ import signal
 import socket
 from pathlib import Path
 
-from mlflow_retrain.config import Config
+from mlflow_retrain.config import MIN_SECRET, Config
 from mlflow_retrain.errors import ServeError
 from mlflow_retrain.serve.app import SECRET_ENV, Settings, create_app
-
-MIN_SECRET = 16  # characters: a short shared secret is guessable offline from one signed request
 
 
 def read_secret(secret_file: Path | None, environ: dict[str, str] | None = None) -> str:

@@ -25,6 +25,7 @@ from mlflow_retrain.controller import run_cycle
 from mlflow_retrain.serve import signing
 
 SECRET = "s3cr3t-for-tests"
+TOKEN = "xoxb-T0KEN-planted-9f8e7d"  # a Slack webhook path's token, planted in malformed policies
 
 
 @dataclass
@@ -214,6 +215,12 @@ def test_monitor_tells_its_downtime(prod_store, write_policy, monkeypatch, tmp_p
     ([{"url": "http://127.0.0.1:9/x", "on": ["deployed"]}], "notify[0].on names unknown event 'deployed'"),
     ([{"url": "http://127.0.0.1:9/x", "secret_env": "UNSET_HOOK_SECRET"}],
      "notify[0].secret_env names UNSET_HOOK_SECRET, which is not set"),
+    # a slipped dash or indent with a Slack URL (its path is the token): the key and the type, never the value
+    ({"url": f"https://hooks.slack.com/services/T0/B0/{TOKEN}"}, "notify must be a list, got a mapping"),
+    (f"https://hooks.slack.com/services/T0/B0/{TOKEN}", "notify must be a list, got a string"),
+    ([{"url": [f"https://hooks.slack.com/services/T0/B0/{TOKEN}"]}], "notify[0].url must be a string, got a list"),
+    ([{"url": "http://127.0.0.1:9/x", "secret_env": "SHORT_HOOK_SECRET"}],
+     "notify[0].secret_env holds a secret shorter than 16 characters"),
 ])
 def test_bad_notify_policy_is_one_line_exit_2_before_anything_runs(write_policy, tmp_path, monkeypatch, notify,
                                                                    message):
@@ -222,8 +229,9 @@ def test_bad_notify_policy_is_one_line_exit_2_before_anything_runs(write_policy,
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("UNSET_HOOK_SECRET", raising=False)
+    monkeypatch.setenv("SHORT_HOOK_SECRET", "x")
     out = CliRunner().invoke(cli, ["cycle", "--config", str(write_policy(notify=notify))])
-    assert out.exit_code == 2 and message in out.output
+    assert out.exit_code == 2 and message in out.output and TOKEN not in out.output
     assert out.output.count("\n") == 1 and out.output.startswith("error: ")
     assert not Path(tmp_path / "mlflow.db").exists() and not Path(tmp_path / "mlruns").exists()
 

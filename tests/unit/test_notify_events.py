@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlflow_retrain import notify as N
 from mlflow_retrain.config import NOTIFY_EVENTS, NotifyTarget, parse_config
@@ -117,8 +119,8 @@ def parse(notify, origin="f.yaml"):
 
 
 def test_notify_targets_parse_with_defaults(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOOK_SECRET", "k3y")
-    (tmp_path / "secret").write_text("from-a-file\n")
+    monkeypatch.setenv("HOOK_SECRET", "k3y-of-sixteen-chars")
+    (tmp_path / "secret").write_text("from-a-file-16-chars\n")
     policy = tmp_path / "retrain.yaml"
     policy.write_text(yaml.safe_dump({**MINIMAL, "notify": [
         {"url": URL, "format": "slack", "secret_env": "HOOK_SECRET"},
@@ -126,9 +128,9 @@ def test_notify_targets_parse_with_defaults(monkeypatch, tmp_path):
     from mlflow_retrain.config import load_config
 
     slack, generic = load_config(policy).notify
-    assert slack.events == NOTIFY_EVENTS and slack.secret() == "k3y" and slack.timeout == 5
+    assert slack.events == NOTIFY_EVENTS and slack.secret() == "k3y-of-sixteen-chars" and slack.timeout == 5
     assert generic.format == "json" and generic.events == ("failed", "downtime") and generic.timeout == 1
-    assert generic.secret_file == tmp_path / "secret" and generic.secret() == "from-a-file"
+    assert generic.secret_file == tmp_path / "secret" and generic.secret() == "from-a-file-16-chars"
     assert parse_config(MINIMAL).notify == ()
 
 
@@ -139,7 +141,7 @@ def test_a_bare_on_key_in_yaml_is_the_events_not_true():
 
 
 @pytest.mark.parametrize("notify, message", [
-    ({"url": URL}, "f.yaml: notify must be a list, got"),
+    ({"url": URL}, "f.yaml: notify must be a list, got a mapping"),
     ([{"url": "ftp://host/x"}], "f.yaml: notify[0].url must be an http:// or https:// URL with a host"),
     ([{"url": "hooks.example.com/x"}], "notify[0].url must be an http:// or https:// URL"),
     ([{"url": "http://host:port/x"}], "notify[0].url is not a URL"),
@@ -153,13 +155,94 @@ def test_a_bare_on_key_in_yaml_is_the_events_not_true():
                                                               "which is not set")),
     ([{"url": URL, "secret_file": "/nonexistent/secret"}], "notify[0].secret_file /nonexistent/secret does not exist"),
     ([{"url": URL, "timeout": 0}], "notify[0].timeout must be positive"),
-    ([{"url": URL, "retries": 3}], "notify[0].retries is not a known key"),
+    ([{"url": URL, "retries": 3}], "notify[0] has 1 key(s) that are not known here"),
 ])
 def test_bad_notify_input_is_one_line_naming_the_key(notify, message):
     with pytest.raises(ConfigError) as info:
         parse(notify)
     text = str(info.value)
     assert message in text and "\n" not in text and "hunter22" not in text
+
+
+TOKEN = "xoxb-T0KEN-planted-9f8e7d"
+SLACK = f"https://hooks.slack.com/services/T0/B0/{TOKEN}"
+
+
+def _shapes(leaf: st.SearchStrategy) -> st.SearchStrategy:
+    """Any YAML-like shape with the token somewhere inside: what a slipped indent or dash makes."""
+    scalars = st.one_of(leaf, st.integers(), st.booleans(), st.none(), st.sampled_from(["json", "slack", "x"]))
+    return st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.sampled_from(["url", "url_env", "url_file", "format", "on", "secret",
+                                                   "secret_env", "timeout", "uri"]), leaf), inner, max_size=3)),
+        max_leaves=6)
+
+
+TOKENS = st.sampled_from([SLACK, TOKEN, f"http://user:{TOKEN}@host/x", f"{TOKEN}:{TOKEN}", f"https://h:{TOKEN}/p"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(["notify", "notify-item", "url", "tracking_uri", "project-uri", "secret"]),
+       value=_shapes(TOKENS))
+def test_no_error_about_a_field_that_may_hold_a_secret_repeats_it(field, value):
+    """Whatever shape a value that may hold a token takes, an error names the key and the type only."""
+    raw = dict(MINIMAL)
+    if field == "notify":
+        raw["notify"] = value
+    elif field == "notify-item":
+        raw["notify"] = [value]
+    elif field == "project-uri":
+        raw["training"] = {"project": {"uri": value}}
+    elif field == "tracking_uri":
+        raw["tracking_uri"] = value
+    else:
+        raw["notify"] = [{field: value, "url": "http://127.0.0.1:9/x"} if field == "secret" else {field: value}]
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PLANTED_URL", value if isinstance(value, str) else SLACK)
+            parse_config(raw, origin="f.yaml")
+    except ConfigError as exc:
+        assert TOKEN not in str(exc) and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("notify", [
+    {"url": SLACK}, SLACK, [SLACK], [{"url": [SLACK]}], [{"url": {"href": SLACK}}], [{SLACK: None}],
+    [{"url": SLACK, SLACK: 1}], [{"url": f"ftp://{TOKEN}"}], [{"url": f"https://h:{TOKEN}/x"}],
+    [{"url_env": "PLANTED_URL"}], [{"url_file": "planted.url"}],
+])
+def test_the_shapes_of_issue_30_name_the_key_never_the_token(monkeypatch, tmp_path, notify):
+    monkeypatch.setenv("PLANTED_URL", f"hooks.slack.com/{TOKEN}")  # no scheme: refused
+    (tmp_path / "planted.url").write_text(f"ftp://x/{TOKEN}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "notify": notify}, origin="f.yaml", source=tmp_path / "retrain.yaml")
+    assert TOKEN not in str(info.value) and str(info.value).startswith("f.yaml: notify")
+
+
+def test_the_url_may_come_from_a_variable_or_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLANTED_URL", SLACK)
+    (tmp_path / "hook.url").write_text(SLACK + "\n")
+    source = tmp_path / "retrain.yaml"
+    env, file = parse_config({**MINIMAL, "notify": [{"url_env": "PLANTED_URL", "format": "slack"},
+                                                    {"url_file": "hook.url"}]}, source=source).notify
+    assert env.url == file.url == SLACK and TOKEN not in env.label
+    with pytest.raises(ConfigError, match="notify.0..url has alternatives: give one of url, url_env"):
+        parse_config({**MINIMAL, "notify": [{"url": SLACK, "url_env": "PLANTED_URL"}]})
+    monkeypatch.delenv("PLANTED_URL")
+    with pytest.raises(ConfigError, match="notify.0..url_env names PLANTED_URL, which is not set"):
+        parse_config({**MINIMAL, "notify": [{"url_env": "PLANTED_URL"}]})
+
+
+@pytest.mark.parametrize("length, ok", [(1, False), (15, False), (16, True)])
+def test_a_signing_secret_shorter_than_serve_accepts_is_refused(monkeypatch, tmp_path, length, ok):
+    monkeypatch.setenv("HOOK_SECRET", "k" * length)
+    (tmp_path / "s").write_text("k" * length)
+    for key, value in (("secret_env", "HOOK_SECRET"), ("secret_file", str(tmp_path / "s"))):
+        raw = {**MINIMAL, "notify": [{"url": URL, key: value}]}
+        if ok:
+            assert parse_config(raw).notify[0].secret() == "k" * length
+        else:
+            with pytest.raises(ConfigError, match=f"notify.0..{key} holds a secret shorter than 16 characters"):
+                parse_config(raw)
 
 
 def test_the_readme_verifier_accepts_what_we_sign_and_mlflow_signs():
