@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_retrain import outbox
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.registry import Registry, VersionInfo
@@ -43,6 +44,7 @@ class Status:
     versions: list[dict[str, Any]]
     last_cycle: str | None
     lease: str | None
+    undelivered: list[dict[str, Any]]  # messages no notify target received yet (`outbox`): the next send retries
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -59,8 +61,9 @@ def status(config: Config) -> Status:
 
     held = registry.lease_state()
     lease = None if held is None else f"{held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
+    undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
     return Status(config.model_name, described(production), described(staging),
-                  [version_row(v) for v in versions], registry.model_tags().get(T.LAST_CYCLE), lease)
+                  [version_row(v) for v in versions], registry.model_tags().get(T.LAST_CYCLE), lease, undelivered)
 
 
 def history(config: Config, limit: int = 50) -> list[dict[str, Any]]:

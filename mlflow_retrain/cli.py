@@ -112,6 +112,15 @@ def emit(payload: Any, as_json: bool, human: Callable[[Any], str]) -> None:
     ctx.meta[RESULT] = text
 
 
+def undelivered_lines(kept: list[dict[str, Any]]) -> list[str]:
+    """Messages no notify target received: what `status` and `doctor` say of them."""
+    if not kept:
+        return []
+    return ["", f"undelivered notifications ({len(kept)}; the next cycle sends them again, same delivery id):"] + [
+        f"  - {k['event']} to {k['target']} since {k['since']}: {k['title']} ({k['error'] or 'not delivered'})"
+        for k in kept]
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A plain aligned text table: readable in a terminal and in CI logs."""
     if not rows:
@@ -317,7 +326,7 @@ def status(config_path: str, as_json: bool) -> None:
         lines += ["", "versions", table(r["versions"], ["version", "stage", "aliases", "trigger", "decision",
                                                          "baseline_version", "reason"])]
         lines += ["", f"last cycle: {r['last_cycle'] or '-'}", f"lease: {r['lease'] or 'free'}"]
-        return "\n".join(lines)
+        return "\n".join(lines + undelivered_lines(r["undelivered"]))
 
     emit(result.to_dict(), as_json, human)
 
@@ -451,7 +460,7 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
                          "`mlflow-retrain doctor --repair` fixes them:")
             lines += [f"  - {f['problem']} -> {f['repair']}" for f in r["findings"]]
             lines += [f"  - run {run} left RUNNING by a crashed cycle -> end it FAILED" for run in r["crashed_runs"]]
-        return "\n".join(lines)
+        return "\n".join(lines + undelivered_lines(r["undelivered"]))
 
     emit(report.to_dict(), as_json, human)
     if not report.healthy:
@@ -512,7 +521,7 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
     if end is None:  # live, not a replay of the past: downtime is news, told to the `notify:` targets
         from mlflow_retrain.notify import downtime_events, notify
 
-        notify(config, downtime_events(config.model_name, result))
+        notify(config, downtime_events(config.model_name, result), run_id=result.run_id)
     raise_if_unhealthy(result)
 
 

@@ -25,7 +25,7 @@ from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecis
                                    monitoring_depth, recent_windows)
 from mlflow_retrain.decide.approval import REVALIDATE, ApprovalVerdict, hold
 from mlflow_retrain.decide.verdicts import number
-from mlflow_retrain.errors import RegistryError, RetrainError
+from mlflow_retrain.errors import DataError, RegistryError, RetrainError, UsageError
 from mlflow_retrain.evaluate import estimate_rows, judge, label_free, load_reference, registered, score_rows
 from mlflow_retrain.models import Scorer
 from mlflow_retrain.notify import notifies
@@ -258,12 +258,17 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     a new first model on newer data (`promote VERSION` still serves a rejected one by hand).
     """
     if event is not None and not event.strip():
-        raise RetrainError("--event needs the name of the system that asked, e.g. --event repository_dispatch")
+        raise UsageError("--event needs the name of the system that asked, e.g. --event repository_dispatch")
     force = force or event is not None
     if force and not (reason and reason.strip()):
-        raise RetrainError("--force and --event need --reason \"...\": every requested retrain records why")
+        raise UsageError("--force and --event need --reason \"...\": every requested retrain records why")
     data = data or LabelledData.load(config)
-    stamp = data.resolve_as_of(as_of)
+    try:
+        stamp = data.resolve_as_of(as_of)
+    except DataError as exc:
+        if as_of is None:
+            raise
+        raise UsageError(str(exc)) from None
     if not dry_run:
         preflight(config, via, data=data, as_of=config.monitoring.labelled(stamp))
     check_tracking()
@@ -639,7 +644,8 @@ def _manual(config: Config, action: str, version: str, reason: str, as_of: str |
             registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
     from mlflow_retrain.notify import move_event, notify
 
-    notify(config, [move_event(config.model_name, action, move.version, move.previous, reason, move.run_id)])
+    notify(config, [move_event(config.model_name, action, move.version, move.previous, reason, move.run_id)],
+           run_id=move.run_id)
     return move
 
 

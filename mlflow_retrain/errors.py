@@ -21,6 +21,11 @@ class DataError(RetrainError):
     """The data cannot be used: missing column, unusable type, NaN target, empty window."""
 
 
+class UsageError(RetrainError):
+    """The command's own arguments are wrong (`--as-of` outside the data, `--force` without a reason):
+    the caller's typo, which nobody else is told of (not a `failed` notification)."""
+
+
 class RegistryError(RetrainError):
     """The registry does not hold what was asked for: unknown model, version or stage."""
 

@@ -1,8 +1,9 @@
 """Tell people: a cycle's outcome, downtime and failures, sent to the policy's webhooks (`notify:`).
 
 What to send is decided by pure functions (`cycle_events`, `downtime_events`, `failure_event`, then
-`messages`), so it is tested without a network. Sending is best effort by design: a notification
-that fails is retried a few times, logged and dropped, and never fails a cycle or holds it for long.
+`messages`), so it is tested without a network. Sending never fails a cycle or holds it for long: a
+notification that fails is retried a few times, recorded on the audit run, kept (`outbox.py`) and
+sent again by the next notify of the model with the same delivery id.
 Every target is sent to in its own thread; each attempt's timeout is cut to what is left of one
 budget for the whole batch (`BUDGET`), and the caller waits for the threads no longer than that.
 
@@ -24,9 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlflow.tracking import MlflowClient
+
+from mlflow_retrain import outbox
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config, NotifyTarget
-from mlflow_retrain.errors import LeaseHeldError
+from mlflow_retrain.errors import LeaseHeldError, UsageError
 from mlflow_retrain.redact import redact
 from mlflow_retrain.serve import signing
 
@@ -63,11 +67,12 @@ class Message:
     target: NotifyTarget
     event: Event
     body: str
+    delivery_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # the same on every retry, every cycle
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What became of one message: logged, and returned for tests and callers that want it."""
+    """What became of one message: logged, recorded on the audit run, and returned to callers."""
 
     target: str  # the target's label (no path, no credentials)
     event: str
@@ -76,6 +81,7 @@ class Delivery:
     status: int | None
     error: str
     seconds: float
+    delivery_id: str = ""
 
 
 # ---- what to send (pure) ---------------------------------------------------------------------------------
@@ -180,12 +186,12 @@ def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
 
     target, started = message.target, time.monotonic()
     session = session or requests
-    delivery_id, attempts, status, error = str(uuid.uuid4()), 0, None, ""
+    delivery_id, attempts, status, error = message.delivery_id, 0, None, ""
     body = message.body.encode()
     secret = target.secret()
     if (target.secret_env or target.secret_file) and secret is None:
         error = f"its secret ({target.secret_env or target.secret_file}) is gone: not sent unsigned"
-        return Delivery(target.label, message.event.kind, False, 0, None, error, 0.0)
+        return Delivery(target.label, message.event.kind, False, 0, None, error, 0.0, delivery_id)
     while attempts < ATTEMPTS:
         left = deadline - time.monotonic()
         if left <= 0.05:
@@ -206,7 +212,7 @@ def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
                 break
         except requests.RequestException as exc:
             status, error = None, _safe(exc, target)
-        log.warning("notify %s (%s): attempt %d failed: %s", target.label, message.event.kind, attempts, error)
+        log.debug("notify %s (%s): attempt %d failed: %s", target.label, message.event.kind, attempts, error)
         pause = BACKOFF * 2 ** (attempts - 1)
         if attempts < ATTEMPTS and deadline - time.monotonic() > pause:
             time.sleep(pause)
@@ -214,7 +220,7 @@ def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
             break
     ok = status is not None and 200 <= status < 300
     return Delivery(target.label, message.event.kind, ok, attempts, status, "" if ok else error,
-                    time.monotonic() - started)
+                    time.monotonic() - started, delivery_id)
 
 
 def _safe(error: Exception, target: NotifyTarget) -> str:
@@ -241,7 +247,8 @@ def send(batch: list[Message], budget: float | None = None) -> list[Delivery]:
         try:
             results[i] = deliver(message, deadline)
         except Exception as exc:  # noqa: BLE001 - a bug in sending must not reach the cycle either
-            results[i] = Delivery(message.target.label, message.event.kind, False, 0, None, _safe(exc, message.target), 0)
+            results[i] = Delivery(message.target.label, message.event.kind, False, 0, None, _safe(exc, message.target),
+                                  0, message.delivery_id)
 
     threads = [threading.Thread(target=run, args=(i, m), name=f"notify-{i}", daemon=True) for i, m in enumerate(batch)]
     for thread in threads:
@@ -251,7 +258,7 @@ def send(batch: list[Message], budget: float | None = None) -> list[Delivery]:
     done = []
     for message, result in zip(batch, results):
         result = result or Delivery(message.target.label, message.event.kind, False, 0, None,
-                                    f"still sending after {budget:.0f} s: abandoned", budget)
+                                    f"still sending after {budget:.0f} s: abandoned", budget, message.delivery_id)
         if result.delivered:
             log.info("notify %s (%s): delivered, HTTP %s", result.target, result.event, result.status)
         else:
@@ -261,13 +268,42 @@ def send(batch: list[Message], budget: float | None = None) -> list[Delivery]:
     return done
 
 
-def notify(config: Config, events: list[Event], budget: float | None = None) -> list[Delivery]:
-    """Send `events` to the policy's targets; never raises (a notification is never worth a failure)."""
+def notify(config: Config, events: list[Event], budget: float | None = None, run_id: str | None = None) -> list[Delivery]:
+    """Send `events` to the policy's targets, with the messages earlier sends could not deliver
+    (`outbox`), and record what became of each on `run_id`; never raises (a notification is never
+    worth a failure). What is still undelivered is kept for the next send."""
     try:
-        return send(messages(config.notify, events), budget)
+        client = MlflowClient()
+        retries = _retries(config, outbox.pending(client, config.model_name))
+        batch = messages(config.notify, events)
+        results = send(retries + batch, budget)
+        _settle(config, client, len(retries), retries + batch, results, run_id)
+        return results
     except Exception:
         log.exception("notify: could not send %s", ", ".join(e.kind for e in events))
         return []
+
+
+def _retries(config: Config, kept: list[outbox.Kept]) -> list[Message]:
+    """The kept messages whose target the policy still lists, to be sent again with their own ids."""
+    targets = {outbox.target_key(t): t for t in config.notify}
+    return [Message(targets[k.key], Event(k.event, config.model_name, k.title, ""), k.body, k.delivery_id)
+            for k in kept if k.key in targets]
+
+
+def _settle(config: Config, client: Any, retried: int, batch: list[Message], results: list[Delivery],
+            run_id: str | None) -> None:
+    """Delivered retries leave the outbox; new messages nobody received join it; all are recorded."""
+    rows = []
+    for i, (message, result) in enumerate(zip(batch, results)):
+        if i < retried and result.delivered:
+            outbox.drop(client, config.model_name, message.delivery_id)
+        elif i >= retried and not result.delivered:
+            outbox.keep(client, config.model_name, outbox.Kept(
+                message.delivery_id, result.target, outbox.target_key(message.target), message.event.kind,
+                message.event.title, outbox.now(), run_id, message.body, result.error))
+        rows.append({**result.__dict__, "retry": i < retried})
+    outbox.record(client, run_id, rows)
 
 
 def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
@@ -283,10 +319,12 @@ def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
             report = cycle(config, *args, **kwargs)
         except LeaseHeldError:
             raise
+        except UsageError:
+            raise  # the command line was wrong: a person's typo, not a failure of the model
         except Exception as exc:
             notify(config, [failure_event(config.model_name, exc, kwargs.get("as_of"))])
             raise
-        notify(config, cycle_events(report))
+        notify(config, cycle_events(report), run_id=report.cycle_run_id)
         return report
 
     return notified

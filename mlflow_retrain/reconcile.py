@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mlflow_retrain import outbox
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
@@ -128,6 +129,7 @@ class DoctorReport:
     crashed_runs: list[str]
     lease: str | None
     repaired: Reconciled | None
+    undelivered: list[dict[str, Any]]  # notifications nobody received (`outbox`): shown, retried by the next send
 
     @property
     def healthy(self) -> bool:
@@ -136,7 +138,8 @@ class DoctorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "healthy": self.healthy, **self.diagnosis.to_dict(),
                 "crashed_runs": self.crashed_runs, "lease": self.lease,
-                "repaired": None if self.repaired is None else self.repaired.to_dict()}
+                "repaired": None if self.repaired is None else self.repaired.to_dict(),
+                "undelivered": self.undelivered}
 
 
 def doctor(config: Config, fix: bool = False) -> DoctorReport:
@@ -151,4 +154,6 @@ def doctor(config: Config, fix: bool = False) -> DoctorReport:
     lease = None if held is None else f"held by {held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
     # while a cycle holds the lease its run is RUNNING by right: only a free lease makes one a crash
     stale = [] if held else [r.info.run_id for r in crashed_runs(config, set())]
-    return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired)
+    undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
+    return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired,
+                        undelivered)

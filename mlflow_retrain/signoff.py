@@ -152,7 +152,7 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
         from mlflow_retrain.notify import move_event, notify
 
         notify(config, [move_event(config.model_name, action, done.version, done.previous, reason, done.run_id,
-                                   person)])
+                                   person)], run_id=done.run_id)
     return done
 
 

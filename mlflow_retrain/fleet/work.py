@@ -190,7 +190,7 @@ def _monitor(config: Config, task: Task) -> Row:
     told to its `notify:` targets, as `mlflow-retrain monitor` does."""
     check_tracking()
     result = run_monitor(config, out_dir=task.out_dir)
-    notify(config, downtime_events(config.model_name, result))
+    notify(config, downtime_events(config.model_name, result), run_id=result.run_id)
     health = result.health
     reason = "healthy" if not health else health[0] + (f" (and {len(health) - 1} more)" if len(health) > 1 else "")
     return _row(config, task, outcome="healthy" if not health else "downtime", reason=reason,

@@ -46,6 +46,7 @@ class Receiver:
     got: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    port: int = 0  # 0: any free port
 
     def __enter__(self) -> Self:
         receiver = self
@@ -65,7 +66,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/path-token"
@@ -83,6 +84,66 @@ def dead_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+def test_undelivered_messages_are_recorded_shown_and_sent_again_with_the_same_id(prod_store, write_policy,
+                                                                                 monkeypatch):
+    """A promotion told to a receiver that answers 500, one that hangs and a dead port: the cycle's
+    outcome stands, its audit run records that nobody was told, `status` and `doctor` show the three
+    messages, and the next cycle, with the receivers back, delivers each once with its first id."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.cli import cli
+
+    monkeypatch.setattr(N, "BUDGET", 4.0)
+    dead = dead_url()
+    with Receiver(script=[500, 500, 500]) as failing, Receiver(script=["hang"] * 3) as hanging:
+        policy = write_policy(triggers={"metric_threshold": {"max": 60}},
+                              notify=[{"url": failing.url, "on": ["promoted"]},
+                                      {"url": hanging.url, "on": ["promoted"], "timeout": 1},
+                                      {"url": dead, "on": ["promoted"], "timeout": 1}])
+        config = load_config(policy)
+        report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+        assert report.outcome == "promoted" and len(failing.got) == 3
+        first_id = failing.got[0].headers["X-MLflow-Delivery-Id"]
+        client = MlflowClient()
+        run = client.get_run(report.cycle_run_id)
+        assert run.data.tags["retrain.notify"].startswith("0 of 3 delivered; not delivered: promoted to http://127.0.0.1")
+        assert "path-token" not in run.data.tags["retrain.notify"]
+        (record,) = [a.path for a in client.list_artifacts(report.cycle_run_id, "notify")]
+        rows = json.loads(Path(client.download_artifacts(report.cycle_run_id, record)).read_text())
+        assert [r["delivered"] for r in rows] == [False] * 3 and rows[0]["delivery_id"] == first_id
+        for command in ("status", "doctor"):
+            out = CliRunner().invoke(cli, [command, "--config", str(policy), "--json"])
+            shown = json.loads(out.stdout)["undelivered"]
+            assert len(shown) == 3 and {k["event"] for k in shown} == {"promoted"}, out.output
+            assert "body" not in shown[0] and "path-token" not in out.output
+        human = CliRunner().invoke(cli, ["status", "--config", str(policy)])
+        assert "undelivered notifications (3; the next cycle sends them again" in human.stdout
+        production = client.get_model_version_by_alias("bikes", "production").version
+
+        port = int(dead.rsplit(":", 1)[1].split("/")[0])
+        with Receiver(port=port) as revived:
+            again = run_cycle(config, as_of="2011-05-31", via="inprocess")  # nothing to decide: only the retries
+    assert again.outcome == "no_retrain"
+    assert len(failing.got) == 4 and failing.got[3].headers["X-MLflow-Delivery-Id"] == first_id
+    assert failing.got[3].body == failing.got[0].body
+    assert len(hanging.got) == 4 and len(revived.got) == 1  # each delivered once more, then never again
+    assert MlflowClient().get_model_version_by_alias("bikes", "production").version == production
+    out = CliRunner().invoke(cli, ["status", "--config", str(policy), "--json"])
+    assert json.loads(out.stdout)["undelivered"] == []
+    assert MlflowClient().get_run(again.cycle_run_id).data.tags["retrain.notify"] == "3 of 3 delivered"
+
+
+def test_a_typo_on_the_command_line_is_not_told_as_a_failure(prod_store, write_policy):
+    from mlflow_retrain.cli import cli
+
+    with Receiver() as receiver:
+        policy = write_policy(notify=[{"url": receiver.url, "on": ["failed"]}])
+        out = CliRunner().invoke(cli, ["cycle", "--config", str(policy), "--as-of", "2031-01-01"])
+        forced = CliRunner().invoke(cli, ["cycle", "--config", str(policy), "--force"])
+    assert out.exit_code == forced.exit_code == 2 and "--reason" in forced.output
+    assert receiver.got == []
 
 
 def signed(item: Received) -> bool:
