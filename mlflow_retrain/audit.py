@@ -7,11 +7,13 @@ version tags and the controller's runs, never from memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from mlflow_retrain import outbox
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
+from mlflow_retrain.decide.approval import sign_off_help
 from mlflow_retrain.registry import Registry, VersionInfo
 
 VERSION_TAGS = (T.TRIGGER, T.REASON, T.DECISION, T.DECISION_REASON, T.BASELINE_VERSION, T.TRAIN_WINDOW)
@@ -45,6 +47,7 @@ class Status:
     last_cycle: str | None
     lease: str | None
     undelivered: list[dict[str, Any]]  # messages no notify target received yet (`outbox`): the next send retries
+    awaiting: dict[str, Any] | None  # the Staging candidate awaiting a person: since, expires, how to sign off
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -62,8 +65,14 @@ def status(config: Config) -> Status:
     held = registry.lease_state()
     lease = None if held is None else f"{held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
     undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
+    awaiting = None
+    if staging is not None and staging.tags.get(T.DECISION) == T.AWAITING_APPROVAL:
+        since = staging.tags.get(T.AWAITING_SINCE)
+        awaiting = sign_off_help(config.model_name, staging.version, datetime.fromisoformat(since) if since else None,
+                                 config.validation.approval_ttl, str(config.source or "retrain.yaml"))
     return Status(config.model_name, described(production), described(staging),
-                  [version_row(v) for v in versions], registry.model_tags().get(T.LAST_CYCLE), lease, undelivered)
+                  [version_row(v) for v in versions], registry.model_tags().get(T.LAST_CYCLE), lease, undelivered,
+                  awaiting)
 
 
 def history(config: Config, limit: int = 50) -> list[dict[str, Any]]:
@@ -93,6 +102,4 @@ def history(config: Config, limit: int = 50) -> list[dict[str, Any]]:
 
 
 def _iso(millis: int | None) -> str:
-    from datetime import datetime, timezone
-
     return "" if millis is None else datetime.fromtimestamp(millis / 1000, timezone.utc).isoformat(timespec="seconds")

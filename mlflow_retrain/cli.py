@@ -325,6 +325,11 @@ def status(config_path: str, as_json: bool) -> None:
             lines += ["", stage, table([r[stage]]) if r[stage] else "(none)"]
         lines += ["", "versions", table(r["versions"], ["version", "stage", "aliases", "trigger", "decision",
                                                          "baseline_version", "reason"])]
+        if r["awaiting"]:
+            a = r["awaiting"]
+            lines += ["", f"v{a['version']} awaits approval since {a['since'] or '(not recorded)'}, "
+                          + (f"expires as of {a['expires']}" if a["expires"] else "no approval_ttl: waits for a person"),
+                      f"  {a['approve']}", f"  {a['reject']}", f"  {a['tag']}"]
         lines += ["", f"last cycle: {r['last_cycle'] or '-'}", f"lease: {r['lease'] or 'free'}"]
         return "\n".join(lines + undelivered_lines(r["undelivered"]))
 

@@ -394,6 +394,7 @@ class Config:
 # Keys whose values may hold a credential (a Slack webhook's path is its token; a URI may carry a
 # password): an error about one names the key and the value's type, never the value.
 SECRET_KEYS = frozenset({"notify", "url", "tracking_uri", "uri", "secret"})
+_WORD = re.compile(r"[a-z_]{1,24}")
 MIN_SECRET = 16  # characters: a short signing secret is guessable offline from one signed request
 
 
@@ -420,8 +421,11 @@ class _Section:
         self.used: set[str] = set()
 
     def shown(self, name: str, value: Any) -> str:
-        """The value as an error message may show it: its type only where it may be a secret."""
-        return _type(value) if self.secret or name in SECRET_KEYS else repr(value)
+        """The value as an error message may show it: its type only where it may be a secret (in a
+        notify target, any value but a short lowercase word such as a mistyped format or event)."""
+        if name in SECRET_KEYS or (self.secret and not (isinstance(value, str) and _WORD.fullmatch(value))):
+            return _type(value)
+        return repr(value)
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -776,11 +780,11 @@ def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, .
         url = _notify_url(s, source)
         fmt = s.get("format", str, "json")
         if fmt not in NOTIFY_FORMATS:
-            raise s.fail("format", f"must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
+            raise s.fail("format", f"must be one of {', '.join(NOTIFY_FORMATS)}, got {s.shown('format', fmt)}")
         events = tuple(s.get("on", list, list(NOTIFY_EVENTS)))
         unknown = [e for e in events if e not in NOTIFY_EVENTS]
         if unknown:
-            raise s.fail("on", f"names unknown event {unknown[0]!r}; events: {', '.join(NOTIFY_EVENTS)}")
+            raise s.fail("on", f"names unknown event {s.shown('on', unknown[0])}; events: {', '.join(NOTIFY_EVENTS)}")
         if not events:
             raise s.fail("on", f"is empty: leave it out for every event ({', '.join(NOTIFY_EVENTS)})")
         s.used.add("secret")
@@ -790,15 +794,14 @@ def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, .
         secret_env, secret_file = s.get("secret_env", str), s.get("secret_file", str)
         if secret_env and secret_file:
             raise s.fail("secret_env", "and secret_file are alternatives: give one")
-        secret = os.environ.get(secret_env, "").strip() if secret_env else ""
-        if secret_env and not secret:
-            raise s.fail("secret_env", f"names {secret_env}, which is not set (or empty) in the environment")
+        secret = _from_env(s, "secret_env") if secret_env else ""
         path = None
         if secret_file:
             path = _beside(secret_file, source)
             secret = _read_text(path)
             if not secret:
-                raise s.fail("secret_file", f"{path} does not exist or is empty")
+                raise s.fail("secret_file", "names a file that does not exist or is empty (a relative path is "
+                                            "beside the policy; not repeated, as it may be the secret itself)")
         if secret and len(secret) < MIN_SECRET:
             name = "secret_env" if secret_env else "secret_file"
             raise s.fail(name, f"holds a secret shorter than {MIN_SECRET} characters: use a random one, e.g. "
@@ -815,6 +818,22 @@ def _beside(name: str, source: Path | None) -> Path:
     """A path from the policy: relative ones are beside the policy file."""
     path = Path(name).expanduser()
     return source.parent / path if not path.is_absolute() and source is not None else path
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _from_env(s: _Section, key: str) -> str:
+    """The value of the variable `key` names. A value that is no variable name is likely the secret
+    itself, written where its name belongs: refused without repeating it."""
+    name = s.get(key, str)
+    if not _ENV_NAME.fullmatch(name):
+        raise s.fail(key, "must name an environment variable (letters, digits, _); what is written is not a name "
+                          "and is not repeated, as it may be the secret itself")
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise s.fail(key, f"names {name}, which is not set (or empty) in the environment")
+    return value
 
 
 def _read_text(path: Path) -> str:
@@ -837,14 +856,12 @@ def _notify_url(s: _Section, source: Path | None) -> str:
     if key == "url":
         url, origin = name, "url"
     elif key == "url_env":
-        url, origin = os.environ.get(name, "").strip(), f"url_env ({name})"
-        if not url:
-            raise s.fail("url_env", f"names {name}, which is not set (or empty) in the environment")
+        url, origin = _from_env(s, "url_env"), f"url_env ({name})"
     else:
-        path = _beside(name, source)
-        url, origin = _read_text(path), f"url_file ({path})"
+        url, origin = _read_text(_beside(name, source)), "url_file"
         if not url:
-            raise s.fail("url_file", f"{path} does not exist or is empty")
+            raise s.fail("url_file", "names a file that does not exist or is empty (a relative path is beside the "
+                                     "policy; not repeated, as it may be the URL itself)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number

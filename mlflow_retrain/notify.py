@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_retrain import outbox
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config, NotifyTarget
+from mlflow_retrain.decide.approval import sign_off_help
 from mlflow_retrain.errors import LeaseHeldError, UsageError
 from mlflow_retrain.redact import redact
 from mlflow_retrain.serve import signing
@@ -85,10 +87,10 @@ class Delivery:
 
 
 # ---- what to send (pure) ---------------------------------------------------------------------------------
-def cycle_events(report: CycleReport) -> list[Event]:
+def cycle_events(report: CycleReport, config: Config | None = None) -> list[Event]:
     """What a finished cycle tells people: its verdict on a candidate (promoted, rejected, waiting
-    for a person) and a data gap it found (labels stopped: the model is effectively down). A dry run
-    and a cycle that decided nothing send nothing."""
+    for a person, with how to sign off and until when) and a data gap it found (labels stopped: the
+    model is effectively down). A dry run and a cycle that decided nothing send nothing."""
     if report.dry_run:
         return []
     events = []
@@ -97,7 +99,15 @@ def cycle_events(report: CycleReport) -> list[Event]:
     verdicts = {PROMOTED: f"{who} promoted to Production",
                 REJECTED: f"{who} rejected" + (": nothing in Production yet" if report.first_model_rejected else ""),
                 AWAITING_APPROVAL: f"{who} passed the gate and awaits approval"}
-    if report.outcome in verdicts:
+    if report.outcome == AWAITING_APPROVAL:
+        ttl = config.validation.approval_ttl if config is not None else None
+        policy = str(config.source) if config is not None and config.source else "retrain.yaml"
+        how = sign_off_help(report.model_name, str(report.candidate_version), datetime.fromisoformat(report.as_of),
+                            ttl, policy)
+        until = f"; expires as of {how['expires']}" if how["expires"] else "; it waits until a person decides"
+        reason = f"{report.reason}. To sign off: {how['approve']} (or {how['reject']}), {how['tag']}{until}"
+        events.append(Event(AWAITING_APPROVAL, report.model_name, verdicts[AWAITING_APPROVAL], reason, payload, how))
+    elif report.outcome in verdicts:
         events.append(Event(report.outcome, report.model_name, verdicts[report.outcome], report.reason, payload))
     elif report.outcome == T.EXPIRED:  # nobody signed off in time: the candidate is archived, told as a rejection
         events.append(Event(REJECTED, report.model_name, f"{who} expired: nobody approved it in time", report.reason,
@@ -324,7 +334,7 @@ def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
         except Exception as exc:
             notify(config, [failure_event(config.model_name, exc, kwargs.get("as_of"))])
             raise
-        notify(config, cycle_events(report), run_id=report.cycle_run_id)
+        notify(config, cycle_events(report, config), run_id=report.cycle_run_id)
         return report
 
     return notified

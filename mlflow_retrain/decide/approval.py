@@ -83,6 +83,18 @@ def review(*, approval: str | None, by: str | None, why: str | None, waiting_sin
     return ApprovalVerdict(WAIT, [*notes, f"awaiting approval since {waiting_since.isoformat()}{until}"])
 
 
+def sign_off_help(model_name: str, version: str, since: datetime | None, ttl: timedelta | None,
+                  policy: str = "retrain.yaml") -> dict[str, str | None]:
+    """What a person needs to act on a waiting candidate: the two commands, the UI tag, since when it
+    waits and when it expires (data time), for the `awaiting_approval` message and `status`."""
+    expires = (since + ttl).isoformat() if since is not None and ttl is not None else None
+    return {"version": version, "since": since.isoformat() if since is not None else None, "expires": expires,
+            "approve": f'mlflow-retrain approve {version} --config {policy} --reason "..."',
+            "reject": f'mlflow-retrain reject {version} --config {policy} --reason "..."',
+            "tag": f"or in the MLflow UI: set the tag {T.APPROVAL}=approved (or rejected) on {model_name} version "
+                   f"{version}; the next cycle carries it out"}
+
+
 def hold(decision: RetrainDecision, waiting: str, *, forced: bool) -> RetrainDecision:
     """A retrain the triggers asked for, held while version `waiting` awaits approval (see the module
     docstring); a forced one goes ahead and supersedes it."""

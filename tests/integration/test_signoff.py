@@ -57,6 +57,19 @@ def sign(policy: Path, *args: str):
     return CliRunner().invoke(cli, [*args, "--config", str(policy), "--json"])
 
 
+def test_status_says_since_when_a_candidate_waits_until_when_and_how_to_sign_off(waiting_store, write_policy):
+    policy = write_policy(validation=APPROVAL, triggers=DEGRADED)
+    out = CliRunner().invoke(cli, ["status", "--config", str(policy), "--json"])
+    awaiting = json.loads(out.stdout)["awaiting"]
+    assert (awaiting["version"], awaiting["since"], awaiting["expires"]) == ("2", "2011-05-31T00:00:00",
+                                                                             "2011-06-07T00:00:00")
+    assert awaiting["approve"] == f'mlflow-retrain approve 2 --config {policy.resolve()} --reason "..."'
+    assert "retrain.approval=approved (or rejected) on bikes version 2" in awaiting["tag"]
+    human = CliRunner().invoke(cli, ["status", "--config", str(policy)]).stdout
+    assert "v2 awaits approval since 2011-05-31T00:00:00, expires as of 2011-06-07T00:00:00" in human
+    assert f"mlflow-retrain reject 2 --config {policy.resolve()}" in human
+
+
 def test_a_candidate_that_passed_waits_and_approve_promotes_it_at_once(waiting_store, write_policy):
     policy = write_policy(validation=APPROVAL, triggers=DEGRADED)
     config = load_config(policy)

@@ -52,6 +52,16 @@ def test_a_data_gap_is_downtime_whatever_the_cycle_decided():
     assert [e.kind for e in both] == ["promoted", "downtime"]
 
 
+def test_the_awaiting_approval_message_says_how_to_sign_off_and_until_when():
+    config = parse_config({**MINIMAL, "validation": {"require_approval": True, "approval_ttl": "7d"}})
+    (event,) = N.cycle_events(report("awaiting_approval"), config)
+    assert event.details["approve"] == 'mlflow-retrain approve 2 --config retrain.yaml --reason "..."'
+    assert event.details["expires"] == "2011-06-07T00:00:00" and event.details["since"] == "2011-05-31T00:00:00"
+    assert "mlflow-retrain reject 2" in event.reason and "retrain.approval=approved" in event.reason
+    assert "expires as of 2011-06-07T00:00:00" in event.reason
+    assert "mlflow-retrain approve 2" in json.dumps(N.slack_body(event))
+
+
 def test_a_dry_run_tells_nobody():
     r = report("promoted")
     r.dry_run = True
@@ -153,7 +163,7 @@ def test_a_bare_on_key_in_yaml_is_the_events_not_true():
     ([{"url": URL, "secret": "hunter22"}], "notify[0].secret must not be written in the policy"),
     ([{"url": URL, "secret_env": "NO_SUCH_VAR_FOR_NOTIFY"}], ("notify[0].secret_env names NO_SUCH_VAR_FOR_NOTIFY, "
                                                               "which is not set")),
-    ([{"url": URL, "secret_file": "/nonexistent/secret"}], "notify[0].secret_file /nonexistent/secret does not exist"),
+    ([{"url": URL, "secret_file": "/nonexistent/secret"}], "notify[0].secret_file names a file that does not exist"),
     ([{"url": URL, "timeout": 0}], "notify[0].timeout must be positive"),
     ([{"url": URL, "retries": 3}], "notify[0] has 1 key(s) that are not known here"),
 ])
