@@ -255,6 +255,8 @@ def _cycle_human(r: dict[str, Any]) -> str:
     if r["candidate_version"]:
         lines.append(f"candidate: v{r['candidate_version']}")
     lines += ["", f"reason: {r['reason']}"]
+    if r.get("approval") and r["approval"].get("ignored"):
+        lines.append(f"note: {r['approval']['reasons'][0]}")
     if r.get("stale"):
         lines.append(f"data gap: {r['stale']}")
     if r["cycle_run_id"]:
@@ -422,7 +424,8 @@ def _sign_off_command(action: str, example: str, doc: str) -> None:
 
         done = sign_off(_load(config_path), action, version, reason, by, as_of)
         emit(done.to_dict(), as_json, lambda r: f"v{r['version']} {r['outcome']} by {r['by']}"
-             + (f" (replacing v{r['previous']})" if r["previous"] else "") + f"; audit run {r['run_id']}")
+             + (f" (replacing v{r['previous']})" if r["previous"] else "") + f"; audit run {r['run_id']}"
+             + (f"\nnote: {r['note']}" if r["note"] else ""))
 
 
 _sign_off_command("approve", "checked the weekend errors with the ops team", """Approve VERSION, the candidate awaiting a person's sign-off (validation.require_approval):

@@ -32,7 +32,7 @@ from mlflow_retrain.notify import notifies
 from mlflow_retrain.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.registry import story
-from mlflow_retrain.signoff import await_approval, awaits, carry_out, review_candidate
+from mlflow_retrain.signoff import await_approval, awaits, carry_out, note_ignored, review_candidate
 from mlflow_retrain.tracking import check_tracking
 from mlflow_retrain.trainers import PROJECT, make_candidate, preflight
 
@@ -324,8 +324,19 @@ def _observe(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: 
         # a person signed it off (CLI or UI tag) or nobody did within approval_ttl: carried out first
         report.approval = review_candidate(config, waiting, as_of)
         if report.approval.final:
-            report.decision = RetrainDecision(False, [], [], f"Staging v{waiting.version} awaited approval: "
-                                                             f"{report.approval.reason}", None)
+            # carried out this cycle; Production is still monitored and the triggers evaluated (and
+            # recorded) as in any cycle, but a retrain they ask for waits for the next cycle: one
+            # move of the candidate per cycle
+            why = f"Staging v{waiting.version} awaited approval: {report.approval.reason}"
+            fired, results = [], []
+            if production is not None:
+                decision, report.monitoring, report.drift = evaluate_triggers(
+                    config, data, as_of, production, registry.versions(), force=False, reason=None, event=None,
+                    reports_dir=reports_dir, model=(loaded or {}).get(production.version))
+                fired, results = decision.fired, decision.results
+                if decision.retrain:
+                    why += f"; triggers fired ({decision.reason}): the next cycle retrains"
+            report.decision = RetrainDecision(False, fired, results, why, None)
             report.candidate_version = waiting.version
             report.outcome = f"would_{report.approval.action}"
             return production
@@ -387,6 +398,9 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
         production = _observe(config, data, as_of, registry, report, force=force, reason=reason, event=event,
                               reports_dir=reports_dir, loaded=loaded)
         decision = report.decision
+        waiting = report.candidate_version or getattr(registry.staging(), "version", None)
+        if report.approval is not None and report.approval.ignored and waiting:
+            note_ignored(registry, registry.get(waiting), report.approval, as_of)
         if report.outcome == "would_validate":
             _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
         elif report.approval is not None and report.approval.final:
@@ -550,6 +564,8 @@ def cycle_description(config: Config, report: CycleReport, trained_by: str = "")
         run = f", trained by run [`{trained_by}`](#/runs/{trained_by})" if trained_by else ""
         lines[-1] += (f" Candidate [v{version}](#/models/{report.model_name}/versions/{version}){run}.")
     lines += ["", "### Decision", "", report.reason or report.outcome]
+    if report.approval is not None and report.approval.ignored:
+        lines += ["", f"**Note:** {report.approval.reasons[0]}"]
     if report.stale:
         lines += ["", f"**Data gap:** {report.stale}"]
     if report.decision is not None and report.decision.results:

@@ -24,14 +24,31 @@ import pandas as pd
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
-from mlflow_retrain.decide.approval import PROMOTE, ApprovalVerdict, review
+from mlflow_retrain.decide.approval import EXPIRE, PROMOTE, ApprovalVerdict, review
 from mlflow_retrain.decide.gate import PromotionDecision
+from mlflow_retrain.decide.verdicts import format_span
 from mlflow_retrain.errors import ApprovalError, RetrainError
 from mlflow_retrain.registry import Registry, VersionInfo, utcnow
 
 log = logging.getLogger(__name__)
 
 VERDICTS = {"approve": T.APPROVED, "reject": T.REJECTED}  # command -> the value of `retrain.approval`
+UI_PERSON = "not recorded (the retrain.approval tag, set in the MLflow UI; MLflow keeps no user for a tag)"
+IGNORED = "retrain.approval_ignored"  # + "", ".2", ...: each unusable value found, noted once
+
+
+def note_ignored(registry: Registry, version: VersionInfo, verdict: ApprovalVerdict, as_of: pd.Timestamp) -> bool:
+    """Say on the version, once per value, that its `retrain.approval` value was ignored; earlier
+    notes are kept (a new value gets the next key). True when a note was written."""
+    if not verdict.ignored:
+        return False
+    notes = {k: v for k, v in version.tags.items() if k == IGNORED or k.startswith(IGNORED + ".")}
+    said = f"retrain.approval={verdict.ignored!r} ignored as of {as_of.isoformat()}: set approved or rejected"
+    if any(v.startswith(f"retrain.approval={verdict.ignored!r} ") for v in notes.values()):
+        return False
+    key = IGNORED if not notes else f"{IGNORED}.{len(notes) + 1}"
+    registry.tag(version.version, {key: said})
+    return True
 
 
 def awaits(version: VersionInfo | None) -> bool:
@@ -63,6 +80,11 @@ def carry_out(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdi
     -> Archived; the decision's reason keeps the gate's. Returns the versions archived."""
     tags = {T.DECISION: verdict.decision,
             T.DECISION_REASON: f"{verdict.reason}; {candidate.tags.get(T.DECISION_REASON, 'the gate passed it')}"}
+    if verdict.action != EXPIRE and T.APPROVAL_BY not in registry.get(candidate.version).tags:
+        # set in the MLflow UI: MLflow keeps no user or time for a tag, so the record says when the
+        # cycle found it (data time and wall time) and that nobody is named
+        tags.update({T.APPROVAL_BY: UI_PERSON, T.APPROVAL_AT: when.isoformat(),
+                     T.APPROVAL_WALL: utcnow().isoformat(timespec="seconds")})
     if verdict.action == PROMOTE:
         previous = registry.promote(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
         return [previous.version] if previous else []
@@ -83,9 +105,35 @@ class SignOff:
     run_id: str
     as_of: str
     wall: str
+    note: str = ""  # what the data time says of the record: a sign-off past approval_ttl
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def history_end(registry: Registry) -> tuple[pd.Timestamp, str] | None:
+    """The newest data time the registry's history records (a promotion, archiving, wait or sign-off)
+    and which record it is: a move by hand stamped before it would write history out of order."""
+    stamps = [(pd.Timestamp(v.tags[key]), f"v{v.version} {key.removeprefix('retrain.')}")
+              for v in registry.versions() for key in (T.PROMOTED_AT, T.ARCHIVED_AT, T.AWAITING_SINCE, T.APPROVAL_AT)
+              if v.tags.get(key)]
+    return max(stamps, key=lambda s: s[0]) if stamps else None
+
+
+def in_order(config: Config, registry: Registry, candidate: VersionInfo, action: str, when: pd.Timestamp) -> str:
+    """Refuse a sign-off whose data time precedes the registry's history (a replay's history stays in
+    order); return a note when it comes after approval_ttl ran out (the record says so, it is kept)."""
+    end = history_end(registry)
+    if end is not None and when < end[0]:
+        raise ApprovalError(f"{action} as of {when.isoformat()} comes before the registry's history, which reaches "
+                            f"{end[0].isoformat()} ({end[1]}): pass --as-of {end[0].isoformat()} or later")
+    since, ttl = candidate.tags.get(T.AWAITING_SINCE), config.validation.approval_ttl
+    if since and ttl is not None and when >= pd.Timestamp(since) + ttl:
+        late = when - pd.Timestamp(since) - ttl
+        return (f"{action} as of {when.isoformat()} is {format_span(late)} after v{candidate.version}'s approval_ttl "
+                f"ran out ({(pd.Timestamp(since) + ttl).isoformat()}); a cycle by then would have expired it. In a "
+                "replay, pass --as-of with the data time of the decision")
+    return ""
 
 
 def waiting(config: Config, registry: Registry, version: str) -> VersionInfo:
@@ -122,7 +170,9 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
     check_tracking()
     registry = Registry(config)
     registry.require()
-    waiting(config, registry, version)
+    note = in_order(config, registry, waiting(config, registry, version), action, when)
+    if note:
+        log.warning("%s", note)
     with registry.hold(config.registry.lease_ttl):
         reconcile(config, registry, when.to_pydatetime())
         candidate = waiting(config, registry, version)  # a cycle may have moved it while we waited for the lease
@@ -140,11 +190,11 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
             registry.describe()
             done = SignOff(action, candidate.version, verdict.decision,
                            production.version if verdict.action == PROMOTE and production else None, reason,
-                           person, run.info.run_id, when.isoformat(), wall)
+                           person, run.info.run_id, when.isoformat(), wall, note)
             mlflow.set_tags({"outcome": done.outcome, "production_version": production.version if production else "",
                              "candidate_version": candidate.version, "reason": verdict.reason[:7900],
                              "archived_versions": ",".join(archived),
-                             "mlflow.note.content": _description(config, title, when, verdict, candidate)})
+                             "mlflow.note.content": _description(config, title, when, verdict, candidate, note)})
             mlflow.log_dict(done.to_dict(), "decision.json")
             registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
     log.info("%s", title)
@@ -165,7 +215,8 @@ def _person() -> str:
 
 
 def _description(config: Config, title: str, when: pd.Timestamp, verdict: ApprovalVerdict,
-                 candidate: VersionInfo) -> str:
+                 candidate: VersionInfo, note: str) -> str:
     page = f"[v{candidate.version}](#/models/{config.model_name}/versions/{candidate.version})"
     return (f"**{title}**\n\nSigned off as of `{when.isoformat()}` on `{config.model_name}`: {verdict.reason}.\n\n"
-            f"The gate had passed {page}: {candidate.tags.get(T.DECISION_REASON, '')}")[:8000]
+            + (f"**Note:** {note}\n\n" if note else "")
+            + f"The gate had passed {page}: {candidate.tags.get(T.DECISION_REASON, '')}")[:8000]

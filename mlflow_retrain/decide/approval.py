@@ -37,6 +37,7 @@ class ApprovalVerdict:
 
     action: str  # wait | promote | reject | expire | revalidate
     reasons: list[str] = field(default_factory=list)
+    ignored: str = ""  # a `retrain.approval` value that is neither approved nor rejected, as found
 
     @property
     def reason(self) -> str:
@@ -53,7 +54,7 @@ class ApprovalVerdict:
         return {PROMOTE: T.PROMOTED, REJECT: T.REJECTED, EXPIRE: T.EXPIRED}[self.action]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason, "reasons": list(self.reasons)}
+        return {"action": self.action, "reason": self.reason, "reasons": list(self.reasons), "ignored": self.ignored}
 
 
 def review(*, approval: str | None, by: str | None, why: str | None, waiting_since: datetime | None,
@@ -67,20 +68,23 @@ def review(*, approval: str | None, by: str | None, why: str | None, waiting_sin
         return ApprovalVerdict(PROMOTE, [f"approved {who}{because}"])
     if said == T.REJECTED:
         return ApprovalVerdict(REJECT, [f"rejected {who}{because}"])
-    notes = [f"retrain.approval={approval!r} is neither approved nor rejected: ignored"] if said else []
+    ignored = (approval or "") if said else ""
+    notes = [f"retrain.approval={approval!r} is neither approved nor rejected: ignored (set approved or rejected)"
+             ] if said else []
     if not required:
         again = "validation.require_approval is off now: judged again by the gate on the current data"
-        return ApprovalVerdict(REVALIDATE, [*notes, again])
+        return ApprovalVerdict(REVALIDATE, [*notes, again], ignored)
     if waiting_since is None:
-        return ApprovalVerdict(WAIT, [*notes, "awaiting approval (since when is not recorded, so it cannot expire)"])
+        return ApprovalVerdict(WAIT, [*notes, "awaiting approval (since when is not recorded, so it cannot expire)"],
+                              ignored)
     age = as_of - waiting_since
     if ttl is not None and age >= ttl:
         late = (f"nobody approved or rejected it within approval_ttl {format_span(ttl)}: awaiting since "
                 f"{waiting_since.isoformat()}, {format_span(age)} before {as_of.isoformat()}")
-        return ApprovalVerdict(EXPIRE, [*notes, late])
+        return ApprovalVerdict(EXPIRE, [*notes, late], ignored)
     until = (f"; expires as of {(waiting_since + ttl).isoformat()} (approval_ttl {format_span(ttl)})" if ttl is not None
              else "; no approval_ttl: it waits until a person decides")
-    return ApprovalVerdict(WAIT, [*notes, f"awaiting approval since {waiting_since.isoformat()}{until}"])
+    return ApprovalVerdict(WAIT, [*notes, f"awaiting approval since {waiting_since.isoformat()}{until}"], ignored)
 
 
 def sign_off_help(model_name: str, version: str, since: datetime | None, ttl: timedelta | None,

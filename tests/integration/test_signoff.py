@@ -105,6 +105,21 @@ def test_a_candidate_that_passed_waits_and_approve_promotes_it_at_once(waiting_s
     assert run_cycle(config, as_of="2011-06-02", dry_run=True).approval is None
 
 
+def test_a_sign_off_keeps_the_history_in_order_and_says_when_it_comes_after_the_ttl(waiting_store, write_policy):
+    policy = write_policy(validation=APPROVAL, triggers=DEGRADED)
+    early = sign(policy, "approve", "2", "--reason", "x", "--as-of", "2011-05-20")
+    assert early.exit_code == 2 and early.stdout == ""
+    assert ("approve as of 2011-05-20T00:00:00 comes before the registry's history, which reaches "
+            "2011-05-31T00:00:00 (v2 awaiting_since): pass --as-of 2011-05-31T00:00:00 or later") in early.stderr
+    assert Registry(load_config(policy)).get("2").tags[T.DECISION] == T.AWAITING_APPROVAL  # nothing written
+    late = sign(policy, "approve", "2", "--reason", "ok", "--as-of", "2011-06-20")
+    assert late.exit_code == 0, late.output
+    assert json.loads(late.stdout)["note"].startswith("approve as of 2011-06-20T00:00:00 is 13d after v2's "
+                                                      "approval_ttl ran out (2011-06-07T00:00:00)")
+    run = MlflowClient().get_run(json.loads(late.stdout)["run_id"])
+    assert "**Note:** approve as of 2011-06-20T00:00:00 is 13d after" in run.data.tags["mlflow.note.content"]
+
+
 def test_reject_archives_the_candidate_with_the_persons_reason(waiting_store, write_policy):
     policy = write_policy(validation=APPROVAL, triggers=DEGRADED)
     config = load_config(policy)
@@ -133,8 +148,37 @@ def test_the_tag_set_in_the_ui_is_carried_out_by_the_next_cycle(waiting_store, w
     assert "no name recorded" in v2[T.DECISION_REASON] and healthy(config)
     run = MlflowClient().get_run(report.cycle_run_id)
     assert run.data.tags["mlflow.runName"].startswith("v2 promoted: approved through the retrain.approval tag")
-    assert json.loads(Path(MlflowClient().download_artifacts(report.cycle_run_id, "decision.json")).read_text()
-                      )["approval"]["action"] == "promote"
+    decided = json.loads(Path(MlflowClient().download_artifacts(report.cycle_run_id, "decision.json")).read_text())
+    assert decided["approval"]["action"] == "promote"
+    # carrying out the approval, the cycle still monitored Production and evaluated its triggers
+    assert decided["monitoring"][0]["rows"] == 168 and decided["retrain"]["results"][0]["kind"] == "metric_threshold"
+
+
+def test_an_unknown_ui_value_is_said_once_everywhere_and_a_ui_approval_records_when(waiting_store, write_policy):
+    policy = write_policy(validation=APPROVAL, triggers=DEGRADED)
+    client = MlflowClient()
+    client.set_model_version_tag("bikes", "2", T.APPROVAL, "yes")  # a person's guess at the value
+    out = CliRunner().invoke(cli, ["cycle", "--config", str(policy), "--as-of", "2011-06-02", "--retrain-via",
+                                   "inprocess"])
+    assert out.exit_code == 0, out.output
+    assert "note: retrain.approval='yes' is neither approved nor rejected: ignored" in out.stdout
+    config = load_config(policy)
+    v2 = Registry(config).get("2").tags
+    assert v2["retrain.approval_ignored"].startswith("retrain.approval='yes' ignored as of 2011-06-02")
+    (cycle, *_) = sorted(runs_of_kind(config, "cycle"), key=lambda r: -r.info.start_time)
+    assert "**Note:** retrain.approval='yes' is neither approved nor rejected" in cycle.data.tags["mlflow.note.content"]
+    again = run_cycle(config, as_of="2011-06-03", via="inprocess")
+    assert again.approval.ignored == "yes"
+    assert [k for k in Registry(config).get("2").tags if k.startswith("retrain.approval_ignored")] == [
+        "retrain.approval_ignored"]  # said once, not again each cycle
+
+    client.set_model_version_tag("bikes", "2", T.APPROVAL, "approved")
+    done = run_cycle(config, as_of="2011-06-04", via="inprocess")
+    assert done.outcome == "promoted"
+    v2 = Registry(config).get("2").tags
+    assert v2[T.APPROVAL_AT] == "2011-06-04T00:00:00" and v2[T.APPROVAL_WALL]
+    assert v2[T.APPROVAL_BY].startswith("not recorded (the retrain.approval tag, set in the MLflow UI")
+    assert v2["retrain.approval_ignored"].startswith("retrain.approval='yes'")  # the note stays
 
 
 def test_while_it_waits_triggers_are_held_then_the_ttl_expires_it(waiting_store, write_policy):
@@ -146,6 +190,8 @@ def test_while_it_waits_triggers_are_held_then_the_ttl_expires_it(waiting_store,
     assert where(config) == {"1": "Production", "2": "Staging", "production": "1", "staging": "2"}  # no v3
     expired = run_cycle(config, as_of="2011-06-07", via="inprocess")
     assert expired.outcome == "expired" and expired.archived_versions == ["2"]
+    assert expired.monitoring and expired.decision.fired == ["metric_threshold"]  # monitored as any cycle
+    assert "the next cycle retrains" in expired.decision.reason
     assert where(config) == {"1": "Production", "2": "Archived", "production": "1"}
     v2 = Registry(config).get("2").tags
     assert v2[T.DECISION] == T.EXPIRED and v2[T.ARCHIVED_AT] == "2011-06-07T00:00:00"
