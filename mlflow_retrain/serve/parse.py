@@ -28,7 +28,8 @@ TIMESTAMP_DIGITS = 12  # whole Unix seconds up to the year 33658
 MAX_SIGNATURE_HEADER = 1024  # a few space-separated `v1,<44 base64>` values while a secret rotates
 MAX_JSON_NUMBER = 40  # characters of one JSON number: MLflow sends none longer than a timestamp
 MAX_NAME = 256  # a model name, tag key, entity, action or source
-MAX_TEXT = 8000  # a tag value (MLflow's own limit) or a trigger's reason
+MAX_REASON = 8000  # a trigger's reason: MLflow's limit for a run tag, where it is recorded
+MAX_TAG_VALUE = 100_000  # MLflow's limit for a registry tag value (a cycle's JSON tags are long)
 REASON_SHOWN = 300  # characters of a refusal's reason in the answer and the log line
 
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # MLflow sends a UUID
@@ -176,8 +177,8 @@ def _constant(text: str) -> None:
     raise ValueError(f"{text} is not a JSON number")
 
 
-def string_field(payload: Mapping[str, Any], key: str, where: str, *, limit: int = MAX_NAME, required: bool = False,
-         blank: bool = True) -> str | None:
+def string_field(payload: Mapping[str, Any], key: str, where: str, *, limit: int = MAX_NAME,
+                 required: bool = False, blank: bool = True) -> str | None:
     """`payload[key]` as a string of at most `limit` characters (None when absent and not `required`)."""
     value = payload.get(key)
     if value is None and not required:
@@ -199,25 +200,28 @@ def webhook_payload(payload: dict[str, Any]) -> dict[str, Any]:
         raise Refused(f"{where} needs 'data' to be an object")
     for key in ("name", "key"):
         string_field(data, key, f"{where}'s data")
-    string_field(data, "value", f"{where}'s data", limit=MAX_TEXT)
+    string_field(data, "value", f"{where}'s data", limit=MAX_TAG_VALUE)
     version = data.get("version")
     if version is not None and not (isinstance(version, str) and len(version) <= MAX_NAME
                                     or type(version) is int and version >= 0):
         raise Refused(f"{where}'s data needs 'version' to be a version number")
     tags = data.get("tags")
     if tags is not None and not (isinstance(tags, dict) and all(
-            len(k) <= MAX_NAME and isinstance(v, str) and len(v) <= MAX_TEXT for k, v in tags.items())):
+            len(k) <= MAX_NAME and isinstance(v, str) and len(v) <= MAX_TAG_VALUE for k, v in tags.items())):
         raise Refused(f"{where}'s data needs 'tags' to be an object of tag name to string")
     return payload
 
 
 def trigger_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """A `POST /trigger` body: non-empty strings `source` (a name, one line) and `reason`."""
-    example = ' (e.g. {"source": "nightly-etl", "reason": "table sales reloaded"})'
-    source = string_field(payload, "source", "/trigger" + example, required=True, blank=False)
-    string_field(payload, "reason", "/trigger" + example, limit=MAX_TEXT, required=True, blank=False)
-    if _CONTROL.search(source):
-        raise Refused("/trigger needs 'source' on one line: the name of the system that asks")
+    try:
+        source = string_field(payload, "source", "/trigger", required=True, blank=False)
+        string_field(payload, "reason", "/trigger", limit=MAX_REASON, required=True, blank=False)
+        if _CONTROL.search(source):
+            raise Refused("/trigger needs 'source' on one line")
+    except Refused as exc:
+        raise Refused(f'{exc}: the system that asks and why, e.g. {{"source": "nightly-etl", '
+                      '"reason": "table sales reloaded"}') from None
     return payload
 
 
