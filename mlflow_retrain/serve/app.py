@@ -6,10 +6,13 @@ Routes:
 - `GET /healthz`: the server, its worker, the queue and the folder watch, as JSON.
 - `GET /events?limit=N`: the newest events and what each caused.
 
-Each accepted event is committed to the queue before the answer (202, or 200 when it is recorded
-but asks for nothing); 401 for a bad, missing or stale signature, 409 for a delivery id seen before,
-413 for a body over the limit, 400 for a signed body that does not say what it wants. The worker
-process (`worker.py`), started and watched here by `WorkerProcess`, runs the cycles.
+Every header, query parameter and body a route reads goes through `parse.py` before any work; what
+it refuses is answered with a short JSON error and one log line: 400 for a malformed request or a
+signed body that does not say what it wants, 401 for a bad, missing or stale signature, 409 for a
+delivery id seen before, 413 for a body over the limit. Each accepted event is committed to the
+queue before the answer (202, or 200 when it is recorded but asks for nothing). An exception no route
+expected is answered 500 with one log line (`OneLineErrors`), not a traceback per request. The
+worker process (`worker.py`), started and watched here by `WorkerProcess`, runs the cycles.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,20 +32,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlflow_retrain.serve import signing
-from mlflow_retrain.serve.events import (
-    IGNORE,
-    TRIGGER,
-    WEBHOOK,
-    Action,
-    BadEvent,
-    parse_json,
-    trigger_action,
-    webhook_action,
-)
+from mlflow_retrain.serve import parse, signing
+from mlflow_retrain.serve.events import IGNORE, TRIGGER, WEBHOOK, Action, trigger_action, webhook_action
 from mlflow_retrain.serve.queue import EventQueue
 from mlflow_retrain.serve.watch import FolderWatch
 
@@ -135,22 +131,68 @@ class WorkerProcess:
                 await self._task
 
 
-class TooLarge(Exception):
-    pass
-
-
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes without reading the rest (a declared or a streamed size)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge
+    """The body, refused (413) past `limit` bytes without reading the rest (a declared or a streamed size)."""
+    parse.content_length(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge
+            raise parse.Refused(f"body over {limit} bytes", 413)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+Handler = Callable[[Request, dict[str, Any]], Awaitable[JSONResponse]]
+Payload = dict[str, Any]
+
+
+def strict(handler: Handler, **query: Callable[[str], Any]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """`handler` behind the strict parser: its query parameters (`query`: name -> parser; any other
+    is refused) are parsed first, and any `parse.Refused` it raises while reading headers or body
+    is answered with its status, a short JSON error and one log line."""
+    async def endpoint(request: Request) -> JSONResponse:
+        try:
+            return await handler(request, parse.query(request.scope.get("query_string", b""), query))
+        except parse.Refused as exc:
+            # the route's own path: `request.url` would parse the Host header, which a client chooses
+            log.warning("refused %s %s from %s: %d %s", request.method, request.scope["path"],
+                        request.client.host if request.client else "?", exc.status, exc.reason)
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+    return endpoint
+
+
+def limit_param(text: str) -> int:
+    return parse.whole_number(text, "limit", 1, 1000)
+
+
+class OneLineErrors:
+    """An exception no route expected: 500 with a short JSON error and one log line, where Starlette
+    and uvicorn would log a traceback per request (a flood anyone who can reach the port could cause)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:  # noqa: BLE001 - the point: one line, whatever it was
+            log.error("%s %s failed: %s: %s", scope.get("method"), parse.one_line(scope.get("path", "")),
+                      type(exc).__name__, parse.one_line(str(exc)))
+            if not started:  # else the answer is under way: the connection is closed
+                await JSONResponse({"error": "internal error (see the server's log)"}, status_code=500)(
+                    scope, receive, send)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -159,42 +201,38 @@ def create_app(settings: Settings) -> Starlette:
     watch = FolderWatch(settings.data_folder, queue, settings.model, mode=settings.watch_mode) \
         if settings.data_folder is not None else None
 
-    async def accept(request: Request, kind: str, decide: Callable[[dict[str, Any]], Action],
-                     summary: Callable[[dict[str, Any]], str]) -> JSONResponse:
-        try:
-            body = await read_body(request, settings.max_body)
-        except TooLarge:
-            return JSONResponse({"error": f"body over {settings.max_body} bytes"}, status_code=413)
-        check = signing.verify(settings.secret, request.headers, body, now=time.time(), tolerance=settings.tolerance)
+    async def accept(request: Request, kind: str, shape: Callable[[Payload], Payload], decide: Callable[[Payload], Action],
+                     summary: Callable[[Payload], str]) -> JSONResponse:
+        """Read, verify, check and decide (each may refuse) before the one piece of work: the queue."""
+        body = await read_body(request, settings.max_body)
+        check = signing.verify(settings.secret, request.headers.items(), body, now=time.time(),
+                               tolerance=settings.tolerance)
         if not check.ok:
-            log.warning("refused %s from %s: %s", request.url.path, request.client.host if request.client else "?",
-                        check.reason)
-            return JSONResponse({"error": check.reason}, status_code=check.status)
-        try:
-            payload = parse_json(body)
-            action = decide(payload)
-        except BadEvent as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        event = await run_in_threadpool(queue.add, kind, settings.model, summary(payload), action, check.delivery_id)
+            raise parse.Refused(check.reason, check.status)
+        payload = shape(parse.json_object(body))
+        action = decide(payload)
+        event = await run_in_threadpool(queue.add, kind, settings.model, parse.one_line(summary(payload)), action,
+                                        check.delivery_id)
         if event is None:
-            log.warning("refused %s: delivery %s was seen before", request.url.path, check.delivery_id)
-            return JSONResponse({"error": f"delivery {check.delivery_id} was seen before: ignored"}, status_code=409)
-        log.info("event %d (%s): %s: %s", event, kind, action.action, action.reason)
+            raise parse.Refused(f"delivery {check.delivery_id} was seen before: ignored", 409)
+        log.info("event %d (%s): %s: %s", event, kind, action.action, parse.one_line(action.reason))
         return JSONResponse({"event": event, **action.to_dict()}, status_code=200 if action.action == IGNORE else 202)
 
-    async def webhook(request: Request) -> JSONResponse:
-        def summary(p: dict[str, Any]) -> str:
-            data = p.get("data") if isinstance(p.get("data"), dict) else {}
+    async def webhook(request: Request, _: dict[str, Any]) -> JSONResponse:
+        def summary(p: Payload) -> str:
+            data = p["data"]
             # model_version_tag.set: which tag (a cycle's JSON tags are long: the value is cut)
             tag = f" {data.get('key')}={str(data.get('value'))[:80]}" if "key" in data else ""
-            return f"{p.get('entity')}.{p.get('action')} {data.get('name')} v{data.get('version')}{tag}"
+            return f"{p['entity']}.{p['action']} {data.get('name')} v{data.get('version')}{tag}"
 
-        return await accept(request, WEBHOOK, lambda p: webhook_action(p, settings.model), summary)
+        return await accept(request, WEBHOOK, parse.webhook_payload, lambda p: webhook_action(p, settings.model),
+                            summary)
 
-    async def trigger(request: Request) -> JSONResponse:
-        return await accept(request, TRIGGER, trigger_action, lambda p: f"{p.get('source')}: {p.get('reason')}")
+    async def trigger(request: Request, _: dict[str, Any]) -> JSONResponse:
+        return await accept(request, TRIGGER, parse.trigger_payload, trigger_action,
+                            lambda p: f"{p['source']}: {p['reason']}")
 
-    async def healthz(request: Request) -> JSONResponse:
+    async def healthz(request: Request, _: dict[str, Any]) -> JSONResponse:
         counts = await run_in_threadpool(queue.counts)
         state = await run_in_threadpool(queue.meta, "worker")
         ready = worker.alive() and state == f"{worker.proc.pid} ready"
@@ -207,11 +245,8 @@ def create_app(settings: Settings) -> Starlette:
             "watch": {"folder": str(settings.data_folder), "observer": watch.kind} if watch else None,
         }, status_code=200 if worker.alive() else 503)
 
-    async def events(request: Request) -> JSONResponse:
-        limit = request.query_params.get("limit", "50")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-            return JSONResponse({"error": "limit must be a whole number from 1 to 1000"}, status_code=400)
-        return JSONResponse({"events": await run_in_threadpool(queue.recent, int(limit))})
+    async def events(request: Request, query: dict[str, Any]) -> JSONResponse:
+        return JSONResponse({"events": await run_in_threadpool(queue.recent, query.get("limit", 50))})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -224,9 +259,13 @@ def create_app(settings: Settings) -> Starlette:
             watch.stop()
         await worker.stop()
 
-    return Starlette(routes=[
-        Route("/webhook", webhook, methods=["POST"]),
-        Route("/trigger", trigger, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/events", events, methods=["GET"]),
-    ], lifespan=lifespan)
+    app = Starlette(routes=[
+        Route("/webhook", strict(webhook), methods=["POST"]),
+        Route("/trigger", strict(trigger), methods=["POST"]),
+        Route("/healthz", strict(healthz), methods=["GET"]),
+        Route("/events", strict(events, limit=limit_param), methods=["GET"]),
+    ], middleware=[Middleware(OneLineErrors)], lifespan=lifespan)
+    # `/events/` is a 404, not a redirect built from the request's URL, which decodes the query
+    # string the client sent without the strict parser
+    app.router.redirect_slashes = False
+    return app

@@ -22,12 +22,12 @@ what runs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mlflow_retrain import tags as T
+from mlflow_retrain.serve.parse import Refused, version_number
 
 WEBHOOK, TRIGGER, NEW_DATA = "webhook", "trigger", "new_data"
 VALIDATE, FORCE, CYCLE, IGNORE = "validate", "force", "cycle", "ignore"
@@ -50,23 +50,14 @@ class Action:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-class BadEvent(ValueError):
-    """A signed body that does not say what it asks for: answered 400, nothing queued."""
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadEvent(f"body is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadEvent("body must be a JSON object")
-    return payload
+class BadEvent(Refused):
+    """A signed, well-formed body that does not say what it asks for: answered 400, nothing queued."""
 
 
 def webhook_action(payload: Mapping[str, Any], model_name: str) -> Action:
     """The action an MLflow webhook delivery asks for (payload: MLflow's `entity`, `action`, `data`;
-    `data` is `ModelVersionCreatedPayload` or `ModelVersionTagSetPayload` of `mlflow.webhooks`)."""
+    `data` is `ModelVersionCreatedPayload` or `ModelVersionTagSetPayload` of `mlflow.webhooks`), its
+    form checked by `parse.webhook_payload`."""
     event = f"{payload.get('entity')}.{payload.get('action')}"
     data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
     name, version = data.get("name"), data.get("version")
@@ -77,15 +68,16 @@ def webhook_action(payload: Mapping[str, Any], model_name: str) -> Action:
     if event == TAG_SET and data.get("key") != T.APPROVAL:
         # every tag a cycle writes arrives here too: only a person's verdict asks for anything
         return Action(IGNORE, f"tag {data.get('key')!r} set on v{version}: serve acts on {T.APPROVAL} only")
-    if version is None or not str(version).isdigit():
+    number = version_number(version)
+    if number is None:
         raise BadEvent(f"{event} without a version number: {version!r}")
     if event == TAG_SET:
-        return approval_action(str(version), data.get("value"))
+        return approval_action(number, data.get("value"))
     cycle = (data.get("tags") or {}).get(T.CYCLE_RUN_ID)
     if cycle:
-        return Action(IGNORE, f"v{version} was registered by cycle {cycle}, which judges it itself")
-    return Action(VALIDATE, f"v{version} of {name!r} was registered outside a cycle (MLflow webhook): "
-                            "validate it against Production", version=str(version))
+        return Action(IGNORE, f"v{number} was registered by cycle {cycle}, which judges it itself")
+    return Action(VALIDATE, f"v{number} of {name!r} was registered outside a cycle (MLflow webhook): "
+                            "validate it against Production", version=number)
 
 
 def approval_action(version: str, value: Any) -> Action:
@@ -101,13 +93,9 @@ def approval_action(version: str, value: Any) -> Action:
 
 
 def trigger_action(payload: Mapping[str, Any]) -> Action:
-    """A `POST /trigger` body `{"source": ..., "reason": ...}`: both required, recorded on the version."""
-    source, reason = payload.get("source"), payload.get("reason")
-    for key, value in (("source", source), ("reason", reason)):
-        if not isinstance(value, str) or not value.strip():
-            raise BadEvent(f"/trigger needs a non-empty string {key!r}: the system that asks and why, "
-                           "e.g. {\"source\": \"nightly-etl\", \"reason\": \"table sales reloaded\"}")
-    return Action(FORCE, reason.strip(), source=source.strip())
+    """A `POST /trigger` body `{"source": ..., "reason": ...}` (both checked by `parse.trigger_payload`):
+    a forced cycle, both recorded on the version."""
+    return Action(FORCE, payload["reason"].strip(), source=payload["source"].strip())
 
 
 def new_data_action(files: Sequence[str]) -> Action:

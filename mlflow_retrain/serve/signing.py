@@ -17,12 +17,13 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-DELIVERY_ID = "X-MLflow-Delivery-Id"
-TIMESTAMP = "X-MLflow-Timestamp"
-SIGNATURE = "X-MLflow-Signature"
+from mlflow_retrain.serve.parse import DELIVERY_ID, SIGNATURE, TIMESTAMP, Refused, signing_headers
+
+__all__ = ["DELIVERY_ID", "SIGNATURE", "TIMESTAMP", "Check", "signature", "signed_headers", "verify"]
+
 VERSION = "v1"
 TOLERANCE_SECONDS = 300  # Standard Webhooks' default: clocks a few minutes apart still verify
 
@@ -53,28 +54,25 @@ def signed_headers(secret: str, body: bytes, *, now: float | None = None,
             SIGNATURE: signature(secret, delivery_id, timestamp, body)}
 
 
-def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float,
+def verify(secret: str, headers: Mapping[str, str] | Iterable[tuple[str, str]], body: bytes, *, now: float,
            tolerance: float = TOLERANCE_SECONDS) -> Check:
     """Whether a request was signed with `secret` within `tolerance` seconds of `now`.
 
-    The signature header may list several space-separated `v1,...` values (Standard Webhooks does,
-    to rotate a secret); one match suffices. Comparison is constant-time. A stale or future timestamp
-    is refused even with a good signature: a captured request cannot be replayed later, and the
-    queue's record of delivery ids only has to outlive the tolerance window.
+    The headers are read by `parse.signing_headers` (each once, bounded ASCII). The signature header
+    may list several space-separated `v1,...` values (Standard Webhooks does, to rotate a secret); one
+    match suffices. Comparison is constant-time. A stale or future timestamp is refused even with a
+    good signature: a captured request cannot be replayed later, and the queue's record of delivery
+    ids only has to outlive the tolerance window.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    delivery_id = lowered.get(DELIVERY_ID.lower(), "").strip()
-    timestamp = lowered.get(TIMESTAMP.lower(), "").strip()
-    given = lowered.get(SIGNATURE.lower(), "").strip()
-    if not (delivery_id and timestamp and given):
-        return Check(False, 401, f"missing {DELIVERY_ID}, {TIMESTAMP} or {SIGNATURE} header")
-    if not timestamp.isdigit():
-        return Check(False, 401, f"{TIMESTAMP} must be whole Unix seconds", delivery_id)
-    skew = now - int(timestamp)
+    try:
+        sent = signing_headers(headers)
+    except Refused as exc:
+        return Check(False, exc.status, exc.reason)
+    skew = now - sent.seconds
     if abs(skew) > tolerance:
         return Check(False, 401, f"timestamp is {abs(skew):.0f} s {'old' if skew > 0 else 'in the future'} "
-                                 f"(tolerance {tolerance:.0f} s)", delivery_id)
-    expected = signature(secret, delivery_id, timestamp, body)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in given.split()):
-        return Check(False, 401, "signature does not match", delivery_id)
-    return Check(True, delivery_id=delivery_id)
+                                 f"(tolerance {tolerance:.0f} s)", sent.delivery_id)
+    expected = signature(secret, sent.delivery_id, sent.timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in sent.signatures):
+        return Check(False, 401, "signature does not match", sent.delivery_id)
+    return Check(True, delivery_id=sent.delivery_id)

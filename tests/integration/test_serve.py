@@ -174,6 +174,39 @@ def test_refused_requests_cause_nothing(served, local):
     assert served.events() == [] and cycle_runs(local[0]) == []
 
 
+def test_malformed_requests_are_refused_in_one_log_line_each_never_a_500(served, local):
+    """Issue 26 item 4: unsigned requests that were 500s with a 45-line traceback each (http.client
+    sends `²` as the byte 0xB2, which the server reads as `²`: `str.isdigit()` but not `int()`)."""
+    body = json.dumps({"source": "etl", "reason": "x"}).encode()
+    good = signed_headers(SECRET, body)
+
+    def signed(raw: bytes) -> dict[str, str]:
+        return signed_headers(SECRET, raw)
+
+    webhook = json.dumps({"entity": "model_version", "action": "created",
+                          "data": {"name": "bikes", "version": "3", "tags": ["retrain.cycle_run_id"]}}).encode()
+    cases = [  # url, body, headers, status, what the answer says
+        ("/trigger", body, {**good, "X-MLflow-Timestamp": "²"}, 401, "whole Unix seconds"),
+        ("/trigger", body, {**good, "X-MLflow-Timestamp": "9" * 5000}, 401, "whole Unix seconds"),
+        ("/events?limit=%C2%B2", None, {}, 400, "limit must be a whole number"),
+        ("/events?limit=" + "9" * 5000, None, {}, 400, "query string over"),
+        ("/trigger", body, {**good, "X-MLflow-Signature": "v1,é"}, 401, "v1,<base64>"),
+        ("/webhook", b"[" * 100_000, signed(b"[" * 100_000), 400, "nested too deeply"),
+        ("/webhook", webhook, signed(webhook), 400, "'tags'"),
+        ("/webhook", b"1" * 5000, signed(b"1" * 5000), 400, "not JSON"),
+    ]
+    before = served.log.stat().st_size
+    for path, sent, headers, status, says in cases:
+        answer = call(f"{served.url}{path}", sent, headers)
+        assert answer[0] == status and says in answer[1]["error"], (path, answer)
+    with served.log.open() as log:
+        log.seek(before)
+        lines = log.read().splitlines()
+    assert not [line for line in lines if "Traceback" in line or "Exception" in line], lines
+    assert len([line for line in lines if " refused " in line]) == len(cases), lines
+    assert served.events() == [] and cycle_runs(local[0]) == []
+
+
 def test_a_signed_trigger_runs_one_forced_cycle_and_its_replay_is_refused(served, local):
     body = json.dumps({"source": "nightly-etl", "reason": "sales table reloaded"}).encode()
     headers = signed_headers(SECRET, body)

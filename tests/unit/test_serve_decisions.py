@@ -9,7 +9,8 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.serve import signing
+from mlflow_retrain.serve import parse, signing
+from mlflow_retrain.serve.parse import Refused
 from mlflow_retrain.serve.events import (
     CYCLE,
     FORCE,
@@ -21,7 +22,6 @@ from mlflow_retrain.serve.events import (
     BadEvent,
     Queued,
     adoption,
-    parse_json,
     plan,
     signoff_due,
     trigger_action,
@@ -153,14 +153,17 @@ def test_a_sign_off_is_its_own_cycle_between_validation_and_a_forced_or_normal_o
     assert [c.kind for c in alone.calls] == [SIGNOFF, CYCLE]
 
 
-def test_bodies_that_do_not_say_what_they_want_are_bad_events():
-    with pytest.raises(BadEvent):
-        webhook_action(created(version="x"), "bikes")
-    with pytest.raises(BadEvent, match="'reason'"):
-        trigger_action({"source": "etl", "reason": " "})
-    with pytest.raises(BadEvent, match="JSON"):
-        parse_json(b"not json")
-    assert trigger_action({"source": " etl ", "reason": "reloaded"}) == Action(FORCE, "reloaded", source="etl")
+def test_bodies_that_do_not_say_what_they_want_are_refused_400():
+    for version in ("x", "\u00b2", "1" * 19):  # a Unicode digit passes str.isdigit(), not int()
+        with pytest.raises(BadEvent, match="without a version number") as refused:
+            webhook_action(created(version=version), "bikes")
+        assert refused.value.status == 400
+    with pytest.raises(Refused, match="'reason'"):
+        parse.trigger_payload({"source": "etl", "reason": " "})
+    with pytest.raises(Refused, match="JSON"):
+        parse.json_object(b"not json")
+    checked = parse.trigger_payload({"source": " etl ", "reason": "reloaded"})
+    assert trigger_action(checked) == Action(FORCE, "reloaded", source="etl")
 
 
 @pytest.mark.parametrize("tags, expected, why", [
