@@ -276,7 +276,7 @@ def _warn_offsets(zones: pd.Series, origin: str, name: str) -> None:
     if len(counts) > 1 and key not in _WARNED:
         _WARNED.add(key)
         log.warning("%s: %r holds times at %d UTC offsets (%s); each is converted to UTC", origin, name, len(counts),
-                    ", ".join(f"{zone}: {n} row(s)" for zone, n in counts.items()))
+                    ", ".join(f"{zone}: {n:,} row(s)" for zone, n in counts.items()))
 
 
 @dataclass(frozen=True)
