@@ -292,7 +292,7 @@ class RowCounts:
 
     def line(self, origin: str) -> str:
         repeats = "dropped" if self.dropped else "kept"
-        return (f"{origin}: {self.rows:,} row(s) read, {self.repeats} exact repeat(s) {repeats}, {self.conflicts} "
+        return (f"{origin}: {self.rows:,} row(s) read, {self.repeats:,} exact repeat(s) {repeats}, {self.conflicts:,} "
                 f"row(s) with conflicting labels kept (data.duplicates: {self.policy})")
 
     def to_dict(self) -> dict[str, int | str]:
@@ -314,7 +314,7 @@ def check_duplicates(frame: pd.DataFrame, spec: DataConfig, origin: str = "data"
     counts = RowCounts(len(frame), int(copies.sum()), int(clash.sum()), spec.duplicates)
     if spec.duplicates == "refuse" and (copies.any() or clash.any()):
         first = frame[copies.to_numpy() | clash].iloc[0]
-        raise DataError(f"{origin}: {counts.repeats} row(s) repeat an earlier row exactly and {counts.conflicts} "
+        raise DataError(f"{origin}: {counts.repeats:,} row(s) repeat an earlier row exactly and {counts.conflicts:,} "
                         f"share every column but {spec.target!r} with a row of another {spec.target!r} (first: "
                         f"{spec.timestamp} {first[spec.timestamp]}); data.duplicates is refuse: remove them, or "
                         "set data.duplicates to keep or drop")
