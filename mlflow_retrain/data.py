@@ -289,15 +289,17 @@ class RowCounts:
     conflicts: int  # rows (repeats aside) equal to another in every column but the target, whose target differs
     policy: str  # data.duplicates
     dropped: int = 0
+    window: str | None = None  # the rows of one window of a dataset read by windows (`source.py`)
 
     def line(self, origin: str) -> str:
         repeats = "dropped" if self.dropped else "kept"
-        return (f"{origin}: {self.rows:,} row(s) read, {self.repeats:,} exact repeat(s) {repeats}, {self.conflicts:,} "
+        where = f"{origin} (window {self.window})" if self.window else origin
+        return (f"{where}: {self.rows:,} row(s) read, {self.repeats:,} exact repeat(s) {repeats}, {self.conflicts:,} "
                 f"row(s) with conflicting labels kept (data.duplicates: {self.policy})")
 
-    def to_dict(self) -> dict[str, int | str]:
+    def to_dict(self) -> dict[str, int | str | None]:
         return {"rows": self.rows, "repeats": self.repeats, "conflicts": self.conflicts, "policy": self.policy,
-                "dropped": self.dropped}
+                "dropped": self.dropped, "window": self.window}
 
 
 def check_duplicates(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> tuple[pd.DataFrame, RowCounts]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -219,9 +220,9 @@ class WindowedData(LabelledData):
         probe = Window.ending(self.last, config.monitoring.window)
         raw = self.source.read(probe)
         # the columns are resolved on the newest window: Arrow types, not values, give their kinds
-        rows, self.spec, self.counts = prepare_frame(raw, config.data, self.origin, self.label_delay,
-                                                     newest=self.last)
-        report_counts(self.counts, f"{self.origin} (window {probe.iso()})")
+        rows, self.spec, counts = prepare_frame(raw, config.data, self.origin, self.label_delay, newest=self.last)
+        self.counts = replace(counts, window=probe.iso())
+        report_counts(self.counts, self.origin)
         self.density = len(rows) / max(pd.Timedelta(config.monitoring.window).total_seconds(), 1.0)
 
     @classmethod

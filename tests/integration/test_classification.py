@@ -156,7 +156,7 @@ def test_flights_with_label_noise_repeats_and_two_offsets_train_on_every_row_unl
     done = forked_cli.run(["cycle", "--config", "retrain.yaml", "--retrain-via", "inprocess", "--json"])
     assert done.returncode == 0 and done.stderr.count(offsets) == 1, done.stderr
     report = json.loads(done.stdout)
-    counts = {"rows": 7303, "repeats": 5, "conflicts": 4, "policy": "keep", "dropped": 0}
+    counts = {"rows": 7303, "repeats": 5, "conflicts": 4, "policy": "keep", "dropped": 0, "window": None}
     assert {k: report["data"][k] for k in counts} == counts and report["candidate_version"] == "1"
     assert report["data"]["summary"] == (f"{tmp_path / 'flights.csv'}: 7,303 row(s) read, 5 exact repeat(s) kept, "
                                          "4 row(s) with conflicting labels kept (data.duplicates: keep)")

@@ -242,7 +242,7 @@ def test_repeats_and_conflicting_labels_are_kept_counted_dropped_or_refused_as_d
     caplog.set_level("INFO", logger="mlflow_retrain.data")
     kept = labelled(noisy)  # the default: every row, counted (label noise is what a classifier learns)
     assert len(kept.frame) == 60 and kept.counts.to_dict() == {"rows": 60, "repeats": 10, "conflicts": 4,
-                                                               "policy": "keep", "dropped": 0}
+                                                               "policy": "keep", "dropped": 0, "window": None}
     assert ("DataFrame: 60 row(s) read, 10 exact repeat(s) kept, 4 row(s) with conflicting labels kept "
             "(data.duplicates: keep)") in caplog.text
     dropped = labelled(noisy, **LISTED, duplicates="drop")
