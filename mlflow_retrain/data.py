@@ -185,8 +185,9 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
     """Refuse data the model cannot learn from, naming the column and what to do about it.
 
     Returns a copy sorted by time with a naive UTC datetime timestamp and categorical values as
-    labels, the resolved spec, and what `data.duplicates` found and did (`check_duplicates`). With `label_delay`, rows of the newest `label_delay` may have no
-    label yet (their features feed drift); an empty label older than that is refused as before.
+    labels, the resolved spec, and what `data.duplicates` found and did (`check_duplicates`). With
+    `label_delay`, rows of the newest `label_delay` may have no label yet (their features feed
+    drift); an empty label older than that is refused as before.
 
     `newest` says these rows are a window of a larger dataset whose newest row is then (`source.py`):
     the label delay counts from it, and a feature empty in every row of the window is no error, since

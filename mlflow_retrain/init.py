@@ -345,10 +345,10 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
                                    "them from exclude")
     checked, spec, counts = prepare_frame(frame, DataConfig(path=data_path, timestamp=timestamp, target=target,
                                                             exclude=exclude), origin)
-    reasons["data.duplicates"] = (f"{counts.repeats} exact repeat(s) and {counts.conflicts} row(s) with conflicting "
-                                  f"labels in {counts.rows:,} rows. keep: train on every row (alike rows with other "
-                                  "labels are the noise a classifier's probabilities learn); drop: drop exact "
-                                  "repeats; refuse: stop on either")
+    reasons["data.duplicates"] = (f"{counts.repeats:,} exact repeat(s) and {counts.conflicts:,} row(s) with "
+                                  f"conflicting labels in {counts.rows:,} rows. keep: train on every row (alike "
+                                  "rows with other labels are the noise a classifier's probabilities learn); drop: "
+                                  "drop exact repeats; refuse: stop on either")
     if task is None:
         task, reasons["task"] = detect_task(checked[target])
     numeric = tuple(c for c in spec.features if c not in spec.categorical)

@@ -11,7 +11,8 @@ Rows read are checked as `LabelledData.load` checks the whole table (`prepare_fr
 timestamps, duplicates, label delay measured from the dataset's newest row), so a decision on the
 dataset is the decision on the same rows as one CSV file. Exact repeats share their timestamp, so a
 window holds every repeat of its rows and `data.duplicates` acts on it as on the whole; the counts
-reported are those of the newest monitoring window (of every row once `frame` is read). CSV and single files keep being read once.
+reported are those of the newest monitoring window (of every row once `frame` is read). CSV and
+single files keep being read once.
 """
 
 from __future__ import annotations
@@ -293,5 +294,5 @@ class WindowedData(LabelledData):
             lo = hi
 
     def whole(self) -> LabelledData:
-        frame = self.frame
+        frame = self.frame  # read first: reading every row counts every row
         return LabelledData(frame, self.spec, self.origin, self.counts)

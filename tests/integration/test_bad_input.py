@@ -273,8 +273,8 @@ RUN_CASES = [
     case("feature-text-undeclared", "check", "list it under data.categorical", with_rows(column("temp", "warm"))),
     case("feature-dates", "check", "neither numbers nor labels", parquet_with_dates),
     case("labels-conflict", "check", "data.duplicates is refuse", with_duplicates(conflicting, "refuse")),
-    case("every-row-twice", "check", "6,442 exact repeat(s) dropped", with_duplicates(lambda d: pd.concat([d, d]), "drop"),
-         code=0),
+    case("every-row-twice", "check", "6,442 exact repeat(s) dropped",
+         with_duplicates(lambda d: pd.concat([d, d]), "drop"), code=0),
     # ---- time ----------------------------------------------------------------------------------------
     case("as-of-garbage", "check --as-of yesterday", "is not an ISO 8601 time"),
     case("as-of-day-first", "check --as-of 31/05/2011", "is not an ISO 8601 time"),
