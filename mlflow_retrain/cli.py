@@ -259,6 +259,8 @@ def _cycle_human(r: dict[str, Any]) -> str:
         lines.append(f"note: {r['approval']['reasons'][0]}")
     if r.get("stale"):
         lines.append(f"data gap: {r['stale']}")
+    if r.get("data"):
+        lines.append(f"data: {r['data']['summary']}")
     if r["cycle_run_id"]:
         lines.append(f"audit run: {r['cycle_run_id']}")
     return "\n".join(lines)

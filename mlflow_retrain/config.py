@@ -137,6 +137,10 @@ class DataConfig:
 
     `drift` is the policy's `monitoring.drift`, kept with the columns because every drift measure
     (monitor, backtest, cycle, Evidently's report) is handed this resolved spec.
+
+    `duplicates` is what happens to rows that repeat another exactly and to rows that differ from
+    another only in the target (label noise a classifier learns as a probability): `keep` them all,
+    `drop` the exact repeats, or `refuse` data holding either (`data.check_duplicates`).
     """
 
     path: str
@@ -146,12 +150,14 @@ class DataConfig:
     categorical: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     drift: DriftConfig = DriftConfig()
+    duplicates: str = "keep"
 
 
 # What the controller tells a training entry point about data time, and the parameter name each
 # goes by unless `training.project.contract` renames it (or turns it off with an empty name).
 CONTRACT = ("as_of", "train_start", "train_end", "holdout_start", "holdout_end", "cycle_run_id", "data_path")
 ENV_MANAGERS = ("local", "virtualenv", "conda", "uv")
+DUPLICATES = ("keep", "drop", "refuse")
 
 
 @dataclass(frozen=True)
@@ -502,8 +508,11 @@ def _data(s: _Section) -> DataConfig:
         features=features if s.has("features") else None,
         categorical=categorical if s.has("categorical") else None,
         exclude=s.strings("exclude"),
+        duplicates=s.get("duplicates", str, "keep"),
     )
     s.done()
+    if cfg.duplicates not in DUPLICATES:
+        raise s.fail("duplicates", f"must be one of {', '.join(DUPLICATES)}, got {cfg.duplicates!r}")
     if cfg.target == cfg.timestamp:
         raise s.fail("target", f"must differ from data.timestamp, both are {cfg.target!r}")
     special = {cfg.target, cfg.timestamp}

@@ -64,6 +64,8 @@ class CycleReport:
     reconciled: Reconciled | None = None  # what this cycle repaired first, after a crashed one
     stale: str | None = None  # labels stopped arriving: the newest is older than monitoring.max_data_gap
     approval: ApprovalVerdict | None = None  # what became of a candidate awaiting a person's sign-off
+    # rows read, exact repeats and conflicting labels found, what data.duplicates did (`data.RowCounts`)
+    data: dict[str, Any] | None = None
 
     @property
     def reason(self) -> str:
@@ -95,6 +97,7 @@ class CycleReport:
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
             "stale": self.stale, "approval": None if self.approval is None else self.approval.to_dict(),
+            "data": self.data,
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
@@ -107,6 +110,8 @@ class CycleReport:
         lines.append(f"- Reason: {self.reason}")
         if self.stale:
             lines.append(f"- **Data gap**: {self.stale}")
+        if self.data:
+            lines.append(f"- Data: {self.data['summary']}")
         if self.reconciled is not None and self.reconciled.acted:
             lines.append(f"- Repaired first (run `{self.reconciled.run_id}`): "
                          + "; ".join(f.problem for f in self.reconciled.repairs)
@@ -281,7 +286,9 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     if not bootstrap and registry.unborn is None and not registry.exists():  # a store not made yet saw no cycle
         _refuse_silent_bootstrap(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
-                         stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None))
+                         stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None),
+                         data=None if data.counts is None else {**data.counts.to_dict(),
+                                                                "summary": data.counts.line(data.origin)})
     if report.stale:
         log.warning("%s", report.stale)
     if dry_run:

@@ -32,8 +32,10 @@ NUMERIC, CATEGORICAL = "numeric", "categorical"
 _INTEGER = re.compile(r"^-?\d+$")
 log = logging.getLogger(__name__)
 # a time of day followed by a zone: `...12:00:00+02:00`, `...12:00Z`, `...12:00:00.5 -0500`
-_ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
+_ZONED = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?P<zone>Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
+_UTC_NAMES = {"Z": "+00:00", "UTC": "+00:00"}
 _TIMES = frozenset({"datetime", "datetime64", "date", "time", "timedelta", "timedelta64", "period"})
+_WARNED: set[tuple[str, str, tuple[str, ...]]] = set()  # (origin, column, offsets) already warned of
 
 
 def file_kind(path: Path) -> str | None:
@@ -179,12 +181,13 @@ def resolve_spec(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") ->
 
 def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
                   label_delay: timedelta = timedelta(0), *,
-                  newest: pd.Timestamp | None = None) -> tuple[pd.DataFrame, DataConfig]:
+                  newest: pd.Timestamp | None = None) -> tuple[pd.DataFrame, DataConfig, RowCounts]:
     """Refuse data the model cannot learn from, naming the column and what to do about it.
 
     Returns a copy sorted by time with a naive UTC datetime timestamp and categorical values as
-    labels, and the resolved spec. With `label_delay`, rows of the newest `label_delay` may have no
-    label yet (their features feed drift); an empty label older than that is refused as before.
+    labels, the resolved spec, and what `data.duplicates` found and did (`check_duplicates`). With
+    `label_delay`, rows of the newest `label_delay` may have no label yet (their features feed
+    drift); an empty label older than that is refused as before.
 
     `newest` says these rows are a window of a larger dataset whose newest row is then (`source.py`):
     the label delay counts from it, and a feature empty in every row of the window is no error, since
@@ -210,37 +213,46 @@ def prepare_frame(frame: pd.DataFrame, spec: DataConfig, origin: str = "data",
     if not window and (empty := [c for c in spec.features if frame[c].isna().all()]):
         raise DataError(f"{origin}: feature {empty[0]!r} is empty (NaN) in every row, nothing to learn from; "
                         "fill it, or leave it out (data.features / data.exclude)")
-    frame = drop_duplicates(frame, spec, origin)
+    frame, counts = check_duplicates(frame, spec, origin)
     for column in spec.categorical:
         # values become labels; a missing value stays missing (its own one-hot category), so the
         # model sees at serving time exactly what it saw in training, not the string "nan"
         values = frame[column].astype(object)
         frame[column] = values.where(values.isna(), values.astype(str))
-    return frame.sort_values(spec.timestamp, kind="stable").reset_index(drop=True), spec
+    return frame.sort_values(spec.timestamp, kind="stable").reset_index(drop=True), spec, counts
 
 
 def parse_timestamps(values: pd.Series, origin: str = "data") -> pd.Series:
-    """A timestamp column as naive UTC datetimes (the data's convention).
+    """A timestamp column as naive UTC datetimes (the data's convention), by one rule for every reader.
 
-    Offsets are converted to UTC, different ones (summer and winter time) included; a column where
-    some times carry a zone and others do not is refused, since which zone the others are in is a guess.
+    Times with an offset are converted to UTC; when the offsets differ (summer and winter time, rows
+    from several places) the conversion is warned of once, with the count per offset. Times without
+    a zone are taken as UTC only when the whole column has none: a column where some times carry a
+    zone and others do not is refused, since which zone the others are in is a guess. A column typed
+    with a time zone (Parquet, a tz-aware pandas column) is converted to UTC.
     """
     name = values.name
     zoned = None
     if not is_datetime64_any_dtype(values) and is_string_dtype(values.dtype):
         present = values.dropna().astype(str).str.strip()
-        zoned = present.str.contains(_ZONED)
+        zones = present.str.extract(_ZONED)["zone"]
+        zoned = zones.notna()
         if zoned.any() and not zoned.all():
             raise DataError(
                 f"{origin}: {int(zoned.sum())} row(s) of {name!r} carry a time zone and {int((~zoned).sum())} do not "
                 f"(first with: {present[zoned].iloc[0]!r}, first without: {present[~zoned].iloc[0]!r}); "
                 "write every time in one convention: all in UTC without a zone, or all with their offset")
+        if zoned.any():
+            _warn_offsets(zones, origin, str(name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "could not infer format": then each value is parsed alone
+        utc = bool(zoned is not None and zoned.any())
         try:
-            stamps = pd.to_datetime(values, errors="coerce", utc=bool(zoned is not None and zoned.any()))
+            stamps = pd.to_datetime(values, errors="coerce", utc=utc)
             if not is_datetime64_any_dtype(stamps):  # datetime objects with different offsets
                 stamps = pd.to_datetime(values, errors="coerce", utc=True)
+            elif stamps.isna().any() and is_string_dtype(values.dtype):  # the first value's format is not
+                stamps = pd.to_datetime(values, errors="coerce", utc=utc, format="mixed")  # all's ("Z", "+00:00")
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. a mix of datetimes pandas refuses to compare
             raise DataError(f"{origin}: {name!r} cannot be read as timestamps: {exc}") from None
     bad = stamps.isna()
@@ -252,23 +264,66 @@ def parse_timestamps(values: pd.Series, origin: str = "data") -> pd.Series:
     return stamps
 
 
-def drop_duplicates(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> pd.DataFrame:
-    """Rows given twice (every value equal) are kept once, with a warning; rows equal in everything
-    but the target are a contradiction no model can learn and are refused, naming the first."""
+def _warn_offsets(zones: pd.Series, origin: str, name: str) -> None:
+    """One warning per column and set of offsets in this process (a dataset read window by window
+    repeats them): times at several UTC offsets are right once converted, but a reader of the file
+    should know its hours are not one clock's."""
+    def normal(zone: str) -> str:
+        zone = _UTC_NAMES.get(zone, zone).replace(":", "")
+        return f"{zone[:3]}:{zone[3:] or '00'}"
+
+    counts = zones.map(normal).value_counts()
+    key = (origin, name, tuple(sorted(counts.index)))
+    if len(counts) > 1 and key not in _WARNED:
+        _WARNED.add(key)
+        log.warning("%s: %r holds times at %d UTC offsets (%s); each is converted to UTC", origin, name, len(counts),
+                    ", ".join(f"{zone}: {n:,} row(s)" for zone, n in counts.items()))
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What the duplicates check found in the rows read and what `data.duplicates` did with them:
+    printed by `cycle` and `check` and kept in the cycle's `decision.json`."""
+
+    rows: int  # rows read
+    repeats: int  # rows equal in every column to an earlier row
+    conflicts: int  # rows (repeats aside) equal to another in every column but the target, whose target differs
+    policy: str  # data.duplicates
+    dropped: int = 0
+    window: str | None = None  # the rows of one window of a dataset read by windows (`source.py`)
+
+    def line(self, origin: str) -> str:
+        repeats = "dropped" if self.dropped else "kept"
+        where = f"{origin} (window {self.window})" if self.window else origin
+        return (f"{where}: {self.rows:,} row(s) read, {self.repeats:,} exact repeat(s) {repeats}, {self.conflicts:,} "
+                f"row(s) with conflicting labels kept (data.duplicates: {self.policy})")
+
+    def to_dict(self) -> dict[str, int | str | None]:
+        return {"rows": self.rows, "repeats": self.repeats, "conflicts": self.conflicts, "policy": self.policy,
+                "dropped": self.dropped, "window": self.window}
+
+
+def check_duplicates(frame: pd.DataFrame, spec: DataConfig, origin: str = "data") -> tuple[pd.DataFrame, RowCounts]:
+    """Count rows given twice (every value equal) and rows equal in everything but the target, and
+    apply `data.duplicates`: `keep` every row (distinct events may look alike, and two alike with
+    different labels are the noise a classifier learns as a probability), `drop` the exact repeats
+    (keeping the first), or `refuse` data holding either, naming the first."""
     copies = frame.duplicated()
-    if copies.any():
-        log.warning("%s: %d row(s) repeat an earlier row exactly and are dropped (each row counts once)",
-                    origin, int(copies.sum()))
-        frame = frame[~copies]
     keys = pd.util.hash_pandas_object(frame[[c for c in frame.columns if c != spec.target]], index=False)
-    clash = keys.duplicated(keep=False)
-    if clash.any():
-        first = frame[keys == keys[clash].iloc[0]]
-        labels = ", ".join(map(str, first[spec.target].tolist()[:5]))
-        raise DataError(f"{origin}: {int(clash.sum())} rows share their {spec.timestamp!r} and every other column "
-                        f"with a row of another {spec.target!r}, conflicting labels (first: {spec.timestamp} "
-                        f"{first[spec.timestamp].iloc[0]} has {spec.target} {labels}); keep one label per row")
-    return frame
+    labels = pd.util.hash_pandas_object(frame[spec.target], index=False)
+    pairs = pd.DataFrame({"key": keys.to_numpy(), "label": labels.to_numpy()}).drop_duplicates()
+    several = pairs.key.value_counts()
+    clash = (keys.isin(several.index[several > 1]) & ~copies.to_numpy()).to_numpy()  # repeats counted once
+    counts = RowCounts(len(frame), int(copies.sum()), int(clash.sum()), spec.duplicates)
+    if spec.duplicates == "refuse" and (copies.any() or clash.any()):
+        first = frame[copies.to_numpy() | clash].iloc[0]
+        raise DataError(f"{origin}: {counts.repeats:,} row(s) repeat an earlier row exactly and {counts.conflicts:,} "
+                        f"share every column but {spec.target!r} with a row of another {spec.target!r} (first: "
+                        f"{spec.timestamp} {first[spec.timestamp]}); data.duplicates is refuse: remove them, or "
+                        "set data.duplicates to keep or drop")
+    if spec.duplicates == "drop" and copies.any():
+        frame, counts = frame[~copies], replace(counts, dropped=counts.repeats)
+    return frame, counts
 
 
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$")
@@ -296,6 +351,11 @@ def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
     return stamp
 
 
+def report_counts(counts: RowCounts, origin: str) -> None:
+    """The duplicates check's one line: a warning when rows were dropped, else for `-v`."""
+    log.log(logging.WARNING if counts.dropped else logging.INFO, "%s", counts.line(origin))
+
+
 @dataclass
 class LabelledData:
     """The checked frame plus its resolved columns (`spec`); read once, cut many times."""
@@ -303,6 +363,7 @@ class LabelledData:
     frame: pd.DataFrame
     spec: DataConfig
     origin: str = "data"
+    counts: RowCounts | None = None  # what the duplicates check found in the rows read (None: not checked here)
 
     @classmethod
     def load(cls, config: Config) -> "LabelledData":
@@ -319,8 +380,9 @@ class LabelledData:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, config: Config, origin: str = "DataFrame") -> "LabelledData":
         """The same checks and column resolution as `load`, on rows already in memory (left unchanged)."""
-        checked, spec = prepare_frame(frame, config.data, origin, config.monitoring.label_delay)
-        return cls(checked, spec, origin)
+        checked, spec, counts = prepare_frame(frame, config.data, origin, config.monitoring.label_delay)
+        report_counts(counts, origin)
+        return cls(checked, spec, origin, counts)
 
     @property
     def first(self) -> pd.Timestamp:

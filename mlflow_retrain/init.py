@@ -343,8 +343,12 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
         reasons["data.exclude"] = (f"{', '.join(map(str, exclude))}: dates, values that are neither numbers nor "
                                    "labels, or no value at all; derive features from them in the data, or drop "
                                    "them from exclude")
-    checked, spec = prepare_frame(frame, DataConfig(path=data_path, timestamp=timestamp, target=target,
-                                                    exclude=exclude), origin)
+    checked, spec, counts = prepare_frame(frame, DataConfig(path=data_path, timestamp=timestamp, target=target,
+                                                            exclude=exclude), origin)
+    reasons["data.duplicates"] = (f"{counts.repeats:,} exact repeat(s) and {counts.conflicts:,} row(s) with "
+                                  f"conflicting labels in {counts.rows:,} rows. keep: train on every row (alike "
+                                  "rows with other labels are the noise a classifier's probabilities learn); drop: "
+                                  "drop exact repeats; refuse: stop on either")
     if task is None:
         task, reasons["task"] = detect_task(checked[target])
     numeric = tuple(c for c in spec.features if c not in spec.categorical)
@@ -403,6 +407,8 @@ def render(s: Suggestion, next_command: str) -> str:
         *why("data.features"),
         *why("data.exclude"),
         *([f"  exclude: [{', '.join(_scalar(c) for c in s.exclude)}]"] if s.exclude else []),
+        *why("data.duplicates"),
+        "  duplicates: keep",
         "training:",
         f"  estimator: {s.estimator}",
         *why("training.window"),

@@ -9,7 +9,10 @@ timestamp (`--as-of`'s default) comes from the newest partition's timestamp colu
 
 Rows read are checked as `LabelledData.load` checks the whole table (`prepare_frame`: schema,
 timestamps, duplicates, label delay measured from the dataset's newest row), so a decision on the
-dataset is the decision on the same rows as one CSV file. CSV and single files keep being read once.
+dataset is the decision on the same rows as one CSV file. Exact repeats share their timestamp, so a
+window holds every repeat of its rows and `data.duplicates` acts on it as on the whole; the counts
+reported are those of the newest monitoring window (of every row once `frame` is read). CSV and
+single files keep being read once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from mlflow_retrain.config import Config
-from mlflow_retrain.data import LabelledData, parse_timestamps, partition_values, prepare_frame
+from mlflow_retrain.data import LabelledData, parse_timestamps, partition_values, prepare_frame, report_counts
 from mlflow_retrain.errors import DataError
 from mlflow_retrain.window import Window
 
@@ -195,7 +199,7 @@ class ParquetSource:
 
     def count(self, window: Window) -> int:
         """Rows in `(start, end]`, reading the timestamp column alone, one file at a time (exact
-        repeats of a row count twice here; `prepare_frame` drops them from rows that are read)."""
+        repeats of a row count twice here, as `data.duplicates: keep` counts them)."""
         total = 0
         for rows in self.scan(window, [self.timestamp]):
             stamps = parse_timestamps(rows[self.timestamp], str(self.root)) if len(rows) else rows[self.timestamp]
@@ -217,7 +221,9 @@ class WindowedData(LabelledData):
         probe = Window.ending(self.last, config.monitoring.window)
         raw = self.source.read(probe)
         # the columns are resolved on the newest window: Arrow types, not values, give their kinds
-        rows, self.spec = prepare_frame(raw, config.data, self.origin, self.label_delay, newest=self.last)
+        rows, self.spec, counts = prepare_frame(raw, config.data, self.origin, self.label_delay, newest=self.last)
+        self.counts = replace(counts, window=probe.iso())
+        report_counts(self.counts, self.origin)
         self.density = len(rows) / max(pd.Timedelta(config.monitoring.window).total_seconds(), 1.0)
 
     @classmethod
@@ -230,7 +236,9 @@ class WindowedData(LabelledData):
 
     @cached_property
     def frame(self) -> pd.DataFrame:  # type: ignore[override]  # every row: what a replay of all history needs
-        return prepare_frame(self.source.read(None), self.spec, self.origin, self.label_delay)[0]
+        frame, _, self.counts = prepare_frame(self.source.read(None), self.spec, self.origin, self.label_delay)
+        report_counts(self.counts, self.origin)
+        return frame
 
     @property
     def empty(self) -> bool:
@@ -282,8 +290,9 @@ class WindowedData(LabelledData):
             while hi < len(windows) and windows[hi].end - windows[lo].start <= span:
                 hi += 1
             rows = self._prepared(Window(windows[lo].start, windows[hi - 1].end))
-            yield range(lo, hi), LabelledData(rows, self.spec, self.origin)
+            yield range(lo, hi), LabelledData(rows, self.spec, self.origin, self.counts)
             lo = hi
 
     def whole(self) -> LabelledData:
-        return LabelledData(self.frame, self.spec, self.origin)
+        frame = self.frame  # read first: reading every row counts every row
+        return LabelledData(frame, self.spec, self.origin, self.counts)

@@ -99,6 +99,21 @@ def with_rows(change: Callable[[pd.DataFrame], pd.DataFrame], **overrides: Any) 
     return setup
 
 
+def with_duplicates(change: Callable[[pd.DataFrame], pd.DataFrame], policy: str) -> Callable[[Folder], None]:
+    """Rows changed, and the policy's `data.duplicates` set."""
+    def setup(f: Folder) -> None:
+        f.rows(change(f.frame.copy()))
+        f.data_policy(duplicates=policy)
+
+    return setup
+
+
+def varying_offsets(d: pd.DataFrame) -> pd.DataFrame:
+    stamps = pd.to_datetime(d.timestamp)
+    east = (stamps + pd.Timedelta(hours=2)).dt.strftime("%Y-%m-%d %H:%M:%S+02:00")
+    return d.assign(timestamp=east.where(d.index % 2 == 0, stamps.dt.strftime("%Y-%m-%d %H:%M:%S+00:00")))
+
+
 def column(name: str, value: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return lambda d: d.assign(**{name: value})
 
@@ -257,8 +272,9 @@ RUN_CASES = [
          with_rows(column("season", float("nan")))),
     case("feature-text-undeclared", "check", "list it under data.categorical", with_rows(column("temp", "warm"))),
     case("feature-dates", "check", "neither numbers nor labels", parquet_with_dates),
-    case("labels-conflict", "check", "conflicting", with_rows(conflicting)),
-    case("every-row-twice", "check", "row(s) repeat an earlier row exactly and are dropped", with_rows(lambda d: pd.concat([d, d])), code=0),
+    case("labels-conflict", "check", "data.duplicates is refuse", with_duplicates(conflicting, "refuse")),
+    case("every-row-twice", "check", "6,442 exact repeat(s) dropped",
+         with_duplicates(lambda d: pd.concat([d, d]), "drop"), code=0),
     # ---- time ----------------------------------------------------------------------------------------
     case("as-of-garbage", "check --as-of yesterday", "is not an ISO 8601 time"),
     case("as-of-day-first", "check --as-of 31/05/2011", "is not an ISO 8601 time"),
@@ -312,6 +328,12 @@ RUN_CASES = [
     case("init-model-name-quote", "init --data data/bikes.csv --target cnt --out new.yaml --model-name bike's",
          "--model-name \"bike's\" contains"),
     case("init-mixed-zones", "init --data data/bikes.csv --target cnt --out new.yaml", "time zone", with_rows(mixed_zones)),
+    case("duplicates-unknown", "check", "data.duplicates must be one of keep, drop, refuse, got 'dedupe'",
+         lambda f: f.data_policy(duplicates="dedupe")),
+    case("duplicates-refuse-repeats", CYCLE, "6,442 row(s) repeat an earlier row exactly and 0 share every column",
+         with_duplicates(lambda d: pd.concat([d, d]), "refuse")),
+    case("timestamps-varying-offsets", "check", "holds times at 2 UTC offsets (+02:00: 3,221 row(s), +00:00: 3,221 "
+         "row(s)); each is converted to UTC", with_rows(varying_offsets), code=0),
 ]
 
 

@@ -6,9 +6,11 @@ code sees only what the policy file names: a target, its features and `task: cla
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
+import forked_cli
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,3 +118,63 @@ def test_roc_auc_through_monitor_backtest_and_a_cycle_whose_holdout_has_one_clas
     report = run_cycle(config, as_of="2011-04-17", force=True, reason="holdout of one class", via=IN_PROCESS,
                        data=data)
     assert report.outcome == T.REJECTED and "candidate roc_auc nan" in report.reason, report.reason
+
+
+def flights() -> pd.DataFrame:
+    """Ten months of hourly flights: carrier, hour, distance, and whether the flight was late (likelier
+    in the evening and for one carrier). What real data holds: flights alike in every feature of which
+    one was late and one not, exact repeats (distinct flights reported alike), and departure times
+    written at the airport's offset (+05:00) or in UTC (+00:00)."""
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2023-01-01", "2023-10-31 23:00", freq="h", tz="UTC")
+    carrier = rng.choice(["AA", "BA", "CX"], len(times))
+    chance = 1 / (1 + np.exp(-(-1.2 + 0.15 * (times.hour - 12) + 1.2 * (carrier == "CX"))))
+    written = [(t + pd.Timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S+05:00") if i % 3 == 0
+               else t.strftime("%Y-%m-%dT%H:%M:%S+00:00") for i, t in enumerate(times)]
+    frame = pd.DataFrame({"departure_time": written, "carrier": carrier, "hour": times.hour,
+                          "distance": rng.choice([300, 800, 1500], len(times)),
+                          "late": (rng.random(len(times)) < chance).astype(int)})
+    noise = frame.iloc[[-300, -200]].assign(late=lambda d: 1 - d.late)  # 2 flights alike but for `late`
+    return pd.concat([frame, noise, frame.iloc[-250:-245]], ignore_index=True)  # and 5 exact repeats
+
+
+def test_flights_with_label_noise_repeats_and_two_offsets_train_on_every_row_unless_the_policy_drops(store,
+                                                                                                  tmp_path):
+    """Issue 26: such a file was refused by every command ("conflicting labels"), its repeats dropped
+    silently, its offsets converted silently. Now init and cycle keep every row and say what they found;
+    `data.duplicates: drop` drops the repeats; the offsets are converted to UTC with one warning."""
+    frame = flights()
+    frame.to_csv(tmp_path / "flights.csv", index=False)
+    offsets = ("'departure_time' holds times at 2 UTC offsets (+00:00: 4,868 row(s), +05:00: 2,435 row(s)); "
+               "each is converted to UTC")
+    made = forked_cli.run(["init", "--data", "flights.csv", "--target", "late", "--model-name", "flights"])
+    assert made.returncode == 0 and made.stderr.count(offsets) == 1, made.stderr
+    text = (tmp_path / "retrain.yaml").read_text()
+    assert "# 5 exact repeat(s) and 4 row(s) with conflicting labels in 7,303 rows." in text
+    assert "\n  duplicates: keep\n" in text and "task: classification" in text
+
+    done = forked_cli.run(["cycle", "--config", "retrain.yaml", "--retrain-via", "inprocess", "--json"])
+    assert done.returncode == 0 and done.stderr.count(offsets) == 1, done.stderr
+    report = json.loads(done.stdout)
+    counts = {"rows": 7303, "repeats": 5, "conflicts": 4, "policy": "keep", "dropped": 0, "window": None}
+    assert {k: report["data"][k] for k in counts} == counts and report["candidate_version"] == "1"
+    assert report["data"]["summary"] == (f"{tmp_path / 'flights.csv'}: 7,303 row(s) read, 5 exact repeat(s) kept, "
+                                         "4 row(s) with conflicting labels kept (data.duplicates: keep)")
+    audit = json.loads(Path(MlflowClient().download_artifacts(report["cycle_run_id"], "decision.json")).read_text())
+    assert audit["data"] == report["data"]
+    # every row trained on or scored, repeats and both labels included, at its UTC time
+    client = MlflowClient()
+    params = client.get_run(client.get_model_version("flights", "1").run_id).data.params
+    stamps = pd.to_datetime(frame.departure_time, utc=True, format="mixed").dt.tz_localize(None)
+    for window, rows in (("train_window", "train_rows"), ("holdout_window", "holdout_rows")):
+        cut = Window.parse(params[window])
+        assert int(params[rows]) == int(((stamps > cut.start) & (stamps <= cut.end)).sum())
+    assert Window.parse(params["holdout_window"]).end == stamps.max()
+    assert stamps.iloc[-7:].between(Window.parse(params["train_window"]).start, stamps.max()).all()
+
+    (tmp_path / "retrain.yaml").write_text(text.replace("duplicates: keep", "duplicates: drop"))
+    dropped = forked_cli.run(["check", "--config", "retrain.yaml"])
+    line = (f"{tmp_path / 'flights.csv'}: 7,303 row(s) read, 5 exact repeat(s) dropped, 4 row(s) with conflicting "
+            "labels kept (data.duplicates: drop)")
+    assert dropped.returncode == 0 and f"\ndata: {line}\n" in dropped.stdout, dropped.stdout
+    assert f"WARNING mlflow_retrain.data: {line}\n" in dropped.stderr, dropped.stderr

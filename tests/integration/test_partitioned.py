@@ -80,7 +80,13 @@ def test_cycles_on_the_dataset_decide_as_on_one_csv_file(both):
     outcomes = [d[0] for d in seen["csv"]]
     assert outcomes[0] == "promoted" and "no_retrain" in outcomes and outcomes.count("promoted") >= 2, outcomes
     # the newest row is found from the newest partitions, and a cycle without --as-of uses it
-    assert decisions(run_cycle(parquet, dry_run=True))[:3] == decisions(run_cycle(csv, dry_run=True))[:3]
+    now = {config.model_name: run_cycle(config, dry_run=True) for config in (csv, parquet)}
+    assert decisions(now["parquet"])[:3] == decisions(now["csv"])[:3]
+    # the rows the duplicates check saw: the whole file, or the dataset's newest monitoring window
+    counts = {name: (r.data["rows"], r.data["repeats"], r.data["conflicts"]) for name, r in now.items()}
+    assert counts == {"csv": (len(pd.read_csv(csv.data_path())), 0, 0), "parquet": (24, 0, 0)}
+    assert now["parquet"].data["summary"].startswith(
+        f"{parquet.data.path} (window 2023-02-27T23:00:00..2023-02-28T23:00:00): 24 row(s) read, 0 exact repeat(s)")
 
 
 def test_the_monitor_reads_the_dataset_in_chunks_and_scores_as_on_one_file(both, monkeypatch, tmp_path):

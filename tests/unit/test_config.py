@@ -28,6 +28,7 @@ def test_defaults_fill_a_minimal_file():
     assert config.experiment == "m" and config.task == "regression" and config.metric == "mae"
     assert config.training.estimator.endswith("HistGradientBoostingRegressor")
     assert config.registry.production_alias == "production" and config.registry.use_stages
+    assert config.data.duplicates == "keep"  # every row is trained on unless the policy says otherwise
     assert config.triggers.metric_threshold is None
 
 
@@ -63,6 +64,9 @@ def test_spans(span, expected):
     ({"training": {"project": {"uri": ".", "backend": "databricks"}}}, "training.project.backend_config is required"),
     ({"training": {"project": {"uri": ".", "parameters": {"as_of": "x"}}}}, "which the controller passes itself"),
     ({"training": {"project": {"uri": ".", "contract": {"as_off": "d"}}}}, "training.project.contract.as_off is not a known key"),
+    ({"data": {**MINIMAL["data"], "duplicates": "dedupe"}},
+     "f.yaml: data.duplicates must be one of keep, drop, refuse, got 'dedupe'"),
+    ({"data": {**MINIMAL["data"], "duplicates": False}}, "f.yaml: data.duplicates must be a string, got False"),
 ])
 def test_bad_values_name_the_key_and_the_file(patch, message):
     with pytest.raises(ConfigError) as err:

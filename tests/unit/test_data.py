@@ -213,11 +213,19 @@ def test_digest_covers_every_row():
     assert frame_digest(big) != frame_digest(changed) and frame_digest(big) == frame_digest(big.copy())
 
 
-def test_offsets_become_utc_and_a_mix_of_zoned_and_plain_times_is_refused():
+def test_offsets_become_utc_with_one_warning_when_they_vary_and_a_mix_of_zoned_and_plain_times_is_refused(caplog):
     df = frame(4).assign(ts=["2024-01-01 00:00:00+01:00", "2024-07-01 00:00:00+02:00", "2024-07-02 00:00:00Z",
                              "2024-07-03 12:00:00-05:00"])
     assert labelled(df).frame.ts.astype(str).tolist() == ["2023-12-31 23:00:00", "2024-06-30 22:00:00",
                                                           "2024-07-02 00:00:00", "2024-07-03 17:00:00"]
+    assert caplog.text.count("converted to UTC") == 1
+    assert ("'ts' holds times at 4 UTC offsets (+01:00: 1 row(s), +02:00: 1 row(s), +00:00: 1 row(s), "
+            "-05:00: 1 row(s)); each is converted to UTC") in caplog.text
+    caplog.clear()
+    one = df.assign(ts=["2024-01-01 00:00:00Z", "2024-01-02 00:00:00+00:00", "2024-01-03 00:00:00 UTC",
+                        "2024-01-04 00:00Z"])  # one offset however written: no warning
+    assert labelled(one).frame.ts.tolist() == list(pd.date_range("2024-01-01", periods=4))  # "Z" is "+00:00"
+    assert "UTC offsets" not in caplog.text
     mixed = df.assign(ts=["2024-01-01 00:00:00", "2024-01-01 01:00:00+02:00", "2024-01-01 02:00:00", "2024-01-02"])
     with pytest.raises(DataError, match=r"1 row\(s\) of 'ts' carry a time zone and 3 do not \(first with: "
                                         r"'2024-01-01 01:00:00\+02:00', first without: '2024-01-01 00:00:00'\)"):
@@ -230,21 +238,27 @@ def test_a_feature_empty_in_every_row_is_refused(column, value):
         labelled(frame().assign(**{column: value}))
 
 
-def test_rows_given_twice_are_kept_once_with_a_warning(caplog):
-    twice = pd.concat([frame(), frame().iloc[:10]])
-    data = labelled(twice)
-    assert len(data.frame) == 48 and data.frame.ts.is_unique
-    assert "10 row(s) repeat an earlier row exactly and are dropped" in caplog.text
-
-
-def test_rows_that_differ_only_in_the_label_are_refused_naming_the_first():
+def test_repeats_and_conflicting_labels_are_kept_counted_dropped_or_refused_as_data_duplicates_says(caplog):
     df = frame()
-    clash = pd.concat([df, df.iloc[[5, 7]].assign(y=-1.0)])
-    with pytest.raises(DataError, match=r"4 rows share their 'ts' and every other column with a row of another 'y', "
-                                        r"conflicting labels \(first: ts 2024-01-01 05:00:00 has y 10.0, -1.0\)"):
-        labelled(clash)
-    many = df.assign(ts=df.ts.iloc[0])  # one time, other features: several entities at once are fine
-    assert len(labelled(many).frame) == 48
+    noisy = pd.concat([df, df.iloc[:10], df.iloc[[5, 7]].assign(y=-1.0)])  # 10 exact repeats, 2 other labels
+    caplog.set_level("INFO", logger="mlflow_retrain.data")
+    kept = labelled(noisy)  # the default: every row, counted (label noise is what a classifier learns)
+    assert len(kept.frame) == 60 and kept.counts.to_dict() == {"rows": 60, "repeats": 10, "conflicts": 4,
+                                                               "policy": "keep", "dropped": 0, "window": None}
+    assert ("DataFrame: 60 row(s) read, 10 exact repeat(s) kept, 4 row(s) with conflicting labels kept "
+            "(data.duplicates: keep)") in caplog.text
+    dropped = labelled(noisy, **LISTED, duplicates="drop")
+    assert len(dropped.frame) == 50 and dropped.counts.dropped == 10
+    assert (dropped.frame.ts.value_counts() > 1).sum() == 2  # the two conflicting labels stay
+    assert "10 exact repeat(s) dropped" in caplog.text
+    with pytest.raises(DataError, match=r"^DataFrame: 10 row\(s\) repeat an earlier row exactly and 4 share every "
+                                        r"column but 'y' with a row of another 'y' \(first: ts 2024-01-01 05:00:00\); "
+                                        r"data.duplicates is refuse: remove them, or set data.duplicates to keep or "
+                                        r"drop$"):
+        labelled(noisy, **LISTED, duplicates="refuse")
+    assert len(labelled(df, **LISTED, duplicates="refuse").frame) == 48  # clean data passes
+    many = df.assign(ts=df.ts.iloc[0])  # one time, other features: several entities at once are no repeat
+    assert labelled(many, **LISTED, duplicates="refuse").counts.conflicts == 0
 
 
 def test_training_rows_need_both_windows():
