@@ -345,6 +345,7 @@ class Config:
     source: Path | None = None
     tracking_uri: str | None = None  # the policy's own store (`store.py`); MLFLOW_TRACKING_URI wins
     notify: tuple[NotifyTarget, ...] = ()  # webhooks told about promotions, rejections, downtime, failures
+    ui_url: str | None = None  # the MLflow UI people open (links in messages); default: an http(s) tracking URI
 
     @property
     def metric(self) -> str:
@@ -399,7 +400,7 @@ class Config:
 
 # Keys whose values may hold a credential (a Slack webhook's path is its token; a URI may carry a
 # password): an error about one names the key and the value's type, never the value.
-SECRET_KEYS = frozenset({"notify", "url", "tracking_uri", "uri", "secret"})
+SECRET_KEYS = frozenset({"notify", "url", "tracking_uri", "uri", "secret", "ui_url"})
 _WORD = re.compile(r"[a-z_]{1,24}")
 MIN_SECRET = 16  # characters: a short signing secret is guessable offline from one signed request
 
@@ -823,6 +824,18 @@ def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, .
     return tuple(targets)
 
 
+def _ui_url(s: _Section) -> str | None:
+    """`ui_url:` the MLflow UI's address, without credentials (it is written into messages)."""
+    url = s.get("ui_url", str)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in NOTIFY_SCHEMES or not parts.hostname or "@" in parts.netloc or parts.query:
+        raise s.fail("ui_url", "must be an http:// or https:// URL with a host and no credentials or query, "
+                               "e.g. https://mlflow.example.com")
+    return url.rstrip("/")
+
+
 def _beside(name: str, source: Path | None) -> Path:
     """A path from the policy: relative ones are beside the policy file."""
     path = Path(name).expanduser()
@@ -908,6 +921,7 @@ def parse_config(raw: Any, origin: str = "<config>", source: Path | None = None)
         registry=_registry(top.sub("registry") or _Section({}, "registry", origin)),
         source=source,
         tracking_uri=top.get("tracking_uri", str),
+        ui_url=_ui_url(top),
         notify=_notify(top.get("notify", list, []), origin, source),
     )
     top.done()

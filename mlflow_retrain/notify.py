@@ -15,6 +15,7 @@ same on every retry of one message), `X-MLflow-Timestamp` (Unix seconds of this 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -23,9 +24,11 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain import outbox
@@ -170,12 +173,15 @@ def slack_body(event: Event) -> dict[str, Any]:
              ("Production before", report.get("production_version") and f"v{report['production_version']}"),
              ("holdout", report.get("holdout_window")), ("holdout digest", report.get("holdout_digest")),
              ("audit run", report.get("cycle_run_id")), *((k, v) for k, v in event.details.items()
-                                                          if isinstance(v, str) and k != "message")]
+                                                          if isinstance(v, str) and k not in ("message", "link"))]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": event.title[:150]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(event.reason)[:2900] or event.kind}},
     ]
     shown = [f"*{name}:* `{_slack_escape(str(value))}`" for name, value in facts if value]
+    if event.details.get("link"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": f"<{_slack_escape(event.details['link'])}|Open in MLflow>"}})
     if shown:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line[:300]} for line in shown[:10]]})
     return {"text": f"[{event.kind}] {event.title}", "blocks": blocks}
@@ -235,8 +241,6 @@ def deliver(message: Message, deadline: float, session: Any = None) -> Delivery:
 
 def _safe(error: Exception, target: NotifyTarget) -> str:
     """An HTTP error in one line without the target's path or credentials (requests quotes the URL)."""
-    from urllib.parse import urlsplit
-
     text = str(error).replace(target.url, target.label)
     path = urlsplit(target.url).path
     if len(path) > 1:
@@ -278,6 +282,32 @@ def send(batch: list[Message], budget: float | None = None) -> list[Delivery]:
     return done
 
 
+def ui_base(config: Config, tracking_uri: str) -> str | None:
+    """Where people open the MLflow UI: the policy's `ui_url`, else an http(s) tracking URI (a
+    server is its own UI) without credentials or query; None for a local store (no guess)."""
+    if config.ui_url:
+        return config.ui_url
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page, opened in the UI's model-training mode whatever the browser last used."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def _linked(config: Config, client: Any, events: list[Event], run_id: str | None) -> list[Event]:
+    """The events with a link to the run that sent them, when the UI's address is known."""
+    base = ui_base(config, mlflow.get_tracking_uri())
+    if not run_id or base is None or not events:
+        return events
+    link = run_url(base, client.get_run(run_id).info.experiment_id, run_id)
+    return [dataclasses.replace(e, details={**e.details, "link": link}) for e in events]
+
+
 def notify(config: Config, events: list[Event], budget: float | None = None, run_id: str | None = None) -> list[Delivery]:
     """Send `events` to the policy's targets, with the messages earlier sends could not deliver
     (`outbox`), and record what became of each on `run_id`; never raises (a notification is never
@@ -285,7 +315,7 @@ def notify(config: Config, events: list[Event], budget: float | None = None, run
     try:
         client = MlflowClient()
         retries = _retries(config, outbox.pending(client, config.model_name))
-        batch = messages(config.notify, events)
+        batch = messages(config.notify, _linked(config, client, events, run_id))
         results = send(retries + batch, budget)
         _settle(config, client, len(retries), retries + batch, results, run_id)
         return results

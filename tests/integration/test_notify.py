@@ -18,6 +18,7 @@ from typing import Self
 
 import pytest
 from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
 
 from mlflow_retrain import notify as N
 from mlflow_retrain.config import load_config
@@ -156,7 +157,7 @@ def test_promotion_and_rejection_reach_slack_and_json_receivers_signed(prod_stor
     monkeypatch.setenv("RETRAIN_HOOK_SECRET", SECRET)
     with Receiver() as slack, Receiver() as generic:
         config = load_config(write_policy(
-            triggers={"metric_threshold": {"max": 60}},
+            triggers={"metric_threshold": {"max": 60}}, ui_url="https://mlflow.example.com/",
             notify=[{"url": slack.url, "format": "slack", "secret_env": "RETRAIN_HOOK_SECRET"},
                     {"url": generic.url, "format": "json", "on": ["promoted", "rejected"],
                      "secret_env": "RETRAIN_HOOK_SECRET"}]))
@@ -177,6 +178,9 @@ def test_promotion_and_rejection_reach_slack_and_json_receivers_signed(prod_stor
 
     body = generic.got[0].json()
     assert body["event"] == "promoted" and body["report"] == json.loads(json.dumps(promoted.to_dict()))
+    experiment = MlflowClient().get_run(promoted.cycle_run_id).info.experiment_id
+    link = f"https://mlflow.example.com/#/experiments/{experiment}/runs/{promoted.cycle_run_id}?workflowType=machine_learning"
+    assert body["details"]["link"] == link and f"<{link}|Open in MLflow>" in json.dumps(first["blocks"])
     assert generic.got[1].json()["report"]["outcome"] == "rejected"
     assert generic.got[1].headers["X-Mlflow-Retrain-Event"] == "rejected"
     logged = caplog.text

@@ -62,6 +62,16 @@ def test_the_awaiting_approval_message_says_how_to_sign_off_and_until_when():
     assert "mlflow-retrain approve 2" in json.dumps(N.slack_body(event))
 
 
+def test_links_go_to_the_ui_people_open_in_model_training_mode():
+    local, server = parse_config(MINIMAL), parse_config({**MINIMAL, "ui_url": "https://ui.example.com/mlflow/"})
+    assert N.ui_base(server, "sqlite:///x.db") == "https://ui.example.com/mlflow"  # ui_url wins
+    assert N.ui_base(local, "https://bob:pw@mlflow.example.com:8443/base/?token=t") == "https://mlflow.example.com:8443/base"
+    assert N.ui_base(local, "sqlite:////tmp/mlflow.db") is None  # a local store: no guess at where a UI runs
+    assert N.run_url("http://h:5000", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    with pytest.raises(ConfigError, match="ui_url must be an http:// or https:// URL with a host and no credentials"):
+        parse_config({**MINIMAL, "ui_url": "https://bob:pw@ui.example.com"})
+
+
 def test_a_dry_run_tells_nobody():
     r = report("promoted")
     r.dry_run = True
