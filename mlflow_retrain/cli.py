@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from mlflow_retrain.config import Config, load_config
-from mlflow_retrain.errors import RetrainError
+from mlflow_retrain.config import Config, check_version, load_config
+from mlflow_retrain.errors import ConfigError, RetrainError
 from mlflow_retrain.streams import redacted_output, stdout_into
 
 EXIT_CODES = """\b
@@ -90,6 +90,19 @@ def cluster_option(f: Callable) -> Callable:
                         help="Run the tasks on the Dask scheduler at this address instead of local processes "
                              "(pip install 'mlflow-retrain[cluster]'); its workers need mlflow-retrain, the "
                              "data at the same paths and the same tracking server.")(f)
+
+
+class VersionNumber(click.ParamType):
+    """A registered model's VERSION, checked as the command line is read: before the policy, the store
+    or the lease (`config.check_version`)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_version(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def json_option(f: Callable) -> Callable:
@@ -360,7 +373,7 @@ def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain promote 7 --reason \"validated offline by the pricing team\"")
 @config_option
-@click.argument("version")
+@click.argument("version", type=VersionNumber())
 @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
 @as_of_option
 @json_option
@@ -397,7 +410,7 @@ def _sign_off_command(action: str, example: str, doc: str) -> None:
 
     @cli.command(name=action, help=doc, epilog=f"\b\nExample:\n  mlflow-retrain {action} 7 --reason \"{example}\"")
     @config_option
-    @click.argument("version")
+    @click.argument("version", type=VersionNumber())
     @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
     @click.option("--by", default=None, help="Who signs off (default: your login name).")
     @as_of_option

@@ -136,4 +136,10 @@ def load(model_uri: str, config: Config, spec: DataConfig) -> Scorer:
             model = importlib.import_module(loader).load_model(local)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ModelError(f"{model_uri} ({flavor} flavor) needs {exc.name or exc} installed to load") from None
+    except MlflowException as exc:  # MLflow's documented switch, named in its message: the user's choice, not a bug
+        if "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" not in str(exc):
+            raise
+        raise ModelError(f"{model_uri} is not loaded: MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false, and loading a "
+                         f"{flavor} model deserializes its file; set it to true to load models from a registry you "
+                         "trust") from None
     return Scorer(model, columns, flavor)

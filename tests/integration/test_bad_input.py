@@ -75,6 +75,7 @@ class Case:
     store: str = "prod"
     code: int = 2
     read_only: bool = False  # run without root's permission override, so file modes hold
+    env: tuple[tuple[str, str], ...] = ()  # set for the command
 
 
 def case(id: str, args: str | list[str], message: str, setup: Callable[[Folder], None] | None = None,
@@ -191,6 +192,7 @@ training:
   window: 30d
 """
 CYCLE = "cycle --as-of 2011-05-31 --retrain-via inprocess"
+HUGE = "999999999999999999999"
 RUN_CASES = [
     # ---- the policy file ------------------------------------------------------------------------
     case("no-policy-file", "cycle --config missing.yaml", "policy file not found"),
@@ -312,6 +314,15 @@ RUN_CASES = [
     case("init-model-name-quote", "init --data data/bikes.csv --target cnt --out new.yaml --model-name bike's",
          "--model-name \"bike's\" contains"),
     case("init-mixed-zones", "init --data data/bikes.csv --target cnt --out new.yaml", "time zone", with_rows(mixed_zones)),
+    # ---- versions beyond what a store holds (an SQLite integer overflows), MLflow's switch against unpickling
+    case("promote-version-huge", f"promote {HUGE} --reason x", "is not a version number"),
+    case("approve-version-huge", f"approve {HUGE} --reason x", "is not a version number"),
+    case("reject-version-huge", f"reject {HUGE} --reason x", "is not a version number"),
+    case("promote-version-words", "promote v1 --reason x", "is not a version number"),
+    case("evaluate-version-huge", f"evaluate --as-of 2011-05-31 --no-reports --model-uri models:/bikes/{HUGE}",
+         "is not a version number"),
+    case("pickle-switch-off", "check --as-of 2011-05-31", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false",
+         env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
 ]
 
 
@@ -392,6 +403,7 @@ def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dic
     before = snapshot(f)
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     env["MLFLOW_TRACKING_URI"] = f.uri
+    env.update(c.env)
     if c.read_only and os.geteuid() == 0:
         preexec = drop_permission_override
     else:
