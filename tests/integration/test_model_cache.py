@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,16 @@ def planted() -> bytes:
     return pickle.dumps(DummyRegressor(strategy="constant", constant=-1.0).fit(ROWS, ROWS.x))
 
 
+def fresh_load(folder: Path, caplog: pytest.LogCaptureFixture) -> Callable[[], np.ndarray]:
+    """Load the model again (its predictions), the log cleared first: what the load warned is its own."""
+
+    def load() -> np.ndarray:
+        caplog.clear()
+        return model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+
+    return load
+
+
 def test_a_cache_path_another_user_could_change_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     shared = tmp_path / "shared"
@@ -170,10 +181,7 @@ def test_a_cache_path_another_user_could_change_is_not_used(tmp_path: Path, monk
     expected = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
     [kept] = copies(cache)
 
-    def load() -> np.ndarray:
-        caplog.clear()
-        return model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
-
+    load = fresh_load(folder, caplog)
     # a sticky folder every user may write (like /tmp) holding this user's folder: used, no warning
     shared.chmod(0o1777)
     assert np.array_equal(load(), expected) and "model cache" not in caplog.text
@@ -203,10 +211,7 @@ def test_a_copy_that_is_a_link_or_another_object_is_not_used(tmp_path: Path, cac
     expected = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
     [kept] = copies(cache)
 
-    def load() -> np.ndarray:
-        caplog.clear()
-        return model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
-
+    load = fresh_load(folder, caplog)
     # another estimator under the right name: not the class the model file names; written again
     kept.write_bytes(planted())
     assert np.array_equal(load(), expected)
