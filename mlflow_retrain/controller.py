@@ -266,7 +266,7 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     stamp = data.resolve_as_of(as_of)
     if not dry_run:
         preflight(config, via, data=data, as_of=config.monitoring.labelled(stamp))
-    check_tracking()
+    check_tracking(write=not dry_run)
     registry = Registry(config)
     production = registry.production()
     loaded: dict[str, Scorer] = {}  # by version: a model is loaded once a cycle (skops, a download)

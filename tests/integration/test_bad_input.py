@@ -10,7 +10,6 @@ the lease and before any MLflow run opens, and refused in one clear line.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import sqlite3
@@ -382,14 +381,6 @@ def snapshot(f: Folder) -> tuple[Any, ...]:
     return dump(db) if db else None, files(f.root), files(f.artifacts)
 
 
-def drop_permission_override() -> None:
-    """Root ignores file modes: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH for the child process."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
 @pytest.mark.parametrize("c", RUN_CASES)
 def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dict[str, Path], write_policy,
                                                             small_frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -405,7 +396,7 @@ def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dic
     env["MLFLOW_TRACKING_URI"] = f.uri
     env.update(c.env)
     if c.read_only and os.geteuid() == 0:
-        preexec = drop_permission_override
+        preexec = forked_cli.drop_permission_override
     else:
         preexec = None
     args = list(c.args)
