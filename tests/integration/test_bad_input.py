@@ -24,6 +24,7 @@ import forked_cli
 import pandas as pd
 import pytest
 import yaml
+from stores import rebase
 
 FOREIGN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
                "MLFLOW_EXPERIMENT_NAME")
@@ -329,11 +330,7 @@ RUN_CASES = [
 def clone_store(source: Path, target: Path) -> None:
     """A copy of a store folder (db and artifacts) whose paths in the db point at the copy."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.yaml", "*.csv"))
-    with sqlite3.connect(target / "mlflow.db") as db:
-        for (table,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
-            for _, name, kind, *_ in db.execute(f"pragma table_info('{table}')").fetchall():
-                if kind.upper().startswith(("VARCHAR", "TEXT")):
-                    db.execute(f'update "{table}" set "{name}" = replace("{name}", ?, ?)', (str(source), str(target)))
+    rebase(target / "mlflow.db", source, target)
 
 
 @pytest.fixture(scope="module")

@@ -147,20 +147,26 @@ def test_read_only_commands_without_a_store_say_so_and_create_none(tmp_path):
     assert _listing(tmp_path) == before
 
 
-def test_reading_commands_work_on_a_read_only_store(awaiting_template, write_policy, tmp_path):
+def test_reading_commands_work_on_a_read_only_store(awaiting_template, bootstrapped_template, write_policy,
+                                                    tmp_path):
     """Auditors, replicas and backups: status, history, check, compare, doctor and monitor --no-log read a
-    store whose file and folder nobody may write (file modes held: root's override dropped), exit 0 and
-    change nothing; the commands that write say so in one line."""
+    store whose file, folder and artifacts nobody may write (file modes held: root's override dropped),
+    exit 0 and change nothing; the commands that write say so in one line."""
     import sqlite3
+
+    from stores import rebase
 
     folder = tmp_path / "replica"
     folder.mkdir()
     db = folder / "mlflow.db"
     shutil.copy(awaiting_template, db)
+    for template in (bootstrapped_template, awaiting_template):  # v1's artifacts, v2's
+        copy = folder / template.parent.name
+        shutil.copytree(template.parent / "mlruns", copy / "mlruns")
+        rebase(db, template.parent, copy)
     policy = write_policy(tracking_uri=f"sqlite:///{db}", triggers={"metric_threshold": {"max": 60}},
                           validation={"require_approval": True, "approval_ttl": "7d"})  # as awaiting_template
-    db.chmod(0o444)
-    folder.chmod(0o555)
+    subprocess.run(["chmod", "-R", "a-w", str(folder)], check=True)
     try:
         cli = forked_cli.ForkedCli(forked_cli.drop_permission_override if os.geteuid() == 0 else None)
     except subprocess.SubprocessError as exc:  # root that may not drop its capabilities: modes cannot hold
@@ -188,4 +194,4 @@ def test_reading_commands_work_on_a_read_only_store(awaiting_template, write_pol
         assert dump() == before
     finally:
         cli.close()
-        folder.chmod(0o755)
+        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
