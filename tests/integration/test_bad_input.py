@@ -323,6 +323,8 @@ RUN_CASES = [
          "is not a version number"),
     case("pickle-switch-off", "check --as-of 2011-05-31", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false",
          env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
+    case("pickle-switch-off-cycle", CYCLE, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false",
+         env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
 ]
 
 
