@@ -325,6 +325,9 @@ RUN_CASES = [
          env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
     case("pickle-switch-off-cycle", CYCLE, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false",
          env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
+    case("approve-version-unicode-digit", "approve \u00b2 --reason x", "is not a version number"),
+    case("evaluate-version-unicode-digit", "evaluate --as-of 2011-05-31 --no-reports --model-uri models:/bikes/\u00b2",
+         "is not a version number"),
 ]
 
 
