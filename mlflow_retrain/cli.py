@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from mlflow_retrain.config import Config, load_config
-from mlflow_retrain.errors import RetrainError
+from mlflow_retrain.config import Config, check_version, load_config
+from mlflow_retrain.errors import ConfigError, RetrainError
 from mlflow_retrain.streams import redacted_output, stdout_into
 
 EXIT_CODES = """\b
@@ -90,6 +90,19 @@ def cluster_option(f: Callable) -> Callable:
                         help="Run the tasks on the Dask scheduler at this address instead of local processes "
                              "(pip install 'mlflow-retrain[cluster]'); its workers need mlflow-retrain, the "
                              "data at the same paths and the same tracking server.")(f)
+
+
+class VersionNumber(click.ParamType):
+    """A registered model's VERSION, checked as the command line is read: before the policy, the store
+    or the lease (`config.check_version`)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_version(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def json_option(f: Callable) -> Callable:
@@ -320,8 +333,9 @@ def status(config_path: str, as_json: bool) -> None:
     from mlflow_retrain.audit import status as read_status
     from mlflow_retrain.tracking import check_tracking
 
-    check_tracking()
-    result = read_status(_load(config_path))
+    config = _load(config_path)
+    check_tracking(write=False)
+    result = read_status(config)
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"model: {r['model_name']}"]
@@ -355,7 +369,7 @@ def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
     config = _load(config_path)
     data = LabelledData.load(config)
     stamp = data.resolve_as_of(as_of)
-    check_tracking()
+    check_tracking(write=False)
     registry = Registry(config)
     registry.require()
     staging = registry.staging()
@@ -378,7 +392,7 @@ def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain promote 7 --reason \"validated offline by the pricing team\"")
 @config_option
-@click.argument("version")
+@click.argument("version", type=VersionNumber())
 @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
 @as_of_option
 @json_option
@@ -415,7 +429,7 @@ def _sign_off_command(action: str, example: str, doc: str) -> None:
 
     @cli.command(name=action, help=doc, epilog=f"\b\nExample:\n  mlflow-retrain {action} 7 --reason \"{example}\"")
     @config_option
-    @click.argument("version")
+    @click.argument("version", type=VersionNumber())
     @click.option("--reason", required=True, help="Why; recorded on the version and in the audit run.")
     @click.option("--by", default=None, help="Who signs off (default: your login name).")
     @as_of_option
@@ -454,8 +468,9 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
     from mlflow_retrain.reconcile import doctor as run_doctor
     from mlflow_retrain.tracking import check_tracking
 
-    check_tracking()
-    report = run_doctor(_load(config_path), fix=repair)
+    config = _load(config_path)
+    check_tracking(write=repair)
+    report = run_doctor(config, fix=repair)
 
     def human(r: dict[str, Any]) -> str:
         lines = []
@@ -486,8 +501,9 @@ def history(config_path: str, limit: int, as_json: bool) -> None:
     from mlflow_retrain.audit import history as read_history
     from mlflow_retrain.tracking import check_tracking
 
-    check_tracking()
-    rows = read_history(_load(config_path), limit)
+    config = _load(config_path)
+    check_tracking(write=False)
+    rows = read_history(config, limit)
     emit(rows, as_json, lambda r: table(
         r, ["started", "kind", "as_of", "outcome", "triggers", "production", "candidate", "reason"]))
 
@@ -504,9 +520,11 @@ Examples:
 @click.option("--out", "out_dir", default="monitor", show_default=True, type=click.Path(file_okay=False),
               help="Folder for dashboard.html and monitor.csv.")
 @click.option("--reports", is_flag=True, help="Also write Evidently reports for each window where something fired.")
+@click.option("--no-log", "no_log", is_flag=True,
+              help="Do not log the series as an MLflow run (a store this process may only read).")
 @json_option
 def monitor(config_path: str, start: str | None, end: str | None, every: str | None, out_dir: str, reports: bool,
-            as_json: bool) -> None:
+            no_log: bool, as_json: bool) -> None:
     """The error over time of whichever model was in Production, drift, and downtime; a dashboard."""
     from pathlib import Path
 
@@ -516,8 +534,9 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
 
     config = _load(config_path)
     span = parse_span(every, "--every") if every else None
-    check_tracking()
-    result = run_monitor(config, start=start, end=end, every=span, out_dir=Path(out_dir), with_reports=reports)
+    check_tracking(write=not no_log)
+    result = run_monitor(config, start=start, end=end, every=span, out_dir=Path(out_dir), with_reports=reports,
+                         log_run=not no_log)
 
     def human(r: dict[str, Any]) -> str:
         lines = [table(r["windows"][-20:], ["end", "version", "rows", "metric", "partial", "drift_share", "fired",

@@ -57,6 +57,20 @@ def check_model_name(name: str, key: str = "model_name") -> str:
     return name
 
 
+# MLflow's version columns are SQL INTEGERs: 32 bits in PostgreSQL and MySQL; a larger number overflows
+# the store's query (SQLite's 64 bits too, with a traceback) instead of finding no version
+MAX_VERSION = 2**31 - 1
+
+
+def check_version(text: Any, key: str = "") -> str:
+    """A registered model's version as a store can hold it: ASCII digits, 1 to MAX_VERSION."""
+    value = str(text).strip()
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_VERSION:
+        raise ConfigError(f"{key} {value[:40]!r} is not a version number (a whole number from 1 to {MAX_VERSION})"
+                          .lstrip())
+    return str(int(value))
+
+
 def higher_is_better(metric: str) -> bool:
     """Error metrics fall as the model improves; scores rise."""
     return metric not in LOWER_IS_BETTER

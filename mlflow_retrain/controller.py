@@ -276,7 +276,7 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
         raise UsageError(str(exc)) from None
     if not dry_run:
         preflight(config, via, data=data, as_of=config.monitoring.labelled(stamp))
-    check_tracking()
+    check_tracking(write=not dry_run)
     registry = Registry(config)
     production = registry.production()
     loaded: dict[str, Scorer] = {}  # by version: a model is loaded once a cycle (skops, a download)

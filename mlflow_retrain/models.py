@@ -12,6 +12,7 @@ output may carry probabilities as columns (see `PyfuncOutput`).
 
 from __future__ import annotations
 
+import errno
 import importlib
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -113,14 +114,28 @@ def check_columns(model_uri: str, declared: tuple[tuple[str, ...], tuple[str, ..
     return tuple(c for c in names if c in expected)
 
 
+def _download(model_uri: str) -> str:
+    """The model's local folder. A local artifact store is read in place, but for a `models:/` URI
+    MLflow also writes `registered_model_meta` into that folder: where it may not (an auditor's
+    read-only copy of the store), the folder the URI stands for is read without that file."""
+    import mlflow.artifacts
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not model_uri.startswith("models:/"):
+            raise
+    return mlflow.artifacts.download_artifacts(artifact_uri=ModelsArtifactRepository.get_underlying_uri(model_uri))
+
+
 def load(model_uri: str, config: Config, spec: DataConfig) -> Scorer:
     """Load a registered or logged model of any flavor, its columns checked against the policy's."""
-    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+        local = _download(model_uri)
         meta = Model.load(local)
     except (MlflowException, OSError) as exc:
         raise ModelError(f"{model_uri} cannot be loaded: {str(exc).splitlines()[0][:300]}") from None
@@ -136,4 +151,10 @@ def load(model_uri: str, config: Config, spec: DataConfig) -> Scorer:
             model = importlib.import_module(loader).load_model(local)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ModelError(f"{model_uri} ({flavor} flavor) needs {exc.name or exc} installed to load") from None
+    except MlflowException as exc:  # MLflow's documented switch, named in its message: the user's choice, not a bug
+        if "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" not in str(exc):
+            raise
+        raise ModelError(f"{model_uri} is not loaded: MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false, and loading a "
+                         f"{flavor} model deserializes its file; set it to true to load models from a registry you "
+                         "trust") from None
     return Scorer(model, columns, flavor)

@@ -25,12 +25,14 @@ from mlflow_retrain.redact import redact
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def check_tracking() -> str:
-    """Return the tracking URI; for an HTTP server, prove it answers `/health` first."""
+def check_tracking(write: bool = True) -> str:
+    """Return the tracking URI; for an HTTP server, prove it answers `/health` first. A command that
+    only reads (`write=False`: status, history, check, compare, doctor, monitor --no-log) works on a
+    store it may not write (an auditor's copy, a replica, a backup)."""
     import mlflow
 
     uri = mlflow.get_tracking_uri()
-    check_store(uri)
+    check_store(uri, write)
     if uri.startswith(("http://", "https://")):
         import requests
 
@@ -97,9 +99,10 @@ def check_database(uri: str) -> None:
             engine.dispose()
 
 
-def check_store(uri: str) -> None:
+def check_store(uri: str, write: bool = True) -> None:
     """A store MLflow knows the scheme of; an sqlite store whose folder exists (MLflow would create a
-    new, empty store there), whose file is a database and which this process may write."""
+    new, empty store there), whose file is a database and, for a command that writes, which this
+    process may write."""
     from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
     try:
@@ -124,7 +127,7 @@ def check_store(uri: str) -> None:
                 db.execute("select count(*) from sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise TrackingServerError(f"{where} is not an sqlite database ({exc}); fix MLFLOW_TRACKING_URI") from None
-    for needed in (path, path.parent) if path.exists() else (path.parent,):
+    for needed in ((path, path.parent) if path.exists() else (path.parent,)) if write else ():
         if not os.access(needed, os.W_OK):
             raise TrackingServerError(f"{where} is not writable: no write permission on {needed} (sqlite also "
                                       "writes a journal beside the file); fix its permissions")

@@ -33,6 +33,19 @@ from pathlib import Path
 SERVER_START = 120  # seconds: a server answers /health after 7-9 s on an idle machine, far later on a loaded one
 
 
+def rebase(db: Path, old: Path, new: Path) -> None:
+    """Point an sqlite store's paths (artifact locations, model sources) from folder `old` to `new`,
+    where a copy of its artifacts is."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        for (table,) in conn.execute("select name from sqlite_master where type = 'table'").fetchall():
+            for _, name, kind, *_ in conn.execute(f"pragma table_info('{table}')").fetchall():
+                if kind.upper().startswith(("VARCHAR", "TEXT")):
+                    conn.execute(f'update "{table}" set "{name}" = replace("{name}", ?, ?)', (str(old), str(new)))
+    conn.close()
+
+
 def free_port() -> int:
     """A port nothing listens on now, from the kernel's ephemeral range."""
     with socket.socket() as s:

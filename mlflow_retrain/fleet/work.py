@@ -124,7 +124,7 @@ def _selected(config: Config, task: Task) -> Row | None:
     create a store that does not exist yet (nothing registered there carries a tag)."""
     if not task.select:
         return None
-    check_tracking()
+    check_tracking(write=False)
     if selected(Registry(config).model_tags(), task.select):
         return None
     wanted = ", ".join(f"{k}={v}" for k, v in task.select.items())
@@ -175,7 +175,7 @@ def _status(config: Config, task: Task) -> Row:
     recomputed, so `fleet status` is quick and reads what the MLflow UI shows."""
     from mlflow.tracking import MlflowClient
 
-    check_tracking()
+    check_tracking(write=False)
     Registry(config).require()
     last = next(iter(history(config, limit=1)), None)
     if last is None:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain import faults
 from mlflow_retrain import tags as T
-from mlflow_retrain.config import Config
+from mlflow_retrain.config import Config, check_version
 from mlflow_retrain.errors import RegistryError
 from mlflow_retrain.registry import story
 from mlflow_retrain.store import unborn
@@ -137,8 +137,9 @@ class Versions:
         )
 
     def get(self, version: str | int) -> VersionInfo:
+        version = check_version(version, f"model {self.name!r} version")  # before the store's query overflows
         try:
-            return self._info(self.client.get_model_version(self.name, str(version)))
+            return self._info(self.client.get_model_version(self.name, version))
         except MlflowException as exc:
             if not_found(exc):
                 raise RegistryError(f"model {self.name!r} has no version {version}; see `mlflow-retrain status`") from None

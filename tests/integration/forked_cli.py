@@ -14,6 +14,7 @@ without the interpreter's teardown.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import select
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,22 @@ class Done:
     stderr: str
 
 
-class ForkedCli:
-    """One helper process; `run` forks a command from it and waits (one command at a time)."""
+def drop_permission_override() -> None:
+    """Root ignores file modes: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, for
+    what the process executes next (a `preexec_fn`), so read-only files and folders hold for it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
-    def __init__(self) -> None:
+
+class ForkedCli:
+    """One helper process; `run` forks a command from it and waits (one command at a time).
+    `preexec` runs in the helper before it starts (e.g. `drop_permission_override`)."""
+
+    def __init__(self, preexec: Callable[[], None] | None = None) -> None:
         self.helper = subprocess.Popen([sys.executable, "-c", HELPER], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, env=os.environ.copy())
+                                       stdout=subprocess.PIPE, env=os.environ.copy(), preexec_fn=preexec)
         self.pending = b""
 
     def run(self, args: Sequence[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> Done:

@@ -10,7 +10,6 @@ the lease and before any MLflow run opens, and refused in one clear line.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import sqlite3
@@ -25,6 +24,7 @@ import forked_cli
 import pandas as pd
 import pytest
 import yaml
+from stores import rebase
 
 FOREIGN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
                "MLFLOW_EXPERIMENT_NAME")
@@ -75,6 +75,7 @@ class Case:
     store: str = "prod"
     code: int = 2
     read_only: bool = False  # run without root's permission override, so file modes hold
+    env: tuple[tuple[str, str], ...] = ()  # set for the command
 
 
 def case(id: str, args: str | list[str], message: str, setup: Callable[[Folder], None] | None = None,
@@ -206,6 +207,7 @@ training:
   window: 30d
 """
 CYCLE = "cycle --as-of 2011-05-31 --retrain-via inprocess"
+HUGE = "999999999999999999999"
 RUN_CASES = [
     # ---- the policy file ------------------------------------------------------------------------
     case("no-policy-file", "cycle --config missing.yaml", "policy file not found"),
@@ -334,6 +336,20 @@ RUN_CASES = [
          with_duplicates(lambda d: pd.concat([d, d]), "refuse")),
     case("timestamps-varying-offsets", "check", "holds times at 2 UTC offsets (+02:00: 3,221 row(s), +00:00: 3,221 "
          "row(s)); each is converted to UTC", with_rows(varying_offsets), code=0),
+    # ---- versions beyond what a store holds (an SQLite integer overflows), MLflow's switch against unpickling
+    case("promote-version-huge", f"promote {HUGE} --reason x", "is not a version number"),
+    case("approve-version-huge", f"approve {HUGE} --reason x", "is not a version number"),
+    case("reject-version-huge", f"reject {HUGE} --reason x", "is not a version number"),
+    case("promote-version-words", "promote v1 --reason x", "is not a version number"),
+    case("evaluate-version-huge", f"evaluate --as-of 2011-05-31 --no-reports --model-uri models:/bikes/{HUGE}",
+         "is not a version number"),
+    case("pickle-switch-off", "check --as-of 2011-05-31", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false",
+         env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
+    case("pickle-switch-off-cycle", CYCLE, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false",
+         env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
+    case("approve-version-unicode-digit", "approve \u00b2 --reason x", "is not a version number"),
+    case("evaluate-version-unicode-digit", "evaluate --as-of 2011-05-31 --no-reports --model-uri models:/bikes/\u00b2",
+         "is not a version number"),
 ]
 
 
@@ -341,11 +357,7 @@ RUN_CASES = [
 def clone_store(source: Path, target: Path) -> None:
     """A copy of a store folder (db and artifacts) whose paths in the db point at the copy."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.yaml", "*.csv"))
-    with sqlite3.connect(target / "mlflow.db") as db:
-        for (table,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
-            for _, name, kind, *_ in db.execute(f"pragma table_info('{table}')").fetchall():
-                if kind.upper().startswith(("VARCHAR", "TEXT")):
-                    db.execute(f'update "{table}" set "{name}" = replace("{name}", ?, ?)', (str(source), str(target)))
+    rebase(target / "mlflow.db", source, target)
 
 
 @pytest.fixture(scope="module")
@@ -393,14 +405,6 @@ def snapshot(f: Folder) -> tuple[Any, ...]:
     return dump(db) if db else None, files(f.root), files(f.artifacts)
 
 
-def drop_permission_override() -> None:
-    """Root ignores file modes: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH for the child process."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
 @pytest.mark.parametrize("c", RUN_CASES)
 def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dict[str, Path], write_policy,
                                                             small_frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -414,8 +418,9 @@ def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dic
     before = snapshot(f)
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     env["MLFLOW_TRACKING_URI"] = f.uri
+    env.update(c.env)
     if c.read_only and os.geteuid() == 0:
-        preexec = drop_permission_override
+        preexec = forked_cli.drop_permission_override
     else:
         preexec = None
     args = list(c.args)

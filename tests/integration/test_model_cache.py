@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,79 @@ def test_a_folder_others_may_write_to_is_not_used(tmp_path: Path, cache: Path,
     loaded = model_cache.load_sklearn(str(folder), flavor_conf)
     assert np.array_equal(loaded.predict(ROWS), expected)
     assert "not private to this user" in caplog.text
+
+
+def planted() -> bytes:
+    """Another estimator's pickle: what a user who could write the cache would put under the right name."""
+    from sklearn.dummy import DummyRegressor
+
+    return pickle.dumps(DummyRegressor(strategy="constant", constant=-1.0).fit(ROWS, ROWS.x))
+
+
+def fresh_load(folder: Path, caplog: pytest.LogCaptureFixture) -> Callable[[], np.ndarray]:
+    """Load the model again (its predictions), the log cleared first: what the load warned is its own."""
+
+    def load() -> np.ndarray:
+        caplog.clear()
+        return model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+
+    return load
+
+
+def test_a_cache_path_another_user_could_change_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    cache = shared / "cache"
+    monkeypatch.setenv(model_cache.ENV, str(cache))
+    folder = save(tmp_path / "model", depth=3)
+    expected = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+    [kept] = copies(cache)
+
+    load = fresh_load(folder, caplog)
+    # a sticky folder every user may write (like /tmp) holding this user's folder: used, no warning
+    shared.chmod(0o1777)
+    assert np.array_equal(load(), expected) and "model cache" not in caplog.text
+    # the same folder owned by another user: that user could swap what is inside
+    os.chown(cache, 12345, -1)
+    kept.write_bytes(planted())
+    assert np.array_equal(load(), expected) and "is another user's" in caplog.text
+    os.chown(cache, os.getuid(), -1)
+    # a parent folder the group may write, without the sticky bit
+    shared.chmod(0o775)
+    assert np.array_equal(load(), expected) and "may be written by others" in caplog.text
+    # the parent folder swapped for a link to a folder of the same user's names, writable by all
+    shared.chmod(0o755)
+    evil = tmp_path / "evil"
+    (evil / "models").mkdir(parents=True, mode=0o700)
+    evil.chmod(0o777)
+    (evil / "models" / kept.name).write_bytes(planted())
+    (evil / "models" / kept.name).chmod(0o600)
+    cache.rename(shared / "cache.old")
+    cache.symlink_to(evil)
+    assert np.array_equal(load(), expected) and "may be written by others" in caplog.text
+
+
+def test_a_copy_that_is_a_link_or_another_object_is_not_used(tmp_path: Path, cache: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    folder = save(tmp_path / "model", depth=3)
+    expected = model_cache.load_sklearn(str(folder), flavor(folder)).predict(ROWS)
+    [kept] = copies(cache)
+
+    load = fresh_load(folder, caplog)
+    # another estimator under the right name: not the class the model file names; written again
+    kept.write_bytes(planted())
+    assert np.array_equal(load(), expected)
+    assert "holds a sklearn.dummy.DummyRegressor, not the sklearn.ensemble" in caplog.text
+    assert type(pickle.loads(kept.read_bytes())).__name__ == "HistGradientBoostingRegressor"
+    # the copy replaced by a link to a file elsewhere: not followed; a regular copy written again
+    elsewhere = tmp_path / "elsewhere.pkl"
+    elsewhere.write_bytes(planted())
+    kept.unlink()
+    kept.symlink_to(elsewhere)
+    assert np.array_equal(load(), expected) and "not used" in caplog.text
+    assert not kept.is_symlink() and kept.stat().st_mode & 0o777 == 0o600
+    # a copy others may write: not used
+    kept.write_bytes(planted())
+    kept.chmod(0o666)
+    assert np.array_equal(load(), expected) and "not a regular file private to this user" in caplog.text

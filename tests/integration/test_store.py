@@ -3,8 +3,11 @@ names), every command says which store it used, and an empty MLFLOW_TRACKING_URI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import forked_cli
@@ -142,3 +145,53 @@ def test_read_only_commands_without_a_store_say_so_and_create_none(tmp_path):
     history = _cli("history", "--config", str(policy), "--json", cwd=tmp_path)  # no cycle yet: an empty history
     assert history.returncode == 0 and json.loads(history.stdout) == [], history.stderr
     assert _listing(tmp_path) == before
+
+
+def test_reading_commands_work_on_a_read_only_store(awaiting_template, bootstrapped_template, write_policy,
+                                                    tmp_path):
+    """Auditors, replicas and backups: status, history, check, compare, doctor and monitor --no-log read a
+    store whose file, folder and artifacts nobody may write (file modes held: root's override dropped),
+    exit 0 and change nothing; the commands that write say so in one line."""
+    import sqlite3
+
+    from stores import rebase
+
+    folder = tmp_path / "replica"
+    folder.mkdir()
+    db = folder / "mlflow.db"
+    shutil.copy(awaiting_template, db)
+    for template in (bootstrapped_template, awaiting_template):  # v1's artifacts, v2's
+        copy = folder / template.parent.name
+        shutil.copytree(template.parent / "mlruns", copy / "mlruns")
+        rebase(db, template.parent, copy)
+    policy = write_policy(tracking_uri=f"sqlite:///{db}", triggers={"metric_threshold": {"max": 60}},
+                          validation={"require_approval": True, "approval_ttl": "7d"})  # as awaiting_template
+    subprocess.run(["chmod", "-R", "a-w", str(folder)], check=True)
+    try:
+        cli = forked_cli.ForkedCli(forked_cli.drop_permission_override if os.geteuid() == 0 else None)
+    except subprocess.SubprocessError as exc:  # root that may not drop its capabilities: modes cannot hold
+        pytest.skip(f"cannot run without root's permission override: {exc}")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+    def dump() -> list[str]:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return [*conn.iterdump(), *_listing(folder)]
+
+    before = dump()
+    try:
+        for args in (["status"], ["history"], ["check", "--as-of", "2011-06-02"], ["compare", "--as-of", "2011-06-02"],
+                     ["doctor"], ["monitor", "--no-log", "--to", "2011-06-30", "--out", str(tmp_path / "monitor")]):
+            done = cli.run([*args, "--config", str(policy), "--json"], cwd=tmp_path, env=env)
+            assert done.returncode == 0, (args, done.stderr[-3000:])
+            assert json.loads(done.stdout) and "Traceback" not in done.stderr
+        history = json.loads(cli.run(["history", "--config", str(policy), "--json"], cwd=tmp_path, env=env).stdout)
+        assert history[0]["outcome"] == "awaiting_approval"
+        for args in (["doctor", "--repair"], ["monitor", "--to", "2011-06-30", "--out", str(tmp_path / "monitor")],
+                     ["reject", "2", "--reason", "x"]):
+            done = cli.run([*args, "--config", str(policy)], cwd=tmp_path, env=env)
+            assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("fix its permissions"), (
+                args, done.stderr[-3000:])
+        assert dump() == before
+    finally:
+        cli.close()
+        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
