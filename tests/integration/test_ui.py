@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import load_config
 from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
+from mlflow_retrain.notify import run_url
 from mlflow_retrain.registry import Registry
 
 _spec = importlib.util.spec_from_file_location(
@@ -121,6 +122,9 @@ def test_the_ui_explains_each_cycle_and_version(prod_store, write_policy, tmp_pa
         runs_page = ui.dump_dom(pages.experiment())
         model_page = ui.dump_dom(f"{url}/#/models/{config.model_name}")
         report_page = ui.dump_dom(f"{url}/{drift_link}")
+        # the link a notification carries, opened in a fresh browser profile (`notify.run_url`)
+        link_page = ui.dump_dom(run_url(url, experiment, report.cycle_run_id))
+    assert shown(title) in link_page and "Model training" in link_page, link_page[-3000:]
     assert shown(title) in run_page  # the page's heading
     for text in ("Cycle as of", "Candidate", v2.run_id, "holdout_candidate_mae", "holdout_production_mae",
                  "monitor_mae"):
