@@ -44,7 +44,7 @@ from mlflow_retrain.serve.events import (
     webhook_action,
 )
 from mlflow_retrain.redact import redact
-from mlflow_retrain.serve.queue import QUEUE_ENV, open_queue, worker_key
+from mlflow_retrain.serve.queue import QUEUE_ENV, QueueUnavailable, open_queue, worker_key
 from mlflow_retrain.serve.watch import FolderWatch
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,12 @@ def create_app(settings: Settings) -> Starlette:
             watch.stop()
         await worker.stop()
 
-    return Starlette(routes=[
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "the event queue is unavailable: nothing was recorded, try again"},
+                            status_code=503)
+
+    return Starlette(exception_handlers={QueueUnavailable: unavailable}, routes=[
         Route("/webhook", webhook, methods=["POST"]),
         Route("/trigger", trigger, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -14,6 +14,8 @@ The rows and their states are the sqlite queue's (`queue.py`); what several repl
 - **At-least-once.** An event runs twice only when the replica running it died (or stalled past its
   claim) mid-cycle; the cycle is idempotent under the registry lease: the second one reconciles what
   the first left half-done, and the first, if it was only stalled, is fenced by the lease.
+- **The database down**: `QueueUnavailable`, so a request is answered 503 with nothing recorded
+  (the sender retries the same delivery) and the worker waits and claims again.
 - Time is the database's clock, so replicas' clocks need not agree. The schema is created under an
   advisory lock (replicas starting together) with `IF NOT EXISTS`; tables are prefixed `retrain_`,
   so the database may be shared with other applications.
@@ -47,6 +49,7 @@ from mlflow_retrain.serve.queue import (
     RETENTION_SECONDS,
     RUNNING,
     Queue,
+    QueueUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -81,22 +84,24 @@ class PostgresQueue(Queue):
                 db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK,))
                 for statement in SCHEMA:
                     db.execute(statement)
-        except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ServeError(f"cannot use the queue {redact(url)}: {redact(first)}") from None
+        except QueueUnavailable as exc:
+            raise ServeError(str(exc)) from None
+        except psycopg.Error as exc:  # e.g. no right to create the tables
+            raise ServeError(f"cannot use the queue {redact(url)}: {_first_line(exc)}") from None
 
     @contextmanager
     def _writing(self) -> Iterator[psycopg.Connection]:
         db = getattr(self._local, "db", None)
-        if db is None or db.closed:
-            db = self._local.db = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                                  row_factory=dict_row)
         try:
+            if db is None or db.closed:
+                db = self._local.db = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                                      row_factory=dict_row)
             with db.transaction():
                 yield db
-        except psycopg.OperationalError:
-            db.close()  # a dropped connection: the next call connects again
-            raise
+        except psycopg.OperationalError as exc:
+            if db is not None:
+                db.close()  # a dropped connection: the next call connects again
+            raise QueueUnavailable(f"the queue {redact(self.url)} cannot be reached: {_first_line(exc)}") from None
 
     def add(self, kind: str, model: str, summary: str, action: Action, delivery_id: str | None = None) -> int | None:
         """Record an accepted event (committed before the caller answers); None when `delivery_id`
@@ -146,8 +151,8 @@ class PostgresQueue(Queue):
                     with self._writing() as db:
                         db.execute(f"UPDATE retrain_events SET expires = {self.CLOCK} + %s "
                                    "WHERE batch = %s AND status = %s", (self.claim_ttl, batch, RUNNING))
-                except psycopg.Error as exc:  # the database hiccuped: the next tick retries
-                    log.warning("renewing the claim on batch %d failed (%s); retrying", batch, type(exc).__name__)
+                except QueueUnavailable as exc:  # the database hiccuped: the next tick retries
+                    log.warning("renewing the claim on batch %d failed (%s); retrying", batch, exc)
 
         thread = threading.Thread(target=renew, name="queue-claim-renewal", daemon=True)
         thread.start()
@@ -182,3 +187,8 @@ class PostgresQueue(Queue):
         """Nothing to do at start: a dead worker's claims expire and the next claim (any replica's)
         takes its events; a lock on one machine cannot tell a dead worker from a live replica."""
         return 0
+
+
+def _first_line(exc: Exception) -> str:
+    """psycopg's message, first line (libpq adds hints below), credentials masked."""
+    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0])

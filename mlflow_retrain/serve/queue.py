@@ -58,6 +58,13 @@ CREATE INDEX IF NOT EXISTS events_status ON events (model, status);
 CREATE TABLE IF NOT EXISTS files ({FILE_COLUMNS});
 CREATE TABLE IF NOT EXISTS meta ({META_COLUMNS});
 """
+
+
+class QueueUnavailable(Exception):
+    """A shared queue's database cannot be reached: requests answer 503 (senders retry), the worker
+    waits and tries again."""
+
+
 QUEUE_ENV = "MLFLOW_RETRAIN_QUEUE"  # the queue's URL: how the server hands it to its worker (never argv: `ps`)
 
 

@@ -40,7 +40,7 @@ from mlflow_retrain.serve.events import (
     plan,
     signoff_due,
 )
-from mlflow_retrain.serve.queue import DONE, FAILED, QUEUE_ENV, Queue, open_queue, worker_key
+from mlflow_retrain.serve.queue import DONE, FAILED, QUEUE_ENV, Queue, QueueUnavailable, open_queue, worker_key
 
 if TYPE_CHECKING:
     from mlflow_retrain.registry import Registry
@@ -49,6 +49,7 @@ log = logging.getLogger("mlflow_retrain.serve.worker")  # not __main__: it runs 
 
 POLL_SECONDS = 0.25
 LEASE_RETRY_SECONDS = 15.0  # another cycle (cron, CI) holds the lease: the batch waits, then runs
+QUEUE_RETRY_SECONDS = 5.0  # a shared queue's database is down: the worker waits, then claims again
 
 
 class Worker:
@@ -155,11 +156,15 @@ class Worker:
     def loop(self, parent: int) -> None:
         """Claim and run batches until asked to stop or the server is gone (then the current batch ends first)."""
         while not self.stop.is_set() and os.getppid() == parent:
-            claimed = self.queue.claim(self.config.model_name)
-            if claimed is None:
-                time.sleep(POLL_SECONDS)
-                continue
-            self.run_batch(*claimed)
+            try:
+                claimed = self.queue.claim(self.config.model_name)
+                if claimed is None:
+                    time.sleep(POLL_SECONDS)
+                    continue
+                self.run_batch(*claimed)
+            except QueueUnavailable as exc:  # a batch whose outcome it could not record runs again
+                log.warning("%s; trying again in %.0f s", exc, QUEUE_RETRY_SECONDS)
+                self.stop.wait(QUEUE_RETRY_SECONDS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

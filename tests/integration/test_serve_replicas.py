@@ -5,11 +5,13 @@ First the queue alone: two claimers and a producer at once (each event claimed o
 is not renewed taken over after its expiry, a renewed one kept, a late `finish` of the dead claimer
 fenced, a wrong password refused in one line that does not show it. Then two real `serve`
 processes over one MLflow store: the replica whose worker is training the event's cycle is
-SIGKILLed (server and worker), and the other one finishes the event.
+SIGKILLed (server and worker), and the other one finishes the event; then the database is stopped
+under the survivor (503, nothing recorded, the same delivery accepted once it is back).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -24,6 +26,7 @@ from test_server_faults import SLOW_ESTIMATOR
 from mlflow_retrain import tags as T
 from mlflow_retrain.serve.events import FORCE, Action
 from mlflow_retrain.serve.queue import DONE, QUEUE_ENV, RUNNING
+from mlflow_retrain.serve.signing import signed_headers
 
 MODELS = ("m0", "m1", "m2")
 EVENTS = 150
@@ -165,6 +168,7 @@ def test_a_replica_killed_mid_cycle_leaves_its_event_to_the_other_which_finishes
         events = replicas[survivor].finished({first["event"], second["event"]}, timeout=150)
         print(f"the survivor finished both events {time.monotonic() - killed:.0f} s after the kill")
         health = call(f"{replicas[survivor].url}/healthz")[1]
+        outage = _through_an_outage(pg, replicas[survivor])
         replicas[survivor].stop()
         assert replicas[survivor].proc.returncode == 0
     finally:
@@ -190,3 +194,19 @@ def test_a_replica_killed_mid_cycle_leaves_its_event_to_the_other_which_finishes
     assert registry.lease_state() is None and registry.moves.pending() is None
     logs = "".join(serve.log.read_text() for serve in replicas)
     assert pg.password not in logs and "queue in postgresql://***@127.0.0.1" in logs
+    assert outage == [503, 503, 200, 200] and "Traceback" not in logs, (outage, logs[-3000:])
+
+
+def _through_an_outage(pg, serve: Serve) -> list[int]:
+    """The queue's database stopped under a running replica: a delivery is answered 503 and not
+    recorded, so MLflow's retry of the same delivery (same id) is accepted once the database is back."""
+    body = json.dumps({"entity": "model_version", "action": "created", "data": {"name": "other", "version": "1"}})
+    headers = signed_headers(SECRET, body.encode())
+    pg.stop()
+    try:
+        statuses = [call(f"{serve.url}/webhook", body.encode(), headers)[0], call(f"{serve.url}/healthz")[0]]
+    finally:
+        pg.resume()
+    statuses.append(call(f"{serve.url}/webhook", body.encode(), headers)[0])
+    statuses.append(wait_for(lambda: call(f"{serve.url}/healthz")[0] == 200 and 200, 30, "the replica to recover"))
+    return statuses
