@@ -23,6 +23,7 @@ The rows and their states are the sqlite queue's (`queue.py`); what several repl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from queue import Empty, Full, LifoQueue
 from typing import Any
 
 import psycopg
@@ -68,17 +70,20 @@ SCHEMA = (
 
 
 class PostgresQueue(Queue):
-    """The shared queue at a `postgresql://` URL. A connection per thread (the server's request
-    threads, its watcher, the worker and its renewal thread), opened again after it drops."""
+    """The shared queue at a `postgresql://` URL. Connections are reused from a few kept idle (the
+    server's request threads, its watcher, the worker and its renewal thread each take one per call),
+    so a burst does not leave a connection open per thread; after a dropped one, all idle ones are
+    closed (the database restarted) and the next call connects again."""
 
     EVENTS, META, FILES = "retrain_events", "retrain_meta", "retrain_files"
     P = "%s"
     CLOCK = "extract(epoch FROM clock_timestamp())::float8"
+    IDLE = 4  # connections kept open between calls, per process
 
     def __init__(self, url: str, claim_ttl: float):
         self.url, self.claim_ttl = url, claim_ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self._local = threading.local()
+        self._idle: LifoQueue[psycopg.Connection] = LifoQueue(self.IDLE)
         try:
             with self._writing() as db:
                 db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK,))
@@ -91,17 +96,33 @@ class PostgresQueue(Queue):
 
     @contextmanager
     def _writing(self) -> Iterator[psycopg.Connection]:
-        db = getattr(self._local, "db", None)
+        db = None
         try:
-            if db is None or db.closed:
-                db = self._local.db = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                                      row_factory=dict_row)
+            try:
+                db = self._idle.get_nowait()
+            except Empty:
+                db = psycopg.connect(self.url, autocommit=True, connect_timeout=10, row_factory=dict_row)
             with db.transaction():
                 yield db
         except psycopg.OperationalError as exc:
-            if db is not None:
-                db.close()  # a dropped connection: the next call connects again
+            for dropped in [db, *self._drain()]:
+                if dropped is not None:
+                    dropped.close()
             raise QueueUnavailable(f"the queue {redact(self.url)} cannot be reached: {_first_line(exc)}") from None
+        finally:
+            if db is not None and not db.closed:
+                try:
+                    self._idle.put_nowait(db)
+                except Full:
+                    db.close()
+
+    def _drain(self) -> list[psycopg.Connection]:
+        """Every idle connection, taken out of the pool."""
+        drained = []
+        with contextlib.suppress(Empty):
+            while True:
+                drained.append(self._idle.get_nowait())
+        return drained
 
     def add(self, kind: str, model: str, summary: str, action: Action, delivery_id: str | None = None) -> int | None:
         """Record an accepted event (committed before the caller answers); None when `delivery_id`

@@ -49,6 +49,13 @@ def _database(pg, name: str) -> str:
     return pg.uri(name)
 
 
+def _connections(queue) -> int:
+    """Client connections open to the queue's database (the asking one excluded)."""
+    with queue._writing() as db:
+        return db.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND pid <> pg_backend_pid()").fetchone()["n"]
+
+
 def _trigger(i: int) -> Action:
     return Action(FORCE, f"reason {i}", source="test")
 
@@ -92,6 +99,13 @@ def test_two_claimers_take_each_event_once_and_a_dead_claim_is_taken_over_after_
     assert {(r["status"], r["claims"]) for r in rows} == {(DONE, 1)}
     assert {r["owner"] for r in rows} == {"replica-a", "replica-b"}
     print(f"{EVENTS} events: {len(claimed['replica-a'])} + {len(claimed['replica-b'])} batches, none twice")
+
+    # a burst from many request threads (alive after it, as a server's are) leaves at most IDLE
+    # connections open, not one per thread
+    before = _connections(a)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: a.counts(), range(64)))
+        wait_for(lambda: _connections(a) <= before + 4, 10, "the burst's extra connections to close")
 
     # a claim that is not renewed (its replica died) is taken over after `claim_ttl`; until then
     # the model's newer events wait too (one batch at a time per model across replicas)
