@@ -645,6 +645,7 @@ def _apply(adoption: Any, yes: bool) -> dict[str, Any]:
 Examples:
   MLFLOW_RETRAIN_SECRET=... mlflow-retrain serve --config retrain.yaml
   mlflow-retrain serve --port 9000 --secret-file /run/secrets/retrain --retrain-via inprocess
+  PGUSER=retrain PGPASSWORD=... mlflow-retrain serve --queue postgresql://db:5432/retrain   # replicas share it
 """ + EXIT_CODES)
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
