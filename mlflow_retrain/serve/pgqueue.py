@@ -16,6 +16,9 @@ The rows and their states are the sqlite queue's (`queue.py`); what several repl
   the first left half-done, and the first, if it was only stalled, is fenced by the lease.
 - **The database down**: `QueueUnavailable`, so a request is answered 503 with nothing recorded
   (the sender retries the same delivery) and the worker waits and claims again.
+- **The folder watch's listing is shared** too: replicas that watch must see the same `data.path`
+  (one folder, or a shared filesystem); two seeing one change at once may queue two `new_data`
+  events, which one claim coalesces into one cycle.
 - Time is the database's clock, so replicas' clocks need not agree. The schema is created under an
   advisory lock (replicas starting together) with `IF NOT EXISTS`; tables are prefixed `retrain_`,
   so the database may be shared with other applications.
