@@ -683,6 +683,7 @@ def _apply(adoption: Any, yes: bool) -> dict[str, Any]:
 Examples:
   MLFLOW_RETRAIN_SECRET=... mlflow-retrain serve --config retrain.yaml
   mlflow-retrain serve --port 9000 --secret-file /run/secrets/retrain --retrain-via inprocess
+  PGUSER=retrain PGPASSWORD=... mlflow-retrain serve --queue postgresql://db:5432/retrain   # replicas share it
 """ + EXIT_CODES)
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
@@ -700,14 +701,20 @@ Examples:
               help="How the worker trains (as for `cycle`).")
 @click.option("--grace", default=120.0, show_default=True, type=float,
               help="On SIGTERM, seconds the running cycle may take to finish before it is abandoned.")
+@click.option("--queue", envvar="MLFLOW_RETRAIN_QUEUE", show_envvar=True, default=None, metavar="URL",
+              help="A postgresql:// queue that several serve replicas share (default: a sqlite file in the "
+                   "state folder). Pass a password through the environment variable or PGPASSWORD, not here.")
+@click.option("--claim-ttl", default=60.0, show_default=True, type=float,
+              help="With --queue: seconds after which another replica takes over the events of a replica that died.")
 def serve(config_path: str, host: str, port: int, secret_file: str | None, state_dir: str | None, max_body: int,
-          tolerance: float, watch: str, retrain_via: str, grace: float) -> None:
+          tolerance: float, watch: str, retrain_via: str, grace: float, queue: str | None, claim_ttl: float) -> None:
     """Turn events into cycles: MLflow registry webhooks (POST /webhook), signed requests from any
     system (POST /trigger) and new files in data.path; GET /healthz and /events report.
 
     Cycles run one at a time in a worker process; events that arrive meanwhile coalesce into one
-    queued cycle, kept in a sqlite queue that survives restarts. SIGTERM finishes the running cycle
-    (or abandons it after --grace; the lease covers it)."""
+    queued cycle, kept in a sqlite queue that survives restarts (or a PostgreSQL one that several
+    replicas share: --queue). SIGTERM finishes the running cycle (or abandons it after --grace; the
+    lease covers it)."""
     from pathlib import Path
 
     from mlflow_retrain.serve import service
@@ -716,10 +723,10 @@ def serve(config_path: str, host: str, port: int, secret_file: str | None, state
         _load(config_path), Path(config_path), secret_file=Path(secret_file) if secret_file else None,
         state_dir=Path(state_dir) if state_dir else None, host=host, port=port, max_body=max_body,
         tolerance=tolerance, watch=watch, retrain_via=retrain_via, grace=grace,
-        verbose=2 if logging.getLogger().getEffectiveLevel() <= logging.INFO else 1)
+        verbose=2 if logging.getLogger().getEffectiveLevel() <= logging.INFO else 1, queue=queue, claim_ttl=claim_ttl)
     logging.getLogger("mlflow_retrain.serve").setLevel(logging.INFO)
     click.echo(f"serving {settings.model!r} on http://{host}:{sock.getsockname()[1]} (POST /webhook, POST /trigger, "
-               f"GET /healthz, GET /events); queue in {settings.queue_path}"
+               f"GET /healthz, GET /events); queue in {settings.queue_shown}"
                + (f"; watching {settings.data_folder}" if settings.data_folder else ""), err=True)
     service.run(settings, sock)
 

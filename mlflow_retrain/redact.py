@@ -28,8 +28,8 @@ _QUERY = re.compile(r"(?P<name>(?<![\w\-])(?:" + "|".join(re.escape(p) for p in 
 # environment variables whose values are credentials, and the URIs whose userinfo may hold one
 SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_CLIENT_CERT_PATH",
               "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-              "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING")
-URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+              "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_CONNECTION_STRING", "PGPASSWORD")
+URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RETRAIN_QUEUE")
 _MIN_SECRET = 4  # shorter values would mask ordinary words
 
 

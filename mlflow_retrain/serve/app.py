@@ -37,9 +37,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlflow_retrain.redact import redact
 from mlflow_retrain.serve import parse, signing
 from mlflow_retrain.serve.events import IGNORE, TRIGGER, WEBHOOK, Action, trigger_action, webhook_action
-from mlflow_retrain.serve.queue import EventQueue
+from mlflow_retrain.serve.queue import QUEUE_ENV, QueueUnavailable, open_queue, worker_key
 from mlflow_retrain.serve.watch import FolderWatch
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,17 @@ class Settings:
     retrain_via: str = "project"
     grace: float = 120.0  # SIGTERM: how long the running cycle may take to finish before it is abandoned
     verbose: int = 1
+    queue_url: str | None = field(default=None, repr=False)  # a PostgreSQL queue replicas share; may hold a password
+    claim_ttl: float = 60.0  # on a shared queue: how long a dead replica's events stay claimed
 
     @property
     def queue_path(self) -> Path:
         return self.state_dir / "queue.sqlite"
+
+    @property
+    def queue_shown(self) -> str:
+        """Where the queue is, for people: the sqlite file, or the URL with its password masked."""
+        return redact(self.queue_url) if self.queue_url else str(self.queue_path)
 
 
 class WorkerProcess:
@@ -85,11 +93,14 @@ class WorkerProcess:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         s = self.settings
-        env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}  # the worker never needs the secret
+        # the worker never needs the secret; it gets the queue's URL from the environment, not argv (`ps`)
+        env = {k: v for k, v in os.environ.items() if k not in (SECRET_ENV, QUEUE_ENV)}
+        if s.queue_url:
+            env[QUEUE_ENV] = s.queue_url
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mlflow_retrain.serve.worker", "--config", str(s.config_path),
             "--state-dir", str(s.state_dir), "--retrain-via", s.retrain_via, "--parent", str(os.getpid()),
-            "-v", str(s.verbose), stdin=asyncio.subprocess.DEVNULL, env=env,
+            "--claim-ttl", str(s.claim_ttl), "-v", str(s.verbose), stdin=asyncio.subprocess.DEVNULL, env=env,
             start_new_session=True)  # Ctrl-C in a terminal reaches the server, which stops the worker in order
 
     async def _supervise(self) -> None:
@@ -196,7 +207,7 @@ class OneLineErrors:
 
 
 def create_app(settings: Settings) -> Starlette:
-    queue = EventQueue(settings.queue_path)
+    queue = open_queue(settings.queue_url, settings.state_dir, settings.claim_ttl)
     worker = WorkerProcess(settings)
     watch = FolderWatch(settings.data_folder, queue, settings.model, mode=settings.watch_mode) \
         if settings.data_folder is not None else None
@@ -234,7 +245,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def healthz(request: Request, _: dict[str, Any]) -> JSONResponse:
         counts = await run_in_threadpool(queue.counts)
-        state = await run_in_threadpool(queue.meta, "worker")
+        state = await run_in_threadpool(queue.meta, worker_key(settings.state_dir))
         ready = worker.alive() and state == f"{worker.proc.pid} ready"
         return JSONResponse({
             "status": "ok" if worker.alive() else "worker down", "model": settings.model,
@@ -259,7 +270,12 @@ def create_app(settings: Settings) -> Starlette:
             watch.stop()
         await worker.stop()
 
-    app = Starlette(routes=[
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.scope["path"], parse.one_line(str(exc)))
+        return JSONResponse({"error": "the event queue is unavailable: nothing was recorded, try again"},
+                            status_code=503)
+
+    app = Starlette(exception_handlers={QueueUnavailable: unavailable}, routes=[
         Route("/webhook", strict(webhook), methods=["POST"]),
         Route("/trigger", strict(trigger), methods=["POST"]),
         Route("/healthz", strict(healthz), methods=["GET"]),

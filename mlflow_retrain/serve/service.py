@@ -1,7 +1,8 @@
 """Start `serve`: check everything a user can get wrong first, then run uvicorn until SIGTERM.
 
 Bad input is one line and exit 2 before anything starts (no worker, no watch, no socket left
-open): no secret, an unreadable secret file, a port in use, a state folder that cannot be written.
+open): no secret, an unreadable secret file, a port in use, a state folder that cannot be written,
+a `--queue` that is not a PostgreSQL URL or cannot be reached (its password masked).
 The secret comes from the environment (`MLFLOW_RETRAIN_SECRET`) or a file, never the command line,
 where `ps` and shell history would show it; it is never printed or logged.
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from mlflow_retrain.config import MIN_SECRET, Config
 from mlflow_retrain.errors import ServeError
+from mlflow_retrain.redact import redact
 from mlflow_retrain.serve.app import SECRET_ENV, Settings, create_app
+from mlflow_retrain.serve.queue import open_queue
 
 
 def read_secret(secret_file: Path | None, environ: dict[str, str] | None = None) -> str:
@@ -42,13 +45,18 @@ def read_secret(secret_file: Path | None, environ: dict[str, str] | None = None)
 
 def prepare(config: Config, config_path: Path, *, secret_file: Path | None, state_dir: Path | None, host: str,
             port: int, max_body: int, tolerance: float, watch: str, retrain_via: str, grace: float,
-            verbose: int) -> tuple[Settings, socket.socket]:
+            verbose: int, queue: str | None = None, claim_ttl: float = 60.0) -> tuple[Settings, socket.socket]:
     """The checked settings and the listening socket (bound here, so a busy port is refused before
-    anything starts and nothing else can take it before uvicorn does)."""
+    anything starts and nothing else can take it before uvicorn does). A PostgreSQL queue is reached
+    and its schema created here, so a wrong URL or password stops `serve` before it listens."""
     secret = read_secret(secret_file)
-    for name, value in (("--max-body", max_body), ("--tolerance", tolerance), ("--grace", grace)):
+    for name, value in (("--max-body", max_body), ("--tolerance", tolerance), ("--grace", grace),
+                        ("--claim-ttl", claim_ttl)):
         if value <= 0:
             raise ServeError(f"{name} must be more than 0, got {value:g}")
+    if queue and not queue.startswith(("postgresql://", "postgres://")):
+        raise ServeError(f"--queue {redact(queue)}: not a postgresql:// URL (leave it out for the sqlite file "
+                         "in the state folder)")
     state = (state_dir or config_path.resolve().parent / ".retrain-serve").resolve()
     try:
         state.mkdir(parents=True, exist_ok=True)
@@ -61,10 +69,12 @@ def prepare(config: Config, config_path: Path, *, secret_file: Path | None, stat
         if watch != "auto":
             raise ServeError(f"--watch {watch}: data.path {data} is not a folder, so there is nothing to watch")
         data = None
+    if queue:
+        open_queue(queue, state, claim_ttl)
     settings = Settings(config_path=config_path.resolve(), model=config.model_name, secret=secret, state_dir=state,
                         host=host, port=port, max_body=max_body, tolerance=tolerance,
                         data_folder=data if watch != "off" else None, watch_mode=watch, retrain_via=retrain_via,
-                        grace=grace, verbose=verbose)
+                        grace=grace, verbose=verbose, queue_url=queue or None, claim_ttl=claim_ttl)
     return settings, listen(host, port)
 
 

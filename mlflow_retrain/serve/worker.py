@@ -8,7 +8,8 @@ batch at a time, which is what makes cycles one at a time per model.
 
 The worker holds `worker.lock` (an flock, released by the kernel when the process dies) for its
 whole life. A new worker waits for it before recovering `running` events to pending: a worker
-orphaned by a killed server finishes its cycle and records it first, so nothing runs twice.
+orphaned by a killed server finishes its cycle and records it first, so nothing runs twice. On a
+PostgreSQL queue shared by replicas the worker renews its batch's claim instead (`pgqueue.py`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from mlflow_retrain.serve.events import (
     plan,
     signoff_due,
 )
-from mlflow_retrain.serve.queue import DONE, FAILED, EventQueue
+from mlflow_retrain.serve.queue import DONE, FAILED, QUEUE_ENV, Queue, QueueUnavailable, open_queue, worker_key
 
 if TYPE_CHECKING:
     from mlflow_retrain.registry import Registry
@@ -48,39 +49,46 @@ log = logging.getLogger("mlflow_retrain.serve.worker")  # not __main__: it runs 
 
 POLL_SECONDS = 0.25
 LEASE_RETRY_SECONDS = 15.0  # another cycle (cron, CI) holds the lease: the batch waits, then runs
+QUEUE_RETRY_SECONDS = 5.0  # a shared queue's database is down: the worker waits, then claims again
 
 
 class Worker:
-    def __init__(self, config: Config, queue: EventQueue, via: str, stop: threading.Event):
+    def __init__(self, config: Config, queue: Queue, via: str, stop: threading.Event):
         self.config, self.queue, self.via, self.stop = config, queue, via, stop
 
     def run_batch(self, batch: int, events: list[Queued]) -> None:
         """Run the plan for one batch and record what each event caused; a failed cycle is recorded
-        on its events, never retried blindly (it would fail again), except a held lease."""
+        on its events, never retried blindly (it would fail again), except a held lease. The batch's
+        claim is held (renewed on a shared queue) until its last cycle is recorded."""
+        chosen = plan(events)
+        log.info("batch %d: %s", batch, chosen.reason)
+        with self.queue.holding(batch):
+            for call in chosen.calls:
+                self.run_one(batch, call, chosen.reason)
+
+    def run_one(self, batch: int, call: CycleCall, why: str) -> None:
+        """One cycle of a batch, its outcome recorded on the events it serves."""
         from mlflow_retrain.errors import LeaseHeldError, RetrainError
         from mlflow_retrain.redact import redact
 
-        chosen = plan(events)
-        log.info("batch %d: %s", batch, chosen.reason)
-        for call in chosen.calls:
-            started = time.time()
-            try:
-                outcome = self.run_call(call)
-                status = DONE
-            except LeaseHeldError as exc:
-                log.warning("batch %d: %s; retrying in %.0f s", batch, redact(str(exc)), LEASE_RETRY_SECONDS)
-                self.queue.release(list(call.events), LEASE_RETRY_SECONDS, redact(str(exc)))
-                continue
-            except RetrainError as exc:
-                outcome, status = {"error": redact(str(exc))}, FAILED
-                log.error("batch %d: %s cycle failed: %s", batch, call.kind, outcome["error"])
-            except Exception as exc:  # a bug: recorded and logged with its traceback; the worker goes on
-                log.exception("batch %d: %s cycle crashed", batch, call.kind)
-                outcome, status = {"error": f"{type(exc).__name__}: {redact(str(exc))}"}, FAILED
-            result = {"status": status, "batch": batch, "cycle": call.kind, "plan": chosen.reason,
-                      "seconds": round(time.time() - started, 1), **outcome}
-            self.queue.finish({event: result for event in call.events})
-            log.info("batch %d: %s cycle -> %s", batch, call.kind, outcome.get("outcome", outcome.get("error")))
+        started = time.time()
+        try:
+            outcome = self.run_call(call)
+            status = DONE
+        except LeaseHeldError as exc:
+            log.warning("batch %d: %s; retrying in %.0f s", batch, redact(str(exc)), LEASE_RETRY_SECONDS)
+            self.queue.release(list(call.events), batch, LEASE_RETRY_SECONDS, redact(str(exc)))
+            return
+        except RetrainError as exc:
+            outcome, status = {"error": redact(str(exc))}, FAILED
+            log.error("batch %d: %s cycle failed: %s", batch, call.kind, outcome["error"])
+        except Exception as exc:  # a bug: recorded and logged with its traceback; the worker goes on
+            log.exception("batch %d: %s cycle crashed", batch, call.kind)
+            outcome, status = {"error": f"{type(exc).__name__}: {redact(str(exc))}"}, FAILED
+        result = {"status": status, "batch": batch, "cycle": call.kind, "plan": why,
+                  "seconds": round(time.time() - started, 1), **outcome}
+        self.queue.finish({event: result for event in call.events}, batch)
+        log.info("batch %d: %s cycle -> %s", batch, call.kind, outcome.get("outcome", outcome.get("error")))
 
     def run_call(self, call: CycleCall) -> dict[str, Any]:
         from mlflow_retrain.controller import run_cycle
@@ -148,11 +156,15 @@ class Worker:
     def loop(self, parent: int) -> None:
         """Claim and run batches until asked to stop or the server is gone (then the current batch ends first)."""
         while not self.stop.is_set() and os.getppid() == parent:
-            claimed = self.queue.claim(self.config.model_name)
-            if claimed is None:
-                time.sleep(POLL_SECONDS)
-                continue
-            self.run_batch(*claimed)
+            try:
+                claimed = self.queue.claim(self.config.model_name)
+                if claimed is None:
+                    time.sleep(POLL_SECONDS)
+                    continue
+                self.run_batch(*claimed)
+            except QueueUnavailable as exc:  # a batch whose outcome it could not record runs again
+                log.warning("%s; trying again in %.0f s", exc, QUEUE_RETRY_SECONDS)
+                self.stop.wait(QUEUE_RETRY_SECONDS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -161,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--retrain-via", default="project")
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--claim-ttl", type=float, default=60.0)
     parser.add_argument("-v", "--verbose", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -174,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when its worker stops
 
     state = Path(args.state_dir)
-    queue = EventQueue(state / "queue.sqlite")
+    queue = open_queue(os.environ.get(QUEUE_ENV), state, args.claim_ttl)
     with open(state / "worker.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned worker finishing a cycle keeps it until it ends
         from mlflow_retrain import store
@@ -192,10 +205,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         recovered = queue.recover()
         if recovered:
             log.warning("%d event(s) left running by a worker that died: queued again", recovered)
-        queue.set_meta("worker", f"{os.getpid()} ready")
+        queue.set_meta(worker_key(state), f"{os.getpid()} ready")
         log.info("ready: cycles for %r", config.model_name)
         worker.loop(args.parent)
-        queue.set_meta("worker", f"{os.getpid()} stopped")
+        queue.set_meta(worker_key(state), f"{os.getpid()} stopped")
 
 
 if __name__ == "__main__":

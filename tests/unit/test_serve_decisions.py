@@ -233,8 +233,10 @@ def test_claim_takes_every_due_event_once_and_recover_requeues_a_dead_workers_ba
     assert queue.recover() == 3  # the worker that claimed them died
     batch2, again = queue.claim("bikes")
     assert batch2 == batch + 1 and [e.action.reason for e in again] == ["r0", "r1", "r2"]
-    queue.finish({1: {"status": DONE, "outcome": "promoted"}})
-    queue.release([2, 3], delay=60, why="lease held")
+    queue.finish({1: {"status": DONE, "outcome": "promoted"}}, batch2)
+    queue.release([2, 3], batch, delay=60, why="lease held")  # a stale batch number: fenced, nothing moves
+    assert queue.counts()[RUNNING] == 2
+    queue.release([2, 3], batch2, delay=60, why="lease held")
     assert queue.claim("bikes") is None  # not due yet
     assert {e["id"]: e["status"] for e in queue.recent()} == {1: DONE, 2: PENDING, 3: PENDING, 4: PENDING}
     assert [e.id for e in queue.claim("bikes", now=10 ** 10)[1]] == [2, 3]
