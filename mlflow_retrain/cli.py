@@ -30,6 +30,7 @@ Exit codes:
 
 
 RESULT = "mlflow_retrain.result"
+STDOUT = "mlflow_retrain.stdout"  # the command's real stdout while its work's output goes to stderr
 
 
 class RetrainGroup(click.Group):
@@ -45,7 +46,9 @@ class RetrainGroup(click.Group):
             try:
                 # credentials in URIs are masked in all we print; MLflow's HTTP calls are bounded
                 # the store chosen for this command ends with it (`store.scoped`)
-                with store.scoped(), redacted_output(), stdout_into(sys.stderr):  # progress visible, stdout parseable
+                # progress visible, stdout parseable (and printed to early by `print_now`)
+                with store.scoped(), redacted_output(), stdout_into(sys.stderr) as stdout:
+                    ctx.meta[STDOUT] = stdout
                     configure_client()
                     return super().invoke(ctx)
             finally:
@@ -123,6 +126,15 @@ def emit(payload: Any, as_json: bool, human: Callable[[Any], str]) -> None:
         click.echo(f"store: {store.describe()}", err=True)
     text = json.dumps(payload, indent=2, default=str) if as_json else human(payload)
     ctx.meta[RESULT] = text
+
+
+def print_now() -> None:
+    """Print the result `emit` holds now, not when the command ends (the group prints nothing more)."""
+    from mlflow_retrain.redact import redact
+
+    ctx = click.get_current_context()
+    if RESULT in ctx.meta and STDOUT in ctx.meta:
+        ctx.meta[STDOUT](redact(ctx.meta.pop(RESULT)) + "\n")
 
 
 def undelivered_lines(kept: list[dict[str, Any]]) -> list[str]:
@@ -305,12 +317,15 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
     config, data = _load_with_data(config_path)
     from mlflow_retrain.controller import run_cycle
 
-    report = run_cycle(config, as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run,
-                       via=retrain_via, data=data, bootstrap=bootstrap)
-    if summary_md:
-        with open(summary_md, "a", encoding="utf-8") as out:
-            out.write(report.to_markdown())
-    emit(report.to_dict(), as_json, _cycle_human)
+    def show(report: Any) -> None:  # before the notifications are delivered: a person need not wait for them
+        if summary_md:
+            with open(summary_md, "a", encoding="utf-8") as out:
+                out.write(report.to_markdown())
+        emit(report.to_dict(), as_json, _cycle_human)
+        print_now()
+
+    run_cycle(config, as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run, via=retrain_via,
+              data=data, bootstrap=bootstrap, on_report=show)
 
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain check --config retrain.yaml --as-of 2012-06-30")

@@ -349,12 +349,17 @@ def _settle(config: Config, client: Any, retried: int, batch: list[Message], res
 def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
     """Wrap `run_cycle`: tell the policy's targets what the cycle decided, or that it failed (then
     re-raise). Dry runs tell nobody; neither does a cycle that found another one running (that one
-    will tell). The notification is sent after the lease is released."""
+    will tell). The notification is sent after the lease is released, and after `on_report(report)`
+    when given: the command line prints the report there, before waiting on any receiver."""
 
     @functools.wraps(cycle)
-    def notified(config: Config, *args: Any, **kwargs: Any) -> CycleReport:
+    def notified(config: Config, *args: Any, on_report: Callable[[CycleReport], None] | None = None,
+                 **kwargs: Any) -> CycleReport:
         if not config.notify or kwargs.get("dry_run"):
-            return cycle(config, *args, **kwargs)
+            report = cycle(config, *args, **kwargs)
+            if on_report is not None:
+                on_report(report)
+            return report
         try:
             report = cycle(config, *args, **kwargs)
         except LeaseHeldError:
@@ -364,6 +369,8 @@ def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
         except Exception as exc:
             notify(config, [failure_event(config.model_name, exc, kwargs.get("as_of"))])
             raise
+        if on_report is not None:
+            on_report(report)
         notify(config, cycle_events(report, config), run_id=report.cycle_run_id)
         return report
 

@@ -14,29 +14,40 @@ import os
 import re
 import sys
 import threading
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 from mlflow_retrain.redact import RedactingStream, install_log_filter, redact
 
 
 @contextlib.contextmanager
-def stdout_into(stream: TextIO) -> Iterator[None]:
+def stdout_into(stream: TextIO) -> Iterator[Callable[[str], None]]:
     """While the block runs, whatever writes to stdout (this process or its children) goes to `stream`.
 
     The redirect is of file descriptor 1 itself, which children inherit, whatever object
-    `sys.stdout` is at the time (a test runner's capture, for instance).
+    `sys.stdout` is at the time (a test runner's capture, for instance). The block gets a writer to
+    the stdout it replaced: a result printed before the work is quite over (a cycle's report before
+    its notifications are delivered).
     """
     try:
         target = stream.fileno()
     except (AttributeError, io.UnsupportedOperation, ValueError):
         target = None  # not a real file (click's test runner): the Python-level redirect is enough
     sys.stdout.flush()
+    original = sys.stdout
     saved = os.dup(1) if target is not None else None
     if target is not None:
         os.dup2(target, 1)
+
+    def write(text: str) -> None:
+        if saved is not None:
+            os.write(saved, text.encode())
+        else:
+            original.write(text)
+            original.flush()
+
     try:
         with contextlib.redirect_stdout(stream):
-            yield
+            yield write
     finally:
         stream.flush()
         if saved is not None:

@@ -136,6 +136,30 @@ def test_undelivered_messages_are_recorded_shown_and_sent_again_with_the_same_id
     assert MlflowClient().get_run(again.cycle_run_id).data.tags["retrain.notify"] == "3 of 3 delivered"
 
 
+def test_the_command_prints_its_report_before_waiting_on_the_receivers(prod_store, write_policy, tmp_path):
+    """A real `mlflow-retrain cycle` whose downtime message goes to a receiver that hangs: its report
+    is on stdout seconds before the process ends (the delivery's timeouts), and nothing else is."""
+    import os
+    import subprocess
+    import sys
+
+    with Receiver(script=["hang"] * 3) as hanging:
+        policy = write_policy(monitoring={"max_data_gap": "2d"}, triggers={"metric_threshold": {"max": 1000}},
+                              notify=[{"url": hanging.url, "timeout": 2}])
+        command = [str(Path(sys.executable).parent / "mlflow-retrain"), "cycle", "--config", str(policy), "--json"]
+        began = time.monotonic()
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                                env={**os.environ, "MLFLOW_TRACKING_URI": prod_store})
+        first = proc.stdout.readline()
+        printed = time.monotonic() - began
+        rest = proc.stdout.read()
+        proc.wait(60)
+        ended = time.monotonic() - began
+    report = json.loads(first + rest)
+    assert proc.returncode == 0 and report["outcome"] == "no_retrain" and report["stale"]
+    assert len(hanging.got) >= 2 and ended - printed > 2.5, (printed, ended)  # printed, then waited on the receiver
+
+
 def test_a_typo_on_the_command_line_is_not_told_as_a_failure(prod_store, write_policy):
     from mlflow_retrain.cli import cli
 
