@@ -311,8 +311,11 @@ def _linked(config: Config, client: Any, events: list[Event], run_id: str | None
 def notify(config: Config, events: list[Event], budget: float | None = None, run_id: str | None = None) -> list[Delivery]:
     """Send `events` to the policy's targets, with the messages earlier sends could not deliver
     (`outbox`), and record what became of each on `run_id`; never raises (a notification is never
-    worth a failure). What is still undelivered is kept for the next send."""
+    worth a failure). What is still undelivered is kept for the next send. Without a run (a cycle
+    that failed, perhaps because the store did) the events are only sent: the store is not waited on."""
     try:
+        if run_id is None:
+            return send(messages(config.notify, events), budget)
         client = MlflowClient()
         retries = _retries(config, outbox.pending(client, config.model_name))
         batch = messages(config.notify, _linked(config, client, events, run_id))
