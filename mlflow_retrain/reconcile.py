@@ -17,6 +17,7 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
 from mlflow_retrain.registry import Registry, utcnow
+from mlflow_retrain.registry.moves import set_aside
 from mlflow_retrain.registry.repair import examine, repair
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class DoctorReport:
     crashed_runs: list[str]
     lease: str | None
     repaired: Reconciled | None
+    set_aside: list[str] = field(default_factory=list)  # corrupt intents kept for a person (`moves.set_aside`)
 
     @property
     def healthy(self) -> bool:
@@ -136,7 +138,7 @@ class DoctorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "healthy": self.healthy, **self.diagnosis.to_dict(),
                 "crashed_runs": self.crashed_runs, "lease": self.lease,
-                "repaired": None if self.repaired is None else self.repaired.to_dict()}
+                "repaired": None if self.repaired is None else self.repaired.to_dict(), "set_aside": self.set_aside}
 
 
 def doctor(config: Config, fix: bool = False) -> DoctorReport:
@@ -151,4 +153,5 @@ def doctor(config: Config, fix: bool = False) -> DoctorReport:
     lease = None if held is None else f"held by {held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
     # while a cycle holds the lease its run is RUNNING by right: only a free lease makes one a crash
     stale = [] if held else [r.info.run_id for r in crashed_runs(config, set())]
-    return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired)
+    return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired,
+                        set_aside(registry.model_tags()))
