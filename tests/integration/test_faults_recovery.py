@@ -1,6 +1,6 @@
 """Crash anywhere, converge next cycle (2/2): a real SIGKILL at every registry write of a rejection,
-a bootstrap, of the reconcile that repairs a half-done promotion, and of a person's approval carried
-out by a cycle (see test_faults.py)."""
+a bootstrap, of the reconcile that repairs a half-done promotion, of a person's approval carried
+out by a cycle, and of the reconcile that undoes a hand move (see test_faults.py)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,26 @@ def test_a_kill_at_every_write_of_an_approval_carried_out_converges(tmp_path, aw
 
     at_once(converged, zip(copies, found))
     assert len(found) >= 10  # lease, the promotion's intent, tags, stage, aliases, v1 retired, audit tag, release
+
+
+def test_a_kill_at_every_write_of_undoing_a_hand_move_converges(tmp_path, awaiting_template, write_policy, store):
+    """v2 awaits approval and someone points the `production` alias at it in the MLflow UI; the cycle
+    whose reconcile undoes that (v1 restored, the move recorded on v2) is killed at each of its writes.
+    Whatever the point, the next cycle ends with v1 in Production and v2 still waiting for a person."""
+    approval = {"require_approval": True, "approval_ttl": "7d"}
+    make = maker(awaiting_template, write_policy, {"as_of": "2011-06-02", "via": "inprocess"}, "hand_moved",
+                 validation=approval)
+    found = points(make(tmp_path / "probe", 1)[0], tmp_path / "points.log")
+    copies = make(tmp_path / "copies", len(found))
+    at_once(lambda pair: kill(*pair), zip(copies, found))
+    wait_for_expiry()
+
+    def converged(pair) -> None:
+        outcome = recover(pair[0])
+        assert_converged(outcome, pair[1], versions_before=2)
+        assert outcome.stages == {"1": "Production", "2": "Staging"}, (pair[1], outcome)
+        assert outcome.tags["2"][T.DECISION] == T.AWAITING_APPROVAL, (pair[1], outcome)  # its verdict untouched
+        assert outcome.tags["2"].get(f"{T.HAND_MOVE}.1"), (pair[1], outcome)
+
+    at_once(converged, zip(copies, found))
+    assert any(p.startswith(f"tag {T.HAND_MOVE}.1") for p in found) and any("alias production" in p for p in found)
