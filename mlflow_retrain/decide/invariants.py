@@ -82,16 +82,16 @@ def diagnose(versions: list[VersionState], aliases: dict[str, str], intent: str 
     `aliases` maps alias -> version, `intent` is the description of a move left behind (`corrupt_intent`
     why the tag is not one), `now` the data time to stamp on tags a repair has to invent.
     """
-    if corrupt_intent:
-        return Diagnosis([Finding(f"retrain.intent is corrupt ({corrupt_intent}): set aside as found for a person "
-                                  "to look at, the move it meant is not made", SET_ASIDE_INTENT)])
     if intent:
         return Diagnosis([Finding(f"a move was cut short: {intent}", FINISH_INTENT)])
+    # a corrupt intent explains nothing: set aside, and the registry diagnosed as it is
+    findings: list[Finding] = [] if not corrupt_intent else [Finding(
+        f"retrain.intent is corrupt ({corrupt_intent}): set aside as found for a person to look at, the move it "
+        "meant is not made", SET_ASIDE_INTENT)]
     hand_moved = _hand_moved(versions, aliases.get(production_alias), production_alias, use_stages)
     if hand_moved:  # undone first: what else looks wrong follows from it
-        return Diagnosis(hand_moved)
+        return Diagnosis(findings + hand_moved)
     by_version = {v.version: v for v in versions}
-    findings: list[Finding] = []
     production = _holder(versions, by_version, aliases.get(production_alias), PRODUCTION, use_stages)
     findings += _agree(versions, production, aliases.get(production_alias), PRODUCTION, production_alias, use_stages)
     staging = _holder(versions, by_version, aliases.get(staging_alias), STAGING, use_stages)

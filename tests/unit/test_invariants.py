@@ -127,11 +127,14 @@ def test_anything_else_in_the_intent_tag_is_corrupt_and_says_why(text, why):
 
 
 @pytest.mark.parametrize("use_stages", [True, False])
-def test_a_corrupt_intent_is_the_only_finding_and_is_set_aside(use_stages):
-    diagnosis = run([pending(4), promoted(3), promoted(2)], {"production": "2"}, use_stages=use_stages,
+def test_a_corrupt_intent_is_set_aside_and_explains_nothing_else(use_stages):
+    diagnosis = run([promoted(2), former(1)], {"production": "2"}, use_stages=use_stages,
                     corrupt="not JSON (Expecting property name)")
     assert repairs(diagnosis) == [(SET_ASIDE_INTENT, None)]
     assert "retrain.intent is corrupt (not JSON" in diagnosis.findings[0].problem
+    # what else is wrong is diagnosed beside it, as if there were no intent
+    diagnosis = run([pending(4), promoted(3), former(2)], {"production": "3"}, use_stages=use_stages, corrupt="bad by")
+    assert repairs(diagnosis) == [(SET_ASIDE_INTENT, None), (STAGE_PENDING, "4")]
 
 
 # ---- 6. only a gate or a recorded person puts a version into Production -----------------------------
