@@ -500,6 +500,9 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
                          "`mlflow-retrain doctor --repair` fixes them:")
             lines += [f"  - {f['problem']} -> {f['repair']}" for f in r["findings"]]
             lines += [f"  - run {run} left RUNNING by a crashed cycle -> end it FAILED" for run in r["crashed_runs"]]
+        if r["set_aside"]:
+            lines.append(f"corrupt retrain.intent set aside, for a person to look at (registered model tags): "
+                         f"{', '.join(r['set_aside'])}")
         return "\n".join(lines + undelivered_lines(r["undelivered"]))
 
     emit(report.to_dict(), as_json, human)

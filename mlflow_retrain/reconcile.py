@@ -18,6 +18,7 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
 from mlflow_retrain.registry import Registry, utcnow
+from mlflow_retrain.registry.moves import set_aside
 from mlflow_retrain.registry.repair import examine, repair
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class DoctorReport:
     lease: str | None
     repaired: Reconciled | None
     undelivered: list[dict[str, Any]]  # notifications nobody received (`outbox`): shown, retried by the next send
+    set_aside: list[str] = field(default_factory=list)  # corrupt intents kept for a person (`moves.set_aside`)
 
     @property
     def healthy(self) -> bool:
@@ -139,7 +141,7 @@ class DoctorReport:
         return {"model_name": self.model_name, "healthy": self.healthy, **self.diagnosis.to_dict(),
                 "crashed_runs": self.crashed_runs, "lease": self.lease,
                 "repaired": None if self.repaired is None else self.repaired.to_dict(),
-                "undelivered": self.undelivered}
+                "undelivered": self.undelivered, "set_aside": self.set_aside}
 
 
 def doctor(config: Config, fix: bool = False) -> DoctorReport:
@@ -156,4 +158,4 @@ def doctor(config: Config, fix: bool = False) -> DoctorReport:
     stale = [] if held else [r.info.run_id for r in crashed_runs(config, set())]
     undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
     return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired,
-                        undelivered)
+                        undelivered, set_aside(registry.model_tags()))

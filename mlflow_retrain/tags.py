@@ -26,6 +26,11 @@ LEASE_EXPIRES = "retrain.lease_expires"
 LEASE_GENERATION = "retrain.lease_generation"
 LEASE_RELEASED = "retrain.lease_released"
 INTENT = "retrain.intent"  # a registry move in progress (moves.py): finished by the next cycle if cut short
+# a `retrain.intent` no version of the tool wrote, set aside as found (`<n>`) with who/when/why (`<n>.record`)
+INTENT_CORRUPT = "retrain.intent.corrupt"
+# on a version found in Production that neither a gate nor a person approved (moved by hand in the UI):
+# `<n>` records each time a repair took it out (what was found, what was restored, by which run, when)
+HAND_MOVE = "retrain.hand_move"
 ROLLED_BACK_WALL = "retrain.rolled_back_wall"  # clock time a rollback took this version out of Production
 CLOSED_BY = "retrain.closed_by"  # on a crashed cycle's run: the cycle that ended it as FAILED
 RUN_KIND = "retrain.kind"

@@ -2,7 +2,8 @@
 
 What a person must be able to trust after any crash, at any step:
 
-1. no move is left half-done (no `retrain.intent` on the registered model);
+1. no move is left half-done (no `retrain.intent` on the registered model); an intent this tool did
+   not write (corrupt) is set aside for a person, never finished and never a dead end;
 2. exactly one version holds Production, and the `production` alias and the Production stage agree
    (with `use_stages: false`, the alias alone);
 3. at most one version holds Staging, alias and stage agreeing;
@@ -11,7 +12,11 @@ What a person must be able to trust after any crash, at any step:
    a version `awaiting_approval` is a legitimate state (it passed the gate and waits in Staging for a
    person, `decide.approval` ends the wait), but only in Staging: moved out by hand, it is archived;
 5. every version's audit tags are complete: Production was `promoted` with its `promoted_at`, an
-   archived former Production has `archived_at`.
+   archived former Production has `archived_at`;
+6. only a gate or a recorded person puts a version into Production: one found there by hand (the
+   alias or the stage moved in the UI) that is not `promoted`, nor awaiting approval with a person's
+   `retrain.approval=approved`, is taken out, the last audited Production restored, and the hand
+   move recorded on it as a new tag. No repair rewrites a verdict.
 
 `diagnose` lists what breaks them and the repair for each; the registry carries the repairs out
 (`registry.repair`) and diagnoses again until nothing is left. Authority when stage and alias
@@ -29,8 +34,9 @@ from mlflow_retrain import tags as T
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
 
 # repair kinds
-FINISH_INTENT, SET_STAGE, SET_ALIAS, DROP_ALIAS, TAG, STAGE_PENDING, ABANDON = (
-    "finish_intent", "set_stage", "set_alias", "drop_alias", "tag", "stage_pending", "abandon")
+FINISH_INTENT, SET_STAGE, SET_ALIAS, DROP_ALIAS, TAG, STAGE_PENDING, ABANDON, SET_ASIDE_INTENT, UNDO_HAND_MOVE = (
+    "finish_intent", "set_stage", "set_alias", "drop_alias", "tag", "stage_pending", "abandon", "set_aside_intent",
+    "undo_hand_move")
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,22 @@ class Diagnosis:
 
 
 def diagnose(versions: list[VersionState], aliases: dict[str, str], intent: str | None, *, use_stages: bool,
-             production_alias: str, staging_alias: str, now: str) -> Diagnosis:
+             production_alias: str, staging_alias: str, now: str, corrupt_intent: str | None = None) -> Diagnosis:
     """What is wrong with one registered model, and how to repair each thing (see the module docstring).
 
-    `aliases` maps alias -> version, `intent` is the description of a move left behind, `now` the
-    data time to stamp on tags a repair has to invent.
+    `aliases` maps alias -> version, `intent` is the description of a move left behind (`corrupt_intent`
+    why the tag is not one), `now` the data time to stamp on tags a repair has to invent.
     """
     if intent:
         return Diagnosis([Finding(f"a move was cut short: {intent}", FINISH_INTENT)])
+    # a corrupt intent explains nothing: set aside, and the registry diagnosed as it is
+    findings: list[Finding] = [] if not corrupt_intent else [Finding(
+        f"retrain.intent is corrupt ({corrupt_intent}): set aside as found for a person to look at, the move it "
+        "meant is not made", SET_ASIDE_INTENT)]
+    hand_moved = _hand_moved(versions, aliases.get(production_alias), production_alias, use_stages)
+    if hand_moved:  # undone first: what else looks wrong follows from it
+        return Diagnosis(findings + hand_moved)
     by_version = {v.version: v for v in versions}
-    findings: list[Finding] = []
     production = _holder(versions, by_version, aliases.get(production_alias), PRODUCTION, use_stages)
     findings += _agree(versions, production, aliases.get(production_alias), PRODUCTION, production_alias, use_stages)
     staging = _holder(versions, by_version, aliases.get(staging_alias), STAGING, use_stages)
@@ -90,6 +102,35 @@ def diagnose(versions: list[VersionState], aliases: dict[str, str], intent: str 
     findings += _awaiting(versions, staging, production)
     findings += _tags(versions, production, aliases, production_alias, staging_alias, now)
     return Diagnosis(findings)
+
+
+def approved(version: VersionState) -> bool:
+    """Whether a gate or a recorded person put (or lets) this version into Production: the tool promoted
+    it (the gate, `promote`, `rollback`, `approve`), or it passed the gate and a person's verdict
+    `retrain.approval=approved` waits to be carried out. Nothing else does: rejected, expired, pending,
+    abandoned, awaiting without a verdict, or no `retrain.decision` at all (registered outside the tool)."""
+    decision = version.tags.get(T.DECISION)
+    return decision == T.PROMOTED or (decision == T.AWAITING_APPROVAL
+                                      and version.tags.get(T.APPROVAL, "").strip().lower() == T.APPROVED)
+
+
+def _hand_moved(versions: list[VersionState], alias: str | None, alias_name: str, use_stages: bool) -> list[Finding]:
+    """Versions found in Production (by alias, or by stage) that nobody approved: each is taken out and
+    the last audited Production (the one promoted last, by the clock of its promotion) restored."""
+    found = {v.version: [w for w, there in ((f"alias {alias_name}", v.version == str(alias)),
+                                            (f"stage {PRODUCTION}", use_stages and v.stage == PRODUCTION)) if there]
+             for v in versions if not approved(v)}
+    moved = [v for v in versions if found.get(v.version)]
+    audited = [v for v in versions if v.tags.get(T.DECISION) == T.PROMOTED]
+    last = max(audited, key=lambda v: (v.tags.get(T.PROMOTED_WALL, ""), v.tags.get(T.PROMOTED_AT, ""), v.number),
+               default=None)
+    restored = (f"v{last.version}, the last audited Production, restored" if last is not None
+                else "taken out of Production (no audited Production to restore)")
+    return [Finding(f"v{v.version} ({v.tags.get(T.DECISION) or 'no retrain.decision'}) was put into Production by "
+                    f"hand ({' and '.join(found[v.version])}) but neither a gate nor a person approved it: "
+                    f"{restored}; the hand move recorded on v{v.version}", UNDO_HAND_MOVE, v.version,
+                    {"found": " and ".join(found[v.version]), "restore": last.version if last is not None else ""})
+            for v in moved]
 
 
 def _holder(versions: list[VersionState], by_version: dict[str, VersionState], alias: str | None, stage: str,
@@ -152,7 +193,8 @@ def _pending(versions: list[VersionState], staging: VersionState | None, product
 def _awaiting(versions: list[VersionState], staging: VersionState | None,
               production: VersionState | None) -> list[Finding]:
     """A version awaiting approval outside Staging was moved by hand (in the UI): it no longer waits.
-    In Production the tag check below records the promotion; elsewhere it is archived as abandoned."""
+    In Production (with a person's approval, see `approved`) the tag check below records the promotion;
+    elsewhere it is archived as abandoned."""
     held = {v.version for v in (staging, production) if v is not None}
     found = []
     for version in versions:
@@ -174,9 +216,11 @@ def _tags(versions: list[VersionState], production: VersionState | None, aliases
     found = []
     if production is not None:
         missing = {}
-        if production.tags.get(T.DECISION) != T.PROMOTED:
+        if production.tags.get(T.DECISION) != T.PROMOTED:  # awaiting, approved by a person (`approved`)
+            by = production.tags.get(T.APPROVAL_BY) or "a person (the retrain.approval tag)"
             missing[T.DECISION] = T.PROMOTED
-            missing[T.DECISION_REASON] = "found in Production without a recorded promotion (moved outside the tool)"
+            missing[T.DECISION_REASON] = (f"approved by {by}, moved into Production outside the tool; "
+                                          f"{production.tags.get(T.DECISION_REASON, 'the gate passed it')}")
         if T.PROMOTED_AT not in production.tags:
             missing[T.PROMOTED_AT] = production.tags.get(T.AS_OF, now)
         if missing:

@@ -5,7 +5,9 @@ process can die between any two. So every move is first recorded as an *intent* 
 model (tag `retrain.intent`: what moves where, the tags it writes, the data time and the clock),
 then carried out in steps that are each safe to repeat, then the intent is cleared. Whoever finds
 an intent left behind (the next cycle, `doctor --repair`) finishes it with the same code: a move
-cut short is always completed, never half-done and never done twice.
+cut short is always completed, never half-done and never done twice. An intent no version of the
+tool wrote (bad JSON, another shape, a version that does not exist: anyone with write access can type
+one) is never acted on: it is set aside as found, under an appended tag, for a person to look at.
 
 Versions are never deleted: a replaced or rejected version is archived. With `use_stages: false`
 only the aliases move.
@@ -26,6 +28,13 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.registry.versions import ARCHIVED, PRODUCTION, STAGING, VersionInfo, Versions, not_found, utcnow
 
 PROMOTE, ARCHIVE, STAGE = "promote", "archive", "stage"
+_NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # a version number, ASCII digits only
+_FIELDS = {"action": str, "version": str, "previous": (str, type(None)), "when": str, "wall": str, "tags": dict,
+           "previous_tags": dict, "by": str}
+
+
+class CorruptIntent(ValueError):
+    """`retrain.intent` holds something this tool did not write: it is set aside, never finished."""
 
 
 # How a unique-constraint clash reads: sqlite says "(sqlite3.IntegrityError) UNIQUE constraint
@@ -63,11 +72,48 @@ class Intent:
 
     @classmethod
     def from_json(cls, text: str) -> "Intent":
-        return cls(**json.loads(text))
+        """Strictly: every field present with its type, nothing else, a known action, version numbers,
+        ISO 8601 times, tags of strings; anything else is `CorruptIntent` (finishing a guess could move
+        Production). Whether the versions exist is `Moves.pending`'s check."""
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise CorruptIntent(f"not JSON ({getattr(exc, 'msg', type(exc).__name__)})") from None
+        if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
+            got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise CorruptIntent(f"not an intent: fields {got}, expected {sorted(_FIELDS)}")
+        wrong = [name for name, kind in _FIELDS.items() if not isinstance(raw[name], kind)]
+        wrong += [name for name in ("tags", "previous_tags") if name not in wrong
+                  and not all(isinstance(k, str) and isinstance(v, str) for k, v in raw[name].items())]
+        wrong += [name for name in ("version", "previous") if name not in wrong and raw[name] is not None
+                  and not _NUMBER.fullmatch(raw[name])]
+        if raw["action"] not in (PROMOTE, ARCHIVE, STAGE):
+            wrong.append("action")
+        for name in ("when", "wall"):
+            try:
+                datetime.fromisoformat(raw[name])
+            except (TypeError, ValueError):
+                wrong.append(name)
+        if wrong:
+            raise CorruptIntent(f"bad {', '.join(sorted(set(wrong)))}")
+        return cls(**raw)
 
     def describe(self) -> str:
         moved = {PROMOTE: "to Production", ARCHIVE: "to Archived", STAGE: "to Staging"}[self.action]
         return f"v{self.version} {moved}" + (f" (displacing v{self.previous})" if self.previous else "")
+
+
+_HAND_MOVE = re.compile(re.escape(T.HAND_MOVE) + r"\.([0-9]+)")
+_SET_ASIDE = re.compile(re.escape(T.INTENT_CORRUPT) + r"\.[0-9]+")
+
+
+def set_aside(model_tags: dict[str, str]) -> list[str]:
+    """The corrupt intents set aside on a registered model, oldest first (their tags)."""
+    return sorted((k for k in model_tags if _SET_ASIDE.fullmatch(k)), key=_number)
+
+
+def _number(key: str) -> int:
+    return int(key.rsplit(".", 1)[1])
 
 
 class Moves:
@@ -77,9 +123,40 @@ class Moves:
 
     # ---- intents --------------------------------------------------------------------------------
     def pending(self) -> Intent | None:
-        """The move a process started and did not finish, if any."""
+        """The move a process started and did not finish, if any; `CorruptIntent` if the tag is not one."""
         text = self.versions.model_tags().get(T.INTENT)
-        return Intent.from_json(text) if text else None
+        if not text:
+            return None
+        intent = Intent.from_json(text)
+        known = {v.version for v in self.versions.versions()}
+        missing = [v for v in (intent.version, intent.previous) if v is not None and v not in known]
+        if missing:
+            raise CorruptIntent(f"it names v{missing[0]}, which does not exist")
+        return intent
+
+    def set_aside(self, by: str) -> str | None:
+        """A corrupt intent kept as found under `retrain.intent.corrupt.<n>` with a record of why, by
+        which run and when (`.<n>.record`), then cleared: reported, never acted on, never lost. A pass
+        cut short after keeping the text reuses its tag. Returns the tag, None if there was nothing to do."""
+        tags = self.versions.model_tags()
+        text = tags.get(T.INTENT)
+        if not text:
+            return None
+        try:
+            self.pending()
+            return None
+        except CorruptIntent as exc:
+            why = str(exc)
+        kept = set_aside(tags)
+        if kept and tags[kept[-1]] == text:  # kept by a pass cut short before it cleared the intent
+            key = kept[-1]
+        else:
+            key = f"{T.INTENT_CORRUPT}.{_number(kept[-1]) + 1 if kept else 1}"
+        self.versions.tag_model({key: text})
+        if f"{key}.record" not in tags:
+            self.versions.tag_model({f"{key}.record": json.dumps({"why": why, "by": by, "wall": utcnow().isoformat()})})
+        self.versions.untag_model(T.INTENT)
+        return key
 
     def carry_out(self, intent: Intent) -> None:
         """Record the intent, then finish it: the only way any move is made."""
@@ -113,6 +190,25 @@ class Moves:
     def archive(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
                 by: str = "") -> None:
         self.carry_out(self._intent(ARCHIVE, version, None, when, tags, None, by))
+
+    def undo_hand_move(self, version: str, found: str, restore: str | None, when: datetime, by: str) -> None:
+        """A version neither a gate nor a person approved, found in Production (moved by hand): the
+        move is recorded on it as an appended `retrain.hand_move.<n>`, then the last audited Production
+        `restore` gets the stage and alias back (no `promote`: that would stamp a promotion nobody
+        decided), or with none, the version leaves Production. No audit tag is rewritten."""
+        have = self.versions.get(version).tags
+        n = 1 + max((int(m.group(1)) for k in have if (m := _HAND_MOVE.fullmatch(k))), default=0)
+        self.versions.tag(version, {f"{T.HAND_MOVE}.{n}": json.dumps({
+            "found": found, "decision": have.get(T.DECISION, ""), "restored": restore or "", "at": when.isoformat(),
+            "wall": utcnow().isoformat(), "by": by})})
+        if restore:
+            self.set_stage(restore, PRODUCTION, archive_existing=True)
+            self.set_alias(PRODUCTION, restore)
+            self.drop_alias(STAGING, restore)
+        else:
+            if self.versions.get(version).stage == PRODUCTION:
+                self.set_stage(version, ARCHIVED)
+            self.drop_alias(PRODUCTION, version)
 
     # ---- idempotent steps -------------------------------------------------------------------------
     def _promote(self, i: Intent) -> None:

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mlflow_retrain import tags as T
-from mlflow_retrain.decide.invariants import (ABANDON, DROP_ALIAS, FINISH_INTENT, SET_ALIAS, SET_STAGE,
-                                              STAGE_PENDING, TAG, Diagnosis, Finding, VersionState, diagnose)
+from mlflow_retrain.decide.invariants import (ABANDON, DROP_ALIAS, FINISH_INTENT, SET_ALIAS, SET_ASIDE_INTENT,
+                                              SET_STAGE, STAGE_PENDING, TAG, UNDO_HAND_MOVE, Diagnosis, Finding,
+                                              VersionState, diagnose)
+from mlflow_retrain.registry.moves import CorruptIntent
 
 if TYPE_CHECKING:
     from mlflow_retrain.registry import Registry
@@ -22,12 +24,16 @@ def examine(registry: "Registry", now: datetime, intent: bool = True) -> Diagnos
     if not registry.exists():
         return Diagnosis([])
     model = registry.client.get_registered_model(registry.name)
-    left = registry.moves.pending() if intent else None
+    left, corrupt = None, None
+    try:
+        left = registry.moves.pending() if intent else None
+    except CorruptIntent as exc:
+        corrupt = str(exc)
     states = [VersionState(v.version, v.stage, v.tags) for v in registry.versions()]
     return diagnose(states, {a: str(v) for a, v in model.aliases.items()},
                     left.describe() if left else None, use_stages=registry.config.registry.use_stages,
                     production_alias=registry.config.registry.production_alias,
-                    staging_alias=registry.config.registry.staging_alias, now=now.isoformat())
+                    staging_alias=registry.config.registry.staging_alias, now=now.isoformat(), corrupt_intent=corrupt)
 
 
 def repair(registry: "Registry", now: datetime, by: str = "", passes: int = 5) -> list[Finding]:
@@ -52,6 +58,10 @@ def _apply(registry: "Registry", finding: Finding, now: datetime, by: str) -> No
         intent = moves.pending()
         if intent is not None:
             moves.finish(intent)
+    elif finding.repair == SET_ASIDE_INTENT:
+        moves.set_aside(by)
+    elif finding.repair == UNDO_HAND_MOVE:
+        moves.undo_hand_move(version, finding.values["found"], finding.values["restore"] or None, now, by)
     elif finding.repair == SET_STAGE:
         moves.set_stage(version, finding.values["stage"])
     elif finding.repair == SET_ALIAS:

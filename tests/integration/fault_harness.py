@@ -189,6 +189,15 @@ def approved() -> None:
     MlflowClient().set_model_version_tag(load_config("retrain.yaml").model_name, "2", T.APPROVAL, T.APPROVED)
 
 
+def hand_moved() -> None:
+    """The `production` alias pointed at v2 in the MLflow UI: a version nobody approved, served by hand."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.config import load_config
+
+    MlflowClient().set_registered_model_alias(load_config("retrain.yaml").model_name, "production", "2")
+
+
 def kinds(found: list[str]) -> list[str]:
     """The first point of each kind of registry write: over HTTP a kill at `tag retrain.decision` and
     one at `tag retrain.reason` cut the same kind of request at the same place in a move."""

@@ -1,6 +1,6 @@
 """Crash anywhere, converge next cycle (2/2): a real SIGKILL at every registry write of a rejection,
-a bootstrap, of the reconcile that repairs a half-done promotion, and of a person's approval carried
-out by a cycle (see test_faults.py)."""
+a bootstrap, of the reconcile that repairs a half-done promotion, of a person's approval carried
+out by a cycle, and of the reconcile that undoes a hand move (see test_faults.py)."""
 
 from __future__ import annotations
 
@@ -45,12 +45,12 @@ def test_a_kill_at_every_write_of_a_reconcile_converges(tmp_path, bootstrapped_t
     shutil.rmtree(wreck.folder)
 
 
-def test_a_kill_at_every_write_of_an_approval_carried_out_converges(tmp_path, awaiting_template, write_policy, store):
-    """v2 awaits approval and the retrain.approval tag says approved (as the MLflow UI sets it); the
-    cycle that carries it out is killed at each of its writes. Whatever the point, the next cycle
-    ends with the person's verdict done: v2 in Production, promoted, v1 archived."""
+def _kill_the_awaiting_cycle_everywhere(tmp_path, awaiting_template, write_policy, prepare: str, check) -> list[str]:
+    """From `awaiting_template` (v2 awaits approval) and `prepare` (fault_harness steps, done by hand
+    before the cycle): a cycle as of 2011-06-02 killed at each of its writes, then every copy
+    recovered, converged, and `check(outcome, point)`ed. Returns the points."""
     approval = {"require_approval": True, "approval_ttl": "7d"}
-    make = maker(awaiting_template, write_policy, {"as_of": "2011-06-02", "via": "inprocess"}, "approved",
+    make = maker(awaiting_template, write_policy, {"as_of": "2011-06-02", "via": "inprocess"}, prepare,
                  validation=approval)
     found = points(make(tmp_path / "probe", 1)[0], tmp_path / "points.log")
     copies = make(tmp_path / "copies", len(found))
@@ -60,8 +60,32 @@ def test_a_kill_at_every_write_of_an_approval_carried_out_converges(tmp_path, aw
     def converged(pair) -> None:
         outcome = recover(pair[0])
         assert_converged(outcome, pair[1], versions_before=2)
-        assert outcome.stages == {"1": "Archived", "2": "Production"}, (pair[1], outcome)
-        assert outcome.tags["2"][T.DECISION] == T.PROMOTED and outcome.tags["2"][T.PROMOTED_AT], (pair[1], outcome)
+        check(outcome, pair[1])
 
     at_once(converged, zip(copies, found))
+    return found
+
+
+def test_a_kill_at_every_write_of_an_approval_carried_out_converges(tmp_path, awaiting_template, write_policy, store):
+    """v2 awaits approval and the retrain.approval tag says approved (as the MLflow UI sets it); the
+    cycle that carries it out is killed at each of its writes. Whatever the point, the next cycle
+    ends with the person's verdict done: v2 in Production, promoted, v1 archived."""
+    def check(outcome, point) -> None:
+        assert outcome.stages == {"1": "Archived", "2": "Production"}, (point, outcome)
+        assert outcome.tags["2"][T.DECISION] == T.PROMOTED and outcome.tags["2"][T.PROMOTED_AT], (point, outcome)
+
+    found = _kill_the_awaiting_cycle_everywhere(tmp_path, awaiting_template, write_policy, "approved", check)
     assert len(found) >= 10  # lease, the promotion's intent, tags, stage, aliases, v1 retired, audit tag, release
+
+
+def test_a_kill_at_every_write_of_undoing_a_hand_move_converges(tmp_path, awaiting_template, write_policy, store):
+    """v2 awaits approval and someone points the `production` alias at it in the MLflow UI; the cycle
+    whose reconcile undoes that (v1 restored, the move recorded on v2) is killed at each of its writes.
+    Whatever the point, the next cycle ends with v1 in Production and v2 still waiting for a person."""
+    def check(outcome, point) -> None:
+        assert outcome.stages == {"1": "Production", "2": "Staging"}, (point, outcome)
+        assert outcome.tags["2"][T.DECISION] == T.AWAITING_APPROVAL, (point, outcome)  # its verdict untouched
+        assert outcome.tags["2"].get(f"{T.HAND_MOVE}.1"), (point, outcome)
+
+    found = _kill_the_awaiting_cycle_everywhere(tmp_path, awaiting_template, write_policy, "hand_moved", check)
+    assert any(p.startswith(f"tag {T.HAND_MOVE}.1") for p in found) and any("alias production" in p for p in found)

@@ -7,14 +7,16 @@ MLflow) and an alias map; the rollback rule reads a stand-in registry with `prod
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from mlflow_retrain import tags as T
 from mlflow_retrain.decide.invariants import (ABANDON, ARCHIVED, DROP_ALIAS, FINISH_INTENT, NONE, PRODUCTION,
-                                              SET_ALIAS, SET_STAGE, STAGE_PENDING, STAGING, TAG, VersionState,
-                                              diagnose)
+                                              SET_ALIAS, SET_ASIDE_INTENT, SET_STAGE, STAGE_PENDING, STAGING, TAG,
+                                              UNDO_HAND_MOVE, VersionState, diagnose)
+from mlflow_retrain.registry.moves import CorruptIntent, Intent
 
 NOW = "2011-07-01T00:00:00"
 PROMOTED = {T.DECISION: T.PROMOTED, T.DECISION_REASON: "better", T.PROMOTED_AT: "2011-05-31T00:00:00",
@@ -40,9 +42,9 @@ def pending(version: int, stage: str = NONE) -> VersionState:
     return VersionState(str(version), stage, dict(PENDING))
 
 
-def run(versions, aliases=None, intent=None, *, use_stages=True):
+def run(versions, aliases=None, intent=None, *, use_stages=True, corrupt=None):
     return diagnose(versions, dict(aliases or {}), intent, use_stages=use_stages, production_alias="production",
-                    staging_alias="staging", now=NOW)
+                    staging_alias="staging", now=NOW, corrupt_intent=corrupt)
 
 
 def repairs(diagnosis) -> list[tuple[str, str | None]]:
@@ -93,6 +95,104 @@ def test_an_intent_left_behind_is_the_only_finding_whatever_else_looks_wrong(use
     assert "v3 to Production (displacing v2)" in diagnosis.findings[0].problem
     assert not diagnosis.healthy
     assert diagnosis.to_dict()["findings"][0]["repair"] == FINISH_INTENT
+
+
+GOOD_INTENT = {"action": "promote", "version": "3", "previous": "2", "when": "2011-05-31T00:00:00",
+               "wall": "2024-01-01T00:00:00+00:00", "tags": {T.DECISION: T.PROMOTED}, "previous_tags": {}, "by": "r"}
+
+
+def test_an_intent_written_by_the_tool_reads_back_as_itself():
+    intent = Intent(**GOOD_INTENT)
+    assert Intent.from_json(intent.to_json()) == intent
+
+
+@pytest.mark.parametrize("text, why", [
+    ("{not json", "not JSON"),
+    ('{"action": "promote", "version": "99"}', "not an intent"),  # valid JSON, another shape
+    ("[1, 2]", "not an intent"),
+    ("[" * 100_000, "not JSON"),  # nested past the parser's recursion limit
+    (json.dumps({**GOOD_INTENT, "extra": 1}), "not an intent"),
+    (json.dumps({**GOOD_INTENT, "action": "delete"}), "bad action"),
+    (json.dumps({**GOOD_INTENT, "version": 3}), "bad version"),
+    (json.dumps({**GOOD_INTENT, "version": "\u00b2"}), "bad version"),  # a digit to str.isdigit, not to int()
+    (json.dumps({**GOOD_INTENT, "previous": "-1"}), "bad previous"),
+    (json.dumps({**GOOD_INTENT, "when": "yesterday"}), "bad when"),
+    (json.dumps({**GOOD_INTENT, "tags": {T.DECISION: 1}}), "bad tags"),
+    (json.dumps({**GOOD_INTENT, "previous_tags": []}), "bad previous_tags"),
+    (json.dumps({**GOOD_INTENT, "by": None}), "bad by"),
+])
+def test_anything_else_in_the_intent_tag_is_corrupt_and_says_why(text, why):
+    with pytest.raises(CorruptIntent, match=why):
+        Intent.from_json(text)
+
+
+@pytest.mark.parametrize("use_stages", [True, False])
+def test_a_corrupt_intent_is_set_aside_and_explains_nothing_else(use_stages):
+    diagnosis = run([promoted(2), former(1)], {"production": "2"}, use_stages=use_stages,
+                    corrupt="not JSON (Expecting property name)")
+    assert repairs(diagnosis) == [(SET_ASIDE_INTENT, None)]
+    assert "retrain.intent is corrupt (not JSON" in diagnosis.findings[0].problem
+    # what else is wrong is diagnosed beside it, as if there were no intent
+    diagnosis = run([pending(4), promoted(3), former(2)], {"production": "3"}, use_stages=use_stages, corrupt="bad by")
+    assert repairs(diagnosis) == [(SET_ASIDE_INTENT, None), (STAGE_PENDING, "4")]
+
+
+# ---- 6. only a gate or a recorded person puts a version into Production -----------------------------
+def _wall_promoted(version: int, stage: str, minute: int) -> VersionState:
+    return promoted(version, stage, **{T.PROMOTED_WALL: f"2024-01-01T12:{minute:02d}:00+00:00"})
+
+
+NOBODY_APPROVED = [{T.DECISION: T.REJECTED, T.ARCHIVED_AT: NOW}, {T.DECISION: T.EXPIRED}, {T.DECISION: T.ABANDONED},
+                   {T.DECISION: T.PENDING}, {T.DECISION: T.AWAITING_APPROVAL},
+                   {T.DECISION: T.AWAITING_APPROVAL, T.APPROVAL: "maybe"}, {T.AS_OF: "2011-05-31T00:00:00"},
+                   {T.PROMOTED_AT: "2011-05-31T00:00:00"}]
+
+
+@pytest.mark.parametrize("tags", NOBODY_APPROVED)
+@pytest.mark.parametrize("use_stages", [True, False])
+def test_the_alias_moved_by_hand_onto_a_version_nobody_approved_restores_the_last_audited_production(tags, use_stages):
+    # v1 was promoted last (a rollback to it at minute 9), v2 before: v1 is the audited Production
+    moved = VersionState("3", PRODUCTION if not use_stages else ARCHIVED, dict(tags))
+    diagnosis = run([moved, _wall_promoted(2, ARCHIVED, 5), _wall_promoted(1, PRODUCTION, 9)], {"production": "3"},
+                    use_stages=use_stages)
+    (finding,) = diagnosis.findings
+    assert (finding.repair, finding.version) == (UNDO_HAND_MOVE, "3")
+    assert finding.values == {"found": "alias production", "restore": "1"}
+    assert "by hand" in finding.problem and "v1, the last audited Production, restored" in finding.problem
+    assert (tags.get(T.DECISION) or "no retrain.decision") in finding.problem
+
+
+def test_the_stage_moved_by_hand_onto_a_rejected_version_is_undone_too():
+    rejected = v(3, PRODUCTION, **{T.DECISION: T.REJECTED, T.ARCHIVED_AT: NOW})
+    diagnosis = run([rejected, promoted(2, ARCHIVED), former(1)], {"production": "2"})
+    assert [(f.repair, f.version, f.values) for f in diagnosis.findings] == [
+        (UNDO_HAND_MOVE, "3", {"found": "stage Production", "restore": "2"})]
+    both = run([rejected, promoted(2, ARCHIVED), former(1)], {"production": "3"}).findings[0]
+    assert both.values["found"] == "alias production and stage Production"
+
+
+def test_a_version_nobody_approved_with_no_audited_production_leaves_production():
+    diagnosis = run([v(2, PRODUCTION, **{T.AS_OF: "2011-05-31T00:00:00"})], {"production": "2"})
+    assert [(f.repair, f.values["restore"]) for f in diagnosis.findings] == [(UNDO_HAND_MOVE, "")]
+    assert "no audited Production to restore" in diagnosis.findings[0].problem
+
+
+def test_a_version_a_person_approved_moved_into_production_by_hand_stays_and_its_promotion_is_recorded():
+    # awaiting approval, the retrain.approval tag says approved: the person decided, the hand only moved it
+    approved = v(3, PRODUCTION, **{T.DECISION: T.AWAITING_APPROVAL, T.APPROVAL: "Approved ", T.APPROVAL_BY: "ana",
+                                   T.DECISION_REASON: "relative gate (pass)", T.AS_OF: "2011-05-31T00:00:00"})
+    diagnosis = run([approved, promoted(2, ARCHIVED), former(1)], {"production": "3"})
+    assert repairs(diagnosis) == [(TAG, "3"), (TAG, "2")]  # v3's promotion, v2's archived_at
+    values = diagnosis.findings[0].values
+    assert values[T.DECISION] == T.PROMOTED and values[T.PROMOTED_AT] == "2011-05-31T00:00:00"
+    assert values[T.DECISION_REASON].startswith("approved by ana")
+    assert values[T.DECISION_REASON].endswith("relative gate (pass)")  # the gate's reason kept
+
+
+def test_a_former_production_moved_back_by_hand_is_approved_and_kept():
+    # promoted once by the gate: the alias put back on it is a rollback by hand, not a new decision
+    diagnosis = run([promoted(2), former(1)], {"production": "1"})
+    assert all(f.repair != UNDO_HAND_MOVE for f in diagnosis.findings)
 
 
 # ---- 2. one Production, stage and alias agreeing ---------------------------------------------------
@@ -183,25 +283,10 @@ def test_an_archived_version_still_pending_is_tagged_abandoned():
 
 
 # ---- 5. audit tags complete ---------------------------------------------------------------------------
-def test_production_without_decision_or_promoted_at_is_tagged_with_its_data_time():
-    by_hand = v(2, PRODUCTION, **{T.AS_OF: "2011-05-31T00:00:00"})
-    diagnosis = run([by_hand, former(1)], {"production": "2"})
-    assert repairs(diagnosis) == [(TAG, "2")]
-    values = diagnosis.findings[0].values
-    assert values[T.DECISION] == T.PROMOTED and "outside the tool" in values[T.DECISION_REASON]
-    assert values[T.PROMOTED_AT] == "2011-05-31T00:00:00"  # its own data time, not the repair's
-
-
 def test_production_without_promoted_at_nor_as_of_gets_now():
     diagnosis = run([v(2, PRODUCTION, **{T.DECISION: T.PROMOTED})], {"production": "2"})
     assert repairs(diagnosis) == [(TAG, "2")]
     assert diagnosis.findings[0].values == {T.PROMOTED_AT: NOW}
-
-
-def test_production_promoted_at_present_but_decision_missing_is_tagged_decision_only():
-    diagnosis = run([v(2, PRODUCTION, **{T.PROMOTED_AT: "2011-05-31T00:00:00"})], {"production": "2"})
-    assert repairs(diagnosis) == [(TAG, "2")]
-    assert set(diagnosis.findings[0].values) == {T.DECISION, T.DECISION_REASON}
 
 
 @pytest.mark.parametrize("stage", [ARCHIVED, NONE])
@@ -222,12 +307,6 @@ def test_aliases_only_stale_stages_are_never_repaired():
     assert diagnosis.healthy
     diagnosis = run([promoted(3), promoted(2, stage=NONE), former(1)], {"production": "3"}, use_stages=False)
     assert all(f.repair != SET_STAGE for f in diagnosis.findings)
-
-
-def test_aliases_only_a_production_without_promotion_tags_is_tagged():
-    diagnosis = run([v(2, PRODUCTION), former(1)], {"production": "2"}, use_stages=False)
-    assert repairs(diagnosis) == [(TAG, "2")]
-    assert diagnosis.findings[0].values[T.PROMOTED_AT] == NOW
 
 
 def test_aliases_only_a_former_production_without_archived_at_is_tagged():
