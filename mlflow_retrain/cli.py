@@ -451,6 +451,8 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
                          "`mlflow-retrain doctor --repair` fixes them:")
             lines += [f"  - {f['problem']} -> {f['repair']}" for f in r["findings"]]
             lines += [f"  - run {run} left RUNNING by a crashed cycle -> end it FAILED" for run in r["crashed_runs"]]
+            if r["lease_holder_gone"]:
+                lines.append(f"  lease: {r['lease']}")
         return "\n".join(lines)
 
     emit(report.to_dict(), as_json, human)
