@@ -470,7 +470,7 @@ def test_a_cycle_killed_during_training_leaves_no_running_run_and_its_lease_is_t
     path = str(write_policy(triggers=FIRING))
     config = load_config(path)
     a, cycle_run, training_run, child = _start_training_cycle(path, config, tmp_path)
-    time.sleep(2)  # into the training
+    time.sleep(0.5)  # the trainer has started: the cycle is cut during its training
     _kill_tree(a.pid)
     a.wait()
     _wait("the training child to die", lambda: not Path(f"/proc/{child}").exists(), timeout=30)
