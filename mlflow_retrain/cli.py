@@ -500,6 +500,8 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
                          "`mlflow-retrain doctor --repair` fixes them:")
             lines += [f"  - {f['problem']} -> {f['repair']}" for f in r["findings"]]
             lines += [f"  - run {run} left RUNNING by a crashed cycle -> end it FAILED" for run in r["crashed_runs"]]
+            if r["lease_holder_gone"]:
+                lines.append(f"  lease: {r['lease']}")
         if r["set_aside"]:
             lines.append(f"corrupt retrain.intent set aside, for a person to look at (registered model tags): "
                          f"{', '.join(r['set_aside'])}")

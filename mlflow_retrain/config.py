@@ -306,7 +306,7 @@ class RegistryConfig:
     production_alias: str = "production"
     staging_alias: str = "staging"
     use_stages: bool = True
-    lease_ttl: timedelta = timedelta(hours=2)
+    lease_ttl: timedelta = timedelta(minutes=5)  # renewed every third of it: short costs nothing
 
 
 NOTIFY_FORMATS = ("slack", "json")

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from mlflow_retrain import outbox
 from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
 from mlflow_retrain.registry import Registry, utcnow
+from mlflow_retrain.registry.lease import holder_gone
 from mlflow_retrain.registry.moves import set_aside
 from mlflow_retrain.registry.repair import examine, repair
 
@@ -48,20 +51,39 @@ class Reconciled:
 
 def crashed_runs(config: Config, keep: set[str]) -> list[Any]:
     """Runs of cycles (and the training runs they started) still RUNNING: only dead or fenced-off
-    processes leave them, since whoever asks holds the lease."""
-    import mlflow
+    processes leave them, since whoever asks holds the lease (or found it free).
 
-    found = []
+    A training run is a cycle's from the moment it exists: `mlflow run` (or the in-process trainer)
+    creates it as a child of the cycle's open run (`mlflow.parentRunId`), long before its entry
+    point tags it with `retrain.cycle_run_id`; and it is found whether or not its cycle's run was
+    ended already (by an earlier reconcile that could not yet tell it was the cycle's)."""
+    import mlflow
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
     controller = mlflow.get_experiment_by_name(controller_experiment(config))
-    if controller is not None:
-        found = [r for r in mlflow.search_runs([controller.experiment_id], "attributes.status = 'RUNNING'",
-                                               output_format="list") if r.info.run_id not in keep]
-    cycles = {r.info.run_id for r in found}
+    if controller is None:
+        return []
+    running = "attributes.status = 'RUNNING'"
+    found = [r for r in mlflow.search_runs([controller.experiment_id], running, output_format="list")
+             if r.info.run_id not in keep]
     training = mlflow.get_experiment_by_name(config.experiment)
-    if training is not None and cycles:
-        found += [r for r in mlflow.search_runs([training.experiment_id], "attributes.status = 'RUNNING'",
-                                                output_format="list")
-                  if r.data.tags.get(T.CYCLE_RUN_ID) in cycles and r.info.run_id not in keep]
+    if training is None:
+        return found
+    cycles: dict[str, bool] = {r.info.run_id: True for r in found}
+
+    def a_cycle(run_id: str) -> bool:  # a run of the controller's experiment (a parent may be anyone's)
+        if run_id not in cycles:
+            try:
+                cycles[run_id] = mlflow.get_run(run_id).info.experiment_id == controller.experiment_id
+            except MlflowException:
+                cycles[run_id] = False
+        return cycles[run_id]
+
+    for run in mlflow.search_runs([training.experiment_id], running, output_format="list"):
+        owner = run.data.tags.get(T.CYCLE_RUN_ID) or run.data.tags.get(MLFLOW_PARENT_RUN_ID, "")
+        if run.info.run_id not in keep and owner and owner not in keep and (
+                run.data.tags.get(T.CYCLE_RUN_ID) or a_cycle(owner)):
+            found.append(run)
     return found
 
 
@@ -84,6 +106,7 @@ def reconcile(config: Config, registry: Registry, as_of: datetime, keep: set[str
         client = MlflowClient()
         for crashed in stale:
             client.set_tag(crashed.info.run_id, T.CLOSED_BY, run.info.run_id)
+            client.set_tag(crashed.info.run_id, T.CLOSED_REASON, closed_reason(crashed))
             client.set_terminated(crashed.info.run_id, "FAILED")
             result.closed_runs.append(crashed.info.run_id)
         result.repairs = repair(registry, as_of, by=run.info.run_id)
@@ -97,6 +120,17 @@ def reconcile(config: Config, registry: Registry, as_of: datetime, keep: set[str
         mlflow.log_dict(result.to_dict(), "reconcile.json")
     log.warning("reconciled %s: %s", config.model_name, summary)
     return result
+
+
+def closed_reason(crashed: Any) -> str:
+    """Why a run found RUNNING counts as crashed (`crashed_runs`), for its `retrain.closed_reason`."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    owner = crashed.data.tags.get(T.CYCLE_RUN_ID) or crashed.data.tags.get(MLFLOW_PARENT_RUN_ID)
+    if owner:
+        return (f"a training run of cycle {owner}, which is over (it crashed, was killed or lost its lease): "
+                "nothing runs it any more")
+    return "its cycle's process is gone (crashed, killed, or fenced off after losing the lease)"
 
 
 def reconcile_title(result: Reconciled) -> str:
@@ -132,6 +166,7 @@ class DoctorReport:
     repaired: Reconciled | None
     undelivered: list[dict[str, Any]]  # notifications nobody received (`outbox`): shown, retried by the next send
     set_aside: list[str] = field(default_factory=list)  # corrupt intents kept for a person (`moves.set_aside`)
+    lease_holder_gone: str | None = None  # why the lease's holder is provably gone (it holds the lease no more)
 
     @property
     def healthy(self) -> bool:
@@ -139,7 +174,7 @@ class DoctorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "healthy": self.healthy, **self.diagnosis.to_dict(),
-                "crashed_runs": self.crashed_runs, "lease": self.lease,
+                "crashed_runs": self.crashed_runs, "lease": self.lease, "lease_holder_gone": self.lease_holder_gone,
                 "repaired": None if self.repaired is None else self.repaired.to_dict(),
                 "undelivered": self.undelivered, "set_aside": self.set_aside}
 
@@ -153,9 +188,12 @@ def doctor(config: Config, fix: bool = False) -> DoctorReport:
         with registry.hold(config.registry.lease_ttl):
             repaired = reconcile(config, registry, utcnow().replace(tzinfo=None))
     held = registry.lease_state()
+    gone = None if held is None else holder_gone(held)
     lease = None if held is None else f"held by {held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
-    # while a cycle holds the lease its run is RUNNING by right: only a free lease makes one a crash
-    stale = [] if held else [r.info.run_id for r in crashed_runs(config, set())]
+    if gone is not None:
+        lease += f", but its holder is gone ({gone}): the next cycle on this host takes it over at once"
+    # while a cycle holds the lease its run is RUNNING by right: only a free lease (or a dead holder's) makes one a crash
+    stale = [] if held and gone is None else [r.info.run_id for r in crashed_runs(config, set())]
     undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
     return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired,
-                        undelivered, set_aside(registry.model_tags()))
+                        undelivered, set_aside(registry.model_tags()), gone)

@@ -25,6 +25,10 @@ LEASE_HOLDER = "retrain.lease_holder"
 LEASE_EXPIRES = "retrain.lease_expires"
 LEASE_GENERATION = "retrain.lease_generation"
 LEASE_RELEASED = "retrain.lease_released"
+# the holding process (JSON: host, boot id, pid namespace, pid, start time in clock ticks): a taker
+# on the same host frees a lease whose holder is provably gone (`registry/lease.py`)
+LEASE_PROCESS = "retrain.lease_process"
+LEASE_FREED = "retrain.lease_freed"  # on a generation: why it took over a lease whose holder was gone
 INTENT = "retrain.intent"  # a registry move in progress (moves.py): finished by the next cycle if cut short
 # a `retrain.intent` no version of the tool wrote, set aside as found (`<n>`) with who/when/why (`<n>.record`)
 INTENT_CORRUPT = "retrain.intent.corrupt"
@@ -33,6 +37,7 @@ INTENT_CORRUPT = "retrain.intent.corrupt"
 HAND_MOVE = "retrain.hand_move"
 ROLLED_BACK_WALL = "retrain.rolled_back_wall"  # clock time a rollback took this version out of Production
 CLOSED_BY = "retrain.closed_by"  # on a crashed cycle's run: the cycle that ended it as FAILED
+CLOSED_REASON = "retrain.closed_reason"  # ... and why it counted as crashed
 RUN_KIND = "retrain.kind"
 # a person signs off (`validation.require_approval`, `signoff.py`): the verdict a person gives, set by
 # `approve`/`reject` or by hand in the MLflow UI, and who, why and when (data time, clock) from the CLI

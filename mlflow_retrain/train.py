@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 import sys
 import time
 import warnings
@@ -331,6 +332,7 @@ def train(
     registered: the cycle places it itself, under its lease (`trainers.adopt`).
     """
     from mlflow_retrain.registry import Registry
+    from mlflow_retrain.registry.lease import LEASE_ENV
     from mlflow_retrain.tracking import check_tracking, start_run
 
     data = data or LabelledData.load(config)
@@ -339,6 +341,11 @@ def train(
     result = fit(config, data, as_of)
     placed_by_cycle = registry is None and bool(cycle_run_id)
     registry = registry or Registry(config)
+    generation = os.environ.get(LEASE_ENV, "")
+    if placed_by_cycle and generation.isdigit():
+        # the cycle's `mlflow run` child: it writes nothing once the cycle lost its lease (the run included)
+        registry.follow(int(generation), config.registry.lease_ttl)
+        registry.fence("logging the candidate")
     trigger, reason = bootstrap_trigger(registry, trigger, reason) if bootstrap else (trigger, reason)
     run_tags = {T.RUN_KIND: "train", T.TRIGGER: trigger, T.REASON: reason, T.AS_OF: as_of.isoformat(),
                 T.CYCLE_RUN_ID: cycle_run_id}

@@ -21,6 +21,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -163,10 +166,10 @@ def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, t
     if chosen.builtin:
         params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
                   "cycle_run_id": cycle_run_id}
-        run_id = run_project(config, chosen, params, env_manager="local")
+        run_id = run_project(config, chosen, params, env_manager="local", registry=registry)
     else:
         run_id = run_project(config, chosen, contract_parameters(config, as_of, cycle_run_id),
-                             env_manager=config.training.project.env_manager)
+                             env_manager=config.training.project.env_manager, registry=registry)
     return adopt(config, data, as_of, run_id, chosen, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id,
                  registry=registry)
 
@@ -210,13 +213,22 @@ def fit_project(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitR
 
 
 def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_manager: str,
-                experiment: str | None = None) -> str:
-    """Run the entry point to completion; its output streams to stderr. Returns its run id."""
+                experiment: str | None = None, registry: Any = None) -> str:
+    """Run the entry point to completion; its output streams to stderr. Returns its run id.
+
+    Under a cycle's lease (`registry` holds it) the child gets the lease's generation (`LEASE_ENV`:
+    the built-in trainer checks it before writing), and is stopped as soon as the lease is lost:
+    the cycle then raises `LeaseLostError`, and neither it nor its child writes anything more."""
     import mlflow.projects
     from mlflow.exceptions import ExecutionException, MlflowException
 
+    from mlflow_retrain.registry.lease import LEASE_ENV
+
     # `--env-manager local` runs `python` from PATH: make it ours, so the project sees this environment.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    held = getattr(registry, "held", None)
+    if held is not None:  # read by the local backend when it starts the child
+        os.environ[LEASE_ENV] = str(held.generation)
     project = config.training.project
     where = f"the {chosen.entry_point!r} entry point of {chosen.uri}"
     from mlflow_retrain.store import ensure_experiment
@@ -228,7 +240,8 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
                 uri=chosen.uri, entry_point=chosen.entry_point, parameters=params, env_manager=env_manager,
                 experiment_name=experiment or config.experiment, synchronous=False, version=project.version if project else None,
                 backend=project.backend if project else "local", backend_config=backend_config(config))
-            succeeded = submitted.wait()
+            with stopped_on_loss(submitted, registry.lost if held is not None else None) as stopped:
+                succeeded = submitted.wait()
         except (ExecutionException, MlflowException) as exc:
             raise TrainingError(f"{where} could not start: {str(exc).splitlines()[0][:400]}") from None
         except Exception as exc:
@@ -239,8 +252,12 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
             # a plugin backend is another package's code: what it raised is one line naming it
             raise TrainingError(f"{where} could not run on backend {project.backend} ({type(exc).__name__}: "
                                 f"{_first_line(exc)})") from None
+        finally:
+            os.environ.pop(LEASE_ENV, None)
     if submitted.run_id is not None:
-        end_run(submitted.run_id, succeeded)
+        end_run(submitted.run_id, "FINISHED" if succeeded else "KILLED" if stopped.is_set() else "FAILED")
+    if not succeeded and held is not None:
+        registry.fence("adopting the candidate")  # a child stopped (or refused) for a lost lease: say that
     if not succeeded:
         said = " | ".join(line for line in tail if line.strip())[-800:]
         remote = project is not None and project.backend != "local"
@@ -248,6 +265,34 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
         quiet = f"(no output here; the job's own log is on {project.backend})" if remote else "(no output)"
         raise TrainingError(f"{where} failed{on} (run {submitted.run_id}); its last lines: {said or quiet}")
     return submitted.run_id
+
+
+@contextmanager
+def stopped_on_loss(submitted: Any, lost: threading.Event | None) -> Iterator[threading.Event]:
+    """While the block waits for a submitted run: cancel it (SIGTERM to a local child, a deleted
+    Kubernetes Job ...) once `lost` is set. Yields an event set when it did."""
+    stopped, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if lost.is_set():
+                log.warning("the lease was lost while training: stopping the training run %s", submitted.run_id)
+                stopped.set()
+                try:
+                    submitted.cancel()
+                except Exception as exc:  # the backend's own cleanup failed: the fence still holds
+                    log.warning("could not stop the training run %s (%s)", submitted.run_id, type(exc).__name__)
+                return
+
+    watcher = threading.Thread(target=watch, name="training-watch", daemon=True)
+    if lost is not None:
+        watcher.start()
+    try:
+        yield stopped
+    finally:
+        done.set()
+        if lost is not None:
+            watcher.join(timeout=30)
 
 
 def backend_config(config: Config) -> dict[str, Any] | None:
@@ -260,7 +305,7 @@ def backend_config(config: Config) -> dict[str, Any] | None:
     return backends.for_mlflow(backends.read(backends.resolve(project.backend_config, base)), base)
 
 
-def end_run(run_id: str, succeeded: bool) -> None:
+def end_run(run_id: str, status: str) -> None:
     """End the project's run if its job did not: a remote job that died before its entry point ended
     the run (a pod evicted, an image that does not pull) leaves it RUNNING forever otherwise. MLflow
     does this only when it waits itself (`synchronous=True`)."""
@@ -269,7 +314,7 @@ def end_run(run_id: str, succeeded: bool) -> None:
 
     client = MlflowClient()
     if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(run_id).info.status)):
-        client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+        client.set_terminated(run_id, status)
 
 
 def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, chosen: Trainer, *, trigger: str,

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Iterator
@@ -32,6 +33,8 @@ class Registry(Versions):
         super().__init__(config, client)
         self.moves = Moves(self)
         self.lease = Leases(self.client, self.name)
+        self.held: Lease | None = None  # while in `hold`: the lease, and the event set once it is lost
+        self.lost = threading.Event()
 
     def promote(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
                 previous_tags: dict[str, str] | None = None, by: str = "") -> VersionInfo | None:
@@ -57,15 +60,24 @@ class Registry(Versions):
     def release_lease(self, lease: Lease) -> None:
         self.lease.release(lease)
 
+    def follow(self, generation: int, ttl: timedelta) -> None:
+        """In a process a cycle started (its `mlflow run` training child): fence every write with the
+        cycle's lease generation, so a child whose cycle lost the lease registers nothing."""
+        lease = Lease(f"{self.lease.prefix}.{generation}", "", utcnow(), generation, ttl)
+        self.fence = lambda step: self.lease.check(lease, step)
+
     @contextmanager
     def hold(self, ttl: timedelta) -> Iterator[Lease]:
         """The lease for a block of work: renewed while it runs, checked before every write, released after."""
         lease = self.acquire_lease(ttl)
         self.fence = lambda step: self.lease.check(lease, step)
+        renewal = Renewal(self.lease, lease)
+        self.held, self.lost = lease, renewal.lost
         try:
-            with Renewal(self.lease, lease):
+            with renewal:
                 yield lease
         except BaseException:
+            self.held = None
             self.fence = lambda step: None
             try:  # best effort: a dead server must not hide why the work stopped; the lease then expires
                 self.release_lease(lease)
@@ -73,5 +85,6 @@ class Registry(Versions):
                 log.warning("could not release the lease (%s); it expires at %s", type(exc).__name__,
                             lease.expires.isoformat(timespec="seconds"))
             raise
+        self.held = None
         self.fence = lambda step: None
         self.release_lease(lease)
