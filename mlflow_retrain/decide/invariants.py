@@ -116,14 +116,17 @@ def approved(version: VersionState) -> bool:
 
 def _hand_moved(versions: list[VersionState], alias: str | None, alias_name: str, use_stages: bool) -> list[Finding]:
     """Versions found in Production (by alias, or by stage) that nobody approved: each is taken out and
-    the last audited Production (the one promoted last, by the clock of its promotion) restored."""
-    found = {v.version: [w for w, there in ((f"alias {alias_name}", v.version == str(alias)),
-                                            (f"stage {PRODUCTION}", use_stages and v.stage == PRODUCTION)) if there]
-             for v in versions if not approved(v)}
-    moved = [v for v in versions if found.get(v.version)]
+    the last audited Production (the one promoted last, by the clock of its promotion) restored. A
+    Production with no `retrain.decision` at all in a registry with no audited Production is the model a
+    team served before this tool: it is kept (and its promotion recorded by `_tags`), never taken out
+    with nothing to serve in its place."""
     audited = [v for v in versions if v.tags.get(T.DECISION) == T.PROMOTED]
     last = max(audited, key=lambda v: (v.tags.get(T.PROMOTED_WALL, ""), v.tags.get(T.PROMOTED_AT, ""), v.number),
                default=None)
+    found = {v.version: [w for w, there in ((f"alias {alias_name}", v.version == str(alias)),
+                                            (f"stage {PRODUCTION}", use_stages and v.stage == PRODUCTION)) if there]
+             for v in versions if not approved(v) and (last is not None or T.DECISION in v.tags)}
+    moved = [v for v in versions if found.get(v.version)]
     restored = (f"v{last.version}, the last audited Production, restored" if last is not None
                 else "taken out of Production (no audited Production to restore)")
     return [Finding(f"v{v.version} ({v.tags.get(T.DECISION) or 'no retrain.decision'}) was put into Production by "
@@ -216,7 +219,11 @@ def _tags(versions: list[VersionState], production: VersionState | None, aliases
     found = []
     if production is not None:
         missing = {}
-        if production.tags.get(T.DECISION) != T.PROMOTED:  # awaiting, approved by a person (`approved`)
+        if T.DECISION not in production.tags:  # served before this tool, no audited Production (`_hand_moved`)
+            missing[T.DECISION] = T.PROMOTED
+            missing[T.DECISION_REASON] = ("found in Production with no retrain.decision and no audited Production "
+                                          "to restore (a model served before this tool): kept, and recorded here")
+        elif production.tags.get(T.DECISION) != T.PROMOTED:  # awaiting, approved by a person (`approved`)
             by = production.tags.get(T.APPROVAL_BY) or "a person (the retrain.approval tag)"
             missing[T.DECISION] = T.PROMOTED
             missing[T.DECISION_REASON] = (f"approved by {by}, moved into Production outside the tool; "

@@ -172,9 +172,18 @@ def test_the_stage_moved_by_hand_onto_a_rejected_version_is_undone_too():
 
 
 def test_a_version_nobody_approved_with_no_audited_production_leaves_production():
-    diagnosis = run([v(2, PRODUCTION, **{T.AS_OF: "2011-05-31T00:00:00"})], {"production": "2"})
+    rejected = {T.DECISION: T.REJECTED, T.ARCHIVED_AT: NOW, T.AS_OF: "2011-05-31T00:00:00"}
+    diagnosis = run([v(2, PRODUCTION, **rejected)], {"production": "2"})
     assert [(f.repair, f.values["restore"]) for f in diagnosis.findings] == [(UNDO_HAND_MOVE, "")]
     assert "no audited Production to restore" in diagnosis.findings[0].problem
+
+
+def test_a_model_served_before_the_tool_is_kept_and_its_promotion_recorded_not_taken_out():
+    # no retrain.decision anywhere: the team's own Production when they start using the tool
+    diagnosis = run([v(2, PRODUCTION, **{T.AS_OF: "2011-05-31T00:00:00"}), v(1, ARCHIVED)], {"production": "2"})
+    assert all(f.repair != UNDO_HAND_MOVE for f in diagnosis.findings)
+    (values,) = [f.values for f in diagnosis.findings if f.version == "2"]
+    assert values[T.DECISION] == T.PROMOTED and "a model served before this tool" in values[T.DECISION_REASON]
 
 
 def test_a_version_a_person_approved_moved_into_production_by_hand_stays_and_its_promotion_is_recorded():
