@@ -25,6 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain import tags as T
+from mlflow_retrain.audit import status
 from mlflow_retrain.config import load_config
 from mlflow_retrain.errors import LeaseHeldError, LeaseLostError, RegistryError
 from mlflow_retrain.faults import FAULT_LOG
@@ -363,6 +364,7 @@ def test_a_lease_whose_holder_process_is_gone_is_taken_at_once_a_live_holders_is
     gone = doctor(config)  # the lease has five minutes left, but nobody holds it any more
     assert f"process {holder.pid} no longer runs" in gone.lease_holder_gone, gone.to_dict()
     assert "holder is gone" in gone.lease and gone.to_dict()["lease_holder_gone"] == gone.lease_holder_gone
+    assert "holder is gone" in status(config).lease  # `status` says so too
     with caplog.at_level("WARNING", logger="mlflow_retrain.registry.lease"):
         taken = registry.acquire_lease(timedelta(minutes=5))  # at once, not in five minutes
     assert taken.generation == 2 and _lease_objects("bikes") == ["bikes.retrain-lease.2"]
