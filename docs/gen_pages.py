@@ -7,6 +7,7 @@ are when the site is built, so neither page can describe a layout the code has l
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ def _short(name: str) -> str:
     return name.removeprefix("mlflow_retrain.") if name != "mlflow_retrain" else "(package)"
 
 
-def _targets(node: ast.AST, module: str) -> set[str]:
-    """The package modules an import statement names (relative imports resolved against `module`)."""
+def _targets(node: ast.AST, module: str, known: set[str]) -> set[str]:
+    """The package modules an import statement names (relative imports resolved against `module`;
+    `from mlflow_retrain import registry` is the module `registry`, not the package)."""
     if isinstance(node, ast.Import):
         return {a.name for a in node.names if a.name.startswith("mlflow_retrain")}
     if isinstance(node, ast.ImportFrom):
@@ -38,24 +40,42 @@ def _targets(node: ast.AST, module: str) -> set[str]:
         if node.level:
             base = ".".join(module.split(".")[: -node.level] + ([base] if base else []))
         if base.startswith("mlflow_retrain"):
-            return {base}
+            return {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
     return set()
+
+
+def _at_import_time(node: ast.AST) -> list[ast.AST]:
+    """The statements that run when the module is imported: not function bodies, not `if TYPE_CHECKING:`."""
+    found = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            found += [n for branch in child.orelse for n in [branch, *_at_import_time(branch)]]
+            continue
+        found += [child, *_at_import_time(child)]
+    return found
 
 
 def imports_table() -> str:
     """One row per module: the package modules it imports at the top, and those imported inside functions."""
     rows = ["| module | lines | imports at module top | imports inside functions or `TYPE_CHECKING` |",
             "| --- | ---: | --- | --- |"]
-    for name, source in _modules():
+    modules = _modules()
+    known = {name for name, _ in modules}
+    for name, source in modules:
         tree = ast.parse(source)
-        top: set[str] = set()
-        for node in tree.body:
-            if not isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks count as deferred
-                top |= _targets(node, name)
-        later = {t for node in ast.walk(tree) for t in _targets(node, name)} - top
+        top = {t for node in _at_import_time(tree) for t in _targets(node, name, known)}
+        later = {t for node in ast.walk(tree) for t in _targets(node, name, known)} - top
         shown = [", ".join(f"`{_short(t)}`" for t in sorted(group - {name})) for group in (top, later)]
         rows.append(f"| `{_short(name)}` | {len(source.splitlines())} | {shown[0]} | {shown[1]} |")
     return "\n".join(rows)
+
+
+def _escaped(text: str) -> str:
+    """`<` and `>` outside code spans as entities: a docstring's `<column>` is text, not an HTML tag."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts)
 
 
 def design_notes() -> str:
@@ -64,7 +84,7 @@ def design_notes() -> str:
     for name, source in _modules():
         doc = ast.get_docstring(ast.parse(source))
         if doc and len(doc.splitlines()) >= ESSAY_LINES:
-            out += [f"## `{_short(name)}`", "", doc, ""]
+            out += [f"## `{_short(name)}`", "", _escaped(doc), ""]
     return "\n".join(out)
 
 
