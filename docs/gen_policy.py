@@ -14,7 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+# this checkout's package, not an installed one; imported now, as MkDocs restores sys.path after loading hooks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mlflow_retrain  # noqa: E402,F401
 
 MARKER = "<!-- policy-reference -->"
 
