@@ -34,7 +34,7 @@ FULL_POLICY: dict[str, Any] = {
     "notify": [{"url": "https://hooks.example.com/x"}],
 }
 
-# one line per key, as the README's annotated retrain.yaml and its sections say it
+# one line per key, as the annotated retrain.yaml in docs/policy.md and the pages say it
 DESCRIPTIONS: dict[str, str] = {
     "model_name": "The registered model in the MLflow Model Registry.",
     "experiment": "The experiment of the training runs; cycles go to `<experiment>-controller`.",

@@ -1013,7 +1013,7 @@ def load_config(path: str | Path) -> Config:
     """Read and validate `retrain.yaml`; every problem is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: policy file not found; pass --config PATH (see retrain.yaml in the README)")
+        raise ConfigError(f"{path}: policy file not found; pass --config PATH (see docs/policy.md)")
     return parse_config(read_yaml(path), origin=str(path), source=path.resolve())
 
 
