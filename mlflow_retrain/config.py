@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import yaml
@@ -426,6 +427,22 @@ def _type(value: Any) -> str:
     return kinds.get(type(value), "a mapping" if isinstance(value, Mapping) else f"a {type(value).__name__}")
 
 
+# (section, key, kind, default) of every key a parse reads, while `recording_reads` is open: the
+# documentation's policy reference is derived from the parser itself, so the two cannot drift apart
+_READS: list[tuple[str, str, str, Any]] | None = None
+
+
+@contextmanager
+def recording_reads() -> Iterator[list[tuple[str, str, str, Any]]]:
+    """Record every key the parses inside the block read (docs/gen_policy.py); parsing is unchanged."""
+    global _READS
+    _READS = reads = []
+    try:
+        yield reads
+    finally:
+        _READS = None
+
+
 class _Section:
     """Reads one mapping of the file, remembering where it is for error messages. A `secret` section
     (a notify target) never repeats a value or an unknown key in them: either may be the token."""
@@ -457,8 +474,14 @@ class _Section:
     def has(self, name: str) -> bool:
         return name in self.raw and self.raw[name] is not None
 
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+    def read(self, name: str, kind: str, default: Any = None) -> None:
+        """Mark `name` as known here (and record it while `recording_reads` is open)."""
         self.used.add(name)
+        if _READS is not None:
+            _READS.append((self.where, name, kind, default))
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.read(name, _names(kind if isinstance(kind, tuple) else (kind,)), "required" if required else default)
         if not self.has(name):
             if required:
                 raise self.fail(name, "is required")
@@ -472,7 +495,7 @@ class _Section:
         return value
 
     def span(self, name: str, default: timedelta | None = None) -> timedelta | None:
-        self.used.add(name)
+        self.read(name, "a span", default)
         if not self.has(name):
             return default
         try:
@@ -481,13 +504,14 @@ class _Section:
             raise ConfigError(f"{self.origin}: {exc}") from None
 
     def strings(self, name: str, required: bool = False) -> tuple[str, ...]:
+        self.read(name, "a list of column names", "required" if required else [])
         value = self.get(name, list, default=[], required=required)
         if not all(isinstance(v, str) for v in value):
             raise self.fail(name, f"must be a list of column names, got {value!r}")
         return tuple(value)
 
     def sub(self, name: str) -> "_Section | None":
-        self.used.add(name)
+        self.read(name, "a section")
         if name not in self.raw:
             return None
         return _Section(self.raw[name], self.key(name), self.origin)
@@ -811,7 +835,7 @@ def _notify(raw: Any, origin: str, source: Path | None) -> tuple[NotifyTarget, .
             raise s.fail("on", f"names unknown event {s.shown('on', unknown[0])}; events: {', '.join(NOTIFY_EVENTS)}")
         if not events:
             raise s.fail("on", f"is empty: leave it out for every event ({', '.join(NOTIFY_EVENTS)})")
-        s.used.add("secret")
+        s.read("secret", "refused")
         if s.has("secret"):
             raise s.fail("secret", "must not be written in the policy: name an environment variable "
                                    "(secret_env: NAME) or a file (secret_file: PATH) that holds it")
@@ -883,7 +907,8 @@ def _notify_url(s: _Section, source: Path | None) -> str:
     """A target's URL: written in the policy (`url`), or named (`url_env`, `url_file`) so the token
     stays out of the repository. Checked without ever being shown."""
     given = [key for key in ("url", "url_env", "url_file") if s.has(key)]
-    s.used.update(("url", "url_env", "url_file"))
+    for key in ("url", "url_env", "url_file"):
+        s.read(key, "a string")
     if len(given) != 1:
         raise s.fail("url", "is required: give one of url, url_env (a variable holding it) or url_file (a file "
                             "holding it)" if not given else f"has alternatives: give one of {', '.join(given)}")
@@ -988,7 +1013,7 @@ def load_config(path: str | Path) -> Config:
     """Read and validate `retrain.yaml`; every problem is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: policy file not found; pass --config PATH (see retrain.yaml in the README)")
+        raise ConfigError(f"{path}: policy file not found; pass --config PATH (see docs/policy.md)")
     return parse_config(read_yaml(path), origin=str(path), source=path.resolve())
 
 
