@@ -304,7 +304,11 @@ def _linked(config: Config, client: Any, events: list[Event], run_id: str | None
     base = ui_base(config, mlflow.get_tracking_uri())
     if not run_id or base is None or not events:
         return events
-    link = run_url(base, client.get_run(run_id).info.experiment_id, run_id)
+    try:
+        link = run_url(base, client.get_run(run_id).info.experiment_id, run_id)
+    except Exception as exc:  # noqa: BLE001 - a message without its link is still worth sending
+        log.warning("notify: no link to run %s (%s)", run_id, type(exc).__name__)
+        return events
     return [dataclasses.replace(e, details={**e.details, "link": link}) for e in events]
 
 
