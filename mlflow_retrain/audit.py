@@ -15,7 +15,7 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.decide.approval import sign_off_help
 from mlflow_retrain.registry import Registry, VersionInfo
-from mlflow_retrain.registry.lease import holder_gone
+from mlflow_retrain.registry.lease import held_by
 
 VERSION_TAGS = (T.TRIGGER, T.REASON, T.DECISION, T.DECISION_REASON, T.BASELINE_VERSION, T.TRAIN_WINDOW)
 
@@ -64,11 +64,8 @@ def status(config: Config) -> Status:
         return None if version is None else version_row(version, _holdout_metrics(version.run_id))
 
     held = registry.lease_state()
-    lease = None if held is None else f"{held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
-    gone = None if held is None else holder_gone(held)
-    if gone is not None:
-        lease += f", but its holder is gone ({gone}): the next cycle on this host takes it over at once"
-    undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
+    lease = None if held is None else held_by(held)[0]
+    undelivered = outbox.listed(registry.client, config.model_name)
     awaiting = None
     if staging is not None and staging.tags.get(T.DECISION) == T.AWAITING_APPROVAL:
         since = staging.tags.get(T.AWAITING_SINCE)

@@ -422,9 +422,9 @@ MIN_SECRET = 16  # characters: a short signing secret is guessable offline from 
 
 def _type(value: Any) -> str:
     """A value's kind in words ("a mapping"), for messages that must not show the value."""
-    kinds = {bool: "a boolean", str: "a string", int: "an integer", float: "a number", list: "a list",
-             dict: "a mapping", type(None): "nothing"}
-    return kinds.get(type(value), "a mapping" if isinstance(value, Mapping) else f"a {type(value).__name__}")
+    if isinstance(value, bool) or value is None:  # `_NAMES` words bool as what is expected, not what was given
+        return "a boolean" if value is not None else "nothing"
+    return _NAMES.get(type(value), "a mapping" if isinstance(value, Mapping) else f"a {type(value).__name__}")
 
 
 # (section, key, kind, default) of every key a parse reads, while `recording_reads` is open: the

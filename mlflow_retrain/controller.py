@@ -405,9 +405,10 @@ def _cycle(config: Config, data: LabelledData, as_of: pd.Timestamp, registry: Re
         production = _observe(config, data, as_of, registry, report, force=force, reason=reason, event=event,
                               reports_dir=reports_dir, loaded=loaded)
         decision = report.decision
-        waiting = report.candidate_version or getattr(registry.staging(), "version", None)
-        if report.approval is not None and report.approval.ignored and waiting:
-            note_ignored(registry, registry.get(waiting), report.approval, as_of)
+        if report.approval is not None and report.approval.ignored:  # said once on the version that waits
+            waiting = report.candidate_version or getattr(registry.staging(), "version", None)
+            if waiting:
+                note_ignored(registry, registry.get(waiting), report.approval, as_of)
         if report.outcome == "would_validate":
             _validate(config, data, as_of, registry, report, registry.get(report.candidate_version), production)
         elif report.approval is not None and report.approval.final:

@@ -71,6 +71,11 @@ def pending(client: Any, model_name: str) -> list[Kept]:
     return sorted(kept, key=lambda k: k.since)
 
 
+def listed(client: Any, model_name: str) -> list[dict[str, Any]]:
+    """The undelivered messages as `status` and `doctor` list them (without their bodies)."""
+    return [k.to_dict(body=False) for k in pending(client, model_name)]
+
+
 def keep(client: Any, model_name: str, kept: Kept) -> bool:
     """Keep an undelivered message for the next notify; False (and one log line) when it cannot be."""
     if len(kept.body) > MAX_BODY:

@@ -20,7 +20,7 @@ from mlflow_retrain import tags as T
 from mlflow_retrain.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
 from mlflow_retrain.registry import Registry, utcnow
-from mlflow_retrain.registry.lease import holder_gone
+from mlflow_retrain.registry.lease import held_by
 from mlflow_retrain.registry.moves import set_aside
 from mlflow_retrain.registry.repair import examine, repair
 
@@ -188,12 +188,10 @@ def doctor(config: Config, fix: bool = False) -> DoctorReport:
         with registry.hold(config.registry.lease_ttl):
             repaired = reconcile(config, registry, utcnow().replace(tzinfo=None))
     held = registry.lease_state()
-    gone = None if held is None else holder_gone(held)
-    lease = None if held is None else f"held by {held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
-    if gone is not None:
-        lease += f", but its holder is gone ({gone}): the next cycle on this host takes it over at once"
+    shown, gone = held_by(held) if held is not None else (None, None)
+    lease = None if shown is None else f"held by {shown}"
     # while a cycle holds the lease its run is RUNNING by right: only a free lease (or a dead holder's) makes one a crash
     stale = [] if held and gone is None else [r.info.run_id for r in crashed_runs(config, set())]
-    undelivered = [k.to_dict(body=False) for k in outbox.pending(registry.client, config.model_name)]
+    undelivered = outbox.listed(registry.client, config.model_name)
     return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired,
                         undelivered, set_aside(registry.model_tags()), gone)

@@ -161,6 +161,16 @@ def holder_gone(tags: Mapping[str, str]) -> str | None:
     return None
 
 
+def held_by(held: Mapping[str, str]) -> tuple[str, str | None]:
+    """A held lease as `status` and `doctor` show it (holder, expiry, and whether the holder is
+    provably gone), and why it is gone (None while it may live)."""
+    gone = holder_gone(held)
+    text = f"{held.get(T.LEASE_HOLDER)} until {held.get(T.LEASE_EXPIRES)}"
+    if gone is not None:
+        text += f", but its holder is gone ({gone}): the next cycle on this host takes it over at once"
+    return text, gone
+
+
 class Leases:
     """The lease on one registered model (see the module docstring for the protocol)."""
 
