@@ -27,9 +27,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the CSV and HTML chart of the cached run here")
     args = parser.parse_args()
 
-    from mlflow_retrain.backtest import run_backtest, write_outputs
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.data import LabelledData
+    from mlflow_retrain.usecases.backtest import run_backtest, write_outputs
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.data import LabelledData
 
     config = load_config(REPO / "retrain.yaml")
     data = LabelledData.load(config)

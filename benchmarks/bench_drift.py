@@ -32,10 +32,10 @@ def main() -> None:
     import evidently  # noqa: F401  imported before timing: both sides run after it is loaded
     import pandas as pd
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.data import LabelledData
-    from mlflow_retrain.drift import DriftMeter
-    from mlflow_retrain.reports import drift_report
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.data import LabelledData
+    from mlflow_retrain.measure.drift import DriftMeter
+    from mlflow_retrain.adapters.reports import drift_report
 
     warnings.simplefilter("ignore")  # Evidently's numpy warnings on constant columns, once per window
     data = LabelledData.load(load_config(REPO / "retrain.yaml"))

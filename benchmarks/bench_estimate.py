@@ -51,8 +51,8 @@ from sklearn.ensemble import (
     HistGradientBoostingRegressor,
 )
 
-from mlflow_retrain.estimate import ESTIMABLE, PerformanceEstimator
-from mlflow_retrain.metrics import score
+from mlflow_retrain.measure.estimate import ESTIMABLE, PerformanceEstimator
+from mlflow_retrain.measure.metrics import score
 
 NANNYML = "nannyml==0.13.1"
 # statsmodels: imported by nannyml.plots, not declared; pandas 3 breaks DLE on string columns
@@ -211,7 +211,7 @@ class NannyMLBooster:
 
 def ours_on_lightgbm(task: Task) -> Side:
     """Our DLE with NannyML's booster swapped in (the method check)."""
-    with mock.patch("mlflow_retrain.estimate.HistGradientBoostingRegressor", NannyMLBooster):
+    with mock.patch("mlflow_retrain.measure.estimate.HistGradientBoostingRegressor", NannyMLBooster):
         return ours(task)
 
 

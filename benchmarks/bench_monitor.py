@@ -30,15 +30,15 @@ START = "2012-01-01"
 
 def setup(folder: Path) -> None:
     """A store with one Production model, trained as of the end of 2011 on the bundled policy."""
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.train import train
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.train import train
 
     train(load_config(REPO / "retrain.yaml"), as_of=TRAINED_AS_OF)
 
 
 def ours(windows: int) -> dict:
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.monitor import run_monitor
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.usecases.monitor import run_monitor
 
     config = load_config(REPO / "retrain.yaml")
     end = (__import__("pandas").Timestamp(START) + timedelta(days=windows)).isoformat()
@@ -59,10 +59,10 @@ def peer(windows: int) -> dict:
     from evidently import DataDefinition, Dataset, Regression, Report
     from evidently.presets import DataDriftPreset, RegressionPreset
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.data import LabelledData, Window
-    from mlflow_retrain.evaluate import load_reference
-    from mlflow_retrain.reports import parse_drift
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.data import LabelledData, Window
+    from mlflow_retrain.loop.evaluate import load_reference
+    from mlflow_retrain.adapters.reports import parse_drift
 
     config = load_config(REPO / "retrain.yaml")
     spec = config.data

@@ -13,7 +13,7 @@ of them alike: `python -c "import mlflow, sklearn, pandas"` (issue 15's floor: w
 scikit-learn model with MLflow pays before doing anything), `python -c "import mlflow"` and
 `mlflow-retrain --version` (our console script's start-up), and the floor once more with
 `gc.freeze()` at its end: it then skips the last garbage collection at exit, as our command line
-does. The cycle runs twice per round: with the audited-model cache (`mlflow_retrain.model_cache`)
+does. The cycle runs twice per round: with the audited-model cache (`mlflow_retrain.adapters.model_cache`)
 that the bootstrap filled, as every scheduled cycle on the same machine finds it, and with an empty
 cache folder, as the first cycle on a fresh CI runner finds it (it loads Production through skops).
 Each is run `--runs` times after one discarded warm-up (the first run byte-compiles what the install
@@ -56,7 +56,7 @@ HEAVY = ("evidently", "plotly", "nannyml", "nltk", "skops.io", "sqlalchemy")
 PROFILE = """
 import cProfile, io, json, pstats, sys, time
 from mlflow_retrain.cli import main
-from mlflow_retrain.streams import stdout_into
+from mlflow_retrain.adapters.streams import stdout_into
 
 AS_OF = sys.argv[1]
 
@@ -82,15 +82,15 @@ began = time.perf_counter()
 profiler.runcall(once)
 profiled = time.perf_counter() - began
 steps = {
-    "read the data": ("mlflow_retrain/data.py", "load"),
-    "load Production (registry + model)": ("mlflow_retrain/evaluate.py", "registered"),
-    "score the monitoring windows": ("mlflow_retrain/controller.py", "score_windows"),
-    "Evidently quality report (latest window)": ("mlflow_retrain/reports.py", "quality_report"),
-    "Evidently drift report (latest window)": ("mlflow_retrain/reports.py", "drift_report"),
-    "drift reference (download train.parquet)": ("mlflow_retrain/evaluate.py", "load_reference"),
-    "audit run: tags, metrics, artifacts": ("mlflow_retrain/controller.py", "_log_audit"),
-    "lease: take": ("mlflow_retrain/registry/__init__.py", "acquire_lease"),
-    "lease: release": ("mlflow_retrain/registry/__init__.py", "release_lease"),
+    "read the data": ("mlflow_retrain/adapters/data.py", "load"),
+    "load Production (registry + model)": ("mlflow_retrain/loop/evaluate.py", "registered"),
+    "score the monitoring windows": ("mlflow_retrain/loop/cycle.py", "score_windows"),
+    "Evidently quality report (latest window)": ("mlflow_retrain/adapters/reports.py", "quality_report"),
+    "Evidently drift report (latest window)": ("mlflow_retrain/adapters/reports.py", "drift_report"),
+    "drift reference (download train.parquet)": ("mlflow_retrain/loop/evaluate.py", "load_reference"),
+    "audit run: tags, metrics, artifacts": ("mlflow_retrain/loop/cycle.py", "_log_audit"),
+    "lease: take": ("mlflow_retrain/adapters/registry/__init__.py", "acquire_lease"),
+    "lease: release": ("mlflow_retrain/adapters/registry/__init__.py", "release_lease"),
 }
 found = {"whole": profiled}
 # a store call is a public method of MLflow's tracking or registry store called from outside the

@@ -177,12 +177,12 @@ def parity(policy: Path, table: Path, store: Path) -> dict:
     import evidently.metrics.column_statistics as value_drift  # Evidently imported before anything is timed
     import pandas as pd
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.data import LabelledData, Window
-    from mlflow_retrain.drift import DriftMeter
-    from mlflow_retrain.evaluate import load_reference
-    from mlflow_retrain.registry import Registry
-    from mlflow_retrain.reports import drift_report
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.data import LabelledData, Window
+    from mlflow_retrain.measure.drift import DriftMeter
+    from mlflow_retrain.loop.evaluate import load_reference
+    from mlflow_retrain.adapters.registry import Registry
+    from mlflow_retrain.adapters.reports import drift_report
 
     verdicts: dict[str, tuple[bool, str]] = {}  # Evidently's own per-column verdict and test, this report
     own = value_drift.get_one_column_drift

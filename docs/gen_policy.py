@@ -150,7 +150,7 @@ def _section(where: str) -> str:
 
 def reference() -> dict[str, dict[str, tuple[str, Any]]]:
     """section -> key -> (kind, default), every key `parse_config` reads, in the order it reads them."""
-    from mlflow_retrain import config
+    from mlflow_retrain.policy import config
 
     with config.recording_reads() as reads:
         config.parse_config(FULL_POLICY, "docs/gen_policy.py")

@@ -18,11 +18,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from mlflow_retrain.config import Config, load_config, parse_config
-from mlflow_retrain.controller import CycleReport, run_cycle
-from mlflow_retrain.data import LabelledData
-from mlflow_retrain.tracking import check_tracking
-from mlflow_retrain.trainers import IN_PROCESS, PROJECT
+from mlflow_retrain.policy.config import Config, load_config, parse_config
+from mlflow_retrain.loop.cycle import CycleReport, run_cycle
+from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.adapters.tracking import check_tracking
+from mlflow_retrain.adapters.trainers import IN_PROCESS, PROJECT
 
 IN_MEMORY = "<DataFrame>"
 

@@ -15,9 +15,9 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from mlflow_retrain.config import Config, check_version, load_config
-from mlflow_retrain.errors import ConfigError, RetrainError
-from mlflow_retrain.streams import redacted_output, stdout_into
+from mlflow_retrain.policy.config import Config, check_version, load_config
+from mlflow_retrain.base.errors import ConfigError, RetrainError
+from mlflow_retrain.adapters.streams import redacted_output, stdout_into
 
 EXIT_CODES = """\b
 Exit codes:
@@ -38,9 +38,9 @@ class RetrainGroup(click.Group):
     one line on stderr and its exit code; bugs still show a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from mlflow_retrain import store
-        from mlflow_retrain.redact import redact, scrub
-        from mlflow_retrain.tracking import configure_client, server_error
+        from mlflow_retrain.adapters import store
+        from mlflow_retrain.base.redact import redact, scrub
+        from mlflow_retrain.adapters.tracking import configure_client, server_error
 
         try:
             try:
@@ -112,7 +112,7 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
 
 
-STORE = "mlflow_retrain.store"
+STORE = "mlflow_retrain.adapters.store"
 
 
 def emit(payload: Any, as_json: bool, human: Callable[[Any], str]) -> None:
@@ -130,7 +130,7 @@ def emit(payload: Any, as_json: bool, human: Callable[[Any], str]) -> None:
 
 def print_now() -> None:
     """Print the result `emit` holds now, not when the command ends (the group prints nothing more)."""
-    from mlflow_retrain.redact import redact
+    from mlflow_retrain.base.redact import redact
 
     ctx = click.get_current_context()
     if RESULT in ctx.meta and STDOUT in ctx.meta:
@@ -167,7 +167,7 @@ def _cell(value: Any) -> str:
 
 def _load(config_path: str) -> Config:
     """The policy, and the store it names (`store.py`), made this process's store."""
-    from mlflow_retrain import store
+    from mlflow_retrain.adapters import store
 
     config = load_config(config_path)
     chosen = store.resolve(config)
@@ -179,7 +179,7 @@ def _load(config_path: str) -> Config:
 def _load_with_data(config_path: str) -> tuple[Config, Any]:
     """The policy and its checked data, read before MLflow is imported: bad input is refused quickly."""
     config = _load(config_path)
-    from mlflow_retrain.data import LabelledData
+    from mlflow_retrain.adapters.data import LabelledData
 
     return config, LabelledData.load(config)
 
@@ -209,7 +209,7 @@ def init(data_path: str, target: str, timestamp: str | None, task: str | None, m
     """
     from pathlib import Path
 
-    from mlflow_retrain.init import init as run_init
+    from mlflow_retrain.usecases.init import init as run_init
 
     result = run_init(Path(data_path), target=target, out=Path(out), timestamp=timestamp, task=task,
                       model_name=model_name, force=force)
@@ -232,7 +232,7 @@ def train(config_path: str, as_of: str | None, trigger: str, reason: str, cycle_
     The first version (no Production yet) goes to Production if it passes the absolute gate;
     later ones go to Staging for `cycle` / `compare` to validate.
     """
-    from mlflow_retrain.train import train as run_train
+    from mlflow_retrain.adapters.train import train as run_train
 
     result = run_train(_load(config_path), as_of=as_of or None, trigger=trigger, reason=reason,
                        cycle_run_id=cycle_run_id)
@@ -254,8 +254,8 @@ def evaluate(config_path: str, as_of: str | None, model_uri: str | None, out_dir
     """Score a model on the monitoring window ending at --as-of; log metrics and Evidently reports."""
     from pathlib import Path
 
-    from mlflow_retrain.evaluate import evaluate as run_evaluate
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.loop.evaluate import evaluate as run_evaluate
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     check_tracking()
@@ -315,7 +315,7 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
           bootstrap: bool, retrain_via: str, summary_md: str | None, as_json: bool) -> None:
     """One controller cycle: monitor Production, check triggers, retrain, validate, promote or reject."""
     config, data = _load_with_data(config_path)
-    from mlflow_retrain.controller import run_cycle
+    from mlflow_retrain.loop.cycle import run_cycle
 
     def show(report: Any) -> None:  # before the notifications are delivered: a person need not wait for them
         if summary_md:
@@ -335,7 +335,7 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
 def check(config_path: str, as_of: str | None, as_json: bool) -> None:
     """What a cycle would decide now and why; writes nothing."""
     config, data = _load_with_data(config_path)
-    from mlflow_retrain.controller import run_cycle
+    from mlflow_retrain.loop.cycle import run_cycle
 
     emit(run_cycle(config, as_of=as_of, dry_run=True, data=data).to_dict(), as_json, _cycle_human)
 
@@ -345,8 +345,8 @@ def check(config_path: str, as_of: str | None, as_json: bool) -> None:
 @json_option
 def status(config_path: str, as_json: bool) -> None:
     """Production and Staging versions, their metrics and trigger tags, the last cycle."""
-    from mlflow_retrain.audit import status as read_status
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.usecases.audit import status as read_status
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     check_tracking(write=False)
@@ -375,11 +375,11 @@ def status(config_path: str, as_json: bool) -> None:
 @json_option
 def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
     """Score Staging and Production on the same holdout and apply the gate; moves nothing."""
-    from mlflow_retrain.controller import compare as run_compare
-    from mlflow_retrain.data import LabelledData, Window
-    from mlflow_retrain.errors import RegistryError
-    from mlflow_retrain.registry import Registry
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.loop.cycle import compare as run_compare
+    from mlflow_retrain.adapters.data import LabelledData, Window
+    from mlflow_retrain.base.errors import RegistryError
+    from mlflow_retrain.adapters.registry import Registry
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     data = LabelledData.load(config)
@@ -416,7 +416,7 @@ def promote(config_path: str, version: str, reason: str, as_of: str | None, as_j
 
     The move is stamped with the clock and with the data time it applies to (--as-of, default the
     newest row of the data), so the monitor charges every window to the right version."""
-    from mlflow_retrain.controller import promote as run_promote
+    from mlflow_retrain.loop.cycle import promote as run_promote
 
     move = run_promote(_load(config_path), version, reason, as_of)
     emit(move.to_dict(), as_json, lambda r: f"v{r['version']} is in Production (was v{r['previous'] or '-'}); "
@@ -432,7 +432,7 @@ def rollback(config_path: str, reason: str, as_of: str | None, as_json: bool) ->
     """Back to the version in Production before the current one; the current one is archived.
 
     Rolling back twice walks further back (v7 -> v6 -> v5), it does not toggle between two."""
-    from mlflow_retrain.controller import rollback as run_rollback
+    from mlflow_retrain.loop.cycle import rollback as run_rollback
 
     move = run_rollback(_load(config_path), reason, as_of)
     emit(move.to_dict(), as_json, lambda r: f"rolled back to v{r['version']} (from v{r['previous'] or '-'}); "
@@ -451,7 +451,7 @@ def _sign_off_command(action: str, example: str, doc: str) -> None:
     @json_option
     def command(config_path: str, version: str, reason: str, by: str | None, as_of: str | None,
                 as_json: bool) -> None:
-        from mlflow_retrain.signoff import sign_off
+        from mlflow_retrain.loop.signoff import sign_off
 
         done = sign_off(_load(config_path), action, version, reason, by, as_of)
         emit(done.to_dict(), as_json, lambda r: f"v{r['version']} {r['outcome']} by {r['by']}"
@@ -479,9 +479,9 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
     nothing pending outside Staging, complete audit tags, no run left RUNNING by a crashed cycle.
 
     Exit 0 when healthy (or repaired), 4 when something needs --repair."""
-    from mlflow_retrain.errors import HealthError
-    from mlflow_retrain.reconcile import doctor as run_doctor
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.base.errors import HealthError
+    from mlflow_retrain.loop.reconcile import doctor as run_doctor
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     check_tracking(write=repair)
@@ -518,8 +518,8 @@ def doctor(config_path: str, repair: bool, as_json: bool) -> None:
 @json_option
 def history(config_path: str, limit: int, as_json: bool) -> None:
     """The controller's cycles and manual moves, newest first, with the versions and reasons."""
-    from mlflow_retrain.audit import history as read_history
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.usecases.audit import history as read_history
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     check_tracking(write=False)
@@ -548,9 +548,9 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
     """The error over time of whichever model was in Production, drift, and downtime; a dashboard."""
     from pathlib import Path
 
-    from mlflow_retrain.config import parse_span
-    from mlflow_retrain.monitor import raise_if_unhealthy, run_monitor
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.policy.config import parse_span
+    from mlflow_retrain.usecases.monitor import raise_if_unhealthy, run_monitor
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     span = parse_span(every, "--every") if every else None
@@ -568,7 +568,7 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
 
     emit(result.to_dict(), as_json, human)
     if end is None:  # live, not a replay of the past: downtime is news, told to the `notify:` targets
-        from mlflow_retrain.notify import downtime_events, notify
+        from mlflow_retrain.adapters.notify import downtime_events, notify
 
         notify(config, downtime_events(config.model_name, result), run_id=result.run_id)
     raise_if_unhealthy(result)
@@ -621,13 +621,13 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
 
     from contextlib import nullcontext
 
-    from mlflow_retrain import adopt
-    from mlflow_retrain.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
-    from mlflow_retrain.cluster import check_address, connect, threads
+    from mlflow_retrain.usecases import adopt
+    from mlflow_retrain.usecases.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
+    from mlflow_retrain.adapters.cluster import check_address, connect, threads
     from mlflow_retrain.decide.choice import Rule
-    from mlflow_retrain.config import parse_span
-    from mlflow_retrain.errors import ConfigError
-    from mlflow_retrain.tracking import check_tracking
+    from mlflow_retrain.policy.config import parse_span
+    from mlflow_retrain.base.errors import ConfigError
+    from mlflow_retrain.adapters.tracking import check_tracking
 
     config = _load(config_path)
     span = parse_span(every, "--every") if every else config.monitoring.window
@@ -687,7 +687,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
 
 def _apply(adoption: Any, yes: bool) -> dict[str, Any]:
     """Show the policy file's diff on stderr (stdout stays clean for --json), confirm, write."""
-    from mlflow_retrain import adopt
+    from mlflow_retrain.usecases import adopt
 
     why = adoption.why or ("" if adoption.changed else "the file already has these triggers")
     if not why:

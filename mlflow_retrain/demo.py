@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import load_config
-from mlflow_retrain.data import LabelledData
-from mlflow_retrain.streams import stdout_into
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.adapters.streams import stdout_into
 
 log = logging.getLogger("mlflow_retrain.demo")
 
@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from mlflow_retrain.audit import history, status
+    from mlflow_retrain.usecases.audit import history, status
     from mlflow_retrain.cli import table
-    from mlflow_retrain.controller import run_cycle
+    from mlflow_retrain.loop.cycle import run_cycle
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the story, not MLflow's progress chatter
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _version_as_of(config) -> str | None:
-    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.adapters.registry import Registry
 
     production = Registry(config).production()
     return production.tags.get(T.AS_OF) if production else None
@@ -120,7 +120,7 @@ def _print_step(step: str, label: str, report) -> None:
 
 def _dashboard(config, data, out: Path) -> None:
     """The monitoring dashboard over the whole replayed history: who served when, and how well."""
-    from mlflow_retrain.monitor import run_monitor
+    from mlflow_retrain.usecases.monitor import run_monitor
 
     # a replay: the span ends at the data's last row, not at today's clock (which would be a data gap)
     result = run_monitor(config, data=data, out_dir=out, every=None, end=str(data.last))

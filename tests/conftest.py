@@ -50,7 +50,7 @@ if _tmpfs():
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The audited-model cache (`mlflow_retrain.model_cache`) of this test process and the commands it
+    """The audited-model cache (`mlflow_retrain.adapters.model_cache`) of this test process and the commands it
     starts: its own folder, not the user's ~/.cache."""
     folder = tmp_path_factory.mktemp("model-cache")
     os.environ["MLFLOW_RETRAIN_CACHE_DIR"] = str(folder)
@@ -195,8 +195,8 @@ def write_policy(tmp_path: Path, small_data: Path):
 
 def _bootstrap(folder: Path, bike_frame: pd.DataFrame) -> None:
     """v1 trained as of 2011-04-30 on the small policy, into the current tracking store."""
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.train import train
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.train import train
 
     data = folder / "bikes.csv"
     bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
@@ -235,8 +235,8 @@ def awaiting_template(tmp_path_factory: pytest.TempPathFactory, bootstrapped_tem
     2011-05-31, v1 degraded): v2 passed the gate and awaits a person's sign-off in Staging."""
     import mlflow
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.controller import run_cycle
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.loop.cycle import run_cycle
 
     folder = tmp_path_factory.mktemp("awaiting")
     shutil.copy(bootstrapped_template, folder / "mlflow.db")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide.verdicts import RetrainDecision, format_span
 
 WAIT, PROMOTE, REJECT, EXPIRE, REVALIDATE = "wait", "promote", "reject", "expire", "revalidate"

@@ -10,10 +10,10 @@ import dataclasses
 
 import pandas as pd
 
-from mlflow_retrain.config import Config
+from mlflow_retrain.policy.config import Config
 from mlflow_retrain.decide.observations import DriftNumbers, Observations, WindowScore
 from mlflow_retrain.decide.verdicts import RetrainDecision, TriggerResult, cooldown, debounce, decide, on_demand
-from mlflow_retrain.window import Window
+from mlflow_retrain.decide.window import Window
 
 
 def recent_windows(as_of: pd.Timestamp, config: Config, count: int) -> list[Window]:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from mlflow_retrain.config import Significance
+from mlflow_retrain.policy.config import Significance
 from mlflow_retrain.decide.verdicts import number as _n
 
 if TYPE_CHECKING:
-    from mlflow_retrain.config import Config, _Section as Section
+    from mlflow_retrain.policy.config import Config, _Section as Section
     from mlflow_retrain.decide.triggers import PolicyContext
 
 

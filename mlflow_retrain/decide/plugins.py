@@ -28,7 +28,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 TRIGGERS = "mlflow_retrain.triggers"
 GATES = "mlflow_retrain.gates"

@@ -61,7 +61,7 @@ def run_fleet(command: str, policies: Sequence[Path], *, jobs: int, select: Sequ
     model in `jobs` worker processes, or on the Dask cluster's workers."""
     started = time.perf_counter()
     if cluster is not None:
-        from mlflow_retrain.cluster import check_address
+        from mlflow_retrain.adapters.cluster import check_address
 
         check_address(cluster)
     wanted = parse_selectors(select)
@@ -84,7 +84,7 @@ def run_fleet(command: str, policies: Sequence[Path], *, jobs: int, select: Sequ
     if cluster is None:
         rows = run_tasks(tasks, jobs, report)
     else:
-        from mlflow_retrain.cluster import connect, workers
+        from mlflow_retrain.adapters.cluster import connect, workers
 
         with connect(cluster) as client:
             jobs = workers(client)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow_retrain.config import Config, parse_config, read_yaml
-from mlflow_retrain.errors import ConfigError, FleetError
+from mlflow_retrain.policy.config import Config, parse_config, read_yaml
+from mlflow_retrain.base.errors import ConfigError, FleetError
 from mlflow_retrain.fleet.rules import merge
 
 FLEET_KEYS = ("defaults", "models")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from mlflow_retrain.errors import FleetError
+from mlflow_retrain.base.errors import FleetError
 
 # Exit codes from the least to the most worrying (cli.py documents them). The order answers "how much
 # do we *not* know about some model": 3 is another cycle at work on it (its own run reports), 4 is

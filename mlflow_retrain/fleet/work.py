@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mlflow_retrain import store
-from mlflow_retrain import tags as T
-from mlflow_retrain.audit import history
-from mlflow_retrain.config import Config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.errors import RetrainError
+from mlflow_retrain.adapters import store
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.usecases.audit import history
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.base.errors import RetrainError
 from mlflow_retrain.fleet.rules import OUTCOME_OF_CODE, age, format_age, selected
 from mlflow_retrain.fleet.task import NOT_SELECTED, Row, Task
-from mlflow_retrain.monitor import run_monitor
-from mlflow_retrain.notify import downtime_events, notify
-from mlflow_retrain.redact import redact, scrub
-from mlflow_retrain.registry import Registry
-from mlflow_retrain.tracking import check_tracking, configure_client, server_error
+from mlflow_retrain.usecases.monitor import run_monitor
+from mlflow_retrain.adapters.notify import downtime_events, notify
+from mlflow_retrain.base.redact import redact, scrub
+from mlflow_retrain.adapters.registry import Registry
+from mlflow_retrain.adapters.tracking import check_tracking, configure_client, server_error
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlflow_retrain.redact import redact
+from mlflow_retrain.base.redact import redact
 from mlflow_retrain.serve import parse, signing
 from mlflow_retrain.serve.events import IGNORE, TRIGGER, WEBHOOK, Action, trigger_action, webhook_action
 from mlflow_retrain.serve.queue import QUEUE_ENV, QueueUnavailable, open_queue, worker_key

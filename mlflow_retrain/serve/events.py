@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve.parse import Refused, version_number
 
 WEBHOOK, TRIGGER, NEW_DATA = "webhook", "trigger", "new_data"

@@ -40,8 +40,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from mlflow_retrain.errors import ServeError
-from mlflow_retrain.redact import redact
+from mlflow_retrain.base.errors import ServeError
+from mlflow_retrain.base.redact import redact
 from mlflow_retrain.serve.events import Action, Queued
 from mlflow_retrain.serve.queue import (
     DONE,

@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow_retrain.errors import ServeError
+from mlflow_retrain.base.errors import ServeError
 from mlflow_retrain.serve.events import Action, Queued
 
 PENDING, RUNNING, DONE, FAILED, IGNORED = "pending", "running", "done", "failed", "ignored"

@@ -15,9 +15,9 @@ import signal
 import socket
 from pathlib import Path
 
-from mlflow_retrain.config import MIN_SECRET, Config
-from mlflow_retrain.errors import ServeError
-from mlflow_retrain.redact import redact
+from mlflow_retrain.policy.config import MIN_SECRET, Config
+from mlflow_retrain.base.errors import ServeError
+from mlflow_retrain.base.redact import redact
 from mlflow_retrain.serve.app import SECRET_ENV, Settings, create_app
 from mlflow_retrain.serve.queue import open_queue
 

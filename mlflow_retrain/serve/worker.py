@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import Config
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import Config
 from mlflow_retrain.serve.events import (
     FORCE,
     MARK,
@@ -43,7 +43,7 @@ from mlflow_retrain.serve.events import (
 from mlflow_retrain.serve.queue import DONE, FAILED, QUEUE_ENV, Queue, QueueUnavailable, open_queue, worker_key
 
 if TYPE_CHECKING:
-    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.adapters.registry import Registry
 
 log = logging.getLogger("mlflow_retrain.serve.worker")  # not __main__: it runs as `python -m`
 
@@ -68,8 +68,8 @@ class Worker:
 
     def run_one(self, batch: int, call: CycleCall, why: str) -> None:
         """One cycle of a batch, its outcome recorded on the events it serves."""
-        from mlflow_retrain.errors import LeaseHeldError, RetrainError
-        from mlflow_retrain.redact import redact
+        from mlflow_retrain.base.errors import LeaseHeldError, RetrainError
+        from mlflow_retrain.base.redact import redact
 
         started = time.time()
         try:
@@ -91,7 +91,7 @@ class Worker:
         log.info("batch %d: %s cycle -> %s", batch, call.kind, outcome.get("outcome", outcome.get("error")))
 
     def run_call(self, call: CycleCall) -> dict[str, Any]:
-        from mlflow_retrain.controller import run_cycle
+        from mlflow_retrain.loop.cycle import run_cycle
 
         if call.kind in (VALIDATE, SIGNOFF):
             # a normal cycle validates a pending version or carries out a verdict before anything else
@@ -110,7 +110,7 @@ class Worker:
         """Versions registered outside a cycle are tagged pending (under the lease, as every registry
         write) so the cycle's reconcile stages and judges them; None when there is one to validate,
         else why nothing is."""
-        from mlflow_retrain.registry import Registry
+        from mlflow_retrain.adapters.registry import Registry
 
         registry = Registry(self.config)
         actions = self.examine(registry, versions, adoption)
@@ -127,7 +127,7 @@ class Worker:
     def awaiting(self, versions: Sequence[str]) -> str | None:
         """None when a signed-off version still awaits approval (the cycle carries the verdict out),
         else why no cycle is needed: `approve`/`reject` carried it out at once, or a cycle did."""
-        from mlflow_retrain.registry import Registry
+        from mlflow_retrain.adapters.registry import Registry
 
         return self.skipped(self.examine(Registry(self.config), versions, signoff_due), (SIGNOFF,))
 
@@ -136,7 +136,7 @@ class Worker:
                 decide: Callable[[str, Mapping[str, str]], Action]) -> list[Action]:
         """`decide` over each version's tags as the registry has them now; a version deleted since
         its event is left out (and logged)."""
-        from mlflow_retrain.errors import RegistryError
+        from mlflow_retrain.base.errors import RegistryError
 
         actions = []
         for version in versions:
@@ -190,16 +190,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     queue = open_queue(os.environ.get(QUEUE_ENV), state, args.claim_ttl)
     with open(state / "worker.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned worker finishing a cycle keeps it until it ends
-        from mlflow_retrain import store
-        from mlflow_retrain.config import load_config
-        from mlflow_retrain.redact import install_log_filter
-        from mlflow_retrain.tracking import configure_client
+        from mlflow_retrain.adapters import store
+        from mlflow_retrain.policy.config import load_config
+        from mlflow_retrain.base.redact import install_log_filter
+        from mlflow_retrain.adapters.tracking import configure_client
 
         install_log_filter()
         config = load_config(args.config)
         store.use(store.resolve(config))
         configure_client()
-        import mlflow_retrain.controller  # noqa: F401  (imported once here, not in the first cycle)
+        import mlflow_retrain.loop.cycle  # noqa: F401  (imported once here, not in the first cycle)
 
         worker = Worker(config, queue, args.retrain_via, stop)
         recovered = queue.recover()

@@ -1,6 +1,6 @@
 """The fault-injection harness: kill a real cycle process at a named registry write, then converge.
 
-Each cycle runs in a child process (killed with a real SIGKILL by `mlflow_retrain.faults`) forked
+Each cycle runs in a child process (killed with a real SIGKILL by `mlflow_retrain.base.faults`) forked
 from a fork server that imported MLflow, Evidently and scikit-learn once, so a kill costs the
 cycle's work and not its imports. A fork server, not a fork of the test process: the test process
 has trained models (OpenMP's thread pool does not survive a fork) and opened stores. Every read of
@@ -30,9 +30,9 @@ import evidently  # noqa: F401
 import sklearn.ensemble  # noqa: F401
 import skops.io  # noqa: F401
 
-import mlflow_retrain.controller  # noqa: F401
-from mlflow_retrain import faults
-from mlflow_retrain import tags as T
+import mlflow_retrain.loop.cycle  # noqa: F401
+from mlflow_retrain.base import faults
+from mlflow_retrain.base import tags as T
 
 TTL = "0.07m"  # 4.2 s: renewed every 1.4 s while a cycle works, expired soon after a kill
 TTL_SECONDS = 4.2
@@ -145,8 +145,8 @@ _reading_exit_codes = threading.Lock()
 
 
 def _cycle(scenario: Scenario) -> str:
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.controller import run_cycle
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.loop.cycle import run_cycle
 
     if scenario.prepare:  # not part of what is killed: no fault point counts in it
         armed = {k: os.environ.pop(k) for k in (faults.FAULT, faults.FAULT_LOG) if k in os.environ}
@@ -160,8 +160,8 @@ def expired_lease() -> None:
     """A lease left by a cycle that died: expired, not released."""
     from datetime import timedelta
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.registry import Registry
 
     registry = Registry(load_config("retrain.yaml"))
     if not registry.lease.generations():
@@ -170,9 +170,9 @@ def expired_lease() -> None:
 
 def bootstrapped() -> None:
     """v1 in Production (trained as of 2011-04-30), for a store that cannot be copied (a server)."""
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.registry import Registry
-    from mlflow_retrain.train import train
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.registry import Registry
+    from mlflow_retrain.adapters.train import train
 
     config = load_config("retrain.yaml")
     if not Registry(config).exists():  # v1 passes whatever gate the scenario itself tests
@@ -184,7 +184,7 @@ def approved() -> None:
     """v2, awaiting a person's sign-off, approved by hand in the MLflow UI: the tag alone, no name."""
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.config import load_config
+    from mlflow_retrain.policy.config import load_config
 
     MlflowClient().set_model_version_tag(load_config("retrain.yaml").model_name, "2", T.APPROVAL, T.APPROVED)
 
@@ -193,7 +193,7 @@ def hand_moved() -> None:
     """The `production` alias pointed at v2 in the MLflow UI: a version nobody approved, served by hand."""
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.config import load_config
+    from mlflow_retrain.policy.config import load_config
 
     MlflowClient().set_registered_model_alias(load_config("retrain.yaml").model_name, "production", "2")
 
@@ -250,11 +250,11 @@ def _recover(scenario: Scenario) -> Outcome:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.controller import run_cycle
-    from mlflow_retrain.reconcile import controller_experiment, crashed_runs
-    from mlflow_retrain.registry import Registry, utcnow
-    from mlflow_retrain.registry.repair import examine
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.loop.cycle import run_cycle
+    from mlflow_retrain.loop.reconcile import controller_experiment, crashed_runs
+    from mlflow_retrain.adapters.registry import Registry, utcnow
+    from mlflow_retrain.adapters.registry.repair import examine
 
     config = load_config(scenario.recovery_policy)
     registry = Registry(config)

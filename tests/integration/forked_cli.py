@@ -32,7 +32,7 @@ from pathlib import Path
 HELPER = r"""
 import atexit, json, os, sys
 import mlflow, sklearn, pandas, mlflow.sklearn, mlflow.store.tracking.sqlalchemy_store
-import mlflow_retrain.cli, mlflow_retrain.controller, mlflow_retrain.evaluate
+import mlflow_retrain.cli, mlflow_retrain.loop.cycle, mlflow_retrain.loop.evaluate
 from mlflow_retrain.cli import main
 
 def child(request):

@@ -182,8 +182,8 @@ def with_lease(f: Folder) -> None:
 def _in_store(f: Folder, act: Callable[[Any], Any]) -> None:
     import mlflow
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.registry import Registry
 
     previous, cwd = mlflow.get_tracking_uri(), os.getcwd()
     mlflow.set_tracking_uri(f.uri)

@@ -17,16 +17,16 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.backtest import default_policies, run_backtest
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.trainers import IN_PROCESS
-from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.usecases.backtest import default_policies, run_backtest
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.adapters.trainers import IN_PROCESS
+from mlflow_retrain.adapters.data import LabelledData, Window
 import mlflow.sklearn
-from mlflow_retrain.evaluate import evaluate
-from mlflow_retrain.monitor import run_monitor
-from mlflow_retrain.train import train
+from mlflow_retrain.loop.evaluate import evaluate
+from mlflow_retrain.usecases.monitor import run_monitor
+from mlflow_retrain.adapters.train import train
 
 FEATURES = ["hour", "season", "holiday", "weekday", "workingday", "weathersit", "temp", "atemp", "hum", "windspeed"]
 
@@ -177,4 +177,4 @@ def test_flights_with_label_noise_repeats_and_two_offsets_train_on_every_row_unl
     line = (f"{tmp_path / 'flights.csv'}: 7,303 row(s) read, 5 exact repeat(s) dropped, 4 row(s) with conflicting "
             "labels kept (data.duplicates: drop)")
     assert dropped.returncode == 0 and f"\ndata: {line}\n" in dropped.stdout, dropped.stdout
-    assert f"WARNING mlflow_retrain.data: {line}\n" in dropped.stderr, dropped.stderr
+    assert f"WARNING mlflow_retrain.adapters.data: {line}\n" in dropped.stderr, dropped.stderr

@@ -108,8 +108,8 @@ def test_a_cluster_that_cannot_be_used_is_one_line_and_nothing_runs(store, fleet
 
 
 def test_a_scheduler_without_workers_is_refused_not_waited_on():
-    from mlflow_retrain.cluster import connect
-    from mlflow_retrain.errors import ClusterError
+    from mlflow_retrain.adapters.cluster import connect
+    from mlflow_retrain.base.errors import ClusterError
 
     with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None) as empty, \
             pytest.raises(ClusterError, match="has no workers after 0.5 s; start some"), \

@@ -26,12 +26,12 @@ from evidently.legacy.calculations import data_drift as evidently_drift
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mlflow_retrain import reports
-from mlflow_retrain.config import ColumnDriftRule, DataConfig, DriftConfig, load_config
-from mlflow_retrain.data import LabelledData
+from mlflow_retrain.adapters import reports
+from mlflow_retrain.policy.config import ColumnDriftRule, DataConfig, DriftConfig, load_config
+from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.decide import DriftNumbers
-from mlflow_retrain.drift import ColumnDrift, DriftMeter
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.measure.drift import ColumnDrift, DriftMeter
+from mlflow_retrain.base.errors import ConfigError
 
 EMPTY = re.compile(r"An empty column '(.+)' was provided")
 

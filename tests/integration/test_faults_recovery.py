@@ -18,7 +18,7 @@ from faults_common import (
     probe_points,
 )
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 
 
 def test_a_kill_at_every_write_of_a_rejection_converges(tmp_path, bootstrapped_template, write_policy, store):

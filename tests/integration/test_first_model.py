@@ -16,13 +16,13 @@ from load_policy import write_load_policy
 from mlflow.tracking import MlflowClient
 from synthetic import energy_load
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.registry import Registry, utcnow
-from mlflow_retrain.registry.repair import examine
-from mlflow_retrain.train import train
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.adapters.registry import Registry, utcnow
+from mlflow_retrain.adapters.registry.repair import examine
+from mlflow_retrain.adapters.train import train
 
 
 def load_policy(folder: Path, max_metric: float) -> Path:

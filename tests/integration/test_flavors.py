@@ -32,10 +32,10 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.config import load_config
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.adapters.registry import Registry
 
 SHIFT = pd.Timestamp("2022-10-01")
 BOOTSTRAP, LATER = "2022-06-30", "2023-01-31"  # before the rebuild; four months after it

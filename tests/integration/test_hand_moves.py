@@ -17,9 +17,9 @@ import forked_cli
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import load_config
-from mlflow_retrain.signoff import sign_off
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.signoff import sign_off
 
 QUIET = {"metric_threshold": {"max": 500}}
 APPROVAL = {"require_approval": True, "approval_ttl": "7d"}  # as in tests/conftest.py's awaiting_template

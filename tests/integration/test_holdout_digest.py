@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.adapters.registry import Registry
 
 
 def logged_digest(run_id: str, context: str) -> str:

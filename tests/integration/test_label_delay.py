@@ -11,12 +11,12 @@ import pandas as pd
 from load_policy import write_load_policy
 from synthetic import energy_load
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.backtest import default_policies, run_backtest, select
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.data import LabelledData
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.adapters.registry import Registry
 
 WEEK = timedelta(days=7)
 START, END = "2022-12-03", "2023-02-25"  # the shift (2023-01-01) in the middle

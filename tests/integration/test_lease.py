@@ -24,13 +24,13 @@ import forked_cli
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.audit import status
-from mlflow_retrain.config import load_config
-from mlflow_retrain.errors import LeaseHeldError, LeaseLostError, RegistryError
-from mlflow_retrain.faults import FAULT_LOG
-from mlflow_retrain.reconcile import controller_experiment, doctor
-from mlflow_retrain.registry import Registry, utcnow
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.usecases.audit import status
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.base.errors import LeaseHeldError, LeaseLostError, RegistryError
+from mlflow_retrain.base.faults import FAULT_LOG
+from mlflow_retrain.loop.reconcile import controller_experiment, doctor
+from mlflow_retrain.adapters.registry import Registry, utcnow
 
 FIRING = {"metric_threshold": {"max": 60}}
 
@@ -164,7 +164,7 @@ def test_a_cycle_frozen_past_its_lease_is_fenced_and_only_the_taker_promotes(pro
 RUNNER = """
 import importlib.util, json, os, sys
 import mlflow, mlflow.pyfunc, mlflow.sklearn, sklearn.ensemble  # what every cycle loads before the lease
-import mlflow_retrain.cli as cli, mlflow_retrain.controller, mlflow_retrain.train
+import mlflow_retrain.cli as cli, mlflow_retrain.loop.cycle, mlflow_retrain.adapters.train
 if importlib.util.find_spec("skops"):
     import skops.io  # MLflow's sklearn loader imports it (a second of CPU)
 folder, n, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -302,8 +302,8 @@ def test_a_taker_that_died_before_sweeping_leaves_a_lower_generation_its_release
 
 # ---- d. rollback walks back ---------------------------------------------------------------------------
 def test_rollback_walks_back_through_the_promotions_never_toggles(prod_store, write_policy):
-    from mlflow_retrain.controller import promote, rollback
-    from mlflow_retrain.train import train
+    from mlflow_retrain.loop.cycle import promote, rollback
+    from mlflow_retrain.adapters.train import train
 
     config = load_config(write_policy())
     registry = Registry(config)
@@ -338,8 +338,8 @@ def test_rollback_walks_back_through_the_promotions_never_toggles(prod_store, wr
 HOLD = """
 import sys, time
 from datetime import timedelta
-from mlflow_retrain.config import load_config
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.adapters.registry import Registry
 Registry(load_config(sys.argv[1])).acquire_lease(timedelta(minutes=5))
 print("held", flush=True)
 time.sleep(600)
@@ -365,7 +365,7 @@ def test_a_lease_whose_holder_process_is_gone_is_taken_at_once_a_live_holders_is
     assert f"process {holder.pid} no longer runs" in gone.lease_holder_gone, gone.to_dict()
     assert "holder is gone" in gone.lease and gone.to_dict()["lease_holder_gone"] == gone.lease_holder_gone
     assert "holder is gone" in status(config).lease  # `status` says so too
-    with caplog.at_level("WARNING", logger="mlflow_retrain.registry.lease"):
+    with caplog.at_level("WARNING", logger="mlflow_retrain.adapters.registry.lease"):
         taken = registry.acquire_lease(timedelta(minutes=5))  # at once, not in five minutes
     assert taken.generation == 2 and _lease_objects("bikes") == ["bikes.retrain-lease.2"]
     freed = registry.lease.generations()[-1].tags[T.LEASE_FREED]
@@ -540,7 +540,7 @@ def test_a_training_child_given_a_lost_lease_generation_writes_nothing(prod_stor
     """`mlflow-retrain train` as a cycle's `mlflow run` child runs it (a cycle run id, the lease's
     generation in its environment): once a later generation exists it opens no run and registers
     nothing; under the live generation it registers its version for the cycle to place."""
-    from mlflow_retrain.registry.lease import LEASE_ENV
+    from mlflow_retrain.adapters.registry.lease import LEASE_ENV
 
     path = str(write_policy())
     config = load_config(path)

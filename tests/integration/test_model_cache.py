@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlflow_retrain import model_cache
+from mlflow_retrain.adapters import model_cache
 
 TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 ROWS = pd.DataFrame({"x": np.linspace(0, 10, 200), "z": np.sin(np.linspace(0, 10, 200))})
@@ -29,7 +29,7 @@ LOAD = """
 import json, sys
 from mlflow.models import Model
 import pandas as pd
-from mlflow_retrain import model_cache
+from mlflow_retrain.adapters import model_cache
 model = model_cache.load_sklearn(sys.argv[1], Model.load(sys.argv[1]).flavors["sklearn"])
 rows = pd.read_json(sys.argv[2])
 print(json.dumps({"skops": "skops.io" in sys.modules, "pred": model.predict(rows).tolist()}))

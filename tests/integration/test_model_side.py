@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.config import load_config
-from mlflow_retrain.data import LabelledData, Window
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.adapters.data import LabelledData, Window
 import mlflow.sklearn
-from mlflow_retrain.evaluate import evaluate
-from mlflow_retrain.registry import Registry
-from mlflow_retrain.train import train
+from mlflow_retrain.loop.evaluate import evaluate
+from mlflow_retrain.adapters.registry import Registry
+from mlflow_retrain.adapters.train import train
 
 
 def registry_state(name: str) -> list[tuple]:

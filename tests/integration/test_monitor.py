@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import mean_absolute_error
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import promote, rollback, run_cycle
-from mlflow_retrain.errors import DataError
-from mlflow_retrain.monitor import run_monitor
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import promote, rollback, run_cycle
+from mlflow_retrain.base.errors import DataError
+from mlflow_retrain.usecases.monitor import run_monitor
 
 
 def test_series_matches_an_independent_computation(prod_store, write_policy, small_data, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 # what only drift or reports need: Evidently and what it brings, and our modules over them
-HEAVY = ("evidently", "plotly", "nannyml", "nltk", "mlflow_retrain.drift", "mlflow_retrain.reports")
+HEAVY = ("evidently", "plotly", "nannyml", "nltk", "mlflow_retrain.measure.drift", "mlflow_retrain.adapters.reports")
 
 RUN = """
 import json, sys
@@ -50,10 +50,10 @@ FIRING = {"metric_threshold": {"max": 60}}
     (QUIET, "on_change", [], False),
     # a drift trigger: drift measured (DriftMeter, over the column rules in `reports`), but no report
     # is written, so no Evidently
-    ({**QUIET, "data_drift": {"max_drift_share": 0.95}}, "on_change", ["mlflow_retrain.drift", "mlflow_retrain.reports"],
+    ({**QUIET, "data_drift": {"max_drift_share": 0.95}}, "on_change", ["mlflow_retrain.measure.drift", "mlflow_retrain.adapters.reports"],
      True),
     # reports asked for on every cycle: the drift numbers and Evidently's two reports
-    (QUIET, "always", ["evidently", "mlflow_retrain.drift", "mlflow_retrain.reports"], True),
+    (QUIET, "always", ["evidently", "mlflow_retrain.measure.drift", "mlflow_retrain.adapters.reports"], True),
 ])
 def test_a_no_op_cycle_imports_drift_and_evidently_only_when_its_policy_asks(prod_store, write_policy, triggers,
                                                                               reports, imported, drift):
@@ -74,7 +74,7 @@ def test_a_cycle_that_retrains_measures_drift_and_writes_the_reports_without_a_d
     """on_change: the reference is read and Evidently imported once a trigger fired, not before."""
     report, heavy = cycle_in_a_process(write_policy(triggers=FIRING), "--as-of", "2011-05-31")
     assert report["outcome"] == "promoted" and report["retrain"]["fired"] == ["metric_threshold"]
-    assert {"evidently", "mlflow_retrain.drift", "mlflow_retrain.reports"} <= set(heavy)
+    assert {"evidently", "mlflow_retrain.measure.drift", "mlflow_retrain.adapters.reports"} <= set(heavy)
     assert report["drift"] is not None and "drift_share" in MlflowClient().get_run(report["cycle_run_id"]).data.metrics
     artifacts = {a.path for a in MlflowClient().list_artifacts(report["cycle_run_id"], "reports")}
     assert artifacts == {"reports/data_drift.html", "reports/model_quality.html"}

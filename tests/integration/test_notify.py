@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import notify as N
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
+from mlflow_retrain.adapters import notify as N
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.serve import signing
 
 SECRET = "s3cr3t-for-tests"
@@ -185,7 +185,7 @@ def test_promotion_and_rejection_reach_slack_and_json_receivers_signed(prod_stor
             notify=[{"url": slack.url, "format": "slack", "secret_env": "RETRAIN_HOOK_SECRET"},
                     {"url": generic.url, "format": "json", "on": ["promoted", "rejected"],
                      "secret_env": "RETRAIN_HOOK_SECRET"}]))
-        with caplog.at_level("INFO", logger="mlflow_retrain.notify"):
+        with caplog.at_level("INFO", logger="mlflow_retrain.adapters.notify"):
             promoted = run_cycle(config, as_of="2011-05-31", via="inprocess")
             # the same window again: the same model, which cannot beat the one it would replace
             rejected = run_cycle(config, as_of="2011-05-31", force=True, reason="pricing change", via="inprocess")
@@ -271,7 +271,7 @@ def test_a_failed_cycle_is_told_then_raised(prod_store, write_policy, monkeypatc
     def crash(*args, **kwargs):
         raise RuntimeError("trainer crashed at http://user:hunter2@example.com")
 
-    monkeypatch.setattr("mlflow_retrain.controller.make_candidate", crash)
+    monkeypatch.setattr("mlflow_retrain.loop.cycle.make_candidate", crash)
     with Receiver() as receiver:
         config = load_config(write_policy(notify=[{"url": receiver.url, "on": ["failed"]}]))
         with pytest.raises(RuntimeError, match="trainer crashed"):
@@ -328,7 +328,7 @@ def test_bad_notify_policy_is_one_line_exit_2_before_anything_runs(write_policy,
 def test_a_move_by_hand_is_told_like_a_cycle_s(prod_store, write_policy, monkeypatch):
     """`rollback` (and `promote`, `approve`, `reject`) moves Production outside a cycle: the channel
     that hears of promotions hears of it, with who asked and why."""
-    from mlflow_retrain.controller import rollback
+    from mlflow_retrain.loop.cycle import rollback
 
     monkeypatch.setenv("RETRAIN_HOOK_SECRET", SECRET)
     with Receiver() as generic:

@@ -18,14 +18,14 @@ import yaml
 from click.testing import CliRunner
 from synthetic import energy_load
 
-from mlflow_retrain import source
+from mlflow_retrain.adapters import source
 from mlflow_retrain.cli import cli
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.data import LabelledData
-from mlflow_retrain.monitor import run_monitor
-from mlflow_retrain.source import WindowedData, key_span
-from mlflow_retrain.window import Window
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.usecases.monitor import run_monitor
+from mlflow_retrain.adapters.source import WindowedData, key_span
+from mlflow_retrain.decide.window import Window
 
 START, END = "2022-10-01", "2023-02-28 23:00"  # the level shift of `energy_load` is on 2023-01-01
 

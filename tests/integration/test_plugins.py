@@ -11,12 +11,12 @@ from datetime import timedelta
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.backtest import default_policies, run_backtest, select
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.errors import ConfigError
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.base.errors import ConfigError
+from mlflow_retrain.adapters.registry import Registry
 
 PLUGIN = '''
 from dataclasses import dataclass

@@ -38,10 +38,10 @@ from test_registry import (
     test_expired_lease_is_taken_over_and_release_only_frees_our_own,  # noqa: F401
 )
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import load_config
-from mlflow_retrain.errors import LeaseHeldError
-from mlflow_retrain.registry import Lease, Registry
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.base.errors import LeaseHeldError
+from mlflow_retrain.adapters.registry import Lease, Registry
 
 STORE = "postgres"
 TAKERS = 8
@@ -96,7 +96,7 @@ def _take_lease(uri: str, config_path: str, barrier, queue) -> None:
 def _set_alias(uri: str, name: str, version: str, barrier, queue) -> None:
     import mlflow
 
-    from mlflow_retrain.registry.moves import _retry
+    from mlflow_retrain.adapters.registry.moves import _retry
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()

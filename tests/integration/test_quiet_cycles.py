@@ -17,8 +17,8 @@ from pathlib import Path
 from load_policy import write_load_policy
 from synthetic import energy_load
 
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import run_cycle
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import run_cycle
 
 
 def odd_shapes(folder: Path) -> Path:

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import load_config
-from mlflow_retrain.errors import LeaseHeldError
-from mlflow_retrain.registry import Registry
-from mlflow_retrain.train import train
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.base.errors import LeaseHeldError
+from mlflow_retrain.adapters.registry import Registry
+from mlflow_retrain.adapters.train import train
 
 
 def test_promote_archive_keep_stages_and_aliases_in_sync(store, write_policy):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlflow_retrain.config import DataConfig
-from mlflow_retrain.reports import PREDICTION, drift_report, quality_report
+from mlflow_retrain.policy.config import DataConfig
+from mlflow_retrain.adapters.reports import PREDICTION, drift_report, quality_report
 
 
 def test_a_true_false_feature_is_reported_not_crashed_on(tmp_path):

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain.config import DataConfig, load_config
-from mlflow_retrain.controller import run_cycle
-from mlflow_retrain.data import Window
+from mlflow_retrain.policy.config import DataConfig, load_config
+from mlflow_retrain.loop.cycle import run_cycle
+from mlflow_retrain.adapters.data import Window
 from mlflow_retrain.decide.triggers.drift import data_drift
-from mlflow_retrain.drift import DriftMeter
-from mlflow_retrain.reports import PREDICTION, drift_report, evidently_drift_share, quality_report
+from mlflow_retrain.measure.drift import DriftMeter
+from mlflow_retrain.adapters.reports import PREDICTION, drift_report, evidently_drift_share, quality_report
 
 VERDICT = re.compile(r"Dataset Drift is (detected|NOT detected)\. Dataset drift detection threshold is ([0-9.]+)")
 

@@ -33,7 +33,7 @@ import yaml
 from mlflow.entities.webhook import WebhookEvent
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve.signing import signed_headers
 
 SECRET = "serve-test-secret-0123456789"
@@ -385,9 +385,9 @@ def test_an_approval_set_as_the_mlflow_ui_sets_it_is_carried_out_by_serve_at_onc
                                                                                  make_folder):
     """Issue 16 section 2: `retrain.approval=approved` typed on the version's page is carried out on
     MLflow's `model_version_tag.set` webhook, not at the next scheduled cycle."""
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.registry import Registry, utcnow
-    from mlflow_retrain.registry.repair import examine
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.registry import Registry, utcnow
+    from mlflow_retrain.adapters.registry.repair import examine
 
     folder = make_folder(tmp_path, frame, validation={"require_approval": True, "approval_ttl": "7d"},
                          triggers={"metric_threshold": {"max": 60}})  # as `awaiting_template` was made

@@ -23,7 +23,7 @@ import pytest
 from test_serve import SECRET, Serve, call, cycle_runs, frame, make_folder, shared, wait_for  # noqa: F401
 from test_server_faults import SLOW_ESTIMATOR
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve.events import FORCE, Action
 from mlflow_retrain.serve.queue import DONE, QUEUE_ENV, RUNNING
 from mlflow_retrain.serve.signing import signed_headers
@@ -61,7 +61,7 @@ def _trigger(i: int) -> Action:
 
 
 def test_two_claimers_take_each_event_once_and_a_dead_claim_is_taken_over_after_its_expiry(pg, write_policy):
-    from mlflow_retrain.errors import ServeError
+    from mlflow_retrain.base.errors import ServeError
     from mlflow_retrain.serve.pgqueue import PostgresQueue
 
     url = _database(pg, "claims")
@@ -152,8 +152,8 @@ def test_a_replica_killed_mid_cycle_leaves_its_event_to_the_other_which_finishes
 
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.config import load_config
-    from mlflow_retrain.registry import Registry
+    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.adapters.registry import Registry
 
     # a short registry lease (6 s) and claim (8 s): the survivor starts after the dead cycle's lease expired
     folder = make_folder(tmp_path, frame, training={"estimator": "slowfit.SlowFit"}, registry={"lease_ttl": "0.1m"})

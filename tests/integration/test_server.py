@@ -18,9 +18,9 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from test_registry import _take  # spawned children import it by this name too
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import load_config
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.adapters.registry import Registry
 
 
 def _cli(*args: str) -> forked_cli.Done:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_retrain import tracking
-from mlflow_retrain.errors import TrackingServerError
-from mlflow_retrain.tracking import configure_client, server_error
+from mlflow_retrain.adapters import tracking
+from mlflow_retrain.base.errors import TrackingServerError
+from mlflow_retrain.adapters.tracking import configure_client, server_error
 
 SECRET = "s3cret"
 # small limits so the test is quick: each call 2 s, one retry; everything within 8 s of the first miss

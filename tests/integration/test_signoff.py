@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import controller_experiment, run_cycle
-from mlflow_retrain.registry import Registry, utcnow
-from mlflow_retrain.registry.repair import examine
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import controller_experiment, run_cycle
+from mlflow_retrain.adapters.registry import Registry, utcnow
+from mlflow_retrain.adapters.registry.repair import examine
 
 DEGRADED = {"metric_threshold": {"max": 60}}
 APPROVAL = {"require_approval": True, "approval_ttl": "7d"}  # as in tests/conftest.py's awaiting_template

@@ -17,11 +17,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import load_config
-from mlflow_retrain.controller import controller_experiment, rollback, run_cycle
-from mlflow_retrain.notify import run_url
-from mlflow_retrain.registry import Registry
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.loop.cycle import controller_experiment, rollback, run_cycle
+from mlflow_retrain.adapters.notify import run_url
+from mlflow_retrain.adapters.registry import Registry
 
 _spec = importlib.util.spec_from_file_location(
     "ui_screenshots", Path(__file__).resolve().parents[2] / "scripts" / "ui_screenshots.py")
@@ -54,7 +54,7 @@ def shown(text: str) -> str:
 def test_a_cycle_run_is_named_after_its_outcome(metric, outcome, gate, title):
     from types import SimpleNamespace
 
-    from mlflow_retrain.controller import CycleReport, cycle_title
+    from mlflow_retrain.loop.cycle import CycleReport, cycle_title
     from mlflow_retrain.decide import PromotionDecision, RetrainDecision
     from mlflow_retrain.decide.triggers.threshold import metric_threshold
     from mlflow_retrain.decide.verdicts import TriggerResult

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mlflow_retrain.adopt import replace_triggers, triggers_section
-from mlflow_retrain.config import TriggersConfig
+from mlflow_retrain.usecases.adopt import replace_triggers, triggers_section
+from mlflow_retrain.policy.config import TriggersConfig
 from mlflow_retrain.decide.triggers.max_age import MaxAge
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold
 from mlflow_retrain.decide.triggers.trend import MetricTrend

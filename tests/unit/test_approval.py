@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.config import parse_config
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import parse_config
 from mlflow_retrain.decide.approval import (
     EXPIRE,
     HELD,
@@ -20,7 +20,7 @@ from mlflow_retrain.decide.approval import (
 )
 from mlflow_retrain.decide.invariants import ABANDON, TAG, VersionState, diagnose
 from mlflow_retrain.decide.verdicts import RetrainDecision, TriggerResult
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 SINCE = datetime(2011, 5, 31)
 WEEK = timedelta(days=7)

@@ -11,10 +11,10 @@ import mlflow
 import pytest
 import yaml
 
-from mlflow_retrain import backends
-from mlflow_retrain.config import parse_config
-from mlflow_retrain.errors import ConfigError, TrainingError
-from mlflow_retrain.trainers import backend_config, preflight
+from mlflow_retrain.adapters import backends
+from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.base.errors import ConfigError, TrainingError
+from mlflow_retrain.adapters.trainers import backend_config, preflight
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}

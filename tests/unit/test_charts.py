@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_retrain.backtest import default_policies
-from mlflow_retrain.charts import (PolicyPoint, RetrainEvent, WindowPoint, dashboard_html, tradeoff_figures,
+from mlflow_retrain.usecases.backtest import default_policies
+from mlflow_retrain.usecases.charts import (PolicyPoint, RetrainEvent, WindowPoint, dashboard_html, tradeoff_figures,
                                    tradeoff_html)
-from mlflow_retrain.config import load_config
+from mlflow_retrain.policy.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2011, 5, 1)
@@ -191,7 +191,7 @@ def test_schedules_are_named_by_the_cadence_they_really_retrain_at(every, names)
 
 
 def test_the_dashboard_shows_which_columns_drifted_under_the_drift_share():
-    from mlflow_retrain.drift import ColumnDrift
+    from mlflow_retrain.measure.drift import ColumnDrift
 
     shown = points([50.0, 60.0, None])
     shown[0].drift_columns = [ColumnDrift("hour", "K-S p_value", 0.05, 0.9, False),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_retrain.cluster import check_address
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.adapters.cluster import check_address
+from mlflow_retrain.base.errors import ConfigError
 
 
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:8786", "tls://scheduler.internal:8786", "tcp://[::1]:8786",

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.config import DataConfig, TrainingConfig, parse_config
-from mlflow_retrain.data import (LabelledData, Window, column_kind, data_files, frame_digest, read_table, resolve_spec,
+from mlflow_retrain.policy.config import DataConfig, TrainingConfig, parse_config
+from mlflow_retrain.adapters.data import (LabelledData, Window, column_kind, data_files, frame_digest, read_table, resolve_spec,
                                  training_windows)
-from mlflow_retrain.errors import ConfigError, DataError
+from mlflow_retrain.base.errors import ConfigError, DataError
 
 LISTED = {"path": "x", "timestamp": "ts", "target": "y", "features": ["a", "c"], "categorical": ["c"]}
 
@@ -241,7 +241,7 @@ def test_a_feature_empty_in_every_row_is_refused(column, value):
 def test_repeats_and_conflicting_labels_are_kept_counted_dropped_or_refused_as_data_duplicates_says(caplog):
     df = frame()
     noisy = pd.concat([df, df.iloc[:10], df.iloc[[5, 7]].assign(y=-1.0)])  # 10 exact repeats, 2 other labels
-    caplog.set_level("INFO", logger="mlflow_retrain.data")
+    caplog.set_level("INFO", logger="mlflow_retrain.adapters.data")
     kept = labelled(noisy)  # the default: every row, counted (label noise is what a classifier learns)
     assert len(kept.frame) == 60 and kept.counts.to_dict() == {"rows": 60, "repeats": 10, "conflicts": 4,
                                                                "policy": "keep", "dropped": 0, "window": None}

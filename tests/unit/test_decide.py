@@ -7,16 +7,16 @@ import sys
 
 import pytest
 
-from mlflow_retrain.config import parse_config
+from mlflow_retrain.policy.config import parse_config
 from mlflow_retrain.decide.plugins import TRIGGERS, installed
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 MINIMAL = {"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}
 
 
 def test_the_core_imports_neither_mlflow_nor_evidently():
     code = ("import sys, mlflow_retrain.decide, mlflow_retrain.decide.plugins as p; p.installed(p.TRIGGERS); "
-            "import mlflow_retrain.config, mlflow_retrain.window; "
+            "import mlflow_retrain.policy.config, mlflow_retrain.decide.window; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'evidently')); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

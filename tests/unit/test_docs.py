@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mlflow_retrain.config import TRIGGER_SETTINGS, parse_config
+from mlflow_retrain.policy.config import TRIGGER_SETTINGS, parse_config
 from mlflow_retrain.decide import plugins
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("gen_policy", ROOT / "docs" / "gen_policy.py")

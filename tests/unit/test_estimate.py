@@ -14,12 +14,12 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from mlflow_retrain.estimate import (
+from mlflow_retrain.measure.estimate import (
     ConfidenceEstimator,
     DirectLossEstimator,
     PerformanceEstimator,
 )
-from mlflow_retrain.metrics import score
+from mlflow_retrain.measure.metrics import score
 
 FEATURES = ["x1", "x2", "colour"]
 SHIFTS = np.linspace(0.0, 1.2, 9)  # the windows' mean of x1: the regression's noise grows with x1 > 0

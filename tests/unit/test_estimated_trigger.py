@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlflow_retrain.config import parse_config
+from mlflow_retrain.policy.config import parse_config
 from mlflow_retrain.decide.observations import Observations
 from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 BASE = {"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}
 

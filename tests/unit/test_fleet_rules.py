@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflow_retrain.errors import ConfigError, FleetError
+from mlflow_retrain.base.errors import ConfigError, FleetError
 from mlflow_retrain.fleet.dashboard import pressure
 from mlflow_retrain.fleet.policies import read_members
 from mlflow_retrain.fleet.rules import (

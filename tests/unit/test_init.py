@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlflow_retrain.config import load_config, parse_config
-from mlflow_retrain.data import LabelledData
-from mlflow_retrain.errors import ConfigError, DataError
-from mlflow_retrain.init import (detect_task, detect_timestamp, floor_span, format_span, init, render, suggest,
+from mlflow_retrain.policy.config import load_config, parse_config
+from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.base.errors import ConfigError, DataError
+from mlflow_retrain.usecases.init import (detect_task, detect_timestamp, floor_span, format_span, init, render, suggest,
                                  suggest_thresholds)
 
 D = timedelta(days=1)
@@ -198,7 +198,7 @@ def calendar_table(days: int = 60) -> pd.DataFrame:
 
 def test_init_leaves_calendar_columns_out_of_drift_and_warns(tmp_path, caplog):
     calendar_table().to_csv(tmp_path / "d.csv", index=False)
-    with caplog.at_level("WARNING", logger="mlflow_retrain.init"):
+    with caplog.at_level("WARNING", logger="mlflow_retrain.usecases.init"):
         result = init(tmp_path / "d.csv", target="units", out=tmp_path / "retrain.yaml")
     s = result.suggestion
     assert s.drift_exclude == ("hour", "workingday", "dw")

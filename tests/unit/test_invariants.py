@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide.invariants import (ABANDON, ARCHIVED, DROP_ALIAS, FINISH_INTENT, NONE, PRODUCTION,
                                               SET_ALIAS, SET_ASIDE_INTENT, SET_STAGE, STAGE_PENDING, STAGING, TAG,
                                               UNDO_HAND_MOVE, VersionState, diagnose)
-from mlflow_retrain.registry.moves import CorruptIntent, Intent
+from mlflow_retrain.adapters.registry.moves import CorruptIntent, Intent
 
 NOW = "2011-07-01T00:00:00"
 PROMOTED = {T.DECISION: T.PROMOTED, T.DECISION_REASON: "better", T.PROMOTED_AT: "2011-05-31T00:00:00",
@@ -379,7 +379,7 @@ def _was_promoted(version: int, stage: str, minute: int, **extra: str) -> _Info:
 
 @pytest.fixture
 def previous_production():
-    from mlflow_retrain.controller import previous_production
+    from mlflow_retrain.loop.cycle import previous_production
 
     return previous_production
 
@@ -416,7 +416,7 @@ def test_never_promoted_and_staging_versions_are_not_rollback_targets(previous_p
 
 
 def test_nothing_to_roll_back_to_is_a_registry_error(previous_production):
-    from mlflow_retrain.errors import RegistryError
+    from mlflow_retrain.base.errors import RegistryError
 
     with pytest.raises(RegistryError, match="no earlier Production version"):
         previous_production(_Registry(_was_promoted(1, PRODUCTION, 1)))

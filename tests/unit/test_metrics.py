@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mlflow_retrain.metrics import score, worse_tail
+from mlflow_retrain.measure.metrics import score, worse_tail
 
 
 def test_roc_auc_on_one_class_is_left_out_not_raised():

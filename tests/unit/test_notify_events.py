@@ -11,11 +11,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlflow_retrain import notify as N
-from mlflow_retrain.config import NOTIFY_EVENTS, NotifyTarget, parse_config
-from mlflow_retrain.controller import CycleReport
+from mlflow_retrain.adapters import notify as N
+from mlflow_retrain.policy.config import NOTIFY_EVENTS, NotifyTarget, parse_config
+from mlflow_retrain.loop.cycle import CycleReport
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 MINIMAL = {"model_name": "bikes", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}
 URL = "https://hooks.example.com/services/T000/B000/s3cr3tpath"
@@ -145,7 +145,7 @@ def test_notify_targets_parse_with_defaults(monkeypatch, tmp_path):
     policy.write_text(yaml.safe_dump({**MINIMAL, "notify": [
         {"url": URL, "format": "slack", "secret_env": "HOOK_SECRET"},
         {"url": "http://127.0.0.1:8000/x", "on": ["failed", "downtime"], "secret_file": "secret", "timeout": 1}]}))
-    from mlflow_retrain.config import load_config
+    from mlflow_retrain.policy.config import load_config
 
     slack, generic = load_config(policy).notify
     assert slack.events == NOTIFY_EVENTS and slack.secret() == "k3y-of-sixteen-chars" and slack.timeout == 5
@@ -285,7 +285,7 @@ def test_the_documented_verifier_accepts_what_we_sign_and_mlflow_signs():
 
 
 def test_moves_by_hand_are_promotions_or_rejections():
-    from mlflow_retrain.notify import move_event
+    from mlflow_retrain.adapters.notify import move_event
 
     approved = move_event("bikes", "approve", "7", "6", "checked the weekend", "r1", "ana")
     assert (approved.kind, approved.title) == ("promoted", "bikes v7 promoted to Production (approve by ana), replacing v6")

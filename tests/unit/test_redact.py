@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from mlflow_retrain.redact import RedactingStream, install_log_filter, redact, scrub
-from mlflow_retrain.streams import redacted_output, tail_of_output
+from mlflow_retrain.base.redact import RedactingStream, install_log_filter, redact, scrub
+from mlflow_retrain.adapters.streams import redacted_output, tail_of_output
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -58,7 +58,7 @@ def test_log_records_of_mlflow_and_our_loggers_are_masked(monkeypatch):
     install_log_filter()
     seen = io.StringIO()
     handler = logging.StreamHandler(seen)  # a handler set up after the filter: the record factory covers it
-    for name in ("mlflow.tracking.fluent", "mlflow_retrain.controller"):
+    for name in ("mlflow.tracking.fluent", "mlflow_retrain.loop.cycle"):
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "propagate", False)
         monkeypatch.setattr(logger, "handlers", [handler])

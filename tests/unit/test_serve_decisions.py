@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
-from mlflow_retrain import tags as T
+from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve import parse, signing
 from mlflow_retrain.serve.parse import Refused
 from mlflow_retrain.serve.events import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from mlflow_retrain import tags as T
-from mlflow_retrain.registry import story
-from mlflow_retrain.registry.versions import VersionInfo, version_markdown
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.adapters.registry import story
+from mlflow_retrain.adapters.registry.versions import VersionInfo, version_markdown
 
 EVIDENCE = {"metric": "mae", "candidate": 44.71, "production": 85.2, "production_version": "1",
             "holdout_window": "2011-05-24..2011-05-31", "holdout_digest": "d1g3st", "run_id": "run9",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mlflow_retrain.streams import stdout_into
+from mlflow_retrain.adapters.streams import stdout_into
 
 
 def test_this_process_and_its_children_write_into_the_stream(tmp_path, capfd):

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from mlflow_retrain.config import parse_config
-from mlflow_retrain.data import Window
+from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.adapters.data import Window
 from mlflow_retrain.decide import Observations, WindowScore
 from mlflow_retrain.decide.triggers.trend import MetricTrend
-from mlflow_retrain.monitor import marks
+from mlflow_retrain.usecases.monitor import marks
 
 T0 = datetime(2024, 3, 1)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlflow_retrain.config import parse_config
+from mlflow_retrain.policy.config import parse_config
 from mlflow_retrain.decide.triggers.trend import MetricTrend, metric_trend, spread
-from mlflow_retrain.errors import ConfigError
+from mlflow_retrain.base.errors import ConfigError
 
 
 def fires(series, **kw) -> int:

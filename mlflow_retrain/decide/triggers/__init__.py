@@ -15,12 +15,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlflow_retrain.config import higher_is_better
+from mlflow_retrain.policy.config import higher_is_better
 from mlflow_retrain.decide.observations import Observations
 from mlflow_retrain.decide.verdicts import TriggerResult
 
 if TYPE_CHECKING:
-    from mlflow_retrain.config import _Section as Section
+    from mlflow_retrain.policy.config import _Section as Section
 
 
 @dataclass(frozen=True)

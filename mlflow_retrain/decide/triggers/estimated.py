@@ -7,7 +7,7 @@ triggers:
 ```
 With late labels the metric triggers read windows a `label_delay` old. This one reads the newest
 window's features and Production's outputs there, and NannyML's estimate of the metric
-(`mlflow_retrain.estimate`: direct loss estimation for regression, confidence-based for binary
+(`mlflow_retrain.measure.estimate`: direct loss estimation for regression, confidence-based for binary
 classification), prepared on Production's holdout rows. It assumes the relation between features and
 label held (no concept drift); the cycle still scores the window once its labels are in.
 """
@@ -36,7 +36,7 @@ class EstimatedMetric(Trigger):
         return cls(max=options.get("max", float), min=options.get("min", float))
 
     def validate(self, options, policy: PolicyContext) -> None:
-        from mlflow_retrain.estimate import ESTIMABLE
+        from mlflow_retrain.measure.estimate import ESTIMABLE
 
         needed = "min" if policy.higher_is_better else "max"
         if policy.metric not in ESTIMABLE[policy.task]:

@@ -1,0 +1,1 @@
+"""The adapters ring: see docs/architecture.md."""

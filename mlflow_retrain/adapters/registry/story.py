@@ -1,0 +1,124 @@
+"""The story the MLflow UI tells: the gate's evidence on a version's page and Production's history on
+the registered model's page, both as Markdown derived from tags alone.
+
+Tags are the machine contract; these texts are views of them. A cycle records its gate's numbers,
+the holdout's hash and where its audit run and Evidently reports are as one tag on the candidate
+(`retrain.evidence`, JSON), and every description is recomputed from the tags after each move
+(`Versions.describe`), so a description left stale by a crash is rewritten by the next cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.decide.verdicts import number
+
+if TYPE_CHECKING:
+    from mlflow_retrain.loop.cycle import CycleReport
+    from mlflow_retrain.adapters.registry.versions import VersionInfo
+
+HISTORY_LIMIT = 10  # promotions shown on the registered model's page, newest first
+BEGIN = "<!-- mlflow-retrain: Production history, rewritten from the version tags after every move -->"
+END = "<!-- /mlflow-retrain -->"
+REPORT_NAMES = {"data_drift.html": "data drift", "model_quality.html": "model quality"}
+
+
+def evidence(report: CycleReport, experiment_id: str) -> dict[str, Any]:
+    """What a version's page needs of the cycle that judged it: both models' scores on the one
+    holdout, its window and hash, and the audit run with its reports (paths in that run)."""
+    gate = report.promotion
+    finite = lambda x: None if x is None or not math.isfinite(x) else float(x)  # JSON has no NaN
+    return {"metric": report.metric, "candidate": finite(gate.candidate) if gate else None,
+            "production": finite(gate.baseline) if gate else None, "production_version": report.production_version,
+            "holdout_window": report.holdout_window, "holdout_digest": report.holdout_digest,
+            "run_id": report.cycle_run_id, "experiment_id": experiment_id, "reports": list(report.reports)}
+
+
+def run_link(experiment_id: str | None, run_id: str, path: str = "") -> str:
+    """A link the UI resolves: a run's page, or one of its artifacts opened in the artifact viewer."""
+    if not experiment_id:
+        return f"#/runs/{run_id}"
+    return f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifactPath/{path}" if path else "")
+
+
+def gate_markdown(tags: dict[str, str], version: str) -> list[str]:
+    """The gate's table on the version's page (candidate vs Production on the holdout, with its hash)
+    and links to the audit run and its Evidently reports; nothing when no cycle recorded evidence."""
+    try:
+        seen = json.loads(tags.get(T.EVIDENCE, ""))
+    except ValueError:
+        return []
+    if not isinstance(seen, dict):
+        return []
+    metric, score = seen.get("metric") or "metric", lambda x: "-" if x is None else number(x)
+    lines = ["", (f"**Gate on the holdout** `{seen.get('holdout_window') or '?'}` "
+                  f"(rows hashed to `{seen.get('holdout_digest') or '?'}`), both models on the same rows:"), "",
+             f"| model | {metric} |", "| --- | --- |", f"| candidate v{version} | {score(seen.get('candidate'))} |"]
+    if seen.get("production_version"):
+        lines.append(f"| Production v{seen['production_version']} | {score(seen.get('production'))} |")
+    else:
+        lines.append("| Production | none yet |")
+    run, experiment = seen.get("run_id"), seen.get("experiment_id")
+    if run:
+        reports = [f"[{REPORT_NAMES.get(p.rsplit('/', 1)[-1], p)}]({run_link(experiment, run, p)})"
+                   for p in seen.get("reports") or []]
+        lines += ["", f"- **Audit run:** [`{run}`]({run_link(experiment, run)})"
+                  + (f"; Evidently reports: {', '.join(reports)}" if reports else "; no Evidently report this cycle")]
+    return lines
+
+
+def history_markdown(name: str, versions: list[VersionInfo], limit: int = HISTORY_LIMIT) -> list[str]:
+    """The last `limit` promotions, newest first (by the clock they were made at: a rollback's
+    promotion is newer than the one it undoes): version, when in data time, why, and where it is now."""
+    promoted = [v for v in versions if v.tags.get(T.PROMOTED_AT)]
+    promoted.sort(key=lambda v: (v.tags.get(T.PROMOTED_WALL) or v.created_at.isoformat(), v.number), reverse=True)
+    if not promoted:
+        return ["### Production history", "", "_No version has been promoted yet._"]
+    lines = [f"### Production history (last {min(limit, len(promoted))} of {len(promoted)}, newest first)", "",
+             "| version | promoted as of | why | now |", "| --- | --- | --- | --- |"]
+    lines += [f"| [v{v.version}](#/models/{quote(name)}/versions/{v.version}) | `{v.tags[T.PROMOTED_AT]}` | "
+              f"{_cell(_why(v.tags))} | {_now(v)} |" for v in promoted[:limit]]
+    return lines
+
+
+def _why(tags: dict[str, str]) -> str:
+    """A manual move's own reason, else the trigger and its reason, then the gate's verdict in short."""
+    reason = tags.get(T.DECISION_REASON, "")
+    if reason.startswith(("promote: ", "rollback: ")):
+        return f"by hand, {reason}"
+    why = f"`{tags[T.TRIGGER]}`: {tags.get(T.REASON, '')}" if tags.get(T.TRIGGER) else "no trigger recorded"
+    try:
+        seen = json.loads(tags.get(T.EVIDENCE, ""))
+        if seen.get("candidate") is not None and seen.get("production") is not None:
+            why += f" (gate: {seen['metric']} {number(seen['candidate'])} vs {number(seen['production'])})"
+    except (ValueError, AttributeError):
+        pass
+    return why[:300]
+
+
+def _now(version: VersionInfo) -> str:
+    if version.stage == "Production":
+        return "**in Production**"
+    if version.tags.get(T.ROLLED_BACK_WALL):
+        return "rolled back"
+    if version.tags.get(T.ARCHIVED_AT):
+        return f"archived as of `{version.tags[T.ARCHIVED_AT]}`"
+    return version.stage
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def model_description(current: str, history: list[str]) -> str:
+    """The registered model's description with its managed block (between `BEGIN` and `END`)
+    replaced by `history`; whatever a person wrote outside the block stays as it was."""
+    block = "\n".join([BEGIN, *history, END])
+    if BEGIN in current and END in current.split(BEGIN, 1)[1]:
+        before, rest = current.split(BEGIN, 1)
+        return before + block + rest.split(END, 1)[1]
+    return (current.rstrip() + "\n\n" if current.strip() else "") + block

@@ -1,0 +1,369 @@
+"""Fit the configured estimator on a training window, log it, register a version.
+
+`fit` is MLflow-free so the backtest can call (and cache) exactly the training the controller uses;
+`train` adds the logging and registration that make every version traceable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import Config, DataConfig
+from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest, training_windows
+from mlflow_retrain.base.errors import ConfigError, TrainingError
+from mlflow_retrain.measure.metrics import score
+from mlflow_retrain.adapters.models import Scorer, dataset_columns, model_columns
+
+log = logging.getLogger(__name__)
+
+
+def import_object(spec: str, config: Config) -> Any:
+    """A class (`package.module.Class`) or a factory (`package.module:function`) by name.
+
+    The policy file's folder is importable, so a `features.py` beside `retrain.yaml` is found from
+    any working folder (and inside the built-in MLproject's subprocess).
+    """
+    module_name, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    folder = str(config.source.parent) if config.source is not None else None
+    if folder and folder not in sys.path:
+        sys.path.append(folder)
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise TrainingError(f"training.estimator {spec!r} cannot be imported ({type(exc).__name__}: {exc}); use a "
+                            "dotted class such as sklearn.ensemble.HistGradientBoostingRegressor or a factory "
+                            "package.module:function importable from the policy file's folder") from None
+
+
+def build_estimator(config: Config, spec: DataConfig) -> Any:
+    """The model to fit: a factory's own estimator or Pipeline as it is, or a class behind a one-hot
+    encoding of the categorical columns.
+
+    One-hot (not ordinal) keeps any scikit-learn-API estimator usable, linear ones included; a factory
+    owns its feature engineering, so it gets the raw columns (and the timestamp, when passed).
+    """
+    target = import_object(config.training.estimator, config)
+    params = dict(config.training.params)
+    name = config.training.estimator
+    if not config.training.is_factory and "random_state" in inspect.signature(target).parameters:
+        params.setdefault("random_state", config.training.seed)
+    try:
+        estimator = target(**params)
+    except TypeError as exc:
+        raise ConfigError(f"training.params do not fit {name}: {exc}") from None
+    if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
+        raise TrainingError(f"training.estimator {name!r} returned {type(estimator).__name__}, which has no "
+                            "fit/predict; return a scikit-learn-API estimator or Pipeline")
+    if config.training.is_factory:
+        return estimator
+    encode = ColumnTransformer(
+        [("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(spec.categorical))],
+        remainder="passthrough",
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("encode", encode), ("model", estimator)])
+
+
+@dataclass
+class FitResult:
+    """A fitted model and everything needed to log it or compare it."""
+
+    model: Any
+    columns: tuple[str, ...]
+    train_window: Window
+    holdout_window: Window
+    train_rows: pd.DataFrame = field(repr=False)
+    holdout_rows: pd.DataFrame = field(repr=False)
+    holdout_metrics: dict[str, float]
+    fit_seconds: float
+    flavor: str = "memory"
+
+    @property
+    def scorer(self) -> Scorer:
+        return Scorer(self.model, self.columns, self.flavor)
+
+
+def fit(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:
+    """Train on `(as_of - holdout - window, as_of - holdout]` and score the held-out recent rows."""
+    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    train_rows = data.cut(train_window, "training window")
+    holdout_rows = data.cut(holdout_window, "holdout window")
+    model = build_estimator(config, data.spec)
+    columns = model_columns(config, data.spec)
+    started = time.perf_counter()
+    try:
+        model.fit(train_rows[list(columns)], data.target(train_rows))
+    except (ValueError, TypeError) as exc:
+        raise TrainingError(f"{config.training.estimator} cannot fit this data ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:300]}); check task, estimator and columns") from None
+    seconds = time.perf_counter() - started
+    result = FitResult(model, columns, train_window, holdout_window, train_rows, holdout_rows, {}, seconds)
+    pred, proba = result.scorer.predict_with_proba(holdout_rows)
+    result.holdout_metrics = score(config.task, data.target(holdout_rows), pred, proba)
+    return result
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` registered, returned to the caller and printed by the CLI."""
+
+    run_id: str
+    version: str
+    stage: str
+    model_uri: str
+    train_window: str
+    holdout_window: str
+    holdout_metrics: dict[str, float]
+    train_digest: str
+    holdout_digest: str
+    fit_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def model_requirements(model: Any) -> list[str]:
+    """The distributions whose objects make up the model, pinned at the versions that fitted it.
+
+    Read off the fitted objects themselves (a Pipeline's steps, a wrapped XGBoost or LightGBM
+    estimator, the user's own transformers' packages), so serving installs what the model needs
+    and nothing is guessed; inferring them instead re-imports the model in a subprocess (5 s).
+    """
+    from importlib.metadata import packages_distributions, version
+
+    owners = packages_distributions()
+    parts = [model, *(model.get_params(deep=True).values() if hasattr(model, "get_params") else [])]
+    roots = {str(getattr(part, "__module__", None) or type(part).__module__).split(".")[0] for part in parts}
+    found = {dist for root in roots | {"pandas", "numpy", "sklearn"} for dist in owners.get(root, [])}
+    return sorted(f"{dist}=={version(dist)}" for dist in found)
+
+
+def _flavor(model: Any) -> str:
+    """XGBoost and LightGBM estimators on their own are logged with their own flavor; anything else
+    (a Pipeline around them included) as scikit-learn."""
+    root = type(model).__module__.split(".")[0]
+    return root if root in ("xgboost", "lightgbm") else "sklearn"
+
+
+def _code_paths(config: Config) -> list[str]:
+    """The factory's module when it lives beside the policy file, so the logged model loads anywhere."""
+    if not config.training.is_factory:
+        return []
+    module = sys.modules.get(config.training.estimator.partition(":")[0].split(".")[0])
+    path = getattr(module, "__file__", None)
+    if path is None or any(part in Path(path).parts for part in ("site-packages", "dist-packages")):
+        return []
+    package = Path(path).parent if Path(path).name == "__init__.py" else Path(path)
+    return [str(package)]
+
+
+def log_model(config: Config, result: FitResult) -> Any:
+    """Log the fitted model with its signature, requirements and (for a local factory) its code."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    inputs = result.holdout_rows[list(result.columns)]
+    common = dict(
+        name="model",
+        signature=infer_signature(inputs, result.scorer.predict(result.holdout_rows.head(50))),
+        input_example=inputs.head(5),
+        pip_requirements=model_requirements(result.model),
+        code_paths=_code_paths(config) or None,
+    )
+    flavor = _flavor(result.model)
+    if flavor != "sklearn":
+        return getattr(mlflow, flavor).log_model(result.model, **common)
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+    except Exception:  # skops cannot persist every object (e.g. a lambda): pickle is MLflow's other format
+        return mlflow.sklearn.log_model(result.model, serialization_format="cloudpickle", **common)
+    # we trust the types we just fitted ourselves
+    return mlflow.sklearn.log_model(result.model, skops_trusted_types=untrusted, **common)
+
+
+def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str, str]:
+    """Log params, metrics, datasets, the reference frame and the model in the active run.
+
+    Returns (model_uri, model_id, train_digest, holdout_digest): a tracking server only registers a
+    `models:/m-...` source when it is also told the model id. The reference frame (the exact training rows)
+    is what drift is measured against later, so it is stored with the run rather than re-derived.
+    """
+    import mlflow
+
+    # MLflow warns about integer columns in signatures and ambiguous local sources on every call;
+    # neither applies (a column with missing values is read as float; the source is a path we name).
+    warnings.filterwarnings("ignore", message=".*(Integer columns|dataset source can be interpreted).*")
+    spec = data.spec
+    columns = dataset_columns(spec)
+    train_digest = frame_digest(result.train_rows[columns])
+    holdout_digest = frame_digest(result.holdout_rows[columns])
+    mlflow.log_params({
+        "estimator": config.training.estimator,
+        **{f"param.{k}": v for k, v in config.training.params.items()},
+        "train_window": result.train_window.iso(),
+        "holdout_window": result.holdout_window.iso(),
+        "train_rows": len(result.train_rows),
+        "holdout_rows": len(result.holdout_rows),
+        "features": ",".join(spec.features)[:6000],
+    })
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in result.holdout_metrics.items() if np.isfinite(v)})
+    mlflow.log_metric("fit_seconds", result.fit_seconds)
+    for context, rows, digest in (("training", result.train_rows, train_digest),
+                                  ("holdout", result.holdout_rows, holdout_digest)):
+        dataset = mlflow.data.from_pandas(rows[columns], source=data.origin, targets=spec.target,
+                                          name=f"{config.model_name}-{context}", digest=digest)
+        mlflow.log_input(dataset, context=context)
+    log_frame(result.train_rows[columns], T.REFERENCE_ARTIFACT)
+    info = log_model(config, result)
+    return info.model_uri, info.model_id, train_digest, holdout_digest
+
+
+def log_frame(frame: pd.DataFrame, artifact_path: str, run_id: str | None = None) -> None:
+    """A frame as a Parquet artifact of the active run (or of `run_id`, e.g. a user project's run)."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_path).name
+        frame.to_parquet(path, index=False)
+        if run_id is None:
+            mlflow.log_artifact(str(path), str(Path(artifact_path).parent))
+        else:
+            MlflowClient().log_artifact(run_id, str(path), str(Path(artifact_path).parent))
+
+
+def bootstrap_trigger(registry: Any, trigger: str, reason: str) -> tuple[str, str]:
+    """The first version of a model is a bootstrap, whatever asked for it."""
+    if registry.production() is not None:
+        return trigger, reason
+    return T.BOOTSTRAP, "no Production version yet: the first model that passes the absolute gate becomes Production"
+
+
+def candidate_tags(*, trigger: str, reason: str, cycle_run_id: str, as_of: pd.Timestamp, train_window: Window,
+                   holdout_window: Window) -> dict[str, str]:
+    """The audit tags every new version carries, whoever trained it: pending until judged."""
+    return {T.TRIGGER: trigger, T.REASON: reason, T.CYCLE_RUN_ID: cycle_run_id, T.AS_OF: as_of.isoformat(),
+            T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(), T.DECISION: T.PENDING}
+
+
+def place(config: Config, registry: Any, version: str, holdout_metric: float, as_of: pd.Timestamp, *,
+          bootstrap: bool) -> str:
+    """A new version goes to Staging for the controller to validate, except the very first one: with no
+    Production to compare against, a version that passes the absolute gate goes straight to Production
+    so the loop has a champion to defend; unless a person must sign off (`validation.require_approval`):
+    then it waits in Staging like any candidate, for the cycle to judge it. Returns the stage it landed in."""
+    if bootstrap and not config.validation.require_approval:
+        from mlflow_retrain.decide.gate import gate
+
+        decision = gate(metric=config.metric, candidate=holdout_metric, baseline=None,
+                        higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
+        if decision.promote:
+            registry.promote(version, when=as_of.to_pydatetime(),
+                             tags={T.DECISION: T.PROMOTED, T.DECISION_REASON: decision.reason})
+            return "Production"
+        registry.stage_candidate(version, tags={T.DECISION: T.PENDING, T.DECISION_REASON: decision.reason})
+        return "Staging"
+    registry.stage_candidate(version)
+    return "Staging"
+
+
+def data_time(stamp: pd.Timestamp) -> str:
+    """A data time as a person reads it: the date alone at midnight."""
+    return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat(timespec="minutes")
+
+
+def name_run(config: Config, run_id: str, version: str, trigger: str, reason: str, as_of: pd.Timestamp,
+             result: FitResult, cycle_run_id: str) -> None:
+    """Once the version is known: the training run named after it ("v7 · metric_threshold · as of
+    2011-05-31"), with a Markdown description (`mlflow.note.content`) of why it was trained and on what."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_retrain.decide.verdicts import number
+
+    metrics = ", ".join(f"{k} {number(v)}" for k, v in result.holdout_metrics.items() if np.isfinite(v))
+    lines = [f"**v{version} of `{config.model_name}`**, trained because of `{trigger}`: {reason}", "",
+             f"- **Training window:** `{result.train_window.iso()}` ({len(result.train_rows)} rows)",
+             f"- **Holdout:** `{result.holdout_window.iso()}` ({len(result.holdout_rows)} rows): {metrics}",
+             f"- **Registered as** [v{version}](#/models/{config.model_name}/versions/{version}): its page says "
+             "whether it was promoted and why"]
+    if cycle_run_id:
+        lines.append(f"- **Started by cycle** [`{cycle_run_id}`](#/runs/{cycle_run_id})")
+    client = MlflowClient()
+    client.set_tag(run_id, "mlflow.runName", f"v{version} · {trigger} · as of {data_time(as_of)}"[:250])
+    client.set_tag(run_id, "mlflow.note.content", "\n".join(lines)[:8000])
+
+
+def train(
+    config: Config,
+    *,
+    as_of: str | pd.Timestamp | None = None,
+    data: LabelledData | None = None,
+    trigger: str = "manual",
+    reason: str = "trained by hand",
+    cycle_run_id: str = "",
+    bootstrap: bool = True,
+    registry: Any = None,
+) -> TrainResult:
+    """Fit, log, register, place (`place`: Staging, or Production for a first version that passes).
+
+    Fitting happens before any run or version exists, so bad data or a bad estimator writes nothing.
+    Run by a cycle in another process (a `cycle_run_id` and no `registry`), the version is only
+    registered: the cycle places it itself, under its lease (`trainers.adopt`).
+    """
+    from mlflow_retrain.adapters.registry import Registry
+    from mlflow_retrain.adapters.registry.lease import LEASE_ENV
+    from mlflow_retrain.adapters.tracking import check_tracking, start_run
+
+    data = data or LabelledData.load(config)
+    as_of = data.resolve_as_of(as_of)
+    check_tracking()
+    result = fit(config, data, as_of)
+    placed_by_cycle = registry is None and bool(cycle_run_id)
+    registry = registry or Registry(config)
+    generation = os.environ.get(LEASE_ENV, "")
+    if placed_by_cycle and generation.isdigit():
+        # the cycle's `mlflow run` child: it writes nothing once the cycle lost its lease (the run included)
+        registry.follow(int(generation), config.registry.lease_ttl)
+        registry.fence("logging the candidate")
+    trigger, reason = bootstrap_trigger(registry, trigger, reason) if bootstrap else (trigger, reason)
+    run_tags = {T.RUN_KIND: "train", T.TRIGGER: trigger, T.REASON: reason, T.AS_OF: as_of.isoformat(),
+                T.CYCLE_RUN_ID: cycle_run_id}
+    with start_run(config.experiment, f"train as of {as_of.isoformat()}", run_tags) as run:
+        model_uri, model_id, train_digest, holdout_digest = log_fit(config, data, result)
+    version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
+                                  train_window=result.train_window, holdout_window=result.holdout_window)
+    info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
+    name_run(config, run.info.run_id, info.version, trigger, reason, as_of, result, cycle_run_id)
+    stage = "None" if placed_by_cycle else place(
+        config, registry, info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
+        bootstrap=trigger == T.BOOTSTRAP)
+    if not cycle_run_id:  # a cycle describes its versions once it has judged them
+        registry.describe()
+    log.info("registered %s version %s (%s)", config.model_name, info.version, stage)
+    return TrainResult(
+        run_id=run.info.run_id, version=info.version, stage=stage, model_uri=model_uri,
+        train_window=result.train_window.iso(), holdout_window=result.holdout_window.iso(),
+        holdout_metrics=result.holdout_metrics, train_digest=train_digest, holdout_digest=holdout_digest,
+        fit_seconds=result.fit_seconds,
+    )

@@ -1,0 +1,1 @@
+"""The base ring: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""The loop ring: see docs/architecture.md."""

@@ -1,0 +1,222 @@
+"""A person signs off (`validation.require_approval: true`): a candidate that passed the gate waits
+in Staging, tagged `retrain.decision=awaiting_approval`, until a person approves or rejects it or
+`validation.approval_ttl` runs out. What becomes of it is decided by `decide.approval.review`;
+this module reads its inputs from the version's tags and carries out the verdict through the same
+recorded moves as every promotion and rejection (`registry.moves`), so stages and aliases move
+together, the old Production is archived and a crash at any write is finished by the next cycle.
+
+Two ways to sign off, one record: `mlflow-retrain approve|reject VERSION --reason` writes the
+verdict with who, why and when on the version, then carries it out at once under the lease (the
+person sees Production change, as with `promote`); the tag `retrain.approval=approved|rejected`
+typed in the MLflow UI is carried out by the next cycle. Because the command writes its record
+before it moves anything, a command killed half-way leaves a version the next cycle carries out
+exactly like one approved in the UI.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.decide.approval import EXPIRE, PROMOTE, ApprovalVerdict, review
+from mlflow_retrain.decide.gate import PromotionDecision
+from mlflow_retrain.decide.verdicts import format_span
+from mlflow_retrain.base.errors import ApprovalError, RetrainError
+from mlflow_retrain.adapters.registry import Registry, VersionInfo, utcnow
+
+log = logging.getLogger(__name__)
+
+VERDICTS = {"approve": T.APPROVED, "reject": T.REJECTED}  # command -> the value of `retrain.approval`
+UI_PERSON = "not recorded (the retrain.approval tag, set in the MLflow UI; MLflow keeps no user for a tag)"
+IGNORED = "retrain.approval_ignored"  # + "", ".2", ...: each unusable value found, noted once
+
+
+def note_ignored(registry: Registry, version: VersionInfo, verdict: ApprovalVerdict, as_of: pd.Timestamp) -> bool:
+    """Say on the version, once per value, that its `retrain.approval` value was ignored; earlier
+    notes are kept (a new value gets the next key). True when a note was written."""
+    if not verdict.ignored:
+        return False
+    notes = {k: v for k, v in version.tags.items() if k == IGNORED or k.startswith(IGNORED + ".")}
+    said = f"retrain.approval={verdict.ignored!r} ignored as of {as_of.isoformat()}: set approved or rejected"
+    if any(v.startswith(f"retrain.approval={verdict.ignored!r} ") for v in notes.values()):
+        return False
+    key = IGNORED if not notes else f"{IGNORED}.{len(notes) + 1}"
+    registry.tag(version.version, {key: said})
+    return True
+
+
+def awaits(version: VersionInfo | None) -> bool:
+    return version is not None and version.tags.get(T.DECISION) == T.AWAITING_APPROVAL
+
+
+def await_approval(registry: Registry, candidate: VersionInfo, production: VersionInfo | None,
+                   gate: PromotionDecision, when: pd.Timestamp, by: str) -> None:
+    """The gate passed and a person must sign off: the candidate stays in Staging, tagged as waiting
+    since `when` (data time, where `approval_ttl` counts from), as one recorded move."""
+    registry.stage_candidate(candidate.version, by=by, tags={
+        T.DECISION: T.AWAITING_APPROVAL, T.DECISION_REASON: gate.reason,
+        T.BASELINE_VERSION: production.version if production else "", T.AWAITING_SINCE: when.isoformat()})
+
+
+def review_candidate(config: Config, version: VersionInfo, as_of: pd.Timestamp) -> ApprovalVerdict:
+    """`decide.approval.review` over a waiting version's tags and the policy, at data time `as_of`."""
+    tags = version.tags
+    since = tags.get(T.AWAITING_SINCE)
+    return review(approval=tags.get(T.APPROVAL), by=tags.get(T.APPROVAL_BY), why=tags.get(T.APPROVAL_REASON),
+                  waiting_since=pd.Timestamp(since).to_pydatetime() if since else None,
+                  as_of=as_of.to_pydatetime(), ttl=config.validation.approval_ttl,
+                  required=config.validation.require_approval)
+
+
+def carry_out(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdict, when: pd.Timestamp,
+              by: str) -> list[str]:
+    """A final verdict as a move: approved -> Production (the old one archived), rejected or expired
+    -> Archived; the decision's reason keeps the gate's. Returns the versions archived."""
+    tags = {T.DECISION: verdict.decision,
+            T.DECISION_REASON: f"{verdict.reason}; {candidate.tags.get(T.DECISION_REASON, 'the gate passed it')}"}
+    if verdict.action != EXPIRE and T.APPROVAL_BY not in registry.get(candidate.version).tags:
+        # set in the MLflow UI: MLflow keeps no user or time for a tag, so the record says when the
+        # cycle found it (data time and wall time) and that nobody is named
+        tags.update({T.APPROVAL_BY: UI_PERSON, T.APPROVAL_AT: when.isoformat(),
+                     T.APPROVAL_WALL: utcnow().isoformat(timespec="seconds")})
+    if verdict.action == PROMOTE:
+        previous = registry.promote(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
+        return [previous.version] if previous else []
+    registry.archive(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
+    return [candidate.version]
+
+
+@dataclass(frozen=True)
+class SignOff:
+    """What `approve`/`reject` did: the person's verdict and the move it became."""
+
+    action: str  # approve | reject
+    version: str
+    outcome: str  # promoted | rejected
+    previous: str | None  # the Production version an approval replaced
+    reason: str
+    by: str
+    run_id: str
+    as_of: str
+    wall: str
+    note: str = ""  # what the data time says of the record: a sign-off past approval_ttl
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def history_end(registry: Registry) -> tuple[pd.Timestamp, str] | None:
+    """The newest data time the registry's history records (a promotion, archiving, wait or sign-off)
+    and which record it is: a move by hand stamped before it would write history out of order."""
+    stamps = [(pd.Timestamp(v.tags[key]), f"v{v.version} {key.removeprefix('retrain.')}")
+              for v in registry.versions() for key in (T.PROMOTED_AT, T.ARCHIVED_AT, T.AWAITING_SINCE, T.APPROVAL_AT)
+              if v.tags.get(key)]
+    return max(stamps, key=lambda s: s[0]) if stamps else None
+
+
+def in_order(config: Config, registry: Registry, candidate: VersionInfo, action: str, when: pd.Timestamp) -> str:
+    """Refuse a sign-off whose data time precedes the registry's history (a replay's history stays in
+    order); return a note when it comes after approval_ttl ran out (the record says so, it is kept)."""
+    end = history_end(registry)
+    if end is not None and when < end[0]:
+        raise ApprovalError(f"{action} as of {when.isoformat()} comes before the registry's history, which reaches "
+                            f"{end[0].isoformat()} ({end[1]}): pass --as-of {end[0].isoformat()} or later")
+    since, ttl = candidate.tags.get(T.AWAITING_SINCE), config.validation.approval_ttl
+    if since and ttl is not None and when >= pd.Timestamp(since) + ttl:
+        late = when - pd.Timestamp(since) - ttl
+        return (f"{action} as of {when.isoformat()} is {format_span(late)} after v{candidate.version}'s approval_ttl "
+                f"ran out ({(pd.Timestamp(since) + ttl).isoformat()}); a cycle by then would have expired it. In a "
+                "replay, pass --as-of with the data time of the decision")
+    return ""
+
+
+def waiting(config: Config, registry: Registry, version: str) -> VersionInfo:
+    """The version, if it is the Staging candidate awaiting approval; else one line saying what it is."""
+    target = registry.get(version)
+    staged = registry.staging()
+    if not awaits(target) or staged is None or staged.version != target.version:
+        what = target.tags.get(T.DECISION) or "no retrain.decision"
+        raise ApprovalError(f"v{target.version} does not await approval (it is {target.stage}, {what}); "
+                            f"{'v' + staged.version if awaits(staged) else 'no version'} of {config.model_name!r} "
+                            "does; see `mlflow-retrain status`")
+    return target
+
+
+def sign_off(config: Config, action: str, version: str, reason: str, by: str | None = None,
+             as_of: str | None = None) -> SignOff:
+    """`approve`/`reject`: checked before the lease (the reason, the policy, the version), then under
+    it the person's record on the version (the verdict written last, so a half-written record is no
+    verdict) and the move it decides, audited in a run of kind `approve`/`reject`."""
+    import mlflow
+
+    from mlflow_retrain.loop.cycle import move_time
+    from mlflow_retrain.loop.reconcile import controller_experiment, reconcile
+    from mlflow_retrain.adapters.tracking import check_tracking, start_run
+
+    if not reason.strip():
+        raise RetrainError(f"{action} needs --reason \"...\": a person's sign-off records why")
+    if not config.validation.require_approval:
+        raise ApprovalError(f"validation.require_approval is off for {config.model_name!r}: candidates are promoted "
+                            "by the gate and none waits for a person; `mlflow-retrain promote VERSION --reason` "
+                            "moves one by hand")
+    person = by or _person()
+    when = move_time(config, as_of)
+    check_tracking()
+    registry = Registry(config)
+    registry.require()
+    note = in_order(config, registry, waiting(config, registry, version), action, when)
+    if note:
+        log.warning("%s", note)
+    with registry.hold(config.registry.lease_ttl):
+        reconcile(config, registry, when.to_pydatetime())
+        candidate = waiting(config, registry, version)  # a cycle may have moved it while we waited for the lease
+        production = registry.production()
+        title = f"v{candidate.version} {VERDICTS[action]} by {person}" + (
+            f", replacing v{production.version}" if action == "approve" and production else "")
+        with start_run(controller_experiment(config), title[:250],
+                       {T.RUN_KIND: action, "model_name": config.model_name, T.AS_OF: when.isoformat()}) as run:
+            wall = utcnow().isoformat(timespec="seconds")
+            registry.tag(candidate.version, {T.APPROVAL_BY: person, T.APPROVAL_REASON: reason,
+                                             T.APPROVAL_AT: when.isoformat(), T.APPROVAL_WALL: wall,
+                                             T.APPROVAL: VERDICTS[action]})
+            verdict = review_candidate(config, registry.get(candidate.version), when)
+            archived = carry_out(registry, candidate, verdict, when, by=run.info.run_id)
+            registry.describe()
+            done = SignOff(action, candidate.version, verdict.decision,
+                           production.version if verdict.action == PROMOTE and production else None, reason,
+                           person, run.info.run_id, when.isoformat(), wall, note)
+            mlflow.set_tags({"outcome": done.outcome, "production_version": production.version if production else "",
+                             "candidate_version": candidate.version, "reason": verdict.reason[:7900],
+                             "archived_versions": ",".join(archived),
+                             "mlflow.note.content": _description(config, title, when, verdict, candidate, note)})
+            mlflow.log_dict(done.to_dict(), "decision.json")
+            registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
+    log.info("%s", title)
+    if done.outcome in (T.PROMOTED, T.REJECTED):
+        from mlflow_retrain.adapters.notify import move_event, notify
+
+        notify(config, [move_event(config.model_name, action, done.version, done.previous, reason, done.run_id,
+                                   person)], run_id=done.run_id)
+    return done
+
+
+def _person() -> str:
+    """Who signs off when `--by` is not given: the login name (the audit must name someone)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _description(config: Config, title: str, when: pd.Timestamp, verdict: ApprovalVerdict,
+                 candidate: VersionInfo, note: str) -> str:
+    page = f"[v{candidate.version}](#/models/{config.model_name}/versions/{candidate.version})"
+    return (f"**{title}**\n\nSigned off as of `{when.isoformat()}` on `{config.model_name}`: {verdict.reason}.\n\n"
+            + (f"**Note:** {note}\n\n" if note else "")
+            + f"The gate had passed {page}: {candidate.tags.get(T.DECISION_REASON, '')}")[:8000]

@@ -1,0 +1,1 @@
+"""The measure ring: see docs/architecture.md."""

@@ -1,0 +1,218 @@
+"""Feature drift per window, fast: the tests, thresholds and verdicts of Evidently's DataDriftPreset.
+
+The monitor and the backtest measure drift for hundreds of windows. One Evidently Report per window
+costs about a second (mostly building the report); the statistics themselves take microseconds to
+milliseconds. `DriftMeter` prepares a model's reference (its training rows) once and computes, per
+window, exactly what `reports.drift_report` (DataDriftPreset with the policy's per-column options, the
+report the cycle writes) computes, and never builds a report. Evidently 0.7's rules, which we follow:
+
+* Columns. The features less `monitoring.drift.exclude` (left out everywhere: not measured, not
+  counted). A feature listed in `categorical`, or a true/false column (`reports.for_evidently` turns
+  those into labels), is categorical; every other feature is numeric.
+* Missing values. Per column, NaN, None and +/-inf are dropped, on each side, before anything else.
+  A column left with no value on either side gets no statistic: Evidently refuses the whole report
+  ("An empty column ... was provided"); we leave that column out of the count instead (score NaN,
+  not drifted) so one empty column does not stop a monitor, and `drift_share` is over the columns
+  measured (NaN when none is: `data_drift` then reads "no drift measured").
+* The test, chosen per column from `n_ref`, the reference's values present in that column (not its
+  rows: a 1,001-row reference with one missing value is a small sample there), and `n_values`, the
+  distinct present values of reference and window together:
+
+  | n_ref   | numeric column                        | categorical column               |
+  | ------- | ------------------------------------- | -------------------------------- |
+  | <= 1000 | n_values <= 2: Z-test                 | n_values <= 2: Z-test            |
+  |         | n_values 3..5: chi-square             | otherwise: chi-square            |
+  |         | otherwise: two-sample K-S             |                                  |
+  | > 1000  | n_values <= 5: Jensen-Shannon         | Jensen-Shannon                   |
+  |         | otherwise: Wasserstein / ref std      |                                  |
+
+  So a numeric column with at most five distinct values is tested as labels (by their counts).
+  `monitoring.drift.columns.<col>.method` replaces this choice for that column (DataDriftPreset's
+  `per_column_method`), and `threshold` the test's default threshold (`per_column_threshold`).
+* Verdicts. The p-value tests use threshold 0.05: K-S drifts when p <= 0.05, chi-square and Z when
+  p < 0.05 (the score reported is the p-value: lower means more drift). The distances use 0.1 and
+  drift when the distance is >= 0.1.
+* The statistics. K-S: scipy's `ks_2samp` p-value. Chi-square: the window's counts per value against
+  the reference's counts scaled to the window's size (a value the reference never had makes p = 0).
+  Z: the two-proportion z-test on "is not the smallest value", p = 2 (1 - Phi(|z|)), and p = 1 when
+  both sides hold one and the same value. Wasserstein: scipy's distance over the reference's
+  standard deviation (at least 0.001). Jensen-Shannon: scipy's distance (natural log) between the
+  value shares; a numeric column with over 20 distinct reference values (Jensen-Shannon only by
+  `method`: the default picks it for at most five) is binned first, as Evidently does: the
+  histograms of both sides over numpy's "sturges" edges of both together.
+* The share. `drifted_columns / total_columns`; `column_scores` holds each column's score.
+
+`tests/integration/test_drift_parity.py` checks all of this against Evidently itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial import distance
+
+from mlflow_retrain.policy.config import ColumnDriftRule, DataConfig
+from mlflow_retrain.decide import DriftNumbers
+from mlflow_retrain.adapters.reports import drift_columns, for_evidently
+
+SMALL_REFERENCE = 1000  # a column with at most this many reference values gets the p-value tests
+FEW_VALUES = 5  # a numeric column with at most this many distinct values is tested as labels
+BINNED = 20  # Jensen-Shannon bins a numeric column with more distinct reference values than this
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """One column's drift in one window; `method` is Evidently's name of the test (None: no values)."""
+
+    column: str
+    method: str | None
+    threshold: float
+    score: float
+    drifted: bool
+
+
+class _Reference:
+    """One column of the reference, prepared once: its present values and their counts."""
+
+    def __init__(self, name: str, values: pd.Series, categorical: bool, rule: ColumnDriftRule | None = None):
+        self.name, self.categorical = name, categorical
+        self.method = None if rule is None or rule.method is None else METHODS[rule.method]
+        self.threshold = None if rule is None else rule.threshold
+        self.values = _present(values, categorical)
+        self.size = len(self.values)
+        self.counts = _counts(self.values)
+        self.norm = 0.0 if categorical or not self.size else max(float(np.std(self.values)), 0.001)
+
+    def distinct_with(self, counts: dict) -> int:
+        """Distinct values of both sides; exact up to FEW_VALUES + 1, the most any rule looks at."""
+        if len(self.counts) > FEW_VALUES:
+            return len(self.counts)
+        return len(self.counts.keys() | counts.keys())
+
+
+def _present(values: pd.Series, categorical: bool) -> np.ndarray:
+    if categorical:
+        return values.replace([np.inf, -np.inf], np.nan).dropna().to_numpy()
+    numbers = values.to_numpy(dtype=float, na_value=np.nan)
+    return numbers[np.isfinite(numbers)]
+
+
+def _counts(values: np.ndarray) -> dict:
+    counts = pd.Series(values).value_counts()
+    return dict(counts[counts > 0])
+
+
+@dataclass(frozen=True)
+class _Test:
+    name: str  # Evidently's display name, as in the report's ValueDrift entries
+    threshold: float
+    drifted: Callable[[float, float], bool]
+    score: Callable[[_Reference, np.ndarray, dict], float]
+    counts: bool  # reads the window's value counts (else only its values)
+
+
+def _ks(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    return float(stats.ks_2samp(ref.values, current).pvalue)
+
+
+def _chisquare(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    keys = list(ref.counts.keys() | counts.keys())
+    scale = len(current) / ref.size
+    expected = [ref.counts.get(key, 0) * scale for key in keys]
+    observed = [counts.get(key, 0) for key in keys]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a new value: expected 0, p = 0 (as Evidently)
+        return float(stats.chisquare(observed, expected).pvalue)
+
+
+def _z(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    keys = sorted(ref.counts.keys() | counts.keys())
+    if len(keys) == 1:  # one and the same value on both sides
+        return 1.0
+    n1, n2 = ref.size, len(current)
+    p1 = float(n1 - ref.counts.get(keys[0], 0)) / n1
+    p2 = float(n2 - counts.get(keys[0], 0)) / n2
+    pooled = float(p1 * n1 + p2 * n2) / (n1 + n2)
+    z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
+    return float(2 * (1 - stats.norm.cdf(np.abs(z))))
+
+
+def _wasserstein(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    return float(stats.wasserstein_distance(ref.values, current) / ref.norm)
+
+
+def _jensenshannon(ref: _Reference, current: np.ndarray, counts: dict) -> float:
+    if not ref.categorical and len(ref.counts) > BINNED:
+        edges = np.histogram_bin_edges(np.concatenate([ref.values, current]), bins="sturges")
+        return float(distance.jensenshannon(np.histogram(ref.values, edges)[0] / ref.size,
+                                            np.histogram(current, edges)[0] / len(current)))
+    keys = list(ref.counts.keys() | counts.keys())
+    shares = [ref.counts.get(key, 0) / ref.size for key in keys]
+    now = [counts.get(key, 0) / len(current) for key in keys]
+    return float(distance.jensenshannon(shares, now))
+
+
+KS = _Test("K-S p_value", 0.05, operator.le, _ks, False)
+CHISQUARE = _Test("chi-square p_value", 0.05, operator.lt, _chisquare, True)
+Z = _Test("Z-test p_value", 0.05, operator.lt, _z, True)
+WASSERSTEIN = _Test("Wasserstein distance (normed)", 0.1, operator.ge, _wasserstein, False)
+JENSENSHANNON = _Test("Jensen-Shannon distance", 0.1, operator.ge, _jensenshannon, True)
+# by the stattest names of `monitoring.drift.columns.<col>.method` (config.DRIFT_METHODS)
+METHODS = {"ks": KS, "chisquare": CHISQUARE, "z": Z, "wasserstein": WASSERSTEIN, "jensenshannon": JENSENSHANNON}
+
+
+def _choose(ref: _Reference, n_values: int) -> _Test:
+    """Evidently's default test for a column (`_get_default_stattest`)."""
+    if ref.size <= SMALL_REFERENCE:
+        if n_values <= 2:
+            return Z
+        return CHISQUARE if ref.categorical or n_values <= FEW_VALUES else KS
+    if ref.categorical or n_values <= FEW_VALUES:
+        return JENSENSHANNON
+    return WASSERSTEIN
+
+
+class DriftMeter:
+    """Drift of any window against one reference (a model's training rows), reference prepared once."""
+
+    def __init__(self, reference: pd.DataFrame, spec: DataConfig):
+        reference, labelled = drift_columns(reference, spec)
+        self.features = list(labelled.features)
+        self.spec = dataclasses.replace(spec, features=labelled.features)
+        categorical = set(labelled.categorical or ())
+        self.references = [_Reference(c, reference[c], c in categorical, spec.drift.rule(c)) for c in self.features]
+
+    def columns(self, current: pd.DataFrame) -> list[ColumnDrift]:
+        """Each measured feature's test, score and verdict in `current`, as Evidently's report has them."""
+        current, _ = for_evidently(current[self.features], self.spec)
+        return [self._column(ref, _present(current[ref.name], ref.categorical)) for ref in self.references]
+
+    def measure(self, current: pd.DataFrame) -> DriftNumbers:
+        return summarize(self.columns(current))
+
+    @staticmethod
+    def _column(ref: _Reference, current: np.ndarray) -> ColumnDrift:
+        if not ref.size or not len(current):
+            return ColumnDrift(ref.name, None, math.nan, math.nan, False)
+        # by default a numeric column with more distinct reference values than FEW_VALUES gets K-S or
+        # Wasserstein, which read the values: its window's counts are not needed
+        default = ref.categorical or len(ref.counts) <= FEW_VALUES
+        counts = _counts(current) if (ref.method.counts if ref.method else default) else {}
+        test = ref.method or _choose(ref, ref.distinct_with(counts))
+        threshold = test.threshold if ref.threshold is None else ref.threshold
+        score = test.score(ref, current, counts)
+        return ColumnDrift(ref.name, test.name, threshold, score, bool(test.drifted(score, threshold)))
+
+
+def summarize(columns: list[ColumnDrift]) -> DriftNumbers:
+    """The window's share of drifted columns, over the columns measured (NaN when none is)."""
+    measured = [c for c in columns if c.method is not None]
+    drifted = sum(c.drifted for c in measured)
+    share = drifted / len(measured) if measured else math.nan
+    return DriftNumbers(share, drifted, len(measured), {c.column: c.score for c in columns})

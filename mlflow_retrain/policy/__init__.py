@@ -1,0 +1,1 @@
+"""The policy ring: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""The usecases ring: see docs/architecture.md."""

@@ -1,0 +1,595 @@
+"""Choose the retraining policy by replaying history: number of retrains against error.
+
+A sensitive threshold keeps the model fresh but retrains often; a lax one is cheap but leaves a
+stale model serving. The backtest measures that trade-off on the user's own data. It replays the
+data step by step exactly as the controller would have run at each `--as-of`: the same windows,
+`decide.assess` (the same triggers), `evaluate.judge` (the same validation gate) and
+`train.fit` (the same training code). The "scratch store" is memory: fitted models live in a cache,
+so the real registry is never touched.
+
+Fast without changing results: every policy that retrains at step t needs the same fit (same
+window, same parameters), so fits are cached by their `as_of` and shared; window metrics and drift
+are cached per (model, window), and a model's predictions are made in growing blocks, not window by
+window; all policies advance together in one pass; when the retrain-every-window policy is present
+every step's fit is known in advance and made ahead on the other cores (`jobs`) or a Dask cluster
+while this process scores (`fitting.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.usecases.charts import FoldPoint, PolicyPoint, tradeoff_html
+from mlflow_retrain.policy.config import Config, TriggersConfig, parse_span
+from mlflow_retrain.adapters.data import LabelledData, Window
+from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
+                                          gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
+from mlflow_retrain.decide.triggers.drift import DataDrift
+from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
+from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
+from mlflow_retrain.decide.triggers.trend import MetricTrend
+from mlflow_retrain.measure.drift import DriftMeter
+from mlflow_retrain.base.errors import ConfigError, DataError
+from mlflow_retrain.measure.estimate import ESTIMABLE, PerformanceEstimator
+from mlflow_retrain.loop.evaluate import estimate_rows, judge, label_free, score_predictions, score_rows
+from mlflow_retrain.usecases.fitting import FitsAhead
+from mlflow_retrain.measure.metrics import worse_tail
+from mlflow_retrain.adapters.train import FitResult, fit
+from mlflow_retrain.adapters.trainers import fit_project
+
+log = logging.getLogger(__name__)
+
+# The sweep scales the configured threshold's distance from a perfect score: 0.6 is more
+# sensitive, 2.0 laxer, and a score's threshold never passes 1.
+THRESHOLD_FACTORS = (0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A way of deciding when to retrain. A schedule (`cadence`) retrains at fixed times from the
+    first step, whatever the outcome: a rejected candidate waits for the next due time, as a cron job
+    would; `equal_budget` marks the schedule added to match the configured policy's retrain count."""
+
+    name: str
+    family: str
+    config: Config
+    every_window: bool = False
+    cadence: timedelta | None = None
+    equal_budget: bool = False
+
+
+def schedule(config: Config, cadence: timedelta, equal_budget: bool = False) -> Policy:
+    """Retrain every `cadence` of data time, named by it (`every-28d`)."""
+    return Policy(f"every-{format_span(cadence)}", "schedule",
+                  dataclasses.replace(config, triggers=TriggersConfig(configured=())), cadence=cadence,
+                  equal_budget=equal_budget)
+
+
+def default_schedules(every: timedelta) -> list[timedelta]:
+    """7 and 30 steps: weekly and monthly for daily steps."""
+    return [every * 7, every * 30]
+
+
+def default_policies(config: Config, every: timedelta, thresholds: Iterable[float] | None = None,
+                     schedules: Iterable[timedelta] | None = None) -> list[Policy]:
+    """The comparison set: never, schedules, a threshold sweep, trend, drift, configured, every window.
+
+    The schedule with the configured policy's retrain count is added by `run_backtest` once that count
+    is known, so the equal-budget comparison needs no hand-made schedule."""
+    hib = config.higher_is_better
+
+    def with_triggers(*triggers: Any) -> Config:
+        return dataclasses.replace(config, triggers=TriggersConfig(configured=triggers))
+
+    base = config.threshold_limit or config.gate_threshold
+    if thresholds is None:
+        if base is None:
+            gate = "validation.min_metric" if hib else "validation.max_metric"
+            raise ConfigError(f"the threshold sweep needs triggers.metric_threshold or {gate} in the "
+                              "policy file, or --thresholds")
+        best = perfect(hib)
+        thresholds = [round(best + (base - best) * f, 4) for f in THRESHOLD_FACTORS]
+    policies = [Policy("never", "never", with_triggers())]
+    for cadence in sorted(set(default_schedules(every) if schedules is None else schedules)):
+        if cadence < every:
+            raise ConfigError(f"--schedule {format_span(cadence)} is shorter than a step (--every "
+                              f"{format_span(every)}); the shortest schedule retrains at every step")
+        policies.append(schedule(config, cadence))
+    for value in thresholds:
+        limit = MetricThreshold(min=value) if hib else MetricThreshold(max=value)
+        policies.append(Policy(f"threshold-{value:g}", "threshold", with_triggers(limit)))
+    trend = config.triggers.metric_trend or MetricTrend(windows=7, max_relative_increase=0.25)
+    policies.append(Policy("trend", "trend", with_triggers(trend)))
+    drift = config.triggers.data_drift or DataDrift(max_drift_share=0.5)
+    policies.append(Policy("drift", "drift", with_triggers(drift)))
+    if config.monitoring.label_delay and config.metric in ESTIMABLE[config.task]:
+        # with late labels: the same threshold on the newest rows' label-free estimate
+        limit = EstimatedMetric(min=base) if hib else EstimatedMetric(max=base)
+        policies.append(Policy("estimated", "estimated", with_triggers(limit)))
+    policies.append(Policy("configured", "configured", config))
+    policies.append(Policy("every-window", "every_window", with_triggers(), every_window=True))
+    return policies
+
+
+def parse_budget(text: str) -> float:
+    """`--budget N/30d` (or N/<span>): at most this many retrains per 30 days."""
+    count, _, span = text.partition("/")
+    try:
+        value = float(count)
+    except ValueError:
+        value = -1.0
+    if value < 0 or not span:
+        raise ConfigError(f"--budget {text!r} must read N/<span>, e.g. 2/30d (at most 2 retrains per 30 days)")
+    days = parse_span(span, "--budget") / timedelta(days=1)
+    return value * DAYS_PER_BUDGET / days
+
+
+def select(policies: list[Policy], names: Iterable[str] | None) -> list[Policy]:
+    if not names:
+        return policies
+    known = {p.name: p for p in policies}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown policy {unknown[0]!r}; choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+@dataclass
+class PolicyState:
+    policy: Policy
+    production: pd.Timestamp  # the as_of of the fit serving now (its cache key)
+    last_retrain: pd.Timestamp | None = None
+    retrains: int = 0
+    promoted: int = 0
+    rejected: int = 0
+    train_seconds: float = 0.0
+    retrain_points: list[tuple[str, str]] = field(default_factory=list)  # (as_of, promoted|rejected)
+    series: list[float | None] = field(default_factory=list)
+    next_due: pd.Timestamp | None = None  # a schedule's next retrain time
+
+
+@dataclass
+class BacktestResult:
+    steps: list[pd.Timestamp]
+    states: list[PolicyState]
+    recommended: str
+    rule: Rule
+    threshold: float | None
+    metric: str
+    seconds: float
+    fits: int
+    folds: int = 0  # walk-forward folds (0: the recommendation is chosen and scored in sample)
+    undelayed: list[PolicyState] | None = None  # the same policies replayed with labels at once
+    label_delay: timedelta = timedelta(0)
+    run_id: str | None = None
+    chart: Path | None = None
+    table_path: Path | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.rule.higher_is_better
+
+    def candidates(self) -> list[Candidate]:
+        """Each policy as plain numbers: the metric per window, the windows where it retrained."""
+        index = {t: i for i, t in enumerate(self.steps)}
+        days = (self.steps[-1] - self.steps[0]) / pd.Timedelta(days=1)
+        return [Candidate(s.policy.name, s.policy.family, s.series,
+                          [index[pd.Timestamp(t)] for t, _ in s.retrain_points], days) for s in self.states]
+
+    @cached_property
+    def _forward(self) -> WalkForward | None:
+        # its block bootstraps take seconds: the table, the JSON and the chart share one
+        return walk_forward(self.candidates(), self.rule, self.folds, self.day_of()) if self.folds else None
+
+    def day_of(self) -> list[float]:
+        return [(t - self.steps[0]) / pd.Timedelta(days=1) for t in self.steps]
+
+    def walk_forward(self) -> WalkForward | None:
+        return self._forward
+
+    def recommend(self) -> str:
+        """The rule's choice on the whole history: what to run from now on. With folds, the table
+        shows how that same rule fared out of sample (`walk-forward`)."""
+        return choose(self.candidates(), self.rule).chosen
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per policy (and the walk-forward row); computed once, as its ties bootstrap."""
+        return [dict(row) for row in self._table]
+
+    @cached_property
+    def _table(self) -> list[dict[str, Any]]:
+        candidates = self.candidates()
+        curve = schedule_curve(candidates, self.rule)
+        best = next((c for c in candidates if c.name == choose(candidates, self.rule).best), None)
+        forward = self.walk_forward()
+        rows = []
+        for s, c in zip(self.states, candidates):
+            row = self._row(c, curve, best)
+            row.update(promoted=s.promoted, rejected=s.rejected, train_seconds=round(s.train_seconds, 2),
+                       equal_budget=s.policy.equal_budget, recommended=s.policy.name == self.recommended)
+            if self.undelayed is not None:
+                instant = next(u for u in self.undelayed if u.policy.name == s.policy.name)
+                row.update(retrains_without_delay=instant.retrains, mean_metric_without_delay=Candidate(
+                    c.name, c.family, instant.series, [], c.days).mean())
+            if forward is not None:
+                out = c.part(forward.start, len(c.series), forward.days)
+                row.update(oos_mean_metric=out.mean(), oos_retrains=out.retrains,
+                           oos_p90_metric=worse_tail(out.series, higher_is_better=self.higher_is_better))
+            rows.append(row)
+        if forward is not None:
+            rows.append(self._walk_forward_row(forward))
+        return rows
+
+    def _row(self, c: Candidate, curve: list[tuple[int, float]], best: Candidate | None) -> dict[str, Any]:
+        mean = c.mean()
+        peer = equal_budget(curve, c.retrains)
+        worse = sum(crosses(v, higher_is_better=self.higher_is_better, limit=self.threshold) for v in c.series)
+        return {
+            "policy": c.name, "family": c.family, "retrains": c.retrains,
+            "retrains_per_30d": round(per_30_days(c.retrains, c.days), 3), "mean_metric": mean,
+            # the worse tail in the metric's direction: 90% of windows did at least this well
+            "p90_metric": worse_tail(c.series, higher_is_better=self.higher_is_better),
+            "windows_worse_than_threshold": worse,
+            "schedule_same_budget": None if peer is None else abs(perfect(self.higher_is_better) - peer),
+            "vs_schedule": None if peer is None or math.isnan(mean) else gain(peer, self.rule.distance(mean)),
+            "tied_with_best": best is not None and tied(self.rule.distances(c.series),
+                                                        self.rule.distances(best.series), self.rule.resolution),
+        }
+
+    def _walk_forward_row(self, forward: WalkForward) -> dict[str, Any]:
+        """The rule itself as a policy: each fold run by the choice made before it, out of sample only,
+        compared with the schedules over the same out-of-sample windows."""
+        parts = [c.part(forward.start, len(c.series), forward.days) for c in self.candidates()]
+        c = Candidate("walk-forward", "walk_forward", forward.series, [0] * forward.retrains, forward.days)
+        row = self._row(c, schedule_curve(parts, self.rule), None)
+        row.update(oos_mean_metric=row["mean_metric"], oos_p90_metric=row["p90_metric"], oos_retrains=forward.retrains,
+                   retrains=None, mean_metric=None, p90_metric=None, tied_with_best=None, equal_budget=False,
+                   recommended=False, promoted=None, rejected=None, train_seconds=None,
+                   folds=[f"{f.chosen}@{self.steps[f.start].date()}" for f in forward.folds])
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        forward = self.walk_forward()
+        return {"steps": len(self.steps) - 1, "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
+                "policies": self.table(), "recommended": self.recommended, "tolerance": self.rule.tolerance,
+                "resolution": self.rule.resolution, "budget_per_30d": self.rule.budget, "cost": self.rule.cost,
+                "folds": self.folds, "label_delay": format_span(self.label_delay) if self.label_delay else None,
+                "walk_forward": None if forward is None else {
+                    "from": self.steps[forward.start].isoformat(),
+                    "folds": [{"from": self.steps[f.start].isoformat(), "to": self.steps[f.end].isoformat(),
+                               "chosen": f.chosen, "mean_metric": f.mean, "retrains": f.retrains}
+                              for f in forward.folds]},
+                "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
+                "chart": str(self.chart) if self.chart else None,
+                "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A fit's predictions on the data's rows `lo:hi`."""
+
+    lo: int
+    hi: int
+    pred: np.ndarray
+    proba: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _BlockScorer:
+    """A fit's scorer for the holdout rows `lo:hi` alone, answered from the replay's blocks."""
+
+    replay: Replay
+    model_at: pd.Timestamp
+    lo: int
+    hi: int
+
+    def predict_with_proba(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        assert len(rows) == self.hi - self.lo, "a block scorer answers for its holdout rows only"
+        return self.replay.predictions(self.model_at, self.lo, self.hi)
+
+
+class Replay:
+    """Caches shared by every policy: fits by as_of, window metrics and drift by (fit, window)."""
+
+    def __init__(self, config: Config, data: LabelledData, cache: bool = True, jobs: int = 1, client: Any = None):
+        self.config, self.data, self.cache = config, data, cache
+        self.jobs, self.client = jobs, client  # where fits made ahead run: local workers or a Dask cluster
+        self.ahead: FitsAhead | None = None
+        self.fits: dict[pd.Timestamp, FitResult] = {}
+        self.fit_count = 0
+        self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
+        self.predicted: dict[pd.Timestamp, _Block] = {}  # each fit's predictions on the rows it served
+        self.meters: dict[pd.Timestamp, DriftMeter] = {}
+        self.estimators: dict[pd.Timestamp, PerformanceEstimator] = {}
+
+    def fit(self, as_of: pd.Timestamp) -> FitResult:
+        if self.cache and as_of in self.fits:
+            return self.fits[as_of]
+        result = self.ahead.take(as_of) if self.ahead is not None else None
+        if result is None:
+            result = (fit_project if self.config.training.project else fit)(self.config, self.data, as_of)
+        self.fit_count += 1
+        self.fits[as_of] = result
+        return result
+
+    def fit_ahead(self, points: Iterable[pd.Timestamp]) -> None:
+        """Start the fits of `points` on the other cores (or the cluster) without waiting for them; `fit`
+        collects each when a step needs it. The same models as fitting one by one."""
+        if (self.jobs == 1 and self.client is None) or self.config.training.project is not None:
+            return  # one core: fitted when needed; a project's runs go one at a time
+        if self.ahead is None:
+            self.ahead = FitsAhead(self.config, self.data, self.jobs, self.client)
+        self.ahead.submit(p for p in points if p not in self.fits)
+
+    def close(self) -> None:
+        """Stop the workers of fits made ahead (and drop fits no step collected)."""
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
+
+    def window_score(self, model_at: pd.Timestamp, window: Window) -> WindowScore:
+        key = (model_at, window.iso())
+        if self.cache and key in self.metrics:
+            return self.metrics[key]
+        lo, hi = self.data.positions(window)
+        rows = self.data.frame.iloc[lo:hi]
+        value = None
+        if len(rows):  # the cycle's own scoring: a metric undefined on the window is None, a gap
+            if self.cache:
+                pred, proba = self.predictions(model_at, lo, hi)
+                scored = score_predictions(self.config, self.data, rows, pred, proba)
+            else:
+                scored = score_rows(self.config, self.data, self.fits[model_at].scorer, rows)
+            value = scored.metrics.get(self.config.metric)
+        result = WindowScore(window.iso(), len(rows), value)
+        self.metrics[key] = result
+        return result
+
+    def predictions(self, model_at: pd.Timestamp, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The fit's predictions on rows `lo:hi`, from a block predicted in one call and grown by doubling
+        as the model keeps serving. A call has a fixed cost (input checks, the encoder) far above a day's
+        rows, and a model serving n windows then costs about log2(n) calls instead of n; a prediction
+        depends on its own row alone, so the numbers are those of predicting window by window."""
+        block = self.predicted.get(model_at)
+        if block is None or lo < block.lo or hi > block.hi:
+            start = lo if block is None else min(lo, block.lo)
+            end = min(len(self.data.frame), max(hi + (hi - lo), 0 if block is None else block.hi + (block.hi - block.lo)))
+            pred, proba = self.fits[model_at].scorer.predict_with_proba(self.data.frame.iloc[start:end])
+            block = self.predicted[model_at] = _Block(start, end, pred, proba)
+        return block.pred[lo - block.lo:hi - block.lo], None if block.proba is None else block.proba[lo - block.lo:hi - block.lo]
+
+    def judged(self, model_at: pd.Timestamp, holdout: Window) -> Any:
+        """The fit as the gate takes it (`evaluate.judge`): with the cache, its predictions on the holdout
+        come from its blocks, so Production, which has usually just scored those rows, costs nothing."""
+        if not self.cache:
+            return self.fits[model_at].scorer
+        return _BlockScorer(self, model_at, *self.data.positions(holdout))
+
+    def forget(self, serving: set[pd.Timestamp], upto: pd.Timestamp) -> None:
+        """Drop fits no policy serves any more. All policies advance together, so a fit made at or
+        before `upto` is only ever needed again as some policy's Production model."""
+        for at in [at for at in self.fits if at <= upto and at not in serving]:
+            del self.fits[at]
+            self.predicted.pop(at, None)
+            self.meters.pop(at, None)
+            self.estimators.pop(at, None)
+
+    def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
+        rows = self.data.rows(window)
+        if not len(rows):
+            return None
+        if model_at not in self.meters or not self.cache:
+            self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.data.spec)
+        return self.meters[model_at].measure(rows)
+
+
+    def estimate(self, model_at: pd.Timestamp, window: Window) -> float | None:
+        """The serving fit's metric on `window` estimated without labels, prepared on its holdout rows."""
+        fit = self.fits[model_at]
+        if model_at not in self.estimators or not self.cache:
+            self.estimators[model_at] = label_free(self.config, self.data, fit.scorer, fit.holdout_rows)
+        return estimate_rows(self.estimators[model_at], self.data, fit.scorer, self.data.rows(window))
+
+
+def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
+    first = data.resolve_as_of(start, "--from")
+    last = data.resolve_as_of(end, "--to") if end else data.last_labelled
+    if last <= first:
+        raise DataError(f"--to {last.isoformat()} must be after --from {first.isoformat()}")
+    steps = list(pd.date_range(first, last, freq=pd.Timedelta(every)))
+    if len(steps) < 2:
+        raise DataError(f"the span {first.isoformat()}..{last.isoformat()} holds fewer than two steps of "
+                        f"{format_span(every)}; widen it or shorten --every")
+    return steps
+
+
+def run_backtest(config: Config, *, start: str, end: str | None = None, every: timedelta | None = None,
+                 policies: list[Policy] | None = None, data: LabelledData | None = None, rule: Rule | None = None,
+                 folds: int = 0, jobs: int = 1, cache: bool = True, client: Any = None) -> BacktestResult:
+    """Replay all policies over the steps in one pass; return their table and the recommendation.
+
+    When the configured policy retrained and no schedule in the set retrained as often, a second,
+    short pass replays the schedule with its retrain count (`equal_budget`): the comparison "better
+    than a schedule with the same budget" then needs no hand-made schedule. `folds` > 0 adds the
+    walk-forward view (`decide.choice`). With a Dask `client` (`cluster.connect`) the fits run on its
+    workers, `jobs` of them at a time; the table is the same."""
+    began = time.perf_counter()
+    data = (data or LabelledData.load(config)).whole()  # a replay reads every window: all rows, once
+    every = every or config.monitoring.window
+    steps = replay_steps(data, start, end, every)
+    if folds and len(steps) - 1 < folds + 1:
+        raise DataError(f"--folds {folds} needs at least {folds + 1} windows; the span holds {len(steps) - 1} "
+                        f"steps of {format_span(every)}")
+    policies = policies or default_policies(config, every)
+    with closing(Replay(config, data, cache=cache, jobs=jobs, client=client)) as replay:
+        states = _replay(replay, policies, steps, every)
+        matched = equal_budget_schedule(config, states, steps, every)
+        if matched is not None:
+            states += _replay(replay, [matched], steps, every)
+    undelayed = None
+    if config.monitoring.label_delay:
+        # the same policies had the labels come at once: what the delay costs each of them
+        with closing(Replay(config.with_label_delay(timedelta(0)), data, cache=cache, jobs=jobs,
+                            client=client)) as instant:
+            undelayed = _replay(instant, [without_delay(s.policy) for s in states], steps, every)
+        replay.fit_count += instant.fit_count
+    rule = rule or Rule(higher_is_better=config.higher_is_better)
+    result = BacktestResult(steps, states, "", dataclasses.replace(rule, higher_is_better=config.higher_is_better),
+                            config.threshold_limit, config.monitoring.metric, time.perf_counter() - began,
+                            replay.fit_count, folds=folds, undelayed=undelayed,
+                            label_delay=config.monitoring.label_delay)
+    result.recommended = result.recommend()
+    return result
+
+
+def without_delay(policy: Policy) -> Policy:
+    """The same policy with labels that arrive at once."""
+    return dataclasses.replace(policy, config=policy.config.with_label_delay(timedelta(0)))
+
+
+def _replay(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp], every: timedelta) -> list[PolicyState]:
+    """One pass over the steps, all `policies` advancing together."""
+    # with retrain-every-window present every step's fit is known in advance: fit them on the other
+    # cores while this one scores, a chunk ahead so memory holds a chunk, not the whole history
+    labelled = replay.config.monitoring.labelled  # a fit at step t uses the labels known then
+    ahead = [labelled(t) for t in steps[1:-1]] if replay.cache and any(p.every_window for p in policies) else []
+    chunk = max(32, 16 * replay.jobs)
+    replay.fit_ahead(ahead[:chunk])
+    start = labelled(steps[0])
+    first = replay.fit(start)  # the bootstrap: every policy starts from the same first model
+    states = [PolicyState(p, start, last_retrain=start, train_seconds=first.fit_seconds,
+                          next_due=steps[0] + p.cadence if p.cadence else None) for p in policies]
+    depth = {p.name: monitoring_depth(p.config) for p in policies}
+    step_span = pd.Timedelta(every)
+    # disable=None: a bar on a terminal, nothing in CI logs
+    progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
+    for index, as_of in enumerate(steps[:-1]):
+        if index > 0:
+            if ahead:
+                replay.fit_ahead(ahead[index - 1:index - 1 + chunk])
+            for state in states:
+                _step(replay, state, as_of, depth[state.policy.name])
+            replay.forget(serving={state.production for state in states}, upto=labelled(as_of))
+        serve = Window(as_of, min(as_of + step_span, steps[-1]))
+        for state in states:
+            state.series.append(replay.window_score(state.production, serve).metric)
+        if index:
+            progress.update(1)
+    progress.close()
+    return states
+
+
+def equal_budget_schedule(config: Config, states: list[PolicyState], steps: list[pd.Timestamp],
+                          every: timedelta) -> Policy | None:
+    """The schedule whose retrain count is closest to the configured policy's, unless one ran already."""
+    configured = next((s for s in states if s.policy.family == "configured"), None)
+    if configured is None or not configured.retrains:
+        return None
+    points = len(steps) - 2  # decision points: the first step is the bootstrap, the last only ends a window
+    cadences = range(1, points + 1)
+    k = min(cadences, key=lambda c: (abs(points // c - configured.retrains), c))
+    ran = {s.retrains for s in states if s.policy.family == "schedule"}
+    if points // k in ran:
+        return None
+    return schedule(config, every * k, equal_budget=True)
+
+
+def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -> None:
+    """One controller cycle of one policy at `as_of`: assess, and if asked, fit and judge."""
+    config = state.policy.config
+    due = state.next_due is not None and as_of >= state.next_due
+    while due and state.next_due <= as_of:  # the next due time stays on the grid, whatever the outcome
+        state.next_due += state.policy.cadence
+    # the metric reads the labelled windows, drift the newest features (`monitoring.label_delay`)
+    labelled = config.monitoring.labelled(as_of)
+    scores = [replay.window_score(state.production, w) for w in recent_windows(labelled, config, depth)]
+    drift = None
+    newest = Window.ending(as_of, config.monitoring.window)
+    if config.triggers.needs("drift"):
+        drift = replay.drift(state.production, newest)
+    estimate = replay.estimate(state.production, newest) if config.triggers.needs("estimate") else None
+    forced = state.policy.every_window or due
+    decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
+                      seen_until=replay.fits[state.production].train_window.end,
+                      rows_since=replay.data.count_after(state.production, labelled),
+                      last_retrain_at=state.last_retrain, force=forced, estimate=estimate,
+                      reason=("every window" if state.policy.every_window
+                              else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
+    if not decision.retrain:
+        return
+    candidate = replay.fit(labelled)
+    holdout = candidate.holdout_window
+    promotion, _ = judge(config, replay.data, candidate.holdout_rows, replay.judged(labelled, holdout),
+                         replay.judged(state.production, holdout))
+    state.retrains += 1
+    state.train_seconds += candidate.fit_seconds
+    state.last_retrain = labelled  # a version's data time is its training's (`controller.version_time`)
+    if promotion.promote:
+        state.promoted += 1
+        state.production = labelled
+    else:
+        state.rejected += 1
+    state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))
+
+
+def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run: bool = True,
+                  show: Iterable[str] = ("never", "configured", "every-window")) -> BacktestResult:
+    """The table as CSV, the trade-off chart as self-contained HTML, both in one MLflow run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = result.table()
+    replayed = [r for r in rows if r["family"] != "walk_forward"]  # the walk-forward row is the rule, not a replay
+    forward = result.walk_forward()
+    result.table_path = out_dir / "backtest.csv"
+    pd.DataFrame(rows).to_csv(result.table_path, index=False)
+    steps = [t.to_pydatetime() for t in result.steps]
+    result.chart = out_dir / "backtest.html"
+    result.chart.write_text(tradeoff_html(
+        title=f"{config.model_name}: retrains vs mean {config.metric}, "
+              f"{result.steps[0].date()}..{result.steps[-1].date()} ({len(result.steps) - 1} steps)",
+        metric=config.metric,
+        policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"],
+                              r["promoted"], r["rejected"]) for r in replayed if not math.isnan(r["mean_metric"])],
+        # every policy over time (window i serves steps[i]..steps[i + 1]); the recommended and `show` drawn at first
+        series={s.policy.name: list(zip(steps[:-1], steps[1:], s.series)) for s in result.states},
+        retrains={s.policy.name: [(pd.Timestamp(t).to_pydatetime(), d) for t, d in s.retrain_points]
+                  for s in result.states},
+        visible=[result.recommended, *show], recommended=result.recommended, table_rows=rows,
+        folds=[FoldPoint(steps[f.start], steps[f.end], f.chosen, f.mean) for f in forward.folds] if forward else (),
+    ))
+    if log_run:
+        import mlflow
+
+        from mlflow_retrain.adapters.tracking import start_run
+
+        with start_run(f"{config.experiment}-backtest", "backtest",
+                       {T.RUN_KIND: "backtest", "model_name": config.model_name,
+                        "recommended": result.recommended}) as run:
+            mlflow.log_params({"from": result.steps[0].isoformat(), "to": result.steps[-1].isoformat(),
+                               "steps": len(result.steps) - 1, "tolerance": result.rule.tolerance,
+                               "policies": ",".join(r["policy"] for r in replayed), "folds": result.folds})
+            for r in rows:
+                safe = r["policy"].replace(".", "_")
+                numbers = {f"{safe}.retrains": r["retrains"], f"{safe}.mean_{config.metric}": r["mean_metric"],
+                           f"{safe}.train_seconds": r["train_seconds"], f"{safe}.oos_retrains": r.get("oos_retrains"),
+                           f"{safe}.oos_mean_{config.metric}": r.get("oos_mean_metric")}
+                mlflow.log_metrics({k: v for k, v in numbers.items() if v is not None})
+            mlflow.log_metric("seconds", result.seconds)
+            mlflow.log_artifact(str(result.table_path))
+            mlflow.log_artifact(str(result.chart))
+            result.run_id = run.info.run_id
+    return result
