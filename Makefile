@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean bench screenshots docs
+.PHONY: demo test test-fast lint install clean bench screenshots docs
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 2; }
@@ -26,6 +26,12 @@ test: install
 # the inner loop: the pure and unit tests (tests/unit), no servers or subprocess cycles
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit
+
+# the rings (.importlinter: each ring imports only those below it, the decision core touches no world,
+# no import circle; imports inside functions count) and ruff (pyproject.toml)
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check mlflow_retrain tests benchmarks scripts docs
 
 bench: install
 	$(BIN)/python benchmarks/bench_monitor.py

@@ -7,12 +7,15 @@ are when the site is built, so neither page can describe a layout the code has l
 from __future__ import annotations
 
 import ast
+import configparser
 import re
 from pathlib import Path
 from typing import Any
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlflow_retrain"
 IMPORTS = "<!-- package-imports -->"
+RINGS = "<!-- package-rings -->"
+CONTRACTS = PACKAGE.parent / ".importlinter"
 NOTES = "<!-- design-notes -->"
 ESSAY_LINES = 10  # a module docstring this long is a design note, not a one-line summary
 
@@ -72,6 +75,39 @@ def imports_table() -> str:
     return "\n".join(rows)
 
 
+def _layers() -> list[list[str]]:
+    """The rings, top first, as the layers contract in .importlinter states them (`a | b`: side by side)."""
+    parser = configparser.ConfigParser()
+    parser.read(CONTRACTS, encoding="utf-8")
+    layered = [s for s in parser.sections() if parser[s].get("type") == "layers"]
+    lines = parser[layered[0]]["layers"].split("\n")
+    return [[name.strip() for name in line.split("|")] for line in lines if line.strip()]
+
+
+def _summary(source: str) -> str:
+    doc = ast.get_docstring(ast.parse(source)) or ""
+    return _escaped(doc.split("\n\n")[0].replace("\n", " ")) if doc else ""
+
+
+def rings_table() -> str:
+    """One row per ring, top first: its modules, their length and what each is for (first docstring paragraph)."""
+    rows = ["| ring | module | lines | what it is for |", "| --- | --- | ---: | --- |"]
+    modules = _modules()
+    for layer in _layers():
+        for ring in layer:
+            prefix = f"mlflow_retrain.{ring}"
+            for name, source in modules:
+                if name == prefix or name.startswith(prefix + "."):
+                    rows.append(f"| `{ring}` | `{_short(name)}` | {len(source.splitlines())} | {_summary(source)} |")
+    return "\n".join(rows)
+
+
+def rings_diagram() -> str:
+    """The rings as a text drawing, top first, each importing only the rings below it."""
+    return "\n".join(["```text", *("   " + "  |  ".join(layer) + "\n      ↓" for layer in _layers()), "```"]).replace(
+        "\n      ↓\n```", "\n```")
+
+
 def _escaped(text: str) -> str:
     """`<` and `>` outside code spans as entities: a docstring's `<column>` is text, not an HTML tag."""
     parts = re.split(r"(`[^`]*`)", text)
@@ -90,6 +126,8 @@ def design_notes() -> str:
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """MkDocs hook: fill in the markers."""
+    if RINGS in markdown:
+        markdown = markdown.replace(RINGS, rings_diagram() + "\n\n" + rings_table())
     if IMPORTS in markdown:
         markdown = markdown.replace(IMPORTS, imports_table())
     if NOTES in markdown:
