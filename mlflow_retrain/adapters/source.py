@@ -127,8 +127,11 @@ class ParquetSource:
         if not self.pushdown or (start is None and end is None):
             return None
         kind = self.schema.field(self.timestamp).type
-        # truncated to the column's unit, which keeps every row in the window (the exact cut follows)
-        bound = lambda t: pa.scalar(t.tz_localize("UTC") if kind.tz else t).cast(kind, safe=False)
+
+        def bound(t: pd.Timestamp) -> Any:
+            # truncated to the column's unit, which keeps every row in the window (the exact cut follows)
+            return pa.scalar(t.tz_localize("UTC") if kind.tz else t).cast(kind, safe=False)
+
         field = ds.field(self.timestamp)
         after = None if start is None else field > bound(start)
         upto = None if end is None else field <= bound(end)
