@@ -32,18 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_retrain.base.errors import ServeError
-from mlflow_retrain.serve.basequeue import (
-    DONE,
-    EVENT_COLUMNS,
-    FAILED,
-    FILE_COLUMNS,
-    IGNORED,
-    META_COLUMNS,
-    PENDING,
-    RETENTION_SECONDS,
-    RUNNING,
-    Queue,
-)
+from mlflow_retrain.serve.basequeue import (DONE, EVENT_COLUMNS, FAILED, FILE_COLUMNS, IGNORED, META_COLUMNS, PENDING,
+                                            RETENTION_SECONDS, RUNNING, Queue)
 from mlflow_retrain.serve.events import Action, Queued
 
 SCHEMA = f"""
