@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.usecases.backtest import BacktestResult, Policy, PolicyState
+from mlflow_retrain.usecases.backtest import BacktestResult
+from mlflow_retrain.usecases.replay import Policy, PolicyState
 from mlflow_retrain.decide.choice import (Candidate, Rule, boundaries, choose, equal_budget, gain, per_30_days,
                                           schedule_curve, tied, walk_forward)
 
