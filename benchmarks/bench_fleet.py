@@ -38,7 +38,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from synthetic import TARGET, energy_load
+from synthetic import TARGET, energy_load  # noqa: E402  (tests/ is on the path only from here)
 
 BIN = Path(sys.executable).parent / "mlflow-retrain"
 BOOTSTRAP, NOOP = "2022-02-28", "2022-03-07"

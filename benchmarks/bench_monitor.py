@@ -105,7 +105,7 @@ def run_side(side: str, windows: int, folder: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--side", side, "--windows", str(windows)], cwd=folder,
                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"},
                          capture_output=True, text=True)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((text for text in out.stdout.splitlines() if text.startswith("RESULT ")), None)
     if out.returncode or line is None:
         sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
     return json.loads(line[7:])

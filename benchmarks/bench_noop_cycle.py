@@ -217,7 +217,9 @@ def main() -> None:
         finally:
             shutil.rmtree(home, ignore_errors=True)
 
-    median = lambda name, what: statistics.median(getattr(run, what) for run in samples[name])
+    def median(name: str, what: str) -> float:
+        return statistics.median(getattr(run, what) for run in samples[name])
+
     wall = {name: median(name, "wall") for name in commands}
     cpu = {name: median(name, "cpu") for name in commands}
     print(f"wheel built and installed with its dependencies in a fresh venv: {install:.0f} s; "
@@ -236,7 +238,7 @@ def main() -> None:
             print(f"{cycle} / {floor}, the median of the {args.runs} paired runs: "
                   f"{statistics.median(paired):.2f}x wall, {statistics.median(paired_cpu):.2f}x CPU")
     print("(issue 15's goal: the no-op cycle within 1.5x of the floor)\n")
-    line = next(l for l in profiled.stderr.splitlines() if l.startswith("PROFILE "))
+    line = next(text for text in profiled.stderr.splitlines() if text.startswith("PROFILE "))
     profile = json.loads(line[len("PROFILE "):])
     steps, whole = profile["steps"], profile["steps"].pop("whole")
     print(f"No-op cycles in one process, interpreter start-up left out: the first {profile['first']:.1f} s, "

@@ -1,4 +1,5 @@
-"""Labelled data larger than one window: a folder of Parquet files read window by window.
+"""Labelled data larger than one window: a folder of Parquet files read window by window
+(`data.WindowedData` checks and keeps the rows read here).
 
 A cycle needs a few monitoring windows, a retrain its training window and holdout; reading years of
 history to use a month of it makes a cycle's time and memory grow with the history. A pyarrow
@@ -6,38 +7,23 @@ dataset over the folder answers "rows in `(start, end]`" by opening only the fil
 partition (`date=2012-01-01/`, `year=2012/month=1/`) can hold such rows, and within them only the
 row groups whose timestamp statistics can (a filter pushed to the Parquet reader). The newest
 timestamp (`--as-of`'s default) comes from the newest partition's timestamp column alone.
-
-Rows read are checked as `LabelledData.load` checks the whole table (`prepare_frame`: schema,
-timestamps, duplicates, label delay measured from the dataset's newest row), so a decision on the
-dataset is the decision on the same rows as one CSV file. Exact repeats share their timestamp, so a
-window holds every repeat of its rows and `data.duplicates` acts on it as on the whole; the counts
-reported are those of the newest monitoring window (of every row once `frame` is read). CSV and
-single files keep being read once.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mlflow_retrain.policy.config import Config
-from mlflow_retrain.adapters.data import LabelledData, parse_timestamps, partition_values, prepare_frame, report_counts
+from mlflow_retrain.adapters.tables import parse_timestamps, partition_values
 from mlflow_retrain.base.errors import DataError
 from mlflow_retrain.decide.window import Window
 
 # partition dates may be local days while timestamps are UTC: a day's margin keeps pruning safe
 MARGIN = pd.Timedelta(days=1)
-# the monitor reads this many rows at a time (estimated from the newest window's density)
-CHUNK_ROWS = 500_000
-# windows kept read within one command (monitoring windows, training window, holdout)
-KEPT = 8
 _DAY, _MONTH = re.compile(r"^\d{4}-\d{2}-\d{2}$"), re.compile(r"^\d{4}-\d{2}$")
 _STEPS = {"hour": pd.DateOffset(hours=1), "day": pd.DateOffset(days=1), "month": pd.DateOffset(months=1)}
 
@@ -127,8 +113,11 @@ class ParquetSource:
         if not self.pushdown or (start is None and end is None):
             return None
         kind = self.schema.field(self.timestamp).type
-        # truncated to the column's unit, which keeps every row in the window (the exact cut follows)
-        bound = lambda t: pa.scalar(t.tz_localize("UTC") if kind.tz else t).cast(kind, safe=False)
+
+        def bound(t: pd.Timestamp) -> Any:
+            # truncated to the column's unit, which keeps every row in the window (the exact cut follows)
+            return pa.scalar(t.tz_localize("UTC") if kind.tz else t).cast(kind, safe=False)
+
         field = ds.field(self.timestamp)
         after = None if start is None else field > bound(start)
         upto = None if end is None else field <= bound(end)
@@ -206,93 +195,3 @@ class ParquetSource:
             total += int(((stamps > window.start) & (stamps <= window.end)).sum())
         return total
 
-
-class WindowedData(LabelledData):
-    """`LabelledData` over a Parquet dataset, reading the rows of the windows asked for.
-
-    The windows a command asks for are kept (the `KEPT` most recent), so a cycle that cuts its
-    holdout three times reads it once; `frame` (the backtest, `init`) reads every row, once.
-    """
-
-    def __init__(self, source: ParquetSource, config: Config):
-        self.source, self.origin = source, str(source.root)
-        self.label_delay = config.monitoring.label_delay
-        self.kept: OrderedDict[Window, pd.DataFrame] = OrderedDict()
-        probe = Window.ending(self.last, config.monitoring.window)
-        raw = self.source.read(probe)
-        # the columns are resolved on the newest window: Arrow types, not values, give their kinds
-        rows, self.spec, counts = prepare_frame(raw, config.data, self.origin, self.label_delay, newest=self.last)
-        self.counts = replace(counts, window=probe.iso())
-        report_counts(self.counts, self.origin)
-        self.density = len(rows) / max(pd.Timedelta(config.monitoring.window).total_seconds(), 1.0)
-
-    @classmethod
-    def open(cls, config: Config, path: Path, files: list[Path]) -> LabelledData:
-        """Windowed when reading a window can skip files; otherwise the whole folder, once, as before."""
-        source = ParquetSource(path, files, config.data.timestamp, config.data.target)
-        if not source.prunes:
-            return LabelledData.from_frame(source.read(None), config, str(path))
-        return cls(source, config)
-
-    @cached_property
-    def frame(self) -> pd.DataFrame:  # type: ignore[override]  # every row: what a replay of all history needs
-        frame, _, self.counts = prepare_frame(self.source.read(None), self.spec, self.origin, self.label_delay)
-        report_counts(self.counts, self.origin)
-        return frame
-
-    @property
-    def empty(self) -> bool:
-        return False  # a dataset with no rows has no newest timestamp and is refused on opening
-
-    @cached_property
-    def first(self) -> pd.Timestamp:  # type: ignore[override]
-        return self.source.extreme(newest=False)
-
-    @cached_property
-    def last(self) -> pd.Timestamp:  # type: ignore[override]
-        last = self.source.extreme(newest=True)
-        if last is None:
-            raise DataError(f"{self.source.root}: holds no rows; add labelled data before training or monitoring")
-        return last
-
-    def newest(self, at: pd.Timestamp | None = None, *, labelled: bool = False) -> pd.Timestamp | None:
-        if not labelled or not self.label_delay:  # without a label delay every row is labelled
-            return self.last if at is None else self.source.extreme(newest=True, at=at)
-        return self.source.extreme(newest=True, at=at, labelled=True)
-
-    def rows(self, window: Window) -> pd.DataFrame:
-        for kept, frame in reversed(self.kept.items()):
-            if kept.start <= window.start and window.end <= kept.end:
-                self.kept.move_to_end(kept)
-                return frame.iloc[slice(*window.positions(frame[self.spec.timestamp]))]
-        frame = self._prepared(window)
-        self.kept[window] = frame
-        while len(self.kept) > KEPT:
-            self.kept.popitem(last=False)
-        return frame
-
-    def _prepared(self, window: Window) -> pd.DataFrame:
-        raw = self.source.read(window)
-        if raw.empty:
-            return raw
-        frame = prepare_frame(raw, self.spec, self.origin, self.label_delay, newest=self.last)[0]
-        return frame.iloc[slice(*window.positions(frame[self.spec.timestamp]))].reset_index(drop=True)
-
-    def count_after(self, start: pd.Timestamp, end: pd.Timestamp) -> int:
-        return self.source.count(Window(start, end))
-
-    def slabs(self, windows: list[Window]) -> Iterator[tuple[range, LabelledData]]:
-        """Consecutive windows in chunks of about `CHUNK_ROWS` rows, each chunk read once and let go."""
-        span = pd.Timedelta(seconds=CHUNK_ROWS / self.density) if self.density else pd.Timedelta.max
-        lo = 0
-        while lo < len(windows):
-            hi = lo + 1
-            while hi < len(windows) and windows[hi].end - windows[lo].start <= span:
-                hi += 1
-            rows = self._prepared(Window(windows[lo].start, windows[hi - 1].end))
-            yield range(lo, hi), LabelledData(rows, self.spec, self.origin, self.counts)
-            lo = hi
-
-    def whole(self) -> LabelledData:
-        frame = self.frame  # read first: reading every row counts every row
-        return LabelledData(frame, self.spec, self.origin, self.counts)

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +25,9 @@ from mlflow_retrain.fleet.rules import (
     parse_selectors,
     refuse_clashes,
 )
-from mlflow_retrain.fleet.task import NOT_SELECTED, Row, Task
+from mlflow_retrain.fleet.task import NOT_SELECTED, FleetResult, Row, Task
 
 COMMANDS = ("cycle", "check", "status", "monitor")
-
-
-@dataclass
-class FleetResult:
-    command: str
-    rows: list[Row]  # the models in the selection, in policy order
-    not_selected: list[str]  # models `--select` left out (their registered model lacks the tag)
-    exit_code: int
-    seconds: float
-    jobs: int
-    dashboard: Path | None = None  # monitor: the fleet's page, linking each model's own
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for row in self.rows:
-            out[row.outcome] = out.get(row.outcome, 0) + 1
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"command": self.command, "exit_code": self.exit_code, "seconds": round(self.seconds, 2),
-                "jobs": self.jobs, "counts": self.counts(), "models": [r.to_dict() for r in self.rows],
-                "not_selected": self.not_selected, "dashboard": None if self.dashboard is None else str(self.dashboard)}
 
 
 def run_fleet(command: str, policies: Sequence[Path], *, jobs: int, select: Sequence[str] = (),

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
 from mlflow_retrain.usecases.charts import CONFIG, STYLE, THRESHOLD_COLOR
 from mlflow_retrain.policy.config import higher_is_better
-from mlflow_retrain.fleet.task import Row
-
-if TYPE_CHECKING:
-    from mlflow_retrain.fleet import FleetResult
+from mlflow_retrain.fleet.task import FleetResult, Row
 
 OK_COLOR, BAD_COLOR = "#2e7d32", "#c62828"
 FLEET_STYLE = ".num{text-align:right;font-variant-numeric:tabular-nums} td.reason{max-width:520px}"

@@ -1,5 +1,5 @@
-"""A fleet's unit of work and its result, as plain data: pickled to a worker and back, and light to
-import (the parent process never imports MLflow; its workers do, once each)."""
+"""A fleet's unit of work, its result and the whole command's, as plain data: pickled to a worker and
+back, and light to import (the parent process never imports MLflow; its workers do, once each)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,27 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class FleetResult:
+    """What one fleet command found: a row per model, the fleet's exit code, and (monitor) its dashboard."""
+
+    command: str
+    rows: list[Row]  # the models in the selection, in policy order
+    not_selected: list[str]  # models `--select` left out (their registered model lacks the tag)
+    exit_code: int
+    seconds: float
+    jobs: int
+    dashboard: Path | None = None  # monitor: the fleet's page, linking each model's own
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for row in self.rows:
+            out[row.outcome] = out.get(row.outcome, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "exit_code": self.exit_code, "seconds": round(self.seconds, 2),
+                "jobs": self.jobs, "counts": self.counts(), "models": [r.to_dict() for r in self.rows],
+                "not_selected": self.not_selected, "dashboard": None if self.dashboard is None else str(self.dashboard)}

@@ -40,7 +40,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlflow_retrain.base.redact import redact
 from mlflow_retrain.serve import parse, signing
 from mlflow_retrain.serve.events import IGNORE, TRIGGER, WEBHOOK, Action, trigger_action, webhook_action
-from mlflow_retrain.serve.queue import QUEUE_ENV, QueueUnavailable, open_queue, worker_key
+from mlflow_retrain.serve.basequeue import QueueUnavailable
+from mlflow_retrain.serve.queue import QUEUE_ENV, open_queue, worker_key
 from mlflow_retrain.serve.watch import FolderWatch
 
 log = logging.getLogger(__name__)

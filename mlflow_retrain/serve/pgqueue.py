@@ -1,6 +1,6 @@
 """The event queue in PostgreSQL, for several `serve` replicas (one machine or many) sharing one queue.
 
-The rows and their states are the sqlite queue's (`queue.py`); what several replicas add:
+The rows and their states are the sqlite queue's (`queue.py`, `basequeue.py`); what several replicas add:
 - **Claims.** A worker claims in one transaction: a per-model advisory lock orders claimers of the
   same model, a model whose batch a live replica is running is skipped (cycles stay one batch at a
   time per model, as with one worker), and the rows are taken with `SELECT ... FOR UPDATE SKIP LOCKED`,
@@ -43,7 +43,7 @@ from psycopg.rows import dict_row
 from mlflow_retrain.base.errors import ServeError
 from mlflow_retrain.base.redact import redact
 from mlflow_retrain.serve.events import Action, Queued
-from mlflow_retrain.serve.queue import (
+from mlflow_retrain.serve.basequeue import (
     DONE,
     EVENT_COLUMNS,
     FAILED,

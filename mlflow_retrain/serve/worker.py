@@ -40,7 +40,8 @@ from mlflow_retrain.serve.events import (
     plan,
     signoff_due,
 )
-from mlflow_retrain.serve.queue import DONE, FAILED, QUEUE_ENV, Queue, QueueUnavailable, open_queue, worker_key
+from mlflow_retrain.serve.basequeue import DONE, FAILED, Queue, QueueUnavailable
+from mlflow_retrain.serve.queue import QUEUE_ENV, open_queue, worker_key
 
 if TYPE_CHECKING:
     from mlflow_retrain.adapters.registry import Registry

@@ -1,4 +1,4 @@
-"""Self-contained HTML charts with plotly: the monitoring dashboard and the backtest trade-off.
+"""Self-contained HTML charts with plotly: the monitoring dashboard here, the backtest trade-off in `tradeoff.py`.
 
 Each page is one HTML file that opens offline, from a CI artifact or an MLflow run: plotly.js is
 inlined once per file (the first figure carries it, the others reuse it; ~4.5 MB), nothing is
@@ -17,17 +17,11 @@ from html import escape
 from typing import TYPE_CHECKING, Any, Sequence
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
-
-from mlflow_retrain.decide import format_span
 
 if TYPE_CHECKING:
     from mlflow_retrain.measure.drift import ColumnDrift
 
-# One colour per policy, in the order the policies are listed (the backtest's table order); shared
-# by every backtest figure. 24 distinct colours, more policies than that wrap around.
-POLICY_PALETTE = qualitative.Dark24
 METRIC_COLOR, DRIFT_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9467bd", "#c62828"
 FIRED_COLOR, HEALTH_COLOR = "#ef6c00", "#c62828"
 STEADY_COLOR = "#ede7f6"  # a measured column that did not drift (drifted ones take DRIFT_COLOR)
@@ -72,46 +66,35 @@ class RetrainEvent:
     reason: str
 
 
-@dataclass(frozen=True)
-class PolicyPoint:
-    """One backtested policy on the trade-off chart."""
-
-    name: str
-    family: str
-    retrains: int
-    mean_metric: float
-    p90_metric: float
-    promoted: int = 0
-    rejected: int = 0
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
+def short_number(value: float | None, digits: int = 3) -> str:
+    """A number in a few digits for hover text and tables; a dash for none (or NaN), never "nan"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def _when(moment: datetime) -> str:
+def short_time(moment: datetime) -> str:
     """The date alone at midnight (daily windows), else date and time: short, and plotly parses both."""
     return f"{moment:%Y-%m-%d}" if moment.time() == datetime.min.time() else f"{moment:%Y-%m-%d %H:%M}"
 
 
-def _mid(start: datetime, end: datetime) -> str:
+def midpoint(start: datetime, end: datetime) -> str:
+    """The middle of a window, where its bar or cell is drawn."""
     return f"{start + (end - start) / 2:%Y-%m-%d %H:%M:%S}"
 
 
-def _padded(lo: datetime, hi: datetime) -> list[str]:
+def padded_range(lo: datetime, hi: datetime) -> list[str]:
     """An x range holding [lo, hi] with a margin, so markers at either end are drawn whole."""
     pad = max((hi - lo) * 0.02, timedelta(hours=1))
     return [f"{lo - pad:%Y-%m-%d %H:%M:%S}", f"{hi + pad:%Y-%m-%d %H:%M:%S}"]
 
 
-def _div(fig: go.Figure, div_id: str, first: bool) -> str:
+def figure_div(fig: go.Figure, div_id: str, first: bool) -> str:
     """One figure's `<div>`; the first of a page inlines plotly.js, the others use it."""
     return fig.to_html(full_html=False, include_plotlyjs=first, config=CONFIG, div_id=div_id)
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+def html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return '<p class="muted">none</p>'
     columns = list(columns or rows[0].keys())
@@ -123,11 +106,11 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None)
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return _fmt(value, 4)
+        return short_number(value, 4)
     return "" if value is None else str(value)
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>\n")
 
@@ -145,15 +128,15 @@ def _health_box(health: Sequence[str]) -> str:
 
 
 def _window_hover(p: WindowPoint, metric: str) -> str:
-    lines = [f"{_when(p.start)}..{_when(p.end)}{' (partial)' if getattr(p, 'partial', False) else ''}",
-             f"v{escape(str(p.version))}: {escape(metric)} {_fmt(p.metric)}, {p.rows} rows",
-             f"drift share {_fmt(p.drift_share, 2)}, latency {_fmt(p.latency_ms)} ms"]
+    lines = [f"{short_time(p.start)}..{short_time(p.end)}{' (partial)' if getattr(p, 'partial', False) else ''}",
+             f"v{escape(str(p.version))}: {escape(metric)} {short_number(p.metric)}, {p.rows} rows",
+             f"drift share {short_number(p.drift_share, 2)}, latency {short_number(p.latency_ms)} ms"]
     lines += [f"fired: {escape(f)}" for f in p.fired] + [f"health: {escape(h)}" for h in p.health]
     return "<br>".join(lines)
 
 
 def _event_line(e: RetrainEvent) -> str:
-    return escape(f"{_when(e.time)} v{e.version} {e.decision} (trigger: {e.trigger}) {e.reason}".rstrip())
+    return escape(f"{short_time(e.time)} v{e.version} {e.decision} (trigger: {e.trigger}) {e.reason}".rstrip())
 
 
 def _runs(points: Sequence[WindowPoint], marked) -> list[tuple[datetime, datetime]]:
@@ -170,11 +153,11 @@ def _runs(points: Sequence[WindowPoint], marked) -> list[tuple[datetime, datetim
 
 
 def _column_hover(p: WindowPoint, c: ColumnDrift) -> str:
-    head = f"{_when(p.start)}..{_when(p.end)} v{escape(str(p.version))}<br>{escape(c.column)}: "
+    head = f"{short_time(p.start)}..{short_time(p.end)} v{escape(str(p.version))}<br>{escape(c.column)}: "
     if c.method is None:
         return head + "no values, not measured"
     verdict = "drifted" if c.drifted else "no drift"
-    return head + f"{verdict}<br>{escape(c.method)} {_fmt(c.score, 3)}, threshold {_fmt(c.threshold, 3)}"
+    return head + f"{verdict}<br>{escape(c.method)} {short_number(c.score, 3)}, threshold {short_number(c.threshold, 3)}"
 
 
 def drift_columns_trace(points: Sequence[WindowPoint], mids: Sequence[str]) -> go.Heatmap | None:
@@ -204,7 +187,7 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
     """
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         row_heights=[0.5, 0.16, 0.18, 0.16])
-    mids = [_mid(p.start, p.end) for p in points]
+    mids = [midpoint(p.start, p.end) for p in points]
     values = [p.metric if p.metric is not None and math.isfinite(p.metric) else None for p in points]
     finite = [v for v in values if v is not None] + ([threshold] if threshold is not None else [])
     top = max(finite, default=1.0)
@@ -217,7 +200,7 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
     hi = max([points[-1].end, *(e.time for e in events)]) if points else max(e.time for e in events)
     if threshold is not None:
         fig.add_trace(go.Scatter(x=[f"{lo:%Y-%m-%d %H:%M:%S}", f"{hi:%Y-%m-%d %H:%M:%S}"], y=[threshold, threshold],
-                                 mode="lines", name=f"threshold {_fmt(threshold)}", hoverinfo="name",
+                                 mode="lines", name=f"threshold {short_number(threshold)}", hoverinfo="name",
                                  line={"color": THRESHOLD_COLOR, "dash": "dash", "width": 1.2}), row=1, col=1)
     for label, color, symbol, marked in (("trigger fired", FIRED_COLOR, "circle-open", lambda p: bool(p.fired)),
                                          ("health problem", HEALTH_COLOR, "x", lambda p: bool(p.health))):
@@ -245,7 +228,7 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
     fig.add_trace(go.Bar(x=[mids[i] for i in drifted], y=[points[i].drift_share for i in drifted],
                          width=[(points[i].end - points[i].start).total_seconds() * 1000 * 0.9 for i in drifted],
                          name="drift share", marker={"color": DRIFT_COLOR},
-                         hovertext=[f"{_when(points[i].start)}..{_when(points[i].end)} v{escape(str(points[i].version))}"
+                         hovertext=[f"{short_time(points[i].start)}..{short_time(points[i].end)} v{escape(str(points[i].version))}"
                                     f"<br>drift share {points[i].drift_share:.2f}" for i in drifted],
                          hoverinfo="text"), row=2, col=1)
     if (columns := drift_columns_trace(points, mids)) is not None:
@@ -266,7 +249,7 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
             marker={"color": color, "symbol": symbol, "size": 11, "line": {"width": 1.5, "color": color}},
             customdata=[[",".join(e.version for e in lanes[decision][m])] for m in moments],
             hovertext=["<br>".join(by_date[f"{m:%Y-%m-%d}"]) for m in moments], hoverinfo="text"), row=4, col=1)
-    fig.update_xaxes(range=_padded(lo, hi), type="date")
+    fig.update_xaxes(range=padded_range(lo, hi), type="date")
     fig.update_yaxes(title_text=escape(metric), range=[y_lo, y_hi], row=1, col=1)
     fig.update_yaxes(title_text="drift share", range=[0, 1], row=2, col=1)
     fig.update_yaxes(title_text="drifted", type="category", autorange="reversed", row=3, col=1)
@@ -282,180 +265,15 @@ def dashboard_html(*, title: str, metric: str, points: Sequence[WindowPoint], th
                    health: Sequence[str]) -> str:
     """The monitoring dashboard: error over time with threshold, fired windows, retrains, drift, versions."""
     if not points and not events:
-        return _page(title, _health_box(health) + '<p class="muted">No windows in the span.</p>')
+        return html_page(title, _health_box(health) + '<p class="muted">No windows in the span.</p>')
     values = [p.metric for p in points if p.metric is not None and math.isfinite(p.metric)]
     summary = (f'<p class="muted">{len(points)} windows, {sum(1 for p in points if p.metric is not None)} with data; '
-               f"mean {escape(metric)} {_fmt(sum(values) / len(values) if values else None)}; "
+               f"mean {escape(metric)} {short_number(sum(values) / len(values) if values else None)}; "
                f"{sum(1 for p in points if p.fired)} windows with a trigger fired; {len(events)} retrain events. "
                "Hover for each window's version and numbers, and each retrain's reason.</p>")
     figure = dashboard_figure(metric=metric, points=points, threshold=threshold, events=events)
     event_rows = [{"time": f"{e.time:%Y-%m-%d %H:%M}", "version": e.version, "decision": e.decision,
                    "trigger": e.trigger, "reason": e.reason} for e in events]
-    return _page(title, _health_box(health) + summary + _div(figure, "monitor", first=True)
-                 + "<h2>Retrain events</h2>" + _table(event_rows)
-                 + "<h2>Versions</h2>" + _table(list(versions)))
-
-
-# --- the backtest -----------------------------------------------------------------------------------
-
-
-def policy_colors(names: Sequence[str]) -> dict[str, str]:
-    """Policy name -> colour, by position in `names` (first seen first): one mapping for a whole report."""
-    ordered = list(dict.fromkeys(names))
-    return {name: POLICY_PALETTE[i % len(POLICY_PALETTE)] for i, name in enumerate(ordered)}
-
-
-def tradeoff_figure(*, metric: str, policies: Sequence[PolicyPoint], recommended: str,
-                    colors: dict[str, str]) -> go.Figure:
-    """Retrains (x) against mean metric (y), a marker per policy (a star for the recommended one),
-    the threshold sweep joined as a curve; names are in the legend and the hover, not on the plot."""
-    fig = go.Figure()
-    sweep = sorted((p for p in policies if p.family == "threshold"), key=lambda p: (p.retrains, p.mean_metric))
-    if len(sweep) > 1:
-        fig.add_trace(go.Scatter(x=[p.retrains for p in sweep], y=[p.mean_metric for p in sweep], mode="lines",
-                                 name="threshold sweep", hoverinfo="skip",
-                                 line={"color": "#9e9e9e", "dash": "dash", "width": 1.2}))
-    for p in policies:
-        star = p.name == recommended
-        fig.add_trace(go.Scatter(
-            x=[p.retrains], y=[p.mean_metric], mode="markers", name=escape(p.name) + (" ★" if star else ""),
-            legendgroup=p.name, marker={"color": colors[p.name], "symbol": "star" if star else "circle",
-                                        "size": 18 if star else 11, "line": {"width": 1.5 if star else 0.5,
-                                                                             "color": "#000" if star else "#fff"}},
-            hovertext=[f"<b>{escape(p.name)}</b>{' (recommended)' if star else ''}<br>{p.retrains} retrains "
-                       f"({p.promoted} promoted, {p.rejected} rejected)<br>mean {escape(metric)} "
-                       f"{_fmt(p.mean_metric)}, p90 {_fmt(p.p90_metric)}"], hoverinfo="text"))
-    fig.update_layout(template="plotly_white", height=460, margin={"l": 60, "r": 20, "t": 30, "b": 50},
-                      xaxis_title="number of retrains", yaxis_title=f"mean {escape(metric)}", hovermode="closest")
-    return fig
-
-
-def series_figure(*, metric: str, series: dict[str, list[tuple[datetime, datetime, float | None]]],
-                  retrains: dict[str, list[tuple[datetime, str]]], visible: Sequence[str],
-                  colors: dict[str, str]) -> go.Figure:
-    """The metric per window for every policy (those in `visible` drawn, the others one legend click
-    away), and below it each policy's retrains on its own lane, promoted and rejected by symbol."""
-    names = list(dict.fromkeys([*series, *retrains]))
-    lanes = max(len(names), 1)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        row_heights=[0.65, 0.35] if lanes > 6 else [0.78, 0.22])
-    for name in names:
-        shown = True if name in visible else "legendonly"
-        color = colors[name]
-        windows = series.get(name, [])
-        # a point per window at its start, the length once in the hover: every policy's windows in a
-        # year of daily steps stay a few hundred kB
-        length = format_span(windows[0][1] - windows[0][0]) if windows else ""
-        fig.add_trace(go.Scatter(
-            x=[_when(a) for a, _, _ in windows], y=[float(f"{v:.6g}") if v is not None and math.isfinite(v) else None
-                                                    for _, _, v in windows],
-            mode="lines", name=escape(name), legendgroup=name, visible=shown, connectgaps=False,
-            line={"color": color, "width": 1.5},
-            hovertemplate=f"<b>{escape(name)}</b><br>window %{{x|%Y-%m-%d %H:%M}} + {length}<br>{escape(metric)} "
-                          "%{y:.4g}<extra></extra>"), row=1, col=1)
-        for decision in ("promoted", "rejected"):
-            moments = [t for t, d in retrains.get(name, []) if d == decision]
-            if not moments:
-                continue
-            fig.add_trace(go.Scatter(
-                x=[f"{t:%Y-%m-%d %H:%M:%S}" for t in moments], y=[escape(name)] * len(moments), mode="markers",
-                name=f"{escape(name)} {decision}", legendgroup=name, showlegend=False, visible=shown,
-                marker={"color": color, "symbol": DECISION_STYLE[decision][1], "size": 8,
-                        "line": {"width": 1.2, "color": color}},
-                customdata=[[_when(t)] for t in moments],
-                hovertemplate=f"<b>{escape(name)}</b><br>retrain at %{{customdata[0]}}: {decision}<extra></extra>"),
-                row=2, col=1)
-    stamps = [t for w in series.values() for a, b, _ in w for t in (a, b)] + [t for r in retrains.values() for t, _ in r]
-    if stamps:
-        fig.update_xaxes(range=_padded(min(stamps), max(stamps)), type="date")
-    fig.update_yaxes(title_text=escape(metric), rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="retrains (▲ promoted, ✕ rejected)", type="category", categoryorder="array",
-                     categoryarray=[escape(n) for n in reversed(names)], row=2, col=1)
-    fig.update_layout(template="plotly_white", height=420 + 22 * lanes, hovermode="closest",
-                      margin={"l": 60, "r": 20, "t": 30, "b": 40})
-    return fig
-
-
-def tradeoff_figures(*, metric: str, policies: Sequence[PolicyPoint],
-                     series: dict[str, list[tuple[datetime, datetime, float | None]]], recommended: str,
-                     retrains: dict[str, list[tuple[datetime, str]]] | None = None,
-                     visible: Sequence[str] | None = None) -> tuple[go.Figure, go.Figure]:
-    """The trade-off and the over-time figure, coloured from one policy -> colour mapping."""
-    retrains = retrains or {}
-    colors = policy_colors([*(p.name for p in policies), *series, *retrains])
-    return (tradeoff_figure(metric=metric, policies=policies, recommended=recommended, colors=colors),
-            series_figure(metric=metric, series=series, retrains=retrains,
-                          visible=list(series) if visible is None else visible, colors=colors))
-
-
-@dataclass(frozen=True)
-class FoldPoint:
-    """One walk-forward fold: its windows' span and the policy chosen on the windows before it."""
-
-    start: datetime
-    end: datetime
-    chosen: str
-    mean_metric: float
-
-
-def walk_forward_figure(*, metric: str, rows: Sequence[dict[str, Any]], folds: Sequence[FoldPoint],
-                        recommended: str) -> go.Figure:
-    """In sample against out of sample: each policy's mean over the whole history and over the
-    out-of-sample windows, the walk-forward rule's own out-of-sample mean beside them (top); which
-    policy each fold ran, and its mean there (bottom)."""
-    fig = make_subplots(rows=2, cols=1, row_heights=[0.65, 0.35], vertical_spacing=0.16,
-                        subplot_titles=(f"mean {metric}: whole history vs out of sample",
-                                        "walk-forward: the policy each fold ran (chosen on the windows before it)"))
-    replayed = [r for r in rows if r.get("mean_metric") is not None and not math.isnan(r["mean_metric"])]
-    names = [escape(r["policy"]) + (" ★" if r["policy"] == recommended else "") for r in replayed]
-    fig.add_trace(go.Bar(x=names, y=[r["mean_metric"] for r in replayed], name="whole history (in sample)",
-                         marker={"color": "#9aa7b4"},
-                         hovertext=[f"{r['retrains']} retrains" for r in replayed], hoverinfo="x+y+text"), row=1, col=1)
-    forward = [r for r in rows if r.get("family") == "walk_forward"]
-    fig.add_trace(go.Bar(x=names + ["walk-forward"] * len(forward),
-                         y=[r.get("oos_mean_metric") for r in replayed] + [r["oos_mean_metric"] for r in forward],
-                         name="out of sample", marker={"color": [METRIC_COLOR] * len(replayed)
-                                                                 + [FIRED_COLOR] * len(forward)},
-                         hovertext=[f"{r.get('oos_retrains')} retrains" for r in [*replayed, *forward]],
-                         hoverinfo="x+y+text"), row=1, col=1)
-    colors = policy_colors(sorted({f.chosen for f in folds}))
-    for f in folds:
-        fig.add_trace(go.Bar(x=[_mid(f.start, f.end)], y=[f.mean_metric], width=[(f.end - f.start).total_seconds() * 1000],
-                             name=escape(f.chosen), legendgroup=f.chosen, marker={"color": colors[f.chosen]},
-                             showlegend=f.chosen not in {g.chosen for g in folds[:folds.index(f)]},
-                             hovertext=f"{_when(f.start)}..{_when(f.end)}: {escape(f.chosen)}, mean {_fmt(f.mean_metric)}",
-                             hoverinfo="text"), row=2, col=1)
-    fig.update_layout(barmode="group", height=620, margin={"t": 60, "l": 60, "r": 20, "b": 40})
-    fig.update_yaxes(title_text=metric, row=1, col=1)
-    fig.update_yaxes(title_text=metric, row=2, col=1)
-    return fig
-
-
-def tradeoff_html(*, title: str, metric: str, policies: Sequence[PolicyPoint],
-                  series: dict[str, list[tuple[datetime, datetime, float | None]]], recommended: str,
-                  table_rows: Sequence[dict[str, Any]], retrains: dict[str, list[tuple[datetime, str]]] | None = None,
-                  visible: Sequence[str] | None = None, folds: Sequence[FoldPoint] = ()) -> str:
-    """The backtest report: retrains against mean metric per policy, error and retrains over time, the
-    walk-forward view when there are folds, the table.
-
-    `series` is each policy's metric per (window start, window end); `retrains` its retrains as
-    (time, promoted|rejected); `visible` the policies drawn at first (all of them by default).
-    """
-    trade, over_time = tradeoff_figures(metric=metric, policies=policies, series=series, recommended=recommended,
-                                        retrains=retrains, visible=visible)
-    parts = []
-    if recommended:
-        parts.append(f'<div class="ok">Recommended: <b>{escape(recommended)}</b>, the fewest retrains whose mean '
-                     f"{escape(metric)} is within the tolerance of the best or not distinguishable from it.</div>")
-    parts.append(f"<h2>Retrains against mean {escape(metric)}</h2>" + _div(trade, "tradeoff", first=True))
-    if series or retrains:
-        parts.append(f"<h2>{escape(metric)} and retrains over time</h2><p class=\"muted\">Click a policy in the "
-                     "legend to show or hide it.</p>" + _div(over_time, "over-time", first=False))
-    if folds:
-        parts.append("<h2>Walk-forward: the choice scored where it was not made</h2><p class=\"muted\">Each fold "
-                     "runs the policy the same rule picks on the windows before it; a policy's out-of-sample bar is "
-                     "its mean over the same windows.</p>"
-                     + _div(walk_forward_figure(metric=metric, rows=table_rows, folds=folds, recommended=recommended),
-                            "walk-forward", first=False))
-    parts.append("<h2>All policies</h2>" + _table(list(table_rows)))
-    return _page(title, "".join(parts))
+    return html_page(title, _health_box(health) + summary + figure_div(figure, "monitor", first=True)
+                     + "<h2>Retrain events</h2>" + html_table(event_rows)
+                     + "<h2>Versions</h2>" + html_table(list(versions)))

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain.usecases.backtest import Replay, default_policies, run_backtest, select, write_outputs
+from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select, write_outputs
+from mlflow_retrain.usecases.replay import Replay
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.config import load_config
 from mlflow_retrain.loop.cycle import run_cycle
@@ -95,7 +96,8 @@ def test_policies_compared_in_one_pass_with_table_chart_and_run(store, write_pol
 
 
 def test_the_p90_column_is_the_worse_tail_of_an_error_and_of_a_score():
-    from mlflow_retrain.usecases.backtest import BacktestResult, Policy, PolicyState
+    from mlflow_retrain.usecases.backtest import BacktestResult
+    from mlflow_retrain.usecases.replay import Policy, PolicyState
     from mlflow_retrain.decide.choice import Rule
 
     series = [0.70, 0.80, 0.85, 0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.99, None]  # None: a gap

@@ -18,13 +18,12 @@ import yaml
 from click.testing import CliRunner
 from synthetic import energy_load
 
-from mlflow_retrain.adapters import source
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.config import load_config
 from mlflow_retrain.loop.cycle import run_cycle
-from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.adapters.data import LabelledData, WindowedData
 from mlflow_retrain.usecases.monitor import run_monitor
-from mlflow_retrain.adapters.source import WindowedData, key_span
+from mlflow_retrain.adapters.source import key_span
 from mlflow_retrain.decide.window import Window
 
 START, END = "2022-10-01", "2023-02-28 23:00"  # the level shift of `energy_load` is on 2023-01-01
@@ -94,7 +93,7 @@ def test_the_monitor_reads_the_dataset_in_chunks_and_scores_as_on_one_file(both,
     for config in both:
         run_cycle(config, as_of="2022-12-01", via="inprocess")
     whole = run_monitor(csv, out_dir=tmp_path / "csv", log_run=False)
-    monkeypatch.setattr(source, "CHUNK_ROWS", 24 * 10)  # ten days of hourly rows a chunk
+    monkeypatch.setattr("mlflow_retrain.adapters.data.CHUNK_ROWS", 24 * 10)  # ten days of hourly rows a chunk
     data = LabelledData.load(parquet)
     chunks = list(data.slabs([Window(pd.Timestamp("2022-12-01") + pd.Timedelta(days=d), pd.Timestamp(
         "2022-12-02") + pd.Timedelta(days=d)) for d in range(30)]))

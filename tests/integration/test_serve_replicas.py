@@ -25,7 +25,8 @@ from test_server_faults import SLOW_ESTIMATOR
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve.events import FORCE, Action
-from mlflow_retrain.serve.queue import DONE, QUEUE_ENV, RUNNING
+from mlflow_retrain.serve.basequeue import DONE, RUNNING
+from mlflow_retrain.serve.queue import QUEUE_ENV
 from mlflow_retrain.serve.signing import signed_headers
 
 MODELS = ("m0", "m1", "m2")
@@ -141,9 +142,8 @@ def test_two_claimers_take_each_event_once_and_a_dead_claim_is_taken_over_after_
         assert "not-the-password-4242" not in done.stdout + done.stderr
 
 
-def test_a_replica_killed_mid_cycle_leaves_its_event_to_the_other_which_finishes_it_once(pg, tmp_path, frame,
-                                                                                         make_folder,
-                                                                                         bootstrapped_template):
+def test_a_replica_killed_mid_cycle_leaves_its_event_to_the_other_which_finishes_it_once(
+        pg, tmp_path, frame, make_folder, bootstrapped_template):  # noqa: F811  (fixtures imported from test_serve)
     """Both replicas poll the queue; the one that claims the forced event is SIGKILLed (server and
     worker) while its cycle trains, with a second event queued meanwhile; the other replica takes
     both once the claim expires and runs one cycle: both events done, one finished cycle run, one

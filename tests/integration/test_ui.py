@@ -13,7 +13,6 @@ import html
 import importlib.util
 from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.usecases.backtest import BacktestResult, Policy, PolicyState
+from mlflow_retrain.usecases.backtest import BacktestResult
+from mlflow_retrain.usecases.replay import Policy, PolicyState
 from mlflow_retrain.decide.choice import (Candidate, Rule, boundaries, choose, equal_budget, gain, per_30_days,
                                           schedule_curve, tied, walk_forward)
 
@@ -81,8 +82,11 @@ def test_equal_budget_schedule_is_interpolated_between_the_schedules_run():
             {"family": "schedule", "retrains": 50, "mean_metric": 40.0},
             {"family": "every_window", "retrains": 100, "mean_metric": 35.0},
             {"family": "threshold", "retrains": 30, "mean_metric": 38.0}]
-    as_candidates = lambda rows: [Candidate(str(i), r["family"], [r["mean_metric"]], list(range(r["retrains"])), 30)
-                                  for i, r in enumerate(rows)]
+
+    def as_candidates(rows):
+        return [Candidate(str(i), r["family"], [r["mean_metric"]], list(range(r["retrains"])), 30)
+                for i, r in enumerate(rows)]
+
     curve = schedule_curve(as_candidates(rows), Rule())
     assert curve == [(0, 100.0), (10, 60.0), (50, 40.0), (100, 35.0)]
     assert equal_budget(curve, 30) == pytest.approx(50.0)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mlflow_retrain.usecases.backtest import default_policies
-from mlflow_retrain.usecases.charts import (PolicyPoint, RetrainEvent, WindowPoint, dashboard_html, tradeoff_figures,
-                                   tradeoff_html)
+from mlflow_retrain.usecases.charts import RetrainEvent, WindowPoint, dashboard_html
+from mlflow_retrain.usecases.tradeoff import PolicyPoint, tradeoff_figures, tradeoff_html
 from mlflow_retrain.policy.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]

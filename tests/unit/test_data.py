@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from mlflow_retrain.policy.config import DataConfig, TrainingConfig, parse_config
-from mlflow_retrain.adapters.data import (LabelledData, Window, column_kind, data_files, frame_digest, read_table, resolve_spec,
-                                 training_windows)
+from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest, training_windows
+from mlflow_retrain.adapters.tables import column_kind, data_files, read_table, resolve_spec
 from mlflow_retrain.base.errors import ConfigError, DataError
 
 LISTED = {"path": "x", "timestamp": "ts", "target": "y", "features": ["a", "c"], "categorical": ["c"]}

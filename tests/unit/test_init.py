@@ -10,8 +10,8 @@ import yaml
 from mlflow_retrain.policy.config import load_config, parse_config
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.base.errors import ConfigError, DataError
-from mlflow_retrain.usecases.init import (detect_task, detect_timestamp, floor_span, format_span, init, render, suggest,
-                                 suggest_thresholds)
+from mlflow_retrain.usecases.detect import detect_task, detect_timestamp, floor_span, format_span, suggest_thresholds
+from mlflow_retrain.usecases.init import init, render, suggest
 
 D = timedelta(days=1)
 

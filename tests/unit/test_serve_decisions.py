@@ -27,7 +27,8 @@ from mlflow_retrain.serve.events import (
     trigger_action,
     webhook_action,
 )
-from mlflow_retrain.serve.queue import DONE, IGNORED, PENDING, RUNNING, EventQueue
+from mlflow_retrain.serve.basequeue import DONE, IGNORED, PENDING, RUNNING
+from mlflow_retrain.serve.queue import EventQueue
 from mlflow_retrain.serve.watch import changed
 
 SECRET = "s3cret-s3cret-s3cret"

@@ -111,10 +111,14 @@ def test_metric_triggers_ignore_windows_the_model_was_trained_on():
     ends = pd.date_range("2012-06-08", periods=4, freq="7D")
     scores = [WindowScore(f"{(e - pd.Timedelta(days=7)).isoformat()}..{e.isoformat()}", 168, m)
               for e, m in zip(ends, [15.0, 16.0, 50.0, 52.0])]
-    decide = lambda seen_until: assess(config, as_of=ends[-1], scores=scores, drift=None,
-                                       trained_at=pd.Timestamp("2012-06-15"), seen_until=seen_until, rows_since=0,
-                                       last_retrain_at=None, force=False, reason=None)
-    trend = lambda d: next(r for r in d.results if r.kind == "metric_trend")
+
+    def decide(seen_until):
+        return assess(config, as_of=ends[-1], scores=scores, drift=None, trained_at=pd.Timestamp("2012-06-15"),
+                      seen_until=seen_until, rows_since=0, last_retrain_at=None, force=False, reason=None)
+
+    def trend(d):
+        return next(r for r in d.results if r.kind == "metric_trend")
+
     counted = decide(None)  # a version not made by us: no training window known, every window counts
     assert trend(counted).fired and trend(counted).evidence["first"] == 15.0
     fresh = decide(pd.Timestamp("2012-06-15"))  # trained on rows up to the end of the 2nd window

@@ -1,0 +1,275 @@
+"""The backtest's replay engine: policies stepped through history exactly as the controller would have
+run at each `--as-of`: the same windows, `decide.assess` (the same triggers), `evaluate.judge` (the
+same validation gate) and `train.fit` (the same training code). The "scratch store" is memory:
+fitted models live in a cache, so the real registry is never touched.
+
+Fast without changing results: every policy that retrains at step t needs the same fit (same
+window, same parameters), so fits are cached by their `as_of` and shared; window metrics and drift
+are cached per (model, window), and a model's predictions are made in growing blocks, not window by
+window; all policies advance together in one pass; when the retrain-every-window policy is present
+every step's fit is known in advance and made ahead on the other cores (`jobs`) or a Dask cluster
+while this process scores (`fitting.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.adapters.data import LabelledData, Window
+from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.measure.drift import DriftMeter
+from mlflow_retrain.base.errors import DataError
+from mlflow_retrain.measure.estimate import PerformanceEstimator
+from mlflow_retrain.loop.evaluate import estimate_rows, judge, label_free, score_predictions, score_rows
+from mlflow_retrain.usecases.fitting import FitsAhead
+from mlflow_retrain.adapters.train import FitResult, fit
+from mlflow_retrain.adapters.trainers import fit_project
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A way of deciding when to retrain. A schedule (`cadence`) retrains at fixed times from the
+    first step, whatever the outcome: a rejected candidate waits for the next due time, as a cron job
+    would; `equal_budget` marks the schedule added to match the configured policy's retrain count."""
+
+    name: str
+    family: str
+    config: Config
+    every_window: bool = False
+    cadence: timedelta | None = None
+    equal_budget: bool = False
+
+
+@dataclass
+class PolicyState:
+    """One policy's replay so far: the fit serving, its retrains and their outcomes, the metric per window."""
+
+    policy: Policy
+    production: pd.Timestamp  # the as_of of the fit serving now (its cache key)
+    last_retrain: pd.Timestamp | None = None
+    retrains: int = 0
+    promoted: int = 0
+    rejected: int = 0
+    train_seconds: float = 0.0
+    retrain_points: list[tuple[str, str]] = field(default_factory=list)  # (as_of, promoted|rejected)
+    series: list[float | None] = field(default_factory=list)
+    next_due: pd.Timestamp | None = None  # a schedule's next retrain time
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A fit's predictions on the data's rows `lo:hi`."""
+
+    lo: int
+    hi: int
+    pred: np.ndarray
+    proba: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _BlockScorer:
+    """A fit's scorer for the holdout rows `lo:hi` alone, answered from the replay's blocks."""
+
+    replay: Replay
+    model_at: pd.Timestamp
+    lo: int
+    hi: int
+
+    def predict_with_proba(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        assert len(rows) == self.hi - self.lo, "a block scorer answers for its holdout rows only"
+        return self.replay.predictions(self.model_at, self.lo, self.hi)
+
+
+class Replay:
+    """Caches shared by every policy: fits by as_of, window metrics and drift by (fit, window)."""
+
+    def __init__(self, config: Config, data: LabelledData, cache: bool = True, jobs: int = 1, client: Any = None):
+        self.config, self.data, self.cache = config, data, cache
+        self.jobs, self.client = jobs, client  # where fits made ahead run: local workers or a Dask cluster
+        self.ahead: FitsAhead | None = None
+        self.fits: dict[pd.Timestamp, FitResult] = {}
+        self.fit_count = 0
+        self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
+        self.predicted: dict[pd.Timestamp, _Block] = {}  # each fit's predictions on the rows it served
+        self.meters: dict[pd.Timestamp, DriftMeter] = {}
+        self.estimators: dict[pd.Timestamp, PerformanceEstimator] = {}
+
+    def fit(self, as_of: pd.Timestamp) -> FitResult:
+        if self.cache and as_of in self.fits:
+            return self.fits[as_of]
+        result = self.ahead.take(as_of) if self.ahead is not None else None
+        if result is None:
+            result = (fit_project if self.config.training.project else fit)(self.config, self.data, as_of)
+        self.fit_count += 1
+        self.fits[as_of] = result
+        return result
+
+    def fit_ahead(self, points: Iterable[pd.Timestamp]) -> None:
+        """Start the fits of `points` on the other cores (or the cluster) without waiting for them; `fit`
+        collects each when a step needs it. The same models as fitting one by one."""
+        if (self.jobs == 1 and self.client is None) or self.config.training.project is not None:
+            return  # one core: fitted when needed; a project's runs go one at a time
+        if self.ahead is None:
+            self.ahead = FitsAhead(self.config, self.data, self.jobs, self.client)
+        self.ahead.submit(p for p in points if p not in self.fits)
+
+    def close(self) -> None:
+        """Stop the workers of fits made ahead (and drop fits no step collected)."""
+        if self.ahead is not None:
+            self.ahead.close()
+            self.ahead = None
+
+    def window_score(self, model_at: pd.Timestamp, window: Window) -> WindowScore:
+        key = (model_at, window.iso())
+        if self.cache and key in self.metrics:
+            return self.metrics[key]
+        lo, hi = self.data.positions(window)
+        rows = self.data.frame.iloc[lo:hi]
+        value = None
+        if len(rows):  # the cycle's own scoring: a metric undefined on the window is None, a gap
+            if self.cache:
+                pred, proba = self.predictions(model_at, lo, hi)
+                scored = score_predictions(self.config, self.data, rows, pred, proba)
+            else:
+                scored = score_rows(self.config, self.data, self.fits[model_at].scorer, rows)
+            value = scored.metrics.get(self.config.metric)
+        result = WindowScore(window.iso(), len(rows), value)
+        self.metrics[key] = result
+        return result
+
+    def predictions(self, model_at: pd.Timestamp, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The fit's predictions on rows `lo:hi`, from a block predicted in one call and grown by doubling
+        as the model keeps serving. A call has a fixed cost (input checks, the encoder) far above a day's
+        rows, and a model serving n windows then costs about log2(n) calls instead of n; a prediction
+        depends on its own row alone, so the numbers are those of predicting window by window."""
+        block = self.predicted.get(model_at)
+        if block is None or lo < block.lo or hi > block.hi:
+            start = lo if block is None else min(lo, block.lo)
+            end = min(len(self.data.frame), max(hi + (hi - lo), 0 if block is None else block.hi + (block.hi - block.lo)))
+            pred, proba = self.fits[model_at].scorer.predict_with_proba(self.data.frame.iloc[start:end])
+            block = self.predicted[model_at] = _Block(start, end, pred, proba)
+        return block.pred[lo - block.lo:hi - block.lo], None if block.proba is None else block.proba[lo - block.lo:hi - block.lo]
+
+    def judged(self, model_at: pd.Timestamp, holdout: Window) -> Any:
+        """The fit as the gate takes it (`evaluate.judge`): with the cache, its predictions on the holdout
+        come from its blocks, so Production, which has usually just scored those rows, costs nothing."""
+        if not self.cache:
+            return self.fits[model_at].scorer
+        return _BlockScorer(self, model_at, *self.data.positions(holdout))
+
+    def forget(self, serving: set[pd.Timestamp], upto: pd.Timestamp) -> None:
+        """Drop fits no policy serves any more. All policies advance together, so a fit made at or
+        before `upto` is only ever needed again as some policy's Production model."""
+        for at in [at for at in self.fits if at <= upto and at not in serving]:
+            del self.fits[at]
+            self.predicted.pop(at, None)
+            self.meters.pop(at, None)
+            self.estimators.pop(at, None)
+
+    def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
+        rows = self.data.rows(window)
+        if not len(rows):
+            return None
+        if model_at not in self.meters or not self.cache:
+            self.meters[model_at] = DriftMeter(self.fits[model_at].train_rows, self.data.spec)
+        return self.meters[model_at].measure(rows)
+
+
+    def estimate(self, model_at: pd.Timestamp, window: Window) -> float | None:
+        """The serving fit's metric on `window` estimated without labels, prepared on its holdout rows."""
+        fit = self.fits[model_at]
+        if model_at not in self.estimators or not self.cache:
+            self.estimators[model_at] = label_free(self.config, self.data, fit.scorer, fit.holdout_rows)
+        return estimate_rows(self.estimators[model_at], self.data, fit.scorer, self.data.rows(window))
+
+
+def replay_steps(data: LabelledData, start: str, end: str | None, every: timedelta) -> list[pd.Timestamp]:
+    """The `--as-of` of each step, `every` apart from `--from` to `--to` (the newest labelled row by default)."""
+    first = data.resolve_as_of(start, "--from")
+    last = data.resolve_as_of(end, "--to") if end else data.last_labelled
+    if last <= first:
+        raise DataError(f"--to {last.isoformat()} must be after --from {first.isoformat()}")
+    steps = list(pd.date_range(first, last, freq=pd.Timedelta(every)))
+    if len(steps) < 2:
+        raise DataError(f"the span {first.isoformat()}..{last.isoformat()} holds fewer than two steps of "
+                        f"{format_span(every)}; widen it or shorten --every")
+    return steps
+
+
+def replay_policies(replay: Replay, policies: list[Policy], steps: list[pd.Timestamp],
+                    every: timedelta) -> list[PolicyState]:
+    """One pass over the steps, all `policies` advancing together."""
+    # with retrain-every-window present every step's fit is known in advance: fit them on the other
+    # cores while this one scores, a chunk ahead so memory holds a chunk, not the whole history
+    labelled = replay.config.monitoring.labelled  # a fit at step t uses the labels known then
+    ahead = [labelled(t) for t in steps[1:-1]] if replay.cache and any(p.every_window for p in policies) else []
+    chunk = max(32, 16 * replay.jobs)
+    replay.fit_ahead(ahead[:chunk])
+    start = labelled(steps[0])
+    first = replay.fit(start)  # the bootstrap: every policy starts from the same first model
+    states = [PolicyState(p, start, last_retrain=start, train_seconds=first.fit_seconds,
+                          next_due=steps[0] + p.cadence if p.cadence else None) for p in policies]
+    depth = {p.name: monitoring_depth(p.config) for p in policies}
+    step_span = pd.Timedelta(every)
+    # disable=None: a bar on a terminal, nothing in CI logs
+    progress = tqdm(total=len(steps) - 1, desc="backtest", unit="step", leave=False, disable=None)
+    for index, as_of in enumerate(steps[:-1]):
+        if index > 0:
+            if ahead:
+                replay.fit_ahead(ahead[index - 1:index - 1 + chunk])
+            for state in states:
+                _step(replay, state, as_of, depth[state.policy.name])
+            replay.forget(serving={state.production for state in states}, upto=labelled(as_of))
+        serve = Window(as_of, min(as_of + step_span, steps[-1]))
+        for state in states:
+            state.series.append(replay.window_score(state.production, serve).metric)
+        if index:
+            progress.update(1)
+    progress.close()
+    return states
+
+
+def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -> None:
+    """One controller cycle of one policy at `as_of`: assess, and if asked, fit and judge."""
+    config = state.policy.config
+    due = state.next_due is not None and as_of >= state.next_due
+    while due and state.next_due <= as_of:  # the next due time stays on the grid, whatever the outcome
+        state.next_due += state.policy.cadence
+    # the metric reads the labelled windows, drift the newest features (`monitoring.label_delay`)
+    labelled = config.monitoring.labelled(as_of)
+    scores = [replay.window_score(state.production, w) for w in recent_windows(labelled, config, depth)]
+    drift = None
+    newest = Window.ending(as_of, config.monitoring.window)
+    if config.triggers.needs("drift"):
+        drift = replay.drift(state.production, newest)
+    estimate = replay.estimate(state.production, newest) if config.triggers.needs("estimate") else None
+    forced = state.policy.every_window or due
+    decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
+                      seen_until=replay.fits[state.production].train_window.end,
+                      rows_since=replay.data.count_after(state.production, labelled),
+                      last_retrain_at=state.last_retrain, force=forced, estimate=estimate,
+                      reason=("every window" if state.policy.every_window
+                              else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
+    if not decision.retrain:
+        return
+    candidate = replay.fit(labelled)
+    holdout = candidate.holdout_window
+    promotion, _ = judge(config, replay.data, candidate.holdout_rows, replay.judged(labelled, holdout),
+                         replay.judged(state.production, holdout))
+    state.retrains += 1
+    state.train_seconds += candidate.fit_seconds
+    state.last_retrain = labelled  # a version's data time is its training's (`controller.version_time`)
+    if promotion.promote:
+        state.promoted += 1
+        state.production = labelled
+    else:
+        state.rejected += 1
+    state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))
