@@ -26,7 +26,7 @@ from test_server_faults import SLOW_ESTIMATOR
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve.events import FORCE, Action
 from mlflow_retrain.serve.queue import DONE, QUEUE_ENV, RUNNING
-from mlflow_retrain.serve.signing import signed_headers
+from mlflow_retrain.base.signing import signed_headers
 
 MODELS = ("m0", "m1", "m2")
 EVENTS = 150
