@@ -568,7 +568,8 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
 
     emit(result.to_dict(), as_json, human)
     if end is None:  # live, not a replay of the past: downtime is news, told to the `notify:` targets
-        from mlflow_retrain.adapters.notify import downtime_events, notify
+        from mlflow_retrain.adapters.notify import notify
+        from mlflow_retrain.usecases.monitor_events import downtime_events
 
         notify(config, downtime_events(config.model_name, result), run_id=result.run_id)
     raise_if_unhealthy(result)

@@ -1,14 +1,16 @@
 """Tell people: a cycle's outcome, downtime and failures, sent to the policy's webhooks (`notify:`).
 
-What to send is decided by pure functions (`cycle_events`, `downtime_events`, `failure_event`, then
-`messages`), so it is tested without a network. Sending never fails a cycle or holds it for long: a
-notification that fails is retried a few times, recorded on the audit run, kept (`outbox.py`) and
-sent again by the next notify of the model with the same delivery id.
+This module knows plain events only (`Event`): who builds them knows the thing told of, a cycle's
+report (`loop/events.py`), monitoring's findings (`usecases/monitor_events.py`), a move by hand or a
+failure (`move_event`, `failure_event`). What to send is decided by pure functions (those builders,
+then `messages`), so it is tested without a network. Sending never fails a cycle or holds it for
+long: a notification that fails is retried a few times, recorded on the audit run, kept
+(`outbox.py`) and sent again by the next notify of the model with the same delivery id.
 Every target is sent to in its own thread; each attempt's timeout is cut to what is left of one
 budget for the whole batch (`BUDGET`), and the caller waits for the threads no longer than that.
 
 Bodies are signed exactly as MLflow signs its own registry webhooks, with the code `serve` verifies
-them by (`serve/signing.py`), so one verifier fits both: headers `X-MLflow-Delivery-Id` (a uuid, the
+them by (`base/signing.py`), so one verifier fits both: headers `X-MLflow-Delivery-Id` (a uuid, the
 same on every retry of one message), `X-MLflow-Timestamp` (Unix seconds of this attempt) and
 `X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`.
 """
@@ -16,32 +18,23 @@ same on every retry of one message), `X-MLflow-Timestamp` (Unix seconds of this 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.adapters import outbox
+from mlflow_retrain.base import signing
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import Config, NotifyTarget
-from mlflow_retrain.decide.approval import sign_off_help
-from mlflow_retrain.base.errors import LeaseHeldError, UsageError
 from mlflow_retrain.base.redact import redact
-from mlflow_retrain.serve import signing
-
-if TYPE_CHECKING:
-    from mlflow_retrain.loop.cycle import CycleReport
-    from mlflow_retrain.usecases.monitor import MonitorResult
+from mlflow_retrain.policy.config import Config, NotifyTarget
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +54,7 @@ class Event:
     model_name: str
     title: str  # one line, e.g. "bikes v7 promoted"
     reason: str  # the sentence with the numbers
-    report: dict[str, Any] | None = None  # the cycle's `CycleReport.to_dict()`, when a cycle sent it
+    report: dict[str, Any] | None = None  # the cycle's report as a dict (`CycleReport.to_dict()`), when a cycle sent it
     details: dict[str, Any] = field(default_factory=dict)  # what else the kind has (health issues, error)
 
 
@@ -90,37 +83,6 @@ class Delivery:
 
 
 # ---- what to send (pure) ---------------------------------------------------------------------------------
-def cycle_events(report: CycleReport, config: Config | None = None) -> list[Event]:
-    """What a finished cycle tells people: its verdict on a candidate (promoted, rejected, waiting
-    for a person, with how to sign off and until when) and a data gap it found (labels stopped: the
-    model is effectively down). A dry run and a cycle that decided nothing send nothing."""
-    if report.dry_run:
-        return []
-    events = []
-    payload = report.to_dict()
-    who = f"{report.model_name} v{report.candidate_version}"
-    verdicts = {PROMOTED: f"{who} promoted to Production",
-                REJECTED: f"{who} rejected" + (": nothing in Production yet" if report.first_model_rejected else ""),
-                AWAITING_APPROVAL: f"{who} passed the gate and awaits approval"}
-    if report.outcome == AWAITING_APPROVAL:
-        ttl = config.validation.approval_ttl if config is not None else None
-        policy = str(config.source) if config is not None and config.source else "retrain.yaml"
-        how = sign_off_help(report.model_name, str(report.candidate_version), datetime.fromisoformat(report.as_of),
-                            ttl, policy)
-        until = f"; expires as of {how['expires']}" if how["expires"] else "; it waits until a person decides"
-        reason = f"{report.reason}. To sign off: {how['approve']} (or {how['reject']}), {how['tag']}{until}"
-        events.append(Event(AWAITING_APPROVAL, report.model_name, verdicts[AWAITING_APPROVAL], reason, payload, how))
-    elif report.outcome in verdicts:
-        events.append(Event(report.outcome, report.model_name, verdicts[report.outcome], report.reason, payload))
-    elif report.outcome == T.EXPIRED:  # nobody signed off in time: the candidate is archived, told as a rejection
-        events.append(Event(REJECTED, report.model_name, f"{who} expired: nobody approved it in time", report.reason,
-                            payload))
-    if report.stale:
-        events.append(Event(DOWNTIME, report.model_name, f"{report.model_name}: labelled data stopped arriving",
-                            report.stale, payload, {"health": [report.stale]}))
-    return events
-
-
 def move_event(model_name: str, action: str, version: str, previous: str | None, reason: str, run_id: str,
                by: str = "") -> Event:
     """A person moved a version (`promote`, `rollback`, `approve`, `reject`): the same kinds a cycle
@@ -132,17 +94,6 @@ def move_event(model_name: str, action: str, version: str, previous: str | None,
             f" ({action}{who}){replacing}"
     return Event(kind, model_name, title, reason, None, {"action": action, "version": version, "previous": previous,
                                                           "by": by, "run_id": run_id})
-
-
-def downtime_events(model_name: str, result: MonitorResult) -> list[Event]:
-    """`monitor` found downtime (a model that does not load or predict, slow windows, labels that
-    stopped): the same finding that makes it exit 4, told to people."""
-    if not result.health:
-        return []
-    more = f" (+{len(result.health) - 1} more)" if len(result.health) > 1 else ""
-    return [Event(DOWNTIME, model_name, f"{model_name}: monitoring found {len(result.health)} health issue(s)",
-                  result.health[0] + more, None,
-                  {"health": result.health, "monitor_run_id": result.run_id, "dashboard": str(result.dashboard)})]
 
 
 def failure_event(model_name: str, error: BaseException, as_of: str | None = None) -> Event:
@@ -351,34 +302,3 @@ def _settle(config: Config, client: Any, retried: int, batch: list[Message], res
                 message.event.title, outbox.now(), run_id, message.body, result.error))
         rows.append({**result.__dict__, "retry": i < retried})
     outbox.record(client, run_id, rows)
-
-
-def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
-    """Wrap `run_cycle`: tell the policy's targets what the cycle decided, or that it failed (then
-    re-raise). Dry runs tell nobody; neither does a cycle that found another one running (that one
-    will tell). The notification is sent after the lease is released, and after `on_report(report)`
-    when given: the command line prints the report there, before waiting on any receiver."""
-
-    @functools.wraps(cycle)
-    def notified(config: Config, *args: Any, on_report: Callable[[CycleReport], None] | None = None,
-                 **kwargs: Any) -> CycleReport:
-        if not config.notify or kwargs.get("dry_run"):
-            report = cycle(config, *args, **kwargs)
-            if on_report is not None:
-                on_report(report)
-            return report
-        try:
-            report = cycle(config, *args, **kwargs)
-        except LeaseHeldError:
-            raise
-        except UsageError:
-            raise  # the command line was wrong: a person's typo, not a failure of the model
-        except Exception as exc:
-            notify(config, [failure_event(config.model_name, exc, kwargs.get("as_of"))])
-            raise
-        if on_report is not None:
-            on_report(report)
-        notify(config, cycle_events(report, config), run_id=report.cycle_run_id)
-        return report
-
-    return notified

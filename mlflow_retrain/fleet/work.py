@@ -25,7 +25,8 @@ from mlflow_retrain.base.errors import RetrainError
 from mlflow_retrain.fleet.rules import OUTCOME_OF_CODE, age, format_age, selected
 from mlflow_retrain.fleet.task import NOT_SELECTED, Row, Task
 from mlflow_retrain.usecases.monitor import run_monitor
-from mlflow_retrain.adapters.notify import downtime_events, notify
+from mlflow_retrain.adapters.notify import notify
+from mlflow_retrain.usecases.monitor_events import downtime_events
 from mlflow_retrain.base.redact import redact, scrub
 from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.adapters.tracking import check_tracking, configure_client, server_error

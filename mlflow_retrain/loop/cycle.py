@@ -8,7 +8,6 @@ registry and the data, and carries out their verdicts.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -28,10 +27,9 @@ from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.base.errors import DataError, RegistryError, RetrainError, UsageError
 from mlflow_retrain.loop.evaluate import estimate_rows, judge, label_free, load_reference, registered, score_rows
 from mlflow_retrain.adapters.models import Scorer
-from mlflow_retrain.adapters.notify import notifies
+from mlflow_retrain.loop.events import cycle_evidence, notifies
 from mlflow_retrain.loop.reconcile import Reconciled, controller_experiment, reconcile
 from mlflow_retrain.adapters.registry import Registry, VersionInfo, utcnow
-from mlflow_retrain.adapters.registry import story
 from mlflow_retrain.loop.signoff import await_approval, awaits, carry_out, note_ignored, review_candidate
 from mlflow_retrain.adapters.tracking import check_tracking
 from mlflow_retrain.adapters.trainers import PROJECT, make_candidate, preflight
@@ -503,7 +501,7 @@ def _log_audit(config: Config, registry: Registry, report: CycleReport, reports_
         report.reports.append(f"reports/{html.name}")
     if report.promotion is not None and report.candidate_version:  # the gate's evidence, for the version's page
         registry.tag(report.candidate_version,
-                     {T.EVIDENCE: json.dumps(story.evidence(report, run.info.experiment_id))})
+                     {T.EVIDENCE: cycle_evidence(report, run.info.experiment_id).to_json()})
     trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
     mlflow.set_tags({**tags, "mlflow.runName": cycle_title(config, report)[:250],
                      "mlflow.note.content": cycle_description(config, report, trained_by)[:8000]})

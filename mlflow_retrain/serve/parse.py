@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-DELIVERY_ID = "X-MLflow-Delivery-Id"
-TIMESTAMP = "X-MLflow-Timestamp"
-SIGNATURE = "X-MLflow-Signature"
+from mlflow_retrain.base.signing import DELIVERY_ID, SIGNATURE, TIMESTAMP
 
 MAX_QUERY = 1024  # bytes of query string: /events?limit=N needs a dozen
 MAX_QUERY_FIELDS = 8

@@ -1,10 +1,9 @@
-"""Signed requests, exactly as MLflow 3 signs its webhook deliveries (`mlflow/webhooks/delivery.py`).
+"""Verifying signed requests, exactly as MLflow 3 signs its webhook deliveries (`mlflow/webhooks/delivery.py`).
 
-MLflow sends three headers with every delivery: `X-MLflow-Delivery-Id` (a UUID),
-`X-MLflow-Timestamp` (whole Unix seconds, as a string) and, when the webhook has a secret,
-`X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>` where
-body is the JSON text it posts (UTF-8). `POST /trigger` takes the same scheme, so one signing
-snippet serves any system that asks for a cycle.
+The scheme and the signing side live in `base/signing.py` (the notifications sign with it too):
+headers `X-MLflow-Delivery-Id`, `X-MLflow-Timestamp` and `X-MLflow-Signature: v1,<base64
+HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`. `POST /trigger` takes the same scheme as
+MLflow's webhooks, so one signing snippet serves any system that asks for a cycle.
 
 These functions are pure: the clock is a parameter, and a delivery id seen before is the queue's
 business (a UNIQUE column, durable across restarts), not theirs.
@@ -12,19 +11,13 @@ business (a UNIQUE column, durable across restarts), not theirs.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mlflow_retrain.serve.parse import DELIVERY_ID, SIGNATURE, TIMESTAMP, Refused, signing_headers
+from mlflow_retrain.base.signing import signature
+from mlflow_retrain.serve.parse import Refused, signing_headers
 
-__all__ = ["DELIVERY_ID", "SIGNATURE", "TIMESTAMP", "Check", "signature", "signed_headers", "verify"]
-
-VERSION = "v1"
 TOLERANCE_SECONDS = 300  # Standard Webhooks' default: clocks a few minutes apart still verify
 
 
@@ -36,22 +29,6 @@ class Check:
     status: int = 202
     reason: str = "signature verified"
     delivery_id: str = ""
-
-
-def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
-    """`v1,<base64 HMAC-SHA256>` over `{delivery_id}.{timestamp}.{body}`: MLflow's own construction."""
-    signed = f"{delivery_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).digest()
-    return f"{VERSION},{base64.b64encode(digest).decode('ascii')}"
-
-
-def signed_headers(secret: str, body: bytes, *, now: float | None = None,
-                   delivery_id: str | None = None) -> dict[str, str]:
-    """The headers a caller of `POST /trigger` sends: a fresh delivery id, the time, the signature."""
-    delivery_id = delivery_id or str(uuid.uuid4())
-    timestamp = str(int(time.time() if now is None else now))
-    return {"Content-Type": "application/json", DELIVERY_ID: delivery_id, TIMESTAMP: timestamp,
-            SIGNATURE: signature(secret, delivery_id, timestamp, body)}
 
 
 def verify(secret: str, headers: Mapping[str, str] | Iterable[tuple[str, str]], body: bytes, *, now: float,

@@ -34,7 +34,7 @@ from mlflow.entities.webhook import WebhookEvent
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.serve.signing import signed_headers
+from mlflow_retrain.base.signing import signed_headers
 
 SECRET = "serve-test-secret-0123456789"
 CLI = str(Path(sys.executable).parent / "mlflow-retrain")

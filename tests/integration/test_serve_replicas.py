@@ -25,9 +25,9 @@ from test_server_faults import SLOW_ESTIMATOR
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.serve.events import FORCE, Action
+from mlflow_retrain.base.signing import signed_headers
 from mlflow_retrain.serve.basequeue import DONE, RUNNING
 from mlflow_retrain.serve.queue import QUEUE_ENV
-from mlflow_retrain.serve.signing import signed_headers
 
 MODELS = ("m0", "m1", "m2")
 EVENTS = 150

@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlflow_retrain.adapters import notify as N
+from mlflow_retrain.loop import events as E
 from mlflow_retrain.policy.config import NOTIFY_EVENTS, NotifyTarget, parse_config
 from mlflow_retrain.loop.cycle import CycleReport
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision
+from mlflow_retrain.usecases.monitor_events import downtime_events
 from mlflow_retrain.base.errors import ConfigError
 
 MINIMAL = {"model_name": "bikes", "data": {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}}
@@ -39,22 +41,22 @@ def report(outcome: str, **extra) -> CycleReport:
     ("no_retrain", []), ("blocked", []), ("would_retrain", []),
 ])
 def test_a_cycle_tells_its_verdict_on_a_candidate_only(outcome, kinds):
-    events = N.cycle_events(report(outcome))
+    events = E.cycle_events(report(outcome))
     assert [e.kind for e in events] == kinds
     for event in events:
         assert "v2" in event.title and "mae 71.2 > max 60" in event.reason and event.report["outcome"] == outcome
 
 
 def test_a_data_gap_is_downtime_whatever_the_cycle_decided():
-    events = N.cycle_events(report("no_retrain", stale="no labelled data since 2011-05-20 (max 2d)"))
+    events = E.cycle_events(report("no_retrain", stale="no labelled data since 2011-05-20 (max 2d)"))
     assert [e.kind for e in events] == ["downtime"] and "2011-05-20" in events[0].reason
-    both = N.cycle_events(report("promoted", stale="gap"))
+    both = E.cycle_events(report("promoted", stale="gap"))
     assert [e.kind for e in both] == ["promoted", "downtime"]
 
 
 def test_the_awaiting_approval_message_says_how_to_sign_off_and_until_when():
     config = parse_config({**MINIMAL, "validation": {"require_approval": True, "approval_ttl": "7d"}})
-    (event,) = N.cycle_events(report("awaiting_approval"), config)
+    (event,) = E.cycle_events(report("awaiting_approval"), config)
     assert event.details["approve"] == 'mlflow-retrain approve 2 --config retrain.yaml --reason "..."'
     assert event.details["expires"] == "2011-06-07T00:00:00" and event.details["since"] == "2011-05-31T00:00:00"
     assert "mlflow-retrain reject 2" in event.reason and "retrain.approval=approved" in event.reason
@@ -75,23 +77,23 @@ def test_links_go_to_the_ui_people_open_in_model_training_mode():
 def test_a_dry_run_tells_nobody():
     r = report("promoted")
     r.dry_run = True
-    assert N.cycle_events(r) == []
+    assert E.cycle_events(r) == []
 
 
 def test_a_first_model_rejected_says_nothing_serves():
     r = report("rejected")
     r.production_version = None
-    (event,) = N.cycle_events(r)
+    (event,) = E.cycle_events(r)
     assert "nothing in Production yet" in event.title
 
 
 def test_monitor_downtime_and_a_failure_are_events_with_their_reasons():
     result = SimpleNamespace(health=["load: v3 does not load", "data_gap: no labelled data since x"], run_id="r1",
                              dashboard=Path("/tmp/d.html"))
-    (event,) = N.downtime_events("bikes", result)
+    (event,) = downtime_events("bikes", result)
     assert event.kind == "downtime" and event.reason == "load: v3 does not load (+1 more)"
     assert event.details["health"] == result.health
-    assert N.downtime_events("bikes", SimpleNamespace(health=[])) == []
+    assert downtime_events("bikes", SimpleNamespace(health=[])) == []
     failed = N.failure_event("bikes", RuntimeError("store at http://u:pw@host:5000 down\ntrace"), "2011-05-31")
     assert failed.kind == "failed" and "pw" not in failed.reason and "trace" not in failed.reason
     assert failed.reason.startswith("RuntimeError: store at http://***@host:5000 down")
@@ -100,7 +102,7 @@ def test_monitor_downtime_and_a_failure_are_events_with_their_reasons():
 def test_messages_go_to_the_targets_listening_in_their_format():
     slack = NotifyTarget(URL, "slack", ("promoted",))
     generic = NotifyTarget("http://127.0.0.1:9/hook", "json")
-    events = N.cycle_events(report("promoted")) + [N.failure_event("bikes", ValueError("x"))]
+    events = E.cycle_events(report("promoted")) + [N.failure_event("bikes", ValueError("x"))]
     out = N.messages([slack, generic], events)
     assert [(m.target.format, m.event.kind) for m in out] == [("slack", "promoted"), ("json", "promoted"),
                                                              ("json", "failed")]
@@ -117,14 +119,15 @@ def test_the_signature_is_mlflows_own_and_serve_verifies_it():
     MLflow's construction: one receiver-side check fits MLflow's webhooks and ours."""
     from mlflow.webhooks.delivery import _generate_hmac_signature
 
-    from mlflow_retrain.serve import signing
+    from mlflow_retrain.base import signing
+    from mlflow_retrain.serve.signing import verify
 
     body = json.dumps({"a": 1})
     ours = signing.signature("k3y", "id-1", "1700000000", body.encode())
     assert ours == _generate_hmac_signature("k3y", "id-1", "1700000000", body)
     headers = {"x-mlflow-delivery-id": "id-1", "X-MLflow-Timestamp": "1700000000", "X-MLflow-Signature": ours}
-    assert signing.verify("k3y", headers, body.encode(), now=1700000100).ok
-    assert not signing.verify("wrong", headers, body.encode(), now=1700000100).ok
+    assert verify("k3y", headers, body.encode(), now=1700000100).ok
+    assert not verify("wrong", headers, body.encode(), now=1700000100).ok
 
 
 def test_the_url_never_shows_in_a_target_or_its_label():
@@ -275,7 +278,7 @@ def test_the_documented_verifier_accepts_what_we_sign_and_mlflow_signs():
     exec(snippet, scope)  # noqa: S102 - the documented snippet, run as written
     body = json.dumps({"event": "promoted"})
     stamp = str(int(__import__("time").time()))
-    from mlflow_retrain.serve import signing
+    from mlflow_retrain.base import signing
 
     ours = signing.signed_headers("k3y", body.encode(), delivery_id="id-7", now=int(stamp))["X-MLflow-Signature"]
     for signature in (ours, _generate_hmac_signature("k3y", "id-7", stamp, body)):

@@ -9,8 +9,10 @@ import pytest
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.serve import parse, signing
+from mlflow_retrain.base import signing
+from mlflow_retrain.serve import parse
 from mlflow_retrain.serve.parse import Refused
+from mlflow_retrain.serve.signing import verify
 from mlflow_retrain.serve.events import (
     CYCLE,
     FORCE,
@@ -43,7 +45,7 @@ def test_our_signature_is_mlflows_own_for_the_same_delivery():
 
 def test_verify_accepts_a_good_signature_and_names_the_delivery():
     body = b'{"source": "etl", "reason": "reloaded"}'
-    check = signing.verify(SECRET, signing.signed_headers(SECRET, body, now=NOW, delivery_id="abc"), body, now=NOW + 5)
+    check = verify(SECRET, signing.signed_headers(SECRET, body, now=NOW, delivery_id="abc"), body, now=NOW + 5)
     assert check.ok and check.delivery_id == "abc"
 
 
@@ -57,16 +59,16 @@ def test_verify_accepts_a_good_signature_and_names_the_delivery():
 def test_verify_refuses_tampering_and_missing_headers_with_401(change, why):
     body = b'{"a": 1}'
     headers, sent = change(signing.signed_headers(SECRET, body, now=NOW, delivery_id="abc"), body)
-    check = signing.verify(SECRET, headers, sent, now=NOW)
+    check = verify(SECRET, headers, sent, now=NOW)
     assert not check.ok and check.status == 401 and why in check.reason
 
 
 def test_verify_refuses_stale_and_future_timestamps_even_when_signed():
     body = b"{}"
     headers = signing.signed_headers(SECRET, body, now=NOW, delivery_id="abc")
-    assert signing.verify(SECRET, headers, body, now=NOW + 300).ok
-    stale = signing.verify(SECRET, headers, body, now=NOW + 301)
-    future = signing.verify(SECRET, headers, body, now=NOW - 301)
+    assert verify(SECRET, headers, body, now=NOW + 300).ok
+    stale = verify(SECRET, headers, body, now=NOW + 301)
+    future = verify(SECRET, headers, body, now=NOW - 301)
     assert "old" in stale.reason and "future" in future.reason and not stale.ok and not future.ok
 
 
@@ -74,7 +76,7 @@ def test_verify_accepts_any_of_several_signatures_for_secret_rotation():
     body = b"{}"
     headers = signing.signed_headers(SECRET, body, now=NOW, delivery_id="abc")
     headers[signing.SIGNATURE] = "v1,bm90LWl0 " + headers[signing.SIGNATURE]
-    assert signing.verify(SECRET, {k.lower(): v for k, v in headers.items()}, body, now=NOW).ok
+    assert verify(SECRET, {k.lower(): v for k, v in headers.items()}, body, now=NOW).ok
 
 
 def created(name: str = "bikes", version: str = "3", tags: dict | None = None) -> dict:

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mlflow_retrain.serve.app import Settings, create_app
-from mlflow_retrain.serve.signing import DELIVERY_ID, SIGNATURE, TIMESTAMP, signed_headers
+from mlflow_retrain.base.signing import DELIVERY_ID, SIGNATURE, TIMESTAMP, signed_headers
 
 SECRET = "fuzz-secret-0123456789abcdef"
 MAX_BODY = 16 * 1024

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.adapters.registry import story
 from mlflow_retrain.adapters.registry.versions import VersionInfo, version_markdown
+from mlflow_retrain.decide import PromotionDecision
+from mlflow_retrain.loop.cycle import CycleReport
+from mlflow_retrain.loop.events import cycle_evidence
 
 EVIDENCE = {"metric": "mae", "candidate": 44.71, "production": 85.2, "production_version": "1",
             "holdout_window": "2011-05-24..2011-05-31", "holdout_digest": "d1g3st", "run_id": "run9",
@@ -65,3 +68,21 @@ def test_the_models_description_keeps_what_a_person_wrote():
     again = story.model_description(mine + "\n\nMore notes.", ["### Production history", "new row"])
     assert again.startswith("Owned by the pricing team.") and again.endswith("More notes.")
     assert "new row" in again and "\nrow" not in again and again.count(story.BEGIN) == 1
+
+
+def test_a_cycles_evidence_tag_is_plain_json_the_versions_page_reads():
+    """The `retrain.evidence` tag a cycle writes, made from its report: the keys in their order, a score
+    that is not a number written as null (JSON has no NaN), and the page drawn from it."""
+    report = CycleReport("bikes", "2011-05-31T00:00:00", False, outcome="rejected", production_version="1",
+                         cycle_run_id="run9", reports=["reports/data_drift.html"])
+    report.candidate_version, report.holdout_window, report.holdout_digest = "2", "2011-05-24..2011-05-31", "d1g3st"
+    report.promotion = PromotionDecision(False, ["absolute gate"], "mae", float("nan"), 85.2, 90.0, None)
+    tag = cycle_evidence(report, "3").to_json()
+    assert tag == ('{"metric": "mae", "candidate": null, "production": 85.2, "production_version": "1", '
+                   '"holdout_window": "2011-05-24..2011-05-31", "holdout_digest": "d1g3st", "run_id": "run9", '
+                   '"experiment_id": "3", "reports": ["reports/data_drift.html"]}')
+    page = story.gate_markdown({T.EVIDENCE: tag}, "2")
+    assert "| candidate v2 | - |" in page and "| Production v1 | 85.2 |" in page
+    assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html)" in page[-1]
+    report.promotion = None
+    assert '"candidate": null, "production": null' in cycle_evidence(report, "3").to_json()

@@ -9,17 +9,16 @@ the holdout's hash and where its audit run and Evidently reports are as one tag 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 from urllib.parse import quote
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide.verdicts import number
-
-if TYPE_CHECKING:
-    from mlflow_retrain.loop.cycle import CycleReport
-    from mlflow_retrain.adapters.registry.versions import VersionInfo
 
 HISTORY_LIMIT = 10  # promotions shown on the registered model's page, newest first
 BEGIN = "<!-- mlflow-retrain: Production history, rewritten from the version tags after every move -->"
@@ -27,15 +26,46 @@ END = "<!-- /mlflow-retrain -->"
 REPORT_NAMES = {"data_drift.html": "data drift", "model_quality.html": "model quality"}
 
 
-def evidence(report: CycleReport, experiment_id: str) -> dict[str, Any]:
-    """What a version's page needs of the cycle that judged it: both models' scores on the one
-    holdout, its window and hash, and the audit run with its reports (paths in that run)."""
-    gate = report.promotion
-    finite = lambda x: None if x is None or not math.isfinite(x) else float(x)  # JSON has no NaN
-    return {"metric": report.metric, "candidate": finite(gate.candidate) if gate else None,
-            "production": finite(gate.baseline) if gate else None, "production_version": report.production_version,
-            "holdout_window": report.holdout_window, "holdout_digest": report.holdout_digest,
-            "run_id": report.cycle_run_id, "experiment_id": experiment_id, "reports": list(report.reports)}
+class Shown(Protocol):
+    """What the history reads of a version (`versions.VersionInfo` is one): plain data, so the story
+    needs nothing of the code that reads the registry."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def number(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def tags(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a version's page needs of the cycle that judged it, kept as its `retrain.evidence` tag:
+    both models' scores on the one holdout, its window and hash, and the audit run with its reports
+    (paths in that run). The cycle's report makes one (`loop/events.py`)."""
+
+    metric: str
+    candidate: float | None
+    production: float | None
+    production_version: str | None
+    holdout_window: str | None
+    holdout_digest: str | None
+    run_id: str | None
+    experiment_id: str
+    reports: list[str]
+
+    def to_json(self) -> str:
+        """The tag's value; a score that is not a finite number is null (JSON has no NaN)."""
+        return json.dumps({**dataclasses.asdict(self), "candidate": _finite(self.candidate),
+                           "production": _finite(self.production)})
+
+
+def _finite(score: float | None) -> float | None:
+    return None if score is None or not math.isfinite(score) else float(score)
 
 
 def run_link(experiment_id: str | None, run_id: str, path: str = "") -> str:
@@ -71,7 +101,7 @@ def gate_markdown(tags: dict[str, str], version: str) -> list[str]:
     return lines
 
 
-def history_markdown(name: str, versions: list[VersionInfo], limit: int = HISTORY_LIMIT) -> list[str]:
+def history_markdown(name: str, versions: list[Shown], limit: int = HISTORY_LIMIT) -> list[str]:
     """The last `limit` promotions, newest first (by the clock they were made at: a rollback's
     promotion is newer than the one it undoes): version, when in data time, why, and where it is now."""
     promoted = [v for v in versions if v.tags.get(T.PROMOTED_AT)]
@@ -100,7 +130,7 @@ def _why(tags: dict[str, str]) -> str:
     return why[:300]
 
 
-def _now(version: VersionInfo) -> str:
+def _now(version: Shown) -> str:
     if version.stage == "Production":
         return "**in Production**"
     if version.tags.get(T.ROLLED_BACK_WALL):
