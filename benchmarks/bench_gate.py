@@ -34,7 +34,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData, Window
 from mlflow_retrain.loop.evaluate import judge, score_rows
 from mlflow_retrain.adapters.train import fit

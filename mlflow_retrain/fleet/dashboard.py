@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 
 from mlflow_retrain.usecases.charts import CONFIG, STYLE, THRESHOLD_COLOR
-from mlflow_retrain.policy.config import higher_is_better
+from mlflow_retrain.measure.names import higher_is_better
 from mlflow_retrain.fleet.task import Row
 
 if TYPE_CHECKING:

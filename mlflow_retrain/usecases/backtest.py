@@ -34,9 +34,11 @@ from tqdm import tqdm
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.charts import FoldPoint, PolicyPoint, tradeoff_html
-from mlflow_retrain.policy.config import Config, TriggersConfig, parse_span
+from mlflow_retrain.policy.config import Config, TriggersConfig
+from mlflow_retrain.policy.section import parse_span
 from mlflow_retrain.adapters.data import LabelledData, Window
-from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.decide import WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
                                           gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
 from mlflow_retrain.decide.triggers.drift import DataDrift

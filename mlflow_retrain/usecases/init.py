@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_string_dtype
 
-from mlflow_retrain.policy.config import DataConfig, check_model_name, higher_is_better
+from mlflow_retrain.policy.config import DataConfig
+from mlflow_retrain.policy.section import check_model_name
+from mlflow_retrain.measure.names import higher_is_better
 from mlflow_retrain.adapters.data import column_kind, prepare_frame, read_table
 from mlflow_retrain.base.errors import ConfigError, DataError
 

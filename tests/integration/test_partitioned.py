@@ -20,7 +20,7 @@ from synthetic import energy_load
 
 from mlflow_retrain.adapters import source
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.usecases.monitor import run_monitor
