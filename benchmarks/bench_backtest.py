@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlflow_retrain.usecases.backtest import run_backtest, write_outputs
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.data import LabelledData
 
     config = load_config(REPO / "retrain.yaml")

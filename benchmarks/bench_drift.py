@@ -32,7 +32,7 @@ def main() -> None:
     import evidently  # noqa: F401  imported before timing: both sides run after it is loaded
     import pandas as pd
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.data import LabelledData
     from mlflow_retrain.measure.drift import DriftMeter
     from mlflow_retrain.adapters.reports import drift_report

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData, Window
 from mlflow_retrain.loop.evaluate import judge, score_rows
 from mlflow_retrain.adapters.train import fit

@@ -30,14 +30,14 @@ START = "2012-01-01"
 
 def setup(folder: Path) -> None:
     """A store with one Production model, trained as of the end of 2011 on the bundled policy."""
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.train import train
 
     train(load_config(REPO / "retrain.yaml"), as_of=TRAINED_AS_OF)
 
 
 def ours(windows: int) -> dict:
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.usecases.monitor import run_monitor
 
     config = load_config(REPO / "retrain.yaml")
@@ -59,7 +59,7 @@ def peer(windows: int) -> dict:
     from evidently import DataDefinition, Dataset, Regression, Report
     from evidently.presets import DataDriftPreset, RegressionPreset
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.data import LabelledData, Window
     from mlflow_retrain.loop.evaluate import load_reference
     from mlflow_retrain.adapters.reports import parse_drift

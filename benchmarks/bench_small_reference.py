@@ -177,7 +177,7 @@ def parity(policy: Path, table: Path, store: Path) -> dict:
     import evidently.metrics.column_statistics as value_drift  # Evidently imported before anything is timed
     import pandas as pd
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.data import LabelledData, Window
     from mlflow_retrain.measure.drift import DriftMeter
     from mlflow_retrain.loop.evaluate import load_reference

@@ -1,6 +1,6 @@
 """The policy reference (docs/policy.md), derived from the parser itself: an MkDocs hook.
 
-`parse_config` reads every key through `_Section`; `config.recording_reads` records each read
+`parse_config` reads every key through `section.Section`; `section.recording_reads` records each read
 (section, key, kind, default). Parsing `FULL_POLICY`, which opens every section, lists every key
 the parser knows, and `DESCRIPTIONS` gives each its line. A key without a description, or a
 description of a key the parser no longer reads, fails the build (and tests/unit/test_docs.py).
@@ -150,10 +150,11 @@ def _section(where: str) -> str:
 
 def reference() -> dict[str, dict[str, tuple[str, Any]]]:
     """section -> key -> (kind, default), every key `parse_config` reads, in the order it reads them."""
-    from mlflow_retrain.policy import config
+    from mlflow_retrain.policy.parse import parse_config
+    from mlflow_retrain.policy.section import recording_reads
 
-    with config.recording_reads() as reads:
-        config.parse_config(FULL_POLICY, "docs/gen_policy.py")
+    with recording_reads() as reads:
+        parse_config(FULL_POLICY, "docs/gen_policy.py")
     sections: dict[str, dict[str, tuple[str, Any]]] = {}
     for where, key, kind, default in reads:
         section = _section(where)

@@ -18,7 +18,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from mlflow_retrain.policy.config import Config, load_config, parse_config
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.policy.load import load_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.loop.cycle import CycleReport, run_cycle
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.tracking import check_tracking

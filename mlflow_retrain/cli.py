@@ -15,7 +15,9 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from mlflow_retrain.policy.config import Config, check_version, load_config
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.policy.section import check_version
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import ConfigError, RetrainError
 from mlflow_retrain.adapters.streams import redacted_output, stdout_into
 
@@ -548,7 +550,7 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
     """The error over time of whichever model was in Production, drift, and downtime; a dashboard."""
     from pathlib import Path
 
-    from mlflow_retrain.policy.config import parse_span
+    from mlflow_retrain.policy.section import parse_span
     from mlflow_retrain.usecases.monitor import raise_if_unhealthy, run_monitor
     from mlflow_retrain.adapters.tracking import check_tracking
 
@@ -626,7 +628,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
     from mlflow_retrain.usecases.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
     from mlflow_retrain.adapters.cluster import check_address, connect, threads
     from mlflow_retrain.decide.choice import Rule
-    from mlflow_retrain.policy.config import parse_span
+    from mlflow_retrain.policy.section import parse_span
     from mlflow_retrain.base.errors import ConfigError
     from mlflow_retrain.adapters.tracking import check_tracking
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.streams import stdout_into
 

@@ -195,7 +195,7 @@ def write_policy(tmp_path: Path, small_data: Path):
 
 def _bootstrap(folder: Path, bike_frame: pd.DataFrame) -> None:
     """v1 trained as of 2011-04-30 on the small policy, into the current tracking store."""
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.train import train
 
     data = folder / "bikes.csv"
@@ -235,7 +235,7 @@ def awaiting_template(tmp_path_factory: pytest.TempPathFactory, bootstrapped_tem
     2011-05-31, v1 degraded): v2 passed the gate and awaits a person's sign-off in Staging."""
     import mlflow
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.loop.cycle import run_cycle
 
     folder = tmp_path_factory.mktemp("awaiting")

@@ -29,8 +29,9 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import DataConfig, DriftConfig
-from mlflow_retrain.decide.observations import DriftNumbers
+from mlflow_retrain.measure.columns import DriftConfig, DriftNumbers
+from mlflow_retrain.measure.drift import drift_columns, for_evidently
+from mlflow_retrain.policy.config import DataConfig
 
 if TYPE_CHECKING:
     from mlflow_retrain.policy.config import Config
@@ -61,27 +62,6 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def for_evidently(frame: pd.DataFrame, spec: DataConfig) -> tuple[pd.DataFrame, DataConfig]:
-    """True/false features as labels: Evidently 0.7's numeric tests subtract values (numpy refuses
-    for booleans) and bin them (a window where the flag never changes has no range to bin)."""
-    flags = [c for c in spec.features if c in frame.columns and pd.api.types.is_bool_dtype(frame[c])]
-    if not flags:
-        return frame, spec
-    labels = tuple(dict.fromkeys([*(spec.categorical or ()), *flags]))
-    return frame.astype({c: str for c in flags}), dataclasses.replace(spec, categorical=labels)
-
-
-def drift_columns(frame: pd.DataFrame, spec: DataConfig) -> tuple[pd.DataFrame, DataConfig]:
-    """The features drift is measured on (`monitoring.drift.exclude` left out) as Evidently reads them
-    (`for_evidently`), after checking the policy's drift columns against the resolved features."""
-    measured = tuple(spec.drift.measured(spec.features))
-    narrowed = dataclasses.replace(spec, features=measured,
-                                   categorical=tuple(c for c in spec.categorical or () if c in measured))
-    frame, labelled = for_evidently(frame[list(measured)], narrowed)
-    spec.drift.check(spec.features, labelled.categorical or ())
-    return frame, labelled
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from mlflow_retrain.adapters import backends
+from mlflow_retrain.policy import backends as policy_backends
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config, DataConfig, ProjectConfig
 from mlflow_retrain.adapters.data import LabelledData, training_windows
@@ -87,7 +88,7 @@ def preflight(config: Config, via: str = PROJECT, *, data: LabelledData | None =
         check_estimator(config, data.spec if data is not None else None)
         return chosen
     backend = config.training.project.backend
-    if backend in backends.REMOTE:
+    if backend in policy_backends.REMOTE:
         import mlflow
 
         if why := backends.missing_package(backend) or backends.tracking_problem(backend, mlflow.get_tracking_uri(),
@@ -247,7 +248,7 @@ def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_
         except Exception as exc:
             from mlflow_retrain.adapters.tracking import unanswered
 
-            if project is None or project.backend in backends.BUILTIN or isinstance(exc, RetrainError) or unanswered(exc):
+            if project is None or project.backend in policy_backends.BUILTIN or isinstance(exc, RetrainError) or unanswered(exc):
                 raise
             # a plugin backend is another package's code: what it raised is one line naming it
             raise TrainingError(f"{where} could not run on backend {project.backend} ({type(exc).__name__}: "
@@ -302,7 +303,7 @@ def backend_config(config: Config) -> dict[str, Any] | None:
     if project is None or not project.backend_config:
         return None
     base = config.source.parent if config.source is not None else None
-    return backends.for_mlflow(backends.read(backends.resolve(project.backend_config, base)), base)
+    return backends.for_mlflow(policy_backends.read(policy_backends.resolve(project.backend_config, base)), base)
 
 
 def end_run(run_id: str, status: str) -> None:

@@ -10,10 +10,10 @@ Evidently (a unit test holds it to that); the cycle, `check`, the backtest and t
 
 from mlflow_retrain.decide.assess import assess, monitoring_depth, out_of_sample, recent_windows
 from mlflow_retrain.decide.gate import Comparison, GateCheck, PromotionDecision, Scores, gate, judge
-from mlflow_retrain.decide.observations import DriftNumbers, Observations, WindowScore
+from mlflow_retrain.decide.observations import Observations, WindowScore
 from mlflow_retrain.decide.triggers import PolicyContext, Trigger
 from mlflow_retrain.decide.verdicts import RetrainDecision, TriggerResult, format_span
 
-__all__ = ["Comparison", "DriftNumbers", "GateCheck", "Observations", "PolicyContext", "PromotionDecision",
+__all__ = ["Comparison", "GateCheck", "Observations", "PolicyContext", "PromotionDecision",
            "RetrainDecision", "Scores", "Trigger", "TriggerResult", "WindowScore", "assess", "format_span", "gate",
            "judge", "monitoring_depth", "out_of_sample", "recent_windows"]

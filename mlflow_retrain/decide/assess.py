@@ -7,21 +7,63 @@ with exactly the same logic (a replay test holds them to it).
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
+from typing import Protocol, Sequence
 
 import pandas as pd
 
-from mlflow_retrain.policy.config import Config
-from mlflow_retrain.decide.observations import DriftNumbers, Observations, WindowScore
+from mlflow_retrain.decide.observations import Observations, WindowScore
+from mlflow_retrain.decide.settings import Scored
+from mlflow_retrain.decide.triggers import Trigger
 from mlflow_retrain.decide.verdicts import RetrainDecision, TriggerResult, cooldown, debounce, decide, on_demand
 from mlflow_retrain.decide.window import Window
+from mlflow_retrain.measure.columns import DriftNumbers
 
 
-def recent_windows(as_of: pd.Timestamp, config: Config, count: int) -> list[Window]:
+class Debounce(Protocol):
+    """`triggers.debounce`: a per-window trigger must hold in `k` of the last `n` windows."""
+
+    @property
+    def k(self) -> int: ...
+
+    @property
+    def n(self) -> int: ...
+
+
+class TriggerSettings(Protocol):
+    """`triggers:` the configured triggers, in rank order, and the settings that apply to them all."""
+
+    @property
+    def configured(self) -> Sequence[Trigger]: ...
+
+    @property
+    def cooldown(self) -> timedelta | None: ...
+
+    @property
+    def debounce(self) -> Debounce | None: ...
+
+
+class Monitoring(Protocol):
+    @property
+    def window(self) -> timedelta: ...
+
+
+class Policy(Scored, Protocol):
+    """What deciding whether to retrain reads of the policy (`policy.config.Config`)."""
+
+    @property
+    def monitoring(self) -> Monitoring: ...
+
+    @property
+    def triggers(self) -> TriggerSettings: ...
+
+
+def recent_windows(as_of: pd.Timestamp, config: Policy, count: int) -> list[Window]:
     """The `count` monitoring windows ending at `as_of`, oldest first."""
     return Window.recent(as_of, config.monitoring.window, count)
 
 
-def monitoring_depth(config: Config) -> int:
+def monitoring_depth(config: Policy) -> int:
     """How many recent windows the triggers look at (the longest trigger, the debounce span)."""
     tc = config.triggers
     return max([t.depth for t in tc.configured] + [tc.debounce.n if tc.debounce else 1])
@@ -39,7 +81,7 @@ def out_of_sample(scores: list[WindowScore], seen_until: pd.Timestamp | None) ->
     return [s if Window.parse(s.window).start >= seen_until else WindowScore(s.window, s.rows, None) for s in scores]
 
 
-def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
+def assess(config: Policy, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
            trained_at: pd.Timestamp, seen_until: pd.Timestamp | None, rows_since: int,
            last_retrain_at: pd.Timestamp | None, force: bool, reason: str | None,
            event: str | None = None, estimate: float | None = None) -> RetrainDecision:
@@ -62,7 +104,7 @@ def assess(config: Config, *, as_of: pd.Timestamp, scores: list[WindowScore], dr
     return decide(results, cooldown=blocker, forced=force)
 
 
-def _debounced(trigger, result: TriggerResult, seen: Observations, policy) -> TriggerResult:
+def _debounced(trigger: Trigger, result: TriggerResult, seen: Observations, policy: Debounce | None) -> TriggerResult:
     """A per-window trigger that fired must have held in k of the last n windows (`triggers.debounce`)."""
     if policy is None or not trigger.debounced or not result.fired:
         return result

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
 import numpy as np
 
-from mlflow_retrain.policy.config import Significance
+from mlflow_retrain.decide.settings import Options, Scored
 from mlflow_retrain.decide.verdicts import number as _n
 
 if TYPE_CHECKING:
-    from mlflow_retrain.policy.config import Config, _Section as Section
     from mlflow_retrain.decide.triggers import PolicyContext
+
+
+@dataclass(frozen=True)
+class Significance:
+    """`validation.significance`: the paired bootstrap's confidence level and resamples."""
+
+    confidence: float = 0.95
+    n_boot: int = 2000
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class GateCheck:
     name: ClassVar[str]
 
     @classmethod
-    def parse(cls, checks: "Section", policy: "PolicyContext") -> "GateCheck | None":
+    def parse(cls, checks: Options, policy: "PolicyContext") -> "GateCheck | None":
         """Read `validation.checks.<name>` (`checks.sub(cls.name)`, ...); None if unset."""
         raise NotImplementedError
 
@@ -160,7 +167,39 @@ class GateCheck:
         raise NotImplementedError
 
 
-def judge(config: "Config", candidate: Scores, baseline: Scores | None) -> PromotionDecision:
+class Validation(Protocol):
+    @property
+    def min_improvement(self) -> float: ...
+
+    @property
+    def min_relative_improvement(self) -> float: ...
+
+    @property
+    def significance(self) -> Significance | None: ...
+
+    @property
+    def checks(self) -> Sequence[GateCheck]: ...
+
+
+class Training(Protocol):
+    @property
+    def seed(self) -> int: ...
+
+
+class Policy(Scored, Protocol):
+    """What the gate reads of the policy (`policy.config.Config`)."""
+
+    @property
+    def gate_threshold(self) -> float | None: ...
+
+    @property
+    def validation(self) -> Validation: ...
+
+    @property
+    def training(self) -> Training: ...
+
+
+def judge(config: Policy, candidate: Scores, baseline: Scores | None) -> PromotionDecision:
     """The gate over both models' numbers on ONE holdout, then the policy's gate checks."""
     significance = config.validation.significance
     seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)

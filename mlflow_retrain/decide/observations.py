@@ -6,9 +6,11 @@ window; the triggers read nothing else, so all of them decide alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
+
+from mlflow_retrain.measure.columns import DriftNumbers
 
 
 @dataclass
@@ -18,16 +20,6 @@ class WindowScore:
     window: str
     rows: int
     metric: float | None
-
-
-@dataclass(frozen=True)
-class DriftNumbers:
-    """Feature drift of a window against the model's training rows (Evidently's DataDriftPreset headline)."""
-
-    drift_share: float
-    drifted_columns: int
-    total_columns: int
-    column_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

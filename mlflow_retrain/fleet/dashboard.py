@@ -15,7 +15,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from mlflow_retrain.usecases.charts import CONFIG, STYLE, THRESHOLD_COLOR
-from mlflow_retrain.policy.config import higher_is_better
+from mlflow_retrain.measure.names import higher_is_better
 from mlflow_retrain.fleet.task import FleetResult, Row
 
 OK_COLOR, BAD_COLOR = "#2e7d32", "#c62828"

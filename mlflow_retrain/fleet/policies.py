@@ -10,7 +10,7 @@ A fleet file shares defaults between models that differ in a few keys:
       - {model_name: load-south, data: {path: south.csv}, triggers: {metric_threshold: {max: 40}}}
 
 Every other `.yaml`/`.yml` file is one policy, exactly as `cycle --config` reads it. Each model is
-validated like a policy file (`config.parse_config`), its errors naming the file and the key; paths in
+validated like a policy file (`parse.parse_config`), its errors naming the file and the key; paths in
 it resolve against the file it is written in. A policy that does not read or validate is that model's
 one-line error, not the fleet's: the other models still run.
 """
@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow_retrain.policy.config import Config, parse_config, read_yaml
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.policy.parse import parse_config
+from mlflow_retrain.policy.load import read_yaml
 from mlflow_retrain.base.errors import ConfigError, FleetError
 from mlflow_retrain.fleet.rules import merge
 

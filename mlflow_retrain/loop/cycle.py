@@ -20,8 +20,9 @@ import pandas as pd
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window
-from mlflow_retrain.decide import (DriftNumbers, PromotionDecision, RetrainDecision, WindowScore, assess,
-                                   monitoring_depth, recent_windows)
+from mlflow_retrain.decide import (PromotionDecision, RetrainDecision, WindowScore, assess, monitoring_depth,
+                                   recent_windows)
+from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.decide.approval import REVALIDATE, ApprovalVerdict, hold
 from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.base.errors import DataError, RegistryError, RetrainError, UsageError

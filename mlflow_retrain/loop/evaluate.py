@@ -21,7 +21,8 @@ from mlflow_retrain.adapters import models
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest
-from mlflow_retrain.decide import DriftNumbers, PromotionDecision, Scores
+from mlflow_retrain.decide import PromotionDecision, Scores
+from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.decide import judge as gate_judge
 from mlflow_retrain.base.errors import ModelError, RegistryError
 from mlflow_retrain.measure.metrics import per_row_loss, score

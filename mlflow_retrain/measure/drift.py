@@ -7,7 +7,7 @@ window, exactly what `reports.drift_report` (DataDriftPreset with the policy's p
 report the cycle writes) computes, and never builds a report. Evidently 0.7's rules, which we follow:
 
 * Columns. The features less `monitoring.drift.exclude` (left out everywhere: not measured, not
-  counted). A feature listed in `categorical`, or a true/false column (`reports.for_evidently` turns
+  counted). A feature listed in `categorical`, or a true/false column (`for_evidently` turns
   those into labels), is categorical; every other feature is numeric.
 * Missing values. Per column, NaN, None and +/-inf are dropped, on each side, before anything else.
   A column left with no value on either side gets no statistic: Evidently refuses the whole report
@@ -52,19 +52,41 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-from mlflow_retrain.policy.config import ColumnDriftRule, DataConfig
-from mlflow_retrain.decide import DriftNumbers
-from mlflow_retrain.adapters.reports import drift_columns, for_evidently
+from mlflow_retrain.measure.columns import ColumnDriftRule, Columns, DriftNumbers
 
 SMALL_REFERENCE = 1000  # a column with at most this many reference values gets the p-value tests
 FEW_VALUES = 5  # a numeric column with at most this many distinct values is tested as labels
 BINNED = 20  # Jensen-Shannon bins a numeric column with more distinct reference values than this
+
+Spec = TypeVar("Spec", bound=Columns)
+
+
+def for_evidently(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, Spec]:
+    """True/false features as labels: Evidently 0.7's numeric tests subtract values (numpy refuses
+    for booleans) and bin them (a window where the flag never changes has no range to bin)."""
+    flags = [c for c in spec.features if c in frame.columns and pd.api.types.is_bool_dtype(frame[c])]
+    if not flags:
+        return frame, spec
+    labels = tuple(dict.fromkeys([*(spec.categorical or ()), *flags]))
+    return frame.astype({c: str for c in flags}), dataclasses.replace(spec, categorical=labels)
+
+
+def drift_columns(frame: pd.DataFrame, spec: Spec) -> tuple[pd.DataFrame, Spec]:
+    """The features drift is measured on (`monitoring.drift.exclude` left out) as Evidently reads them
+    (`for_evidently`), after checking the policy's drift columns against the resolved features."""
+    measured = tuple(spec.drift.measured(spec.features))
+    narrowed = dataclasses.replace(spec, features=measured,
+                                   categorical=tuple(c for c in spec.categorical or () if c in measured))
+    frame, labelled = for_evidently(frame[list(measured)], narrowed)
+    spec.drift.check(spec.features, labelled.categorical or ())
+    return frame, labelled
 
 
 @dataclass(frozen=True)
@@ -163,7 +185,7 @@ CHISQUARE = _Test("chi-square p_value", 0.05, operator.lt, _chisquare, True)
 Z = _Test("Z-test p_value", 0.05, operator.lt, _z, True)
 WASSERSTEIN = _Test("Wasserstein distance (normed)", 0.1, operator.ge, _wasserstein, False)
 JENSENSHANNON = _Test("Jensen-Shannon distance", 0.1, operator.ge, _jensenshannon, True)
-# by the stattest names of `monitoring.drift.columns.<col>.method` (config.DRIFT_METHODS)
+# by the stattest names of `monitoring.drift.columns.<col>.method` (columns.DRIFT_METHODS)
 METHODS = {"ks": KS, "chisquare": CHISQUARE, "z": Z, "wasserstein": WASSERSTEIN, "jensenshannon": JENSENSHANNON}
 
 
@@ -181,7 +203,7 @@ def _choose(ref: _Reference, n_values: int) -> _Test:
 class DriftMeter:
     """Drift of any window against one reference (a model's training rows), reference prepared once."""
 
-    def __init__(self, reference: pd.DataFrame, spec: DataConfig):
+    def __init__(self, reference: pd.DataFrame, spec: Columns):
         reference, labelled = drift_columns(reference, spec)
         self.features = list(labelled.features)
         self.spec = dataclasses.replace(spec, features=labelled.features)

@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 from sklearn import metrics as skm
 
-from mlflow_retrain.policy.config import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from mlflow_retrain.measure.names import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 # The share of windows in the tail a summary reports: the level 90% of windows do at least as well as.
 TAIL_SHARE = 0.10
@@ -72,7 +72,7 @@ def per_row_loss(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndar
 
     The paired bootstrap in the validation gate resamples these rows, so both models must be
     judged row by row on the same rows. For f1 and roc_auc no such loss exists, which is why the
-    policy file refuses `validation.significance` with them (config.PAIRED_METRICS).
+    policy file refuses `validation.significance` with them (policy.parse.PAIRED_METRICS).
     """
     if metric in REGRESSION_METRICS:
         err = np.asarray(y_pred, dtype=float) - np.asarray(y_true, dtype=float)

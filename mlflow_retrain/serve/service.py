@@ -15,7 +15,8 @@ import signal
 import socket
 from pathlib import Path
 
-from mlflow_retrain.policy.config import MIN_SECRET, Config
+from mlflow_retrain.policy.notify import MIN_SECRET
+from mlflow_retrain.policy.config import Config
 from mlflow_retrain.base.errors import ServeError
 from mlflow_retrain.base.redact import redact
 from mlflow_retrain.serve.app import SECRET_ENV, Settings, create_app

@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with open(state / "worker.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned worker finishing a cycle keeps it until it ends
         from mlflow_retrain.adapters import store
-        from mlflow_retrain.policy.config import load_config
+        from mlflow_retrain.policy.load import load_config
         from mlflow_retrain.base.redact import install_log_filter
         from mlflow_retrain.adapters.tracking import configure_client
 

@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from mlflow_retrain.usecases.backtest import BacktestResult
-from mlflow_retrain.policy.config import TriggersConfig, load_config
+from mlflow_retrain.policy.config import TriggersConfig
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.decide.verdicts import format_span
 from mlflow_retrain.base.errors import ConfigError
 

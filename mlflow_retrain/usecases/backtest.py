@@ -23,7 +23,8 @@ import pandas as pd
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.tradeoff import FoldPoint, PolicyPoint, tradeoff_html
-from mlflow_retrain.policy.config import Config, TriggersConfig, parse_span
+from mlflow_retrain.policy.config import Config, TriggersConfig
+from mlflow_retrain.policy.section import parse_span
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.decide import format_span
 from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,

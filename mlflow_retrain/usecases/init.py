@@ -21,7 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from mlflow_retrain.policy.config import DataConfig, check_model_name, higher_is_better
+from mlflow_retrain.policy.config import DataConfig
+from mlflow_retrain.policy.section import check_model_name
+from mlflow_retrain.measure.names import higher_is_better
 from mlflow_retrain.adapters.tables import column_kind, prepare_frame, read_table
 from mlflow_retrain.base.errors import ConfigError, DataError
 from mlflow_retrain.usecases.detect import (calendar_columns, detect_task, detect_timestamp, drift_exclusions, format_span,

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window
-from mlflow_retrain.decide import DriftNumbers, WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.decide import WindowScore, assess, format_span, monitoring_depth, recent_windows
+from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.measure.drift import DriftMeter
 from mlflow_retrain.base.errors import DataError
 from mlflow_retrain.measure.estimate import PerformanceEstimator

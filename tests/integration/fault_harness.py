@@ -145,7 +145,7 @@ _reading_exit_codes = threading.Lock()
 
 
 def _cycle(scenario: Scenario) -> str:
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.loop.cycle import run_cycle
 
     if scenario.prepare:  # not part of what is killed: no fault point counts in it
@@ -160,7 +160,7 @@ def expired_lease() -> None:
     """A lease left by a cycle that died: expired, not released."""
     from datetime import timedelta
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.registry import Registry
 
     registry = Registry(load_config("retrain.yaml"))
@@ -170,7 +170,7 @@ def expired_lease() -> None:
 
 def bootstrapped() -> None:
     """v1 in Production (trained as of 2011-04-30), for a store that cannot be copied (a server)."""
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.registry import Registry
     from mlflow_retrain.adapters.train import train
 
@@ -184,7 +184,7 @@ def approved() -> None:
     """v2, awaiting a person's sign-off, approved by hand in the MLflow UI: the tag alone, no name."""
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
 
     MlflowClient().set_model_version_tag(load_config("retrain.yaml").model_name, "2", T.APPROVAL, T.APPROVED)
 
@@ -193,7 +193,7 @@ def hand_moved() -> None:
     """The `production` alias pointed at v2 in the MLflow UI: a version nobody approved, served by hand."""
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
 
     MlflowClient().set_registered_model_alias(load_config("retrain.yaml").model_name, "production", "2")
 
@@ -250,7 +250,7 @@ def _recover(scenario: Scenario) -> Outcome:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.loop.cycle import run_cycle
     from mlflow_retrain.loop.reconcile import controller_experiment, crashed_runs
     from mlflow_retrain.adapters.registry import Registry, utcnow

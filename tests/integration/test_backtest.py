@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select, write_outputs
 from mlflow_retrain.usecases.replay import Replay
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import LabelledData
 import mlflow.sklearn

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_backtest_schedules import daily_sales, write
 
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 
 COMMENTED = "# the shop's sales model: keep this comment\n"
 

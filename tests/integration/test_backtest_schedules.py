@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 
 DAY = timedelta(days=1)
 

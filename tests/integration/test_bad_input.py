@@ -182,7 +182,7 @@ def with_lease(f: Folder) -> None:
 def _in_store(f: Folder, act: Callable[[Any], Any]) -> None:
     import mlflow
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.registry import Registry
 
     previous, cwd = mlflow.get_tracking_uri(), os.getcwd()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.usecases.monitor import run_monitor
 from mlflow_retrain.adapters.train import train
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.backtest import default_policies, run_backtest
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.trainers import IN_PROCESS
 from mlflow_retrain.adapters.data import LabelledData, Window

@@ -27,10 +27,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mlflow_retrain.adapters import reports
-from mlflow_retrain.policy.config import ColumnDriftRule, DataConfig, DriftConfig, load_config
+from mlflow_retrain.policy.config import DataConfig
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData
-from mlflow_retrain.decide import DriftNumbers
-from mlflow_retrain.measure.drift import ColumnDrift, DriftMeter
+from mlflow_retrain.measure.columns import ColumnDriftRule, DriftConfig, DriftNumbers
+from mlflow_retrain.measure.drift import ColumnDrift, DriftMeter, for_evidently
 from mlflow_retrain.base.errors import ConfigError
 
 EMPTY = re.compile(r"An empty column '(.+)' was provided")
@@ -125,7 +126,7 @@ def column(kind: str, rows: int, shift: float, missing: str, rng: np.random.Gene
         values = pd.Series(np.full(rows, 2.0 + (shift > 0.7)))
     elif kind == "constant_label":
         values = pd.Series(["same" if shift < 0.7 else "other"] * rows, dtype=object)
-    else:  # a true/false column (reports.for_evidently turns it into labels)
+    else:  # a true/false column (drift.for_evidently turns it into labels)
         return pd.Series(rng.random(rows) < 0.5 + shift / 3)
     share = {"none": 0.0, "one": 1 / max(rows, 1), "some": 0.2, "most": 0.9, "all": 1.0}[missing]
     values[rng.random(rows) < share] = np.nan
@@ -230,7 +231,7 @@ def run_preset(frame: pd.DataFrame, spec: DataConfig, methods: dict) -> None:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    frame, labelled = reports.for_evidently(frame, spec)
+    frame, labelled = for_evidently(frame, spec)
     definition = DataDefinition(numerical_columns=[c for c in labelled.features if c not in labelled.categorical],
                                 categorical_columns=list(labelled.categorical))
     data = Dataset.from_pandas(frame, data_definition=definition)

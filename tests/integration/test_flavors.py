@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.registry import Registry
 
 SHIFT = pd.Timestamp("2022-10-01")

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.signoff import sign_off
 
 QUIET = {"metric_threshold": {"max": 500}}

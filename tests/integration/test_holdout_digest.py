@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.registry import Registry
 

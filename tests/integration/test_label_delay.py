@@ -13,7 +13,7 @@ from synthetic import energy_load
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.registry import Registry

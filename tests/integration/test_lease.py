@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.audit import status
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import LeaseHeldError, LeaseLostError, RegistryError
 from mlflow_retrain.base.faults import FAULT_LOG
 from mlflow_retrain.loop.reconcile import controller_experiment, doctor
@@ -338,7 +338,7 @@ def test_rollback_walks_back_through_the_promotions_never_toggles(prod_store, wr
 HOLD = """
 import sys, time
 from datetime import timedelta
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.registry import Registry
 Registry(load_config(sys.argv[1])).acquire_lease(timedelta(minutes=5))
 print("held", flush=True)

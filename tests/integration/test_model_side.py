@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData, Window
 import mlflow.sklearn
 from mlflow_retrain.loop.evaluate import evaluate

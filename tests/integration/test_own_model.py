@@ -26,7 +26,7 @@ from synthetic import energy_load
 import mlflow_retrain
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]

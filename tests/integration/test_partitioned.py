@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from synthetic import energy_load
 
 from mlflow_retrain.cli import cli
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import LabelledData, WindowedData
 from mlflow_retrain.usecases.monitor import run_monitor

@@ -39,7 +39,7 @@ from test_registry import (
 )
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import LeaseHeldError
 from mlflow_retrain.adapters.registry import Lease, Registry
 

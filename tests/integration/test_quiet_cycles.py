@@ -17,7 +17,7 @@ from pathlib import Path
 from load_policy import write_load_policy
 from synthetic import energy_load
 
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 
 

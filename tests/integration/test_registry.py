@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import LeaseHeldError
 from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.adapters.train import train

@@ -25,7 +25,8 @@ from mlflow.tracking import MlflowClient
 from test_own_model import BOOTSTRAP, LATER, audit_runs, registry_state, user_folder
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import CONTRACT, load_config
+from mlflow_retrain.policy.config import CONTRACT
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import TrainingError
 from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.adapters.trainers import run_project, trainer

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mlflow_retrain.policy.config import DataConfig, load_config
+from mlflow_retrain.policy.config import DataConfig
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import Window
 from mlflow_retrain.decide.triggers.drift import data_drift

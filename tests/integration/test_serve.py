@@ -385,7 +385,7 @@ def test_an_approval_set_as_the_mlflow_ui_sets_it_is_carried_out_by_serve_at_onc
                                                                                  make_folder):
     """Issue 16 section 2: `retrain.approval=approved` typed on the version's page is carried out on
     MLflow's `model_version_tag.set` webhook, not at the next scheduled cycle."""
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.registry import Registry, utcnow
     from mlflow_retrain.adapters.registry.repair import examine
 

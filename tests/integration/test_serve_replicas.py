@@ -152,7 +152,7 @@ def test_a_replica_killed_mid_cycle_leaves_its_event_to_the_other_which_finishes
 
     from mlflow.tracking import MlflowClient
 
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.registry import Registry
 
     # a short registry lease (6 s) and claim (8 s): the survivor starts after the dead cycle's lease expired

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from test_registry import _take  # spawned children import it by this name too
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.registry import Registry
 
 

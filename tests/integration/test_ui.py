@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import controller_experiment, rollback, run_cycle
 from mlflow_retrain.adapters.notify import run_url
 from mlflow_retrain.adapters.registry import Registry

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.decide.approval import (
     EXPIRE,
     HELD,

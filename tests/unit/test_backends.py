@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from mlflow_retrain.adapters import backends
-from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.policy import backends as policy_backends
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.base.errors import ConfigError, TrainingError
 from mlflow_retrain.adapters.trainers import backend_config, preflight
 
@@ -63,7 +64,7 @@ def test_the_shipped_kubernetes_example_passes_and_mlflow_gets_its_template_as_a
     raw = {**MINIMAL, "training": {"project": {"uri": "energy-load", "backend": "kubernetes",
                                                "backend_config": "kubernetes/backend_config.json"}}}
     config = parse_config(raw, origin=str(source), source=source)
-    assert backends.job_template_problem(JOB) is None
+    assert policy_backends.job_template_problem(JOB) is None
     handed = backend_config(config)
     assert handed["kube-job-template-path"] == str(REPO / "examples" / "kubernetes" / "job-template.yaml")
     assert handed["repository-uri"] == "registry.example.com/team/energy-load-training"
@@ -134,7 +135,7 @@ def test_a_remote_backend_needs_a_config_and_a_plugin_backend_is_found_by_mlflow
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slurm-backend\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[mlflow.project_backend]\nslurm = slurm_backend:Slurm\n")
     monkeypatch.syspath_prepend(str(site))
-    assert "slurm" in backends.plugins()
+    assert "slurm" in policy_backends.plugins()
     assert "installed: slurm" in refused(policy(tmp_path, "slurmm", None))
     plugin = parse(policy(tmp_path, "slurm", None)).training.project  # its config is its own, and optional
     assert plugin.backend == "slurm" and plugin.backend_config is None

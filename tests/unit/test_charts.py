@@ -13,7 +13,7 @@ import pytest
 from mlflow_retrain.usecases.backtest import default_policies
 from mlflow_retrain.usecases.charts import RetrainEvent, WindowPoint, dashboard_html
 from mlflow_retrain.usecases.tradeoff import PolicyPoint, tradeoff_figures, tradeoff_html
-from mlflow_retrain.policy.config import load_config
+from mlflow_retrain.policy.load import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2011, 5, 1)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflow_retrain.policy.config import load_config, parse_config, parse_span
+from mlflow_retrain.policy.load import load_config
+from mlflow_retrain.policy.parse import parse_config
+from mlflow_retrain.policy.section import parse_span
 from mlflow_retrain.base.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,7 +173,7 @@ def test_bad_drift_options_name_the_key(drift, data, message):
 
 def test_drift_columns_are_checked_again_once_the_data_resolves_the_features():
     """With data.features left out only the data knows the features; the drift measure checks then."""
-    from mlflow_retrain.policy.config import ColumnDriftRule, DriftConfig
+    from mlflow_retrain.measure.columns import ColumnDriftRule, DriftConfig
 
     with pytest.raises(ConfigError, match=r"monitoring.drift names \['hours'\], which are not features"):
         DriftConfig(exclude=("hours",)).check(("hour", "load"), ())

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_retrain.policy.config import DataConfig, TrainingConfig, parse_config
+from mlflow_retrain.policy.config import DataConfig, TrainingConfig
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest, training_windows
 from mlflow_retrain.adapters.tables import column_kind, data_files, read_table, resolve_spec
 from mlflow_retrain.base.errors import ConfigError, DataError

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.decide.plugins import TRIGGERS, installed
 from mlflow_retrain.base.errors import ConfigError
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlflow_retrain.policy.config import TRIGGER_SETTINGS, parse_config
+from mlflow_retrain.policy.config import TRIGGER_SETTINGS
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.decide import plugins
 from mlflow_retrain.base.errors import ConfigError
 

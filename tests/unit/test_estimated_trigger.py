@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.decide.observations import Observations
 from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
 from mlflow_retrain.base.errors import ConfigError

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlflow_retrain.policy.config import load_config, parse_config
+from mlflow_retrain.policy.load import load_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.base.errors import ConfigError, DataError
 from mlflow_retrain.usecases.detect import detect_task, detect_timestamp, floor_span, format_span, suggest_thresholds

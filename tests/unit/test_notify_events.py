@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from mlflow_retrain.adapters import notify as N
 from mlflow_retrain.loop import events as E
-from mlflow_retrain.policy.config import NOTIFY_EVENTS, NotifyTarget, parse_config
+from mlflow_retrain.policy.config import NOTIFY_EVENTS, NotifyTarget
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.loop.cycle import CycleReport
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision
 from mlflow_retrain.usecases.monitor_events import downtime_events
@@ -148,7 +149,7 @@ def test_notify_targets_parse_with_defaults(monkeypatch, tmp_path):
     policy.write_text(yaml.safe_dump({**MINIMAL, "notify": [
         {"url": URL, "format": "slack", "secret_env": "HOOK_SECRET"},
         {"url": "http://127.0.0.1:8000/x", "on": ["failed", "downtime"], "secret_file": "secret", "timeout": 1}]}))
-    from mlflow_retrain.policy.config import load_config
+    from mlflow_retrain.policy.load import load_config
 
     slack, generic = load_config(policy).notify
     assert slack.events == NOTIFY_EVENTS and slack.secret() == "k3y-of-sixteen-chars" and slack.timeout == 5

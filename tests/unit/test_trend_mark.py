@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.adapters.data import Window
 from mlflow_retrain.decide import Observations, WindowScore
 from mlflow_retrain.decide.triggers.trend import MetricTrend

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlflow_retrain.policy.config import parse_config
+from mlflow_retrain.policy.parse import parse_config
 from mlflow_retrain.decide.triggers.trend import MetricTrend, metric_trend, spread
 from mlflow_retrain.base.errors import ConfigError
 

@@ -101,7 +101,7 @@ def test_metric_triggers_ignore_windows_the_model_was_trained_on():
     """In-sample windows flatter the model: a trend from them to fresh windows is not decay."""
     import pandas as pd
 
-    from mlflow_retrain.policy.config import parse_config
+    from mlflow_retrain.policy.parse import parse_config
     from mlflow_retrain.decide import WindowScore, assess
 
     config = parse_config({"model_name": "m", "data": {"path": "d.csv", "timestamp": "t", "target": "y",

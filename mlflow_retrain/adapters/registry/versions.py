@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import faults
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import Config, check_version
+from mlflow_retrain.policy.config import Config
+from mlflow_retrain.policy.section import check_version
 from mlflow_retrain.base.errors import RegistryError
 from mlflow_retrain.adapters.registry import story
 from mlflow_retrain.adapters.store import unborn

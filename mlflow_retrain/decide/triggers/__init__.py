@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from mlflow_retrain.policy.config import higher_is_better
 from mlflow_retrain.decide.observations import Observations
+from mlflow_retrain.decide.settings import Options
 from mlflow_retrain.decide.verdicts import TriggerResult
-
-if TYPE_CHECKING:
-    from mlflow_retrain.policy.config import _Section as Section
+from mlflow_retrain.measure.names import higher_is_better
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Trigger:
     debounced: ClassVar[bool] = False  # triggers.debounce (k of n windows) applies, through `mark`
 
     @classmethod
-    def parse(cls, triggers: "Section", policy: PolicyContext) -> "Trigger | None":
+    def parse(cls, triggers: Options, policy: PolicyContext) -> "Trigger | None":
         """Read the mapping `triggers.<name>`; None if unset. Unknown keys are refused (`done`) before
         the values are checked against each other (`validate`). A trigger configured by a scalar
         (`max_age: 30d`) overrides this."""
@@ -56,11 +54,11 @@ class Trigger:
         return trigger
 
     @classmethod
-    def read(cls, options: "Section", policy: PolicyContext) -> "Trigger":
+    def read(cls, options: Options, policy: PolicyContext) -> "Trigger":
         """The trigger from its options (`options.get(key, type, default)`, errors naming the key)."""
         raise NotImplementedError
 
-    def validate(self, options: "Section", policy: PolicyContext) -> None:
+    def validate(self, options: Options, policy: PolicyContext) -> None:
         """Refuse values that are wrong together or for this policy (`raise options.fail(key, why)`)."""
 
     def check(self, seen: Observations) -> TriggerResult:
