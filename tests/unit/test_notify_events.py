@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mlflow_retrain.adapters import notify as N
 from mlflow_retrain.policy.config import NOTIFY_EVENTS, NotifyTarget, parse_config
-from mlflow_retrain.loop.cycle import CycleReport
+from mlflow_retrain.loop.report import CycleReport
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision
 from mlflow_retrain.base.errors import ConfigError
 
