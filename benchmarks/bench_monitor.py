@@ -31,7 +31,7 @@ START = "2012-01-01"
 def setup(folder: Path) -> None:
     """A store with one Production model, trained as of the end of 2011 on the bundled policy."""
     from mlflow_retrain.policy.load import load_config
-    from mlflow_retrain.adapters.train import train
+    from mlflow_retrain.loop.training import train
 
     train(load_config(REPO / "retrain.yaml"), as_of=TRAINED_AS_OF)
 

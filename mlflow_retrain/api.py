@@ -21,7 +21,8 @@ import pandas as pd
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.policy.parse import parse_config
-from mlflow_retrain.loop.cycle import CycleReport, run_cycle
+from mlflow_retrain.loop.report import CycleReport
+from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.tracking import check_tracking
 from mlflow_retrain.adapters.trainers import IN_PROCESS, PROJECT

@@ -234,7 +234,7 @@ def train(config_path: str, as_of: str | None, trigger: str, reason: str, cycle_
     The first version (no Production yet) goes to Production if it passes the absolute gate;
     later ones go to Staging for `cycle` / `compare` to validate.
     """
-    from mlflow_retrain.adapters.train import train as run_train
+    from mlflow_retrain.loop.training import train as run_train
 
     result = run_train(_load(config_path), as_of=as_of or None, trigger=trigger, reason=reason,
                        cycle_run_id=cycle_run_id)
@@ -377,7 +377,7 @@ def status(config_path: str, as_json: bool) -> None:
 @json_option
 def compare(config_path: str, as_of: str | None, as_json: bool) -> None:
     """Score Staging and Production on the same holdout and apply the gate; moves nothing."""
-    from mlflow_retrain.loop.cycle import compare as run_compare
+    from mlflow_retrain.loop.validate import compare as run_compare
     from mlflow_retrain.adapters.data import LabelledData, Window
     from mlflow_retrain.base.errors import RegistryError
     from mlflow_retrain.adapters.registry import Registry
@@ -418,7 +418,7 @@ def promote(config_path: str, version: str, reason: str, as_of: str | None, as_j
 
     The move is stamped with the clock and with the data time it applies to (--as-of, default the
     newest row of the data), so the monitor charges every window to the right version."""
-    from mlflow_retrain.loop.cycle import promote as run_promote
+    from mlflow_retrain.loop.manual import promote as run_promote
 
     move = run_promote(_load(config_path), version, reason, as_of)
     emit(move.to_dict(), as_json, lambda r: f"v{r['version']} is in Production (was v{r['previous'] or '-'}); "
@@ -434,7 +434,7 @@ def rollback(config_path: str, reason: str, as_of: str | None, as_json: bool) ->
     """Back to the version in Production before the current one; the current one is archived.
 
     Rolling back twice walks further back (v7 -> v6 -> v5), it does not toggle between two."""
-    from mlflow_retrain.loop.cycle import rollback as run_rollback
+    from mlflow_retrain.loop.manual import rollback as run_rollback
 
     move = run_rollback(_load(config_path), reason, as_of)
     emit(move.to_dict(), as_json, lambda r: f"rolled back to v{r['version']} (from v{r['previous'] or '-'}); "

@@ -196,7 +196,7 @@ def write_policy(tmp_path: Path, small_data: Path):
 def _bootstrap(folder: Path, bike_frame: pd.DataFrame) -> None:
     """v1 trained as of 2011-04-30 on the small policy, into the current tracking store."""
     from mlflow_retrain.policy.load import load_config
-    from mlflow_retrain.adapters.train import train
+    from mlflow_retrain.loop.training import train
 
     data = folder / "bikes.csv"
     bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)

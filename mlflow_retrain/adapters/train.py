@@ -1,7 +1,8 @@
 """Fit the configured estimator on a training window, log it, register a version.
 
 `fit` is MLflow-free so the backtest can call (and cache) exactly the training the controller uses;
-`train` adds the logging and registration that make every version traceable.
+`train` adds the logging and registration that make every version traceable. Where the version goes
+(Staging, or Production for a first model) is `loop.moves.place`'s: nothing here moves a version.
 """
 
 from __future__ import annotations
@@ -138,6 +139,16 @@ class TrainResult:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A version just registered and not placed yet: what `loop.moves.place` needs to place it."""
+
+    version: str
+    metric: float  # the policy's metric on its holdout: a first model's absolute gate reads it
+    as_of: pd.Timestamp  # the data time it was trained as of
+    bootstrap: bool  # the model's first version: passing the absolute gate, it goes straight to Production
+
+
 def model_requirements(model: Any) -> list[str]:
     """The distributions whose objects make up the model, pinned at the versions that fitted it.
 
@@ -267,27 +278,6 @@ def candidate_tags(*, trigger: str, reason: str, cycle_run_id: str, as_of: pd.Ti
             T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(), T.DECISION: T.PENDING}
 
 
-def place(config: Config, registry: Any, version: str, holdout_metric: float, as_of: pd.Timestamp, *,
-          bootstrap: bool) -> str:
-    """A new version goes to Staging for the controller to validate, except the very first one: with no
-    Production to compare against, a version that passes the absolute gate goes straight to Production
-    so the loop has a champion to defend; unless a person must sign off (`validation.require_approval`):
-    then it waits in Staging like any candidate, for the cycle to judge it. Returns the stage it landed in."""
-    if bootstrap and not config.validation.require_approval:
-        from mlflow_retrain.decide.gate import gate
-
-        decision = gate(metric=config.metric, candidate=holdout_metric, baseline=None,
-                        higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
-        if decision.promote:
-            registry.promote(version, when=as_of.to_pydatetime(),
-                             tags={T.DECISION: T.PROMOTED, T.DECISION_REASON: decision.reason})
-            return "Production"
-        registry.stage_candidate(version, tags={T.DECISION: T.PENDING, T.DECISION_REASON: decision.reason})
-        return "Staging"
-    registry.stage_candidate(version)
-    return "Staging"
-
-
 def data_time(stamp: pd.Timestamp) -> str:
     """A data time as a person reads it: the date alone at midnight."""
     return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat(timespec="minutes")
@@ -316,6 +306,7 @@ def name_run(config: Config, run_id: str, version: str, trigger: str, reason: st
 
 def train(
     config: Config,
+    registry: Any,
     *,
     as_of: str | pd.Timestamp | None = None,
     data: LabelledData | None = None,
@@ -323,15 +314,14 @@ def train(
     reason: str = "trained by hand",
     cycle_run_id: str = "",
     bootstrap: bool = True,
-    registry: Any = None,
-) -> TrainResult:
-    """Fit, log, register, place (`place`: Staging, or Production for a first version that passes).
+    follow: bool = False,
+) -> tuple[TrainResult, Candidate]:
+    """Fit, log, register; the version is placed by the caller (`loop.moves.place`), the one module
+    that moves versions. Returns what was registered, and the candidate to place.
 
     Fitting happens before any run or version exists, so bad data or a bad estimator writes nothing.
-    Run by a cycle in another process (a `cycle_run_id` and no `registry`), the version is only
-    registered: the cycle places it itself, under its lease (`trainers.adopt`).
+    With `follow` (a cycle's `mlflow run` child), every write is fenced by the cycle's lease.
     """
-    from mlflow_retrain.adapters.registry import Registry
     from mlflow_retrain.adapters.registry.lease import LEASE_ENV
     from mlflow_retrain.adapters.tracking import check_tracking, start_run
 
@@ -339,10 +329,8 @@ def train(
     as_of = data.resolve_as_of(as_of)
     check_tracking()
     result = fit(config, data, as_of)
-    placed_by_cycle = registry is None and bool(cycle_run_id)
-    registry = registry or Registry(config)
     generation = os.environ.get(LEASE_ENV, "")
-    if placed_by_cycle and generation.isdigit():
+    if follow and generation.isdigit():
         # the cycle's `mlflow run` child: it writes nothing once the cycle lost its lease (the run included)
         registry.follow(int(generation), config.registry.lease_ttl)
         registry.fence("logging the candidate")
@@ -355,15 +343,11 @@ def train(
                                   train_window=result.train_window, holdout_window=result.holdout_window)
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
     name_run(config, run.info.run_id, info.version, trigger, reason, as_of, result, cycle_run_id)
-    stage = "None" if placed_by_cycle else place(
-        config, registry, info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
-        bootstrap=trigger == T.BOOTSTRAP)
-    if not cycle_run_id:  # a cycle describes its versions once it has judged them
-        registry.describe()
-    log.info("registered %s version %s (%s)", config.model_name, info.version, stage)
+    made = Candidate(info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,
+                     trigger == T.BOOTSTRAP)
     return TrainResult(
-        run_id=run.info.run_id, version=info.version, stage=stage, model_uri=model_uri,
+        run_id=run.info.run_id, version=info.version, stage="None", model_uri=model_uri,
         train_window=result.train_window.iso(), holdout_window=result.holdout_window.iso(),
         holdout_metrics=result.holdout_metrics, train_digest=train_digest, holdout_digest=holdout_digest,
         fit_seconds=result.fit_seconds,
-    )
+    ), made

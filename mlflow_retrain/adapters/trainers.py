@@ -10,9 +10,9 @@
   and holdout windows, the cycle's run id, the data's path; names mappable in the policy file),
   logs a model (or registers a version itself), and the controller takes it from there.
 
-Every way ends the same: a registered version tagged with the trigger and windows, placed in
-Staging (or Production on bootstrap), scored by the controller through `models.load` on the same
-holdout as Production. Nothing here decides whether to retrain or promote.
+Every way ends the same: a registered version tagged with the trigger and windows, which the cycle
+places (`loop.moves.place`: Staging, or Production on bootstrap) and scores through `models.load` on
+the same holdout as Production. Nothing here decides whether to retrain or promote, nor moves a version.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config, DataConfig, ProjectConfig
 from mlflow_retrain.adapters.data import LabelledData, training_windows
 from mlflow_retrain.base.errors import ConfigError, RetrainError, TrainingError
-from mlflow_retrain.loop.evaluate import score_rows
 from mlflow_retrain.adapters.streams import tail_of_output
-from mlflow_retrain.adapters.train import FitResult
+from mlflow_retrain.adapters.train import Candidate, FitResult
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +152,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
-                   cycle_run_id: str, via: str = PROJECT, registry: Any = None) -> str:
-    """Train a candidate the configured way; return its registered version (placed and tagged).
+                   cycle_run_id: str, registry: Any, via: str = PROJECT) -> Candidate:
+    """Train a candidate the configured way; return its registered version (tagged, not placed yet).
 
-    `registry` is the cycle's (fenced by its lease): every placement goes through it, so a cycle that
-    lost its lease while training places nothing."""
+    `registry` is the cycle's (fenced by its lease): every write goes through it, so a cycle that
+    lost its lease while training registers nothing."""
     chosen = trainer(config, via)
     if chosen.via == IN_PROCESS:
         from mlflow_retrain.adapters.train import train
 
-        return train(config, as_of=as_of, data=data, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id,
-                     registry=registry).version
+        return train(config, registry, as_of=as_of, data=data, trigger=trigger, reason=reason,
+                     cycle_run_id=cycle_run_id)[1]
     if chosen.builtin:
         params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
                   "cycle_run_id": cycle_run_id}
@@ -319,18 +318,17 @@ def end_run(run_id: str, status: str) -> None:
 
 
 def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, chosen: Trainer, *, trigger: str,
-          reason: str, cycle_run_id: str, registry: Any = None) -> str:
+          reason: str, cycle_run_id: str, registry: Any) -> Candidate:
     """The version a project run made: the one it registered itself, else its logged model registered
-    here. Checked against the data's columns before anything is registered; tagged and placed here,
-    in the cycle's process (the built-in trainer only registers when a cycle runs it)."""
+    here. Checked against the data's columns before anything is registered; tagged here, in the
+    cycle's process (the built-in trainer only registers when a cycle runs it), for the cycle to place."""
     from mlflow.tracking import MlflowClient
 
     from mlflow_retrain.adapters import models
-    from mlflow_retrain.adapters.registry import Registry
-    from mlflow_retrain.adapters.train import bootstrap_trigger, candidate_tags, log_frame, place
+    from mlflow_retrain.adapters.train import bootstrap_trigger, candidate_tags, log_frame
+    from mlflow_retrain.measure.metrics import score
 
     client = MlflowClient()
-    registry = registry or Registry(config)
     own = client.search_model_versions(f"name = '{config.model_name}' and run_id = '{run_id}'")
     if own:
         model_uri, model_id = f"models:/{config.model_name}/{own[0].version}", None
@@ -339,7 +337,8 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
     scorer = models.load(model_uri, config, data.spec)  # a schema mismatch stops here, before any write
     train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
     holdout = data.cut(holdout_window, "holdout window")
-    metric = score_rows(config, data, scorer, holdout).metrics.get(config.metric, float("nan"))
+    pred, proba = scorer.predict_with_proba(holdout)
+    metric = score(config.task, data.target(holdout), pred, proba).get(config.metric, float("nan"))
     trigger, reason = bootstrap_trigger(registry, trigger, reason)
     if not client.list_artifacts(run_id, T.REFERENCE_ARTIFACT.rsplit("/", 1)[0]):
         # drift is measured against the rows the model was trained on, as the contract defines them
@@ -353,8 +352,7 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
         registry.tag(version, tags)
     else:
         version = registry.register(model_uri, model_id, run_id, tags).version
-    place(config, registry, version, metric, as_of, bootstrap=trigger == T.BOOTSTRAP)
-    return version
+    return Candidate(version, metric, as_of, trigger == T.BOOTSTRAP)
 
 
 def logged_model(client: object, run_id: str, chosen: Trainer) -> tuple[str, str]:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
+
 
 from mlflow_retrain.adapters.notify import (AWAITING_APPROVAL, DOWNTIME, PROMOTED, REJECTED, Event, failure_event,
                                             notify)
 from mlflow_retrain.adapters.registry.story import Evidence
+from mlflow_retrain.adapters.data import Window
+from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import LeaseHeldError, UsageError
 from mlflow_retrain.decide.approval import sign_off_help
+from mlflow_retrain.loop.report import CycleReport, cycle_description, cycle_title
 from mlflow_retrain.policy.config import Config
 
-if TYPE_CHECKING:  # annotations only: loop/cycle.py imports this module (`notifies`, `cycle_evidence`)
-    from mlflow_retrain.loop.cycle import CycleReport
 
 
 def cycle_events(report: CycleReport, config: Config | None = None) -> list[Event]:
@@ -93,3 +96,46 @@ def notifies(cycle: Callable[..., CycleReport]) -> Callable[..., CycleReport]:
         return report
 
     return notified
+
+
+def log_audit(config: Config, registry: Registry, report: CycleReport, reports_dir: Path) -> None:
+    """The cycle's own record: triggers with their numbers, the decision, versions touched; the run
+    renamed after its outcome and described in Markdown for whoever opens it in the MLflow UI. Its
+    metrics go in one batch and its tags in one call: each is a store round trip (a transaction on
+    sqlite), and most cycles change nothing."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    payload = report.to_dict()
+    tags = {"production_version": report.production_version or "", "candidate_version": report.candidate_version or "",
+            "reason": report.reason[:7900]}
+    if report.stale:
+        tags["data_gap"] = report.stale
+    now = int(time.time() * 1000)
+    metrics = []
+    if report.decision is not None:
+        tags["triggers_fired"] = ",".join(report.decision.fired)
+        metrics += [Metric(f"trigger.{result.kind}", float(result.fired), now, 0) for result in report.decision.results]
+    # the monitoring series has its own name: `holdout_production_<metric>` is the gate's score of
+    # Production on the holdout, and one name for both showed a number the gate never compared. Each
+    # point is stamped with its window's end (data time), so the UI's time axis is the data's.
+    metrics += [Metric(f"monitor_{report.metric}", score.metric, Window.parse(score.window).end.value // 1_000_000, step)
+                for step, score in enumerate(report.monitoring) if score.metric is not None]
+    if report.drift is not None:
+        metrics.append(Metric("drift_share", report.drift.drift_share, now, 0))
+    run = mlflow.active_run()
+    if metrics:
+        MlflowClient().log_batch(run.info.run_id, metrics=metrics)
+    mlflow.log_dict(payload, "decision.json")
+    for html in sorted(reports_dir.glob("*.html")):
+        mlflow.log_artifact(str(html), "reports")
+        report.reports.append(f"reports/{html.name}")
+    if report.promotion is not None and report.candidate_version:  # the gate's evidence, for the version's page
+        registry.tag(report.candidate_version,
+                     {T.EVIDENCE: cycle_evidence(report, run.info.experiment_id).to_json()})
+    trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
+    mlflow.set_tags({**tags, "mlflow.runName": cycle_title(config, report)[:250],
+                     "mlflow.note.content": cycle_description(config, report, trained_by)[:8000]})

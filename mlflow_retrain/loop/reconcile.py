@@ -21,8 +21,8 @@ from mlflow_retrain.policy.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
 from mlflow_retrain.adapters.registry import Registry, utcnow
 from mlflow_retrain.adapters.registry.lease import held_by
-from mlflow_retrain.adapters.registry.moves import set_aside
-from mlflow_retrain.adapters.registry.repair import examine, repair
+from mlflow_retrain.adapters.registry.repair import examine
+from mlflow_retrain.loop.moves import corrupt_intents, repair
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class DoctorReport:
     lease: str | None
     repaired: Reconciled | None
     undelivered: list[dict[str, Any]]  # notifications nobody received (`outbox`): shown, retried by the next send
-    set_aside: list[str] = field(default_factory=list)  # corrupt intents kept for a person (`moves.set_aside`)
+    set_aside: list[str] = field(default_factory=list)  # corrupt intents kept for a person (`moves.corrupt_intents`)
     lease_holder_gone: str | None = None  # why the lease's holder is provably gone (it holds the lease no more)
 
     @property
@@ -194,4 +194,4 @@ def doctor(config: Config, fix: bool = False) -> DoctorReport:
     stale = [] if held and gone is None else [r.info.run_id for r in crashed_runs(config, set())]
     undelivered = outbox.listed(registry.client, config.model_name)
     return DoctorReport(config.model_name, examine(registry, utcnow().replace(tzinfo=None)), stale, lease, repaired,
-                        undelivered, set_aside(registry.model_tags()), gone)
+                        undelivered, corrupt_intents(registry), gone)

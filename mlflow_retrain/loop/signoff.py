@@ -2,7 +2,7 @@
 in Staging, tagged `retrain.decision=awaiting_approval`, until a person approves or rejects it or
 `validation.approval_ttl` runs out. What becomes of it is decided by `decide.approval.review`;
 this module reads its inputs from the version's tags and carries out the verdict through the same
-recorded moves as every promotion and rejection (`registry.moves`), so stages and aliases move
+recorded moves as every promotion and rejection (`loop.moves`), so stages and aliases move
 together, the old Production is archived and a crash at any write is finished by the next cycle.
 
 Two ways to sign off, one record: `mlflow-retrain approve|reject VERSION --reason` writes the
@@ -22,18 +22,18 @@ from typing import Any
 
 import pandas as pd
 
+from mlflow_retrain.adapters.registry import Registry, VersionInfo
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.policy.config import Config
-from mlflow_retrain.decide.approval import EXPIRE, PROMOTE, ApprovalVerdict, review
-from mlflow_retrain.decide.gate import PromotionDecision
-from mlflow_retrain.decide.verdicts import format_span
 from mlflow_retrain.base.errors import ApprovalError, RetrainError
-from mlflow_retrain.adapters.registry import Registry, VersionInfo, utcnow
+from mlflow_retrain.decide.approval import PROMOTE, ApprovalVerdict, review
+from mlflow_retrain.decide.verdicts import format_span
+from mlflow_retrain.loop.manual import audited, opened, reconciled, told
+from mlflow_retrain.loop.moves import signed_off
+from mlflow_retrain.policy.config import Config
 
 log = logging.getLogger(__name__)
 
 VERDICTS = {"approve": T.APPROVED, "reject": T.REJECTED}  # command -> the value of `retrain.approval`
-UI_PERSON = "not recorded (the retrain.approval tag, set in the MLflow UI; MLflow keeps no user for a tag)"
 IGNORED = "retrain.approval_ignored"  # + "", ".2", ...: each unusable value found, noted once
 
 
@@ -55,15 +55,6 @@ def awaits(version: VersionInfo | None) -> bool:
     return version is not None and version.tags.get(T.DECISION) == T.AWAITING_APPROVAL
 
 
-def await_approval(registry: Registry, candidate: VersionInfo, production: VersionInfo | None,
-                   gate: PromotionDecision, when: pd.Timestamp, by: str) -> None:
-    """The gate passed and a person must sign off: the candidate stays in Staging, tagged as waiting
-    since `when` (data time, where `approval_ttl` counts from), as one recorded move."""
-    registry.stage_candidate(candidate.version, by=by, tags={
-        T.DECISION: T.AWAITING_APPROVAL, T.DECISION_REASON: gate.reason,
-        T.BASELINE_VERSION: production.version if production else "", T.AWAITING_SINCE: when.isoformat()})
-
-
 def review_candidate(config: Config, version: VersionInfo, as_of: pd.Timestamp) -> ApprovalVerdict:
     """`decide.approval.review` over a waiting version's tags and the policy, at data time `as_of`."""
     tags = version.tags
@@ -72,24 +63,6 @@ def review_candidate(config: Config, version: VersionInfo, as_of: pd.Timestamp) 
                   waiting_since=pd.Timestamp(since).to_pydatetime() if since else None,
                   as_of=as_of.to_pydatetime(), ttl=config.validation.approval_ttl,
                   required=config.validation.require_approval)
-
-
-def carry_out(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdict, when: pd.Timestamp,
-              by: str) -> list[str]:
-    """A final verdict as a move: approved -> Production (the old one archived), rejected or expired
-    -> Archived; the decision's reason keeps the gate's. Returns the versions archived."""
-    tags = {T.DECISION: verdict.decision,
-            T.DECISION_REASON: f"{verdict.reason}; {candidate.tags.get(T.DECISION_REASON, 'the gate passed it')}"}
-    if verdict.action != EXPIRE and T.APPROVAL_BY not in registry.get(candidate.version).tags:
-        # set in the MLflow UI: MLflow keeps no user or time for a tag, so the record says when the
-        # cycle found it (data time and wall time) and that nobody is named
-        tags.update({T.APPROVAL_BY: UI_PERSON, T.APPROVAL_AT: when.isoformat(),
-                     T.APPROVAL_WALL: utcnow().isoformat(timespec="seconds")})
-    if verdict.action == PROMOTE:
-        previous = registry.promote(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
-        return [previous.version] if previous else []
-    registry.archive(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
-    return [candidate.version]
 
 
 @dataclass(frozen=True)
@@ -152,13 +125,7 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
              as_of: str | None = None) -> SignOff:
     """`approve`/`reject`: checked before the lease (the reason, the policy, the version), then under
     it the person's record on the version (the verdict written last, so a half-written record is no
-    verdict) and the move it decides, audited in a run of kind `approve`/`reject`."""
-    import mlflow
-
-    from mlflow_retrain.loop.cycle import move_time
-    from mlflow_retrain.loop.reconcile import controller_experiment, reconcile
-    from mlflow_retrain.adapters.tracking import check_tracking, start_run
-
+    verdict) and the move it decides, audited in a run of kind `approve`/`reject` (`loop.manual`)."""
     if not reason.strip():
         raise RetrainError(f"{action} needs --reason \"...\": a person's sign-off records why")
     if not config.validation.require_approval:
@@ -166,43 +133,32 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
                             "by the gate and none waits for a person; `mlflow-retrain promote VERSION --reason` "
                             "moves one by hand")
     person = by or _person()
-    when = move_time(config, as_of)
-    check_tracking()
-    registry = Registry(config)
-    registry.require()
+    when, registry = opened(config, as_of)
     note = in_order(config, registry, waiting(config, registry, version), action, when)
     if note:
         log.warning("%s", note)
-    with registry.hold(config.registry.lease_ttl):
-        reconcile(config, registry, when.to_pydatetime())
+    with reconciled(config, registry, when):
         candidate = waiting(config, registry, version)  # a cycle may have moved it while we waited for the lease
         production = registry.production()
         title = f"v{candidate.version} {VERDICTS[action]} by {person}" + (
             f", replacing v{production.version}" if action == "approve" and production else "")
-        with start_run(controller_experiment(config), title[:250],
-                       {T.RUN_KIND: action, "model_name": config.model_name, T.AS_OF: when.isoformat()}) as run:
-            wall = utcnow().isoformat(timespec="seconds")
+        with audited(config, registry, action, title[:250], when) as record:
             registry.tag(candidate.version, {T.APPROVAL_BY: person, T.APPROVAL_REASON: reason,
-                                             T.APPROVAL_AT: when.isoformat(), T.APPROVAL_WALL: wall,
+                                             T.APPROVAL_AT: when.isoformat(), T.APPROVAL_WALL: record.wall,
                                              T.APPROVAL: VERDICTS[action]})
             verdict = review_candidate(config, registry.get(candidate.version), when)
-            archived = carry_out(registry, candidate, verdict, when, by=run.info.run_id)
-            registry.describe()
+            archived = signed_off(registry, candidate, verdict, when, by=record.run_id)
             done = SignOff(action, candidate.version, verdict.decision,
                            production.version if verdict.action == PROMOTE and production else None, reason,
-                           person, run.info.run_id, when.isoformat(), wall, note)
-            mlflow.set_tags({"outcome": done.outcome, "production_version": production.version if production else "",
-                             "candidate_version": candidate.version, "reason": verdict.reason[:7900],
-                             "archived_versions": ",".join(archived),
-                             "mlflow.note.content": _description(config, title, when, verdict, candidate, note)})
-            mlflow.log_dict(done.to_dict(), "decision.json")
-            registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {wall} as_of={when.isoformat()} {action}"})
+                           person, record.run_id, when.isoformat(), record.wall, note)
+            record.tags = {"outcome": done.outcome, "production_version": production.version if production else "",
+                           "candidate_version": candidate.version, "reason": verdict.reason[:7900],
+                           "archived_versions": ",".join(archived),
+                           "mlflow.note.content": _description(config, title, when, verdict, candidate, note)}
+            record.decision = done.to_dict()
     log.info("%s", title)
     if done.outcome in (T.PROMOTED, T.REJECTED):
-        from mlflow_retrain.adapters.notify import move_event, notify
-
-        notify(config, [move_event(config.model_name, action, done.version, done.previous, reason, done.run_id,
-                                   person)], run_id=done.run_id)
+        told(config, action, done.version, done.previous, reason, done.run_id, person)
     return done
 
 

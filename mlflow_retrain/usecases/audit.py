@@ -80,7 +80,7 @@ def history(config: Config, limit: int = 50) -> list[dict[str, Any]]:
     """The controller's runs, newest first, with the versions they produced and why."""
     import mlflow
 
-    from mlflow_retrain.loop.cycle import controller_experiment
+    from mlflow_retrain.loop.reconcile import controller_experiment
     from mlflow_retrain.adapters.store import unborn
 
     if unborn(mlflow.get_tracking_uri()) is not None:  # no store yet: no cycle ran, and reading must not create it

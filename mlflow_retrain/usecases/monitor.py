@@ -98,7 +98,7 @@ def production_timeline(config: Config, registry: Registry) -> tuple[list[Promot
     """
     import mlflow
 
-    from mlflow_retrain.loop.cycle import controller_experiment
+    from mlflow_retrain.loop.reconcile import controller_experiment
 
     promotions: list[Promotion] = []
     events: list[RetrainEvent] = []

@@ -172,7 +172,7 @@ def bootstrapped() -> None:
     """v1 in Production (trained as of 2011-04-30), for a store that cannot be copied (a server)."""
     from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.adapters.registry import Registry
-    from mlflow_retrain.adapters.train import train
+    from mlflow_retrain.loop.training import train
 
     config = load_config("retrain.yaml")
     if not Registry(config).exists():  # v1 passes whatever gate the scenario itself tests

@@ -12,7 +12,7 @@ import yaml
 
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.usecases.monitor import run_monitor
-from mlflow_retrain.adapters.train import train
+from mlflow_retrain.loop.training import train
 
 SHIFT = pd.Timestamp("2024-03-15")  # from this day the numeric feature moves (and the error with it)
 MONITOR_FROM, MONITOR_TO = "2024-03-01", "2024-03-29"

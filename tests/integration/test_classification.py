@@ -26,7 +26,7 @@ from mlflow_retrain.adapters.data import LabelledData, Window
 import mlflow.sklearn
 from mlflow_retrain.loop.evaluate import evaluate
 from mlflow_retrain.usecases.monitor import run_monitor
-from mlflow_retrain.adapters.train import train
+from mlflow_retrain.loop.training import train
 
 FEATURES = ["hour", "season", "holiday", "weekday", "workingday", "weathersit", "temp", "atemp", "hum", "windspeed"]
 

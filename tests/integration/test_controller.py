@@ -17,9 +17,11 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.audit import history
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.load import load_config
-from mlflow_retrain.loop.cycle import controller_experiment, rollback, run_cycle
+from mlflow_retrain.loop.reconcile import controller_experiment
+from mlflow_retrain.loop.manual import rollback
+from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.registry import Registry
-from mlflow_retrain.adapters.train import train
+from mlflow_retrain.loop.training import train
 
 
 

@@ -22,7 +22,7 @@ from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.registry import Registry, utcnow
 from mlflow_retrain.adapters.registry.repair import examine
-from mlflow_retrain.adapters.train import train
+from mlflow_retrain.loop.training import train
 
 
 def load_policy(folder: Path, max_metric: float) -> Path:

@@ -302,8 +302,8 @@ def test_a_taker_that_died_before_sweeping_leaves_a_lower_generation_its_release
 
 # ---- d. rollback walks back ---------------------------------------------------------------------------
 def test_rollback_walks_back_through_the_promotions_never_toggles(prod_store, write_policy):
-    from mlflow_retrain.loop.cycle import promote, rollback
-    from mlflow_retrain.adapters.train import train
+    from mlflow_retrain.loop.manual import promote, rollback
+    from mlflow_retrain.loop.training import train
 
     config = load_config(write_policy())
     registry = Registry(config)

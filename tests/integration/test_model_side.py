@@ -19,7 +19,7 @@ from mlflow_retrain.adapters.data import LabelledData, Window
 import mlflow.sklearn
 from mlflow_retrain.loop.evaluate import evaluate
 from mlflow_retrain.adapters.registry import Registry
-from mlflow_retrain.adapters.train import train
+from mlflow_retrain.loop.training import train
 
 
 def registry_state(name: str) -> list[tuple]:

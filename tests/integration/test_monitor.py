@@ -14,7 +14,8 @@ from sklearn.metrics import mean_absolute_error
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.load import load_config
-from mlflow_retrain.loop.cycle import promote, rollback, run_cycle
+from mlflow_retrain.loop.manual import promote, rollback
+from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.base.errors import DataError
 from mlflow_retrain.usecases.monitor import run_monitor
 

@@ -328,7 +328,7 @@ def test_bad_notify_policy_is_one_line_exit_2_before_anything_runs(write_policy,
 def test_a_move_by_hand_is_told_like_a_cycle_s(prod_store, write_policy, monkeypatch):
     """`rollback` (and `promote`, `approve`, `reject`) moves Production outside a cycle: the channel
     that hears of promotions hears of it, with who asked and why."""
-    from mlflow_retrain.loop.cycle import rollback
+    from mlflow_retrain.loop.manual import rollback
 
     monkeypatch.setenv("RETRAIN_HOOK_SECRET", SECRET)
     with Receiver() as generic:

@@ -60,15 +60,15 @@ def test_stages_and_aliases_move_together_over_a_postgresql_server(prod_store, w
     for _ in range(2):  # two more versions of the same logged model: the moves are the subject, not training
         _same_model_again(client, v1)
     registry = Registry(config)
-    registry.promote("2")
-    registry.stage_candidate("3")
-    registry.promote("3")
-    registry.stage_candidate("1")  # an archived version back to Staging replaces nothing in Production
+    registry.moves.promote("2")
+    registry.moves.stage_candidate("3")
+    registry.moves.promote("3")
+    registry.moves.stage_candidate("1")  # an archived version back to Staging replaces nothing in Production
     assert [(v.version, v.stage) for v in registry.versions()] == [("3", "Production"), ("2", "Archived"),
                                                                    ("1", "Staging")]
     assert {k: str(v) for k, v in client.get_registered_model("bikes").aliases.items()} == {"production": "3",
                                                                                              "staging": "1"}
-    registry.archive("1")
+    registry.moves.archive("1")
     assert registry.staging() is None and registry.get("1").stage == "Archived"
     assert len(client.search_model_versions("name = 'bikes'")) == 3  # nothing deleted
 

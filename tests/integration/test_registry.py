@@ -12,7 +12,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import LeaseHeldError
 from mlflow_retrain.adapters.registry import Registry
-from mlflow_retrain.adapters.train import train
+from mlflow_retrain.loop.training import train
 
 
 def test_promote_archive_keep_stages_and_aliases_in_sync(store, write_policy):
@@ -20,17 +20,17 @@ def test_promote_archive_keep_stages_and_aliases_in_sync(store, write_policy):
     for as_of in ("2011-04-30", "2011-05-31", "2011-06-30"):
         train(config, as_of=as_of, bootstrap=False)
     registry = Registry(config)
-    registry.promote("1")
-    registry.stage_candidate("2")
-    registry.promote("2")
-    registry.stage_candidate("3")  # replaces nothing in Production
+    registry.moves.promote("1")
+    registry.moves.stage_candidate("2")
+    registry.moves.promote("2")
+    registry.moves.stage_candidate("3")  # replaces nothing in Production
     client = MlflowClient()
     assert {k: str(v) for k, v in client.get_registered_model("bikes").aliases.items()} == {"production": "2",
                                                                                              "staging": "3"}
     assert [(v.version, v.stage) for v in registry.versions()] == [("3", "Staging"), ("2", "Production"),
                                                                    ("1", "Archived")]
     assert T.ARCHIVED_AT in registry.get("1").tags
-    registry.archive("3")
+    registry.moves.archive("3")
     assert registry.get("3").stage == "Archived" and registry.staging() is None
     # nothing was deleted
     assert len(client.search_model_versions("name = 'bikes'")) == 3
@@ -41,8 +41,8 @@ def test_aliases_alone_when_stages_are_gone(store, write_policy):
     train(config, as_of="2011-04-30", bootstrap=False)
     train(config, as_of="2011-05-31", bootstrap=False)
     registry = Registry(config)
-    registry.promote("1")
-    registry.promote("2")
+    registry.moves.promote("1")
+    registry.moves.promote("2")
     assert registry.production().version == "2" and registry.get("1").stage == "Archived"
     assert MlflowClient().get_model_version("bikes", "2").current_stage == "None"  # stages untouched
 

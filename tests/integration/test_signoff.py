@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.load import load_config
-from mlflow_retrain.loop.cycle import controller_experiment, run_cycle
+from mlflow_retrain.loop.reconcile import controller_experiment
+from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.registry import Registry, utcnow
 from mlflow_retrain.adapters.registry.repair import examine
 

@@ -18,7 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.load import load_config
-from mlflow_retrain.loop.cycle import controller_experiment, rollback, run_cycle
+from mlflow_retrain.loop.reconcile import controller_experiment
+from mlflow_retrain.loop.manual import rollback
+from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.notify import run_url
 from mlflow_retrain.adapters.registry import Registry
 
@@ -53,7 +55,7 @@ def shown(text: str) -> str:
 def test_a_cycle_run_is_named_after_its_outcome(metric, outcome, gate, title):
     from types import SimpleNamespace
 
-    from mlflow_retrain.loop.cycle import CycleReport, cycle_title
+    from mlflow_retrain.loop.report import CycleReport, cycle_title
     from mlflow_retrain.decide import PromotionDecision, RetrainDecision
     from mlflow_retrain.decide.triggers.threshold import metric_threshold
     from mlflow_retrain.decide.verdicts import TriggerResult

@@ -379,7 +379,7 @@ def _was_promoted(version: int, stage: str, minute: int, **extra: str) -> _Info:
 
 @pytest.fixture
 def previous_production():
-    from mlflow_retrain.loop.cycle import previous_production
+    from mlflow_retrain.loop.manual import previous_production
 
     return previous_production
 

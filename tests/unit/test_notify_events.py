@@ -15,7 +15,7 @@ from mlflow_retrain.adapters import notify as N
 from mlflow_retrain.loop import events as E
 from mlflow_retrain.policy.config import NOTIFY_EVENTS, NotifyTarget
 from mlflow_retrain.policy.parse import parse_config
-from mlflow_retrain.loop.cycle import CycleReport
+from mlflow_retrain.loop.report import CycleReport
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision
 from mlflow_retrain.usecases.monitor_events import downtime_events
 from mlflow_retrain.base.errors import ConfigError

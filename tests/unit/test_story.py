@@ -9,7 +9,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.adapters.registry import story
 from mlflow_retrain.adapters.registry.versions import VersionInfo, version_markdown
 from mlflow_retrain.decide import PromotionDecision
-from mlflow_retrain.loop.cycle import CycleReport
+from mlflow_retrain.loop.report import CycleReport
 from mlflow_retrain.loop.events import cycle_evidence
 
 EVIDENCE = {"metric": "mae", "candidate": 44.71, "production": 85.2, "production_version": "1",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Iterator
 
 from mlflow.tracking import MlflowClient
@@ -27,7 +27,8 @@ __all__ = ["ARCHIVED", "NONE", "PRODUCTION", "STAGING", "Intent", "Lease", "Regi
 
 
 class Registry(Versions):
-    """One registered model: its versions (reads, tags), their moves and the lease."""
+    """One registered model: its versions (reads, tags), their moves and the lease. Versions are moved
+    through `loop.moves` alone, the one module that decides what a move is tagged with."""
 
     def __init__(self, config: Config, client: MlflowClient | None = None):
         super().__init__(config, client)
@@ -35,17 +36,6 @@ class Registry(Versions):
         self.lease = Leases(self.client, self.name)
         self.held: Lease | None = None  # while in `hold`: the lease, and the event set once it is lost
         self.lost = threading.Event()
-
-    def promote(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
-                previous_tags: dict[str, str] | None = None, by: str = "") -> VersionInfo | None:
-        return self.moves.promote(version, when, tags, previous_tags, by)
-
-    def stage_candidate(self, version: str, tags: dict[str, str] | None = None, by: str = "") -> None:
-        self.moves.stage_candidate(version, tags, by)
-
-    def archive(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
-                by: str = "") -> None:
-        self.moves.archive(version, when, tags, by)
 
     @property
     def lease_name(self) -> str:

@@ -1,0 +1,165 @@
+"""Every move of a version between stages, in one module: the only caller of the registry's stage and
+alias writer (`adapters.registry.moves`) outside the registry package.
+
+Each move is one recorded intent (`Moves.carry_out`: recorded before its steps, each step safe to
+repeat), so a kill at any write converges in the next cycle. What differs between moves is who
+decided and what the versions are tagged with, and that is all this module says:
+
+- `judged`: the gate's verdict in a cycle (promoted, old Production archived; or rejected);
+- `await_approval` and `signed_off`: a candidate waits for a person, then the person's verdict;
+- `moved_by_hand`: `promote` and `rollback`;
+- `place`: a version just trained, to Staging, or Production for a first model that passes the
+  absolute gate (a bootstrap);
+- `repair`: a reconcile's repairs (finish an intent, undo a hand move, ...), which restore a
+  recorded decision and never make one.
+
+Callers hold the lease (the cycle, `loop.manual`), except a version trained by hand
+(`mlflow-retrain train`), which is placed as soon as it is registered.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import pandas as pd
+
+from mlflow_retrain.adapters.registry import Registry, VersionInfo, utcnow
+from mlflow_retrain.adapters.registry.moves import Moves, set_aside
+from mlflow_retrain.adapters.registry.repair import examine
+from mlflow_retrain.adapters.train import Candidate
+from mlflow_retrain.base import tags as T
+from mlflow_retrain.decide.approval import EXPIRE, PROMOTE, ApprovalVerdict
+from mlflow_retrain.decide.gate import PromotionDecision, gate
+from mlflow_retrain.decide.invariants import (ABANDON, DROP_ALIAS, FINISH_INTENT, SET_ALIAS, SET_ASIDE_INTENT,
+                                              SET_STAGE, STAGE_PENDING, TAG, UNDO_HAND_MOVE, Finding)
+from mlflow_retrain.policy.config import Config
+
+log = logging.getLogger(__name__)
+
+UI_PERSON = "not recorded (the retrain.approval tag, set in the MLflow UI; MLflow keeps no user for a tag)"
+
+
+def _moves(registry: Registry) -> Moves:
+    return registry.moves
+
+
+def judged(registry: Registry, candidate: VersionInfo, production: VersionInfo | None,
+           decision: PromotionDecision, when: pd.Timestamp, by: str = "") -> list[str]:
+    """The gate's verdict: promote (old Production archived) or archive the candidate, tagged with it.
+    Returns the versions archived."""
+    tags = {T.DECISION: T.PROMOTED if decision.promote else T.REJECTED, T.DECISION_REASON: decision.reason,
+            T.BASELINE_VERSION: production.version if production else ""}
+    return _promote_or_archive(registry, candidate, decision.promote, tags, when, by)
+
+
+def await_approval(registry: Registry, candidate: VersionInfo, production: VersionInfo | None,
+                   gate_decision: PromotionDecision, when: pd.Timestamp, by: str) -> None:
+    """The gate passed and a person must sign off: the candidate stays in Staging, tagged as waiting
+    since `when` (data time, where `approval_ttl` counts from)."""
+    _moves(registry).stage_candidate(candidate.version, by=by, tags={
+        T.DECISION: T.AWAITING_APPROVAL, T.DECISION_REASON: gate_decision.reason,
+        T.BASELINE_VERSION: production.version if production else "", T.AWAITING_SINCE: when.isoformat()})
+
+
+def signed_off(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdict, when: pd.Timestamp,
+               by: str) -> list[str]:
+    """A final verdict on a waiting candidate: approved -> Production (the old one archived), rejected
+    or expired -> Archived; the decision's reason keeps the gate's. Returns the versions archived."""
+    tags = {T.DECISION: verdict.decision,
+            T.DECISION_REASON: f"{verdict.reason}; {candidate.tags.get(T.DECISION_REASON, 'the gate passed it')}"}
+    if verdict.action != EXPIRE and T.APPROVAL_BY not in registry.get(candidate.version).tags:
+        # set in the MLflow UI: MLflow keeps no user or time for a tag, so the record says when the
+        # cycle found it (data time and wall time) and that nobody is named
+        tags.update({T.APPROVAL_BY: UI_PERSON, T.APPROVAL_AT: when.isoformat(),
+                     T.APPROVAL_WALL: utcnow().isoformat(timespec="seconds")})
+    return _promote_or_archive(registry, candidate, verdict.action == PROMOTE, tags, when, by)
+
+
+def _promote_or_archive(registry: Registry, candidate: VersionInfo, promote: bool, tags: dict[str, str],
+                        when: pd.Timestamp, by: str) -> list[str]:
+    if promote:
+        previous = _moves(registry).promote(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
+        return [previous.version] if previous else []
+    _moves(registry).archive(candidate.version, when=when.to_pydatetime(), tags=tags, by=by)
+    return [candidate.version]
+
+
+def moved_by_hand(registry: Registry, action: str, target: VersionInfo, production: VersionInfo | None,
+                  reason: str, when: pd.Timestamp, by: str) -> VersionInfo | None:
+    """`promote` or `rollback` by a person: `target` to Production, the version it replaces archived
+    (after a rollback, stamped so that it is no rollback target again until it is promoted again).
+    Returns the version replaced."""
+    left = {T.ROLLED_BACK_WALL: utcnow().isoformat()} if action == "rollback" else {}
+    return _moves(registry).promote(target.version, when=when.to_pydatetime(), by=by, tags={
+        T.DECISION: T.PROMOTED, T.DECISION_REASON: f"{action}: {reason}",
+        T.BASELINE_VERSION: production.version if production else "",
+        f"retrain.{action}_run_id": by}, previous_tags=left)
+
+
+def place(config: Config, registry: Registry, made: Candidate) -> str:
+    """A new version goes to Staging for the controller to validate, except the very first one: with no
+    Production to compare against, a version that passes the absolute gate goes straight to Production
+    so the loop has a champion to defend; unless a person must sign off (`validation.require_approval`):
+    then it waits in Staging like any candidate, for the cycle to judge it. Returns the stage it landed in."""
+    if made.bootstrap and not config.validation.require_approval:
+        decision = gate(metric=config.metric, candidate=made.metric, baseline=None,
+                        higher_is_better=config.higher_is_better, threshold=config.gate_threshold)
+        if decision.promote:
+            _moves(registry).promote(made.version, when=made.as_of.to_pydatetime(),
+                                     tags={T.DECISION: T.PROMOTED, T.DECISION_REASON: decision.reason})
+            return "Production"
+        _moves(registry).stage_candidate(made.version, tags={T.DECISION: T.PENDING,
+                                                             T.DECISION_REASON: decision.reason})
+        return "Staging"
+    _moves(registry).stage_candidate(made.version)
+    return "Staging"
+
+
+def corrupt_intents(registry: Registry) -> list[str]:
+    """The corrupt intents set aside on the registered model for a person, oldest first (their tags)."""
+    return set_aside(registry.model_tags())
+
+
+def repair(registry: Registry, now: datetime, by: str = "", passes: int = 5) -> list[Finding]:
+    """Carry out the repairs `decide.invariants.diagnose` lists until the registry is healthy (each
+    repair can reveal the next, e.g. a finished intent); returns what was done."""
+    done: list[Finding] = []
+    for _ in range(passes):
+        diagnosis = examine(registry, now)
+        if diagnosis.healthy:
+            return done
+        for finding in diagnosis.findings:
+            log.warning("repairing %s: %s", registry.name, finding.problem)
+            _apply(registry, finding, now, by)
+            done.append(finding)
+    raise RuntimeError(f"the registry of {registry.name!r} is still inconsistent after {passes} repair passes: "
+                       f"{[f.problem for f in examine(registry, now).findings]}")
+
+
+def _apply(registry: Registry, finding: Finding, now: datetime, by: str) -> None:
+    moves = _moves(registry)
+    version = finding.version or ""
+    if finding.repair == FINISH_INTENT:
+        intent = moves.pending()
+        if intent is not None:
+            moves.finish(intent)
+    elif finding.repair == SET_ASIDE_INTENT:
+        moves.set_aside(by)
+    elif finding.repair == UNDO_HAND_MOVE:
+        moves.undo_hand_move(version, finding.values["found"], finding.values["restore"] or None, now, by)
+    elif finding.repair == SET_STAGE:
+        moves.set_stage(version, finding.values["stage"])
+    elif finding.repair == SET_ALIAS:
+        moves.set_alias(finding.values["stage"], version)
+    elif finding.repair == DROP_ALIAS:
+        moves.drop_alias(finding.values["stage"], version)
+    elif finding.repair == TAG:
+        moves.write_tags(version, finding.values)
+    elif finding.repair == STAGE_PENDING:
+        moves.stage_candidate(version, by=by)
+    elif finding.repair == ABANDON:
+        moves.archive(version, when=now, by=by, tags=finding.values or {
+            T.DECISION: T.ABANDONED, T.DECISION_REASON: "pending, superseded by a newer candidate before it was judged"})
+    else:
+        raise ValueError(f"unknown repair {finding.repair!r}")
