@@ -5,7 +5,8 @@ Evidently (a unit test holds it to that); the cycle, `check`, the backtest and t
 - `triggers/`: one file per trigger (its options, its verdict, its dashboard mark);
 - `gate.judge`: whether to promote, from both models' numbers on the same holdout;
 - `plugins`: the installed triggers and gate checks, built-in and from entry points;
-- `verdicts`, `observations`: the plain data passed in and out.
+- `verdicts`, `observations`: the plain data passed in and out;
+- `settings`: what the core reads of the policy, as protocols the policy implements (the core imports no policy).
 """
 
 from mlflow_retrain.decide.assess import assess, monitoring_depth, out_of_sample, recent_windows
