@@ -245,7 +245,10 @@ def version_markdown(version: VersionInfo) -> str:
     """A version's audit tags as Markdown for its page in the MLflow UI: why it was trained, what was
     decided and why, against which baseline, on which windows, with links to its runs."""
     tags = version.tags
-    get = lambda key: tags.get(key, "")
+
+    def get(key: str) -> str:
+        return tags.get(key, "")
+
     decision = get(T.DECISION)
     head = _HEADLINES.get(decision, decision or "not judged")
     if decision == T.PROMOTED and get(T.PROMOTED_AT):
