@@ -1,8 +1,8 @@
 """Tables of labelled data: files and folders read into one frame, checked against the policy's columns.
 
-Every reader goes through here, whole (`data.LabelledData`) or a window at a time (`data.WindowedData`): the
-same columns resolved, the same timestamps (naive UTC), the same duplicates rule, so a decision does
-not depend on how the rows were read.
+Every reader goes through here, whole (`data.LabelledData`) or a window at a time
+(`data.WindowedData`): the same columns resolved, the same timestamps (naive UTC), the same
+duplicates rule, so a decision does not depend on how the rows were read.
 """
 
 from __future__ import annotations
