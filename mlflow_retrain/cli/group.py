@@ -16,6 +16,7 @@ import click
 from mlflow_retrain.base.errors import ConfigError, RetrainError
 from mlflow_retrain.policy.config import Config, check_version, load_config
 from mlflow_retrain.adapters.streams import redacted_output, stdout_into
+from mlflow_retrain.cli.edge import NOISY, process_edge
 
 EXIT_CODES = """\b
 Exit codes:
@@ -36,16 +37,15 @@ class RetrainGroup(click.Group):
     one line on stderr and its exit code; bugs still show a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from mlflow_retrain.adapters import store
         from mlflow_retrain.base.redact import redact, scrub
         from mlflow_retrain.adapters.tracking import configure_client, server_error
 
         try:
             try:
                 # credentials in URIs are masked in all we print; MLflow's HTTP calls are bounded
-                # the store chosen for this command ends with it (`store.scoped`)
+                # what the command sets process-wide (its store among it) ends with it (`edge.py`)
                 # progress visible, stdout parseable (and printed to early by `print_now`)
-                with store.scoped(), redacted_output(), stdout_into(sys.stderr) as stdout:
+                with process_edge(), redacted_output(), stdout_into(sys.stderr) as stdout:
                     ctx.meta[STDOUT] = stdout
                     configure_client()
                     return super().invoke(ctx)
@@ -72,7 +72,7 @@ def cli(verbose: int) -> None:
     """Keep production models fresh: monitor, retrain, validate, promote, and record why."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3", "evidently", "git"):
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
