@@ -28,7 +28,7 @@ from mlflow_retrain.policy.config import Config
 from mlflow_retrain.base.errors import ConfigError
 from mlflow_retrain.base.redact import redact
 
-TRACKING, REGISTRY = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
+TRACKING, REGISTRY, EXPERIMENT = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,10 @@ EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_dev
 def scoped() -> Iterator[None]:
     """A command's store lasts as long as the command. The CLI run in-process (tests, a notebook
     calling `main`) then leaves its caller's store as it found it: MLflow keeps the URI both in its
-    environment variable and in module globals, and both are put back."""
-    saved_env = {key: os.environ.get(key) for key in (TRACKING, REGISTRY)}
-    saved_uris = _mlflow_uris()
+    environment variable and in module globals, and both are put back, with the active experiment
+    (`mlflow.set_experiment` sets a global and MLFLOW_EXPERIMENT_ID)."""
+    saved_env = {key: os.environ.get(key) for key in (TRACKING, REGISTRY, EXPERIMENT)}
+    saved = _mlflow_globals()
     try:
         yield
     finally:
@@ -127,19 +128,23 @@ def scoped() -> Iterator[None]:
             else:
                 os.environ[key] = value
         if "mlflow" in sys.modules:
+            from mlflow.tracking import fluent
             from mlflow.tracking._model_registry import utils as registry_utils
             from mlflow.tracking._tracking_service import utils as tracking_utils
 
-            tracking_utils._tracking_uri, registry_utils._registry_uri = saved_uris or (None, None)
+            (tracking_utils._tracking_uri, registry_utils._registry_uri,
+             fluent._active_experiment_id) = saved or (None, None, None)
 
 
-def _mlflow_uris() -> tuple[Any, Any] | None:
+def _mlflow_globals() -> tuple[Any, Any, Any] | None:
+    """MLflow's tracking URI, registry URI and active experiment as its module globals hold them."""
     if "mlflow" not in sys.modules:
         return None
+    from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    return tracking_utils._tracking_uri, registry_utils._registry_uri
+    return tracking_utils._tracking_uri, registry_utils._registry_uri, fluent._active_experiment_id
 
 
 def ensure_experiment(name: str) -> str:

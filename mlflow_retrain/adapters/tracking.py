@@ -21,8 +21,10 @@ from typing import Any, Callable, Iterator
 from mlflow_retrain.base.errors import ConfigError, TrackingServerError
 from mlflow_retrain.base.redact import redact
 
-# MLflow draws a progress bar for every artifact download; in CI logs that is noise.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow draws a progress bar for every artifact download; in CI logs that is noise. Set on import (the
+# Python API) and again by `configure_client` (each command: the CLI puts the environment back after one).
+NO_PROGRESS_BAR = ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault(*NO_PROGRESS_BAR)
 
 
 def check_tracking(write: bool = True) -> str:
@@ -201,6 +203,7 @@ def configure_client() -> Limits:
     """Bound every HTTP call MLflow makes for this process (and the training subprocesses it starts,
     which inherit the environment); MLflow variables the user set are kept. Idempotent."""
     chosen = limits()
+    os.environ.setdefault(*NO_PROGRESS_BAR)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(chosen.call_timeout))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(chosen.retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -225,6 +228,13 @@ def outage() -> str | None:
     """What went unanswered, if the tracking server stopped answering this process's calls."""
     with _lock:
         return _outage.what if _outage.since is not None else None
+
+
+def forget_outage() -> None:
+    """The next command starts as a new process would, with full timeouts and retries: an outage one
+    command met is not charged to the next one run in the same process (tests, a notebook)."""
+    with _lock:
+        _outage.since, _outage.host, _outage.what = None, "", ""
 
 
 _GUARDED = ("mlflow.utils.rest_utils", "mlflow.store.artifact.http_artifact_repo")

@@ -1,11 +1,13 @@
 """`mlflow-retrain` in a real child process that skips the imports: forked from a preloaded parent.
 
-A command line test pays 3 to 8 s (two cores, the suite's load) for a new interpreter to import
-MLflow, scikit-learn and pandas before the command does anything; a module of fifty such cases
-spends most of its time there. `ForkedCli` starts one helper process per test process that imports
-the command line and what it uses, then forks a child per command: its own pid, working folder,
-environment, stdout and stderr files and exit code, as `subprocess.run` gives, with nothing of the
-test process in it. What it does not cover is the interpreter's own start (`python -m
+Most command line tests run the command in the test process (`inprocess_cli.py`, the same interface):
+a command leaves its process as it found it. This is for a command that needs a process of its own:
+one run with root's permission override dropped (which holds from an exec on), and `test_lease.py`'s.
+A new interpreter pays 3 to 8 s (two cores, the suite's load) to import MLflow, scikit-learn and
+pandas before the command does anything. `ForkedCli` starts one helper process per test process
+that imports the command line and what it uses, then forks a child per command: its own pid,
+working folder, environment, stdout and stderr files and exit code, as `subprocess.run` gives, with
+nothing of the test process in it. What it does not cover is the interpreter's own start (`python -m
 mlflow_retrain.cli`, the console script): `test_wheel_install.py` and the tests that still spawn
 `sys.executable` run those. A child exits as the command line does (atexit handlers, then exit)
 without the interpreter's teardown.

@@ -1,6 +1,6 @@
 """Bad input, through the real command line: one line on stderr, exit 2 (or the documented code), nothing written.
 
-Each case runs `mlflow-retrain` in its own process (forked from a preloaded one, `forked_cli.py`;
+Each case runs `mlflow-retrain` in the test process as in a process of its own (`inprocess_cli.py`;
 the cases that drop root's permission override start a new interpreter) against its own copy of a
 real sqlite store whose Production version (v1) was trained by the session's bootstrap, and compares a dump of every table
 of the store, and the files (names and sizes) of the case's folder and of the artifact folder,
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import forked_cli
+import inprocess_cli
 import pandas as pd
 import pytest
 import yaml
@@ -427,7 +428,7 @@ def test_bad_input_one_line_documented_code_nothing_written(c: Case, stores: dic
     if args[0] != "init" and "--config" not in args:
         args += ["--config", str(f.root / "retrain.yaml")]
     if preexec is None:
-        done = forked_cli.run(args, cwd=f.root, env=env, timeout=240)
+        done = inprocess_cli.run(args, cwd=f.root, env=env, timeout=240)
     else:  # the capabilities dropped hold from an exec on: a new interpreter
         try:
             done = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], cwd=f.root, env=env,

@@ -10,7 +10,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-import forked_cli
+import inprocess_cli
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,13 +147,13 @@ def test_flights_with_label_noise_repeats_and_two_offsets_train_on_every_row_unl
     frame.to_csv(tmp_path / "flights.csv", index=False)
     offsets = ("'departure_time' holds times at 2 UTC offsets (+00:00: 4,868 row(s), +05:00: 2,435 row(s)); "
                "each is converted to UTC")
-    made = forked_cli.run(["init", "--data", "flights.csv", "--target", "late", "--model-name", "flights"])
+    made = inprocess_cli.run(["init", "--data", "flights.csv", "--target", "late", "--model-name", "flights"])
     assert made.returncode == 0 and made.stderr.count(offsets) == 1, made.stderr
     text = (tmp_path / "retrain.yaml").read_text()
     assert "# 5 exact repeat(s) and 4 row(s) with conflicting labels in 7,303 rows." in text
     assert "\n  duplicates: keep\n" in text and "task: classification" in text
 
-    done = forked_cli.run(["cycle", "--config", "retrain.yaml", "--retrain-via", "inprocess", "--json"])
+    done = inprocess_cli.run(["cycle", "--config", "retrain.yaml", "--retrain-via", "inprocess", "--json"])
     assert done.returncode == 0 and done.stderr.count(offsets) == 1, done.stderr
     report = json.loads(done.stdout)
     counts = {"rows": 7303, "repeats": 5, "conflicts": 4, "policy": "keep", "dropped": 0, "window": None}
@@ -173,7 +173,7 @@ def test_flights_with_label_noise_repeats_and_two_offsets_train_on_every_row_unl
     assert stamps.iloc[-7:].between(Window.parse(params["train_window"]).start, stamps.max()).all()
 
     (tmp_path / "retrain.yaml").write_text(text.replace("duplicates: keep", "duplicates: drop"))
-    dropped = forked_cli.run(["check", "--config", "retrain.yaml"])
+    dropped = inprocess_cli.run(["check", "--config", "retrain.yaml"])
     line = (f"{tmp_path / 'flights.csv'}: 7,303 row(s) read, 5 exact repeat(s) dropped, 4 row(s) with conflicting "
             "labels kept (data.duplicates: drop)")
     assert dropped.returncode == 0 and f"\ndata: {line}\n" in dropped.stdout, dropped.stdout

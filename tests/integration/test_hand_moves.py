@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-import forked_cli
+import inprocess_cli
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -26,8 +26,8 @@ APPROVAL = {"require_approval": True, "approval_ttl": "7d"}  # as in tests/conft
 CYCLE = ["--as-of", "2011-05-31", "--retrain-via", "inprocess"]
 
 
-def _cli(*args: str) -> forked_cli.Done:
-    done = forked_cli.run(args)
+def _cli(*args: str) -> inprocess_cli.Done:
+    done = inprocess_cli.run(args)
     assert "Traceback" not in done.stdout + done.stderr, done
     return done
 

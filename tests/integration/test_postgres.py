@@ -23,7 +23,7 @@ import multiprocessing as mp
 import os
 from datetime import timedelta
 
-import forked_cli
+import inprocess_cli
 from mlflow.tracking import MlflowClient
 
 # the scenarios of the sqlite modules, collected here again against PostgreSQL
@@ -146,12 +146,12 @@ def test_a_first_alias_set_by_eight_processes_at_once_never_fails(prod_store):
     assert str(client.get_registered_model("bikes").aliases["production"]) == "2"
 
 
-def _cycle(path: str, uri: str) -> forked_cli.Done:
-    return forked_cli.run(["cycle", "--config", path, "--as-of", "2011-05-31", "--retrain-via", "inprocess",
+def _cycle(path: str, uri: str) -> inprocess_cli.Done:
+    return inprocess_cli.run(["cycle", "--config", path, "--as-of", "2011-05-31", "--retrain-via", "inprocess",
                            "--force", "--reason", "PostgreSQL down"], env={**os.environ, "MLFLOW_TRACKING_URI": uri})
 
 
-def _one_error_line(done: forked_cli.Done, password: str) -> str:
+def _one_error_line(done: inprocess_cli.Done, password: str) -> str:
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and password not in done.stdout + done.stderr, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import forked_cli
+import inprocess_cli
 import pytest
 from test_serve import SECRET, Serve, call, cycle_runs, frame, make_folder, shared, wait_for  # noqa: F401
 from test_server_faults import SLOW_ESTIMATOR
@@ -136,7 +136,7 @@ def test_two_claimers_take_each_event_once_and_a_dead_claim_is_taken_over_after_
     env = {**os.environ, "MLFLOW_RETRAIN_SECRET": SECRET, QUEUE_ENV: wrong}
     for args, why in ((["--port", "0"], "password authentication failed"),
                       (["--port", "0", "--queue", "mysql://u:not-the-password-4242@h/db"], "not a postgresql:// URL")):
-        done = forked_cli.run(["serve", "--config", str(write_policy()), "--watch", "off", *args], env=env)
+        done = inprocess_cli.run(["serve", "--config", str(write_policy()), "--watch", "off", *args], env=env)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert why in done.stderr and "***" in done.stderr, done.stderr
         assert "not-the-password-4242" not in done.stdout + done.stderr

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-import forked_cli
+import inprocess_cli
 import mlflow
 from mlflow.tracking import MlflowClient
 from test_registry import _take  # spawned children import it by this name too
@@ -23,8 +23,8 @@ from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.registry import Registry
 
 
-def _cli(*args: str) -> forked_cli.Done:
-    return forked_cli.run(args)
+def _cli(*args: str) -> inprocess_cli.Done:
+    return inprocess_cli.run(args)
 
 
 def test_two_cycles_over_http_one_trains_and_promotes_with_artifacts_on_the_server(server, write_policy):

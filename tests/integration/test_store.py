@@ -11,13 +11,14 @@ import subprocess
 from pathlib import Path
 
 import forked_cli
+import inprocess_cli
 import pytest
 import yaml
 
 
-def _cli(*args: str, cwd: Path, **env: str) -> forked_cli.Done:
+def _cli(*args: str, cwd: Path, **env: str) -> inprocess_cli.Done:
     base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    return forked_cli.run(args, cwd=cwd, env={**base, **env})
+    return inprocess_cli.run(args, cwd=cwd, env={**base, **env})
 
 
 def test_from_another_folder_the_policy_reaches_the_store_beside_it(prod_store, write_policy, tmp_path):
