@@ -359,11 +359,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # The files that take longest, handed out first. With `--dist loadfile --no-loadscope-reorder` (the
 # Makefile) each worker takes the next file in collection order; xdist's default order puts the
 # files with most tests first, so test_wheel_install.py (one test, about 140 s) ran alone at the
-# end. Measured with `--durations=0` (2026-11-27, quiet machine, -n 2); the other files keep their
-# order, the unit tests last.
-SLOWEST_FIRST = ("test_faults_http.py", "test_wheel_install.py", "test_lease.py", "test_faults_recovery.py",
-                 "test_own_model.py", "test_server_faults.py", "test_faults.py", "test_cluster.py",
-                 "test_flavors.py", "test_controller.py", "test_serve.py")
+# end. Ranked by the files' times alone (2026-11-27 and 2026-12-07, `--durations`), after the fault
+# tests stopped waiting out leases and bootstrapping per copy (test_faults_http.py, test_lease.py
+# no longer lead); the other files keep their order, the unit tests last.
+SLOWEST_FIRST = ("test_wheel_install.py", "test_faults_http.py", "test_lease.py", "test_own_model.py",
+                 "test_faults_recovery.py", "test_serve_replicas.py", "test_server_faults.py", "test_faults.py",
+                 "test_lease_training.py", "test_cluster.py", "test_flavors.py", "test_controller.py", "test_serve.py",
+                 "test_hand_moves.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
