@@ -10,8 +10,10 @@ import contextlib
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -193,8 +195,21 @@ def write_policy(tmp_path: Path, small_data: Path):
     return write
 
 
-def _bootstrap(folder: Path, bike_frame: pd.DataFrame) -> None:
-    """v1 trained as of 2011-04-30 on the small policy, into the current tracking store."""
+@contextlib.contextmanager
+def _tracking_at(uri: str) -> Iterator[None]:
+    """This process's tracking URI is `uri` for the block, then what it was."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _bootstrap(folder: Path, bike_frame: pd.DataFrame, uri: str) -> None:
+    """v1 trained as of 2011-04-30 on the small policy, into the tracking store at `uri`."""
     from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.loop.training import train
 
@@ -202,7 +217,8 @@ def _bootstrap(folder: Path, bike_frame: pd.DataFrame) -> None:
     bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
     path = folder / "retrain.yaml"
     path.write_text(yaml.safe_dump(policy(data)))
-    with contextlib.chdir(folder):  # an experiment's artifact root (mlruns/) is taken from the working folder
+    # an experiment's artifact root (mlruns/) is taken from the working folder
+    with _tracking_at(uri), contextlib.chdir(folder):
         train(load_config(path), as_of="2011-04-30")
 
 
@@ -213,16 +229,9 @@ def bootstrapped_template(tmp_path_factory: pytest.TempPathFactory, store_templa
     Built once per session; tests get a copy through `prod_store`. Its artifacts stay in this
     folder, which copies only read.
     """
-    import mlflow
-
     folder = tmp_path_factory.mktemp("bootstrapped")
     shutil.copy(store_template, folder / "mlflow.db")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    try:
-        _bootstrap(folder, bike_frame)
-    finally:
-        mlflow.set_tracking_uri(previous)
+    _bootstrap(folder, bike_frame, f"sqlite:///{folder / 'mlflow.db'}")
     return folder / "mlflow.db"
 
 
@@ -233,8 +242,6 @@ APPROVAL = {"require_approval": True, "approval_ttl": "7d"}
 def awaiting_template(tmp_path_factory: pytest.TempPathFactory, bootstrapped_template: Path, bike_frame) -> Path:
     """The bootstrapped store after one cycle of a policy with `validation.require_approval` (as of
     2011-05-31, v1 degraded): v2 passed the gate and awaits a person's sign-off in Staging."""
-    import mlflow
-
     from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.loop.cycle import run_cycle
 
@@ -244,13 +251,8 @@ def awaiting_template(tmp_path_factory: pytest.TempPathFactory, bootstrapped_tem
     bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
     path = folder / "retrain.yaml"
     path.write_text(yaml.safe_dump(policy(data, triggers={"metric_threshold": {"max": 60}}, validation=APPROVAL)))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    try:
-        with contextlib.chdir(folder):
-            outcome = run_cycle(load_config(path), as_of="2011-05-31", via="inprocess").outcome
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with _tracking_at(f"sqlite:///{folder / 'mlflow.db'}"), contextlib.chdir(folder):
+        outcome = run_cycle(load_config(path), as_of="2011-05-31", via="inprocess").outcome
     assert outcome == "awaiting_approval", outcome
     return folder / "mlflow.db"
 
@@ -265,7 +267,7 @@ def prod_store(store: str, tmp_path: Path, request: pytest.FixtureRequest,
     elif backend.has("bootstrapped"):
         backend.reset("bootstrapped")
     else:  # the first test of this worker to need it: bootstrap over the server (clean now), save it
-        _bootstrap(tmp_path_factory.mktemp("bootstrapped-server"), bike_frame)
+        _bootstrap(tmp_path_factory.mktemp("bootstrapped-server"), bike_frame, backend.uri)
         backend.save("bootstrapped")
     return store
 
@@ -288,6 +290,31 @@ def http_server(sqlite_server, request: pytest.FixtureRequest):
     if store_kind(request) != "server":
         shutil.rmtree(sqlite_server.artifacts, ignore_errors=True)
     yield Server(sqlite_server.uri, sqlite_server.artifacts)
+
+
+@dataclass(frozen=True)
+class ServerStates:
+    """Resets the store of the module's `http_server` to a state saved by `server_states`."""
+
+    backend: Any  # the worker's `sqlite_server` (stores.SqliteServer)
+
+    def clean(self) -> None:
+        self.backend.reset("clean")
+
+    def bootstrapped(self) -> None:
+        self.backend.reset("http-bootstrapped")
+
+
+@pytest.fixture(scope="module")
+def server_states(http_server: Server, sqlite_server, tmp_path_factory: pytest.TempPathFactory,
+                  bike_frame: pd.DataFrame) -> ServerStates:
+    """The module's `http_server`, with v1 of `bikes` trained over HTTP once and saved: a test that
+    needs many copies of a bootstrapped store on the server resets it for each copy instead of
+    training v1 again."""
+    sqlite_server.reset("clean")
+    _bootstrap(tmp_path_factory.mktemp("bootstrapped-http"), bike_frame, http_server.uri)
+    sqlite_server.save("http-bootstrapped")
+    return ServerStates(sqlite_server)
 
 
 @pytest.fixture
@@ -332,11 +359,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # The files that take longest, handed out first. With `--dist loadfile --no-loadscope-reorder` (the
 # Makefile) each worker takes the next file in collection order; xdist's default order puts the
 # files with most tests first, so test_wheel_install.py (one test, about 140 s) ran alone at the
-# end. Measured with `--durations=0` (2026-11-27, quiet machine, -n 2); the other files keep their
-# order, the unit tests last.
-SLOWEST_FIRST = ("test_faults_http.py", "test_wheel_install.py", "test_lease.py", "test_faults_recovery.py",
-                 "test_own_model.py", "test_server_faults.py", "test_faults.py", "test_cluster.py",
-                 "test_flavors.py", "test_controller.py", "test_serve.py")
+# end. Ranked by the files' times alone (2026-11-27 and 2026-12-07, `--durations`), after the fault
+# tests stopped waiting out leases and bootstrapping per copy (test_faults_http.py, test_lease.py
+# no longer lead); the other files keep their order, the unit tests last.
+SLOWEST_FIRST = ("test_wheel_install.py", "test_faults_http.py", "test_lease.py", "test_own_model.py",
+                 "test_faults_recovery.py", "test_serve_replicas.py", "test_server_faults.py", "test_faults.py",
+                 "test_lease_training.py", "test_cluster.py", "test_flavors.py", "test_controller.py", "test_serve.py",
+                 "test_hand_moves.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

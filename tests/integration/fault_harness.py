@@ -6,20 +6,19 @@ cycle's work and not its imports. A fork server, not a fork of the test process:
 has trained models (OpenMP's thread pool does not survive a fork) and opened stores. Every read of
 a store happens in a child too.
 
-A scenario is: a store (a copied sqlite file, or a model name of its own on a real server) and a
-cycle. `points` lists the fault points the cycle passes; `kill` runs it with a kill at one; after
-the lease's TTL, `recover` runs the next normal cycle in the same store and returns what the
-registry looks like then (`Outcome`), checked by `assert_converged`.
+A scenario is: a store (a copied sqlite file, or a real server reset to a saved state) and a cycle.
+`points` lists the fault points the cycle passes; `kill` runs it with a kill at one; `recover` runs
+the next normal cycle in the same store at once (the killed cycle's lease is freed without waiting
+out its TTL: its holder, a process on this host, is provably gone) and returns what the registry
+looks like then (`Outcome`), checked by `assert_converged`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import threading
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +33,6 @@ import mlflow_retrain.loop.cycle  # noqa: F401
 from mlflow_retrain.base import faults
 from mlflow_retrain.base import tags as T
 
-TTL = "0.07m"  # 4.2 s: renewed every 1.4 s while a cycle works, expired soon after a kill
-TTL_SECONDS = 4.2
-
 
 @dataclass
 class Scenario:
@@ -47,7 +43,7 @@ class Scenario:
     cycle: dict[str, Any]  # its run_cycle keyword arguments
     recovery_policy: Path  # of the next cycle (usually one whose triggers stay quiet)
     recovery: dict[str, Any] = field(default_factory=dict)
-    prepare: str = ""  # functions of this module run in the child before the cycle ("bootstrapped,expired_lease")
+    prepare: str = ""  # functions of this module run in the child before the cycle ("approved", "expired_lease")
 
 
 def _in_child(scenario: Scenario, env: dict[str, str], kind: str, queue: Any) -> None:
@@ -168,18 +164,6 @@ def expired_lease() -> None:
         registry.acquire_lease(timedelta(seconds=-1), holder="dead-host:1:gone")
 
 
-def bootstrapped() -> None:
-    """v1 in Production (trained as of 2011-04-30), for a store that cannot be copied (a server)."""
-    from mlflow_retrain.policy.load import load_config
-    from mlflow_retrain.adapters.registry import Registry
-    from mlflow_retrain.loop.training import train
-
-    config = load_config("retrain.yaml")
-    if not Registry(config).exists():  # v1 passes whatever gate the scenario itself tests
-        lenient = dataclasses.replace(config.validation, max_metric=None)
-        train(dataclasses.replace(config, validation=lenient), as_of="2011-04-30")
-
-
 def approved() -> None:
     """v2, awaiting a person's sign-off, approved by hand in the MLflow UI: the tag alone, no name."""
     from mlflow.tracking import MlflowClient
@@ -293,7 +277,3 @@ def assert_converged(outcome: Outcome, point: str, versions_before: int) -> None
     assert outcome.running_runs == 0, where
     assert outcome.reconcile_runs >= int(outcome.needed_repair), where
     assert len(outcome.lease_objects) <= 1, where
-
-
-def wait_for_expiry() -> None:
-    time.sleep(TTL_SECONDS + 0.5)

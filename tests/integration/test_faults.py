@@ -3,12 +3,11 @@ and of a lease takeover, each followed by the next normal cycle.
 
 The fault points are not listed by hand: each scenario first runs once with
 `MLFLOW_RETRAIN_FAULT_LOG` to learn every point its cycle passes, then is killed at each in turn
-(on a fresh copy of the store), and after the lease's TTL the next cycle must leave the registry
-converged (`fault_harness.assert_converged`).
+(on a fresh copy of the store), and the next cycle, started at once (the dead cycle's lease is freed:
+its holder is provably gone), must leave the registry converged (`fault_harness.assert_converged`).
 """
 
 from __future__ import annotations
-
 
 from faults_common import CYCLE, DEGRADED, QUIET, kill_everywhere, maker
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import shutil
 
-from fault_harness import assert_converged, kill, points, recover, wait_for_expiry
+from fault_harness import kill, points
 from faults_common import (
     BOOTSTRAP,
     CYCLE,
     DEGRADED,
     QUIET,
     at_once,
+    kill_and_recover,
     kill_everywhere,
     maker,
     probe_points,
@@ -39,7 +40,6 @@ def test_a_kill_at_every_write_of_a_reconcile_converges(tmp_path, bootstrapped_t
     cycle's runs, its reconcile run)."""
     wreck = maker(bootstrapped_template, write_policy, CYCLE, triggers=DEGRADED)(tmp_path / "wreck", 1)[0]
     kill(wreck, "alias production@1")
-    wait_for_expiry()
     n = kill_everywhere(tmp_path, maker(wreck.folder / "mlflow.db", write_policy, CYCLE, triggers=QUIET))
     assert n >= 8
     shutil.rmtree(wreck.folder)
@@ -54,15 +54,7 @@ def _kill_the_awaiting_cycle_everywhere(tmp_path, awaiting_template, write_polic
                  validation=approval)
     found = points(make(tmp_path / "probe", 1)[0], tmp_path / "points.log")
     copies = make(tmp_path / "copies", len(found))
-    at_once(lambda pair: kill(*pair), zip(copies, found))
-    wait_for_expiry()
-
-    def converged(pair) -> None:
-        outcome = recover(pair[0])
-        assert_converged(outcome, pair[1], versions_before=2)
-        check(outcome, pair[1])
-
-    at_once(converged, zip(copies, found))
+    at_once(lambda pair: kill_and_recover(*pair, versions_before=2, check=check), zip(copies, found))
     return found
 
 

@@ -4,13 +4,18 @@
   wakes: exactly one promotion, and the next cycle finds a healthy registry;
 - eight cycles started at once, round after round: one trains and promotes, seven are refused;
 - a takeover leaves one lease object, and a dead holder's release frees nothing;
-- rollback walks back through the promotions, never toggles between the last two.
+- rollback walks back through the promotions, never toggles between the last two;
+- a holder that is gone frees the lease at once, a live one is respected.
+
+A cycle cut during its training (killed, or frozen and fenced) is in test_lease_training.py (a file
+of its own, so the suite's two workers can share these slow files).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -19,6 +24,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
 import forked_cli
 import pytest
@@ -35,9 +41,12 @@ from mlflow_retrain.adapters.registry import Registry, utcnow
 FIRING = {"metric_threshold": {"max": 60}}
 
 
+def _cycle_args(path: str) -> list[str]:
+    return ["cycle", "--config", path, "--retrain-via", "inprocess", "--json"]
+
+
 def _cycle_cmd(path: str, as_of: str) -> list[str]:
-    return [sys.executable, "-m", "mlflow_retrain.cli", "cycle", "--config", path, "--as-of", as_of,
-            "--retrain-via", "inprocess", "--json"]
+    return [sys.executable, "-m", "mlflow_retrain.cli", *_cycle_args(path), "--as-of", as_of]
 
 
 def _cli(*args: str) -> forked_cli.Done:
@@ -75,6 +84,15 @@ def _promoted_by_cycles(registry: Registry) -> list[str]:
                   if T.TRIGGER in v.tags and v.tags.get(T.TRIGGER) != T.BOOTSTRAP and v.tags.get(T.DECISION) == T.PROMOTED)
 
 
+def _short_lease_and_taker(write_policy, ttl: str) -> tuple[str, str]:
+    """The policy of a cycle to be frozen (a lease of `ttl`, to expire while it is), and the same
+    policy with the default lease for the cycles that take over: a taker's own short lease could
+    run out under a loaded machine's pauses ("too soon to register safely"), which is not the test."""
+    written = write_policy(triggers=FIRING)
+    taker = written.rename(written.with_name("taker.yaml"))
+    return str(write_policy(triggers=FIRING, registry={"lease_ttl": ttl})), str(taker)
+
+
 # ---- a. a cycle paused past its TTL --------------------------------------------------------------------
 def _running_cycle_run(config) -> str | None:
     client = MlflowClient()
@@ -103,7 +121,7 @@ def _freeze(pid: int, database: Path) -> None:
 
 
 def test_a_cycle_frozen_past_its_lease_is_fenced_and_only_the_taker_promotes(prod_store, write_policy, tmp_path):
-    path = str(write_policy(triggers=FIRING, registry={"lease_ttl": "0.05m"}))  # 3 s, renewed every second
+    path, taker = _short_lease_and_taker(write_policy, "0.05m")  # A's: 3 s, renewed every second
     config = load_config(path)
     registry = Registry(config)
     points = tmp_path / "a.points"
@@ -120,7 +138,7 @@ def test_a_cycle_frozen_past_its_lease_is_fenced_and_only_the_taker_promotes(pro
         # its renewal is frozen too: the lease expires one TTL after the last renewal
         _wait("A's lease to expire", lambda: registry.lease.generations()[-1].expires < utcnow(), timeout=30)
         assert registry.lease_state() is None
-        b = _cli("cycle", "--config", path, "--as-of", "2011-05-31", "--retrain-via", "inprocess", "--json")
+        b = _cli("cycle", "--config", taker, "--as-of", "2011-05-31", "--retrain-via", "inprocess", "--json")
         assert b.returncode == 0, b.stderr
         report_b = json.loads(b.stdout)
         assert report_b["outcome"] == "promoted", report_b
@@ -148,7 +166,7 @@ def test_a_cycle_frozen_past_its_lease_is_fenced_and_only_the_taker_promotes(pro
     assert registry.lease_state() is None and registry.moves.pending() is None
 
     # the next cycle converges: the registry, the runs and the lease are clean
-    c = _cli("cycle", "--config", path, "--as-of", "2011-06-30", "--retrain-via", "inprocess", "--json")
+    c = _cli("cycle", "--config", taker, "--as-of", "2011-06-30", "--retrain-via", "inprocess", "--json")
     assert c.returncode == 0, c.stderr
     report = doctor(config)
     assert report.healthy, report.to_dict()
@@ -157,8 +175,8 @@ def test_a_cycle_frozen_past_its_lease_is_fenced_and_only_the_taker_promotes(pro
 
 
 # ---- b. eight cycles at once, round after round ------------------------------------------------------
-# One parent pays MLflow's import once, forks the eight cycles and lets them go together (a byte each
-# on a pipe); each child is a whole `mlflow-retrain cycle` (the CLI's entry point: its stdout, stderr
+# One parent pays MLflow's import once for all the rounds of a test, forks each round's eight cycles
+# and lets them go together (a byte each on a pipe); each child is a whole `mlflow-retrain cycle` (the CLI's entry point: its stdout, stderr
 # and exit code) in its own process with its own connections. Eight interpreters each importing
 # MLflow cost ~40 s of CPU per round on two cores, and the first would finish before the last began.
 RUNNER = """
@@ -167,61 +185,93 @@ import mlflow, mlflow.pyfunc, mlflow.sklearn, sklearn.ensemble  # what every cyc
 import mlflow_retrain.cli as cli, mlflow_retrain.loop.cycle, mlflow_retrain.adapters.train
 if importlib.util.find_spec("skops"):
     import skops.io  # MLflow's sklearn loader imports it (a second of CPU)
-folder, n, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-read, write = os.pipe()
-children = []
-for i in range(n):
-    pid = os.fork()
-    if pid == 0:
-        os.close(write)
-        for fd, name in ((1, "out"), (2, "err")):
-            os.dup2(os.open(os.path.join(folder, f"{i}.{name}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        os.read(read, 1)  # the start signal
-        cli.main(args)  # exits with the command's code
-        sys.exit(0)
-    children.append(pid)
-os.write(write, b"g" * n)
-codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
-with open(os.path.join(folder, "codes.json"), "w") as out:
-    json.dump(codes, out)
+n, args = int(sys.argv[1]), sys.argv[2:]
+while line := sys.stdin.readline():  # a round: its folder and its as-of
+    folder, as_of = line.rstrip("\\n").split("\\t")
+    read, write = os.pipe()
+    children = []
+    for i in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os.close(write)
+            for fd, name in ((1, "out"), (2, "err")):
+                os.dup2(os.open(os.path.join(folder, f"{i}.{name}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            os.read(read, 1)  # the start signal
+            cli.main([*args, "--as-of", as_of])  # exits with the command's code
+            sys.exit(0)
+        children.append(pid)
+    os.close(read)
+    os.write(write, b"g" * n)
+    os.close(write)
+    print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]), flush=True)
 """
 
 ROUNDS = ("2011-05-31", "2011-06-30", "2011-07-31")
 ALWAYS = {"metric_threshold": {"max": 1}}  # every round's Production is over it: the winner retrains
 
 
-def _round(path: str, as_of: str, folder: Path, n: int = 8) -> list[tuple[int, str, str]]:
-    folder.mkdir()
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(folder), str(n), *_cycle_cmd(path, as_of)[3:]],
-                          env=os.environ.copy(), capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    codes = json.loads((folder / "codes.json").read_text())
-    return [(code, (folder / f"{i}.out").read_text(), (folder / f"{i}.err").read_text())
-            for i, code in enumerate(codes)]
+class Rounds:
+    """One RUNNER for all the rounds of a test (its imports paid once): `round` starts n cycles at
+    once and returns each one's (exit code, stdout, stderr)."""
+
+    def __init__(self, path: str, folder: Path, n: int = 8):
+        self.log = folder / "runner.stderr"
+        command = [sys.executable, "-c", RUNNER, str(n), *_cycle_args(path)]  # each round adds its --as-of
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"),
+                                     env=os.environ.copy(), text=True)
+
+    def round(self, as_of: str, folder: Path, timeout: float = 600) -> list[tuple[int, str, str]]:
+        folder.mkdir()
+        self.proc.stdin.write(f"{folder}\t{as_of}\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, f"the round as of {as_of} did not end in {timeout} s"
+        line = self.proc.stdout.readline()
+        assert line, self.log.read_text()[-3000:]
+        return [(code, (folder / f"{i}.out").read_text(), (folder / f"{i}.err").read_text())
+                for i, code in enumerate(json.loads(line))]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stdin.close()  # no more rounds: the runner ends
+        try:
+            self.proc.wait(60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def _eight_at_once(path: str, tmp_path: Path, rounds: tuple[str, ...]) -> None:
     config = load_config(path)
     registry = Registry(config)
     winners: list[str] = []
-    for number, as_of in enumerate(rounds):
-        results = _round(path, as_of, tmp_path / f"round-{number}")
-        codes = sorted(code for code, _, _ in results)
-        assert codes == [0] + [3] * 7, [(code, err[-600:]) for code, _, err in results]
-        (winner,) = [json.loads(out) for code, out, _ in results if code == 0]
-        assert winner["outcome"] == "promoted", winner
-        for code, out, err in results:
-            if code == 3:
-                assert out == "" and "Traceback" not in err, err
-                assert err.strip().splitlines()[-1].startswith("error: another cycle holds the lease"), err
-        winners.append(winner["candidate_version"])
-        assert _one_production(registry) == winner["candidate_version"]
-        assert registry.lease_state() is None and len(_lease_objects(config.model_name)) == 1
-        assert doctor(config).healthy
+    with Rounds(path, tmp_path) as runner:
+        for number, as_of in enumerate(rounds):
+            _judge_round(config, registry, runner.round(as_of, tmp_path / f"round-{number}"), winners)
+    assert runner.proc.returncode == 0, runner.log.read_text()[-3000:]
     # one new version per round: the seven refused cycles trained nothing
     assert winners == [str(n + 2) for n in range(len(rounds))]
     assert _promoted_by_cycles(registry) == winners
     assert [v.version for v in registry.versions()] == [str(n) for n in range(len(rounds) + 1, 0, -1)]
+
+
+def _judge_round(config, registry: Registry, results: list[tuple[int, str, str]], winners: list[str]) -> None:
+    """One round: exactly one cycle promoted (its version appended to `winners`), seven refused."""
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0] + [3] * 7, [(code, err[-600:]) for code, _, err in results]
+    (winner,) = [json.loads(out) for code, out, _ in results if code == 0]
+    assert winner["outcome"] == "promoted", winner
+    for code, out, err in results:
+        if code == 3:
+            assert out == "" and "Traceback" not in err, err
+            assert err.strip().splitlines()[-1].startswith("error: another cycle holds the lease"), err
+    winners.append(winner["candidate_version"])
+    assert _one_production(registry) == winner["candidate_version"]
+    assert registry.lease_state() is None and len(_lease_objects(config.model_name)) == 1
+    assert doctor(config).healthy
 
 
 def test_eight_cycles_at_once_one_promotes_seven_are_refused_on_sqlite(prod_store, write_policy, tmp_path):
@@ -392,171 +442,3 @@ def test_a_lease_whose_holder_process_is_gone_is_taken_at_once_a_live_holders_is
     with pytest.raises(LeaseHeldError):  # another host's pid proves nothing here
         registry.acquire_lease(timedelta(minutes=5))
     registry.release_lease(elsewhere)
-
-
-# ---- f. a cycle cut during training: killed, or fenced ---------------------------------------------------
-def _descendants(pid: int) -> list[int]:
-    """Every process `pid` started, and theirs (from /proc): `mlflow run`, the shell, the trainer."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for child in children:
-            found += [child, *_descendants(child)]
-    return found
-
-
-def _trainer_child(pid: int) -> int | None:
-    """The process under the cycle `pid` that runs the built-in trainer (the shell's, if it forked)."""
-    found = None
-    for child in _descendants(pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"mlflow_retrain.cli train" in cmdline:
-            found = child
-    return found
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything under it (`mlflow run` starts its own process group)."""
-    for process in [pid, *_descendants(pid)]:
-        try:
-            os.kill(process, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _training_run(config, cycle_run: str) -> str | None:
-    """The RUNNING training run of the cycle `cycle_run`, whatever it was tagged with yet."""
-    experiment = MlflowClient().get_experiment_by_name(config.experiment)
-    runs = MlflowClient().search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") if experiment else []
-    return next((r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == cycle_run), None)
-
-
-def _running_runs(config) -> list[str]:
-    client = MlflowClient()
-    ids = [e.experiment_id for e in (client.get_experiment_by_name(n) for n in
-                                     (config.experiment, controller_experiment(config))) if e is not None]
-    return [r.info.run_id for r in client.search_runs(ids, "attributes.status = 'RUNNING'")]
-
-
-def _start_training_cycle(path: str, config, tmp_path: Path) -> tuple[subprocess.Popen, str, str, int]:
-    """A cycle that retrains through the built-in MLproject (`mlflow run`), in its own session;
-    returned once its training child runs: (process, cycle run, training run, child pid)."""
-    out, err = (tmp_path / "a.stdout").open("w"), (tmp_path / "a.stderr").open("w")
-    a = subprocess.Popen([sys.executable, "-m", "mlflow_retrain.cli", "cycle", "--config", path, "--as-of",
-                          "2011-05-31", "--json"], stdout=out, stderr=err, start_new_session=True)
-    out.close()
-    err.close()
-    try:
-        cycle_run = _wait("the cycle to open its run", lambda: _running_cycle_run(config), timeout=240)
-        training_run = _wait("the training run", lambda: _training_run(config, cycle_run), timeout=240)
-        child = _wait("the training child", lambda: _trainer_child(a.pid), timeout=120)
-        assert a.poll() is None, (tmp_path / "a.stderr").read_text()[-2000:]
-    except BaseException:
-        _kill_tree(a.pid)
-        a.wait()
-        raise
-    return a, cycle_run, training_run, child
-
-
-def test_a_cycle_killed_during_training_leaves_no_running_run_and_its_lease_is_taken_at_once(
-        prod_store, write_policy, tmp_path):
-    """SIGKILL of the cycle's whole process tree while its `mlflow run` child trains (the lease's TTL
-    is the default, minutes): doctor lists the training run as well as the cycle's, and the next
-    cycle on this host takes the dead cycle's lease at once and ends both runs FAILED."""
-    path = str(write_policy(triggers=FIRING))
-    config = load_config(path)
-    a, cycle_run, training_run, child = _start_training_cycle(path, config, tmp_path)
-    time.sleep(0.5)  # the trainer has started: the cycle is cut during its training
-    _kill_tree(a.pid)
-    a.wait()
-    _wait("the training child to die", lambda: not Path(f"/proc/{child}").exists(), timeout=30)
-
-    before = _cli("doctor", "--config", path, "--json")
-    assert before.returncode == 4, before.stderr
-    report = json.loads(before.stdout)
-    assert {cycle_run, training_run} <= set(report["crashed_runs"]), report
-    assert "no longer runs" in report["lease_holder_gone"], report
-
-    started = time.monotonic()
-    b = _cli("cycle", "--config", path, "--as-of", "2011-05-31", "--retrain-via", "inprocess", "--json")
-    assert b.returncode == 0, b.stderr
-    assert time.monotonic() - started < 120  # not the lease's five minutes
-    assert "freed before its expiry" in b.stderr, b.stderr
-    closed = json.loads(b.stdout)["reconciled"]["closed_runs"]
-    assert {cycle_run, training_run} <= set(closed), closed
-    assert _running_runs(config) == []
-    run = MlflowClient().get_run(training_run)
-    assert run.info.status == "FAILED" and run.data.tags[T.CLOSED_BY], run.data.tags
-    assert cycle_run in run.data.tags[T.CLOSED_REASON], run.data.tags
-    after = doctor(config)
-    assert after.healthy and after.crashed_runs == [] and after.lease is None, after.to_dict()
-
-
-def test_a_cycle_that_loses_its_lease_during_training_stops_its_training_child(prod_store, write_policy, tmp_path):
-    """The cycle and its trainer frozen (a paused VM) past the lease's TTL; another cycle takes over
-    and promotes. The cycle, woken first, stops its still-frozen trainer (SIGTERM, delivered when it
-    wakes) and exits 3 "lost the lease": true, since neither it nor its child registers anything."""
-    path = str(write_policy(triggers=FIRING, registry={"lease_ttl": "0.1m"}))  # 6 s, renewed every 2 s
-    config = load_config(path)
-    registry = Registry(config)
-    a, cycle_run, training_run, trainer = _start_training_cycle(path, config, tmp_path)
-    try:
-        _freeze(trainer, tmp_path / "mlflow.db")
-        _freeze(a.pid, tmp_path / "mlflow.db")
-        _wait("the cycle's lease to expire", lambda: registry.lease.generations()[-1].expires < utcnow(), timeout=30)
-        b = _cli("cycle", "--config", path, "--as-of", "2011-05-31", "--retrain-via", "inprocess", "--json")
-        assert b.returncode == 0, b.stderr
-        report_b = json.loads(b.stdout)
-        assert report_b["outcome"] == "promoted", report_b
-        assert {cycle_run, training_run} <= set(report_b["reconciled"]["closed_runs"]), report_b
-        os.kill(a.pid, signal.SIGCONT)
-        _wait("the cycle to stop its trainer",
-              lambda: "stopping the training run" in (tmp_path / "a.stderr").read_text(), timeout=60)
-    finally:
-        os.kill(a.pid, signal.SIGCONT)
-        os.kill(trainer, signal.SIGCONT)
-    try:
-        assert a.wait(120) == 3
-    finally:
-        _kill_tree(a.pid)
-    stderr = (tmp_path / "a.stderr").read_text()
-    assert "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: this cycle lost the lease"), stderr[-2000:]
-    assert [v.version for v in registry.versions() if v.tags.get(T.CYCLE_RUN_ID) == cycle_run] == []
-    assert _one_production(registry) == report_b["candidate_version"]
-    assert len(registry.versions()) == 2
-    assert MlflowClient().get_run(training_run).info.status == "FAILED"
-    assert _running_runs(config) == []
-    assert doctor(config).healthy
-
-
-def test_a_training_child_given_a_lost_lease_generation_writes_nothing(prod_store, write_policy):
-    """`mlflow-retrain train` as a cycle's `mlflow run` child runs it (a cycle run id, the lease's
-    generation in its environment): once a later generation exists it opens no run and registers
-    nothing; under the live generation it registers its version for the cycle to place."""
-    from mlflow_retrain.adapters.registry.lease import LEASE_ENV
-
-    path = str(write_policy())
-    config = load_config(path)
-    registry = Registry(config)
-    lost = registry.acquire_lease(timedelta(minutes=5))
-    registry.release_lease(lost)
-    live = registry.acquire_lease(timedelta(minutes=5))
-    args = ("train", "--config", path, "--as-of", "2011-05-31", "--cycle-run-id", "a-cycle", "--json")
-    experiment = MlflowClient().get_experiment_by_name(config.experiment).experiment_id
-    runs = len(MlflowClient().search_runs([experiment]))
-    fenced = forked_cli.run(args, env={**os.environ, LEASE_ENV: str(lost.generation)})
-    assert fenced.returncode == 3 and fenced.stdout == "", fenced.stderr
-    assert fenced.stderr.strip().splitlines()[-1].startswith("error: this cycle lost the lease"), fenced.stderr
-    assert [v.version for v in registry.versions()] == ["1"]
-    assert len(MlflowClient().search_runs([experiment])) == runs
-    held = forked_cli.run(args, env={**os.environ, LEASE_ENV: str(live.generation)})
-    assert held.returncode == 0, held.stderr
-    assert registry.get("2").tags[T.CYCLE_RUN_ID] == "a-cycle" and registry.get("2").stage == "None"
-    registry.release_lease(live)
