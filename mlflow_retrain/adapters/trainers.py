@@ -38,6 +38,7 @@ from mlflow_retrain.adapters.data import LabelledData, training_windows
 from mlflow_retrain.base.errors import ConfigError, RetrainError, TrainingError
 from mlflow_retrain.adapters.streams import tail_of_output
 from mlflow_retrain.adapters.train import Candidate, FitResult
+from mlflow_retrain.measure.metrics import score
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,6 @@ def fit_project(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitR
     from mlflow.tracking import MlflowClient
 
     from mlflow_retrain.adapters import models
-    from mlflow_retrain.measure.metrics import score
 
     chosen = trainer(config)
     started = time.perf_counter()
@@ -326,7 +326,6 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
 
     from mlflow_retrain.adapters import models
     from mlflow_retrain.adapters.train import bootstrap_trigger, candidate_tags, log_frame
-    from mlflow_retrain.measure.metrics import score
 
     client = MlflowClient()
     own = client.search_model_versions(f"name = '{config.model_name}' and run_id = '{run_id}'")
