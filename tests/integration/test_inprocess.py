@@ -56,7 +56,8 @@ def test_a_sequence_of_commands_in_one_process(tmp_path: Path, small_data: Path,
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'notebook' / 'mlflow.db'}")
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a notebook: no logging set up
+    root = logging.getLogger()
+    pytest_handlers, root.handlers = root.handlers, []  # a notebook: no logging set up
     runner = CliRunner()
     before = process_state()
     try:
@@ -91,4 +92,5 @@ def test_a_sequence_of_commands_in_one_process(tmp_path: Path, small_data: Path,
         assert alone.returncode == 0, alone.stderr
         assert json.loads(alone.stdout) == json.loads(run("status", "--config", "retrain.yaml", "--json").stdout)
     finally:
+        root.handlers = pytest_handlers
         mlflow.set_tracking_uri(None)
