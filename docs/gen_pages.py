@@ -1,7 +1,7 @@
-"""The parts of docs/architecture.md and docs/design.md read off the package's source: an MkDocs hook.
+"""The parts of docs/architecture.md read off the package's source and .importlinter: an MkDocs hook.
 
-What imports what, and the design essays kept in module docstrings, are taken from the modules as they
-are when the site is built, so neither page can describe a layout the code has left.
+The rings and what imports what are taken from the contracts and the modules as they are when the site
+is built, so the page cannot describe a layout the code has left.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlflow_retrain"
 IMPORTS = "<!-- package-imports -->"
 RINGS = "<!-- package-rings -->"
 CONTRACTS = PACKAGE.parent / ".importlinter"
-NOTES = "<!-- design-notes -->"
-ESSAY_LINES = 10  # a module docstring this long is a design note, not a one-line summary
 
 
 def _modules() -> list[tuple[str, str]]:
@@ -114,22 +112,10 @@ def _escaped(text: str) -> str:
     return "".join(p if p.startswith("`") else p.replace("<", "&lt;").replace(">", "&gt;") for p in parts)
 
 
-def design_notes() -> str:
-    """The module docstrings of at least ESSAY_LINES lines, one section each."""
-    out = []
-    for name, source in _modules():
-        doc = ast.get_docstring(ast.parse(source))
-        if doc and len(doc.splitlines()) >= ESSAY_LINES:
-            out += [f"## `{_short(name)}`", "", _escaped(doc), ""]
-    return "\n".join(out)
-
-
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """MkDocs hook: fill in the markers."""
     if RINGS in markdown:
         markdown = markdown.replace(RINGS, rings_diagram() + "\n\n" + rings_table())
     if IMPORTS in markdown:
         markdown = markdown.replace(IMPORTS, imports_table())
-    if NOTES in markdown:
-        markdown = markdown.replace(NOTES, design_notes())
     return markdown

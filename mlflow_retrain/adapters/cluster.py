@@ -1,16 +1,6 @@
 """Independent tasks on a Dask distributed cluster (`--cluster tcp://HOST:PORT`).
 
-The backtest's fits and a fleet's cycles do not depend on one another. On one machine they run in
-local worker processes (`--jobs N`); with `--cluster` the same tasks go to the workers of a running
-Dask scheduler, the standard Python engine for this: the backtest's fits made ahead
-(`fitting.FitsAhead`, the data scattered to every worker once) and a fleet's cycles, as futures.
-Results are collected in the tasks' order, so the table is the one a local run prints.
-
-What the workers need is what a local worker has: mlflow-retrain and the model's libraries
-installed, the policies and data at the same paths (a shared disk, or object-store URIs), and the
-same tracking server. A fleet's tasks carry the command's environment (the tracking server's
-credentials among them): over another machine's network use `tls://`. `distributed` is an optional
-dependency (`pip install 'mlflow-retrain[cluster]'`): only `--cluster` imports it.
+Why it is built this way: docs/design.md#adapters-cluster.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """Labelled data: read it, check it, cut it into time windows.
 
-Time is explicit everywhere (`as_of`), which is what makes replays, the demo and backtests possible:
-"now" is just the newest timestamp in the data unless the caller says otherwise. Windows (`window.Window`) are
-half-open on the left, `(start, end]`, so consecutive windows never share a row.
-
-Files are read and checked in `tables.py`. A folder of Parquet files is read window by window
-(`source.py`, `WindowedData`): its rows are checked as `LabelledData.load` checks the whole table
-(`prepare_frame`: schema, timestamps, duplicates, label delay measured from the dataset's newest
-row), so a decision on the dataset is the decision on the same rows as one CSV file. Exact repeats
-share their timestamp, so a window holds every repeat of its rows and `data.duplicates` acts on it
-as on the whole; the counts reported are those of the newest monitoring window (of every row once
-`frame` is read). CSV and single files keep being read once.
+Why it is built this way: docs/design.md#adapters-data.
 """
 
 from __future__ import annotations

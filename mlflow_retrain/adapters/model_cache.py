@@ -1,30 +1,6 @@
 """Scikit-learn models in skops format, loaded through skops once per machine.
 
-MLflow saves scikit-learn models with skops by default, and so does the built-in trainer. Importing
-`skops.io` imports all of scikit-learn to build skops' list of trusted types: 0.3 to 1.4 s of CPU by
-what else is installed, up to a third of a cycle that decides not to retrain, paid again by every
-cycle for the same Production model. So once skops (through `mlflow.sklearn.load_model`) has loaded
-a model, the object is pickled into a cache folder of this machine's user, named by the SHA-256 of
-what decided that load: the model file's bytes, the trusted types its MLmodel lists, and the
-versions of Python, scikit-learn, NumPy and skops. A later load hashes the downloaded files again
-and unpickles its own copy when one of that name exists.
-
-What that trusts: the cache folder, as much as the user's site-packages (both are this user's
-files). Every folder from `/` down to it is checked on open descriptors, each opened without
-following links: owned by root or this user and writable by no one else, except a sticky folder
-like /tmp, whose entry below must then be this user's (or root's). The copy is opened without
-following a link relative to that checked folder, and used only if the opened file is a regular
-file of this user's that no one else may write, and if what it unpickles is an estimator of the
-class the model file itself names. A folder or file that fails any of this is not used (a warning),
-and the model is loaded from the artifact. Not the artifact store: its bytes are hashed on every
-load, so a changed file or trusted list is a new name and goes through skops. The cache serves only
-objects skops loaded from the same inputs, and skops' own check is no stronger than the MLmodel
-file beside the model (MLflow's `MLFLOW_ALLOW_PICKLE_DESERIALIZATION` says as much; when it is
-false, the cache is not used and MLflow refuses as before).
-
-`MLFLOW_RETRAIN_CACHE_DIR` moves the folder (default `$XDG_CACHE_HOME/mlflow-retrain`, else
-`~/.cache/mlflow-retrain`); an empty value turns the cache off. A folder that cannot be written is
-the same as none. The newest `KEEP` models are kept, as long as they fit in `BUDGET` bytes.
+Why it is built this way: docs/design.md#adapters-model-cache.
 """
 
 from __future__ import annotations

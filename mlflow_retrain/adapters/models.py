@@ -1,13 +1,6 @@
 """Any MLflow model, scored one way: load it by its flavor, predict on the rows the data holds.
 
-The controller, the monitor and the backtest never call a model's `predict` on a hand-picked frame:
-they hand whole rows to a `Scorer`, which selects the columns the model was trained on (its
-signature, or the policy's columns for a model still in memory). So a model of any flavor, trained
-by the built-in trainer or by the user's own code, is scored by the same code on the same rows.
-
-Classifiers keep their probabilities: scikit-learn, XGBoost and LightGBM models are loaded through
-their own flavor (which keeps `predict_proba`); any other flavor goes through `mlflow.pyfunc`, whose
-output may carry probabilities as columns (see `PyfuncOutput`).
+Why it is built this way: docs/design.md#adapters-models.
 """
 
 from __future__ import annotations

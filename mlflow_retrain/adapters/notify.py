@@ -1,18 +1,6 @@
 """Tell people: a cycle's outcome, downtime and failures, sent to the policy's webhooks (`notify:`).
 
-This module knows plain events only (`Event`): who builds them knows the thing told of, a cycle's
-report (`loop/events.py`), monitoring's findings (`usecases/monitor_events.py`), a move by hand or a
-failure (`move_event`, `failure_event`). What to send is decided by pure functions (those builders,
-then `messages`), so it is tested without a network. Sending never fails a cycle or holds it for
-long: a notification that fails is retried a few times, recorded on the audit run, kept
-(`outbox.py`) and sent again by the next notify of the model with the same delivery id.
-Every target is sent to in its own thread; each attempt's timeout is cut to what is left of one
-budget for the whole batch (`BUDGET`), and the caller waits for the threads no longer than that.
-
-Bodies are signed exactly as MLflow signs its own registry webhooks, with the code `serve` verifies
-them by (`base/signing.py`), so one verifier fits both: headers `X-MLflow-Delivery-Id` (a uuid, the
-same on every retry of one message), `X-MLflow-Timestamp` (Unix seconds of this attempt) and
-`X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{body}")>`.
+Why it is built this way: docs/design.md#adapters-notify.
 """
 
 from __future__ import annotations

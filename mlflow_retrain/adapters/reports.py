@@ -1,15 +1,6 @@
 """Thin wrappers over Evidently 0.7: a report in, (headline numbers, self-contained HTML) out.
 
-Evidently is imported lazily (about 3.5 s) so the CLI starts fast and commands that need no report
-never pay for it.
-
-The reports follow the policy: the drift report's dataset verdict uses the `data_drift` trigger's
-`max_drift_share` (DataDriftPreset's `drift_share`), and each report opens with a heading naming the
-model version, the windows (reference = the version's training window, current = the monitoring
-window) and the policy's thresholds; the same words go to the snapshot's name, metadata and tags.
-The drift report measures the features less `monitoring.drift.exclude`, with Evidently's default
-test and threshold per column except where `monitoring.drift.columns` sets them (DataDriftPreset's
-`per_column_method`, `per_column_threshold`): the choices `drift.DriftMeter` computes with.
+Why it is built this way: docs/design.md#adapters-reports.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
 """Which MLflow store a command uses: never a guess.
 
-Data paths resolve against the policy file; the store does too, so `--config /path/retrain.yaml`
-from any folder reaches the same registry as from the policy's own folder. In order:
-
-1. `MLFLOW_TRACKING_URI` when set (CI and servers). Set but empty is an error: that is a missing CI
-   secret, and falling back to a local store would bootstrap a duplicate model in a throwaway file;
-2. `tracking_uri:` in the policy file (a relative sqlite path or folder is relative to the policy);
-3. `sqlite:///<policy folder>/mlflow.db`, MLflow's own default, anchored at the policy instead of
-   the working folder.
-
-New experiments in a local store keep their artifacts beside it (`<store folder>/mlruns`), not in
-whatever folder the command ran from. The chosen URIs (credentials masked) are printed by every
-command and included in its `--json`.
+Why it is built this way: docs/design.md#adapters-store.
 """
 
 from __future__ import annotations

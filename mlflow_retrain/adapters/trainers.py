@@ -1,18 +1,6 @@
 """Making a candidate: three ways, one contract.
 
-- **built-in, as a project** (the default): the MLproject shipped inside this package
-  (`mlflow_retrain/project/MLproject`), run through `mlflow.projects.run` like any other project.
-  A pip-installed tool therefore retrains from any folder, and the built-in trainer is exercised
-  through exactly the path a user's own project takes: a separate process, an MLflow run, a model.
-- **built-in, in this process** (`--retrain-via inprocess`, and the Python API's DataFrames).
-- **the user's own MLproject** (`training.project`): a local folder or a git URI, any env manager
-  and backend MLflow supports. It receives the data-time contract as parameters (as of, training
-  and holdout windows, the cycle's run id, the data's path; names mappable in the policy file),
-  logs a model (or registers a version itself), and the controller takes it from there.
-
-Every way ends the same: a registered version tagged with the trigger and windows, which the cycle
-places (`loop.moves.place`: Staging, or Production on bootstrap) and scores through `models.load` on
-the same holdout as Production. Nothing here decides whether to retrain or promote, nor moves a version.
+Why it is built this way: docs/design.md#adapters-trainers.
 """
 
 from __future__ import annotations

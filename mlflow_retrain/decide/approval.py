@@ -1,21 +1,6 @@
 """A person signs off: what to do with a candidate that passed the gate and waits in Staging.
 
-Pure, like the gate: the cycle, `check` and the `approve`/`reject` commands read a waiting
-version's tags and ask `review`; they carry out its verdict (`signoff.py`). The rules, in order:
-
-1. a person's verdict (`retrain.approval` = approved | rejected, from the CLI or typed in the MLflow
-   UI) is carried out: promoted, or archived as rejected. It wins over the TTL: `approval_ttl` ends a
-   wait nobody decided, and a person who decided late still decided;
-2. a value that is neither is ignored and said so (a typo in the UI must not promote anything);
-3. `validation.require_approval` turned off since: the candidate is judged again by the gate on the
-   current data, as a pending one is (its verdict is stale, and no one asked for a person any more);
-4. older than `approval_ttl` in data time (`as_of - awaiting_since`, the clock of cooldowns and
-   `promoted_at`): archived as expired;
-5. else it waits.
-
-While one waits, `hold` keeps triggers from training another candidate on top of it (they are
-still evaluated and reported): a new candidate would displace the one a person may be looking at
-that moment. Only a forced retrain (`--force`, `--event`) supersedes it.
+Why it is built this way: docs/design.md#decide-approval.
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """Which retraining policy to recommend from a replay, and how honest that recommendation is.
 
-Pure functions over each policy's error per window and the windows where it retrained, free of
-MLflow and of the replay itself (`backtest.py` feeds them). Three ideas:
-
-* **As good as the best, then cheapest.** A policy within `tolerance` of the best mean error, or
-  not distinguishable from it (a paired block bootstrap over the windows, or `resolution` apart),
-  is as good; among those the fewest retrains win. A `budget` (retrains per 30 days) removes
-  policies that retrain more; a `cost` per retrain (metric units) is added to each window's error.
-* **Equal-budget schedule.** The schedules replayed (never and every window included) form a curve
-  of error against retrains; a policy is compared with that curve at its own retrain count.
-* **Walk-forward.** Choosing on the same history the choice is scored on flatters the choice. The
-  windows are split into `folds + 1` consecutive blocks; at each fold the rule chooses on all the
-  windows before it (an expanding past) and the choice is scored on the fold's windows only. Each
-  policy's own numbers on those out-of-sample windows sit beside its whole-history numbers.
-
-One simplification, stated: every policy is replayed continuously from the first step, so when the
-walk-forward switches policy at a fold, the new policy's model is the one it would have had if it
-had run all along, not the model the previous choice left behind.
+Why it is built this way: docs/design.md#decide-choice.
 """
 
 from __future__ import annotations

@@ -1,27 +1,6 @@
 """The registry's invariants, and the repairs that restore them, as a pure function over plain data.
 
-What a person must be able to trust after any crash, at any step:
-
-1. no move is left half-done (no `retrain.intent` on the registered model); an intent this tool did
-   not write (corrupt) is set aside for a person, never finished and never a dead end;
-2. exactly one version holds Production, and the `production` alias and the Production stage agree
-   (with `use_stages: false`, the alias alone);
-3. at most one version holds Staging, alias and stage agreeing;
-4. nothing is pending forever: a `pending` version is the Staging candidate, nowhere else (a first
-   model that failed the gate is not pending: it is archived `rejected`, and no Production is healthy);
-   a version `awaiting_approval` is a legitimate state (it passed the gate and waits in Staging for a
-   person, `decide.approval` ends the wait), but only in Staging: moved out by hand, it is archived;
-5. every version's audit tags are complete: Production was `promoted` with its `promoted_at`, an
-   archived former Production has `archived_at`;
-6. only a gate or a recorded person puts a version into Production: one found there by hand (the
-   alias or the stage moved in the UI) that is not `promoted`, nor awaiting approval with a person's
-   `retrain.approval=approved`, is taken out, the last audited Production restored, and the hand
-   move recorded on it as a new tag. No repair rewrites a verdict.
-
-`diagnose` lists what breaks them and the repair for each; the registry carries the repairs out
-(`registry.repair`) and diagnoses again until nothing is left. Authority when stage and alias
-disagree with no intent to explain it: the alias (what MLflow 3 serves, what every read here trusts
-first); a terminal stage (Archived) wins over a stale Staging alias.
+Why it is built this way: docs/design.md#decide-invariants.
 """
 
 from __future__ import annotations

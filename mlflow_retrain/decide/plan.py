@@ -1,15 +1,6 @@
 """What one cycle does, from what it found in the registry: pure, like the gate.
 
-A cycle is a reconcile loop, so what it finds comes before anything new: a candidate a person
-signed off (or nobody did within `approval_ttl`) is carried out first; a candidate nobody judged
-(its cycle crashed, it was trained by hand, or its wait for a person no longer applies) is
-validated before anything is trained; with no Production the first model is trained (a bootstrap);
-else the triggers decide whether to retrain. One move of a candidate per cycle: after a sign-off,
-a retrain the triggers ask for waits for the next cycle.
-
-`first_step` says which of these applies, so the cycle knows whether (and how) to evaluate the
-triggers, which reads data and loads models; `plan` then turns the triggers' decision, if any, into
-the cycle's step, its decision with reasons, and the outcome a dry run reports.
+Why it is built this way: docs/design.md#decide-plan.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """Which triggers and gate checks are installed: the built-in ones, then other packages' plugins.
 
-A trigger is a `decide.triggers.Trigger` class, a gate check a `decide.gate.GateCheck` class; the
-policy file names them (a key under `triggers:`, under `validation.checks:`). Built-in triggers are
-the modules of `decide/triggers/` (adding one is adding a file); a package of your own registers
-more through an entry point group, as MLflow's own plugins do:
-
-```ini
-[options.entry_points]
-mlflow_retrain.triggers =
-    queue_backlog = my_package.backlog:QueueBacklog
-mlflow_retrain.gates =
-    fairness = my_package.fairness:Fairness
-```
-
-Built-ins are found in the package rather than declared as entry points of our own distribution:
-entry points exist only in installed metadata, so a checkout on PYTHONPATH, a stale editable
-install or the MLproject run from a source folder would lose the built-ins, and a new built-in
-would need a reinstall. Entry points are read only when a name is not built-in, never cached (a
-plugin installed into a running notebook is seen), and a plugin cannot shadow a built-in name.
+Why it is built this way: docs/design.md#decide-plugins.
 """
 
 from __future__ import annotations

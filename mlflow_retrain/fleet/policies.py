@@ -1,18 +1,6 @@
 """Where a fleet's policies come from: folders of policy files and fleet files with a `models:` list.
 
-A fleet file shares defaults between models that differ in a few keys:
-
-    defaults:                       # any policy keys; each model's entry merges over them
-      data: {timestamp: timestamp, target: load_mw}
-      training: {estimator: sklearn.linear_model.Ridge, window: 60d, holdout: 7d}
-    models:
-      - {model_name: load-north, data: {path: north.csv}}
-      - {model_name: load-south, data: {path: south.csv}, triggers: {metric_threshold: {max: 40}}}
-
-Every other `.yaml`/`.yml` file is one policy, exactly as `cycle --config` reads it. Each model is
-validated like a policy file (`parse.parse_config`), its errors naming the file and the key; paths in
-it resolve against the file it is written in. A policy that does not read or validate is that model's
-one-line error, not the fleet's: the other models still run.
+Why it is built this way: docs/design.md#fleet-policies.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Run a fleet's tasks in a pool of worker processes that import once and serve many models.
 
-The workers are forked from a forkserver that has already imported the controller (MLflow,
-scikit-learn, pandas): a worker starts in milliseconds and no model pays an import. Each worker has
-its own pipe and serves one task at a time, so the pool always knows which model each worker holds.
-
-A pool of our own rather than `concurrent.futures`: when one worker dies (out of memory, a crash in
-native code), `ProcessPoolExecutor` marks the whole pool broken and terminates the other workers in the
-middle of their cycles, leaving their models' leases held until they expire. Here the dead worker's
-model alone is reported `crashed` (exit 1), a fresh worker takes its place, and the others finish.
+Why it is built this way: docs/design.md#fleet-pool.
 """
 
 from __future__ import annotations

@@ -1,48 +1,6 @@
 """Feature drift per window, fast: the tests, thresholds and verdicts of Evidently's DataDriftPreset.
 
-The monitor and the backtest measure drift for hundreds of windows. One Evidently Report per window
-costs about a second (mostly building the report); the statistics themselves take microseconds to
-milliseconds. `DriftMeter` prepares a model's reference (its training rows) once and computes, per
-window, exactly what `reports.drift_report` (DataDriftPreset with the policy's per-column options, the
-report the cycle writes) computes, and never builds a report. Evidently 0.7's rules, which we follow:
-
-* Columns. The features less `monitoring.drift.exclude` (left out everywhere: not measured, not
-  counted). A feature listed in `categorical`, or a true/false column (`for_evidently` turns
-  those into labels), is categorical; every other feature is numeric.
-* Missing values. Per column, NaN, None and +/-inf are dropped, on each side, before anything else.
-  A column left with no value on either side gets no statistic: Evidently refuses the whole report
-  ("An empty column ... was provided"); we leave that column out of the count instead (score NaN,
-  not drifted) so one empty column does not stop a monitor, and `drift_share` is over the columns
-  measured (NaN when none is: `data_drift` then reads "no drift measured").
-* The test, chosen per column from `n_ref`, the reference's values present in that column (not its
-  rows: a 1,001-row reference with one missing value is a small sample there), and `n_values`, the
-  distinct present values of reference and window together:
-
-  | n_ref   | numeric column                        | categorical column               |
-  | ------- | ------------------------------------- | -------------------------------- |
-  | <= 1000 | n_values <= 2: Z-test                 | n_values <= 2: Z-test            |
-  |         | n_values 3..5: chi-square             | otherwise: chi-square            |
-  |         | otherwise: two-sample K-S             |                                  |
-  | > 1000  | n_values <= 5: Jensen-Shannon         | Jensen-Shannon                   |
-  |         | otherwise: Wasserstein / ref std      |                                  |
-
-  So a numeric column with at most five distinct values is tested as labels (by their counts).
-  `monitoring.drift.columns.<col>.method` replaces this choice for that column (DataDriftPreset's
-  `per_column_method`), and `threshold` the test's default threshold (`per_column_threshold`).
-* Verdicts. The p-value tests use threshold 0.05: K-S drifts when p <= 0.05, chi-square and Z when
-  p < 0.05 (the score reported is the p-value: lower means more drift). The distances use 0.1 and
-  drift when the distance is >= 0.1.
-* The statistics. K-S: scipy's `ks_2samp` p-value. Chi-square: the window's counts per value against
-  the reference's counts scaled to the window's size (a value the reference never had makes p = 0).
-  Z: the two-proportion z-test on "is not the smallest value", p = 2 (1 - Phi(|z|)), and p = 1 when
-  both sides hold one and the same value. Wasserstein: scipy's distance over the reference's
-  standard deviation (at least 0.001). Jensen-Shannon: scipy's distance (natural log) between the
-  value shares; a numeric column with over 20 distinct reference values (Jensen-Shannon only by
-  `method`: the default picks it for at most five) is binned first, as Evidently does: the
-  histograms of both sides over numpy's "sturges" edges of both together.
-* The share. `drifted_columns / total_columns`; `column_scores` holds each column's score.
-
-`tests/integration/test_drift_parity.py` checks all of this against Evidently itself.
+Why it is built this way: docs/design.md#measure-drift.
 """
 
 from __future__ import annotations

@@ -1,36 +1,6 @@
 """The model's metric on rows whose labels have not arrived yet, estimated without them (issue 14).
 
-Labels arrive days or weeks late, so a cycle cannot measure the error on the newest rows. What it can
-do is estimate it from what it does have there, the features and the model's outputs, using rows
-whose labels are known: the model's holdout rows. Not its training rows: the model fits those better
-than anything it will see later, so an estimator prepared there would learn that the model is nearly
-never wrong. Both methods are NannyML's, as published in its 0.13 code (nannyml/performance_estimation):
-
-* Regression, Direct Loss Estimation (DLE). A second model learns the per-row loss (the absolute error
-  for mae, the squared error for rmse: `metrics.per_row_loss`) from the features and the model's
-  prediction. On new rows its predictions, clipped at 0 (a loss is never negative), are averaged; rmse
-  is the square root of that mean. NannyML's model is LightGBM's LGBMRegressor with its default
-  settings; ours is scikit-learn's HistGradientBoostingRegressor set to the same ones (100 rounds,
-  learning rate 0.1, 31 leaves, 20 rows a leaf, 255 bins, no early stopping). Categorical features
-  (listed, or of dtype object, string, category or bool, NannyML's rule) are ordinal-encoded on the
-  reference and split on as categories; a missing value is a category of its own, a value the
-  reference never had is treated as missing. A column with more categories than the booster's 255
-  bins is split on as ordinal codes instead, where NannyML's LightGBM would still take it as categories.
-* Binary classification, Confidence-Based Performance Estimation (CBPE). If the reference shows that
-  calibration helps (NannyML's test: 10 stratified 90/10 splits, the expected calibration error of
-  the pooled held-out tenths over 10 equal-count bins, before against after an isotonic fit on the
-  rest; not when the scores rank the reference almost perfectly, AUC > 0.999), the positive class's
-  probability is calibrated with isotonic regression fitted on the whole reference. Then each row
-  counts as right with its calibrated probability of being so: accuracy is the mean of p where the
-  model said positive and of 1 - p where it said negative; f1 is the same expected TP / (TP + (FP + FN)
-  / 2) (the mean over both classes when the labels are not 0/1, as `metrics.score` has it); roc_auc
-  is the area under the curve drawn by ranking rows on the model's own score and counting each row as
-  p of a positive and 1 - p of a negative.
-
-Both assume what NannyML states: the shift is in the features only, the relation between features
-and label stays as it was on the reference (no concept drift), and for DLE the new rows lie where the
-reference had rows (a tree model does not extrapolate a loss). An estimate is not a measurement: the
-cycle still scores the window once its labels are in.
+Why it is built this way: docs/design.md#measure-estimate.
 """
 
 from __future__ import annotations

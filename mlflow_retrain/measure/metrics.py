@@ -1,13 +1,6 @@
 """One metric function for every comparison.
 
-Production and a candidate are always scored by the same code on the same frame, so a difference
-in numbers is a difference in models, never in how they were measured. The cycle, the monitor and
-the backtest all reach `score` through `evaluate.score_predictions`.
-
-A metric that is undefined on the rows at hand (roc_auc on a window holding one class, r2 on one
-row or a constant target, f1 with no positive anywhere) is left out of the result rather than
-reported as a number or raised: a caller asking for it gets `None`, which every reader treats as a
-gap. A zero or a NaN there would pass for a measurement (a trigger comparing it, a chart drawing it).
+Why it is built this way: docs/design.md#measure-metrics.
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
-"""Where a user's project trains, as far as the policy's files tell: `training.project.backend` and
-the backend config it names, checked when the policy is read (`parse.py`), before a lease or a run,
-so a misconfigured cluster is one line on day one, not a traceback after the lease is taken.
+"""Where a user's project trains, as far as the policy's files tell:
 
-`local` trains beside the controller; `kubernetes` and `databricks` are MLflow's own remote backends
-(the entry point runs as a Kubernetes Job, as a Databricks job run); any other name is an MLflow
-project backend plugin: a package registering a class under the entry point group
-`mlflow.project_backend`, the group `mlflow run --backend NAME` loads from. Checked here: the name is
-a backend; the backend config is a JSON object in a `.json` file (MLflow reads no other); for
-kubernetes, the Job template it names is a Job whose first container MLflow can fill in, and an
-image repository is named; for databricks, a new cluster is specified (MLflow refuses an existing
-one). What depends on the project and the machine is checked before the lease by
-`adapters.backends`.
-
-Relative paths, the backend config's and the Job template's inside it, resolve against the policy
-file's folder (the folder `mlflow run` would be run from). Every check is a function of what was
-read, returning why it cannot run or None.
+Why it is built this way: docs/design.md#policy-backends.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
 """The HTTP side of `serve`: a Starlette app that verifies, records and answers; it never runs a cycle.
 
-Routes:
-- `POST /webhook`: MLflow registry webhook deliveries (signed by MLflow with the webhook's secret).
-- `POST /trigger`: a signed request from any system, `{"source": ..., "reason": ...}`: a forced cycle.
-- `GET /healthz`: the server, its worker, the queue and the folder watch, as JSON.
-- `GET /events?limit=N`: the newest events and what each caused.
-
-Every header, query parameter and body a route reads goes through `parse.py` before any work; what
-it refuses is answered with a short JSON error and one log line: 400 for a malformed request or a
-signed body that does not say what it wants, 401 for a bad, missing or stale signature, 409 for a
-delivery id seen before, 413 for a body over the limit. Each accepted event is committed to the
-queue before the answer (202, or 200 when it is recorded but asks for nothing). An exception no route
-expected is answered 500 with one log line (`OneLineErrors`), not a traceback per request. The
-worker process (`worker.py`), started and watched here by `WorkerProcess`, runs the cycles.
+Why it is built this way: docs/design.md#serve-app.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """What an event asks for, and how queued events become cycles: pure decisions with reasons.
 
-Three kinds of event reach `serve`:
-- `webhook`: an MLflow registry webhook. `model_version.created` for the managed model, for a
-  version no cycle made, asks that the version be *validated* (the reconcile path: it is marked
-  pending, staged and judged against Production on the holdout). `model_version_tag.set` of
-  `retrain.approval` to approved/rejected (a person signing off in the MLflow UI) asks for a
-  *normal* cycle, which carries the verdict out (`signoff.py`) instead of leaving it to the next
-  scheduled one. Anything else is recorded and ignored (other models, other events, other tags,
-  versions a cycle registered itself).
-- `trigger`: a signed `POST /trigger` from another system: a *forced* cycle, trigger `event`,
-  with the caller's source and reason.
-- `new_data`: files appeared or changed in `data.path`: a *normal* cycle, where the `new_data`
-  trigger (and every other) decides.
-
-`plan` turns every event waiting for a model into at most three cycles: validating first (a pending
-candidate is judged before anything new is trained, so a forced retrain in the same cycle would be
-skipped), then carrying out a sign-off (likewise: a cycle that carries out a verdict trains nothing
-and evaluates no trigger), then one forced or normal cycle. However many events arrived, that is
-what runs.
+Why it is built this way: docs/design.md#serve-events.
 """
 
 from __future__ import annotations

@@ -1,27 +1,6 @@
 """The event queue in PostgreSQL, for several `serve` replicas (one machine or many) sharing one queue.
 
-The rows and their states are the sqlite queue's (`queue.py`, `basequeue.py`); what several replicas add:
-- **Claims.** A worker claims in one transaction: a per-model advisory lock orders claimers of the
-  same model, a model whose batch a live replica is running is skipped (cycles stay one batch at a
-  time per model, as with one worker), and the rows are taken with `SELECT ... FOR UPDATE SKIP LOCKED`,
-  so a row another transaction is writing (a late `finish`) is passed over, never waited for or taken
-  twice. A claimed row carries its owner (`host:pid` of the worker), a batch number from a sequence
-  and an expiry, which the worker renews every third of `claim_ttl` while it runs the batch (`holding`).
-- **A replica that dies** stops renewing; one `claim_ttl` later any replica's next claim takes its
-  rows again (with what is pending), under a new batch number. `finish` and `release` write only rows
-  still held under their own batch number, so a replica that was merely stalled past its expiry records
-  nothing over its successor.
-- **At-least-once.** An event runs twice only when the replica running it died (or stalled past its
-  claim) mid-cycle; the cycle is idempotent under the registry lease: the second one reconciles what
-  the first left half-done, and the first, if it was only stalled, is fenced by the lease.
-- **The database down**: `QueueUnavailable`, so a request is answered 503 with nothing recorded
-  (the sender retries the same delivery) and the worker waits and claims again.
-- **The folder watch's listing is shared** too: replicas that watch must see the same `data.path`
-  (one folder, or a shared filesystem); two seeing one change at once may queue two `new_data`
-  events, which one claim coalesces into one cycle.
-- Time is the database's clock, so replicas' clocks need not agree. The schema is created under an
-  advisory lock (replicas starting together) with `IF NOT EXISTS`; tables are prefixed `retrain_`,
-  so the database may be shared with other applications.
+Why it is built this way: docs/design.md#serve-pgqueue.
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
-"""The durable event queue: one sqlite file in the state folder, shared by the server and its worker
-(or, for several `serve` replicas, a PostgreSQL database: `pgqueue.py`, chosen by `open_queue`).
+"""The durable event queue: one sqlite file in the state folder, shared by the server and its worker (or, for
+several `serve` replicas, a PostgreSQL database: `pgqueue.py`, chosen by `open_queue`).
 
-Why an accepted event cannot be lost:
-- The server answers 202 only after the event's row is committed (WAL journal, `synchronous=FULL`:
-  the commit is on disk when `add` returns). A crash before the commit means no 202 was sent, so
-  the sender (MLflow retries 5xx and connection errors) still owns the event.
-- The worker moves rows `pending -> running` (with a batch number) in one transaction, and
-  `running -> done/failed` after the cycle. A worker killed in between leaves rows `running`; the
-  next worker recovers them to `pending` (`recover`) before it claims anything, and only once it
-  holds the worker lock, which the dead one released by dying: a worker still finishing a cycle
-  for a server that was killed keeps its lock, so its rows are never run a second time.
-- A delivery id is a UNIQUE column of the same row, so a replay is refused by the same commit that
-  accepts the original, across restarts too.
-
-What is left: a worker killed after its cycle ended but before it recorded `done` (milliseconds)
-runs that cycle again on restart (at-least-once). Closing it needs the cycle's audit run to carry
-the batch number, checked on recovery. A lost disk loses the queue: for several servers or
-machines, `--queue postgresql://...` puts it in a shared database (`pgqueue.py`).
+Why it is built this way: docs/design.md#serve-queue.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """The cycle worker: a process of its own that takes queued events and runs the cycles they ask for.
 
-Cycles never run in the server (a request handler or a thread of it): MLflow keeps an active run
-and tracking URI per process, scikit-learn and Evidently hold native threads and memory, and a cycle
-takes seconds to minutes. The server starts one worker (`python -m mlflow_retrain.serve.worker`),
-restarts it if it dies, and stops it on SIGTERM; the worker imports MLflow once and then runs one
-batch at a time, which is what makes cycles one at a time per model.
-
-The worker holds `worker.lock` (an flock, released by the kernel when the process dies) for its
-whole life. A new worker waits for it before recovering `running` events to pending: a worker
-orphaned by a killed server finishes its cycle and records it first, so nothing runs twice. On a
-PostgreSQL queue shared by replicas the worker renews its batch's claim instead (`pgqueue.py`).
+Why it is built this way: docs/design.md#serve-worker.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Adopt a policy the backtest measured: write its triggers into the policy file (`backtest --apply`).
 
-What is written is exactly what was replayed, so the file's future cycles decide as the backtest's
-row did: a threshold policy is that trigger alone (the replay ran it without cooldown or debounce); a
-schedule every N is `max_age` of N less one step (age must exceed max_age, so it fires at the step N
-after training) with a `cooldown` of N (a rejected candidate waits for the next due time, as the
-replay's schedules do); `never` is no trigger at all (cycles then retrain only when
-asked). Only the top-level `triggers:` block is replaced, as text: every other line of the file,
-comments and layout included, stays byte for byte, and the result is loaded back and compared with
-the replayed policy before anything is written.
+Why it is built this way: docs/design.md#usecases-adopt.
 """
 
 from __future__ import annotations

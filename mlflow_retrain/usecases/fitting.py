@@ -1,14 +1,6 @@
 """Fits the backtest knows it will need, made ahead in worker processes or on a Dask cluster.
 
-With the retrain-every-window policy in the replay, every step's fit is known in advance. Fitted
-in blocking chunks, the workers idle while the replay scores windows and the replay idles while
-they fit; on two cores that was a third of the run. Here fits are submitted a chunk ahead as futures
-and collected when a step needs one, so scoring and fitting overlap. The results are the ones a fit
-in this process gives (`train.fit`, the same data and seed): only where it runs differs.
-
-Locally the workers receive the policy and data once, when they start (`_hold`), not with every fit;
-they and this process, which predicts meanwhile, share the cores' OpenMP threads instead of each
-taking them all. On a cluster (`--cluster`) the data is scattered to every worker once.
+Why it is built this way: docs/design.md#usecases-fitting.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""The backtest's replay engine: policies stepped through history exactly as the controller would have
-run at each `--as-of`: the same windows, `decide.assess` (the same triggers), `evaluate.judge` (the
-same validation gate) and `train.fit` (the same training code). The "scratch store" is memory:
-fitted models live in a cache, so the real registry is never touched.
+"""The backtest's replay engine:
 
-Fast without changing results: every policy that retrains at step t needs the same fit (same
-window, same parameters), so fits are cached by their `as_of` and shared; window metrics and drift
-are cached per (model, window), and a model's predictions are made in growing blocks, not window by
-window; all policies advance together in one pass; when the retrain-every-window policy is present
-every step's fit is known in advance and made ahead on the other cores (`jobs`) or a Dask cluster
-while this process scores (`fitting.py`).
+Why it is built this way: docs/design.md#usecases-replay.
 """
 
 from __future__ import annotations

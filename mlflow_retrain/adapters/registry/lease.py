@@ -1,43 +1,6 @@
 """The lease that serialises cycles on one registered model: generations, renewal, fencing.
 
-MLflow has no compare-and-set. The one write that is atomic in every backend (sqlite, PostgreSQL,
-a tracking server) is creating a registered model: a second create of the same name fails. The
-protocol is built on that alone:
-
-- **Generations.** The lease is a series of registered models `<model>.retrain-lease.<g>`,
-  g = 1, 2, 3 ...; each carries its holder, expiry and a `released` flag as tags. The holder of the
-  lease is the holder of the highest generation, while that generation is neither released nor
-  expired. To acquire, a cycle reads the highest generation g, checks it is free, and creates
-  g + 1. Two takers of the same free lease both try g + 1 and exactly one succeeds. The winner then
-  re-reads the generations; if anything higher exists (a taker that read an older state), it backs
-  off. Nothing is ever deleted before a new generation exists, so a crash at any step leaves either
-  the old generation (free once it expires) or the new one: no state blocks the model for good.
-- **Fencing.** The generation is the fencing token. Before every registry write that matters the
-  holder calls `check`: its generation must still be the highest, unreleased, and valid for at
-  least `margin` more. A cycle that stalled past its expiry (a paused VM, a training longer than
-  the TTL without renewal) and was taken over finds a higher generation and stops with
-  `LeaseLostError` before writing anything more.
-- **Renewal.** While a cycle works (training included) a daemon thread (`Renewal`) pushes the
-  expiry forward every third of the TTL, so a long training keeps its lease; a cycle that dies stops
-  renewing, and its lease expires one TTL later. A renewal that finds the lease lost sets
-  `Renewal.lost`, on which the cycle stops its training child (`trainers.run_project`).
-- **A dead holder.** Each generation records its holding process (`retrain.lease_process`: host,
-  boot id, pid namespace, pid and the process's start time). A taker on the same host, boot and pid
-  namespace frees, at once, a lease whose holder is provably gone: its pid no longer runs (or is a
-  zombie), or runs but started at another time (a recycled pid). The new generation says so
-  (`retrain.lease_freed`). Anything less than proof (another host, a process /proc cannot show)
-  waits for the expiry. A lease of the earlier format (holder `host:pid:...` alone) is freed when
-  that pid no longer runs on this host.
-- **The training child.** A cycle passes its generation to the `mlflow run` child it starts
-  (`LEASE_ENV`); the built-in trainer checks it before it logs and registers anything.
-- **Release** only marks the holder's own generation released; it can never free a successor's.
-- **No litter.** A new holder deletes the generations below its own (and markers of the earlier
-  protocol). One lease object remains between cycles, marked released.
-
-What MLflow cannot give: the check and the write are two calls, so a holder that stalls *between*
-them for longer than `margin` could still write once after losing the lease. The margin (a tenth of
-the TTL) and the renewal cadence make that window small; the promotion intent (`moves.py`) makes any
-such write repairable by the next cycle.
+Why it is built this way: docs/design.md#adapters-registry-lease.
 """
 
 from __future__ import annotations

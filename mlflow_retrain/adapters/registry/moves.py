@@ -1,16 +1,6 @@
 """Stage and alias moves, together: Production <=> alias `production`, Staging <=> alias `staging`.
 
-A move is several registry calls (tags, a stage transition, an alias, the old holder archived) and a
-process can die between any two. So every move is first recorded as an *intent* on the registered
-model (tag `retrain.intent`: what moves where, the tags it writes, the data time and the clock),
-then carried out in steps that are each safe to repeat, then the intent is cleared. Whoever finds
-an intent left behind (the next cycle, `doctor --repair`) finishes it with the same code: a move
-cut short is always completed, never half-done and never done twice. An intent no version of the
-tool wrote (bad JSON, another shape, a version that does not exist: anyone with write access can type
-one) is never acted on: it is set aside as found, under an appended tag, for a person to look at.
-
-Versions are never deleted: a replaced or rejected version is archived. With `use_stages: false`
-only the aliases move.
+Why it is built this way: docs/design.md#adapters-registry-moves.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """`estimated_metric`: the newest rows' metric estimated without their labels, above its max.
 
-```yaml
-monitoring: {label_delay: 7d}
-triggers:
-  estimated_metric: {max: 80}   # an error metric (mae, rmse); a score (accuracy, f1, roc_auc) takes min
-```
-With late labels the metric triggers read windows a `label_delay` old. This one reads the newest
-window's features and Production's outputs there, and NannyML's estimate of the metric
-(`mlflow_retrain.measure.estimate`: direct loss estimation for regression, confidence-based for binary
-classification), prepared on Production's holdout rows. It assumes the relation between features and
-label held (no concept drift); the cycle still scores the window once its labels are in.
+Why it is built this way: docs/design.md#decide-triggers-estimated.
 """
 
 from __future__ import annotations

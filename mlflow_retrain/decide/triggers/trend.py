@@ -1,18 +1,6 @@
 """`metric_trend`: the rate of change, the metric worsened by more than a fraction or too steeply.
 
-```yaml
-triggers:
-  metric_trend: {windows: 4, max_relative_increase: 0.5}   # and/or max_slope (per window)
-  # noise: 2.0       the change must exceed 2x the window-to-window spread (0: off)
-  # min_change: 0.5  and at least this much, in metric units
-```
-
-A noise floor, because a relative change reads day-to-day noise as a trend when the error is small:
-on a low-error series the trend alone made 29 of 31 retrains. The spread is measured on the
-differences between consecutive windows over the last `3 x windows` scored windows, robustly (the
-median absolute difference / 0.6745: one jump, the very change being judged, does not inflate it).
-On a flat series that is the standard deviation of "last minus first", so with `noise: 2` noise
-alone passes the floor about one check in forty.
+Why it is built this way: docs/design.md#decide-triggers-trend.
 """
 
 from __future__ import annotations
