@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     from mlflow_retrain.usecases.audit import history, status
-    from mlflow_retrain.cli import table
+    from mlflow_retrain.cli.group import table
     from mlflow_retrain.loop.cycle import run_cycle
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # the story, not MLflow's progress chatter
