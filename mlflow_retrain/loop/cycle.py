@@ -25,7 +25,7 @@ from mlflow_retrain.decide.plan import BOOTSTRAP, RETRAIN, SIGN_OFF, VALIDATE, P
 from mlflow_retrain.loop.evaluate import registered
 from mlflow_retrain.loop.moves import place, signed_off
 from mlflow_retrain.loop.observe import Cycle, observe
-from mlflow_retrain.loop.reconcile import controller_experiment, reconcile
+from mlflow_retrain.loop.reconcile import controller_experiment, reconciled
 from mlflow_retrain.loop.events import log_audit, notifies
 from mlflow_retrain.loop.report import CycleReport
 from mlflow_retrain.loop.signoff import note_ignored
@@ -73,8 +73,8 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     if dry_run:
         observe(cycle)
         return report
-    with registry.hold(config.registry.lease_ttl):
-        report.reconciled = reconcile(config, registry, stamp.to_pydatetime())
+    with reconciled(config, registry, stamp.to_pydatetime()) as repaired:
+        report.reconciled = repaired
         return _cycle(cycle)
 
 

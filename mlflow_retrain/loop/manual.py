@@ -1,7 +1,7 @@
 """Moves by a person: `promote` and `rollback` here, `approve` and `reject` in `signoff.py`, all on
 one path. Checked before the lease (the reason, the data time, the store, the version); then under
-the lease and after a reconcile (`reconciled`), the move is made (`loop.moves`) inside an audit run
-of its own kind (`audited`); then the policy's `notify:` targets are told (`told`).
+the lease and after a reconcile (`reconcile.reconciled`), the move is made (`loop.moves`) inside an
+audit run of its own kind (`audited`); then the policy's `notify:` targets are told (`told`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mlflow_retrain.adapters.tracking import check_tracking, start_run
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import RegistryError, RetrainError
 from mlflow_retrain.loop.moves import moved_by_hand
-from mlflow_retrain.loop.reconcile import controller_experiment, reconcile
+from mlflow_retrain.loop.reconcile import controller_experiment, reconciled
 from mlflow_retrain.policy.config import Config
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,6 @@ def opened(config: Config, as_of: str | None) -> tuple[pd.Timestamp, Registry]:
     registry = Registry(config)
     registry.require()
     return when, registry
-
-
-@contextmanager
-def reconciled(config: Config, registry: Registry, when: pd.Timestamp) -> Iterator[None]:
-    """Under the lease, once what a crashed command left is finished: where a person's move is made."""
-    with registry.hold(config.registry.lease_ttl):
-        reconcile(config, registry, when.to_pydatetime())
-        yield
 
 
 @dataclass
@@ -113,7 +105,7 @@ def _manual(config: Config, action: str, version: str, reason: str, as_of: str |
     production = registry.production()
     if production is not None and production.version == target.version:
         raise RegistryError(f"version {target.version} is already in Production")
-    with reconciled(config, registry, when):
+    with reconciled(config, registry, when.to_pydatetime()):
         production = registry.production()
         title = manual_title(action, target, production)
         note = manual_description(config, title, when, reason, target, production)

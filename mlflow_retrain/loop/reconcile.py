@@ -9,6 +9,8 @@ the first write, so a person can see what a crash left and what was done about i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +49,14 @@ class Reconciled:
 
     def to_dict(self) -> dict[str, Any]:
         return {"repairs": [f.to_dict() for f in self.repairs], "closed_runs": self.closed_runs, "run_id": self.run_id}
+
+
+@contextmanager
+def reconciled(config: Config, registry: Registry, as_of: datetime) -> Iterator[Reconciled]:
+    """Under the lease, once what a crashed command left is repaired: where a cycle and a move by hand
+    work. Yields what the repair did."""
+    with registry.hold(config.registry.lease_ttl):
+        yield reconcile(config, registry, as_of)
 
 
 def crashed_runs(config: Config, keep: set[str]) -> list[Any]:

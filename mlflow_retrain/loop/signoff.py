@@ -27,7 +27,8 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import ApprovalError, RetrainError
 from mlflow_retrain.decide.approval import PROMOTE, ApprovalVerdict, review
 from mlflow_retrain.decide.verdicts import format_span
-from mlflow_retrain.loop.manual import audited, opened, reconciled, told
+from mlflow_retrain.loop.manual import audited, opened, told
+from mlflow_retrain.loop.reconcile import reconciled
 from mlflow_retrain.loop.moves import signed_off
 from mlflow_retrain.policy.config import Config
 
@@ -137,7 +138,7 @@ def sign_off(config: Config, action: str, version: str, reason: str, by: str | N
     note = in_order(config, registry, waiting(config, registry, version), action, when)
     if note:
         log.warning("%s", note)
-    with reconciled(config, registry, when):
+    with reconciled(config, registry, when.to_pydatetime()):
         candidate = waiting(config, registry, version)  # a cycle may have moved it while we waited for the lease
         production = registry.production()
         title = f"v{candidate.version} {VERDICTS[action]} by {person}" + (
