@@ -130,8 +130,8 @@ def manual_title(action: str, target: VersionInfo, production: VersionInfo | Non
 
 def manual_description(config: Config, title: str, when: pd.Timestamp, reason: str, target: VersionInfo,
                        production: VersionInfo | None) -> str:
-    link = lambda v: f"[v{v.version}](#/models/{config.model_name}/versions/{v.version})"
-    pages = ", ".join(link(v) for v in (target, production) if v is not None)
+    pages = ", ".join(f"[v{v.version}](#/models/{config.model_name}/versions/{v.version})"
+                      for v in (target, production) if v is not None)
     return (f"**{title}**\n\nMoved by hand as of `{when.isoformat()}` on `{config.model_name}`, because: "
             f"{reason}\n\nThe versions' pages: {pages}.")[:8000]
 

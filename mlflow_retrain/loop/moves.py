@@ -1,20 +1,7 @@
-"""Every move of a version between stages, in one module: the only caller of the registry's stage and
-alias writer (`adapters.registry.moves`) outside the registry package.
+"""Every move of a version between stages, in one module: the only caller of the registry's stage and alias
+writer (`adapters.registry.moves`) outside the registry package.
 
-Each move is one recorded intent (`Moves.carry_out`: recorded before its steps, each step safe to
-repeat), so a kill at any write converges in the next cycle. What differs between moves is who
-decided and what the versions are tagged with, and that is all this module says:
-
-- `judged`: the gate's verdict in a cycle (promoted, old Production archived; or rejected);
-- `await_approval` and `signed_off`: a candidate waits for a person, then the person's verdict;
-- `moved_by_hand`: `promote` and `rollback`;
-- `place`: a version just trained, to Staging, or Production for a first model that passes the
-  absolute gate (a bootstrap);
-- `repair`: a reconcile's repairs (finish an intent, undo a hand move, ...), which restore a
-  recorded decision and never make one.
-
-Callers hold the lease (the cycle, `loop.manual`), except a version trained by hand
-(`mlflow-retrain train`), which is placed as soon as it is registered.
+Why it is built this way: docs/design.md#loop-moves.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
-"""A person signs off (`validation.require_approval: true`): a candidate that passed the gate waits
-in Staging, tagged `retrain.decision=awaiting_approval`, until a person approves or rejects it or
-`validation.approval_ttl` runs out. What becomes of it is decided by `decide.approval.review`;
-this module reads its inputs from the version's tags and carries out the verdict through the same
-recorded moves as every promotion and rejection (`loop.moves`), so stages and aliases move
-together, the old Production is archived and a crash at any write is finished by the next cycle.
+"""A person signs off (`validation.require_approval:
 
-Two ways to sign off, one record: `mlflow-retrain approve|reject VERSION --reason` writes the
-verdict with who, why and when on the version, then carries it out at once under the lease (the
-person sees Production change, as with `promote`); the tag `retrain.approval=approved|rejected`
-typed in the MLflow UI is carried out by the next cycle. Because the command writes its record
-before it moves anything, a command killed half-way leaves a version the next cycle carries out
-exactly like one approved in the UI.
+Why it is built this way: docs/design.md#loop-signoff.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
             production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
     """Staging against Production, both loaded from the registry, on the holdout ending at as_of."""
     rows = data.cut(holdout, "holdout window")
-    load = lambda v: registered(config, data, v.version)
-    decision, evidence = judge(config, data, rows, load(candidate), None if production is None else load(production))
+    decision, evidence = judge(config, data, rows, registered(config, data, candidate.version),
+                               None if production is None else registered(config, data, production.version))
     return decision, {"holdout_window": holdout.iso(), **evidence}
 
 

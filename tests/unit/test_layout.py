@@ -15,3 +15,21 @@ def test_no_module_is_longer_than_450_lines():
                for p in PACKAGE.rglob("*.py")}
     assert len(lengths) > 50
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_design_essays_live_in_the_docs_and_every_module_link_there_resolves():
+    """A module says what it is for in a few lines; why it is built that way is a section of
+    docs/design.md, and the link the module gives points at a section that exists."""
+    import ast
+    import re
+
+    design = (PACKAGE.parent / "docs" / "design.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r"\{#([a-z0-9-]+)\}", design))
+    long, broken = [], []
+    for path in PACKAGE.rglob("*.py"):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        if len(doc.splitlines()) >= 10:
+            long.append(str(path.relative_to(PACKAGE)))
+        broken += [a for a in re.findall(r"docs/design\.md#([a-z0-9-]+)", doc) if a not in anchors]
+    assert len(anchors) >= 30
+    assert long == [] and broken == []
