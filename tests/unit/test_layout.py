@@ -33,3 +33,20 @@ def test_design_essays_live_in_the_docs_and_every_module_link_there_resolves():
         broken += [a for a in re.findall(r"docs/design\.md#([a-z0-9-]+)", doc) if a not in anchors]
     assert len(anchors) >= 30
     assert long == [] and broken == []
+
+
+def test_only_loop_moves_reaches_the_registrys_stage_and_alias_writer():
+    """.importlinter's protected contract sees imports; this sees attribute access, `registry.moves.x`,
+    so that no module moves a version around the one path (`loop/moves.py`)."""
+    import ast
+
+    allowed = {"loop/moves.py"}
+    reaching = []
+    for path in PACKAGE.rglob("*.py"):
+        name = str(path.relative_to(PACKAGE))
+        if name in allowed or name.startswith("adapters/registry/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "moves":
+                reaching.append(f"{name}:{node.lineno}")
+    assert reaching == []
