@@ -208,15 +208,15 @@ def _tracking_at(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def _bootstrap(folder: Path, bike_frame: pd.DataFrame, uri: str) -> None:
-    """v1 trained as of 2011-04-30 on the small policy, into the tracking store at `uri`."""
+def _bootstrap(folder: Path, bike_frame: pd.DataFrame, uri: str, **overrides) -> None:
+    """v1 trained as of 2011-04-30 on the small policy (with `overrides`), into the tracking store at `uri`."""
     from mlflow_retrain.policy.load import load_config
     from mlflow_retrain.loop.training import train
 
     data = folder / "bikes.csv"
     bike_frame[bike_frame.timestamp < "2011-10-01"].to_csv(data, index=False)
     path = folder / "retrain.yaml"
-    path.write_text(yaml.safe_dump(policy(data)))
+    path.write_text(yaml.safe_dump(policy(data, **overrides)))
     # an experiment's artifact root (mlruns/) is taken from the working folder
     with _tracking_at(uri), contextlib.chdir(folder):
         train(load_config(path), as_of="2011-04-30")
@@ -297,6 +297,7 @@ class ServerStates:
     """Resets the store of the module's `http_server` to a state saved by `server_states`."""
 
     backend: Any  # the worker's `sqlite_server` (stores.SqliteServer)
+    models: tuple[str, ...]  # v1 of each in Production in the bootstrapped state, its experiment of its name
 
     def clean(self) -> None:
         self.backend.reset("clean")
@@ -308,13 +309,16 @@ class ServerStates:
 @pytest.fixture(scope="module")
 def server_states(http_server: Server, sqlite_server, tmp_path_factory: pytest.TempPathFactory,
                   bike_frame: pd.DataFrame) -> ServerStates:
-    """The module's `http_server`, with v1 of `bikes` trained over HTTP once and saved: a test that
-    needs many copies of a bootstrapped store on the server resets it for each copy instead of
-    training v1 again."""
+    """The module's `http_server`, with v1 of two models trained over HTTP once and saved: a test
+    that needs many copies of a bootstrapped store on the server resets it for each pair of copies
+    (one a model, side by side) instead of training v1 again."""
     sqlite_server.reset("clean")
-    _bootstrap(tmp_path_factory.mktemp("bootstrapped-http"), bike_frame, http_server.uri)
+    models = ("bikes", "bikes-1")
+    for name in models:
+        _bootstrap(tmp_path_factory.mktemp("bootstrapped-http"), bike_frame, http_server.uri, model_name=name,
+                   experiment=name)
     sqlite_server.save("http-bootstrapped")
-    return ServerStates(sqlite_server)
+    return ServerStates(sqlite_server, models)
 
 
 @pytest.fixture

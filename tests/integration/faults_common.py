@@ -32,17 +32,17 @@ def policy_file(folder: Path, write_policy, name: str, **overrides) -> Path:
 
 
 def _copies(folder: Path, count: int, write_policy, cycle: dict, recovery: dict, prepare: str, overrides: dict,
-            store: Callable[[Path, int], tuple[str, str]]) -> list[Scenario]:
-    """`count` copies of a scenario, each in its own folder; `store` gives each copy its name and its
-    tracking URI."""
+            store: Callable[[Path, int], tuple[str, str, dict]]) -> list[Scenario]:
+    """`count` copies of a scenario, each in its own folder; `store` gives each copy its name, its
+    tracking URI and the policy keys that keep it apart (a model of its own on a shared server)."""
     folder.mkdir(parents=True)
     made = []
     for i in range(count):
         where = folder / f"s{i}"
         where.mkdir()
-        name, uri = store(where, i)
-        made.append(Scenario(name, where, uri, policy_file(where, write_policy, "retrain.yaml", **overrides),
-                             cycle, policy_file(where, write_policy, "recovery.yaml",
+        name, uri, own = store(where, i)
+        made.append(Scenario(name, where, uri, policy_file(where, write_policy, "retrain.yaml", **own, **overrides),
+                             cycle, policy_file(where, write_policy, "recovery.yaml", **own,
                                                 **{**overrides, "triggers": QUIET}), recovery, prepare))
     return made
 
@@ -50,19 +50,24 @@ def _copies(folder: Path, count: int, write_policy, cycle: dict, recovery: dict,
 def maker(template: Path | None, write_policy, cycle: dict, prepare: str = "", **overrides) -> Maker:
     """Copies of one scenario, each with its own copy of the store; the next cycle after a kill runs
     a policy whose triggers stay quiet."""
-    def store(where: Path, i: int) -> tuple[str, str]:
+    def store(where: Path, i: int) -> tuple[str, str, dict]:
         if template is not None:
             shutil.copy(template, where / "mlflow.db")
-        return f"{where.parent.name}/s{i}", f"sqlite:///{where / 'mlflow.db'}"
+        return f"{where.parent.name}/s{i}", f"sqlite:///{where / 'mlflow.db'}", {}
 
     return lambda folder, count: _copies(folder, count, write_policy, cycle, CYCLE if template is not None else cycle,
                                          prepare, overrides, store)
 
 
-def server_maker(server_uri: str, write_policy, cycle: dict, prepare: str = "", **overrides) -> Maker:
-    """Copies of a scenario on a real server, all on its one store: run them with a `Restore`."""
-    def store(where: Path, i: int) -> tuple[str, str]:
-        return f"http/{where.parent.parent.name}/s{i}", server_uri
+def server_maker(server_uri: str, models: tuple[str, ...], write_policy, cycle: dict, prepare: str = "",
+                 **overrides) -> Maker:
+    """Copies of a scenario on a real server's one store, run with a `Restore` PARALLEL at a time:
+    side by side, copies use different `models` (each with the experiment of its name)."""
+    assert len(models) >= PARALLEL, models
+
+    def store(where: Path, i: int) -> tuple[str, str, dict]:
+        model = models[i % PARALLEL]
+        return f"http/{where.parent.parent.name}/s{i}", server_uri, {"model_name": model, "experiment": model}
 
     return lambda folder, count: _copies(folder, count, write_policy, cycle, CYCLE, prepare, overrides, store)
 
@@ -75,8 +80,8 @@ def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None,
     `skip` is another scenario's point list: the points both pass in the same order from the start
     run the same code on the same state, so they are killed once, in that other scenario. `pick`
     narrows the points (e.g. `fault_harness.kinds`). `remember` names the scenario (see `learn`).
-    Copies of their own store run PARALLEL at a time; with `restore` (one server's store) they run
-    in turn, each from the restored state."""
+    Copies run PARALLEL at a time; with `restore` (one server's store), each group of PARALLEL
+    starts from the restored state."""
     found = learn(tmp_path / "probe", make, tmp_path / "points.log", remember, restore)
     found = pick(found) if pick else found
     shared = 0
@@ -87,9 +92,9 @@ def kill_everywhere(tmp_path: Path, make: Maker, skip: list[str] | None = None,
     if restore is None:
         at_once(lambda pair: kill_and_recover(*pair), copies)
         return len(todo)
-    for pair in copies:
+    for first in range(0, len(copies), PARALLEL):
         restore()
-        kill_and_recover(*pair)
+        at_once(lambda pair: kill_and_recover(*pair), copies[first:first + PARALLEL])
     return len(todo)
 
 
@@ -118,7 +123,8 @@ def probe_points(tmp_path: Path, make: Maker, remember: str | None = None, resto
 _LEARNED: dict[str, list[str]] = {}  # points of named scenarios, learned once per worker process
 
 
-def learn(folder: Path, make: Maker, log: Path, remember: str | None = None, restore: Restore | None = None) -> list[str]:
+def learn(folder: Path, make: Maker, log: Path, remember: str | None = None,
+          restore: Restore | None = None) -> list[str]:
     """The points a scenario's cycle passes (it completes). A scenario named by `remember` is run
     once per process: a test that kills it and another that only needs its list (a `skip`) share the
     run, a full cycle on a copy of its own (or on the restored server store)."""
