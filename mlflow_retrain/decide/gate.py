@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from mlflow_retrain.decide.triggers import PolicyContext
 
 
+# `validation.compare`: beat Production, or be not worse than it beyond noise (`not_worse_check`)
+BETTER, NOT_WORSE = "better", "not_worse"
+COMPARISONS = (BETTER, NOT_WORSE)
+
+
 @dataclass(frozen=True)
 class Significance:
     """`validation.significance`: the paired bootstrap's confidence level and resamples."""
@@ -83,51 +88,91 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
          threshold: float | None, min_improvement: float = 0.0, min_relative_improvement: float = 0.0,
          significance: float | None = None,
          baseline_loss: np.ndarray | None = None, candidate_loss: np.ndarray | None = None,
-         n_boot: int = 2000, seed: int = 0, extra: Sequence[tuple[bool, str]] = ()) -> PromotionDecision:
-    """Absolute gate AND relative gate (AND, optionally, a significant paired improvement) AND `extra`
-    (further verdicts: the policy's gate checks)."""
-    checks: list[tuple[bool, str]] = []
+         n_boot: int = 2000, seed: int = 0, extra: Sequence[tuple[bool, str]] = (),
+         not_worse: float | None = None, confidence: float = 0.95) -> PromotionDecision:
+    """Absolute gate AND a comparison with Production AND `extra` (further verdicts: the policy's gate
+    checks). The comparison is "better" (the relative gate, optionally a significant paired
+    improvement) or, given a `not_worse` margin, "not worse beyond noise" (`not_worse_check`)."""
     valid = candidate is not None and not math.isnan(candidate)
-    if threshold is None:
-        checks.append((valid, "absolute gate: none configured"))
-    else:
-        passed = valid and (candidate > threshold if higher_is_better else candidate < threshold)
-        sign = ">" if higher_is_better else "<"
-        bound = "min" if higher_is_better else "max"
-        checks.append((passed, f"absolute gate: candidate {metric} {_n(candidate)} {sign} {bound} {_n(threshold)} "
-                               f"({'pass' if passed else 'fail'})"))
+    checks = [absolute_check(metric, candidate, threshold, higher_is_better, valid)]
     improvement = None
+    if baseline is not None:
+        improvement = (candidate - baseline) if higher_is_better else (baseline - candidate)
+    ci = None
     if baseline is None:
         checks.append((True, "relative gate: no Production version to beat"))
+    elif not_worse is not None:
+        ci = paired_bootstrap_ci(*_losses(baseline_loss, candidate_loss), confidence=confidence, n_boot=n_boot,
+                                 seed=seed)
+        checks.append(not_worse_check(metric, candidate, baseline, ci, np.mean(baseline_loss), not_worse, confidence,
+                                      valid))
     else:
-        improvement = (candidate - baseline) if higher_is_better else (baseline - candidate)
-        relative = min_relative_improvement * abs(baseline)  # e.g. 2% of Production's error
-        required = max(min_improvement, relative)
-        if required > 0:
-            passed = valid and improvement >= required
-            need = f">= {_n(required)}"
-            if relative > min_improvement:
-                need += f" ({min_relative_improvement:.0%} of Production)"
-        else:
-            passed = valid and improvement > 0
-            need = "> 0"
-        checks.append((passed, f"relative gate: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}, "
-                               f"improvement {_n(improvement)} {need} required ({'pass' if passed else 'fail'})"))
-    ci = None
-    if significance is not None and baseline is not None:
-        if baseline_loss is None or candidate_loss is None:
-            raise ValueError("significance needs the per-row losses of both models")
-        ci = paired_bootstrap_ci(baseline_loss, candidate_loss, confidence=significance, n_boot=n_boot, seed=seed)
-        passed = ci[0] > 0
-        checks.append((passed, f"significance: {significance:.0%} CI of the per-row loss reduction "
-                               f"[{_n(ci[0])}, {_n(ci[1])}] {'excludes' if passed else 'includes'} zero "
-                               f"({'pass' if passed else 'fail'})"))
+        checks.append(relative_check(metric, candidate, baseline, improvement, min_improvement,
+                                     min_relative_improvement, valid))
+        if significance is not None:
+            ci = paired_bootstrap_ci(*_losses(baseline_loss, candidate_loss), confidence=significance,
+                                     n_boot=n_boot, seed=seed)
+            passed = ci[0] > 0
+            checks.append((passed, f"significance: {significance:.0%} CI of the per-row loss reduction "
+                                   f"[{_n(ci[0])}, {_n(ci[1])}] {'excludes' if passed else 'includes'} zero "
+                                   f"({'pass' if passed else 'fail'})"))
     checks.extend(extra)
     return PromotionDecision(
         promote=all(ok for ok, _ in checks), reasons=[text for _, text in checks], metric=metric,
         candidate=float(candidate), baseline=None if baseline is None else float(baseline), threshold=threshold,
         improvement=improvement, ci=ci,
     )
+
+
+def _losses(baseline_loss: np.ndarray | None, candidate_loss: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if baseline_loss is None or candidate_loss is None:
+        raise ValueError("comparing beyond noise needs the per-row losses of both models")
+    return baseline_loss, candidate_loss
+
+
+def absolute_check(metric: str, candidate: float, threshold: float | None, higher_is_better: bool,
+                   valid: bool) -> tuple[bool, str]:
+    """The candidate within the policy's limit: what catches a broken candidate whatever Production does."""
+    if threshold is None:
+        return valid, "absolute gate: none configured"
+    passed = valid and (candidate > threshold if higher_is_better else candidate < threshold)
+    sign, bound = (">", "min") if higher_is_better else ("<", "max")
+    return passed, (f"absolute gate: candidate {metric} {_n(candidate)} {sign} {bound} {_n(threshold)} "
+                    f"({'pass' if passed else 'fail'})")
+
+
+def relative_check(metric: str, candidate: float, baseline: float, improvement: float, min_improvement: float,
+                   min_relative_improvement: float, valid: bool) -> tuple[bool, str]:
+    """`compare: better`: the candidate beats Production by the larger of the two required margins."""
+    relative = min_relative_improvement * abs(baseline)  # e.g. 2% of Production's error
+    required = max(min_improvement, relative)
+    if required > 0:
+        passed = valid and improvement >= required
+        need = f">= {_n(required)}"
+        if relative > min_improvement:
+            need += f" ({min_relative_improvement:.0%} of Production)"
+    else:
+        passed = valid and improvement > 0
+        need = "> 0"
+    return passed, (f"relative gate: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}, "
+                    f"improvement {_n(improvement)} {need} required ({'pass' if passed else 'fail'})")
+
+
+def not_worse_check(metric: str, candidate: float, baseline: float, reduction: tuple[float, float],
+                    baseline_mean_loss: float, margin: float, confidence: float, valid: bool) -> tuple[bool, str]:
+    """`compare: not_worse`, a non-inferiority test: pass when the upper bound of the CI of the per-row
+    loss difference (candidate - Production) is below `margin` x Production's mean loss.
+
+    On a noisy series "better" is a coin flip between two equally good models (`docs/design.md#not-worse`);
+    this promotes the fresher one unless the evidence says it is worse by more than the margin.
+    """
+    low, high = -reduction[1], -reduction[0]  # the CI of (candidate - Production), from (Production - candidate)
+    allowed = margin * baseline_mean_loss
+    passed = valid and high < allowed
+    return passed, (f"not worse: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}: the {confidence:.0%} "
+                    f"CI of the per-row loss difference [{_n(low)}, {_n(high)}] is "
+                    f"{'within' if passed else 'beyond'} the {margin:.0%} margin ({_n(allowed)}) "
+                    f"({'pass' if passed else 'fail'})")
 
 
 @dataclass(frozen=True)
@@ -180,6 +225,12 @@ class Validation(Protocol):
     @property
     def checks(self) -> Sequence[GateCheck]: ...
 
+    @property
+    def compare(self) -> str: ...
+
+    @property
+    def margin(self) -> float: ...
+
 
 class Training(Protocol):
     @property
@@ -201,16 +252,19 @@ class Policy(Scored, Protocol):
 
 def judge(config: Policy, candidate: Scores, baseline: Scores | None) -> PromotionDecision:
     """The gate over both models' numbers on ONE holdout, then the policy's gate checks."""
-    significance = config.validation.significance
+    v = config.validation
+    significance = v.significance
     seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)
+    not_worse = v.compare == NOT_WORSE
     return gate(
         metric=config.metric, candidate=candidate.metrics[config.metric],
         baseline=None if baseline is None else baseline.metrics[config.metric],
         higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
-        min_improvement=config.validation.min_improvement,
-        min_relative_improvement=config.validation.min_relative_improvement,
-        significance=significance.confidence if significance else None,
+        min_improvement=v.min_improvement, min_relative_improvement=v.min_relative_improvement,
+        significance=significance.confidence if significance and not not_worse else None,
         baseline_loss=None if baseline is None else baseline.loss, candidate_loss=candidate.loss,
         n_boot=significance.n_boot if significance else Significance.n_boot, seed=config.training.seed,
-        extra=[check.check(seen) for check in config.validation.checks],
+        extra=[check.check(seen) for check in v.checks],
+        not_worse=v.margin if not_worse else None,
+        confidence=significance.confidence if significance else Significance.confidence,
     )

@@ -265,6 +265,8 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
         min_improvement=s.get("min_improvement", float, ValidationConfig.min_improvement),
         min_relative_improvement=s.get("min_relative_improvement", float, ValidationConfig.min_relative_improvement),
         significance=significance,
+        compare=s.get("compare", str, ValidationConfig.compare),
+        margin=s.get("margin", float, ValidationConfig.margin),
         checks=_checks(c, task, metric) if (c := s.sub("checks")) is not None else (),
         require_approval=s.get("require_approval", bool, ValidationConfig.require_approval),
         approval_ttl=s.span("approval_ttl"),
@@ -277,7 +279,28 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
     if not 0 <= cfg.min_relative_improvement < 1:
         raise s.fail("min_relative_improvement",
                      f"must be a fraction in [0, 1), e.g. 0.02 for 2%, got {cfg.min_relative_improvement}")
+    _comparison(s, cfg, metric)
     return cfg
+
+
+def _comparison(s: Section, cfg: ValidationConfig, metric: str) -> None:
+    """`validation.compare` and `margin`: "not worse" reads per-row losses and replaces the relative gate."""
+    from mlflow_retrain.decide.gate import COMPARISONS, NOT_WORSE
+
+    if cfg.compare not in COMPARISONS:
+        raise s.fail("compare", f"must be one of {', '.join(COMPARISONS)}, got {cfg.compare!r}")
+    if not 0 <= cfg.margin < 1:
+        raise s.fail("margin", f"must be a fraction in [0, 1), e.g. 0.02 for 2%, got {cfg.margin}")
+    if cfg.compare != NOT_WORSE:
+        if "margin" in s.raw:
+            raise s.fail("margin", "applies to compare: not_worse only; set it or remove margin")
+        return
+    if metric not in PAIRED_METRICS:
+        raise s.fail("compare", f"not_worse needs a metric with a per-row loss ({', '.join(PAIRED_METRICS)}); "
+                                f"monitoring.metric is {metric}: use compare: better or change the metric")
+    for key in ("min_improvement", "min_relative_improvement"):
+        if key in s.raw:
+            raise s.fail(key, "applies to compare: better only; not_worse uses margin")
 
 
 def _registry(s: Section) -> RegistryConfig:

@@ -69,6 +69,13 @@ def test_spans(span, expected):
     ({"data": {**MINIMAL["data"], "duplicates": "dedupe"}},
      "f.yaml: data.duplicates must be one of keep, drop, refuse, got 'dedupe'"),
     ({"data": {**MINIMAL["data"], "duplicates": False}}, "f.yaml: data.duplicates must be a string, got False"),
+    ({"validation": {"compare": "worse"}}, "f.yaml: validation.compare must be one of better, not_worse, got 'worse'"),
+    ({"validation": {"compare": "not_worse", "margin": 1.5}}, "validation.margin must be a fraction in [0, 1)"),
+    ({"validation": {"margin": 0.05}}, "validation.margin applies to compare: not_worse only"),
+    ({"validation": {"compare": "not_worse", "min_relative_improvement": 0.02}},
+     "validation.min_relative_improvement applies to compare: better only"),
+    ({"task": "classification", "monitoring": {"metric": "f1"}, "validation": {"compare": "not_worse"}},
+     "validation.compare not_worse needs a metric with a per-row loss"),
 ])
 def test_bad_values_name_the_key_and_the_file(patch, message):
     with pytest.raises(ConfigError) as err:

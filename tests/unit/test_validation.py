@@ -59,3 +59,49 @@ def test_bootstrap_rejects_mismatched_or_empty_losses():
         paired_bootstrap_ci(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="empty"):
         paired_bootstrap_ci(np.ones(0), np.ones(0))
+
+
+def test_not_worse_promotes_a_tie_within_noise_and_refuses_a_worse_or_broken_candidate():
+    """`compare: not_worse`: the upper CI bound of (candidate - Production) loss below margin x Production's loss."""
+    rng = np.random.default_rng(2)
+    production = rng.gamma(2.0, 5.0, size=300)
+    tie = production + rng.normal(0.0, 1.0, size=300)  # as good, up to noise: "better" is a coin flip here
+    kwargs = dict(metric="mae", higher_is_better=False, threshold=30.0, baseline_loss=production, n_boot=500,
+                  not_worse=0.02)
+    passed = gate(candidate=float(tie.mean()), baseline=float(production.mean()), candidate_loss=tie, **kwargs)
+    low, high = -passed.ci[1], -passed.ci[0]
+    allowed = 0.02 * production.mean()
+    assert passed.promote and high < allowed and low < 0
+    assert passed.reasons[1] == (f"not worse: candidate mae {tie.mean():.4g} vs Production {production.mean():.4g}: "
+                                 f"the 95% CI of the per-row loss difference [{low:.4g}, {high:.4g}] is within the 2% "
+                                 f"margin ({allowed:.4g}) (pass)")
+    worse = production * 1.1  # 10% worse on every row: beyond the 2% margin
+    refused = gate(candidate=float(worse.mean()), baseline=float(production.mean()), candidate_loss=worse, **kwargs)
+    assert not refused.promote and "is beyond the 2% margin" in refused.reasons[1] and "(fail)" in refused.reasons[1]
+    # the absolute gate still catches a broken candidate, even against a broken Production
+    broken = production + 100.0
+    both_bad = gate(candidate=float(broken.mean()), baseline=float(broken.mean()), candidate_loss=broken,
+                    **{**kwargs, "baseline_loss": broken})
+    assert not both_bad.promote and both_bad.reasons[0].endswith("(fail)") and both_bad.reasons[1].endswith("(pass)")
+    first = gate(candidate=10.0, baseline=None, candidate_loss=tie, **kwargs)
+    assert first.promote and first.ci is None
+    with pytest.raises(ValueError, match="per-row losses"):
+        gate(candidate=10.0, baseline=11.0, **{**kwargs, "baseline_loss": None})
+
+
+def test_the_policy_chooses_the_comparison():
+    """`validation.compare: not_worse` with `margin` replaces the relative gate in `judge`; `better` stays the default."""
+    from mlflow_retrain.decide.gate import Scores, judge
+    from mlflow_retrain.policy.parse import parse_config
+
+    data = {"path": "d.csv", "timestamp": "t", "target": "y", "features": ["a"]}
+    loss = np.linspace(1.0, 3.0, 200)
+    candidate, production = Scores({"mae": 2.01}, loss + 0.01), Scores({"mae": 2.0}, loss)
+    better = judge(parse_config({"model_name": "m", "data": data}), candidate, production)
+    assert not better.promote and better.reasons[1].startswith("relative gate")
+    policy = parse_config({"model_name": "m", "data": data, "validation": {"compare": "not_worse", "margin": 0.05,
+                                                                             "significance": {"confidence": 0.9}}})
+    assert (policy.validation.compare, policy.validation.margin) == ("not_worse", 0.05)
+    fresher = judge(policy, candidate, production)
+    assert fresher.promote and len(fresher.reasons) == 2
+    assert "the 90% CI of the per-row loss difference [0.01, 0.01] is within the 5% margin (0.1) (pass)" in fresher.reasons[1]
