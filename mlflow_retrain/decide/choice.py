@@ -34,6 +34,12 @@ class Rule:
     resolution: float = 0.0
     budget: float | None = None  # at most this many retrains per 30 days
     cost: float = 0.0  # metric units per retrain, spread over the windows
+    stability: float = 0.5  # walk-forward: weight of the spread of a policy's regret across blocks
+
+    def allowance(self, retrains: int, best_retrains: int) -> float:
+        """The band around the best: `tolerance`, widened up to twice by the share of the best's
+        retrains a cheaper policy saves, so a near-tie that saves much is not lost on a knife edge."""
+        return self.tolerance * (1 + max(0.0, 1 - (retrains + 1) / (best_retrains + 1)))
 
     def distance(self, value: float) -> float:
         return abs(perfect(self.higher_is_better) - value)
@@ -75,6 +81,7 @@ class Choice:
     as_good: list[str] = field(default_factory=list)
     over_budget: list[str] = field(default_factory=list)
     reason: str = ""
+    regret: dict[str, float] = field(default_factory=dict)  # walk-forward's score per policy (robust_choose)
 
 
 def per_30_days(retrains: int, days: float) -> float:
@@ -90,25 +97,79 @@ def objective(candidate: Candidate, rule: Rule) -> float:
     return rule.distance(mean) + rule.cost * candidate.retrains / windows
 
 
+def _within_budget(candidates: Sequence[Candidate], rule: Rule) -> tuple[list[Candidate], list[str]]:
+    """The candidates the budget allows, and the names of those over it."""
+    over = [c.name for c in candidates if c.retrains and rule.budget is not None
+            and per_30_days(c.retrains, c.days) > rule.budget]
+    return [c for c in candidates if c.name not in over], over
+
+
+def _budget_note(rule: Rule, over: list[str]) -> str:
+    return f"; over the budget of {rule.budget:g} per {DAYS_PER_BUDGET}d: {', '.join(over)}" if over else ""
+
+
 def choose(candidates: Sequence[Candidate], rule: Rule) -> Choice:
     """The cheapest policy as good as the best allowed by the budget (module docstring)."""
-    scored = [c for c in candidates if not math.isnan(objective(c, rule))]
-    over = [c.name for c in scored if c.retrains and rule.budget is not None
-            and per_30_days(c.retrains, c.days) > rule.budget]
-    allowed = [c for c in scored if c.name not in over]
+    allowed, over = _within_budget([c for c in candidates if not math.isnan(objective(c, rule))], rule)
     if not allowed:
         return Choice("", "", over_budget=over, reason="no policy scored a window")
     best = min(allowed, key=lambda c: objective(c, rule))
-    limit = objective(best, rule) * (1 + rule.tolerance)
-    as_good = [c for c in allowed if objective(c, rule) <= limit or c is best or tied(
-        rule.distances(c.series), rule.distances(best.series), rule.resolution,
-        shift=objective(c, rule) - objective(best, rule) - (rule.distance(c.mean()) - rule.distance(best.mean())))]
+    as_good = [c for c in allowed if c is best
+               or objective(c, rule) <= objective(best, rule) * (1 + rule.allowance(c.retrains, best.retrains))
+               or tied(rule.distances(c.series), rule.distances(best.series), rule.resolution,
+                       shift=objective(c, rule) - objective(best, rule) - (rule.distance(c.mean()) - rule.distance(best.mean())))]
     chosen = min(as_good, key=lambda c: (c.retrains, objective(c, rule)))
     reason = (f"{chosen.name}: the fewest retrains ({chosen.retrains}) among {len(as_good)} policies within "
-              f"{rule.tolerance:.0%} of the best ({best.name}) or tied with it")
-    if over:
-        reason += f"; over the budget of {rule.budget:g} per {DAYS_PER_BUDGET}d: {', '.join(over)}"
-    return Choice(chosen.name, best.name, [c.name for c in as_good], over, reason)
+              f"{rule.tolerance:.0%} of the best ({best.name}; up to {2 * rule.tolerance:.0%} for one that saves "
+              "most of its retrains) or tied with it")
+    return Choice(chosen.name, best.name, [c.name for c in as_good], over, reason + _budget_note(rule, over))
+
+
+def blocks_of(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
+    """Windows lo..hi-1 as consecutive blocks of `size` ending at `hi`; the oldest takes the rest
+    (merged into the next one when shorter than half a block)."""
+    size = max(1, size)
+    cuts = list(range(hi, lo, -size))[::-1]
+    if cuts[0] - lo < size / 2 and len(cuts) > 1:
+        cuts = cuts[1:]
+    return list(pairwise([lo, *cuts]))
+
+
+def regrets(candidates: Sequence[Candidate], rule: Rule, blocks: Sequence[tuple[int, int]]) -> dict[str, list[float]]:
+    """Each policy's regret per block: its objective over the block above the block's best, as a
+    fraction of it (0 for the block's best); blocks a policy did not score are left out."""
+    out: dict[str, list[float]] = {c.name: [] for c in candidates}
+    for lo, hi in blocks:
+        scores = {c.name: objective(c.part(lo, hi, c.days), rule) for c in candidates}
+        finite = [v for v in scores.values() if not math.isnan(v)]
+        if not finite:
+            continue
+        best = min(finite)
+        for name, value in scores.items():
+            if not math.isnan(value):
+                out[name].append(value / best - 1 if best > 0 else 0.0 if value == 0 else math.inf)
+    return out
+
+
+def robust_choose(candidates: Sequence[Candidate], rule: Rule, blocks: Sequence[tuple[int, int]]) -> Choice:
+    """The cheapest policy whose regret against each block's best, averaged over the blocks plus
+    `rule.stability` times its spread, is within the band of the lowest (`Rule.allowance`): a policy
+    that was best once by luck, or good only on average, loses to one that was always close."""
+    per_block = regrets(candidates, rule, blocks)
+    score = {name: float(np.mean(r) + rule.stability * np.std(r)) if r else math.nan for name, r in per_block.items()}
+    allowed, over = _within_budget([c for c in candidates if not math.isnan(score[c.name])], rule)
+    if not allowed:
+        return Choice("", "", over_budget=over, reason="no policy scored a window")
+    best = min(allowed, key=lambda c: (score[c.name], c.retrains))
+    as_good = [c for c in allowed
+               if score[c.name] <= score[best.name] + rule.allowance(c.retrains, best.retrains) + 1e-12]
+    chosen = min(as_good, key=lambda c: (c.retrains, score[c.name]))
+    reason = (f"{chosen.name}: the fewest retrains ({chosen.retrains}) among {len(as_good)} policies whose regret "
+              f"against the best of each of {len(blocks)} blocks (mean + {rule.stability:g} x spread) is within "
+              f"{rule.tolerance:.0%} of the lowest ({best.name}, {score[best.name]:.1%}; up to "
+              f"{2 * rule.tolerance:.0%} for one that saves most of its retrains)")
+    return Choice(chosen.name, best.name, [c.name for c in as_good], over, reason + _budget_note(rule, over),
+                  regret={c.name: score[c.name] for c in allowed})
 
 
 def tied(distances: Sequence[float | None], best: Sequence[float | None], resolution: float = 0.0,
@@ -180,6 +241,7 @@ class WalkForward:
     retrains: int
     days: float
     recommended: Choice  # the choice on the whole history: what to run from now on
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def start(self) -> int:
@@ -192,22 +254,45 @@ def boundaries(windows: int, folds: int) -> list[int]:
 
 
 def walk_forward(candidates: Sequence[Candidate], rule: Rule, folds: int, day_of: Sequence[float]) -> WalkForward:
-    """Choose on each fold's past, score on the fold (module docstring). `day_of[i]` is window i's
-    start in days from the first, `day_of[-1]` the end of the last window."""
+    """Choose on each fold's past by regret (`robust_choose`, in blocks of half the first fold),
+    score on the fold. `day_of[i]` is window i's start in days from the first, `day_of[-1]` the end
+    of the last window."""
     windows = len(candidates[0].series) if candidates else 0
     if folds < 1 or windows < folds + 1:
         raise ValueError(f"{folds} folds need at least {folds + 1} windows, got {windows}")
     cuts = boundaries(windows, folds)
+    size = max(1, cuts[0] // 2)
     result: list[Fold] = []
     series: list[float | None] = []
     retrains = 0
     by_name = {c.name: c for c in candidates}
     for start, end in pairwise(cuts):
         past = [c.part(0, start, day_of[start] - day_of[0]) for c in candidates]
-        chosen = choose(past, rule).chosen
+        chosen = robust_choose(past, rule, blocks_of(0, start, size)).chosen
         scored = by_name[chosen].part(start, end, day_of[end] - day_of[start])
         result.append(Fold(start, end, chosen, scored.mean(), scored.retrains))
         series += list(scored.series)
         retrains += scored.retrains
-    whole = choose(candidates, rule)
-    return WalkForward(result, series, retrains, day_of[-1] - day_of[cuts[0]], whole)
+    whole = robust_choose(candidates, rule, blocks_of(0, windows, size))
+    return WalkForward(result, series, retrains, day_of[-1] - day_of[cuts[0]], whole,
+                       never_warnings(result, candidates, rule))
+
+
+def never_warnings(folds: Sequence[Fold], candidates: Sequence[Candidate], rule: Rule) -> list[str]:
+    """A walk-forward that runs `never` on a fold while some retraining policy beats never over the
+    whole history by more than the tolerance: the early windows hid what retraining is worth."""
+    never = {c.name for c in candidates if c.family == "never"}
+    idle = [i + 1 for i, f in enumerate(folds) if f.chosen in never]
+    scored = [c for c in candidates if not math.isnan(objective(c, rule))]
+    retraining = [c for c in scored if c.retrains]
+    if not idle or not retraining:
+        return []
+    baseline = min((objective(c, rule) for c in scored if c.name in never), default=math.nan)
+    best = min(retraining, key=lambda c: objective(c, rule))
+    cut = 1 - objective(best, rule) / baseline if baseline else 0.0
+    if not cut > rule.tolerance:
+        return []
+    return [f"walk-forward ran never on fold{'s' if len(idle) > 1 else ''} {', '.join(map(str, idle))} of "
+            f"{len(folds)}, while {best.name} has {cut:.0%} less error than never over the whole history: the "
+            "windows before those folds did not show what retraining is worth (see rejected_by: a gate that "
+            "rejects every candidate makes every policy look like never)"]

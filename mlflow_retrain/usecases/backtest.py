@@ -159,8 +159,10 @@ class BacktestResult:
         return self._forward
 
     def recommend(self) -> str:
-        """The rule's choice on the whole history: what to run from now on. With folds, the table
-        shows how that same rule fared out of sample (`walk-forward`)."""
+        """The rule's choice on the whole history: what to run from now on. With folds, the rule the
+        walk-forward scored out of sample (regret per block, `decide.choice.robust_choose`)."""
+        if self.folds:
+            return self._forward.recommended.chosen
         return choose(self.candidates(), self.rule).chosen
 
     def table(self) -> list[dict[str, Any]]:

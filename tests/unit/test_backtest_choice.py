@@ -9,8 +9,8 @@ import pytest
 
 from mlflow_retrain.usecases.backtest import BacktestResult
 from mlflow_retrain.usecases.replay import Policy, PolicyState
-from mlflow_retrain.decide.choice import (Candidate, Rule, boundaries, choose, equal_budget, gain, per_30_days,
-                                          schedule_curve, tied, walk_forward)
+from mlflow_retrain.decide.choice import (Candidate, Rule, blocks_of, boundaries, choose, equal_budget, gain,
+                                          per_30_days, robust_choose, schedule_curve, tied, walk_forward)
 
 def result(policies: dict[str, tuple[str, int, list[float | None]]], *, tolerance: float = 0.05,
            higher_is_better: bool = False, resolution: float = 0.0) -> BacktestResult:
@@ -148,3 +148,42 @@ def test_the_table_shows_in_and_out_of_sample_side_by_side():
     forward = rows["walk-forward"]
     assert forward["mean_metric"] is None and forward["oos_mean_metric"] == pytest.approx(np.mean(base[20:]))
     assert forward["folds"] == ["every@2020-01-21", "every@2020-02-10", "every@2020-03-01", "every@2020-03-21"]
+
+
+def test_a_near_tie_that_saves_most_retrains_is_not_lost_on_the_band_edge():
+    """The case from the field: 0.0008 outside the 5% band, and the recommendation took 2.4x the retrains."""
+    best = candidate("often", "threshold", [1.0] * 100, range(0, 100))
+    edge = candidate("sparse", "threshold", [1.0508] * 100, range(0, 100, 100 // 42 + 1))
+    far = candidate("lazy", "threshold", [1.2] * 100, [0])
+    choice = choose([best, edge, far], Rule())
+    assert choice.chosen == "sparse" and choice.best == "often" and "lazy" not in choice.as_good
+    assert Rule().allowance(100, 100) == pytest.approx(0.05) and Rule().allowance(0, 100) < 0.1
+    assert choose([best, edge], Rule(tolerance=0.0)).chosen == "often"  # no band: no widening either
+
+
+def test_walk_forward_chooses_by_regret_per_block_not_by_a_mean_the_loud_block_rules():
+    # the first half errs ten times more: by the mean, "loud" (best there by 4) wins, though it is
+    # 30% worse on every quiet window; by regret against each block's best, "steady" wins
+    loud = candidate("loud", "threshold", [100.0] * 60 + [13.0] * 60, [5, 65])
+    steady = candidate("steady", "trend", [104.0] * 60 + [10.0] * 60, [7, 67])
+    assert choose([loud, steady], Rule(tolerance=0.0, resolution=10)).chosen == "loud"
+    blocks = blocks_of(0, 120, 30)
+    assert blocks == [(0, 30), (30, 60), (60, 90), (90, 120)] and blocks_of(0, 100, 30)[0] == (0, 40)
+    robust = robust_choose([loud, steady], Rule(tolerance=0.0), blocks)
+    assert robust.chosen == "steady" and robust.regret["loud"] > robust.regret["steady"] > 0
+    forward = walk_forward([loud, steady], Rule(tolerance=0.0), folds=3, day_of=[float(d) for d in range(121)])
+    assert forward.recommended.chosen == "steady" and forward.folds[-1].chosen == "steady"
+
+
+def test_a_walk_forward_that_runs_never_while_retraining_pays_is_flagged():
+    # nothing to gain from retraining in the first half (every candidate as good as the first
+    # model), then the first model goes stale: the early folds choose never
+    never = candidate("never", "never", [10.0] * 60 + [30.0] * 60)
+    every = candidate("every-window", "every_window", [10.0] * 120, range(120))
+    forward = walk_forward([never, every], Rule(), folds=4, day_of=[float(d) for d in range(121)])
+    assert [f.chosen for f in forward.folds][:2] == ["never", "never"] and forward.folds[-1].chosen == "every-window"
+    (warning,) = forward.warnings
+    assert "never on folds 1, 2 of 4" in warning and "every-window has 50% less error" in warning
+    calm = walk_forward([candidate("never", "never", [10.0] * 120), every], Rule(), folds=4,
+                        day_of=[float(d) for d in range(121)])
+    assert all(f.chosen == "never" for f in calm.folds) and not calm.warnings  # never is right there
