@@ -23,6 +23,7 @@ from mlflow_retrain.adapters.source import ParquetSource
 from mlflow_retrain.adapters.tables import RowCounts, data_files, file_kind, prepare_frame, read_table
 from mlflow_retrain.base.errors import DataError
 from mlflow_retrain.decide.window import Window
+from mlflow_retrain.decide.words import DAY, moment, span_in
 
 # the monitor reads this many rows at a time (estimated from the newest window's density)
 CHUNK_ROWS = 500_000
@@ -31,12 +32,14 @@ KEPT = 8
 log = logging.getLogger(__name__)
 
 
-_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+# extended (2024-03-01T12:00) or basic (20240301T1200) ISO 8601, never a mix of the two
+_ISO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?"
+                       r"|\d{8}(T\d{4}(\d{2})?)?(Z|[+-]\d{4})?)$")
 
 
 def parse_time(value: str | pd.Timestamp, option: str) -> pd.Timestamp:
     """A user's time as a naive UTC timestamp (the data's convention). ISO 8601 only (a date, or a date
-    and time, with or without a zone): `12/06/2012` is June 12 to some and December 6 to others, and
+    and time, with or without a zone; extended `2012-06-01` or basic `20120601`): `12/06/2012` is June 12 to some and December 6 to others, and
     pandas would silently pick one."""
     from datetime import datetime
 
@@ -132,7 +135,7 @@ class LabelledData:
         return stamp
 
     def labels_gap(self, as_of: pd.Timestamp, max_gap: timedelta | None, *, live: bool,
-                   now: pd.Timestamp | None = None) -> str | None:
+                   now: pd.Timestamp | None = None, unit: str = DAY) -> str | None:
         """Whether labels stopped arriving: the newest labelled row is older than `max_gap` at the
         clock (a live cycle) or at `as_of` (a replay). Windows end at the newest label, so without this
         a cycle would judge a model on old rows and never say that nothing new came in."""
@@ -141,15 +144,13 @@ class LabelledData:
         at = (now if now is not None else pd.Timestamp.now("UTC").tz_convert(None)) if live else as_of
         newest = self.newest(None if live else as_of, labelled=True)
         if newest is None:
-            return f"no labelled rows up to {as_of.isoformat()}: labels never arrived"
+            return f"no labelled rows up to {moment(as_of, unit)}: labels never arrived"
         if newest.tzinfo is not None and at.tzinfo is None:
             at = at.tz_localize("UTC")
         if at - newest <= max_gap:
             return None
-        from mlflow_retrain.decide.verdicts import format_span
-
-        return (f"no labelled rows since {newest.isoformat()} ({format_span(at - newest)} before "
-                f"{'now' if live else 'as-of'}) > max_data_gap {format_span(max_gap)}: labels stopped arriving")
+        return (f"no labelled rows since {moment(newest, unit)}, {span_in(at - newest, unit)} before "
+                f"{'now' if live else 'the as-of'}, more than max_data_gap {span_in(max_gap, unit)}: labels stopped arriving")
 
     def cut(self, window: Window, what: str = "window") -> pd.DataFrame:
         """Rows in `(start, end]`; an empty window is an error because nothing can be learnt or scored."""

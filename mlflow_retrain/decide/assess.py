@@ -17,6 +17,7 @@ from mlflow_retrain.decide.settings import Scored
 from mlflow_retrain.decide.triggers import Trigger
 from mlflow_retrain.decide.verdicts import RetrainDecision, TriggerResult, cooldown, debounce, decide, on_demand
 from mlflow_retrain.decide.window import Window
+from mlflow_retrain.decide.words import unit_for
 from mlflow_retrain.measure.columns import DriftNumbers
 
 
@@ -91,16 +92,17 @@ def assess(config: Policy, *, as_of: pd.Timestamp, scores: list[WindowScore], dr
     windows after it.
     """
     tc = config.triggers
+    unit = unit_for(config.monitoring.window)
     seen = Observations(metric=config.metric, higher_is_better=config.higher_is_better, as_of=as_of,
                         scores=tuple(out_of_sample(scores, seen_until)), drift=drift, trained_at=trained_at,
-                        seen_until=seen_until, rows_since=rows_since, estimate=estimate)
+                        seen_until=seen_until, rows_since=rows_since, estimate=estimate, unit=unit)
     results = [_debounced(trigger, trigger.check(seen), seen, tc.debounce) for trigger in tc.configured]
     if force:
         results.append(on_demand(True, reason, event))
     blocker = None
     if tc.cooldown is not None:
         blocker = cooldown(None if last_retrain_at is None else last_retrain_at.to_pydatetime(),
-                           as_of=as_of.to_pydatetime(), span=tc.cooldown)
+                           as_of=as_of.to_pydatetime(), span=tc.cooldown, unit=unit)
     return decide(results, cooldown=blocker, forced=force)
 
 

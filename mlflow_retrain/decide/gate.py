@@ -84,6 +84,11 @@ def paired_bootstrap_ci(baseline_loss: np.ndarray, candidate_loss: np.ndarray, *
     return float(low), float(high)
 
 
+def limit_key(higher_is_better: bool) -> str:
+    """The policy key the absolute gate's limit comes from, for reasons that say where to change it."""
+    return "validation.min_metric" if higher_is_better else "validation.max_metric"
+
+
 def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_better: bool,
          threshold: float | None, min_improvement: float = 0.0, min_relative_improvement: float = 0.0,
          significance: float | None = None,
@@ -136,9 +141,9 @@ def absolute_check(metric: str, candidate: float, threshold: float | None, highe
     if threshold is None:
         return valid, "absolute gate: none configured"
     passed = valid and (candidate > threshold if higher_is_better else candidate < threshold)
-    sign, bound = (">", "min") if higher_is_better else ("<", "max")
-    return passed, (f"absolute gate: candidate {metric} {_n(candidate)} {sign} {bound} {_n(threshold)} "
-                    f"({'pass' if passed else 'fail'})")
+    side = "above" if higher_is_better else "below"
+    return passed, (f"absolute gate: candidate {metric} {_n(candidate)} is {'' if passed else 'not '}{side} "
+                    f"the limit {_n(threshold)} ({limit_key(higher_is_better)}) ({'pass' if passed else 'fail'})")
 
 
 def relative_check(metric: str, candidate: float, baseline: float, improvement: float, min_improvement: float,
@@ -148,14 +153,13 @@ def relative_check(metric: str, candidate: float, baseline: float, improvement: 
     required = max(min_improvement, relative)
     if required > 0:
         passed = valid and improvement >= required
-        need = f">= {_n(required)}"
-        if relative > min_improvement:
-            need += f" ({min_relative_improvement:.0%} of Production)"
+        need = (f"{'reaches' if passed else 'is short of'} the {_n(required)} required"
+                + (f" ({min_relative_improvement:.0%} of Production)" if relative > min_improvement else ""))
     else:
         passed = valid and improvement > 0
-        need = "> 0"
+        need = f"is {'' if passed else 'not '}above 0"
     return passed, (f"relative gate: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}, "
-                    f"improvement {_n(improvement)} {need} required ({'pass' if passed else 'fail'})")
+                    f"improvement {_n(improvement)} {need} ({'pass' if passed else 'fail'})")
 
 
 def not_worse_check(metric: str, candidate: float, baseline: float, reduction: tuple[float, float],

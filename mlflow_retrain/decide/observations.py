@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from mlflow_retrain.decide.words import DAY
 from mlflow_retrain.measure.columns import DriftNumbers
 
 
@@ -36,6 +37,7 @@ class Observations:
     seen_until: pd.Timestamp | None = None  # the end of Production's training window
     rows_since: int = 0  # labelled rows after trained_at, up to as_of
     estimate: float | None = None  # the metric on the newest window, estimated without labels (`estimate.py`)
+    unit: str = DAY  # the unit of spans in the reasons (`words.unit_for` the monitoring window)
 
     @property
     def latest(self) -> WindowScore:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Sequence
 
+from mlflow_retrain.decide.words import DAY, moment, span_in
+
 
 @dataclass(frozen=True)
 class TriggerResult:
@@ -57,20 +59,24 @@ def debounce(fired_history: Sequence[bool], *, k: int, n: int) -> bool:
     return sum(bool(x) for x in list(fired_history)[-n:]) >= k
 
 
-def cooldown(last_retrain_at: datetime | None, *, as_of: datetime, span: timedelta | None) -> TriggerResult:
-    """`fired` means the cooldown is ACTIVE and blocks a retrain (unless forced)."""
+def cooldown(last_retrain_at: datetime | None, *, as_of: datetime, span: timedelta | None,
+             unit: str = DAY) -> TriggerResult:
+    """`fired` means the cooldown is ACTIVE and blocks a retrain (unless forced). A cycle behind the
+    registry's history (its last retrain is after `as_of`) says where a replay in order goes on."""
     kind = "cooldown"
     if span is None or last_retrain_at is None:
         return TriggerResult(False, kind, "no earlier retrain" if span else "no cooldown configured")
     since = as_of - last_retrain_at
     active = since < span
     evidence = {"since_seconds": since.total_seconds(), "cooldown_seconds": span.total_seconds()}
+    last = moment(last_retrain_at, unit)
     if since < timedelta(0):  # a replay behind the registry: the last retrain is in this as-of's future
-        return TriggerResult(True, kind, f"last retrain {last_retrain_at.isoformat()} is after {as_of.isoformat()} "
-                                         "(a cycle behind the registry's history); only --force retrains", evidence)
-    return TriggerResult(active, kind, f"last retrain {last_retrain_at.isoformat()} is {format_span(since)} before "
-                                       f"{as_of.isoformat()}, {'within' if active else 'beyond'} cooldown "
-                                       f"{format_span(span)}", evidence)
+        return TriggerResult(True, kind, f"last retrain {last} is after {moment(as_of, unit)} (a cycle behind the "
+                                         f"registry's history): replay history in order, from {last} on "
+                                         f"(`mlflow-retrain replay --from {last}`), or into a fresh store; "
+                                         "only --force retrains here", evidence)
+    return TriggerResult(active, kind, f"last retrain {last} is {span_in(since, unit)} before {moment(as_of, unit)}, "
+                                       f"{'within' if active else 'beyond'} cooldown {span_in(span, unit)}", evidence)
 
 
 @dataclass(frozen=True)

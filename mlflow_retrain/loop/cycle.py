@@ -21,6 +21,7 @@ from mlflow_retrain.adapters.tracking import check_tracking, start_run
 from mlflow_retrain.adapters.trainers import PROJECT, make_candidate, preflight
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import DataError, RegistryError, UsageError
+from mlflow_retrain.decide.words import unit_for
 from mlflow_retrain.decide.plan import BOOTSTRAP, RETRAIN, SIGN_OFF, VALIDATE, Plan
 from mlflow_retrain.loop.evaluate import registered
 from mlflow_retrain.loop.moves import place, signed_off
@@ -64,7 +65,8 @@ def run_cycle(config: Config, *, as_of: str | None = None, force: bool = False, 
     if not bootstrap and registry.unborn is None and not registry.exists():  # a store not made yet saw no cycle
         _refuse_silent_bootstrap(config)
     report = CycleReport(config.model_name, stamp.isoformat(), dry_run, metric=config.metric,
-                         stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None),
+                         stale=data.labels_gap(stamp, config.monitoring.max_data_gap, live=as_of is None,
+                                                 unit=unit_for(config.monitoring.window)),
                          data=None if data.counts is None else {**data.counts.to_dict(),
                                                                 "summary": data.counts.line(data.origin)})
     if report.stale:

@@ -11,6 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from datetime import datetime, timezone
 from typing import Any
 
 from mlflow_retrain.serve.events import Action, Queued
@@ -129,8 +130,9 @@ class Queue(ABC):
 
 
 def as_event(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
-    """A queue row as `/events` shows it."""
-    return {"id": row["id"], "received": row["received"], "kind": row["kind"], "model": row["model"],
+    """A queue row as `/events` shows it: `received` as an ISO time (UTC), the queue keeps Unix seconds."""
+    received = datetime.fromtimestamp(row["received"], timezone.utc).isoformat(timespec="seconds")
+    return {"id": row["id"], "received": received, "kind": row["kind"], "model": row["model"],
             "summary": row["summary"], "action": json.loads(row["action"]), "status": row["status"],
             "batch": row["batch"], "result": json.loads(row["result"]) if row["result"] else None,
             # a shared queue's: which replica's worker claimed it last, and how many times it was claimed

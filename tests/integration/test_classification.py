@@ -70,7 +70,7 @@ def test_a_classifier_is_trained_evaluated_retrained_and_backtested(busy_policy,
     assert report.outcome == "promoted", report.reason
     version = MlflowClient().get_model_version("busy", report.candidate_version)
     assert version.current_stage == "Production" and version.tags[T.DECISION] == "promoted"
-    assert "candidate accuracy" in version.tags[T.DECISION_REASON] and "> min 0.7" in version.tags[T.DECISION_REASON]
+    assert "candidate accuracy" in version.tags[T.DECISION_REASON] and "is above the limit 0.7" in version.tags[T.DECISION_REASON]
 
     # a score's threshold sweep stays below 1 and counts the windows *below* the threshold
     every = timedelta(days=7)

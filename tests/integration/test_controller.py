@@ -112,7 +112,7 @@ def test_candidate_not_better_by_the_relative_minimum_is_rejected(prod_store, wr
     report = run_cycle(config, as_of="2011-05-31", via="inprocess")
     assert "| metric_threshold | yes | mae" in report.to_markdown()
     assert report.outcome == "rejected" and "(pass)" in report.promotion.reasons[0]
-    assert "(90% of Production) required (fail)" in report.promotion.reasons[1]
+    assert "required (90% of Production) (fail)" in report.promotion.reasons[1]
     assert "90% of Production" in Registry(config).get("2").tags[T.DECISION_REASON]
     assert_invariants(config)
 

@@ -276,14 +276,17 @@ def test_labels_that_stopped_arriving_are_a_gap_at_the_clock_live_and_at_as_of_i
     assert data.labels_gap(last, None, live=True) is None  # no max_data_gap: nothing to say
     assert data.labels_gap(last, timedelta(hours=2), live=True, now=last + timedelta(hours=1)) is None
     gap = data.labels_gap(last, timedelta(hours=2), live=True, now=last + timedelta(days=3))
-    assert gap.startswith("no labelled rows since 2024-01-02T23:00:00 (3d before now) > max_data_gap 2h")
+    assert gap.startswith("no labelled rows since 2024-01-02T23:00, 3d before now, more than max_data_gap 0.1d")
+    hourly = data.labels_gap(last, timedelta(hours=2), live=True, now=last + timedelta(days=3), unit="h")
+    assert hourly.startswith("no labelled rows since 2024-01-02T23:00, 72h before now, more than max_data_gap 2h")
     # a replay measures at --as-of, from the newest row up to it
     assert data.labels_gap(pd.Timestamp("2024-01-01 12:00"), timedelta(hours=2), live=False) is None
     assert data.labels_gap(last + timedelta(days=1), timedelta(hours=2), live=False).startswith(
-        "no labelled rows since 2024-01-02T23:00:00 (1d before as-of)")
+        "no labelled rows since 2024-01-02T23:00, 1d before the as-of")
 
 
-@pytest.mark.parametrize("value", ["12/06/2012", "31/12/2012", "06-12-2012", "2012-02-30", "June 1 2012", "20120601"])
+@pytest.mark.parametrize("value", ["12/06/2012", "31/12/2012", "06-12-2012", "2012-02-30", "June 1 2012",
+                                   "2012-0601", "201206", "20120230"])
 def test_as_of_is_iso_8601_only_so_a_day_and_a_month_are_never_swapped(value):
     with pytest.raises(DataError, match=f"--as-of '{value}' is not an ISO 8601 time; write e.g. 2012-06-01"):
         labelled().resolve_as_of(value)
@@ -292,6 +295,8 @@ def test_as_of_is_iso_8601_only_so_a_day_and_a_month_are_never_swapped(value):
 @pytest.mark.parametrize("value, expected", [("2024-01-02", "2024-01-02 00:00"), ("2024-01-02T05:30", "2024-01-02 05:30"),
                                              ("2024-01-02 05:30:00", "2024-01-02 05:30"),
                                              ("2024-01-02T05:30Z", "2024-01-02 05:30"),
-                                             ("2024-01-02T05:30-01:00", "2024-01-02 06:30")])
+                                             ("2024-01-02T05:30-01:00", "2024-01-02 06:30"),
+                                             ("20240102", "2024-01-02 00:00"), ("20240102T0530", "2024-01-02 05:30"),
+                                             ("20240102T053000Z", "2024-01-02 05:30")])
 def test_as_of_accepts_iso_dates_and_datetimes_with_or_without_a_zone(value, expected):
     assert labelled().resolve_as_of(value) == pd.Timestamp(expected)

@@ -244,3 +244,11 @@ def test_claim_takes_every_due_event_once_and_recover_requeues_a_dead_workers_ba
     assert {e["id"]: e["status"] for e in queue.recent()} == {1: DONE, 2: PENDING, 3: PENDING, 4: PENDING}
     assert [e.id for e in queue.claim("bikes", now=10 ** 10)[1]] == [2, 3]
     assert queue.counts()[RUNNING] == 2
+
+
+def test_events_show_when_each_was_received_as_a_time_a_person_reads():
+    from mlflow_retrain.serve.basequeue import as_event
+
+    row = {"id": 3, "received": 1_709_251_200.4, "kind": "new_data", "model": "m", "summary": "s",
+           "action": json.dumps(Action(CYCLE, "new file").to_dict()), "status": "done", "batch": None, "result": None}
+    assert as_event(row)["received"] == "2024-03-01T00:00:00+00:00"  # the queue keeps Unix seconds

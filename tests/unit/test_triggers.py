@@ -8,7 +8,7 @@ import pytest
 
 from types import SimpleNamespace
 
-from mlflow_retrain.decide import verdicts
+from mlflow_retrain.decide import verdicts, words
 from mlflow_retrain.decide.triggers.drift import data_drift
 from mlflow_retrain.decide.triggers.max_age import max_age
 from mlflow_retrain.decide.triggers.new_data import new_data
@@ -75,8 +75,29 @@ def test_debounce_and_cooldown():
     assert active.fired and "within cooldown 7d" in active.reason
     assert not t.cooldown(T0 - timedelta(days=7), as_of=T0, span=timedelta(days=7)).fired
     assert not t.cooldown(None, as_of=T0, span=timedelta(days=7)).fired
-    behind = t.cooldown(T0 + timedelta(days=69), as_of=T0, span=timedelta(days=7))  # --as-of before the history
-    assert behind.fired and "is after" in behind.reason and "only --force retrains" in behind.reason
+    behind = t.cooldown(T0 + timedelta(days=69, hours=23), as_of=T0, span=timedelta(days=7))  # before the history
+    # it says what to do instead and where a replay in order goes on (the last retrain, to the minute)
+    assert behind.fired and behind.reason.startswith("last retrain 2012-08-09T23:00 is after 2012-06-01 (a cycle behind")
+    assert "`mlflow-retrain replay --from 2012-08-09T23:00`" in behind.reason and "only --force" in behind.reason
+
+
+def test_spans_and_times_read_in_one_unit_chosen_from_the_monitoring_window():
+    hours = 3911
+    assert [words.unit_for(w) for w in (timedelta(days=7), timedelta(days=1), timedelta(hours=6), None)] == \
+        ["d", "d", "h", "d"]
+    assert words.span_in(timedelta(hours=hours), "d") == "163d" and words.span_in(timedelta(hours=hours), "h") == "3911h"
+    assert [words.span_in(timedelta(hours=h), "d") for h in (12, 36, 24, 0)] == ["0.5d", "1.5d", "1d", "0d"]
+    assert words.span_in(timedelta(days=5088, hours=7), "d") == "5088d"  # not 5088.31d
+    assert words.moment(T0, "d") == "2012-06-01" and words.moment(T0, "h") == "2012-06-01T00:00"
+    assert words.moment(T0 + timedelta(hours=23), "d") == "2012-06-01T23:00"  # nothing lost
+    assert words.moment(T0 + timedelta(seconds=5), "d") == "2012-06-01T00:00:05"
+    # a sentence: both spans in the policy's unit, its date as a date
+    daily = t.max_age(T0 - timedelta(hours=hours), as_of=T0, max_age=timedelta(days=120))
+    assert daily.reason == "Production trained 163d before 2012-06-01, more than max_age 120d"
+    hourly = t.max_age(T0 - timedelta(hours=hours), as_of=T0, max_age=timedelta(days=120), unit="h")
+    assert hourly.reason == "Production trained 3911h before 2012-06-01T00:00, more than max_age 2880h"
+    cool = t.cooldown(T0 - timedelta(hours=36), as_of=T0, span=timedelta(days=7), unit="h")
+    assert cool.reason == "last retrain 2012-05-30T12:00 is 36h before 2012-06-01T00:00, within cooldown 168h"
 
 
 def test_decide_records_why_not_and_what_blocked():

@@ -14,18 +14,19 @@ from typing import ClassVar
 
 from mlflow_retrain.decide.observations import Observations
 from mlflow_retrain.decide.triggers import PolicyContext, Trigger
-from mlflow_retrain.decide.verdicts import TriggerResult, format_span
+from mlflow_retrain.decide.verdicts import TriggerResult
+from mlflow_retrain.decide.words import DAY, moment, span_in
 
 
-def max_age(trained_at: datetime | None, *, as_of: datetime, max_age: timedelta) -> TriggerResult:
-    """Schedule-style freshness: Production older than the allowed age."""
+def max_age(trained_at: datetime | None, *, as_of: datetime, max_age: timedelta, unit: str = DAY) -> TriggerResult:
+    """Schedule-style freshness: Production older than the allowed age (both spans in `unit`)."""
     kind = "max_age"
     if trained_at is None:
         return TriggerResult(False, kind, "no Production model")
     age = as_of - trained_at
     fired = age > max_age
-    return TriggerResult(fired, kind, f"Production trained {format_span(age)} before {as_of.isoformat()} "
-                                      f"{'>' if fired else '<='} max age {format_span(max_age)}",
+    return TriggerResult(fired, kind, f"Production trained {span_in(age, unit)} before {moment(as_of, unit)}, "
+                                      f"{'more' if fired else 'no more'} than max_age {span_in(max_age, unit)}",
                          {"age_seconds": age.total_seconds(), "max_age_seconds": max_age.total_seconds()})
 
 
@@ -49,4 +50,4 @@ class MaxAge(Trigger):
 
     def check(self, seen: Observations) -> TriggerResult:
         trained_at = None if seen.trained_at is None else seen.trained_at.to_pydatetime()
-        return max_age(trained_at, as_of=seen.as_of.to_pydatetime(), max_age=self.span)
+        return max_age(trained_at, as_of=seen.as_of.to_pydatetime(), max_age=self.span, unit=seen.unit)
