@@ -63,9 +63,8 @@ def test_first_version_bootstraps_to_production_then_next_goes_to_staging(store,
     assert np.mean(np.abs(pred - rows.cnt)) == pytest.approx(second.holdout_metrics["mae"])
 
 
-def test_evaluate_logs_metrics_and_evidently_reports(store, write_policy, tmp_path):
-    config = load_config(write_policy())
-    train(config, as_of="2011-04-30")
+def test_evaluate_logs_metrics_and_evidently_reports(prod_store, write_policy, tmp_path):
+    config = load_config(write_policy())  # v1 trained as of 2011-04-30 on this policy (`prod_store`)
     result = evaluate(config, as_of="2011-08-31", out_dir=tmp_path / "reports")
     assert result.version == "1"
     # independent computation of the metric on the same window
@@ -105,11 +104,9 @@ def test_cli_train_and_evaluate_json(store, write_policy):
     ("unknown_key", "triggers.metric_treshold is not a known key"),
     ("text_feature", "list it under data.categorical"),
 ])
-def test_bad_input_is_one_line_nonzero_and_changes_nothing(store, write_policy, small_data, bike_frame, breakage,
+def test_bad_input_is_one_line_nonzero_and_changes_nothing(prod_store, write_policy, small_data, bike_frame, breakage,
                                                            message):
     path = write_policy()
-    config = load_config(path)
-    train(config, as_of="2011-04-30")
     before = registry_state("bikes")
     runs_before = len(mlflow.search_runs(search_all_experiments=True))
     frame = bike_frame[bike_frame.timestamp < "2011-10-01"].copy()
@@ -148,9 +145,8 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(store, write_policy, 
     ("models:/bikes/Shadow", "unknown stage 'Shadow'"),
     ("models:/bikes/7", "has no version 7"),
 ])
-def test_evaluate_unknown_stage_or_version(store, write_policy, uri, message):
+def test_evaluate_unknown_stage_or_version(prod_store, write_policy, uri, message):
     path = write_policy()
-    train(load_config(path), as_of="2011-04-30")
     before = registry_state("bikes")
     out = CliRunner().invoke(cli, ["evaluate", "--config", str(path), "--model-uri", uri, "--no-reports"])
     assert out.exit_code == 2 and message in out.output

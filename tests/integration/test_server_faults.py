@@ -21,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import inprocess_cli
 import pytest
 
 from mlflow_retrain.adapters import tracking
@@ -122,9 +123,9 @@ def _env(server: TrackingServer, **extra: str) -> dict[str, str]:
     return {**env, "MLFLOW_TRACKING_URI": server.uri, **LIMITS, **extra}
 
 
-def _cli(server: TrackingServer, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", *args], env=_env(server), cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+def _cli(server: TrackingServer, cwd: Path, *args: str) -> inprocess_cli.Done:
+    """A command that is not struck (the bootstrap, the cycle after): in this process, as its own would run."""
+    done = inprocess_cli.run(args, cwd=cwd, env=_env(server))
     assert SECRET not in done.stdout + done.stderr, done.stderr
     return done
 
@@ -165,7 +166,7 @@ def _assert_one_line_stop(code: int, out: str, err: str, seconds: float) -> None
     assert seconds < BOUND, (seconds, err)
 
 
-def _converges(server: TrackingServer, policy: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+def _converges(server: TrackingServer, policy: Path, tmp_path: Path) -> inprocess_cli.Done:
     """The next cycle, at once: the lease the stopped cycle left held (for minutes, the default TTL)
     is taken over without waiting, its holder being gone (exit 3 would be a refusal)."""
     return _cli(server, tmp_path, "cycle", "--config", str(policy), "--as-of", "2011-05-31", "--retrain-via",
