@@ -173,6 +173,7 @@ class ValidationConfig:
     min_metric: float | None = None
     min_improvement: float = 0.0
     min_relative_improvement: float = 0.0  # a fraction of Production's metric: 0.02 = beat it by 2%
+    max_ratio_to_naive: float | None = None  # candidate error <= this x the naive baseline's on the holdout
     significance: Significance | None = None
     checks: tuple[Any, ...] = ()  # gate checks from plugins (`decide.gate.GateCheck`), by name in the file
     require_approval: bool = False  # a candidate that passes waits in Staging for a person (`decide.approval`)
