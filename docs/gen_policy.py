@@ -118,6 +118,8 @@ DESCRIPTIONS: dict[str, str] = {
     "validation.min_metric": "Absolute gate for a score: the candidate's must be above it.",
     "validation.min_improvement": "Must beat Production by more than this (0 = strictly better).",
     "validation.min_relative_improvement": "... and by this fraction of Production's metric (0.02 = 2%).",
+    "validation.max_ratio_to_naive": "Error at most this times a naive baseline's (seasonal naive or last value) "
+                                     "on the same holdout rows (1.0 = no worse); follows a growing target.",
     "validation.significance": "Optional paired bootstrap on per-row errors (mae, rmse, r2, accuracy).",
     "validation.significance.confidence": "The bootstrap's confidence, in [0.5, 1).",
     "validation.significance.n_boot": "Bootstrap resamples.",

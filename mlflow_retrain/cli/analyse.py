@@ -25,20 +25,24 @@ Examples:
 @click.option("--out", default="retrain.yaml", show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the policy file.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--budget", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds of walk-forward fits that calibrate the trigger, gate and training window (0: one "
+                   "fit point).")
 @json_option
 def init(data_path: str, target: str, timestamp: str | None, task: str | None, model_name: str | None, out: str,
-         force: bool, as_json: bool) -> None:
+         force: bool, budget: float, as_json: bool) -> None:
     """Write a commented policy file derived from the data, and print the command to run next.
 
-    Windows come from the data's span and density, thresholds from the target's scale; each value's
-    comment says how. `cycle` runs with the file as written.
+    Windows come from the data's span and density; the trigger threshold, the gate and the training
+    window from a quick walk-forward of the estimator against a naive baseline (a progress bar on
+    stderr); each value's comment says how. `cycle` runs with the file as written.
     """
     from pathlib import Path
 
     from mlflow_retrain.usecases.init import init as run_init
 
     result = run_init(Path(data_path), target=target, out=Path(out), timestamp=timestamp, task=task,
-                      model_name=model_name, force=force)
+                      model_name=model_name, force=force, budget=budget)
     emit(result.to_dict(), as_json, lambda r: "\n".join([
         f"wrote {r['path']}: {r['task']} of {r['target']!r} over {r['timestamp']!r}, "
         f"monitoring every {r['monitoring_window']}, training on {r['training_window']}",

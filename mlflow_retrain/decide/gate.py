@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
 import numpy as np
 
+from mlflow_retrain.decide.baseline import naive_check
 from mlflow_retrain.decide.settings import Options, Scored
 from mlflow_retrain.decide.verdicts import number as _n
 
@@ -235,6 +236,9 @@ class Validation(Protocol):
     @property
     def margin(self) -> float: ...
 
+    @property
+    def max_ratio_to_naive(self) -> float | None: ...
+
 
 class Training(Protocol):
     @property
@@ -254,10 +258,15 @@ class Policy(Scored, Protocol):
     def training(self) -> Training: ...
 
 
-def judge(config: Policy, candidate: Scores, baseline: Scores | None) -> PromotionDecision:
-    """The gate over both models' numbers on ONE holdout, then the policy's gate checks."""
+def judge(config: Policy, candidate: Scores, baseline: Scores | None, naive: Scores | None = None) -> PromotionDecision:
+    """The gate over both models' numbers on ONE holdout, then the naive baseline's check (`naive`:
+    its numbers on the same rows) and the policy's gate checks."""
     v = config.validation
     significance = v.significance
+    ratio = v.max_ratio_to_naive
+    against_naive = [] if ratio is None else [naive_check(config.metric, candidate.metrics[config.metric],
+                                                          None if naive is None else naive.metrics.get(config.metric),
+                                                          ratio)]
     seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)
     not_worse = v.compare == NOT_WORSE
     return gate(
@@ -268,7 +277,7 @@ def judge(config: Policy, candidate: Scores, baseline: Scores | None) -> Promoti
         significance=significance.confidence if significance and not not_worse else None,
         baseline_loss=None if baseline is None else baseline.loss, candidate_loss=candidate.loss,
         n_boot=significance.n_boot if significance else Significance.n_boot, seed=config.training.seed,
-        extra=[check.check(seen) for check in v.checks],
+        extra=[*against_naive, *(check.check(seen) for check in v.checks)],
         not_worse=v.margin if not_worse else None,
         confidence=significance.confidence if significance else Significance.confidence,
     )

@@ -26,6 +26,7 @@ from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.decide import judge as gate_judge
 from mlflow_retrain.base.errors import ModelError, RegistryError
 from mlflow_retrain.measure.metrics import per_row_loss, score
+from mlflow_retrain.measure.naive import naive_predictions
 from mlflow_retrain.adapters.models import Scorer, dataset_columns
 from mlflow_retrain.adapters.registry import PRODUCTION, STAGING, Registry, VersionInfo
 from mlflow_retrain.adapters.tracking import start_run
@@ -168,6 +169,22 @@ def estimate_rows(estimator: PerformanceEstimator, data: LabelledData, model: Sc
     return estimator.estimate(data.features(rows), pred, proba)
 
 
+NAIVE_HISTORY = pd.Timedelta(days=35)  # what a naive baseline repeats: a week's season, with weeks to spare
+
+
+def score_naive(config: Config, data: LabelledData, rows: pd.DataFrame) -> tuple[Scored, str] | None:
+    """The naive baseline (`measure.naive`) on the holdout `rows`, from the labelled rows just before
+    them; None when no row precedes the holdout."""
+    stamps = rows[data.spec.timestamp]
+    first = stamps.iloc[0]
+    history = data.rows(Window(first - NAIVE_HISTORY, first))
+    history = history[(history[data.spec.timestamp] < first) & history[data.spec.target].notna()]
+    if history.empty:
+        return None
+    naive = naive_predictions(config.task, history[data.spec.timestamp], data.target(history), stamps)
+    return score_predictions(config, data, rows, naive.y_pred, naive.proba), naive.kind
+
+
 def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Scorer,
           production: Scorer | None) -> tuple[PromotionDecision, dict[str, Any]]:
     """Score both models on ONE frame with ONE metric function; the core's gate decides on the numbers.
@@ -184,12 +201,16 @@ def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Sco
 
     cand, cand_numbers = numbers(candidate)
     base, base_numbers = (None, None) if production is None else numbers(production)
-    decision = gate_judge(config, cand_numbers, base_numbers)
+    naive = score_naive(config, data, rows) if config.validation.max_ratio_to_naive is not None else None
+    naive_numbers = None if naive is None else Scores(naive[0].metrics, np.empty(0))
+    decision = gate_judge(config, cand_numbers, base_numbers, naive_numbers)
     # hashed over the columns the training run hashes its holdout dataset by, so a cycle's digest can
     # be matched against the candidate's run: the same rows give the same digest
     digest = frame_digest(rows[dataset_columns(data.spec)])
     evidence = {"holdout_digest": digest, "holdout_rows": len(rows), "candidate": cand.metrics,
                 "production": None if base is None else base.metrics}
+    if naive is not None:
+        evidence["naive"], evidence["naive_kind"] = naive[0].metrics, naive[1]
     return decision, evidence
 
 

@@ -1,15 +1,7 @@
-"""Naive baselines: what a holdout's rows would score with no model at all.
+"""Naive baselines: what a holdout's rows would score with no model at all (seasonal naive or the
+last value for regression, the prior for classification); `init` and the naive gate compare with them.
 
-A model's error means little alone: 12.7 MAE is good on a series whose last value misses by 30 and
-bad on one it misses by 5. `init` calibrates a policy against these baselines and the gate's
-`validation.max_ratio_to_naive` compares a candidate with them on the same holdout rows, so the
-limit follows the target's level as it grows.
-
-- regression: seasonal naive (each holdout row gets the value one season earlier, the season picked
-  from the data's frequency: a day for sub-daily rows, a week for daily rows), else the last value;
-- classification: the prior (every row gets the base rates of the history, the majority label).
-
-Pure (numpy, pandas): the caller hands in the history and the holdout's timestamps.
+Why it is built this way: docs/design.md#measure-naive.
 """
 
 from __future__ import annotations

@@ -173,6 +173,7 @@ class ValidationConfig:
     min_metric: float | None = None
     min_improvement: float = 0.0
     min_relative_improvement: float = 0.0  # a fraction of Production's metric: 0.02 = beat it by 2%
+    max_ratio_to_naive: float | None = None  # candidate error <= this x the naive baseline's on the holdout
     significance: Significance | None = None
     compare: str = "better"  # or "not_worse": not worse than Production beyond noise (`decide.gate.not_worse_check`)
     margin: float = 0.02  # not_worse: the loss may exceed Production's by this fraction at most

@@ -244,6 +244,7 @@ def _checks(s: Section, task: str, metric: str) -> tuple[Any, ...]:
 # The paired bootstrap resamples per-row losses; only these metrics are a monotone function of
 # their mean on a fixed set of rows (f1 and roc_auc are not: they would need the metric recomputed).
 PAIRED_METRICS = ("mae", "rmse", "r2", "accuracy")
+NAIVE_METRICS = ("mae", "rmse")  # errors a naive baseline has on the same rows (`measure.naive`)
 
 
 def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
@@ -264,6 +265,7 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
         min_metric=s.get("min_metric", float),
         min_improvement=s.get("min_improvement", float, ValidationConfig.min_improvement),
         min_relative_improvement=s.get("min_relative_improvement", float, ValidationConfig.min_relative_improvement),
+        max_ratio_to_naive=s.get("max_ratio_to_naive", float),
         significance=significance,
         compare=s.get("compare", str, ValidationConfig.compare),
         margin=s.get("margin", float, ValidationConfig.margin),
@@ -274,6 +276,10 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
     s.done()
     if cfg.approval_ttl is not None and not cfg.require_approval:
         raise s.fail("approval_ttl", "needs require_approval: true (nothing waits for a person without it)")
+    if cfg.max_ratio_to_naive is not None and metric not in NAIVE_METRICS:
+        raise s.fail("max_ratio_to_naive", f"compares errors ({', '.join(NAIVE_METRICS)}); monitoring.metric is "
+                                           f"{metric}: use min_metric instead")
+    s.positive("max_ratio_to_naive", cfg.max_ratio_to_naive)
     if cfg.min_improvement < 0:
         raise s.fail("min_improvement", f"must be >= 0, got {cfg.min_improvement}")
     if not 0 <= cfg.min_relative_improvement < 1:

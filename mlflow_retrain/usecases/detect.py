@@ -1,11 +1,13 @@
-"""What a table says about the policy it needs, for `init`: its time column and task, windows that fit
-its span and density, its calendar columns, and thresholds from the target's own scale.
+"""What a table says about the policy it needs, for `init`: its time column, task and metric, windows
+that fit its span and density, its calendar columns and row identifiers, and (without a walk-forward)
+thresholds from the target's own scale.
 
 Each answer comes with its reason and numbers, which `init` writes beside the value.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ ROWS_PER_WINDOW = 100  # fewer rows make a window's metric mostly noise
 MONITORING_SPANS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=30))
 MIN_WINDOWS = 20  # monitoring windows the data should hold, so triggers have a history to read
 TRAINING_WINDOWS = 10  # monitoring windows a training window spans at least, when the data allows
+MINORITY_ROWS = 50  # rows of the rarest class a classification window should hold
+IMBALANCED = 0.35  # a rarer class below this share of rows: roc_auc, not accuracy
 KEEP_EDGE = 0.8  # retrain when the model's error passes this share of the naive baseline's
 DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
 # calendar columns: named like one, or few whole values set by the timestamp (hour of day, weekday, month)
@@ -116,7 +120,7 @@ class Windows:
     reasons: dict[str, str]
 
 
-def suggest_windows(span: timedelta, rows: int, step: timedelta) -> Windows:
+def suggest_windows(span: timedelta, rows: int, step: timedelta, needed: int = ROWS_PER_WINDOW) -> Windows:
     """Windows from how long the data runs and how dense it is.
 
     Monitoring: the shortest candidate that holds enough rows for a stable metric, short enough that
@@ -124,6 +128,7 @@ def suggest_windows(span: timedelta, rows: int, step: timedelta) -> Windows:
 never learns from, and longer holdouts did not make the gate more often right:
 `benchmarks/bench_gate.py`). Training: half the data, and at least ten
     monitoring windows when the data allows. Retrain anyway after ten windows; not twice in one.
+    `needed`: the rows a window must hold (more for a rare class, `rows_needed`).
     """
     per_day = rows / (span / DAY)
 
@@ -131,10 +136,10 @@ never learns from, and longer holdouts did not make the gate more often right:
         return f"~{per_day * (window / DAY):,.0f} rows"
 
     cap = span / MIN_WINDOWS
-    enough = next((w for w in MONITORING_SPANS if per_day * (w / DAY) >= ROWS_PER_WINDOW), MONITORING_SPANS[-1])
+    enough = next((w for w in MONITORING_SPANS if per_day * (w / DAY) >= needed), MONITORING_SPANS[-1])
     monitoring = floor_span(max(min(enough, cap), step))  # a window shorter than the step holds no row
     names = "/".join(format_span(w) for w in MONITORING_SPANS)
-    why = f"the shortest of {names} holding >= {ROWS_PER_WINDOW} rows at {per_day:,.4g} rows/day"
+    why = f"the shortest of {names} holding >= {needed} rows at {per_day:,.4g} rows/day"
     if enough > cap:
         why += f", at most the span / {MIN_WINDOWS} = {format_span(floor_span(cap))} so the data holds {MIN_WINDOWS}"
     holdout = monitoring
@@ -152,6 +157,59 @@ never learns from, and longer holdouts did not make the gate more often right:
                             "this often even when no metric fires",
         "triggers.cooldown": "one monitoring window: no second retrain on the same evidence",
     })
+
+
+def rows_needed(values: pd.Series, task: str) -> tuple[int, str]:
+    """Rows a monitoring window must hold: ROWS_PER_WINDOW, or enough for MINORITY_ROWS of the rarest
+    class (a roc_auc on a window with a handful of positives is noise); and why."""
+    if task != "classification":
+        return ROWS_PER_WINDOW, ""
+    share = float(values.value_counts(normalize=True).iloc[-1])
+    needed = max(ROWS_PER_WINDOW, math.ceil(MINORITY_ROWS / share))
+    return needed, f"{needed} rows hold ~{MINORITY_ROWS} of the rarest class ({share:.0%} of rows)"
+
+
+def choose_metric(values: pd.Series, task: str) -> tuple[str, str]:
+    """mae for regression; roc_auc for two classes with a minority under IMBALANCED (accuracy there
+    is mostly the majority's rate), accuracy otherwise; and why."""
+    if task != "classification":
+        return "mae", "regression: mean absolute error, in the target's own unit"
+    shares = values.value_counts(normalize=True)
+    if len(shares) == 2 and shares.iloc[-1] < IMBALANCED:
+        return "roc_auc", (f"two classes, the rarer {shares.index[-1]!r} on {shares.iloc[-1]:.0%} of rows (< "
+                           f"{IMBALANCED:.0%}): roc_auc ranks the rare class's rows, where accuracy would reward "
+                           f"always answering {shares.index[0]!r} ({shares.iloc[0]:.0%})")
+    return "accuracy", (f"{len(shares)} classes, the rarest on {shares.iloc[-1]:.0%} of rows: balanced enough for "
+                        "accuracy")
+
+
+# a column that numbers the rows: named like a row index, or one distinct value per row
+INDEX_NAME = re.compile(r"^(unnamed: ?\d+|rownames|row_?names?|index|idx|row_?id|row|id|uuid|guid|.*_id)$")
+UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def row_identifiers(frame: pd.DataFrame, skip: set[str]) -> dict[str, str]:
+    """Columns that identify a row rather than describe it, each with why: whole numbers or text with
+    one distinct value per row (a counter like `rownames`, an order id), UUIDs, or a monotone whole
+    number named like an index. A model learns nothing from them that holds for the next rows."""
+    found = {}
+    for column in frame.columns:
+        if column in skip:
+            continue
+        values = frame[column].dropna()
+        if len(values) < 2:
+            continue
+        whole = is_numeric_dtype(values) and not is_bool_dtype(values) and bool(np.all(np.mod(values, 1) == 0))
+        text = is_string_dtype(values) or values.dtype == object
+        unique = values.nunique() == len(values)
+        monotone = whole and (values.is_monotonic_increasing or values.is_monotonic_decreasing)
+        if text and values.astype(str).str.fullmatch(UUID).mean() >= PARSE_SHARE:
+            found[column] = "holds UUIDs"
+        elif unique and (whole or text) and len(values) >= ROWS_PER_WINDOW:
+            found[column] = f"one distinct value per row ({'a counter' if monotone else 'an identifier'})"
+        elif monotone and INDEX_NAME.match(str(column).lower()):
+            found[column] = "a monotone whole number named like a row index"
+    return found
 
 
 def _function_of(values: pd.Series, key: pd.Series) -> bool:
@@ -215,13 +273,19 @@ def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-def suggest_thresholds(values: pd.Series, task: str) -> tuple[float, float, dict[str, str]]:
-    """(trigger threshold, gate) against a naive baseline on the target's own scale.
+def suggest_thresholds(values: pd.Series, task: str, metric: str = "") -> tuple[float, float, dict[str, str]]:
+    """(trigger threshold, gate) against a naive baseline on the target's own scale, when no
+    walk-forward could measure a model (`calibrate.py`).
 
     Regression: the median absolute deviation (MAD) is the median miss of always predicting the
     median; a candidate must beat it (gate) and Production is retrained once its MAE passes 80% of
-    it. Classification: the same on the error rate of always predicting the majority class.
+    it. Classification: the same on the error rate of always predicting the majority class; on
+    roc_auc, the 0.5 of a coin.
     """
+    if metric == "roc_auc":
+        base = "no walk-forward measured a model; a predictor without skill scores roc_auc 0.5"
+        return 0.5, 0.5, {"triggers.metric_threshold": f"{base}; retrain when a window falls to it",
+                          "validation": f"{base}; a candidate must do better (roc_auc > 0.5)"}
     if task == "classification":
         majority = float(values.value_counts(normalize=True).iloc[0])
         if majority >= 1:

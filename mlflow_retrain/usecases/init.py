@@ -2,9 +2,9 @@
 every value (what the data says is read in `detect.py`).
 
 A new user knows their data and their target, not what a monitoring window or a gate threshold
-should be. The suggestions here are plain arithmetic on the data's span, density and the target's
-scale, so they are explainable in one comment line each, and the file they make runs a `cycle`
-without edits; a user then tunes it (or runs `backtest`) with the reasons in front of them.
+should be. Windows come from the data's span and density; the trigger, the gate and the training
+window from a quick walk-forward of the estimator against a naive baseline (`calibrate.py`). Each
+value's comment gives its numbers, and the file runs a `cycle` without edits.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import re
 import shlex
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,16 @@ from mlflow_retrain.policy.section import check_model_name
 from mlflow_retrain.measure.names import higher_is_better
 from mlflow_retrain.adapters.tables import column_kind, prepare_frame, read_table
 from mlflow_retrain.base.errors import ConfigError, DataError
-from mlflow_retrain.usecases.detect import (calendar_columns, detect_task, detect_timestamp, drift_exclusions, format_span,
+from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.usecases.calibrate import Calibration, calibrate, trial_config
+from mlflow_retrain.usecases.detect import (calendar_columns, choose_metric, detect_task, detect_timestamp,
+                                            drift_exclusions, format_span, row_identifiers, rows_needed,
                                             suggest_thresholds, suggest_windows, time_columns)
 
 log = logging.getLogger(__name__)
 ESTIMATORS = {"regression": "sklearn.ensemble.HistGradientBoostingRegressor",
               "classification": "sklearn.ensemble.HistGradientBoostingClassifier"}
-METRICS = {"regression": "mae", "classification": "accuracy"}
+BUDGET = 30.0  # seconds of walk-forward fits `init` spends by default (`--budget`)
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,12 @@ class Suggestion:
     max_age: timedelta
     cooldown: timedelta
     threshold: float
-    gate: float
+    gate: float | None
     reasons: dict[str, str]
     drift_exclude: tuple[str, ...] = ()  # calendar columns, left out of drift (monitoring.drift.exclude)
     warnings: tuple[str, ...] = ()
+    ratio_to_naive: float | None = None  # validation.max_ratio_to_naive
+    calibration: Calibration | None = field(default=None, repr=False)  # the walk-forward behind the values
 
     @property
     def higher_is_better(self) -> bool:
@@ -76,7 +81,13 @@ class Suggestion:
                 return value.isoformat()
             return list(value) if isinstance(value, tuple) else value
 
-        return {k: plain(v) for k, v in self.__dict__.items()}
+        out = {k: plain(v) for k, v in self.__dict__.items() if k != "calibration"}
+        if self.calibration is not None:
+            c = self.calibration
+            out["walk_forward"] = {"fits": c.fits, "seconds": round(c.seconds, 2), "naive": c.naive_kind,
+                                   "folds": [{"as_of": f.as_of.isoformat(), "holdout": f.holdout, "naive": f.naive,
+                                              "windows": list(f.windows)} for f in c.folds]}
+        return out
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,12 @@ def default_model_name(data_path: Path) -> str:
 
 
 def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, task: str | None = None,
-            model_name: str, data_path: str, origin: str = "data") -> Suggestion:
-    """Everything `init` writes, derived from the rows with the same checks a cycle will apply."""
+            model_name: str, data_path: str, origin: str = "data", budget: float | None = BUDGET) -> Suggestion:
+    """Everything `init` writes, derived from the rows with the same checks a cycle will apply.
+
+    `budget`: seconds for the walk-forward that sets the trigger, the gate and the training window
+    (`calibrate.py`); None skips it (then they come from the target's spread, as with too few rows).
+    """
     columns = ", ".join(map(str, frame.columns))
     for option, column in (("--target", target), ("--timestamp", timestamp)):
         if column is not None and column not in frame.columns:
@@ -112,11 +127,17 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
     typed, parsed = time_columns(frame, {target, timestamp})
     unusable = [c for c in frame.columns if c not in {target, timestamp, *typed, *parsed}
                 and (column_kind(frame[c]) is None or frame[c].isna().all())]
-    exclude = tuple(c for c in frame.columns if c in {*typed, *parsed, *unusable})
+    identifiers = row_identifiers(frame, {target, timestamp, *typed, *parsed, *unusable})
+    exclude = tuple(c for c in frame.columns if c in {*typed, *parsed, *unusable, *identifiers})
+    warnings = [f"{c!r} left out of the features (data.exclude): it {why}, which identifies a row rather than "
+                "describes it; delete it from exclude to keep it" for c, why in identifiers.items()]
     if exclude:
-        reasons["data.exclude"] = (f"{', '.join(map(str, exclude))}: dates, values that are neither numbers nor "
-                                   "labels, or no value at all; derive features from them in the data, or drop "
-                                   "them from exclude")
+        said = [f"{c} ({why})" for c, why in identifiers.items()]
+        other = [str(c) for c in exclude if c not in identifiers]
+        reasons["data.exclude"] = "; ".join(
+            ([f"{', '.join(other)}: dates, values that are neither numbers nor labels, or no value at all; derive "
+              "features from them in the data, or drop them from exclude"] if other else []) +
+            ([f"row identifiers: {', '.join(said)}"] if said else []))
     checked, spec, counts = prepare_frame(frame, DataConfig(path=data_path, timestamp=timestamp, target=target,
                                                             exclude=exclude), origin)
     reasons["data.duplicates"] = (f"{counts.repeats:,} exact repeat(s) and {counts.conflicts:,} row(s) with "
@@ -125,6 +146,7 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
                                   "drop exact repeats; refuse: stop on either")
     if task is None:
         task, reasons["task"] = detect_task(checked[target])
+    metric, reasons["monitoring.metric"] = choose_metric(checked[target], task)
     numeric = tuple(c for c in spec.features if c not in spec.categorical)
     reasons["data.features"] = (f"features left out: every column but timestamp, target and exclude. From the dtypes, "
                                 f"numeric: {', '.join(map(str, numeric)) or '-'}; "
@@ -134,20 +156,36 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
     if steps.empty:
         raise DataError(f"{origin}: every row has the same {timestamp!r}; init needs rows over time")
     step = steps.median().to_pytimedelta()
-    windows = suggest_windows((stamps.iloc[-1] - stamps.iloc[0]).to_pytimedelta(), len(checked), step)
-    threshold, gate, gate_reasons = suggest_thresholds(checked[target], task)
+    needed, why_needed = rows_needed(checked[target], task)
+    windows = suggest_windows((stamps.iloc[-1] - stamps.iloc[0]).to_pytimedelta(), len(checked), step, needed)
+    if why_needed:
+        reasons["monitoring.window"] = why_needed
+    config = trial_config(LabelledData(checked, spec, origin), task=task, metric=metric, estimator=ESTIMATORS[task],
+                          monitoring=windows.monitoring, holdout=windows.holdout)
+    calibration = None if budget is None else calibrate(LabelledData(checked, spec, origin), config,
+                                                         shorter=windows.training, budget=budget)
+    if calibration is not None:
+        threshold, gate, ratio, training = (calibration.threshold, calibration.gate, calibration.ratio,
+                                            calibration.training_window)
+        gate_reasons = calibration.reasons
+        warnings += [calibration.warning] if calibration.warning else []
+    else:
+        threshold, gate, gate_reasons = suggest_thresholds(checked[target], task, metric)
+        ratio, training = None, windows.training
     drift_exclude, warning = drift_exclusions(calendar_columns(checked, spec.features, timestamp), spec.features,
-                                              windows.monitoring, windows.training)
+                                              windows.monitoring, training)
     if warning:
         reasons["monitoring.drift.exclude"] = warning
+        warnings.append(warning)
+    window_reasons = {k: (f"{reasons[k]}; {v}" if k in reasons else v) for k, v in windows.reasons.items()}
     return Suggestion(
         model_name=model_name, data_path=data_path, target=target, timestamp=timestamp, task=task,
-        metric=METRICS[task], estimator=ESTIMATORS[task], numeric=numeric, categorical=spec.categorical,
+        metric=metric, estimator=ESTIMATORS[task], numeric=numeric, categorical=spec.categorical,
         exclude=exclude, rows=len(checked), start=stamps.iloc[0], end=stamps.iloc[-1], step=step,
-        monitoring_window=windows.monitoring, training_window=windows.training, holdout=windows.holdout,
+        monitoring_window=windows.monitoring, training_window=training, holdout=windows.holdout,
         max_age=windows.max_age, cooldown=windows.cooldown, threshold=threshold, gate=gate,
-        reasons={**reasons, **windows.reasons, **gate_reasons}, drift_exclude=drift_exclude,
-        warnings=(warning,) if warning else (),
+        reasons={**reasons, **window_reasons, **gate_reasons}, drift_exclude=drift_exclude,
+        warnings=tuple(warnings), ratio_to_naive=ratio, calibration=calibration,
     )
 
 
@@ -192,6 +230,7 @@ def render(s: Suggestion, next_command: str) -> str:
         "monitoring:",
         *why("monitoring.window"),
         f"  window: {format_span(s.monitoring_window)}",
+        *why("monitoring.metric"),
         f"  metric: {s.metric}",
         *why("monitoring.drift.exclude"),
         *([f"  drift: {{exclude: [{', '.join(_scalar(c) for c in s.drift_exclude)}]}}"] if s.drift_exclude else
@@ -206,13 +245,14 @@ def render(s: Suggestion, next_command: str) -> str:
         "  # data_drift: {max_drift_share: 0.5}   # also retrain when half the features drift (Evidently)",
         "validation:",
         *why("validation"),
-        f"  {gate}: {s.gate}",
+        *([f"  {gate}: {s.gate}"] if s.gate is not None else []),
+        *([f"  max_ratio_to_naive: {s.ratio_to_naive}"] if s.ratio_to_naive is not None else []),
     ]
     return "\n".join(lines) + "\n"
 
 
 def init(data: Path, *, target: str, out: Path, timestamp: str | None = None, task: str | None = None,
-         model_name: str | None = None, force: bool = False) -> InitResult:
+         model_name: str | None = None, force: bool = False, budget: float | None = BUDGET) -> InitResult:
     """Read the data, suggest, write the commented policy to `out` (never over a file unless forced)."""
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
@@ -224,7 +264,7 @@ def init(data: Path, *, target: str, out: Path, timestamp: str | None = None, ta
     where, home = data.resolve(), out.resolve().parent
     path = where.relative_to(home).as_posix() if where.is_relative_to(home) else str(where)
     suggestion = suggest(frame, target=target, timestamp=timestamp, task=task, origin=str(data),
-                         model_name=model_name or default_model_name(data), data_path=path)
+                         model_name=model_name or default_model_name(data), data_path=path, budget=budget)
     command = f"mlflow-retrain cycle --config {shlex.quote(str(out))}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(suggestion, command))
