@@ -64,6 +64,9 @@ DESCRIPTIONS: dict[str, str] = {
     "training.holdout": "Validate on `(as_of - holdout, as_of]`.",
     "training.seed": "The random seed.",
     "training.pass_timestamp": "`true`: the model gets the timestamp column too.",
+    "training.refit_on_pass": "`true`: a candidate that passes the gate is fitted again on "
+                              "`(as_of - holdout - window, as_of]` (holdout included); that refit is registered "
+                              "and promoted, with the gate's evidence (see [Refit after the gate](design.md#refit-after-the-gate)).",
     "training.project.contract": "Rename a contract parameter, or `\"\"` to not pass it.",
     "training.project.contract.data_path": "The parameter that receives the data's path.",
     "training.project.contract.train_start": "The parameter that receives the training window's start.",

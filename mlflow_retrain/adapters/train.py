@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,20 @@ class FitResult:
         return Scorer(self.model, self.columns, self.flavor)
 
 
-def fit(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:
-    """Train on `(as_of - holdout - window, as_of - holdout]` and score the held-out recent rows."""
+def refit_window(as_of: pd.Timestamp, window: timedelta, holdout: timedelta) -> Window:
+    """A refit's rows (`training.refit_on_pass`): the training window extended through `as_of`."""
+    train_window, holdout_window = training_windows(as_of, window, holdout)
+    return Window(train_window.start, holdout_window.end)
+
+
+def fit(config: Config, data: LabelledData, as_of: pd.Timestamp, *, refit: bool = False) -> FitResult:
+    """Train on `(as_of - holdout - window, as_of - holdout]` and score the held-out recent rows.
+
+    A `refit` trains through `as_of`, holdout included: it has no unseen rows to score, so its
+    holdout metrics are empty (the gate's evidence is the validated fit's)."""
     train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    if refit:
+        train_window = refit_window(as_of, config.training.window, config.training.holdout)
     train_rows = data.cut(train_window, "training window")
     holdout_rows = data.cut(holdout_window, "holdout window")
     model = build_estimator(config, data.spec)
@@ -115,6 +127,8 @@ def fit(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:
                             f"{str(exc).splitlines()[0][:300]}); check task, estimator and columns") from None
     seconds = time.perf_counter() - started
     result = FitResult(model, columns, train_window, holdout_window, train_rows, holdout_rows, {}, seconds)
+    if refit:
+        return result
     pred, proba = result.scorer.predict_with_proba(holdout_rows)
     result.holdout_metrics = score(config.task, data.target(holdout_rows), pred, proba)
     return result
@@ -278,6 +292,11 @@ def candidate_tags(*, trigger: str, reason: str, cycle_run_id: str, as_of: pd.Ti
             T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(), T.DECISION: T.PENDING}
 
 
+def refit_tags(validated_run_id: str, window: Window, rows: int) -> dict[str, str]:
+    """What a refit says about itself: the validated fit's run, and the rows it was fitted on."""
+    return {T.REFIT_OF: validated_run_id, T.REFIT_ROWS: f"{window.iso()} ({rows} rows)"}
+
+
 def data_time(stamp: pd.Timestamp) -> str:
     """A data time as a person reads it: the date alone at midnight."""
     return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat(timespec="minutes")
@@ -292,9 +311,11 @@ def name_run(config: Config, run_id: str, version: str, trigger: str, reason: st
     from mlflow_retrain.decide.verdicts import number
 
     metrics = ", ".join(f"{k} {number(v)}" for k, v in result.holdout_metrics.items() if np.isfinite(v))
+    holdout = (f"- **Holdout:** `{result.holdout_window.iso()}` ({len(result.holdout_rows)} rows): {metrics}"
+               if result.holdout_metrics else "- **Refit** through as of, holdout included: the gate judged the "
+               "validated fit (`retrain.refit_of`)")
     lines = [f"**v{version} of `{config.model_name}`**, trained because of `{trigger}`: {reason}", "",
-             f"- **Training window:** `{result.train_window.iso()}` ({len(result.train_rows)} rows)",
-             f"- **Holdout:** `{result.holdout_window.iso()}` ({len(result.holdout_rows)} rows): {metrics}",
+             f"- **Training window:** `{result.train_window.iso()}` ({len(result.train_rows)} rows)", holdout,
              f"- **Registered as** [v{version}](#/models/{config.model_name}/versions/{version}): its page says "
              "whether it was promoted and why"]
     if cycle_run_id:
@@ -315,12 +336,14 @@ def train(
     cycle_run_id: str = "",
     bootstrap: bool = True,
     follow: bool = False,
+    refit_of: str = "",
 ) -> tuple[TrainResult, Candidate]:
     """Fit, log, register; the version is placed by the caller (`loop.moves.place`), the one module
     that moves versions. Returns what was registered, and the candidate to place.
 
     Fitting happens before any run or version exists, so bad data or a bad estimator writes nothing.
     With `follow` (a cycle's `mlflow run` child), every write is fenced by the cycle's lease.
+    With `refit_of` (the validated fit's run id) it is that fit's refit through `as_of` (`fit`).
     """
     from mlflow_retrain.adapters.registry.lease import LEASE_ENV
     from mlflow_retrain.adapters.tracking import check_tracking, start_run
@@ -328,7 +351,7 @@ def train(
     data = data or LabelledData.load(config)
     as_of = data.resolve_as_of(as_of)
     check_tracking()
-    result = fit(config, data, as_of)
+    result = fit(config, data, as_of, refit=bool(refit_of))
     generation = os.environ.get(LEASE_ENV, "")
     if follow and generation.isdigit():
         # the cycle's `mlflow run` child: it writes nothing once the cycle lost its lease (the run included)
@@ -341,6 +364,8 @@ def train(
         model_uri, model_id, train_digest, holdout_digest = log_fit(config, data, result)
     version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
                                   train_window=result.train_window, holdout_window=result.holdout_window)
+    if refit_of:
+        version_tags.update(refit_tags(refit_of, result.train_window, len(result.train_rows)))
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)
     name_run(config, run.info.run_id, info.version, trigger, reason, as_of, result, cycle_run_id)
     made = Candidate(info.version, result.holdout_metrics.get(config.metric, float("nan")), as_of,

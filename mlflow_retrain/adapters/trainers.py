@@ -25,7 +25,8 @@ from mlflow_retrain.policy.config import Config, DataConfig, ProjectConfig
 from mlflow_retrain.adapters.data import LabelledData, training_windows
 from mlflow_retrain.base.errors import ConfigError, RetrainError, TrainingError
 from mlflow_retrain.adapters.streams import tail_of_output
-from mlflow_retrain.adapters.train import Candidate, FitResult
+from mlflow_retrain.adapters.train import Candidate, FitResult, refit_window
+from mlflow_retrain.decide.window import Window
 from mlflow_retrain.measure.metrics import score
 
 log = logging.getLogger(__name__)
@@ -141,32 +142,35 @@ def _first_line(exc: BaseException) -> str:
 
 
 def make_candidate(config: Config, data: LabelledData, as_of: pd.Timestamp, *, trigger: str, reason: str,
-                   cycle_run_id: str, registry: Any, via: str = PROJECT) -> Candidate:
+                   cycle_run_id: str, registry: Any, via: str = PROJECT, refit_of: str = "") -> Candidate:
     """Train a candidate the configured way; return its registered version (tagged, not placed yet).
 
     `registry` is the cycle's (fenced by its lease): every write goes through it, so a cycle that
-    lost its lease while training registers nothing."""
+    lost its lease while training registers nothing. With `refit_of` (a validated fit's run id) the
+    same trainer fits through `as_of`, holdout included (`training.refit_on_pass`)."""
     chosen = trainer(config, via)
     if chosen.via == IN_PROCESS:
         from mlflow_retrain.adapters.train import train
 
         return train(config, registry, as_of=as_of, data=data, trigger=trigger, reason=reason,
-                     cycle_run_id=cycle_run_id)[1]
+                     cycle_run_id=cycle_run_id, bootstrap=not refit_of, refit_of=refit_of)[1]
     if chosen.builtin:
         params = {"config": str(config.source), "as_of": as_of.isoformat(), "trigger": trigger, "reason": reason,
-                  "cycle_run_id": cycle_run_id}
+                  "cycle_run_id": cycle_run_id, "refit_of": refit_of}
         run_id = run_project(config, chosen, params, env_manager="local", registry=registry)
     else:
-        run_id = run_project(config, chosen, contract_parameters(config, as_of, cycle_run_id),
+        run_id = run_project(config, chosen, contract_parameters(config, as_of, cycle_run_id, refit=bool(refit_of)),
                              env_manager=config.training.project.env_manager, registry=registry)
     return adopt(config, data, as_of, run_id, chosen, trigger=trigger, reason=reason, cycle_run_id=cycle_run_id,
-                 registry=registry)
+                 registry=registry, refit_of=refit_of)
 
 
-def contract_parameters(config: Config, as_of: pd.Timestamp, cycle_run_id: str) -> dict[str, str]:
-    """The user's fixed parameters plus the data-time contract under the names the policy maps."""
+def contract_parameters(config: Config, as_of: pd.Timestamp, cycle_run_id: str, *,
+                        refit: bool = False) -> dict[str, str]:
+    """The user's fixed parameters plus the data-time contract under the names the policy maps; a
+    refit's training window runs through `as_of` (the holdout's rows included)."""
     project = config.training.project
-    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    train_window, holdout_window = _windows(config, as_of, refit)
     values = {"as_of": as_of.isoformat(), "train_start": train_window.start.isoformat(),
               "train_end": train_window.end.isoformat(), "holdout_start": holdout_window.start.isoformat(),
               "holdout_end": holdout_window.end.isoformat(), "cycle_run_id": cycle_run_id,
@@ -175,7 +179,15 @@ def contract_parameters(config: Config, as_of: pd.Timestamp, cycle_run_id: str) 
             **{project.contract[k]: v for k, v in values.items() if project.contract[k]}}
 
 
-def fit_project(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitResult:
+def _windows(config: Config, as_of: pd.Timestamp, refit: bool) -> tuple[Window, Window]:
+    """(training, holdout) windows of a fit as of `as_of`; a refit's training runs through `as_of`."""
+    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    if refit:
+        return refit_window(as_of, config.training.window, config.training.holdout), holdout_window
+    return train_window, holdout_window
+
+
+def fit_project(config: Config, data: LabelledData, as_of: pd.Timestamp, *, refit: bool = False) -> FitResult:
     """What `train.fit` is for the built-in trainer, for the user's project: the backtest replays it.
 
     Each fit is a real run of the entry point (in the `<experiment>-backtest` experiment), whose
@@ -189,15 +201,18 @@ def fit_project(config: Config, data: LabelledData, as_of: pd.Timestamp) -> FitR
 
     chosen = trainer(config)
     started = time.perf_counter()
-    run_id = run_project(config, chosen, contract_parameters(config, as_of, ""),
+    run_id = run_project(config, chosen, contract_parameters(config, as_of, "", refit=refit),
                          env_manager=config.training.project.env_manager, experiment=f"{config.experiment}-backtest")
     seconds = time.perf_counter() - started
     scorer = models.load(logged_model(MlflowClient(), run_id, chosen)[0], config, data.spec)
-    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    train_window, holdout_window = _windows(config, as_of, refit)
     holdout = data.cut(holdout_window, "holdout window")
-    pred, proba = scorer.predict_with_proba(holdout)
+    metrics = {}
+    if not refit:  # a refit saw the holdout: nothing unseen to score (`train.fit`)
+        pred, proba = scorer.predict_with_proba(holdout)
+        metrics = score(config.task, data.target(holdout), pred, proba)
     return FitResult(scorer.model, scorer.columns, train_window, holdout_window, data.cut(train_window, "training window"),
-                     holdout, score(config.task, data.target(holdout), pred, proba), seconds, scorer.flavor)
+                     holdout, metrics, seconds, scorer.flavor)
 
 
 def run_project(config: Config, chosen: Trainer, params: dict[str, str], *, env_manager: str,
@@ -306,14 +321,14 @@ def end_run(run_id: str, status: str) -> None:
 
 
 def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, chosen: Trainer, *, trigger: str,
-          reason: str, cycle_run_id: str, registry: Any) -> Candidate:
+          reason: str, cycle_run_id: str, registry: Any, refit_of: str = "") -> Candidate:
     """The version a project run made: the one it registered itself, else its logged model registered
     here. Checked against the data's columns before anything is registered; tagged here, in the
     cycle's process (the built-in trainer only registers when a cycle runs it), for the cycle to place."""
     from mlflow.tracking import MlflowClient
 
     from mlflow_retrain.adapters import models
-    from mlflow_retrain.adapters.train import bootstrap_trigger, candidate_tags, log_frame
+    from mlflow_retrain.adapters.train import bootstrap_trigger, candidate_tags, log_frame, refit_tags
 
     client = MlflowClient()
     own = client.search_model_versions(f"name = '{config.model_name}' and run_id = '{run_id}'")
@@ -322,11 +337,12 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
     else:
         model_uri, model_id = logged_model(client, run_id, chosen)
     scorer = models.load(model_uri, config, data.spec)  # a schema mismatch stops here, before any write
-    train_window, holdout_window = training_windows(as_of, config.training.window, config.training.holdout)
+    train_window, holdout_window = _windows(config, as_of, bool(refit_of))
     holdout = data.cut(holdout_window, "holdout window")
     pred, proba = scorer.predict_with_proba(holdout)
     metric = score(config.task, data.target(holdout), pred, proba).get(config.metric, float("nan"))
-    trigger, reason = bootstrap_trigger(registry, trigger, reason)
+    if not refit_of:  # a refit keeps its validated fit's trigger
+        trigger, reason = bootstrap_trigger(registry, trigger, reason)
     if not client.list_artifacts(run_id, T.REFERENCE_ARTIFACT.rsplit("/", 1)[0]):
         # drift is measured against the rows the model was trained on, as the contract defines them
         spec = data.spec
@@ -334,6 +350,8 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
                   T.REFERENCE_ARTIFACT, run_id=run_id)
     tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
                           train_window=train_window, holdout_window=holdout_window)
+    if refit_of:
+        tags.update(refit_tags(refit_of, train_window, data.count_after(train_window.start, train_window.end)))
     if own:
         version = str(own[0].version)
         registry.tag(version, tags)

@@ -13,6 +13,9 @@ CYCLE_RUN_ID = "retrain.cycle_run_id"
 TRAIN_WINDOW = "retrain.train_window"
 HOLDOUT_WINDOW = "retrain.holdout_window"
 AS_OF = "retrain.as_of"
+# on a refit (`training.refit_on_pass`): the validated fit's run, and the rows the refit saw ("<window> (<n> rows)")
+REFIT_OF = "retrain.refit_of"
+REFIT_ROWS = "retrain.refit_rows"
 PROMOTED_AT = "retrain.promoted_at"  # in data time (--as-of), so replays draw the real history
 PROMOTED_WALL = "retrain.promoted_wall"  # wall-clock time, orders promotions for rollback
 ARCHIVED_AT = "retrain.archived_at"
@@ -53,9 +56,10 @@ ABANDONED = "abandoned"  # pending, then superseded by a newer candidate before 
 AWAITING_APPROVAL = "awaiting_approval"  # passed the gate, waits in Staging for a person
 EXPIRED = "expired"  # waited longer than validation.approval_ttl: archived
 SUPERSEDED = "superseded"  # a newer (forced) candidate replaced it in Staging while it waited
+REFITTED = "refitted"  # passed the gate; its refit through as_of (`training.refit_on_pass`) took its place
 APPROVED = "approved"  # values of APPROVAL
 # judged by the gate (a cooldown counts from the newest of these), whatever came of it after
-JUDGED = (PROMOTED, REJECTED, AWAITING_APPROVAL, EXPIRED, SUPERSEDED)
+JUDGED = (PROMOTED, REJECTED, AWAITING_APPROVAL, EXPIRED, SUPERSEDED, REFITTED)
 BOOTSTRAP = "bootstrap"
 
 REFERENCE_ARTIFACT = "reference/train.parquet"

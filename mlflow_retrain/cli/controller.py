@@ -15,8 +15,11 @@ from mlflow_retrain.cli.group import EXIT_CODES, as_of_option, cli, config_optio
 @click.option("--trigger", default="manual", show_default=True, help="Why this retrain happens (tag retrain.trigger).")
 @click.option("--reason", default="trained by hand", show_default=True, help="One sentence (tag retrain.reason).")
 @click.option("--cycle-run-id", default="", help="The controller cycle that asked for it (set by the controller).")
+@click.option("--refit-of", default="", help="Fit through --as-of, holdout included, as the refit of this validated "
+                                             "run (set by the controller: training.refit_on_pass).")
 @json_option
-def train(config_path: str, as_of: str | None, trigger: str, reason: str, cycle_run_id: str, as_json: bool) -> None:
+def train(config_path: str, as_of: str | None, trigger: str, reason: str, cycle_run_id: str, refit_of: str,
+          as_json: bool) -> None:
     """Fit on the training window, log to MLflow, register a new version.
 
     The first version (no Production yet) goes to Production if it passes the absolute gate;
@@ -25,7 +28,7 @@ def train(config_path: str, as_of: str | None, trigger: str, reason: str, cycle_
     from mlflow_retrain.loop.training import train as run_train
 
     result = run_train(load(config_path), as_of=as_of or None, trigger=trigger, reason=reason,
-                       cycle_run_id=cycle_run_id)
+                       cycle_run_id=cycle_run_id, refit_of=refit_of)
     emit(result.to_dict(), as_json, lambda r: table([
         {"version": r["version"], "stage": r["stage"], "train_window": r["train_window"],
          "holdout_window": r["holdout_window"], **{f"holdout_{k}": v for k, v in r["holdout_metrics"].items()},

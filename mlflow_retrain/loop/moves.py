@@ -49,6 +49,29 @@ def await_approval(registry: Registry, candidate: VersionInfo, production: Versi
         T.BASELINE_VERSION: production.version if production else "", T.AWAITING_SINCE: when.isoformat()})
 
 
+REFIT_NOTE = "; refitted through as of, holdout included, as v"  # ends a refitted version's decision reason
+
+
+def refitted(registry: Registry, validated: VersionInfo, refit: str, production: VersionInfo | None,
+             decision: PromotionDecision, when: pd.Timestamp, by: str) -> None:
+    """The refit takes its validated fit's place in Staging, in one move: the validated version archived
+    as `refitted` with the gate's record (reason, baseline), the refit staged pending; `validate` then
+    carries out that record (`recorded`), never judging the refit on rows it was fitted on."""
+    _moves(registry).stage_candidate(refit, by=by, when=when.to_pydatetime(), previous_tags={
+        T.DECISION: T.REFITTED, T.DECISION_REASON: f"{decision.reason}{REFIT_NOTE}{refit}",
+        T.BASELINE_VERSION: production.version if production else ""})
+
+
+def recorded(registry: Registry, refit: VersionInfo) -> tuple[str, str] | None:
+    """(the gate's reason, its baseline version) recorded on the validated fit a refit replaced, or None
+    when no version it refits says `refitted`."""
+    for version in registry.versions():
+        if version.run_id == refit.tags.get(T.REFIT_OF) and version.tags.get(T.DECISION) == T.REFITTED:
+            reason = version.tags.get(T.DECISION_REASON, "").partition(REFIT_NOTE)[0]
+            return reason, version.tags.get(T.BASELINE_VERSION, "")
+    return None
+
+
 def signed_off(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdict, when: pd.Timestamp,
                by: str) -> list[str]:
     """A final verdict on a waiting candidate: approved -> Production (the old one archived), rejected

@@ -1,22 +1,29 @@
 """Steps 5-7 of a cycle: the candidate against Production on one holdout, the gate's verdict carried
 out (`loop.moves`: promoted, rejected, or waiting for a person), the numbers in the cycle's run.
-`compare` alone is `mlflow-retrain compare`: the same judgement, nothing moved.
+`compare` alone is `mlflow-retrain compare`: the same judgement, nothing moved. With
+`training.refit_on_pass` a candidate that passes is fitted again through as_of and that refit takes
+its place: docs/design.md#refit-after-the-gate.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from mlflow_retrain.adapters.data import LabelledData, Window
 from mlflow_retrain.adapters.registry import VersionInfo
+from mlflow_retrain.adapters.trainers import make_candidate
 from mlflow_retrain.base import tags as T
+from mlflow_retrain.base.errors import TrainingError
 from mlflow_retrain.decide import PromotionDecision
 from mlflow_retrain.loop.evaluate import judge, registered
-from mlflow_retrain.loop.moves import await_approval, judged
+from mlflow_retrain.loop.moves import await_approval, judged, recorded, refitted
 from mlflow_retrain.loop.observe import Cycle
 from mlflow_retrain.policy.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def compare(config: Config, data: LabelledData, holdout: Window, candidate: VersionInfo,
@@ -31,18 +38,61 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
 def validate(c: Cycle, candidate: VersionInfo, production: VersionInfo | None) -> None:
     """Compare on one holdout, gate, promote or archive; the numbers go to the report and run."""
     config, report = c.config, c.report
+    if candidate.tags.get(T.REFIT_OF):  # staged by a cycle cut short: its gate's record, not its rows, decides
+        _carry_out(c, candidate, production, _recorded(c, candidate, production))
+        return
     holdout = Window.ending(config.monitoring.labelled(c.as_of), config.training.holdout)
     promotion, evidence = compare(config, c.data, holdout, candidate, production)
     report.promotion = promotion
     report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
-    if promotion.promote and config.validation.require_approval:  # a person signs off first (`signoff.py`)
+    if promotion.promote and config.training.refit_on_pass:
+        candidate = refit(c, candidate, production, promotion)
+        report.candidate_version = candidate.version
+    _carry_out(c, candidate, production, promotion)
+    _log_comparison(evidence)
+
+
+def refit(c: Cycle, validated: VersionInfo, production: VersionInfo | None,
+          promotion: PromotionDecision) -> VersionInfo:
+    """The validated candidate fitted again by the same trainer through the holdout's end, and staged
+    in its place (`moves.refitted`). A refit that fails leaves the validated fit to be carried out: it
+    passed the gate, and nothing half-made is placed (a half-made version stays pending outside
+    Staging, which the next reconcile archives as abandoned)."""
+    as_of = c.config.monitoring.labelled(c.as_of)
+    try:
+        made = make_candidate(c.config, c.data, as_of, trigger=validated.tags.get(T.TRIGGER, ""),
+                              reason=validated.tags.get(T.REASON, ""), cycle_run_id=c.report.cycle_run_id or "",
+                              registry=c.registry, via=c.via, refit_of=validated.run_id or "")
+    except TrainingError as exc:
+        log.warning("the refit of v%s failed, the validated fit is carried out instead: %s", validated.version, exc)
+        promotion.reasons.append(f"the refit failed ({str(exc)[:300]}): the validated fit itself")
+        return validated
+    refitted(c.registry, validated, made.version, production, promotion, c.as_of, by=c.report.cycle_run_id or "")
+    return c.registry.get(made.version)
+
+
+def _recorded(c: Cycle, refit: VersionInfo, production: VersionInfo | None) -> PromotionDecision:
+    """A refit's verdict is its validated fit's gate, recorded on that fit when the refit was staged; it
+    stands only while Production is still the version that gate compared against."""
+    reason, baseline = recorded(c.registry, refit) or ("", "?")
+    now = production.version if production is not None else ""
+    if reason and baseline == now:
+        return PromotionDecision(True, [reason], c.config.metric, float("nan"), None, None, None)
+    why = (f"a refit whose validated fit's gate compared against v{baseline or '-'}, while Production is now "
+           f"v{now or '-'}: not carried out" if reason else "a refit with no validated fit recorded: not carried out")
+    return PromotionDecision(False, [why], c.config.metric, float("nan"), None, None, None)
+
+
+def _carry_out(c: Cycle, candidate: VersionInfo, production: VersionInfo | None,
+               promotion: PromotionDecision) -> None:
+    report = c.report
+    if promotion.promote and c.config.validation.require_approval:  # a person signs off first (`signoff.py`)
         await_approval(c.registry, candidate, production, promotion, c.as_of, by=report.cycle_run_id or "")
         report.outcome = T.AWAITING_APPROVAL
     else:
         report.archived_versions = judged(c.registry, candidate, production, promotion, c.as_of,
                                           by=report.cycle_run_id or "")
         report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
-    _log_comparison(evidence)
 
 
 def _log_comparison(evidence: dict[str, Any]) -> None:

@@ -91,6 +91,7 @@ class TrainingConfig:
     seed: int = 0
     pass_timestamp: bool = False
     project: ProjectConfig | None = None
+    refit_on_pass: bool = False  # a candidate that passes is fitted again through as_of, holdout included
 
     @property
     def is_factory(self) -> bool:

@@ -128,6 +128,7 @@ def _training(s: Section, task: str, source: Path | None = None) -> TrainingConf
         seed=s.get("seed", int, d.seed),
         pass_timestamp=s.get("pass_timestamp", bool, d.pass_timestamp),
         project=project,
+        refit_on_pass=s.get("refit_on_pass", bool, d.refit_on_pass),
     )
     if project is not None and s.has("estimator"):
         raise s.fail("estimator", "and training.project are exclusive: the project's entry point makes the model")

@@ -227,6 +227,7 @@ def render(s: Suggestion, next_command: str) -> str:
         f"  window: {format_span(s.training_window)}",
         *why("training.holdout"),
         f"  holdout: {format_span(s.holdout)}",
+        "  refit_on_pass: true   # a candidate that passes the gate is fitted again through as_of, holdout included",
         "monitoring:",
         *why("monitoring.window"),
         f"  window: {format_span(s.monitoring_window)}",

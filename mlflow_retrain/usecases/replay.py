@@ -41,12 +41,27 @@ class Policy:
     equal_budget: bool = False
 
 
+@dataclass(frozen=True)
+class Refit:
+    """The cache key of a refit (`training.refit_on_pass`): the fit as of `at`, through `at`."""
+
+    at: pd.Timestamp
+
+
+FitKey = pd.Timestamp | Refit  # a fit as of a time, or its refit
+
+
+def fitted_at(key: FitKey) -> pd.Timestamp:
+    """A fit's data time, a refit's included (the version's `retrain.as_of`)."""
+    return key.at if isinstance(key, Refit) else key
+
+
 @dataclass
 class PolicyState:
     """One policy's replay so far: the fit serving, its retrains and their outcomes, the metric per window."""
 
     policy: Policy
-    production: pd.Timestamp  # the as_of of the fit serving now (its cache key)
+    production: FitKey  # the fit serving now (its cache key)
     last_retrain: pd.Timestamp | None = None
     retrains: int = 0
     promoted: int = 0
@@ -72,7 +87,7 @@ class _BlockScorer:
     """A fit's scorer for the holdout rows `lo:hi` alone, answered from the replay's blocks."""
 
     replay: Replay
-    model_at: pd.Timestamp
+    model_at: FitKey
     lo: int
     hi: int
 
@@ -88,19 +103,21 @@ class Replay:
         self.config, self.data, self.cache = config, data, cache
         self.jobs, self.client = jobs, client  # where fits made ahead run: local workers or a Dask cluster
         self.ahead: FitsAhead | None = None
-        self.fits: dict[pd.Timestamp, FitResult] = {}
+        self.fits: dict[FitKey, FitResult] = {}
         self.fit_count = 0
-        self.metrics: dict[tuple[pd.Timestamp, str], WindowScore] = {}
-        self.predicted: dict[pd.Timestamp, _Block] = {}  # each fit's predictions on the rows it served
-        self.meters: dict[pd.Timestamp, DriftMeter] = {}
-        self.estimators: dict[pd.Timestamp, PerformanceEstimator] = {}
+        self.metrics: dict[tuple[FitKey, str], WindowScore] = {}
+        self.predicted: dict[FitKey, _Block] = {}  # each fit's predictions on the rows it served
+        self.meters: dict[FitKey, DriftMeter] = {}
+        self.estimators: dict[FitKey, PerformanceEstimator] = {}
 
-    def fit(self, as_of: pd.Timestamp) -> FitResult:
+    def fit(self, as_of: FitKey) -> FitResult:
         if self.cache and as_of in self.fits:
             return self.fits[as_of]
-        result = self.ahead.take(as_of) if self.ahead is not None else None
+        refit = isinstance(as_of, Refit)
+        result = self.ahead.take(as_of) if self.ahead is not None and not refit else None
         if result is None:
-            result = (fit_project if self.config.training.project else fit)(self.config, self.data, as_of)
+            result = (fit_project if self.config.training.project else fit)(self.config, self.data, fitted_at(as_of),
+                                                                           refit=refit)
         self.fit_count += 1
         self.fits[as_of] = result
         return result
@@ -120,7 +137,7 @@ class Replay:
             self.ahead.close()
             self.ahead = None
 
-    def window_score(self, model_at: pd.Timestamp, window: Window) -> WindowScore:
+    def window_score(self, model_at: FitKey, window: Window) -> WindowScore:
         key = (model_at, window.iso())
         if self.cache and key in self.metrics:
             return self.metrics[key]
@@ -138,7 +155,7 @@ class Replay:
         self.metrics[key] = result
         return result
 
-    def predictions(self, model_at: pd.Timestamp, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def predictions(self, model_at: FitKey, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The fit's predictions on rows `lo:hi`, from a block predicted in one call and grown by doubling
         as the model keeps serving. A call has a fixed cost (input checks, the encoder) far above a day's
         rows, and a model serving n windows then costs about log2(n) calls instead of n; a prediction
@@ -151,23 +168,23 @@ class Replay:
             block = self.predicted[model_at] = _Block(start, end, pred, proba)
         return block.pred[lo - block.lo:hi - block.lo], None if block.proba is None else block.proba[lo - block.lo:hi - block.lo]
 
-    def judged(self, model_at: pd.Timestamp, holdout: Window) -> Any:
+    def judged(self, model_at: FitKey, holdout: Window) -> Any:
         """The fit as the gate takes it (`evaluate.judge`): with the cache, its predictions on the holdout
         come from its blocks, so Production, which has usually just scored those rows, costs nothing."""
         if not self.cache:
             return self.fits[model_at].scorer
         return _BlockScorer(self, model_at, *self.data.positions(holdout))
 
-    def forget(self, serving: set[pd.Timestamp], upto: pd.Timestamp) -> None:
+    def forget(self, serving: set[FitKey], upto: pd.Timestamp) -> None:
         """Drop fits no policy serves any more. All policies advance together, so a fit made at or
         before `upto` is only ever needed again as some policy's Production model."""
-        for at in [at for at in self.fits if at <= upto and at not in serving]:
+        for at in [at for at in self.fits if fitted_at(at) <= upto and at not in serving]:
             del self.fits[at]
             self.predicted.pop(at, None)
             self.meters.pop(at, None)
             self.estimators.pop(at, None)
 
-    def drift(self, model_at: pd.Timestamp, window: Window) -> DriftNumbers | None:
+    def drift(self, model_at: FitKey, window: Window) -> DriftNumbers | None:
         rows = self.data.rows(window)
         if not len(rows):
             return None
@@ -176,7 +193,7 @@ class Replay:
         return self.meters[model_at].measure(rows)
 
 
-    def estimate(self, model_at: pd.Timestamp, window: Window) -> float | None:
+    def estimate(self, model_at: FitKey, window: Window) -> float | None:
         """The serving fit's metric on `window` estimated without labels, prepared on its holdout rows."""
         fit = self.fits[model_at]
         if model_at not in self.estimators or not self.cache:
@@ -245,9 +262,10 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
         drift = replay.drift(state.production, newest)
     estimate = replay.estimate(state.production, newest) if config.triggers.needs("estimate") else None
     forced = state.policy.every_window or due
-    decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=state.production,
+    trained_at = fitted_at(state.production)
+    decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
                       seen_until=replay.fits[state.production].train_window.end,
-                      rows_since=replay.data.count_after(state.production, labelled),
+                      rows_since=replay.data.count_after(trained_at, labelled),
                       last_retrain_at=state.last_retrain, force=forced, estimate=estimate,
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
@@ -263,6 +281,9 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     if promotion.promote:
         state.promoted += 1
         state.production = labelled
+        if config.training.refit_on_pass:  # the cycle's refit (`validate.refit`) serves in its place
+            state.production = Refit(labelled)
+            state.train_seconds += replay.fit(state.production).fit_seconds
     else:
         state.rejected += 1
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))

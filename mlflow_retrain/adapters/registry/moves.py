@@ -173,9 +173,11 @@ class Moves:
         self.carry_out(self._intent(PROMOTE, version, previous, when, tags, previous_tags, by))
         return previous if previous is not None and previous.version != str(version) else None
 
-    def stage_candidate(self, version: str, tags: dict[str, str] | None = None, by: str = "") -> None:
-        """Version → Staging (stage + alias); a Staging version it replaces is archived, not left dangling."""
-        self.carry_out(self._intent(STAGE, version, self.versions.staging(), None, tags, None, by))
+    def stage_candidate(self, version: str, tags: dict[str, str] | None = None, by: str = "",
+                        previous_tags: dict[str, str] | None = None, when: datetime | None = None) -> None:
+        """Version → Staging (stage + alias); a Staging version it replaces is archived, not left dangling
+        (tagged `previous_tags` when given, else by why it was replaced)."""
+        self.carry_out(self._intent(STAGE, version, self.versions.staging(), when, tags, previous_tags, by))
 
     def archive(self, version: str, when: datetime | None = None, tags: dict[str, str] | None = None,
                 by: str = "") -> None:
@@ -213,11 +215,11 @@ class Moves:
         self.write_tags(i.version, i.tags)
         if i.previous:
             replaced = self.versions.get(i.previous)
-            why = {}
-            if replaced.tags.get(T.DECISION) == T.PENDING:
+            why = dict(i.previous_tags)  # the mover's own record (a refit replacing its validated fit), else:
+            if not why and replaced.tags.get(T.DECISION) == T.PENDING:
                 why = {T.DECISION: T.ABANDONED, T.DECISION_REASON: f"superseded in Staging by v{i.version} "
                                                                    "before it was judged"}
-            elif replaced.tags.get(T.DECISION) == T.AWAITING_APPROVAL:  # only a forced retrain does this
+            elif not why and replaced.tags.get(T.DECISION) == T.AWAITING_APPROVAL:  # only a forced retrain does this
                 why = {T.DECISION: T.SUPERSEDED, T.DECISION_REASON: f"superseded in Staging by v{i.version} "
                                                                     "while it awaited approval"}
             self._retire(i.previous, i, why)

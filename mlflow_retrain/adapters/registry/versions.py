@@ -238,7 +238,8 @@ _HEADLINES = {T.PENDING: "Pending: waiting to be validated against Production",
               T.ABANDONED: "Abandoned: replaced in Staging before it was judged",
               T.AWAITING_APPROVAL: "Awaiting approval: passed the gate, waits in Staging for a person",
               T.EXPIRED: "Expired: nobody approved it within the approval TTL",
-              T.SUPERSEDED: "Superseded: replaced in Staging by a newer candidate while it awaited approval"}
+              T.SUPERSEDED: "Superseded: replaced in Staging by a newer candidate while it awaited approval",
+              T.REFITTED: "Refitted: passed the gate; its refit through as of (holdout included) took its place"}
 
 
 def version_markdown(version: VersionInfo) -> str:
@@ -253,7 +254,7 @@ def version_markdown(version: VersionInfo) -> str:
     head = _HEADLINES.get(decision, decision or "not judged")
     if decision == T.PROMOTED and get(T.PROMOTED_AT):
         head += f" as of {get(T.PROMOTED_AT)}"
-    if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED, T.EXPIRED, T.SUPERSEDED):
+    if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED, T.EXPIRED, T.SUPERSEDED, T.REFITTED):
         head += f"; archived as of {get(T.ARCHIVED_AT)}"
     lines = [f"**v{version.version}: {head}**", ""]
     if get(T.TRIGGER):
@@ -273,6 +274,9 @@ def version_markdown(version: VersionInfo) -> str:
                f"as of `{get(T.AS_OF)}`" if get(T.AS_OF) else ""]
     if any(windows):
         lines.append("- **Windows:** " + ", ".join(w for w in windows if w))
+    if get(T.REFIT_OF):
+        lines.append(f"- **Refit** on `{get(T.REFIT_ROWS)}` of the validated fit [`{get(T.REFIT_OF)}`]"
+                     f"(#/runs/{get(T.REFIT_OF)}), whose gate is the evidence below")
     runs = [f"training run [`{version.run_id}`](#/runs/{version.run_id})" if version.run_id else "",
             f"cycle [`{get(T.CYCLE_RUN_ID)}`](#/runs/{get(T.CYCLE_RUN_ID)})" if get(T.CYCLE_RUN_ID) else ""]
     if any(runs):
