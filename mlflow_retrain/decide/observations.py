@@ -36,6 +36,7 @@ class Observations:
     seen_until: pd.Timestamp | None = None  # the end of Production's training window
     rows_since: int = 0  # labelled rows after trained_at, up to as_of
     estimate: float | None = None  # the metric on the newest window, estimated without labels (`estimate.py`)
+    rejected_at: pd.Timestamp | None = None  # the data time of the newest rejected candidate (`max_age` waits)
 
     @property
     def latest(self) -> WindowScore:

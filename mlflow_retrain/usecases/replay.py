@@ -48,6 +48,7 @@ class PolicyState:
     policy: Policy
     production: pd.Timestamp  # the as_of of the fit serving now (its cache key)
     last_retrain: pd.Timestamp | None = None
+    last_rejected: pd.Timestamp | None = None  # the newest rejected candidate's data time (`max_age` waits)
     retrains: int = 0
     promoted: int = 0
     rejected: int = 0
@@ -249,6 +250,7 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
                       seen_until=replay.fits[state.production].train_window.end,
                       rows_since=replay.data.count_after(state.production, labelled),
                       last_retrain_at=state.last_retrain, force=forced, estimate=estimate,
+                      last_rejected_at=state.last_rejected,
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
     if not decision.retrain:
@@ -265,4 +267,5 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
         state.production = labelled
     else:
         state.rejected += 1
+        state.last_rejected = labelled
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))

@@ -1,4 +1,6 @@
-"""`max_age`: schedule-style freshness, Production older than the allowed age (in data time).
+"""`max_age`: schedule-style freshness, Production older than the allowed age (in data time). A
+rejected candidate is as fresh as a retrain: the trigger then waits one max age after it, as a
+schedule waits for its next due time, instead of retraining every cycle until one passes.
 
 ```yaml
 triggers:
@@ -17,16 +19,24 @@ from mlflow_retrain.decide.triggers import PolicyContext, Trigger
 from mlflow_retrain.decide.verdicts import TriggerResult, format_span
 
 
-def max_age(trained_at: datetime | None, *, as_of: datetime, max_age: timedelta) -> TriggerResult:
-    """Schedule-style freshness: Production older than the allowed age."""
+def max_age(trained_at: datetime | None, *, as_of: datetime, max_age: timedelta,
+            rejected_at: datetime | None = None) -> TriggerResult:
+    """Schedule-style freshness: Production older than the allowed age, and no candidate rejected
+    within the last max age (its next due time is one max age after that rejection)."""
     kind = "max_age"
     if trained_at is None:
         return TriggerResult(False, kind, "no Production model")
     age = as_of - trained_at
     fired = age > max_age
-    return TriggerResult(fired, kind, f"Production trained {format_span(age)} before {as_of.isoformat()} "
-                                      f"{'>' if fired else '<='} max age {format_span(max_age)}",
-                         {"age_seconds": age.total_seconds(), "max_age_seconds": max_age.total_seconds()})
+    reason = (f"Production trained {format_span(age)} before {as_of.isoformat()} "
+              f"{'>' if fired else '<='} max age {format_span(max_age)}")
+    evidence = {"age_seconds": age.total_seconds(), "max_age_seconds": max_age.total_seconds()}
+    if fired and rejected_at is not None and rejected_at > trained_at and as_of - rejected_at <= max_age:
+        due = rejected_at + max_age
+        return TriggerResult(False, kind, f"{reason}, but a candidate trained {format_span(as_of - rejected_at)} "
+                                          f"before was rejected: next due {due.isoformat()}",
+                             {**evidence, "rejected_at": rejected_at.isoformat(), "next_due": due.isoformat()})
+    return TriggerResult(fired, kind, reason, evidence)
 
 
 @dataclass(frozen=True)
@@ -49,4 +59,5 @@ class MaxAge(Trigger):
 
     def check(self, seen: Observations) -> TriggerResult:
         trained_at = None if seen.trained_at is None else seen.trained_at.to_pydatetime()
-        return max_age(trained_at, as_of=seen.as_of.to_pydatetime(), max_age=self.span)
+        rejected_at = None if seen.rejected_at is None else seen.rejected_at.to_pydatetime()
+        return max_age(trained_at, as_of=seen.as_of.to_pydatetime(), max_age=self.span, rejected_at=rejected_at)
