@@ -16,6 +16,12 @@ promoted model would serve. Reported per holdout and age:
 - future mean error of always Production, always the candidate, the gate's choice, and the gate's
   choice refitted on the whole window up to t (holdout rows included) when it passes.
 
+The second table sets the gate's comparisons against always promoting (issue 25, item 3): today's
+`compare: better`, `not_worse` and `non_inferior` (margin 2%, `MARGIN`), each pick's rejections,
+regret and future error, and how many planted broken candidates each promoted: a constant (the
+training rows' mean) and the candidate's own predictions shuffled across the holdout's rows, judged
+against the same Production on the same holdout.
+
     .venv/bin/python benchmarks/bench_gate.py [--only bike|goog]
 """
 
@@ -34,6 +40,7 @@ import pandas as pd
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData, Window
 from mlflow_retrain.loop.evaluate import judge, score_rows
+from mlflow_retrain.adapters.models import Scorer
 from mlflow_retrain.adapters.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 HOLDOUTS = (7, 14, 28)
 AGES = (7, 28)
 FUTURE = timedelta(days=28)
+MARGIN = 0.02
+COMPARES = {"better": "better", "not worse": "not_worse", "non-inferior": "non_inferior"}
 GRIDS = {"bike": ("2011-07-01", "2012-11-30"), "goog": ("2006-06-01", "2008-09-15")}
 
 
@@ -69,6 +78,38 @@ def later(config, data: LabelledData, future: pd.DataFrame, model) -> float:
     return score_rows(config, data, model.scorer, future).metrics[config.metric]
 
 
+class Constant:
+    """A broken candidate: the training rows' mean for every row."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.full(len(rows), self.value)
+
+
+class Shuffled:
+    """A broken candidate: a real model's predictions, each given to another row."""
+
+    def __init__(self, model, seed: int):
+        self.model, self.seed = model, seed
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.random.default_rng(self.seed).permutation(np.asarray(self.model.predict(rows)))
+
+
+def comparing(config, compare: str):
+    """The same policy with another `validation.compare` (the margin set when it reads one)."""
+    margin = MARGIN if compare != "better" else config.validation.margin
+    return dataclasses.replace(config, validation=dataclasses.replace(config.validation, compare=compare, margin=margin))
+
+
+def broken(config, data: LabelledData, candidate, t: pd.Timestamp) -> list[Scorer]:
+    """The planted broken candidates of a grid point: a constant and a shuffle of the candidate."""
+    mean = float(data.target(candidate.train_rows).mean())
+    return [Scorer(Constant(mean), candidate.columns), Scorer(Shuffled(candidate.model, t.dayofyear), candidate.columns)]
+
+
 def pairs(name: str, folder: Path) -> pd.DataFrame:
     base = config_for(name, folder)
     data = LabelledData.load(base)
@@ -87,7 +128,15 @@ def pairs(name: str, folder: Path) -> pd.DataFrame:
             for age in AGES:
                 production = fitted(config, data, fits, t - timedelta(days=age))
                 decision, evidence = judge(config, data, candidate.holdout_rows, candidate.scorer, production.scorer)
-                rows.append({"holdout": days, "age": age, "t": t, "promote": decision.promote,
+                verdicts = {}
+                for label, compare in COMPARES.items():
+                    policy = comparing(config, compare)
+                    verdicts[f"promote {label}"] = judge(policy, data, candidate.holdout_rows, candidate.scorer,
+                                                         production.scorer)[0].promote
+                    for kind, bad in zip(("constant", "shuffled"), broken(config, data, candidate, t)):
+                        verdicts[f"{kind} {label}"] = judge(policy, data, candidate.holdout_rows, bad,
+                                                            production.scorer)[0].promote
+                rows.append({"holdout": days, "age": age, "t": t, "promote": decision.promote, **verdicts,
                              "holdout_candidate": evidence["candidate"][config.metric],
                              "holdout_production": evidence["production"][config.metric],
                              "future_candidate": later(config, data, future, candidate),
@@ -115,6 +164,23 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each comparison and always promoting: rejections, regret, future error, broken candidates promoted."""
+    out = []
+    for (days, age), g in frame.groupby(["holdout", "age"]):
+        best = np.minimum(g.future_candidate, g.future_production).mean()
+        for label in [*COMPARES, "always promote"]:
+            promote = g[f"promote {label}"] if label in COMPARES else pd.Series(True, index=g.index)
+            pick = np.where(promote, g.future_candidate, g.future_production)
+            broken_ = "-" if label not in COMPARES else f"{g[f'constant {label}'].sum()}, {g[f'shuffled {label}'].sum()}"
+            out.append({"holdout": f"{days}d", "production age": f"{age}d", "gate": label, "pairs": len(g),
+                        "rejected": f"{1 - promote.mean():.0%}",
+                        "right": f"{(promote == (g.future_candidate < g.future_production)).mean():.0%}",
+                        "regret": f"{pick.mean() / best - 1:.1%}", "future error": f"{pick.mean():.2f}",
+                        "broken promoted (constant, shuffled)": broken_})
+    return pd.DataFrame(out)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
@@ -130,6 +196,8 @@ def main() -> None:
             frame = pairs(name, Path(tmp))
         print(f"**{name}** (weekly grid {GRIDS[name][0]} .. {GRIDS[name][1]}; future = the next 28 days)\n")
         print(markdown(summary(frame)))
+        print()
+        print(markdown(comparisons(frame)))
         print()
 
 

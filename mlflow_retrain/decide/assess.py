@@ -85,7 +85,8 @@ def out_of_sample(scores: list[WindowScore], seen_until: pd.Timestamp | None) ->
 def assess(config: Policy, *, as_of: pd.Timestamp, scores: list[WindowScore], drift: DriftNumbers | None,
            trained_at: pd.Timestamp, seen_until: pd.Timestamp | None, rows_since: int,
            last_retrain_at: pd.Timestamp | None, force: bool, reason: str | None,
-           event: str | None = None, estimate: float | None = None) -> RetrainDecision:
+           event: str | None = None, estimate: float | None = None,
+           last_rejected_at: pd.Timestamp | None = None) -> RetrainDecision:
     """Every configured trigger over plain numbers, then the decision (cooldown, force).
 
     `seen_until` is the end of Production's training window: the metric triggers only look at
@@ -95,7 +96,8 @@ def assess(config: Policy, *, as_of: pd.Timestamp, scores: list[WindowScore], dr
     unit = unit_for(config.monitoring.window)
     seen = Observations(metric=config.metric, higher_is_better=config.higher_is_better, as_of=as_of,
                         scores=tuple(out_of_sample(scores, seen_until)), drift=drift, trained_at=trained_at,
-                        seen_until=seen_until, rows_since=rows_since, estimate=estimate, unit=unit)
+                        seen_until=seen_until, rows_since=rows_since, estimate=estimate, unit=unit,
+                        rejected_at=last_rejected_at)
     results = [_debounced(trigger, trigger.check(seen), seen, tc.debounce) for trigger in tc.configured]
     if force:
         results.append(on_demand(True, reason, event))

@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from mlflow_retrain.decide.triggers import PolicyContext
 
 
-# `validation.compare`: beat Production, or be not worse than it beyond noise (`not_worse_check`)
-BETTER, NOT_WORSE = "better", "not_worse"
-COMPARISONS = (BETTER, NOT_WORSE)
+# `validation.compare`: beat Production; or not be worse than it beyond noise (`noise_check`): rejected
+# only when the evidence says worse by more than the margin, or (non-inferior) promoted only when it
+# says not worse by more than the margin
+BETTER, NOT_WORSE, NON_INFERIOR = "better", "not_worse", "non_inferior"
+COMPARISONS = (BETTER, NOT_WORSE, NON_INFERIOR)
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,10 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
          significance: float | None = None,
          baseline_loss: np.ndarray | None = None, candidate_loss: np.ndarray | None = None,
          n_boot: int = 2000, seed: int = 0, extra: Sequence[tuple[bool, str]] = (),
-         not_worse: float | None = None, confidence: float = 0.95) -> PromotionDecision:
+         compare: str = BETTER, margin: float = 0.02, confidence: float = 0.95) -> PromotionDecision:
     """Absolute gate AND a comparison with Production AND `extra` (further verdicts: the policy's gate
-    checks). The comparison is "better" (the relative gate, optionally a significant paired
-    improvement) or, given a `not_worse` margin, "not worse beyond noise" (`not_worse_check`)."""
+    checks). The comparison is `better` (the relative gate, optionally a significant paired
+    improvement) or a paired bootstrap against a `margin` of Production's loss (`noise_check`)."""
     valid = candidate is not None and not math.isnan(candidate)
     checks = [absolute_check(metric, candidate, threshold, higher_is_better, valid)]
     improvement = None
@@ -107,11 +109,11 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
     ci = None
     if baseline is None:
         checks.append((True, "relative gate: no Production version to beat"))
-    elif not_worse is not None:
+    elif compare != BETTER:
         ci = paired_bootstrap_ci(*_losses(baseline_loss, candidate_loss), confidence=confidence, n_boot=n_boot,
                                  seed=seed)
-        checks.append(not_worse_check(metric, candidate, baseline, ci, np.mean(baseline_loss), not_worse, confidence,
-                                      valid))
+        checks.append(noise_check(metric, candidate, baseline, ci, float(np.mean(baseline_loss)), margin, confidence,
+                                  valid, strict=compare == NON_INFERIOR))
     else:
         checks.append(relative_check(metric, candidate, baseline, improvement, min_improvement,
                                      min_relative_improvement, valid))
@@ -163,20 +165,28 @@ def relative_check(metric: str, candidate: float, baseline: float, improvement: 
                     f"improvement {_n(improvement)} {need} ({'pass' if passed else 'fail'})")
 
 
-def not_worse_check(metric: str, candidate: float, baseline: float, reduction: tuple[float, float],
-                    baseline_mean_loss: float, margin: float, confidence: float, valid: bool) -> tuple[bool, str]:
-    """`compare: not_worse`, a non-inferiority test: pass when the upper bound of the CI of the per-row
-    loss difference (candidate - Production) is below `margin` x Production's mean loss.
+def noise_check(metric: str, candidate: float, baseline: float, reduction: tuple[float, float],
+                baseline_mean_loss: float, margin: float, confidence: float, valid: bool, *,
+                strict: bool) -> tuple[bool, str]:
+    """The CI of the per-row loss difference (candidate - Production) against `margin` x Production's
+    mean loss. `not_worse` fails only when the whole CI lies above it (worse beyond noise);
+    `non_inferior` (`strict`) passes only when the whole CI lies below it.
 
-    On a noisy series "better" is a coin flip between two equally good models (`docs/design.md#not-worse`);
-    this promotes the fresher one unless the evidence says it is worse by more than the margin.
+    On a noisy series "better" is a coin flip between two equally good models; `not_worse` promotes
+    the fresher one unless the holdout shows it worse (`docs/design.md#decide-gate`).
     """
-    low, high = -reduction[1], -reduction[0]  # the CI of (candidate - Production), from (Production - candidate)
+    low, high = -reduction[1], -reduction[0]  # (candidate - Production), from (Production - candidate)
     allowed = margin * baseline_mean_loss
-    passed = valid and high < allowed
-    return passed, (f"not worse: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}: the {confidence:.0%} "
-                    f"CI of the per-row loss difference [{_n(low)}, {_n(high)}] is "
-                    f"{'within' if passed else 'beyond'} the {margin:.0%} margin ({_n(allowed)}) "
+    bounds = f"the {confidence:.0%} CI of the per-row loss difference [{_n(low)}, {_n(high)}]"
+    head = f"candidate {metric} {_n(candidate)} vs Production {_n(baseline)}: {bounds}"
+    if strict:
+        passed = valid and high < allowed
+        where = "is within" if passed else "reaches beyond"
+        return passed, f"non-inferior: {head} {where} the {margin:.0%} margin ({_n(allowed)}) ({'pass' if passed else 'fail'})"
+    passed = valid and low <= allowed
+    where = "does not lie wholly above" if passed else "lies wholly above"
+    verdict = "not worse beyond noise" if passed else "worse beyond noise"
+    return passed, (f"not worse: {head} {where} the {margin:.0%} margin ({_n(allowed)}): {verdict} "
                     f"({'pass' if passed else 'fail'})")
 
 
@@ -268,16 +278,16 @@ def judge(config: Policy, candidate: Scores, baseline: Scores | None, naive: Sco
                                                           None if naive is None else naive.metrics.get(config.metric),
                                                           ratio)]
     seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)
-    not_worse = v.compare == NOT_WORSE
+    noise = v.compare != BETTER
     return gate(
         metric=config.metric, candidate=candidate.metrics[config.metric],
         baseline=None if baseline is None else baseline.metrics[config.metric],
         higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
         min_improvement=v.min_improvement, min_relative_improvement=v.min_relative_improvement,
-        significance=significance.confidence if significance and not not_worse else None,
+        significance=significance.confidence if significance and not noise else None,
         baseline_loss=None if baseline is None else baseline.loss, candidate_loss=candidate.loss,
         n_boot=significance.n_boot if significance else Significance.n_boot, seed=config.training.seed,
         extra=[*against_naive, *(check.check(seen) for check in v.checks)],
-        not_worse=v.margin if not_worse else None,
+        compare=v.compare, margin=v.margin,
         confidence=significance.confidence if significance else Significance.confidence,
     )

@@ -38,6 +38,7 @@ class Observations:
     rows_since: int = 0  # labelled rows after trained_at, up to as_of
     estimate: float | None = None  # the metric on the newest window, estimated without labels (`estimate.py`)
     unit: str = DAY  # the unit of spans in the reasons (`words.unit_for` the monitoring window)
+    rejected_at: pd.Timestamp | None = None  # the data time of the newest rejected candidate (`max_age` waits)
 
     @property
     def latest(self) -> WindowScore:

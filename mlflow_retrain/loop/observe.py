@@ -106,6 +106,12 @@ def last_retrain(versions: list[VersionInfo]) -> pd.Timestamp | None:
     return max(made) if made else None
 
 
+def last_rejection(versions: list[VersionInfo]) -> pd.Timestamp | None:
+    """The newest candidate a cycle made that was rejected (by the gate or a person): `max_age` waits after it."""
+    made = [version_time(v) for v in versions if T.TRIGGER in v.tags and v.tags.get(T.DECISION) == T.REJECTED]
+    return max(made) if made else None
+
+
 def evaluate_triggers(c: Cycle, production: VersionInfo, *, asked: bool = True
                       ) -> tuple[RetrainDecision, list[WindowScore], DriftNumbers | None]:
     """Steps 2-3 of the cycle: gather Production's numbers from the registry and data, then `assess`.
@@ -133,11 +139,13 @@ def evaluate_triggers(c: Cycle, production: VersionInfo, *, asked: bool = True
         estimate = _estimate(config, data, model, production, newest)
     trained_at = version_time(production)
     seen = production.tags.get(T.TRAIN_WINDOW)
+    versions = c.registry.versions()
     decision = assess(config, as_of=as_of, scores=scores, drift=drift, trained_at=trained_at,
                       seen_until=Window.parse(seen).end if seen else None,
                       rows_since=data.count_after(trained_at, labelled),
-                      last_retrain_at=last_retrain(c.registry.versions()), force=c.force and asked,
-                      reason=c.reason if asked else None, event=c.event if asked else None, estimate=estimate)
+                      last_retrain_at=last_retrain(versions), force=c.force and asked,
+                      reason=c.reason if asked else None, event=c.event if asked else None, estimate=estimate,
+                      last_rejected_at=last_rejection(versions))
     if newest is not None and wanted and (config.monitoring.reports == "always" or decision.retrain):
         from mlflow_retrain.adapters.reports import PREDICTION, drift_report, quality_report
 

@@ -176,8 +176,8 @@ class ValidationConfig:
     min_relative_improvement: float = 0.0  # a fraction of Production's metric: 0.02 = beat it by 2%
     max_ratio_to_naive: float | None = None  # candidate error <= this x the naive baseline's on the holdout
     significance: Significance | None = None
-    compare: str = "better"  # or "not_worse": not worse than Production beyond noise (`decide.gate.not_worse_check`)
-    margin: float = 0.02  # not_worse: the loss may exceed Production's by this fraction at most
+    compare: str = "better"  # or not_worse | non_inferior: against Production beyond noise (`decide.gate.noise_check`)
+    margin: float = 0.02  # ... a fraction of Production's mean per-row loss
     checks: tuple[Any, ...] = ()  # gate checks from plugins (`decide.gate.GateCheck`), by name in the file
     require_approval: bool = False  # a candidate that passes waits in Staging for a person (`decide.approval`)
     approval_ttl: timedelta | None = None  # then archived as expired, counted in data time; None = waits

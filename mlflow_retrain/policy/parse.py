@@ -291,23 +291,24 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
 
 
 def _comparison(s: Section, cfg: ValidationConfig, metric: str) -> None:
-    """`validation.compare` and `margin`: "not worse" reads per-row losses and replaces the relative gate."""
-    from mlflow_retrain.decide.gate import COMPARISONS, NOT_WORSE
+    """`validation.compare` and `margin`: a comparison beyond noise reads per-row losses and replaces
+    the relative gate."""
+    from mlflow_retrain.decide.gate import BETTER, COMPARISONS
 
     if cfg.compare not in COMPARISONS:
         raise s.fail("compare", f"must be one of {', '.join(COMPARISONS)}, got {cfg.compare!r}")
     if not 0 <= cfg.margin < 1:
         raise s.fail("margin", f"must be a fraction in [0, 1), e.g. 0.02 for 2%, got {cfg.margin}")
-    if cfg.compare != NOT_WORSE:
+    if cfg.compare == BETTER:
         if "margin" in s.raw:
-            raise s.fail("margin", "applies to compare: not_worse only; set it or remove margin")
+            raise s.fail("margin", "applies to compare: not_worse or non_inferior only; set one or remove margin")
         return
     if metric not in PAIRED_METRICS:
-        raise s.fail("compare", f"not_worse needs a metric with a per-row loss ({', '.join(PAIRED_METRICS)}); "
+        raise s.fail("compare", f"{cfg.compare} needs a metric with a per-row loss ({', '.join(PAIRED_METRICS)}); "
                                 f"monitoring.metric is {metric}: use compare: better or change the metric")
     for key in ("min_improvement", "min_relative_improvement"):
         if key in s.raw:
-            raise s.fail(key, "applies to compare: better only; not_worse uses margin")
+            raise s.fail(key, f"applies to compare: better only; {cfg.compare} uses margin")
 
 
 def _registry(s: Section) -> RegistryConfig:

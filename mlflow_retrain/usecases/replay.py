@@ -63,6 +63,7 @@ class PolicyState:
     policy: Policy
     production: FitKey  # the fit serving now (its cache key)
     last_retrain: pd.Timestamp | None = None
+    last_rejected: pd.Timestamp | None = None  # the newest rejected candidate's data time (`max_age` waits)
     retrains: int = 0
     promoted: int = 0
     rejected: int = 0
@@ -267,6 +268,7 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
                       seen_until=replay.fits[state.production].train_window.end,
                       rows_since=replay.data.count_after(trained_at, labelled),
                       last_retrain_at=state.last_retrain, force=forced, estimate=estimate,
+                      last_rejected_at=state.last_rejected,
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
     if not decision.retrain:
@@ -286,4 +288,5 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
             state.train_seconds += replay.fit(state.production).fit_seconds
     else:
         state.rejected += 1
+        state.last_rejected = labelled
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))

@@ -96,7 +96,8 @@ def test_degradation_retrains_validates_promotes_and_audits(prod_store, write_po
 
 
 def test_candidate_failing_the_absolute_gate_is_archived_not_deleted(prod_store, write_policy):
-    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}, validation={"max_metric": 10}))
+    config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}, "max_age": "20d"},
+                                      validation={"max_metric": 10}))
     report = run_cycle(config, as_of="2011-05-31", via="inprocess")
     assert report.outcome == "rejected" and not report.promotion.promote
     assert "absolute gate" in report.promotion.reasons[0] and "(fail)" in report.promotion.reasons[0]
@@ -104,6 +105,10 @@ def test_candidate_failing_the_absolute_gate_is_archived_not_deleted(prod_store,
     assert registry.production().version == "1" and registry.get("2").stage == "Archived"
     assert registry.get("2").tags[T.DECISION] == "rejected"
     assert_invariants(config)
+    # max_age fired at the rejection; the next day it waits one max age after the rejected candidate
+    later = run_cycle(config, as_of="2011-06-01", dry_run=True)
+    age = next(r for r in later.decision.results if r.kind == "max_age")
+    assert not age.fired and "but a candidate trained 1d before was rejected: next due 2011-06-20" in age.reason
 
 
 def test_candidate_not_better_by_the_relative_minimum_is_rejected(prod_store, write_policy):

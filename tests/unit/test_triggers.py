@@ -67,6 +67,33 @@ def test_drift_age_new_data_on_demand():
     assert event.kind == "event" and event.reason == "event from repository_dispatch: labels fixed"
 
 
+
+def test_max_age_after_a_rejection_waits_for_its_next_due_time():
+    """A rejected candidate restarts the clock: no retrain every cycle until one passes (issue 25, item 6)."""
+    span = timedelta(days=30)
+    trained, rejected = T0 - timedelta(days=40), T0 - timedelta(days=8)
+    waits = t.max_age(trained, as_of=T0, max_age=span, rejected_at=rejected)
+    assert not waits.fired and waits.reason == ("Production trained 40d before 2012-06-01T00:00:00 > max age 30d, but a "
+                                                "candidate trained 8d before was rejected: next due 2012-06-23T00:00:00")
+    assert waits.evidence["next_due"] == "2012-06-23T00:00:00"
+    assert t.max_age(trained, as_of=T0 + timedelta(days=23), max_age=span, rejected_at=rejected).fired  # due again
+    # a rejection before Production was trained (an older Production's candidate) does not count
+    assert t.max_age(trained, as_of=T0, max_age=span, rejected_at=trained - timedelta(days=1)).fired
+    # through `assess`, as the cycle and the backtest call it
+    import pandas as pd
+
+    from mlflow_retrain.decide import assess
+    from mlflow_retrain.policy.parse import parse_config
+
+    config = parse_config({"model_name": "m", "data": {"path": "d", "timestamp": "t", "target": "y", "features": ["a"]},
+                           "triggers": {"max_age": "30d"}})
+    seen = dict(as_of=pd.Timestamp(T0), scores=[], drift=None, trained_at=pd.Timestamp(trained), seen_until=None,
+                rows_since=0, last_retrain_at=pd.Timestamp(rejected), force=False, reason=None)
+    assert assess(config, **seen).retrain
+    decision = assess(config, **seen, last_rejected_at=pd.Timestamp(rejected))
+    assert not decision.retrain and "next due 2012-06-23" in decision.reason
+
+
 def test_debounce_and_cooldown():
     assert t.debounce([True, False, True], k=2, n=3) and not t.debounce([True, False, False, True], k=2, n=3)
     with pytest.raises(ValueError):

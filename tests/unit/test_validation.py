@@ -63,36 +63,49 @@ def test_bootstrap_rejects_mismatched_or_empty_losses():
         paired_bootstrap_ci(np.ones(0), np.ones(0))
 
 
-def test_not_worse_promotes_a_tie_within_noise_and_refuses_a_worse_or_broken_candidate():
-    """`compare: not_worse`: the upper CI bound of (candidate - Production) loss below margin x Production's loss."""
+def test_noise_aware_comparisons_against_a_margin_of_productions_loss():
+    """`not_worse` fails only a candidate worse beyond noise; `non_inferior` passes only one shown not worse;
+    both against margin x Production's mean per-row loss, and the absolute gate still catches a broken one."""
     rng = np.random.default_rng(2)
     production = rng.gamma(2.0, 5.0, size=300)
     tie = production + rng.normal(0.0, 1.0, size=300)  # as good, up to noise: "better" is a coin flip here
     kwargs = dict(metric="mae", higher_is_better=False, threshold=30.0, baseline_loss=production, n_boot=500,
-                  not_worse=0.02)
-    passed = gate(candidate=float(tie.mean()), baseline=float(production.mean()), candidate_loss=tie, **kwargs)
-    low, high = -passed.ci[1], -passed.ci[0]
+                  margin=0.02)
+
+    def both(candidate_loss: np.ndarray, **more) -> list:
+        return [gate(candidate=float(candidate_loss.mean()), candidate_loss=candidate_loss,
+                     **{"baseline": float(production.mean()), **kwargs, **more}, compare=c)
+                for c in ("not_worse", "non_inferior")]
+
+    lenient, strict = both(tie)
+    low, high = -strict.ci[1], -strict.ci[0]
     allowed = 0.02 * production.mean()
-    assert passed.promote and high < allowed and low < 0
-    assert passed.reasons[1] == (f"not worse: candidate mae {tie.mean():.4g} vs Production {production.mean():.4g}: "
-                                 f"the 95% CI of the per-row loss difference [{low:.4g}, {high:.4g}] is within the 2% "
-                                 f"margin ({allowed:.4g}) (pass)")
-    worse = production * 1.1  # 10% worse on every row: beyond the 2% margin
-    refused = gate(candidate=float(worse.mean()), baseline=float(production.mean()), candidate_loss=worse, **kwargs)
-    assert not refused.promote and "is beyond the 2% margin" in refused.reasons[1] and "(fail)" in refused.reasons[1]
-    # the absolute gate still catches a broken candidate, even against a broken Production
+    assert lenient.promote and strict.promote and low < 0 < high < allowed
+    head = (f"candidate mae {tie.mean():.4g} vs Production {production.mean():.4g}: the 95% CI of the per-row loss "
+            f"difference [{low:.4g}, {high:.4g}]")
+    assert strict.reasons[1] == f"non-inferior: {head} is within the 2% margin ({allowed:.4g}) (pass)"
+    assert lenient.reasons[1] == (f"not worse: {head} does not lie wholly above the 2% margin ({allowed:.4g}): "
+                                  "not worse beyond noise (pass)")
+    # 3% worse on every row: not shown within 2%, yet not shown worse beyond it on a noisy holdout either
+    noisy = production * 1.03 + rng.normal(0.0, 3.0, size=300)
+    lenient, strict = both(noisy)
+    assert lenient.promote and not strict.promote and "reaches beyond the 2% margin" in strict.reasons[1]
+    worse = production * 1.1  # 10% worse on every row: worse beyond noise for both
+    lenient, strict = both(worse)
+    assert not lenient.promote and not strict.promote
+    assert lenient.reasons[1].endswith("lies wholly above the 2% margin " f"({allowed:.4g}): worse beyond noise (fail)")
+    # the absolute gate still catches a broken candidate, even against an equally broken Production
     broken = production + 100.0
-    both_bad = gate(candidate=float(broken.mean()), baseline=float(broken.mean()), candidate_loss=broken,
-                    **{**kwargs, "baseline_loss": broken})
-    assert not both_bad.promote and both_bad.reasons[0].endswith("(fail)") and both_bad.reasons[1].endswith("(pass)")
-    first = gate(candidate=10.0, baseline=None, candidate_loss=tie, **kwargs)
+    for decided in both(broken, baseline=float(broken.mean()), baseline_loss=broken):
+        assert not decided.promote and decided.reasons[0].endswith("(fail)") and decided.reasons[1].endswith("(pass)")
+    first = gate(candidate=10.0, baseline=None, candidate_loss=tie, **kwargs, compare="not_worse")
     assert first.promote and first.ci is None
     with pytest.raises(ValueError, match="per-row losses"):
-        gate(candidate=10.0, baseline=11.0, **{**kwargs, "baseline_loss": None})
+        gate(candidate=10.0, baseline=11.0, **{**kwargs, "baseline_loss": None}, compare="not_worse")
 
 
 def test_the_policy_chooses_the_comparison():
-    """`validation.compare: not_worse` with `margin` replaces the relative gate in `judge`; `better` stays the default."""
+    """`validation.compare` with `margin` replaces the relative gate in `judge`; `better` stays the default."""
     from mlflow_retrain.decide.gate import Scores, judge
     from mlflow_retrain.policy.parse import parse_config
 
@@ -101,9 +114,10 @@ def test_the_policy_chooses_the_comparison():
     candidate, production = Scores({"mae": 2.01}, loss + 0.01), Scores({"mae": 2.0}, loss)
     better = judge(parse_config({"model_name": "m", "data": data}), candidate, production)
     assert not better.promote and better.reasons[1].startswith("relative gate")
-    policy = parse_config({"model_name": "m", "data": data, "validation": {"compare": "not_worse", "margin": 0.05,
-                                                                             "significance": {"confidence": 0.9}}})
-    assert (policy.validation.compare, policy.validation.margin) == ("not_worse", 0.05)
-    fresher = judge(policy, candidate, production)
-    assert fresher.promote and len(fresher.reasons) == 2
-    assert "the 90% CI of the per-row loss difference [0.01, 0.01] is within the 5% margin (0.1) (pass)" in fresher.reasons[1]
+    for compare, word in (("not_worse", "does not lie wholly above"), ("non_inferior", "is within")):
+        policy = parse_config({"model_name": "m", "data": data, "validation": {
+            "compare": compare, "margin": 0.05, "significance": {"confidence": 0.9}}})
+        assert (policy.validation.compare, policy.validation.margin) == (compare, 0.05)
+        fresher = judge(policy, candidate, production)
+        assert fresher.promote and len(fresher.reasons) == 2
+        assert f"the 90% CI of the per-row loss difference [0.01, 0.01] {word} the 5% margin (0.1)" in fresher.reasons[1]
