@@ -208,10 +208,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
                 + (f"; {r['cost']:g} per retrain" if r["cost"] else "") + ")",
             "vs_schedule: how much less error than a schedule with the same number of retrains; rejected_by: "
             "the gate checks the rejected candidates failed",
-            *([f"searched {', '.join(r['search']['dimensions'])}: " + (
-                f"{', '.join(r['search']['values'])}, each with {', '.join(r['search']['policies'])}: "
-                if r["search"]["values"] else "no value to try beside the configured ones; ")
-               + f"{r['search']['fits']} fits (budget {r['search']['budget']})"] if r["search"] else []),
+            *([_searched(r["search"])] if r["search"] else []),
             *(f"note: {w}" for w in r["warnings"]),
             *([f"out of sample (oos_*): from {r['walk_forward']['from']}, {r['folds']} folds, each scored with the "
                "policy chosen on the windows before it: " + ", ".join(
@@ -223,6 +220,17 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
               if r.get("applied") else [])])
 
     emit({**result.to_dict(), "applied": applied}, as_json, human)
+
+
+def _searched(search: dict[str, Any]) -> str:
+    """What `--search` tried, with which policies, for how many fits."""
+    head = f"searched {', '.join(search['dimensions'])}: "
+    if not search["values"]:
+        return head + "no value to try beside the configured ones"
+    if not search["policies"]:
+        return head + f"the fit budget ({search['budget']}) covers no policy; raise --fit-budget"
+    return head + (f"{', '.join(search['values'])}, each with {', '.join(search['policies'])}: {search['fits']} fits "
+                   f"(budget {search['budget']})")
 
 
 def _apply(adoption: Any, yes: bool) -> dict[str, Any]:

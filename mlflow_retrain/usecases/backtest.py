@@ -356,7 +356,9 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
         title=f"{config.model_name}: retrains vs mean {config.metric}, "
               f"{result.steps[0].date()}..{result.steps[-1].date()} ({len(result.steps) - 1} steps)",
         metric=config.metric,
-        policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"],
+        # a searched row is not on the configured threshold sweep's curve
+        policies=[PolicyPoint(r["policy"], "variant" if r.get("variant") else r["family"], r["retrains"],
+                              r["mean_metric"], r["p90_metric"],
                               r["promoted"], r["rejected"]) for r in replayed if not math.isnan(r["mean_metric"])],
         # every policy over time (window i serves steps[i]..steps[i + 1]); the recommended and `show` drawn at first
         series={s.policy.name: list(zip(steps[:-1], steps[1:], s.series)) for s in result.states},

@@ -98,10 +98,14 @@ def test_cli_schedules_and_their_errors(store, tmp_path):
 def test_human_table_says_what_vs_schedule_means(store, tmp_path, every):
     policy = write(tmp_path, daily_sales(120), validation={"max_metric": 2.0})  # below most candidates' error
     out = CliRunner().invoke(cli, ["backtest", "--config", str(policy), "--from", "2021-02-15", "--every", every,
-                                   "--policy", "never,configured,every-window", "--out", str(tmp_path / "b")])
+                                   "--policy", "never,configured,every-window", "--out", str(tmp_path / "b"),
+                                   "--search", "holdout", "--fit-budget", "6"])
     assert out.exit_code == 0, out.output
     assert "vs_schedule" in out.output and "same number of retrains" in out.output and "recommended:" in out.output
     assert "rejected_by" in out.output and "absolute " in out.output and "note: the absolute gate binds" in out.output
+    # the search says what it tried within the budget: never alone is cheap enough (a fit each)
+    assert "searched holdout: holdout 2d, holdout 1d, each with never: 2 fits (budget 6)" in out.output
+    assert "never/holdout-2d  holdout 2d" in out.output
 
 
 def test_walk_forward_and_budget_through_the_cli(store, tmp_path):
