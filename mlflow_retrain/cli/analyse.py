@@ -109,7 +109,8 @@ Examples:
 @click.option("--thresholds", default=None, help="Comma-separated values for the threshold sweep.")
 @click.option("--schedule", "schedules", default=None,
               help="Comma-separated schedules to compare, e.g. 28d,90d (default: 7 and 30 steps). The "
-                   "schedule with the configured policy's retrain count is always added.")
+                   "schedule with the configured policy's retrain count is always added; a schedule named "
+                   "here is replayed even when --policy leaves it out.")
 @click.option("--tolerance", default=0.05, show_default=True, type=float,
               help="Recommend the cheapest policy whose mean metric is within this fraction of the best "
                    "(for a score: of its distance from 1).")
@@ -125,6 +126,12 @@ Examples:
                    "each policy is also replayed with labels at once, for the cost of the delay.")
 @click.option("--folds", default=4, show_default=True, type=int,
               help="Walk-forward folds: choose on each fold's past, score on the fold (0: in sample only).")
+@click.option("--search", "dimensions", default=None,
+              help="Also choose these, comma-separated: window (the training window: all history, half), holdout "
+                   "(a half and a quarter), gate (each gate kind the installed version knows); the cheapest "
+                   "policies are replayed under each value.")
+@click.option("--fit-budget", "fit_budget", default=None, type=int,
+              help="With --search: about this many fits more in all (default: as many as the policies took).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cores for fitting.")
 @cluster_option
 @click.option("--out", "out_dir", default="backtest", show_default=True, type=click.Path(file_okay=False),
@@ -136,8 +143,9 @@ Examples:
 @json_option
 def backtest(config_path: str, start: str, end: str | None, every: str | None, policy_names: str | None,
              thresholds: str | None, schedules: str | None, tolerance: float, resolution: float,
-             budget: str | None, cost: float, label_delay: str | None, folds: int, jobs: int,
-             cluster: str | None, out_dir: str, apply: str | None, yes: bool, as_json: bool) -> None:
+             budget: str | None, cost: float, label_delay: str | None, folds: int, dimensions: str | None,
+             fit_budget: int | None, jobs: int, cluster: str | None, out_dir: str, apply: str | None, yes: bool,
+             as_json: bool) -> None:
     """Replay history under several retraining policies: retrains against error, and a recommendation."""
     from pathlib import Path
 
@@ -145,6 +153,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
 
     from mlflow_retrain.usecases import adopt
     from mlflow_retrain.usecases.backtest import default_policies, parse_budget, run_backtest, select, write_outputs
+    from mlflow_retrain.usecases.search import parse_search
     from mlflow_retrain.adapters.cluster import check_address, connect, threads
     from mlflow_retrain.decide.choice import Rule
     from mlflow_retrain.policy.section import parse_span
@@ -161,15 +170,19 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
         raise ConfigError(f"--thresholds {thresholds!r} must be comma-separated numbers, e.g. 60,80,100") from None
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    searched = parse_search(dimensions)
+    if fit_budget is not None and fit_budget < 1:
+        raise ConfigError(f"--fit-budget must be at least 1, got {fit_budget}")
     for name, value in (("--resolution", resolution), ("--retrain-cost", cost), ("--folds", folds)):
         if value < 0:
             raise ConfigError(f"{name} must be 0 or more, got {value:g}")
     rule = Rule(tolerance=tolerance, higher_is_better=config.higher_is_better, resolution=resolution,
                 budget=parse_budget(budget) if budget else None, cost=cost)
     cadences = [parse_span(v.strip(), "--schedule") for v in schedules.split(",")] if schedules else None
-    policies = select(default_policies(config, span, values, cadences), policy_names.split(",") if policy_names else None)
+    policies = select(default_policies(config, span, values, cadences), policy_names.split(",") if policy_names else None,
+                      cadences or ())
     if apply is not None:
-        adopt.check_apply(Path(config_path), apply, [p.name for p in policies])
+        adopt.check_apply(Path(config_path), apply, [p.name for p in policies], searched=bool(searched))
         if not yes and not sys.stdin.isatty():
             raise ConfigError("--apply asks before it writes the policy file; pass --yes to write without asking")
     if cluster:
@@ -177,24 +190,30 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
     check_tracking()
     with connect(cluster) if cluster else nullcontext() as client:
         result = run_backtest(config, start=start, end=end, every=span, policies=policies, rule=rule, folds=folds,
-                              jobs=threads(client) if client else jobs, client=client)
+                              jobs=threads(client) if client else jobs, client=client, dimensions=searched,
+                              fit_budget=fit_budget)
     write_outputs(config, result, Path(out_dir))
     applied = None if apply is None else _apply(adopt.from_backtest(Path(config_path), result, apply), yes)
 
     def human(r: dict[str, Any]) -> str:
         return "\n".join([
             f"{r['steps']} steps {r['from']} .. {r['to']}, {r['fits']} fits, {r['seconds']} s",
-            table([{**p, "vs_schedule": None if p["vs_schedule"] is None else f"{p['vs_schedule']:+.1%}"}
+            table([{**p, "vs_schedule": None if p["vs_schedule"] is None else f"{p['vs_schedule']:+.1%}",
+                    "rejected_by": ", ".join(f"{k} {v}" for k, v in (p["rejected_by"] or {}).items()) or None}
                    for p in r["policies"]],
-                  ["policy", "retrains", "rejected", "mean_metric", "p90_metric", "vs_schedule", "tied_with_best",
+                  ["policy", *(["variant"] if r["search"] else []), "retrains", "rejected", "rejected_by", "mean_metric", "p90_metric", "vs_schedule", "tied_with_best",
                    *(["oos_retrains", "oos_mean_metric", "oos_p90_metric"] if r["walk_forward"] else []),
                    *(["retrains_without_delay", "mean_metric_without_delay"] if r["label_delay"] else [])]),
-            "", f"recommended: {r['recommended']} (the cheapest within {r['tolerance']:.0%} of the best mean or "
-                "tied with it: a paired bootstrap over the windows"
-                + (f", or {r['resolution']:g} apart" if r["resolution"] else "")
+            "", f"recommended: {r['walk_forward']['reason']}" if r["walk_forward"] else
+            f"recommended: {r['recommended']} (the cheapest within {r['tolerance']:.0%} of the best mean, up to "
+                f"{2 * r['tolerance']:.0%} for one that saves most retrains, or tied with it: a paired bootstrap "
+                "over the windows" + (f", or {r['resolution']:g} apart" if r["resolution"] else "")
                 + (f"; at most {r['budget_per_30d']:g} retrains per 30 days" if r["budget_per_30d"] is not None else "")
                 + (f"; {r['cost']:g} per retrain" if r["cost"] else "") + ")",
-            "vs_schedule: how much less error than a schedule with the same number of retrains",
+            "vs_schedule: how much less error than a schedule with the same number of retrains; rejected_by: "
+            "the gate checks the rejected candidates failed",
+            *([_searched(r["search"])] if r["search"] else []),
+            *(f"note: {w}" for w in r["warnings"]),
             *([f"out of sample (oos_*): from {r['walk_forward']['from']}, {r['folds']} folds, each scored with the "
                "policy chosen on the windows before it: " + ", ".join(
                    f"{f['chosen']} from {f['from'][:10]}" for f in r["walk_forward"]["folds"])]
@@ -205,6 +224,17 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
               if r.get("applied") else [])])
 
     emit({**result.to_dict(), "applied": applied}, as_json, human)
+
+
+def _searched(search: dict[str, Any]) -> str:
+    """What `--search` tried, with which policies, for how many fits."""
+    head = f"searched {', '.join(search['dimensions'])}: "
+    if not search["values"]:
+        return head + "no value to try beside the configured ones"
+    if not search["policies"]:
+        return head + f"the fit budget ({search['budget']}) covers no policy; raise --fit-budget"
+    return head + (f"{', '.join(search['values'])}, each with {', '.join(search['policies'])}: {search['fits']} fits "
+                   f"(budget {search['budget']})")
 
 
 def _apply(adoption: Any, yes: bool) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Why it is built this way: docs/design.md#decide-choice.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from itertools import pairwise
 from dataclasses import dataclass, field
@@ -82,6 +83,15 @@ class Choice:
     over_budget: list[str] = field(default_factory=list)
     reason: str = ""
     regret: dict[str, float] = field(default_factory=dict)  # walk-forward's score per policy (robust_choose)
+
+
+def failed_checks(reasons: Sequence[str]) -> list[str]:
+    """The gate checks a rejection failed, named as its reasons name them (`absolute`, `relative`,
+    `significance`, a plugin's name): each reason is `name: ... (pass|fail)`; a rejection whose
+    reasons say no `fail` counts as `other`."""
+    failed = [text.split(":", 1)[0].removesuffix(" gate").strip() for text in reasons
+              if re.search(r"\bfail\)\s*$", text)]
+    return failed or ["other"]
 
 
 def per_30_days(retrains: int, days: float) -> float:

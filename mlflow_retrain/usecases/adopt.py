@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from mlflow_retrain.usecases.backtest import BacktestResult
+from mlflow_retrain.usecases.search import Variant
 from mlflow_retrain.policy.config import TriggersConfig
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.decide.verdicts import format_span
@@ -93,23 +94,51 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).removesuffix("...\n").strip()
 
 
-def adopt(path: Path, policy: str, triggers: TriggersConfig, cadence: timedelta | None, note: str,
-          step: timedelta = timedelta(0)) -> Adoption:
-    """The policy file with `policy`'s triggers, checked by loading it back (beside the file, so
-    relative paths resolve alike): the triggers it yields must be the replayed ones; anything else is
-    a bug here, refused before a byte is written."""
+def set_key(text: str, section: str, key: str, value: Any, note: str) -> str:
+    """`text` with `section.key` set: its line replaced in place, else added first under the
+    section (at the block's indentation), else the section appended. Comments elsewhere stay."""
+    line = f"{key}: {_flow(value)}  # {note}\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, text_line in enumerate(lines) if re.match(rf"^{section}\s*:", text_line)), None)
+    if start is None:
+        return text + ("" if not text or text.endswith("\n") else "\n") + f"{section}:\n  {line}"
+    end = start + 1
+    while end < len(lines) and not _TOP_LEVEL_KEY.match(lines[end]):
+        end += 1
+    indent = next((m.group(1) for m in (re.match(r"^(\s+)[^\s#]", x) for x in lines[start + 1:end]) if m), "  ")
+    at = next((i for i in range(start + 1, end) if re.match(rf"^{indent}{key}\s*:", lines[i])), None)
+    if at is None:
+        lines.insert(start + 1, indent + line)
+    else:
+        lines[at] = indent + line
+    return "".join(lines)
+
+
+def adopt(path: Path, policy: str, triggers: TriggersConfig | None, cadence: timedelta | None, note: str,
+          step: timedelta = timedelta(0), variant: Variant | None = None) -> Adoption:
+    """The policy file with `policy`'s triggers (None: the file's own) and `variant`'s training or
+    gate keys, checked by loading it back (beside the file, so relative paths resolve alike): it must
+    yield the replayed triggers and values; anything else is a bug here, refused before a byte is written."""
     expected = _schedule(cadence, step) if cadence is not None else triggers
     before = path.read_text()
-    after = replace_triggers(before, triggers_section(expected), note)
+    after = before if expected is None else replace_triggers(before, triggers_section(expected), note)
+    for section, values in (variant.keys() if variant else {}).items():
+        for key, value in values.items():
+            after = set_key(after, section, key, value, note)
     fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".probe.yaml")
     try:
         with os.fdopen(fd, "w") as out:
             out.write(after)
-        got = load_config(probe).triggers
+        got = load_config(probe)
     finally:
         Path(probe).unlink(missing_ok=True)
-    if (got.configured, got.cooldown, got.debounce) != (expected.configured, expected.cooldown, expected.debounce):
-        raise ConfigError(f"{path}: the rewritten triggers would not load back as {policy}; nothing written")
+    same = expected is None or (got.triggers.configured, got.triggers.cooldown, got.triggers.debounce) == (
+        expected.configured, expected.cooldown, expected.debounce)
+    if variant is not None:
+        same = same and all(getattr(got.training, k) == v for k, v in variant.training) and all(
+            getattr(got.validation, k) == v for k, v in variant.validation)
+    if not same:
+        raise ConfigError(f"{path}: the rewritten policy would not load back as {policy}; nothing written")
     return Adoption(policy, path, before, after)
 
 
@@ -130,7 +159,8 @@ def from_backtest(path: Path, result: BacktestResult, name: str) -> Adoption:
                           + ", ".join(s.policy.name for s in result.states))
     state, numbers = found[0]
     policy, text = state.policy, path.read_text()
-    if policy.family == "configured":
+    variant = result.search.variants.get(name) if result.search is not None else None
+    if policy.family == "configured" and variant is None:
         return Adoption(name, path, text, text, "the configured policy is the file's own triggers")
     if policy.every_window:
         return Adoption(name, path, text, text, "retraining at every step is not a trigger: run `mlflow-retrain "
@@ -140,12 +170,15 @@ def from_backtest(path: Path, result: BacktestResult, name: str) -> Adoption:
             f"{numbers.mean():.4g} with {numbers.retrains} retrains over {len(result.steps) - 1} steps")
     if policy.cadence is not None:
         note += f" (cycles every {format_span(step)})"
-    return adopt(path, name, policy.config.triggers, policy.cadence, note, step)
+    triggers = None if policy.family == "configured" else policy.config.triggers
+    return adopt(path, name, triggers, policy.cadence, note, step, variant)
 
 
-def check_apply(path: Path, name: str, known: list[str]) -> None:
-    """Before the backtest runs: a policy `--apply` can name, a file it can write."""
-    if name != RECOMMENDED and name not in known and not name.startswith("every-"):
+def check_apply(path: Path, name: str, known: list[str], searched: bool = False) -> None:
+    """Before the backtest runs: a policy `--apply` can name (with `--search`, a variant `policy/value`
+    of one), a file it can write."""
+    base = name.split("/", 1)[0] if searched else name
+    if name != RECOMMENDED and base not in known and not base.startswith("every-"):
         raise ConfigError(f"--apply {name}: no such policy; choose from {RECOMMENDED}, " + ", ".join(known))
     if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
         raise ConfigError(f"{path}: --apply cannot write the policy file (or its folder): check its permissions")

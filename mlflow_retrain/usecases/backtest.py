@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -37,6 +37,7 @@ from mlflow_retrain.base.errors import ConfigError, DataError
 from mlflow_retrain.measure.estimate import ESTIMABLE
 from mlflow_retrain.measure.metrics import worse_tail
 from mlflow_retrain.usecases.replay import Policy, PolicyState, Replay, replay_policies, replay_steps
+from mlflow_retrain.usecases.search import Search, search
 
 # The sweep scales the configured threshold's distance from a perfect score: 0.6 is more
 # sensitive, 2.0 laxer, and a score's threshold never passes 1.
@@ -109,14 +110,18 @@ def parse_budget(text: str) -> float:
     return value * DAYS_PER_BUDGET / days
 
 
-def select(policies: list[Policy], names: Iterable[str] | None) -> list[Policy]:
+def select(policies: list[Policy], names: Iterable[str] | None, schedules: Iterable[timedelta] = ()) -> list[Policy]:
+    """The policies `names` (all without), and every schedule of `schedules` (`--schedule`): a
+    schedule asked for is replayed and shown, whatever `--policy` says."""
     if not names:
         return policies
     known = {p.name: p for p in policies}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]!r}; choose from {', '.join(known)}")
-    return [known[n] for n in names]
+    asked = set(schedules)
+    chosen = list(dict.fromkeys([*names, *(p.name for p in policies if p.cadence is not None and p.cadence in asked)]))
+    return [known[n] for n in chosen]
 
 
 @dataclass
@@ -135,6 +140,8 @@ class BacktestResult:
     run_id: str | None = None
     chart: Path | None = None
     table_path: Path | None = None
+    gate_threshold: float | None = None  # validation.max_metric (min_metric for a score)
+    search: Search | None = None  # the dimensions beyond triggers, when searched
 
     @property
     def higher_is_better(self) -> bool:
@@ -172,16 +179,19 @@ class BacktestResult:
     @cached_property
     def _table(self) -> list[dict[str, Any]]:
         candidates = self.candidates()
-        curve = schedule_curve(candidates, self.rule)
+        curve = schedule_curve(self._as_configured(candidates), self.rule)
         best = next((c for c in candidates if c.name == choose(candidates, self.rule).best), None)
         forward = self.walk_forward()
         rows = []
         for s, c in zip(self.states, candidates):
             row = self._row(c, curve, best)
-            row.update(promoted=s.promoted, rejected=s.rejected, train_seconds=round(s.train_seconds, 2),
+            row.update(promoted=s.promoted, rejected=s.rejected, rejected_by=dict(s.rejected_by),
+                       train_seconds=round(s.train_seconds, 2),
                        equal_budget=s.policy.equal_budget, recommended=s.policy.name == self.recommended)
-            if self.undelayed is not None:
-                instant = next(u for u in self.undelayed if u.policy.name == s.policy.name)
+            if self.search is not None:
+                row.update(variant=self.search.variants[c.name].describe() if c.name in self.search.variants else None)
+            instant = next((u for u in self.undelayed or () if u.policy.name == s.policy.name), None)
+            if instant is not None:
                 row.update(retrains_without_delay=instant.retrains, mean_metric_without_delay=Candidate(
                     c.name, c.family, instant.series, [], c.days).mean())
             if forward is not None:
@@ -192,6 +202,10 @@ class BacktestResult:
         if forward is not None:
             rows.append(self._walk_forward_row(forward))
         return rows
+
+    def _as_configured(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The policies replayed as the file configures training and gate (the search's left out)."""
+        return [c for c in candidates if self.search is None or c.name not in self.search.variants]
 
     def _row(self, c: Candidate, curve: list[tuple[int, float]], best: Candidate | None) -> dict[str, Any]:
         mean = c.mean()
@@ -212,14 +226,34 @@ class BacktestResult:
     def _walk_forward_row(self, forward: WalkForward) -> dict[str, Any]:
         """The rule itself as a policy: each fold run by the choice made before it, out of sample only,
         compared with the schedules over the same out-of-sample windows."""
-        parts = [c.part(forward.start, len(c.series), forward.days) for c in self.candidates()]
+        parts = [c.part(forward.start, len(c.series), forward.days) for c in self._as_configured(self.candidates())]
         c = Candidate("walk-forward", "walk_forward", forward.series, [0] * forward.retrains, forward.days)
         row = self._row(c, schedule_curve(parts, self.rule), None)
         row.update(oos_mean_metric=row["mean_metric"], oos_p90_metric=row["p90_metric"], oos_retrains=forward.retrains,
                    retrains=None, mean_metric=None, p90_metric=None, tied_with_best=None, equal_budget=False,
-                   recommended=False, promoted=None, rejected=None, train_seconds=None,
+                   recommended=False, promoted=None, rejected=None, rejected_by=None, train_seconds=None,
                    folds=[f"{f.chosen}@{self.steps[f.start].date()}" for f in forward.folds])
         return row
+
+    def warnings(self) -> list[str]:
+        """What the table alone does not say: a gate that binds, a walk-forward that idles."""
+        forward = self.walk_forward()
+        return [*self._binding_gate(), *(forward.warnings if forward is not None else [])]
+
+    def _binding_gate(self) -> list[str]:
+        """When the absolute gate rejects most candidates of the policy that retrains most, it, not
+        the retraining policy, decides: say so, with a limit 90% of those candidates would pass."""
+        most = max(self.states, key=lambda s: s.retrains, default=None)
+        if most is None or not most.retrains or most.rejected_by["absolute"] * 2 <= most.retrains:
+            return []
+        key = "validation.min_metric" if self.higher_is_better else "validation.max_metric"
+        supported = worse_tail(most.candidate_metrics, higher_is_better=self.higher_is_better)
+        recommended = next((s for s in self.states if s.policy.name == self.recommended), None)
+        idle = f"; the recommendation ({self.recommended}) retrains {recommended.retrains} times because of it" if (
+            recommended is not None and recommended.retrains < most.retrains) else ""
+        return [f"the absolute gate binds: it rejected {most.rejected_by['absolute']} of {most.retrains} candidates "
+                f"of {most.policy.name} ({key} {self.gate_threshold:g}){idle}. The candidates' holdout "
+                f"{self.metric} reached {supported:.4g} or better in 90% of them: a {key} the data supports"]
 
     def to_dict(self) -> dict[str, Any]:
         forward = self.walk_forward()
@@ -228,10 +262,11 @@ class BacktestResult:
                 "resolution": self.rule.resolution, "budget_per_30d": self.rule.budget, "cost": self.rule.cost,
                 "folds": self.folds, "label_delay": format_span(self.label_delay) if self.label_delay else None,
                 "walk_forward": None if forward is None else {
-                    "from": self.steps[forward.start].isoformat(),
+                    "from": self.steps[forward.start].isoformat(), "reason": forward.recommended.reason,
                     "folds": [{"from": self.steps[f.start].isoformat(), "to": self.steps[f.end].isoformat(),
                                "chosen": f.chosen, "mean_metric": f.mean, "retrains": f.retrains}
                               for f in forward.folds]},
+                "warnings": self.warnings(), "search": None if self.search is None else self.search.to_dict(),
                 "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
                 "chart": str(self.chart) if self.chart else None,
                 "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
@@ -239,14 +274,17 @@ class BacktestResult:
 
 def run_backtest(config: Config, *, start: str, end: str | None = None, every: timedelta | None = None,
                  policies: list[Policy] | None = None, data: LabelledData | None = None, rule: Rule | None = None,
-                 folds: int = 0, jobs: int = 1, cache: bool = True, client: Any = None) -> BacktestResult:
+                 folds: int = 0, jobs: int = 1, cache: bool = True, client: Any = None,
+                 dimensions: Sequence[str] = (), fit_budget: float | None = None) -> BacktestResult:
     """Replay all policies over the steps in one pass; return their table and the recommendation.
 
     When the configured policy retrained and no schedule in the set retrained as often, a second,
     short pass replays the schedule with its retrain count (`equal_budget`): the comparison "better
     than a schedule with the same budget" then needs no hand-made schedule. `folds` > 0 adds the
     walk-forward view (`decide.choice`). With a Dask `client` (`cluster.connect`) the fits run on its
-    workers, `jobs` of them at a time; the table is the same."""
+    workers, `jobs` of them at a time; the table is the same. `dimensions` (`search.DIMENSIONS`) adds
+    the policies under other training windows, holdouts and gate kinds, about `fit_budget` fits more
+    (default: as many as the policies took)."""
     began = time.perf_counter()
     data = (data or LabelledData.load(config)).whole()  # a replay reads every window: all rows, once
     every = every or config.monitoring.window
@@ -267,11 +305,18 @@ def run_backtest(config: Config, *, start: str, end: str | None = None, every: t
                             client=client)) as instant:
             undelayed = replay_policies(instant, [without_delay(s.policy) for s in states], steps, every)
         replay.fit_count += instant.fit_count
+    found = None
+    if dimensions:
+        more, found = search(config, data, states, steps, every, dimensions,
+                             replay.fit_count if fit_budget is None else fit_budget, cache=cache, jobs=jobs, client=client)
+        states += more
+        replay.fit_count += found.fits
     rule = rule or Rule(higher_is_better=config.higher_is_better)
     result = BacktestResult(steps, states, "", dataclasses.replace(rule, higher_is_better=config.higher_is_better),
                             config.threshold_limit, config.monitoring.metric, time.perf_counter() - began,
                             replay.fit_count, folds=folds, undelayed=undelayed,
-                            label_delay=config.monitoring.label_delay)
+                            label_delay=config.monitoring.label_delay, gate_threshold=config.gate_threshold,
+                            search=found)
     result.recommended = result.recommend()
     return result
 
@@ -311,7 +356,9 @@ def write_outputs(config: Config, result: BacktestResult, out_dir: Path, log_run
         title=f"{config.model_name}: retrains vs mean {config.metric}, "
               f"{result.steps[0].date()}..{result.steps[-1].date()} ({len(result.steps) - 1} steps)",
         metric=config.metric,
-        policies=[PolicyPoint(r["policy"], r["family"], r["retrains"], r["mean_metric"], r["p90_metric"],
+        # a searched row is not on the configured threshold sweep's curve
+        policies=[PolicyPoint(r["policy"], "variant" if r.get("variant") else r["family"], r["retrains"],
+                              r["mean_metric"], r["p90_metric"],
                               r["promoted"], r["rejected"]) for r in replayed if not math.isnan(r["mean_metric"])],
         # every policy over time (window i serves steps[i]..steps[i + 1]); the recommended and `show` drawn at first
         series={s.policy.name: list(zip(steps[:-1], steps[1:], s.series)) for s in result.states},

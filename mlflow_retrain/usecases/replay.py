@@ -5,6 +5,7 @@ Why it is built this way: docs/design.md#usecases-replay.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Iterable
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window
+from mlflow_retrain.decide.choice import failed_checks
 from mlflow_retrain.decide import WindowScore, assess, format_span, monitoring_depth, recent_windows
 from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.measure.drift import DriftMeter
@@ -71,6 +73,13 @@ class PolicyState:
     retrain_points: list[tuple[str, str]] = field(default_factory=list)  # (as_of, promoted|rejected)
     series: list[float | None] = field(default_factory=list)
     next_due: pd.Timestamp | None = None  # a schedule's next retrain time
+    failed: list[tuple[str, ...]] = field(default_factory=list)  # per retrain point: the gate checks it failed
+    candidate_metrics: list[float] = field(default_factory=list)  # per retrain point: the candidate's holdout metric
+
+    @property
+    def rejected_by(self) -> Counter[str]:
+        """Rejections per gate check failed (a rejection failing two checks counts for both)."""
+        return Counter(name for checks in self.failed for name in checks)
 
 
 @dataclass(frozen=True)
@@ -289,4 +298,6 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     else:
         state.rejected += 1
         state.last_rejected = labelled
+    state.failed.append(() if promotion.promote else tuple(failed_checks(promotion.reasons)))
+    state.candidate_metrics.append(promotion.candidate)
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))

@@ -70,8 +70,31 @@ def test_the_recommendation_by_default_and_no_write_without_a_yes(store, policy)
     assert load_config(policy).triggers.configured or result["recommended"] == "never"
 
 
+def test_a_searched_training_value_is_applied_and_replays_as_its_row(store, policy):
+    """--search: the policies under other training windows and holdouts; --apply writes the chosen
+    variant's triggers and training keys, and the next backtest's configured row equals its row."""
+    code, first, output = backtest(policy, "--schedule", "10d", "--policy", "never,every-10d", "--search",
+                                   "window,holdout,gate", "--fit-budget", "40", "--apply", "every-10d/holdout-2d", "--yes")
+    assert code == 0, output
+    search = first["search"]
+    assert search["values"] == ["window all (104d: all the history there was)", "window 15d", "holdout 2d",
+                                "holdout 1d"] and search["policies"] == ["never", "every-10d"]
+    rows = {r["policy"]: r for r in first["policies"]}
+    assert rows["every-10d/window-all"]["variant"].startswith("window all") and rows["every-10d"]["variant"] is None
+    assert row(first, "every-10d/holdout-2d") != row(first, "every-10d")  # another holdout: other models
+    assert 0 < search["fits"] <= 4 * (2 + rows["every-10d"]["retrains"]) and first["applied"]["written"]
+    applied = load_config(policy)
+    assert applied.training.holdout.days == 2 and applied.training.window.days == 30
+    assert policy.read_text().startswith(COMMENTED) and "holdout: 2d  # mlflow-retrain backtest --apply" in policy.read_text()
+    code, second, output = backtest(policy, "--policy", "configured")
+    assert code == 0, output
+    assert row(second, "configured") == row(first, "every-10d/holdout-2d")
+
+
 @pytest.mark.parametrize("args, message", [(["--apply", "threshold-99"], "no such policy"),
-                                           (["--apply", "configured", "--yes", "--folds", "-1"], "--folds")])
+                                           (["--apply", "configured", "--yes", "--folds", "-1"], "--folds"),
+                                           (["--search", "window,colour"], "--search 'colour': choose from window"),
+                                           (["--search", "window", "--fit-budget", "0"], "--fit-budget")])
 def test_bad_apply_input_is_one_line_and_writes_nothing(store, policy, args, message):
     before = policy.read_text()
     code, _, output = backtest(policy, "--thresholds", "4,8", *args)

@@ -54,6 +54,14 @@ def test_a_schedule_keeps_its_cadence_after_a_rejection(store, tmp_path):
     assert ten == [pd.Timestamp("2021-02-15") + timedelta(days=10 * k) for k in range(1, 8)]
     assert all(d == "rejected" for _, d in states["every-10d"].retrain_points)
     assert states["every-25d"].retrains == 2  # decision points are days 1..74 (day 75 only ends a window)
+    # each rejection is counted by the check it failed, and the binding gate is said, with a limit
+    assert states["every-10d"].rejected_by["absolute"] == 7 and len(states["every-10d"].candidate_metrics) == 7
+    rows = {r["policy"]: r for r in result.table()}
+    assert rows["every-25d"]["rejected_by"]["absolute"] == 2
+    (note,) = result.warnings()
+    supported = np.percentile(states["every-10d"].candidate_metrics, 90)
+    assert note.startswith("the absolute gate binds: it rejected 7 of 7 candidates of every-10d "
+                           "(validation.max_metric 0.01)") and f"{supported:.4g} or better in 90%" in note
 
 
 def test_the_configured_policy_meets_a_schedule_of_its_budget(store, tmp_path):
@@ -76,6 +84,10 @@ def test_cli_schedules_and_their_errors(store, tmp_path):
     assert out.exit_code == 0, out.output
     rows = {p["policy"]: p for p in json.loads(out.output)["policies"]}
     assert set(rows) == {"never", "every-7d", "every-14d", "walk-forward"} and rows["every-7d"]["retrains"] == 10  # days 7..70 of 73 decision points
+    # a schedule asked for is replayed and shown even when --policy leaves it out
+    out = CliRunner().invoke(cli, [*base, "--schedule", "7d,14d", "--policy", "never,every-7d", "--folds", "0", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [p["policy"] for p in json.loads(out.output)["policies"]] == ["never", "every-7d", "every-14d"]
     for bad, message in ((["--schedule", "12h"], "shorter than a step"), (["--schedule", "7d,soon"], "--schedule"),
                          (["--resolution", "-1"], "--resolution")):
         out = CliRunner().invoke(cli, [*base, *bad])
@@ -84,11 +96,16 @@ def test_cli_schedules_and_their_errors(store, tmp_path):
 
 @pytest.mark.parametrize("every", ["1d"])
 def test_human_table_says_what_vs_schedule_means(store, tmp_path, every):
-    policy = write(tmp_path, daily_sales(120))
+    policy = write(tmp_path, daily_sales(120), validation={"max_metric": 2.0})  # below most candidates' error
     out = CliRunner().invoke(cli, ["backtest", "--config", str(policy), "--from", "2021-02-15", "--every", every,
-                                   "--policy", "never,configured,every-window", "--out", str(tmp_path / "b")])
+                                   "--policy", "never,configured,every-window", "--out", str(tmp_path / "b"),
+                                   "--search", "holdout", "--fit-budget", "6"])
     assert out.exit_code == 0, out.output
     assert "vs_schedule" in out.output and "same number of retrains" in out.output and "recommended:" in out.output
+    assert "rejected_by" in out.output and "absolute " in out.output and "note: the absolute gate binds" in out.output
+    # the search says what it tried within the budget: never alone is cheap enough (a fit each)
+    assert "searched holdout: holdout 2d, holdout 1d, each with never: 2 fits (budget 6)" in out.output
+    assert "never/holdout-2d  holdout 2d" in out.output
 
 
 def test_walk_forward_and_budget_through_the_cli(store, tmp_path):
