@@ -20,6 +20,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.streams import stdout_into
+from mlflow_retrain.usecases.history import replay_cycles, step_line
 
 log = logging.getLogger("mlflow_retrain.demo")
 
@@ -68,18 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     # The train entry point's own output (a table per version) would bury the story: it goes to a log.
     train_log = out / "train.log"
     with train_log.open("w") as log:
-        for step, as_of in enumerate(points):
-            with stdout_into(log):
-                report = run_cycle(config, as_of=str(as_of), via=args.retrain_via, data=data)
-            _print_step(f"{step + 1:2d}/{len(points)}", "cycle", report)
-            last = report
+        last = replay_cycles(config, data, points, via=args.retrain_via, log=log, each=lambda step, report: print(
+            step_line(f"{step + 1:2d}/{len(points)}", "cycle", report)))[-1]
         # An urgent manual retrain on the very window the current Production was trained on cannot
         # beat it: the gate rejects it and the candidate is archived, tagged with why.
         print("a user forces a retrain on the data Production was trained on (it cannot beat Production):")
         with stdout_into(log):
             report = run_cycle(config, as_of=_version_as_of(config) or last.as_of, force=True,
                                reason="demo: on-demand retrain requested by a user", via=args.retrain_via, data=data)
-        _print_step("then", "forced", report)
+        print(step_line("then", "forced", report))
     print(f"(the train entry point's output: {train_log})")
 
     final = status(config)
@@ -107,15 +105,6 @@ def _version_as_of(config) -> str | None:
 
     production = Registry(config).production()
     return production.tags.get(T.AS_OF) if production else None
-
-
-def _print_step(step: str, label: str, report) -> None:
-    monitored = next((w.metric for w in reversed(report.monitoring) if w.metric is not None), None)
-    metric = f"{report.metric} {monitored:6.1f}" if monitored is not None else " " * (len(report.metric) + 7)
-    fired = ",".join(report.decision.fired) if report.decision and report.decision.fired else "-"
-    version = f"-> v{report.candidate_version}" if report.candidate_version else ""
-    print(f"[{step:>5}] {label} as of {report.as_of[:10]}  Production v{report.production_version or '-':<3}"
-          f" {metric}  triggers: {fired:<28} {report.outcome:<11} {version}")
 
 
 def _dashboard(config, data, out: Path) -> None:

@@ -121,6 +121,40 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
               data=data, bootstrap=bootstrap, on_report=show)
 
 
+@cli.command(epilog="""\b
+Examples:
+  mlflow-retrain replay --config retrain.yaml
+  mlflow-retrain replay --from 2011-05-01 --every 7d --retrain-via inprocess
+""" + EXIT_CODES)
+@config_option
+@click.option("--from", "start", default=None,
+              help="First cycle, the first model (default: a training window and a holdout after the first row).")
+@click.option("--to", "end", default=None, help="Last cycle (default: the newest labelled row).")
+@click.option("--every", default=None, help="Step between cycles, e.g. 1d or 12h (default: monitoring.window).")
+@click.option("--retrain-via", type=click.Choice(["project", "inprocess"]), default="project", show_default=True,
+              help="Train through the MLproject `train` entry point, or in this process.")
+@json_option
+def replay(config_path: str, start: str | None, end: str | None, every: str | None, retrain_via: str,
+           as_json: bool) -> None:
+    """Replay the data's history into the store: one real cycle per step, oldest first, as cycles run on a
+    schedule would have (versions, audit runs, reports). `backtest` replays in memory instead."""
+    import sys
+
+    from mlflow_retrain.policy.section import parse_span
+    from mlflow_retrain.usecases.history import history_steps, replay_cycles, step_line
+
+    config, data = load_with_data(config_path)
+    span = parse_span(every, "--every") if every else config.monitoring.window
+    steps = history_steps(config, data, start, end, span)
+    reports = replay_cycles(config, data, steps, via=retrain_via, log=sys.stderr, each=lambda i, report: click.echo(
+        step_line(f"{i + 1}/{len(steps)}", "cycle", report), err=True))
+    rows = [{"as_of": r.as_of, "outcome": r.outcome, "production_version": r.production_version,
+             "candidate_version": r.candidate_version, "reason": r.reason, "cycle_run_id": r.cycle_run_id}
+            for r in reports]
+    emit({"model_name": config.model_name, "cycles": rows}, as_json, lambda p: table(
+        [{k: r[k] for k in ("as_of", "outcome", "production_version", "candidate_version")} for r in p["cycles"]]))
+
+
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain check --config retrain.yaml --as-of 2012-06-30")
 @config_option
 @as_of_option

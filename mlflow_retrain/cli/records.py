@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from mlflow_retrain.base import tags as T
+
 from mlflow_retrain.cli.group import cli, config_option, emit, json_option, load, table
 
 
@@ -17,6 +19,16 @@ def undelivered_lines(kept: list[dict[str, Any]]) -> list[str]:
         f"  - {k['event']} to {k['target']} since {k['since']}: {k['title']} ({k['error'] or 'not delivered'})"
         for k in kept]
 
+
+
+def first_model_lines(r: dict[str, Any]) -> list[str]:
+    """Nothing in Production because the newest first model failed the gate: its verdict and what to change
+    (on its version's decision reason), which the versions table would cut short."""
+    newest = r["versions"][0] if r["versions"] else None
+    if r["production"] or newest is None or newest["decision"] != T.REJECTED or newest["trigger"] != T.BOOTSTRAP:
+        return []
+    return ["", f"no version in Production: the first model v{newest['version']} was rejected",
+            *(f"  {part}" for part in newest["decision_reason"].split("; "))]
 
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain status --config retrain.yaml")
@@ -32,7 +44,7 @@ def status(config_path: str, as_json: bool) -> None:
     result = read_status(config)
 
     def human(r: dict[str, Any]) -> str:
-        lines = [f"model: {r['model_name']}"]
+        lines = [f"model: {r['model_name']}", *first_model_lines(r)]
         for stage in ("production", "staging"):
             lines += ["", stage, table([r[stage]]) if r[stage] else "(none)"]
         lines += ["", "versions", table(r["versions"], ["version", "stage", "aliases", "trigger", "decision",

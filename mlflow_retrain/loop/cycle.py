@@ -30,7 +30,7 @@ from mlflow_retrain.loop.reconcile import controller_experiment, reconciled
 from mlflow_retrain.loop.events import log_audit, notifies
 from mlflow_retrain.loop.report import CycleReport
 from mlflow_retrain.loop.signoff import note_ignored
-from mlflow_retrain.loop.validate import validate
+from mlflow_retrain.loop.validate import first_promoted, validate
 from mlflow_retrain.policy.config import Config
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _carry_out(c: Cycle, plan: Plan, production: VersionInfo | None) -> None:
         candidate = registry.get(made.version)
         report.candidate_version = made.version
         if production is None and candidate.tags.get(T.DECISION) == T.PROMOTED:
-            report.outcome = T.PROMOTED  # the first model passed the absolute gate as it was placed
+            first_promoted(c, candidate)  # the first model passed the absolute gate as it was placed
         else:
             # a first model that failed the gate is judged here like any candidate: archived,
             # rejected with the gate's reason, never left pending for a cycle to come

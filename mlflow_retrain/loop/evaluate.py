@@ -201,7 +201,9 @@ def judge(config: Config, data: LabelledData, rows: pd.DataFrame, candidate: Sco
 
     cand, cand_numbers = numbers(candidate)
     base, base_numbers = (None, None) if production is None else numbers(production)
-    naive = score_naive(config, data, rows) if config.validation.max_ratio_to_naive is not None else None
+    # the naive baseline: for its gate, and beside a first model's error for scale
+    wanted = production is None or config.validation.max_ratio_to_naive is not None
+    naive = score_naive(config, data, rows) if wanted else None
     naive_numbers = None if naive is None else Scores(naive[0].metrics, np.empty(0))
     decision = gate_judge(config, cand_numbers, base_numbers, naive_numbers)
     # hashed over the columns the training run hashes its holdout dataset by, so a cycle's digest can

@@ -16,6 +16,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision, WindowScore
 from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.decide.approval import ApprovalVerdict
+from mlflow_retrain.decide.gate import limit_key
 from mlflow_retrain.decide.verdicts import number
 from mlflow_retrain.loop.reconcile import Reconciled
 from mlflow_retrain.policy.config import Config
@@ -47,6 +48,7 @@ class CycleReport:
     approval: ApprovalVerdict | None = None  # what became of a candidate awaiting a person's sign-off
     # rows read, exact repeats and conflicting labels found, what data.duplicates did (`data.RowCounts`)
     data: dict[str, Any] | None = None
+    naive: float | None = None  # a first model's scale: a naive forecast's metric on the same holdout (`measure.naive`)
 
     @property
     def reason(self) -> str:
@@ -54,7 +56,8 @@ class CycleReport:
         why = self.decision.reason if self.decision else ""
         if self.first_model_rejected:
             return (f"{why} => rejected: the first model failed the {failed_checks(self.promotion)}, so no version "
-                    f"is in Production yet; it is archived and the next cycle trains another: {self.promotion.reason}")
+                    f"is in Production yet; it is archived and the next cycle trains another, which fails alike "
+                    f"unless the policy or the data changes: {self.promotion.reason}")
         if self.promotion is not None:
             return f"{why} => {self.outcome}: {self.promotion.reason}"
         return why
@@ -78,7 +81,7 @@ class CycleReport:
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
             "stale": self.stale, "approval": None if self.approval is None else self.approval.to_dict(),
-            "data": self.data,
+            "data": self.data, "naive": self.naive,
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
@@ -107,6 +110,17 @@ class CycleReport:
             lines += ["", "| check | result |", "| --- | --- |"]
             lines += [f"| gate | {r} |" for r in self.promotion.reasons]
         return "\n".join(lines) + "\n"
+
+
+def first_model_advice(config: Config, naive: float | None) -> str:
+    """What to change when a first model fails the absolute gate: the model's features, or the limit (and
+    where it is set); a naive forecast's error on the same holdout tells which is off, and by how much."""
+    key, policy = limit_key(config.higher_is_better), config.source.name if config.source else "retrain.yaml"
+    scale = (f"; for scale, a naive forecast with no model (`measure.naive`) scores {config.metric} "
+             f"{number(naive)} on the same holdout" if naive is not None else "")
+    return (f"what to change: give the model features it can learn from (derive them from the timestamp with a "
+            f"factory and training.pass_timestamp: true, see docs/own-model.md), or set the limit {key} in "
+            f"{policy} to an error you accept{scale}")
 
 
 def _cmp(higher_is_better: bool, better: bool) -> str:

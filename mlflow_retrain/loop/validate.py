@@ -8,6 +8,7 @@ its place: docs/design.md#refit-after-the-gate.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ from mlflow_retrain.adapters.registry import VersionInfo
 from mlflow_retrain.adapters.trainers import make_candidate
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import TrainingError
-from mlflow_retrain.decide import PromotionDecision
+from mlflow_retrain.decide import PromotionDecision, format_span
+from mlflow_retrain.decide.gate import limit_key
 from mlflow_retrain.loop.evaluate import judge, registered
 from mlflow_retrain.loop.moves import await_approval, judged, recorded, refitted
 from mlflow_retrain.loop.observe import Cycle
+from mlflow_retrain.loop.report import first_model_advice
 from mlflow_retrain.policy.config import Config
 
 log = logging.getLogger(__name__)
@@ -36,20 +39,20 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
 
 
 def validate(c: Cycle, candidate: VersionInfo, production: VersionInfo | None) -> None:
-    """Compare on one holdout, gate, promote or archive; the numbers go to the report and run."""
+    """Compare on one holdout, gate, promote or archive; the numbers go to the report and run. A first
+    model that fails says what to change (`report.first_model_advice`), on its version too."""
     config, report = c.config, c.report
     if candidate.tags.get(T.REFIT_OF):  # staged by a cycle cut short: its gate's record, not its rows, decides
         _carry_out(c, candidate, production, _recorded(c, candidate, production))
         return
-    holdout = Window.ending(config.monitoring.labelled(c.as_of), config.training.holdout)
-    promotion, evidence = compare(config, c.data, holdout, candidate, production)
+    promotion = _scored(c, candidate, production)
+    if production is None and not promotion.promote:
+        promotion = replace(promotion, reasons=[*promotion.reasons, first_model_advice(config, report.naive)])
     report.promotion = promotion
-    report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
     if promotion.promote and config.training.refit_on_pass:
         candidate = refit(c, candidate, production, promotion)
         report.candidate_version = candidate.version
     _carry_out(c, candidate, production, promotion)
-    _log_comparison(evidence)
 
 
 def refit(c: Cycle, validated: VersionInfo, production: VersionInfo | None,
@@ -95,12 +98,37 @@ def _carry_out(c: Cycle, candidate: VersionInfo, production: VersionInfo | None,
         report.outcome = T.PROMOTED if promotion.promote else T.REJECTED
 
 
-def _log_comparison(evidence: dict[str, Any]) -> None:
+def first_promoted(c: Cycle, candidate: VersionInfo) -> None:
+    """A first model the gate promoted as it was placed: its numbers on the holdout recorded like any
+    judged candidate's, so the cycle's run, description and output carry the gate's verdict."""
+    c.report.promotion = _scored(c, candidate, None)
+    c.report.outcome = T.PROMOTED
+
+
+def _scored(c: Cycle, candidate: VersionInfo, production: VersionInfo | None) -> PromotionDecision:
+    """Both models on the cycle's holdout and the gate's verdict, recorded in the report and the run; a
+    first model (no Production to beat) gets a naive forecast's error beside its own, for scale."""
+    holdout = Window.ending(c.config.monitoring.labelled(c.as_of), c.config.training.holdout)
+    decision, evidence = compare(c.config, c.data, holdout, candidate, production)
+    if production is None:
+        c.report.naive = (evidence.get("naive") or {}).get(c.config.metric)
+    _record(c, decision, evidence)
+    return decision
+
+
+def _record(c: Cycle, decision: PromotionDecision, evidence: dict[str, Any]) -> None:
     import mlflow
 
+    config, report = c.config, c.report
+    report.holdout_window, report.holdout_digest = evidence["holdout_window"], evidence["holdout_digest"]
+    # the policy's settings the gate applied, and the holdout it scored on
     mlflow.log_params({"holdout_window": evidence["holdout_window"], "holdout_digest": evidence["holdout_digest"],
-                       "holdout_rows": evidence["holdout_rows"]})
+                       "holdout_rows": evidence["holdout_rows"], "metric": config.metric,
+                       limit_key(config.higher_is_better): decision.threshold,
+                       "training.window": format_span(config.training.window)})
     # `holdout_` as in the training runs: both models scored on the cycle's one holdout, the gate's numbers
     for who in ("candidate", "production"):
         if evidence[who]:
             mlflow.log_metrics({f"holdout_{who}_{k}": v for k, v in evidence[who].items() if np.isfinite(v)})
+    if report.naive is not None:
+        mlflow.log_metric(f"holdout_naive_{config.metric}", report.naive)

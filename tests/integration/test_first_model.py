@@ -55,6 +55,16 @@ def test_a_first_model_failing_the_absolute_gate_is_rejected_for_good(store, tmp
     assert "first model failed the absolute gate" in run.data.tags["mlflow.runName"]
     assert run.data.metrics["holdout_candidate_mae"] > 1.0
     assert examine(registry, utcnow()).healthy
+    # it says what to change: the features (a factory, pass_timestamp), or the limit and its key, with a
+    # naive forecast's error on the same holdout for scale; and reads as true ("is not below the limit 1")
+    naive = run.data.metrics["holdout_naive_mae"]
+    assert 1.0 < naive == report["naive"] and f"scores mae {naive:.4g} on the same holdout" in report["reason"]
+    assert "is not below the limit 1 (validation.max_metric)" in report["reason"]
+    assert "training.pass_timestamp" in report["reason"] and "set the limit validation.max_metric" in report["reason"]
+    assert "what to change" in v1.tags[T.DECISION_REASON] and "< max" not in report["reason"]
+    shown = CliRunner().invoke(cli, ["status", "--config", str(policy)])
+    assert "no version in Production: the first model v1 was rejected" in shown.stdout, shown.output
+    assert "  what to change: give the model features" in shown.stdout
 
     # the next cycle bootstraps again on newer data, in plain words on the command line
     _, printed = cycle(policy, "2022-05-31")
@@ -68,6 +78,15 @@ def test_a_first_model_failing_the_absolute_gate_is_rejected_for_good(store, tmp
     lenient = load_policy(tmp_path, max_metric=500.0)
     promoted, _ = cycle(lenient, "2022-06-30", "--json")
     assert promoted["outcome"] == "promoted" and promoted["candidate_version"] == "3"
+    # recorded like any judged candidate: the gate's verdict in the output, its numbers and the policy's
+    # settings in the cycle's run (the bootstrap's run had none)
+    assert promoted["promotion"]["reasons"][0].startswith("absolute gate: candidate mae") and \
+        "is below the limit 500" in promoted["promotion"]["reasons"][0]
+    run = MlflowClient().get_run(promoted["cycle_run_id"]).data
+    assert {"holdout_candidate_mae", "holdout_naive_mae"} <= set(run.metrics), run.metrics
+    assert run.params["validation.max_metric"] == "500.0" and run.params["metric"] == "mae"
+    assert run.params["holdout_window"] == promoted["holdout_window"]
+    assert "### Gate on the holdout" in run.tags["mlflow.note.content"]
     registry = Registry(config)
     assert [(v.version, v.stage, v.tags[T.DECISION]) for v in registry.versions()] == [
         ("3", "Production", T.PROMOTED), ("2", "Archived", T.REJECTED), ("1", "Archived", T.REJECTED)]
