@@ -8,11 +8,14 @@ it shows is what a user gets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Iterator, TextIO
 
 import pandas as pd
 
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from mlflow_retrain.usecases.audit import history, status
+    from mlflow_retrain.usecases.audit import history, status, ui_pages
     from mlflow_retrain.cli.group import table
     from mlflow_retrain.loop.cycle import run_cycle
 
@@ -65,18 +68,19 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     points = replay_points(data, args.start, args.every)
-    # The train entry point's own output (a table per version) would bury the story: it goes to a log.
+    # The train entry point's own output (a table per version, MLflow's progress on stderr) would bury
+    # the story: it goes to a log.
     train_log = out / "train.log"
     with train_log.open("w") as log:
         for step, as_of in enumerate(points):
-            with stdout_into(log):
+            with _into(log):
                 report = run_cycle(config, as_of=str(as_of), via=args.retrain_via, data=data)
             _print_step(f"{step + 1:2d}/{len(points)}", "cycle", report)
             last = report
         # An urgent manual retrain on the very window the current Production was trained on cannot
         # beat it: the gate rejects it and the candidate is archived, tagged with why.
         print("a user forces a retrain on the data Production was trained on (it cannot beat Production):")
-        with stdout_into(log):
+        with _into(log):
             report = run_cycle(config, as_of=_version_as_of(config) or last.as_of, force=True,
                                reason="demo: on-demand retrain requested by a user", via=args.retrain_via, data=data)
         _print_step("then", "forced", report)
@@ -95,11 +99,39 @@ def main(argv: list[str] | None = None) -> int:
     print("\nEvidently reports of the last cycle (model quality and data drift):")
     _report_paths(report)
     _dashboard(config, data, out)
+    pages = ui_pages(config)
+    tools = _bin()
     print("\nLook at it:")
-    print("  mlflow ui --backend-store-uri sqlite:///mlflow.db     # then open http://127.0.0.1:5000")
-    print(f"  mlflow-retrain status --config {args.config}")
-    print(f"  mlflow-retrain history --config {args.config}")
+    print(f"  {tools}mlflow ui --backend-store-uri {mlflow.get_tracking_uri()}")
+    print(f"    then open the cycles: {pages['cycles']}")
+    print(f"    and the model:        {pages['model']}")
+    print(f"  {tools}mlflow-retrain status --config {args.config}")
+    print(f"  {tools}mlflow-retrain history --config {args.config}")
     return 0
+
+
+def _bin() -> str:
+    """Where this Python's commands are, as a prefix to type: `.venv/bin/` under the working folder."""
+    folder = Path(sys.executable).parent
+    try:
+        return f"{folder.relative_to(Path.cwd())}/"
+    except ValueError:
+        return f"{folder}/"
+
+
+@contextlib.contextmanager
+def _into(log: TextIO) -> Iterator[None]:
+    """Both output streams of this process and its children (the `train` entry point) into `log`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    try:
+        with stdout_into(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        log.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _version_as_of(config) -> str | None:

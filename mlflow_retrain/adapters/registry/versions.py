@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import faults
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.policy.section import check_version
@@ -255,7 +256,7 @@ def version_markdown(version: VersionInfo) -> str:
         head += f" as of {get(T.PROMOTED_AT)}"
     if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED, T.EXPIRED, T.SUPERSEDED):
         head += f"; archived as of {get(T.ARCHIVED_AT)}"
-    lines = [f"**v{version.version}: {head}**", ""]
+    lines = [f"v{version.version}: {head}", ""]  # plain: the versions list shows it raw
     if get(T.TRIGGER):
         lines.append(f"- **Trigger:** `{get(T.TRIGGER)}`: {get(T.REASON) or 'no reason recorded'}")
     if decision:
@@ -273,8 +274,8 @@ def version_markdown(version: VersionInfo) -> str:
                f"as of `{get(T.AS_OF)}`" if get(T.AS_OF) else ""]
     if any(windows):
         lines.append("- **Windows:** " + ", ".join(w for w in windows if w))
-    runs = [f"training run [`{version.run_id}`](#/runs/{version.run_id})" if version.run_id else "",
-            f"cycle [`{get(T.CYCLE_RUN_ID)}`](#/runs/{get(T.CYCLE_RUN_ID)})" if get(T.CYCLE_RUN_ID) else ""]
+    runs = [f"training run [`{version.run_id}`]({links.run(version.run_id)})" if version.run_id else "",
+            f"cycle [`{get(T.CYCLE_RUN_ID)}`]({links.run(get(T.CYCLE_RUN_ID))})" if get(T.CYCLE_RUN_ID) else ""]
     if any(runs):
         lines.append("- **Runs:** " + ", ".join(r for r in runs if r))
     if get(T.ROLLED_BACK_WALL):
