@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData
-from mlflow_retrain.adapters.streams import stdout_into
+from mlflow_retrain.adapters.streams import output_into
 from mlflow_retrain.usecases.history import replay_cycles, step_line
 
 log = logging.getLogger("mlflow_retrain.demo")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from mlflow_retrain.usecases.audit import history, status
+    from mlflow_retrain.usecases.audit import history, status, ui_pages
     from mlflow_retrain.cli.group import table
     from mlflow_retrain.loop.cycle import run_cycle
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     points = replay_points(data, args.start, args.every)
-    # The train entry point's own output (a table per version) would bury the story: it goes to a log.
+    # The train entry point's own output (a table per version, MLflow's progress on stderr) would bury
+    # the story: it goes to a log.
     train_log = out / "train.log"
     with train_log.open("w") as log:
         last = replay_cycles(config, data, points, via=args.retrain_via, log=log, each=lambda step, report: print(
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         # An urgent manual retrain on the very window the current Production was trained on cannot
         # beat it: the gate rejects it and the candidate is archived, tagged with why.
         print("a user forces a retrain on the data Production was trained on (it cannot beat Production):")
-        with stdout_into(log):
+        with output_into(log):
             report = run_cycle(config, as_of=_version_as_of(config) or last.as_of, force=True,
                                reason="demo: on-demand retrain requested by a user", via=args.retrain_via, data=data)
         print(step_line("then", "forced", report))
@@ -93,11 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     print("\nEvidently reports of the last cycle (model quality and data drift):")
     _report_paths(report)
     _dashboard(config, data, out)
+    pages = ui_pages(config)
+    tools = _bin()
     print("\nLook at it:")
-    print("  mlflow ui --backend-store-uri sqlite:///mlflow.db     # then open http://127.0.0.1:5000")
-    print(f"  mlflow-retrain status --config {args.config}")
-    print(f"  mlflow-retrain history --config {args.config}")
+    print(f"  {tools}mlflow ui --backend-store-uri {mlflow.get_tracking_uri()}")
+    print(f"    then open the cycles: {pages['cycles']}")
+    print(f"    and the model:        {pages['model']}")
+    print(f"  {tools}mlflow-retrain status --config {args.config}")
+    print(f"  {tools}mlflow-retrain history --config {args.config}")
     return 0
+
+
+def _bin() -> str:
+    """Where this Python's commands are, as a prefix to type: `.venv/bin/` under the working folder."""
+    folder = Path(sys.executable).parent
+    try:
+        return f"{folder.relative_to(Path.cwd())}/"
+    except ValueError:
+        return f"{folder}/"
 
 
 def _version_as_of(config) -> str | None:

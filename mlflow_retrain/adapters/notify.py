@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.adapters import outbox
 from mlflow_retrain.base import signing
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.redact import redact
 from mlflow_retrain.policy.config import Config, NotifyTarget
@@ -235,7 +236,7 @@ def ui_base(config: Config, tracking_uri: str) -> str | None:
 
 def run_url(base: str, experiment_id: str, run_id: str) -> str:
     """A run's page, opened in the UI's model-training mode whatever the browser last used."""
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return links.absolute(base, links.run(run_id, experiment_id))
 
 
 def _linked(config: Config, client: Any, events: list[Event], run_id: str | None) -> list[Event]:

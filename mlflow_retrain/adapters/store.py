@@ -98,6 +98,25 @@ def use(store: Store) -> None:
 # experiment without it is guessed from its contents. MLflow 3.17's UI also keeps one mode per
 # browser (the sidebar switch, or `?workflowType=machine_learning` in a link), which wins over the tag.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE = "mlflow.note.content"  # the description the UI shows on the experiment's page and in its list
+# what each experiment the tool makes holds, by the suffix of its name (the bare name: the training runs)
+HOLDS = {"-controller": "The audit trail of mlflow-retrain on this model: one run per cycle, move by hand, "
+                        "sign-off or repair, named after what it decided, with the triggers, the gate's numbers "
+                        "on the holdout and the Evidently reports.",
+         "-monitor": "The monitoring series of mlflow-retrain: the error over time of whichever version was in "
+                     "Production, drift and downtime, with the HTML dashboard as an artifact.",
+         "-backtest": "The fits of mlflow-retrain backtest when the model is a project: its entry point run on "
+                      "each replayed training window; nothing here was registered.",
+         "": "The training runs of mlflow-retrain: one per version it trained, with its parameters, metrics, "
+             "datasets and model; the versions are in the Model registry."}
+
+
+def _experiment_tags(name: str, have: dict[str, str]) -> dict[str, str]:
+    """The model-training kind and a description of what the experiment holds, where not set yet (a
+    person's own description stays)."""
+    holds = next(text for suffix, text in HOLDS.items() if name.endswith(suffix))
+    wanted = {EXPERIMENT_KIND_TAG: MODEL_TRAINING, NOTE: holds}
+    return {key: value for key, value in wanted.items() if not have.get(key)}
 
 
 @contextmanager
@@ -138,11 +157,15 @@ def _mlflow_globals() -> tuple[Any, Any, Any] | None:
 
 def ensure_experiment(name: str) -> str:
     """The experiment's id, creating it with its artifacts beside a local store (not in the working
-    folder, where MLflow would put them) and tagged to open in the UI's model-training mode."""
+    folder, where MLflow would put them), tagged to open in the UI's model-training mode and described
+    (`HOLDS`)."""
     import mlflow
 
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
+        if found.lifecycle_stage == "active":  # one made before the tool tagged them (or by hand): tag it now
+            for key, value in _experiment_tags(name, found.tags).items():
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = None
     uri = mlflow.get_tracking_uri()
@@ -153,7 +176,7 @@ def ensure_experiment(name: str) -> str:
         root = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).parent / "mlruns" / folder
         location = root.resolve().as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+        return mlflow.create_experiment(name, artifact_location=location, tags=_experiment_tags(name, {}))
     except mlflow.exceptions.MlflowException as exc:  # created meanwhile by a concurrent cycle
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

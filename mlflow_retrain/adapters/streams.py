@@ -56,6 +56,28 @@ def stdout_into(stream: TextIO) -> Iterator[Callable[[str], None]]:
 
 
 @contextlib.contextmanager
+def output_into(log: TextIO) -> Iterator[None]:
+    """Both output streams of this process and its children (the `train` entry point's tables and
+    MLflow's progress) into `log`, so a replay's story is not buried; `stdout_into` for stdout."""
+    try:
+        target = log.fileno()
+    except (AttributeError, io.UnsupportedOperation, ValueError):
+        target = None  # not a real file (click's test runner): the Python-level redirect is enough
+    sys.stderr.flush()
+    saved = os.dup(2) if target is not None and target != 2 else None
+    if saved is not None:
+        os.dup2(target, 2)
+    try:
+        with stdout_into(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        log.flush()
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
 def redacted_output() -> Iterator[None]:
     """While the block runs, what this process writes through `sys.stdout` / `sys.stderr` and its log
     records have credentials masked (see `redact`): MLflow's "View run ... at: <uri>" lines, its

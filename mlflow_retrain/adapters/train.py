@@ -25,6 +25,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config, DataConfig
 from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest, training_windows
@@ -314,12 +315,12 @@ def name_run(config: Config, run_id: str, version: str, trigger: str, reason: st
     holdout = (f"- **Holdout:** `{result.holdout_window.iso()}` ({len(result.holdout_rows)} rows): {metrics}"
                if result.holdout_metrics else "- **Refit** through as of, holdout included: the gate judged the "
                "validated fit (`retrain.refit_of`)")
-    lines = [f"**v{version} of `{config.model_name}`**, trained because of `{trigger}`: {reason}", "",
+    lines = [f"v{version} of {config.model_name}, trained because of {trigger}: {reason}", "",
              f"- **Training window:** `{result.train_window.iso()}` ({len(result.train_rows)} rows)", holdout,
-             f"- **Registered as** [v{version}](#/models/{config.model_name}/versions/{version}): its page says "
+             f"- **Registered as** [v{version}]({links.model(config.model_name, version)}): its page says "
              "whether it was promoted and why"]
     if cycle_run_id:
-        lines.append(f"- **Started by cycle** [`{cycle_run_id}`](#/runs/{cycle_run_id})")
+        lines.append(f"- **Started by cycle** [`{cycle_run_id}`]({links.run(cycle_run_id)})")
     client = MlflowClient()
     client.set_tag(run_id, "mlflow.runName", f"v{version} · {trigger} · as of {data_time(as_of)}"[:250])
     client.set_tag(run_id, "mlflow.note.content", "\n".join(lines)[:8000])

@@ -55,6 +55,7 @@ def status(config_path: str, as_json: bool) -> None:
                           + (f"expires as of {a['expires']}" if a["expires"] else "no approval_ttl: waits for a person"),
                       f"  {a['approve']}", f"  {a['reject']}", f"  {a['tag']}"]
         lines += ["", f"last cycle: {r['last_cycle'] or '-'}", f"lease: {r['lease'] or 'free'}"]
+        lines += [f"MLflow UI, {what}: {page}" for what, page in r["pages"].items()]
         return "\n".join(lines + undelivered_lines(r["undelivered"]))
 
     emit(result.to_dict(), as_json, human)

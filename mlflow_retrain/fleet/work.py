@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_retrain.adapters import store
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.audit import history
 from mlflow_retrain.policy.config import Config
@@ -113,11 +114,9 @@ def _open_local_store(uri: str, creates: bool) -> None:
 
 def model_page(tracking_uri: str, name: str) -> str | None:
     """The registered model's page in the MLflow UI of a tracking server (credentials masked)."""
-    from urllib.parse import quote
-
     if not tracking_uri.startswith(("http://", "https://")):
         return None
-    return redact(f"{tracking_uri.rstrip('/')}/#/models/{quote(name, safe='')}")
+    return redact(links.absolute(tracking_uri, links.model(name)))
 
 
 def _selected(config: Config, task: Task) -> Row | None:

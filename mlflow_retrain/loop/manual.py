@@ -16,6 +16,7 @@ import pandas as pd
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.registry import Registry, VersionInfo, utcnow
 from mlflow_retrain.adapters.tracking import check_tracking, start_run
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import RegistryError, RetrainError
 from mlflow_retrain.loop.moves import moved_by_hand
@@ -130,9 +131,9 @@ def manual_title(action: str, target: VersionInfo, production: VersionInfo | Non
 
 def manual_description(config: Config, title: str, when: pd.Timestamp, reason: str, target: VersionInfo,
                        production: VersionInfo | None) -> str:
-    pages = ", ".join(f"[v{v.version}](#/models/{config.model_name}/versions/{v.version})"
+    pages = ", ".join(f"[v{v.version}]({links.model(config.model_name, v.version)})"
                       for v in (target, production) if v is not None)
-    return (f"**{title}**\n\nMoved by hand as of `{when.isoformat()}` on `{config.model_name}`, because: "
+    return (f"{title}\n\nMoved by hand as of `{when.isoformat()}` on `{config.model_name}`, because: "
             f"{reason}\n\nThe versions' pages: {pages}.")[:8000]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from mlflow_retrain.adapters import outbox
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
@@ -153,17 +154,17 @@ def reconcile_title(result: Reconciled) -> str:
 
 
 def reconcile_description(config: Config, result: Reconciled, as_of: datetime) -> str:
-    lines = [f"**{reconcile_title(result)}**", "",
+    lines = [reconcile_title(result), "",
              f"As of `{as_of.isoformat()}` the registry of `{config.model_name}` broke an invariant or a crashed "
              "cycle had left its runs open; this run repaired that before anything else was done."]
     if result.repairs:
         lines += ["", "| problem | repair |", "| --- | --- |"]
         lines += [f"| {f.problem.replace('|', '/')} | `{f.repair}`"
-                  + (f" on [v{f.version}](#/models/{config.model_name}/versions/{f.version})" if f.version else "")
+                  + (f" on [v{f.version}]({links.model(config.model_name, f.version)})" if f.version else "")
                   + " |" for f in result.repairs]
     if result.closed_runs:
         lines += ["", "Runs left RUNNING by a crashed cycle, ended FAILED: "
-                  + ", ".join(f"[`{r}`](#/runs/{r})" for r in result.closed_runs)]
+                  + ", ".join(f"[`{r}`]({links.run(r)})" for r in result.closed_runs)]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide import PromotionDecision, RetrainDecision, WindowScore
 from mlflow_retrain.measure.columns import DriftNumbers
@@ -178,13 +179,13 @@ def cycle_description(config: Config, report: CycleReport, trained_by: str = "")
     """The audit run's Markdown description (`mlflow.note.content`): the decision, the triggers, the
     gate's numbers and links to the candidate's training run and version."""
     n, metric = number, report.metric
-    lines = [f"**{cycle_title(config, report)}**", "",
+    lines = [cycle_title(config, report), "",
              f"Cycle as of `{report.as_of}` on `{report.model_name}`: Production was "
              f"{'v' + report.production_version if report.production_version else 'none'}."]
     if report.candidate_version:
         version = report.candidate_version
-        run = f", trained by run [`{trained_by}`](#/runs/{trained_by})" if trained_by else ""
-        lines[-1] += (f" Candidate [v{version}](#/models/{report.model_name}/versions/{version}){run}.")
+        run = f", trained by run [`{trained_by}`]({links.run(trained_by)})" if trained_by else ""
+        lines[-1] += (f" Candidate [v{version}]({links.model(report.model_name, version)}){run}.")
     lines += ["", "### Decision", "", report.reason or report.outcome]
     if report.approval is not None and report.approval.ignored:
         lines += ["", f"**Note:** {report.approval.reasons[0]}"]

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from mlflow_retrain.adapters.registry import Registry, VersionInfo
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import ApprovalError, RetrainError
 from mlflow_retrain.decide.approval import PROMOTE, ApprovalVerdict, review
@@ -163,7 +164,7 @@ def _person() -> str:
 
 def _description(config: Config, title: str, when: pd.Timestamp, verdict: ApprovalVerdict,
                  candidate: VersionInfo, note: str) -> str:
-    page = f"[v{candidate.version}](#/models/{config.model_name}/versions/{candidate.version})"
-    return (f"**{title}**\n\nSigned off as of `{when.isoformat()}` on `{config.model_name}`: {verdict.reason}.\n\n"
+    page = f"[v{candidate.version}]({links.model(config.model_name, candidate.version)})"
+    return (f"{title}\n\nSigned off as of `{when.isoformat()}` on `{config.model_name}`: {verdict.reason}.\n\n"
             + (f"**Note:** {note}\n\n" if note else "")
             + f"The gate had passed {page}: {candidate.tags.get(T.DECISION_REASON, '')}")[:8000]

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mlflow_retrain.adapters import outbox
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.decide.approval import sign_off_help
@@ -39,6 +40,9 @@ def _holdout_metrics(run_id: str) -> dict[str, float]:
     return {k.removeprefix("holdout_"): v for k, v in metrics.items() if k.startswith("holdout_")}
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
 @dataclass(frozen=True)
 class Status:
     model_name: str
@@ -49,6 +53,7 @@ class Status:
     lease: str | None
     undelivered: list[dict[str, Any]]  # messages no notify target received yet (`outbox`): the next send retries
     awaiting: dict[str, Any] | None  # the Staging candidate awaiting a person: since, expires, how to sign off
+    pages: dict[str, str]  # where to look in the MLflow UI (`ui_pages`)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -73,7 +78,23 @@ def status(config: Config) -> Status:
                                  config.validation.approval_ttl, str(config.source or "retrain.yaml"))
     return Status(config.model_name, described(production), described(staging),
                   [version_row(v) for v in versions], registry.model_tags().get(T.LAST_CYCLE), lease, undelivered,
-                  awaiting)
+                  awaiting, ui_pages(config))
+
+
+def ui_pages(config: Config) -> dict[str, str]:
+    """The cycles (the controller's runs tab) and the model in the MLflow UI, in its model-training
+    mode: under the UI's address when known (`ui_url`, a server), else under `mlflow ui`'s default."""
+    import mlflow
+
+    from mlflow_retrain.adapters.notify import ui_base
+    from mlflow_retrain.loop.reconcile import controller_experiment
+
+    base = ui_base(config, mlflow.get_tracking_uri()) or LOCAL_UI
+    pages = {"model": links.absolute(base, links.model(config.model_name))}
+    experiment = mlflow.get_experiment_by_name(controller_experiment(config))
+    if experiment is not None:
+        pages["cycles"] = links.absolute(base, links.experiment(experiment.experiment_id))
+    return pages
 
 
 def history(config: Config, limit: int = 50) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.registry import Registry
-from mlflow_retrain.adapters.streams import stdout_into
+from mlflow_retrain.adapters.streams import output_into
 from mlflow_retrain.base.errors import UsageError
 from mlflow_retrain.decide.words import moment, unit_for
 from mlflow_retrain.loop.cycle import run_cycle
@@ -47,10 +47,10 @@ def history_steps(config: Config, data: LabelledData, start: str | None, end: st
 def replay_cycles(config: Config, data: LabelledData, steps: list[pd.Timestamp], *, via: str, log: TextIO,
                   each: Callable[[int, CycleReport], None]) -> list[CycleReport]:
     """One cycle per step, oldest first, each told to `each(index, report)` as it ends; the training
-    output (a table per version) goes to `log`, where it does not bury the story."""
+    output (a table per version, MLflow's progress) goes to `log`, where it does not bury the story."""
     reports = []
     for index, as_of in enumerate(steps):
-        with stdout_into(log):
+        with output_into(log):
             report = run_cycle(config, as_of=as_of.isoformat(), via=via, data=data)
         each(index, report)
         reports.append(report)

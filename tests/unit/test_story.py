@@ -27,9 +27,9 @@ def test_a_versions_page_shows_the_gate_table_the_hash_and_links_to_the_run_and_
     text = version_markdown(v2)
     assert "**Gate on the holdout** `2011-05-24..2011-05-31` (rows hashed to `d1g3st`)" in text
     assert "| candidate v2 | 44.71 |" in text and "| Production v1 | 85.2 |" in text
-    assert "[`run9`](#/experiments/3/runs/run9)" in text
-    assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html)" in text
-    assert "[model quality](#/experiments/3/runs/run9/artifactPath/reports/model_quality.html)" in text
+    assert "[`run9`](#/experiments/3/runs/run9?workflowType=machine_learning)" in text
+    assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html?workflowType=machine_learning)" in text
+    assert "[model quality](#/experiments/3/runs/run9/artifactPath/reports/model_quality.html?workflowType=machine_learning)" in text
     assert text.index("Gate on the holdout") < text.index("_Written by mlflow-retrain")
 
 
@@ -51,7 +51,7 @@ def test_production_history_is_newest_promotion_first_with_why_and_where_now():
     lines = story.history_markdown("bikes", [v3, v2, v1_again])
     assert lines[0] == "### Production history (last 2 of 2, newest first)"
     rows = lines[4:]
-    assert rows[0].startswith("| [v1](#/models/bikes/versions/1) | `2011-04-30T00:00:00` | by hand, rollback: v2")
+    assert rows[0].startswith("| [v1](#/models/bikes/versions/1?workflowType=machine_learning) | `2011-04-30T00:00:00` | by hand, rollback: v2")
     assert rows[0].endswith("| **in Production** |")
     assert "`metric_threshold`: mae 71.2 > max 60 \\| x (gate: mae 44.71 vs 85.2)" in rows[1]
     assert rows[1].endswith("| rolled back |")
@@ -83,6 +83,6 @@ def test_a_cycles_evidence_tag_is_plain_json_the_versions_page_reads():
                    '"experiment_id": "3", "reports": ["reports/data_drift.html"]}')
     page = story.gate_markdown({T.EVIDENCE: tag}, "2")
     assert "| candidate v2 | - |" in page and "| Production v1 | 85.2 |" in page
-    assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html)" in page[-1]
+    assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html?workflowType=machine_learning)" in page[-1]
     report.promotion = None
     assert '"candidate": null, "production": null' in cycle_evidence(report, "3").to_json()

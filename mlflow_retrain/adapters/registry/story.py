@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
-from urllib.parse import quote
 
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide.verdicts import number
 
@@ -68,13 +68,6 @@ def _finite(score: float | None) -> float | None:
     return None if score is None or not math.isfinite(score) else float(score)
 
 
-def run_link(experiment_id: str | None, run_id: str, path: str = "") -> str:
-    """A link the UI resolves: a run's page, or one of its artifacts opened in the artifact viewer."""
-    if not experiment_id:
-        return f"#/runs/{run_id}"
-    return f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifactPath/{path}" if path else "")
-
-
 def gate_markdown(tags: dict[str, str], version: str) -> list[str]:
     """The gate's table on the version's page (candidate vs Production on the holdout, with its hash)
     and links to the audit run and its Evidently reports; nothing when no cycle recorded evidence."""
@@ -94,9 +87,9 @@ def gate_markdown(tags: dict[str, str], version: str) -> list[str]:
         lines.append("| Production | none yet |")
     run, experiment = seen.get("run_id"), seen.get("experiment_id")
     if run:
-        reports = [f"[{REPORT_NAMES.get(p.rsplit('/', 1)[-1], p)}]({run_link(experiment, run, p)})"
+        reports = [f"[{REPORT_NAMES.get(p.rsplit('/', 1)[-1], p)}]({links.run(run, experiment, p)})"
                    for p in seen.get("reports") or []]
-        lines += ["", f"- **Audit run:** [`{run}`]({run_link(experiment, run)})"
+        lines += ["", f"- **Audit run:** [`{run}`]({links.run(run, experiment)})"
                   + (f"; Evidently reports: {', '.join(reports)}" if reports else "; no Evidently report this cycle")]
     return lines
 
@@ -110,7 +103,7 @@ def history_markdown(name: str, versions: list[Shown], limit: int = HISTORY_LIMI
         return ["### Production history", "", "_No version has been promoted yet._"]
     lines = [f"### Production history (last {min(limit, len(promoted))} of {len(promoted)}, newest first)", "",
              "| version | promoted as of | why | now |", "| --- | --- | --- | --- |"]
-    lines += [f"| [v{v.version}](#/models/{quote(name)}/versions/{v.version}) | `{v.tags[T.PROMOTED_AT]}` | "
+    lines += [f"| [v{v.version}]({links.model(name, v.version)}) | `{v.tags[T.PROMOTED_AT]}` | "
               f"{_cell(_why(v.tags))} | {_now(v)} |" for v in promoted[:limit]]
     return lines
 

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import faults
+from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.policy.section import check_version
@@ -256,7 +257,7 @@ def version_markdown(version: VersionInfo) -> str:
         head += f" as of {get(T.PROMOTED_AT)}"
     if get(T.ARCHIVED_AT) and decision in (T.PROMOTED, T.REJECTED, T.ABANDONED, T.EXPIRED, T.SUPERSEDED, T.REFITTED):
         head += f"; archived as of {get(T.ARCHIVED_AT)}"
-    lines = [f"**v{version.version}: {head}**", ""]
+    lines = [f"v{version.version}: {head}", ""]  # plain: the versions list shows it raw
     if get(T.TRIGGER):
         lines.append(f"- **Trigger:** `{get(T.TRIGGER)}`: {get(T.REASON) or 'no reason recorded'}")
     if decision:
@@ -276,9 +277,9 @@ def version_markdown(version: VersionInfo) -> str:
         lines.append("- **Windows:** " + ", ".join(w for w in windows if w))
     if get(T.REFIT_OF):
         lines.append(f"- **Refit** on `{get(T.REFIT_ROWS)}` of the validated fit [`{get(T.REFIT_OF)}`]"
-                     f"(#/runs/{get(T.REFIT_OF)}), whose gate is the evidence below")
-    runs = [f"training run [`{version.run_id}`](#/runs/{version.run_id})" if version.run_id else "",
-            f"cycle [`{get(T.CYCLE_RUN_ID)}`](#/runs/{get(T.CYCLE_RUN_ID)})" if get(T.CYCLE_RUN_ID) else ""]
+                     f"({links.run(get(T.REFIT_OF))}), whose gate is the evidence below")
+    runs = [f"training run [`{version.run_id}`]({links.run(version.run_id)})" if version.run_id else "",
+            f"cycle [`{get(T.CYCLE_RUN_ID)}`]({links.run(get(T.CYCLE_RUN_ID))})" if get(T.CYCLE_RUN_ID) else ""]
     if any(runs):
         lines.append("- **Runs:** " + ", ".join(r for r in runs if r))
     if get(T.ROLLED_BACK_WALL):
