@@ -5,10 +5,12 @@ Why it is built this way: docs/design.md#adapters-models.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import importlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ContextManager, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,8 @@ from mlflow_retrain.base.errors import ModelError
 
 # Flavors whose native object has the scikit-learn API (predict, predict_proba): loaded as such.
 NATIVE_FLAVORS = ("sklearn", "xgboost", "lightgbm")
+# predictions on fewer rows than this run on one OpenMP thread (docs/design.md#adapters-models)
+ONE_THREAD_ROWS = 50_000
 
 
 def model_columns(config: Config, spec: DataConfig) -> tuple[str, ...]:
@@ -67,18 +71,37 @@ class Scorer:
         return rows[list(self.columns)]
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
-        if self.flavor == "pyfunc":
-            return PyfuncOutput.split(self.model.predict(self._inputs(rows)))[0]
-        return np.asarray(self.model.predict(self._inputs(rows)))
+        with threads_for(len(rows)):
+            if self.flavor == "pyfunc":
+                return PyfuncOutput.split(self.model.predict(self._inputs(rows)))[0]
+            return np.asarray(self.model.predict(self._inputs(rows)))
 
     def predict_with_proba(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictions and, where the model has them, class probabilities (one call for a pyfunc)."""
         inputs = self._inputs(rows)
-        if self.flavor == "pyfunc":
-            return PyfuncOutput.split(self.model.predict(inputs))
-        pred = np.asarray(self.model.predict(inputs))
-        proba = self.model.predict_proba(inputs) if hasattr(self.model, "predict_proba") else None
+        with threads_for(len(rows)):
+            if self.flavor == "pyfunc":
+                return PyfuncOutput.split(self.model.predict(inputs))
+            pred = np.asarray(self.model.predict(inputs))
+            proba = self.model.predict_proba(inputs) if hasattr(self.model, "predict_proba") else None
         return pred, None if proba is None else np.asarray(proba)
+
+
+@functools.cache
+def _openmp() -> Any:
+    """The OpenMP runtimes loaded when the first model predicts (scanned once: a scan costs ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="openmp")
+
+
+def threads_for(rows: int) -> ContextManager[Any]:
+    """One OpenMP thread for a prediction on few rows: threads that start and spin for every tree
+    cost more than the rows (20-100x the CPU of one thread on a busy 2-core machine); the results are
+    the same."""
+    if rows >= ONE_THREAD_ROWS:
+        return contextlib.nullcontext()
+    return _openmp().limit(limits=1)
 
 
 def signature_columns(signature: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
