@@ -73,8 +73,8 @@ def test_max_age_after_a_rejection_waits_for_its_next_due_time():
     span = timedelta(days=30)
     trained, rejected = T0 - timedelta(days=40), T0 - timedelta(days=8)
     waits = t.max_age(trained, as_of=T0, max_age=span, rejected_at=rejected)
-    assert not waits.fired and waits.reason == ("Production trained 40d before 2012-06-01T00:00:00 > max age 30d, but a "
-                                                "candidate trained 8d before was rejected: next due 2012-06-23T00:00:00")
+    assert not waits.fired and waits.reason == ("Production trained 40d before 2012-06-01, more than max_age 30d, but a "
+                                                "candidate trained 8d before was rejected: next due 2012-06-23")
     assert waits.evidence["next_due"] == "2012-06-23T00:00:00"
     assert t.max_age(trained, as_of=T0 + timedelta(days=23), max_age=span, rejected_at=rejected).fired  # due again
     # a rejection before Production was trained (an older Production's candidate) does not count
