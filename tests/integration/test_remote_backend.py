@@ -1,5 +1,5 @@
 """Training elsewhere: `training.project.backend` names an MLflow project backend, and the controller
-(`mlflow-retrain cycle`, a real subprocess) hands it the project, the data-time contract and the
+(`mlflow-retrain cycle`, run in-process as a process of its own runs it) hands it the project, the data-time contract and the
 backend config, waits for its run, then registers and judges the model as for a local run.
 
 No Kubernetes cluster, docker daemon or Databricks workspace is here, so the cluster is a stand-in:
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import inprocess_cli
 import mlflow
 import pytest
 import yaml
@@ -30,8 +29,6 @@ from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.base.errors import TrainingError
 from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.adapters.trainers import run_project, trainer
-
-CLI = str(Path(sys.executable).parent / "mlflow-retrain")
 
 STANDIN = '''
 """A stand-in for a training cluster, as an MLflow project backend plugin."""
@@ -121,10 +118,11 @@ def remote_policy(folder: Path, name: str, **backend_config) -> Path:
     return policy
 
 
-def cycle(site: Path, policy: Path, *args: str) -> subprocess.CompletedProcess:
+def cycle(site: Path, policy: Path, *args: str) -> inprocess_cli.Done:
+    """The controller, run in this process as its own process would run it (the plugin is on this
+    process's path, as PYTHONPATH puts it on a process's); the jobs it hands out are processes."""
     env = {**os.environ, "PYTHONPATH": str(site)}  # the store fixture's MLFLOW_TRACKING_URI is inherited
-    return subprocess.run([CLI, "cycle", "--config", str(policy), *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return inprocess_cli.run(["cycle", "--config", str(policy), *args], env=env)
 
 
 def received(cluster: Path) -> dict:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import inprocess_cli
 import mlflow
 import pandas as pd
 import pytest
@@ -295,17 +296,15 @@ def _health(serve: Serve) -> dict | None:
 def test_bad_input_is_one_line_and_exit_2_before_anything_starts(local):
     folder, env = local
     no_secret = {k: v for k, v in env.items() if k != "MLFLOW_RETRAIN_SECRET"}
-    run = subprocess.run([CLI, "serve", "--config", str(folder / "retrain.yaml")], env=no_secret,
-                         capture_output=True, text=True, timeout=60, check=False)
+    run = inprocess_cli.run(["serve", "--config", str(folder / "retrain.yaml")], env=no_secret, timeout=60)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         ("error: no secret: set MLFLOW_RETRAIN_SECRET or pass --secret-file FILE (the MLflow webhook's secret, also "
          "used to sign POST /trigger)")]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        run = subprocess.run([CLI, "serve", "--config", str(folder / "retrain.yaml"), "--port",
-                              str(taken.getsockname()[1])], env=env, capture_output=True, text=True, timeout=60,
-                             check=False)
+        run = inprocess_cli.run(["serve", "--config", str(folder / "retrain.yaml"), "--port",
+                                 str(taken.getsockname()[1])], env=env, timeout=60)
     assert run.returncode == 2 and "port is in use" in run.stderr and SECRET not in run.stderr + run.stdout
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
