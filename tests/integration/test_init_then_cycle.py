@@ -10,7 +10,10 @@ import pandas as pd
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
+import inprocess_cli
+from growing import growing_demand
 from mlflow_retrain.cli import cli
+from mlflow_retrain.policy.load import load_config
 
 
 def demand(folder: Path) -> Path:
@@ -57,3 +60,37 @@ def test_init_then_cycle_without_edits(store, tmp_path):
 
     again = runner.invoke(cli, ["init", "--data", str(data), "--target", "units"])
     assert again.exit_code == 2 and again.output == "error: retrain.yaml exists; pass --force to overwrite it\n"
+
+
+def test_init_calibrates_on_growing_demand_then_cycles_promote_the_first_model_and_a_later_better_one(store,
+                                                                                                   tmp_path):
+    """Issue 25: a gate from the target's spread rejected a new user's first model and, once the level
+    grew, a candidate that beat Production. Calibrated on the model's walk-forward errors and relative
+    to the naive baseline on the same holdout, both pass; the row counter is left out, and said."""
+    data = tmp_path / "data"
+    data.mkdir()
+    growing_demand(days=200).to_csv(data / "demand.csv", index=False)
+    made = inprocess_cli.run(["init", "--data", "data/demand.csv", "--target", "demand", "--model-name", "growing"])
+    assert made.returncode == 0, made.stderr
+    assert made.stderr.count("'rownames' left out of the features") == 1, made.stderr
+    policy = load_config(tmp_path / "retrain.yaml")
+    assert policy.data.exclude == ("rownames",) and policy.validation.max_ratio_to_naive is not None
+    assert policy.validation.max_metric is not None and policy.metric == "mae"
+
+    def cycle(as_of: str) -> dict:
+        done = inprocess_cli.run(["cycle", "--config", "retrain.yaml", "--retrain-via", "inprocess", "--as-of", as_of,
+                                  "--json"])
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = cycle("2024-03-15")
+    assert first["outcome"] == "promoted" and first["candidate_version"] == "1"  # the bootstrap passes the gate
+    later = cycle("2024-07-10")  # the level grew ~50% past anything v1 saw: v1 degrades
+    assert later["retrain"]["fired"] and later["outcome"] == "promoted" and later["candidate_version"] == "2"
+    reasons = later["promotion"]["reasons"]
+    naive = next(r for r in reasons if r.startswith("naive gate: "))
+    assert naive.endswith("(pass)") and f"{policy.validation.max_ratio_to_naive:g}x the naive baseline's" in naive
+    # the absolute limit alone would not have judged the level the target grew to: the ratio did
+    assert later["promotion"]["candidate"] < policy.validation.max_metric
+    production = MlflowClient().get_latest_versions("growing", stages=["Production"])
+    assert [str(v.version) for v in production] == ["2"]
