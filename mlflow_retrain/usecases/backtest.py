@@ -29,6 +29,7 @@ from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.decide import format_span
 from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
                                           gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
+from mlflow_retrain.decide.triggers import fires_always
 from mlflow_retrain.decide.triggers.drift import DataDrift
 from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
@@ -219,6 +220,14 @@ class BacktestResult:
                    folds=[f"{f.chosen}@{self.steps[f.start].date()}" for f in forward.folds])
         return row
 
+    def warnings(self) -> list[str]:
+        """The configured policy's triggers that fired at every step of the replay."""
+        configured = next((s for s in self.states if s.policy.family == "configured"), None)
+        if configured is None:
+            return []
+        triggers = configured.policy.config.triggers.configured
+        return fires_always(triggers, {t.name: [t.name in f for f in configured.fired] for t in triggers})
+
     def to_dict(self) -> dict[str, Any]:
         forward = self.walk_forward()
         return {"steps": len(self.steps) - 1, "from": self.steps[0].isoformat(), "to": self.steps[-1].isoformat(),
@@ -231,6 +240,7 @@ class BacktestResult:
                                "chosen": f.chosen, "mean_metric": f.mean, "retrains": f.retrains}
                               for f in forward.folds]},
                 "seconds": round(self.seconds, 2), "fits": self.fits, "run_id": self.run_id,
+                "warnings": self.warnings(),
                 "chart": str(self.chart) if self.chart else None,
                 "retrain_points": {s.policy.name: s.retrain_points for s in self.states}}
 
