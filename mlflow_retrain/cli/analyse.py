@@ -84,7 +84,8 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
                                                       "health"])]
         if len(r["windows"]) > 20:
             lines.insert(0, f"(last 20 of {len(r['windows'])} windows; all in {r['table']})")
-        lines += ["", f"dashboard: {r['dashboard']}", f"health: {'ok' if not r['health'] else r['health'][0]}"]
+        lines += ["", f"dashboard: {r['dashboard']}", f"health: {'ok' if not r['health'] else r['health'][0]}",
+                  *(f"warning: {w}" for w in r["warnings"])]
         return "\n".join(lines)
 
     emit(result.to_dict(), as_json, human)
@@ -218,7 +219,7 @@ def backtest(config_path: str, start: str, end: str | None, every: str | None, p
                "policy chosen on the windows before it: " + ", ".join(
                    f"{f['chosen']} from {f['from'][:10]}" for f in r["walk_forward"]["folds"])]
               if r["walk_forward"] else []),
-            f"chart: {r['chart']}",
+            f"chart: {r['chart']}", *(f"warning: {w}" for w in r["warnings"]),
             *([f"--apply {r['applied']['policy']}: " + ("written to " + r["applied"]["path"] if r["applied"]["written"]
                                                        else "nothing written: " + r["applied"]["why"])]
               if r.get("applied") else [])])

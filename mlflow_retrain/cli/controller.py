@@ -79,6 +79,7 @@ def _cycle_human(r: dict[str, Any]) -> str:
         lines.append(f"data gap: {r['stale']}")
     if r.get("data"):
         lines.append(f"data: {r['data']['summary']}")
+    lines += [f"warning: {w}" for w in r.get("warnings", ())]
     if r["cycle_run_id"]:
         lines.append(f"audit run: {r['cycle_run_id']}")
     return "\n".join(lines)

@@ -106,6 +106,17 @@ def last_retrain(versions: list[VersionInfo]) -> pd.Timestamp | None:
     return max(made) if made else None
 
 
+def holdout_metric(config: Config, version: VersionInfo) -> float | None:
+    """The version's own metric on its training-time holdout, as its training run logged it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient().get_run(version.run_id).data.metrics.get(f"holdout_{config.metric}")
+    except MlflowException:
+        return None
+
+
 def last_rejection(versions: list[VersionInfo]) -> pd.Timestamp | None:
     """The newest candidate a cycle made that was rejected (by the gate or a person): `max_age` waits after it."""
     made = [version_time(v) for v in versions if T.TRIGGER in v.tags and v.tags.get(T.DECISION) == T.REJECTED]
@@ -137,6 +148,10 @@ def evaluate_triggers(c: Cycle, production: VersionInfo, *, asked: bool = True
     estimate = None
     if config.triggers.needs("estimate") and newest is not None:
         estimate = _estimate(config, data, model, production, newest)
+    if c.report.dry_run:  # `check` reads the training run too (a cycle stays one read cheaper)
+        own = holdout_metric(config, production)
+        c.report.warnings = [w for t in config.triggers.configured if (w := t.below_floor(
+            own, metric=config.metric, higher_is_better=config.higher_is_better))]
     trained_at = version_time(production)
     seen = production.tags.get(T.TRAIN_WINDOW)
     versions = c.registry.versions()

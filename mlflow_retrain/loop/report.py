@@ -50,6 +50,7 @@ class CycleReport:
     # rows read, exact repeats and conflicting labels found, what data.duplicates did (`data.RowCounts`)
     data: dict[str, Any] | None = None
     naive: float | None = None  # a first model's scale: a naive forecast's metric on the same holdout (`measure.naive`)
+    warnings: list[str] = field(default_factory=list)  # a trigger that will fire always (`Trigger.below_floor`)
 
     @property
     def reason(self) -> str:
@@ -82,7 +83,7 @@ class CycleReport:
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
             "stale": self.stale, "approval": None if self.approval is None else self.approval.to_dict(),
-            "data": self.data, "naive": self.naive,
+            "data": self.data, "naive": self.naive, "warnings": list(self.warnings),
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
@@ -102,6 +103,7 @@ class CycleReport:
                          + "; ".join(f.problem for f in self.reconciled.repairs)
                          + (f"; {len(self.reconciled.closed_runs)} crashed run(s) ended FAILED"
                             if self.reconciled.closed_runs else ""))
+        lines += [f"- **Warning**: {w}" for w in self.warnings]
         if self.cycle_run_id:
             lines.append(f"- Audit run: `{self.cycle_run_id}`")
         if self.decision is not None and self.decision.results:  # none when bootstrapping or reconciling

@@ -29,6 +29,7 @@ from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.decide import format_span
 from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
                                           gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
+from mlflow_retrain.decide.triggers import fires_always
 from mlflow_retrain.decide.triggers.drift import DataDrift
 from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold, crosses
@@ -236,9 +237,18 @@ class BacktestResult:
         return row
 
     def warnings(self) -> list[str]:
-        """What the table alone does not say: a gate that binds, a walk-forward that idles."""
+        """What the table alone does not say: a gate that binds, a walk-forward that idles, a trigger
+        that fires always."""
         forward = self.walk_forward()
-        return [*self._binding_gate(), *(forward.warnings if forward is not None else [])]
+        return [*self._binding_gate(), *(forward.warnings if forward is not None else []), *self._always_firing()]
+
+    def _always_firing(self) -> list[str]:
+        """The configured policy's triggers that fired at every step of the replay."""
+        configured = next((s for s in self.states if s.policy.family == "configured"), None)
+        if configured is None:
+            return []
+        triggers = configured.policy.config.triggers.configured
+        return fires_always(triggers, {t.name: [t.name in f for f in configured.fired] for t in triggers})
 
     def _binding_gate(self) -> list[str]:
         """When the absolute gate rejects most candidates of the policy that retrains most, it, not

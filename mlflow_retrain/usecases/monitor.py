@@ -28,6 +28,7 @@ from mlflow_retrain.usecases.charts import RetrainEvent, WindowPoint, dashboard_
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window, parse_time
 from mlflow_retrain.decide import Observations, WindowScore, format_span
+from mlflow_retrain.decide.triggers import fires_always
 from mlflow_retrain.measure.drift import ColumnDrift, DriftMeter, summarize
 from mlflow_retrain.base.errors import ConfigError, DataError, HealthError
 from mlflow_retrain.loop.evaluate import load_reference, registered, score_predictions
@@ -63,6 +64,7 @@ class MonitorResult:
     run_id: str | None = None
     seconds: float = 0.0
     reports: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # a trigger that fired on every window (`fires_always`)
 
     @property
     def healthy(self) -> bool:
@@ -79,7 +81,7 @@ class MonitorResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"windows": self.rows(), "health": self.health, "dashboard": str(self.dashboard),
-                "table": str(self.table), "run_id": self.run_id, "seconds": self.seconds,
+                "table": str(self.table), "run_id": self.run_id, "seconds": self.seconds, "warnings": self.warnings,
                 "events": [e.__dict__ | {"time": e.time.isoformat()} for e in self.events]}
 
 
@@ -219,6 +221,9 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "monitor.csv"
     result = MonitorResult(points, events, health, out_dir / "dashboard.html", table)
+    judged = [p for p in points if not p.partial and p.metric is not None]  # the windows the triggers marked
+    triggers = config.triggers.configured
+    result.warnings = fires_always(triggers, {t.name: [t.name in p.fired for p in judged] for t in triggers})
     pd.DataFrame(result.rows()).to_csv(table, index=False)
     if with_reports:
         result.reports = _reports(config, data, result, models, runs, out_dir)

@@ -72,6 +72,7 @@ class PolicyState:
     train_seconds: float = 0.0
     retrain_points: list[tuple[str, str]] = field(default_factory=list)  # (as_of, promoted|rejected)
     series: list[float | None] = field(default_factory=list)
+    fired: list[list[str]] = field(default_factory=list)  # per step, the triggers that fired (`fires_always`)
     next_due: pd.Timestamp | None = None  # a schedule's next retrain time
     failed: list[tuple[str, ...]] = field(default_factory=list)  # per retrain point: the gate checks it failed
     candidate_metrics: list[float] = field(default_factory=list)  # per retrain point: the candidate's holdout metric
@@ -280,6 +281,7 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
                       last_rejected_at=state.last_rejected,
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
+    state.fired.append(decision.fired)
     if not decision.retrain:
         return
     candidate = replay.fit(labelled)

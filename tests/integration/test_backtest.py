@@ -137,3 +137,14 @@ def test_cli_backtest_json(store, write_policy, tmp_path):
     assert [p["policy"] for p in payload["policies"]][:2] == ["never", "configured"] and payload["steps"] == 6
     # the schedule with the configured policy's retrain count is added: the equal-budget comparison
     assert [p["family"] for p in payload["policies"][2:] if p["equal_budget"]] in ([], ["schedule"])
+    assert payload["warnings"] == []  # the threshold of 55 fires at some steps only
+
+
+def test_a_configured_trigger_that_fires_at_every_step_is_flagged(store, write_policy, tmp_path):
+    """A limit below the model's floor fires at every step: the backtest says so and what to change."""
+    out = CliRunner().invoke(cli, ["backtest", "--config", str(write_policy(triggers={"metric_threshold": {"max": 1}})),
+                                   "--from", "2011-04-30", "--to", "2011-07-09", "--every", "14d", "--policy",
+                                   "configured", "--out", str(tmp_path / "b")])
+    assert out.exit_code == 0, out.output
+    assert ("warning: trigger metric_threshold fired on 4 of 4 windows: it fires always; its limit is stricter than "
+            "the model's own error (its floor)") in out.output

@@ -64,12 +64,18 @@ def test_calendar_columns_floor_the_drift_share_until_excluded(calendar_policy, 
     assert all("workingday" in [c.column for c in p.drift_columns if c.drifted] for p in before.points)
     assert [p.drift_share for p in stable] == [1 / 3] * 14
     assert all("data_drift" in p.fired for p in before.points)
+    # ... and the monitor says so, with what to change (issue 25, item 6)
+    assert [w for w in before.warnings if "data_drift" in w] == [
+        "trigger data_drift fired on 28 of 28 windows: it fires always; exclude the derived, calendar or seasonal "
+        "columns that differ from the training rows by construction (monitoring.drift.exclude), or raise "
+        "max_drift_share"]
 
     excluded = calendar_policy(drift={"exclude": ["hour", "workingday"]})
     after = monitor(excluded, tmp_path, "excluded")
     assert all([c.column for c in p.drift_columns] == ["load"] for p in after.points)
     assert [p.drift_share for p in after.points] == [0.0] * 14 + [1.0] * 14  # it follows load, and only load
     assert [("data_drift" in p.fired) for p in after.points] == [False] * 14 + [True] * 14
+    assert not [w for w in after.warnings if "data_drift" in w]
 
     # the CSV carries the per-column verdicts and scores; the dashboard a row per measured feature
     table = pd.read_csv(tmp_path / "excluded" / "monitor.csv")

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.audit import history
 from mlflow_retrain.cli import cli
+from mlflow_retrain.cli.controller import _cycle_human
+from mlflow_retrain.decide.triggers.threshold import MetricThreshold
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.reconcile import controller_experiment
 from mlflow_retrain.loop.manual import rollback
@@ -109,6 +111,13 @@ def test_candidate_failing_the_absolute_gate_is_archived_not_deleted(prod_store,
     later = run_cycle(config, as_of="2011-06-01", dry_run=True)
     age = next(r for r in later.decision.results if r.kind == "max_age")
     assert not age.fired and "but a candidate trained 1d before was rejected: next due 2011-06-20" in age.reason
+    # `check` warns when the threshold is stricter than Production's own error on its training-time holdout
+    holdout = MlflowClient().get_run(registry.get("1").run_id).data.metrics["holdout_mae"]
+    strict = load_config(write_policy(triggers={"metric_threshold": {"max": 1}}))
+    warned = run_cycle(strict, as_of="2011-06-01", dry_run=True)
+    assert warned.warnings == [f"trigger metric_threshold: max 1 is below Production's own mae on its training-time "
+                               f"holdout ({holdout:.4g}), so it fires always; {MetricThreshold.advice}"]
+    assert f"warning: {warned.warnings[0]}" in _cycle_human(warned.to_dict())
 
 
 def test_candidate_not_better_by_the_relative_minimum_is_rejected(prod_store, write_policy):

@@ -174,3 +174,27 @@ def test_metric_triggers_ignore_windows_the_model_was_trained_on():
     stale = decide(pd.Timestamp("2012-06-29"))  # even the latest window is in-sample
     threshold = next(r for r in stale.results if r.kind == "metric_threshold")
     assert not threshold.fired and "overlaps Production's training data" in threshold.reason
+
+
+def test_a_trigger_that_fires_on_every_window_is_flagged_with_what_to_change():
+    """`fires_always` over the per-window history; `below_floor` when a limit is stricter than the model's own error."""
+    from mlflow_retrain.decide.triggers import fires_always
+    from mlflow_retrain.decide.triggers.drift import DataDrift
+    from mlflow_retrain.decide.triggers.threshold import MetricThreshold
+
+    drift, limit = DataDrift(max_drift_share=0.5), MetricThreshold(max=50.0)
+    flagged = fires_always([drift, limit], {"data_drift": [True] * 6, "metric_threshold": [True, False, True, True]})
+    assert flagged == ["trigger data_drift fired on 6 of 6 windows: it fires always; exclude the derived, calendar or "
+                       "seasonal columns that differ from the training rows by construction "
+                       "(monitoring.drift.exclude), or raise max_drift_share"]
+    assert fires_always([drift], {"data_drift": [True] * 3}) == []  # too few windows to tell
+    assert fires_always([drift], {}) == []
+    assert limit.below_floor(62.5, metric="mae", higher_is_better=False) == (
+        "trigger metric_threshold: max 50 is below Production's own mae on its training-time holdout (62.5), so it "
+        "fires always; its limit is stricter than the model's own error (its floor): loosen it past the error a "
+        "fresh model reaches (the backtest's threshold sweep shows it)")
+    assert limit.below_floor(40.0, metric="mae", higher_is_better=False) is None
+    assert limit.below_floor(None, metric="mae", higher_is_better=False) is None
+    score = MetricThreshold(min=0.9).below_floor(0.8, metric="accuracy", higher_is_better=True)
+    assert score.startswith("trigger metric_threshold: min 0.9 is above Production's own accuracy")
+    assert drift.below_floor(0.9, metric="mae", higher_is_better=False) is None

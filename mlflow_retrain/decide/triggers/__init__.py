@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping, Sequence
 
 from mlflow_retrain.decide.observations import Observations
 from mlflow_retrain.decide.settings import Options
@@ -40,6 +40,7 @@ class Trigger:
     rank: ClassVar[int] = 100  # where its verdict sits among the others (reason text, retrain.trigger tag)
     needs: ClassVar[frozenset[str]] = frozenset()  # observations beyond the window scores: "drift"
     debounced: ClassVar[bool] = False  # triggers.debounce (k of n windows) applies, through `mark`
+    advice: ClassVar[str] = "loosen its options"  # what to change when it fires on every window (`fires_always`)
 
     @classmethod
     def parse(cls, triggers: Options, policy: PolicyContext) -> "Trigger | None":
@@ -68,6 +69,11 @@ class Trigger:
         """Whether the one window in `seen` crosses this trigger (the dashboard's marks, debounce)."""
         return False
 
+    def below_floor(self, own: float | None, *, metric: str, higher_is_better: bool) -> str | None:
+        """Why this trigger will fire always, given the model's own metric on its training-time holdout
+        (the floor a fresh model reaches); None when that cannot be told from it."""
+        return None
+
     @property
     def depth(self) -> int:
         """How many recent monitoring windows `check` reads."""
@@ -81,3 +87,19 @@ class Trigger:
     def to_dict(self) -> Any:
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else None
 
+
+
+MIN_WINDOWS = 4  # fewer windows than this, all fired, are too few to call a trigger "always"
+
+
+def fires_always(triggers: Sequence[Trigger], history: Mapping[str, Sequence[bool]]) -> list[str]:
+    """A sentence per trigger that fired on every window of `history` (by name, oldest first): a trigger
+    that always fires is no signal (a derived column's drift, a limit below the model's floor), only a
+    retrain every cycle."""
+    out = []
+    for trigger in triggers:
+        fired = history.get(trigger.name, ())
+        if len(fired) >= MIN_WINDOWS and all(fired):
+            out.append(f"trigger {trigger.name} fired on {len(fired)} of {len(fired)} windows: it fires always; "
+                       f"{trigger.advice}")
+    return out

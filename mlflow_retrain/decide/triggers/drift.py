@@ -36,6 +36,8 @@ def data_drift(drift_share: float | None, *, max_drift_share: float, drifted_col
 class DataDrift(Trigger):
     name: ClassVar[str] = "data_drift"
     rank: ClassVar[int] = 30
+    advice: ClassVar[str] = ("exclude the derived, calendar or seasonal columns that differ from the training "
+                             "rows by construction (monitoring.drift.exclude), or raise max_drift_share")
     needs: ClassVar[frozenset[str]] = frozenset({"drift"})
     max_drift_share: float = 0.5
 

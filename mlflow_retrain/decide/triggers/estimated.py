@@ -18,6 +18,7 @@ from mlflow_retrain.decide.verdicts import TriggerResult, number
 class EstimatedMetric(Trigger):
     name: ClassVar[str] = "estimated_metric"
     rank: ClassVar[int] = 15
+    advice: ClassVar[str] = "its limit is stricter than the model's own estimated error: loosen it past that"
     needs: ClassVar[frozenset[str]] = frozenset({"estimate"})
     max: float | None = None
     min: float | None = None

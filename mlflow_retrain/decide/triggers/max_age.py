@@ -44,6 +44,7 @@ def max_age(trained_at: datetime | None, *, as_of: datetime, max_age: timedelta,
 class MaxAge(Trigger):
     name: ClassVar[str] = "max_age"
     rank: ClassVar[int] = 40
+    advice: ClassVar[str] = "max_age is not longer than the windows: lengthen it"
     span: timedelta
 
     @classmethod

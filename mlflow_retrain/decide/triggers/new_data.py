@@ -29,6 +29,7 @@ def new_data(rows: int, *, min_rows: int, since: datetime | None = None) -> Trig
 class NewData(Trigger):
     name: ClassVar[str] = "new_data"
     rank: ClassVar[int] = 50
+    advice: ClassVar[str] = "min_rows is fewer than a window brings: raise it"
     min_rows: int = 1000
 
     @classmethod

@@ -47,6 +47,8 @@ def metric_threshold(value: float | None, *, metric: str, higher_is_better: bool
 class MetricThreshold(Trigger):
     name: ClassVar[str] = "metric_threshold"
     rank: ClassVar[int] = 10
+    advice: ClassVar[str] = ("its limit is stricter than the model's own error (its floor): loosen it past the "
+                             "error a fresh model reaches (the backtest's threshold sweep shows it)")
     debounced: ClassVar[bool] = True
     max: float | None = None
     min: float | None = None
@@ -70,6 +72,14 @@ class MetricThreshold(Trigger):
                                                    f"{seen.seen_until.isoformat()}): no out-of-sample {seen.metric}")
         return metric_threshold(latest.metric, metric=seen.metric, higher_is_better=seen.higher_is_better,
                                 limit=self.limit(seen.higher_is_better), window=latest.window)
+
+    def below_floor(self, own: float | None, *, metric: str, higher_is_better: bool) -> str | None:
+        limit = self.limit(higher_is_better)
+        if not crosses(own, higher_is_better=higher_is_better, limit=limit):
+            return None
+        bound, side = ("min", "above") if higher_is_better else ("max", "below")
+        return (f"trigger {self.name}: {bound} {number(limit)} is {side} Production's own {metric} on its "
+                f"training-time holdout ({number(own)}), so it fires always; {self.advice}")
 
     def mark(self, seen: Observations) -> bool:
         return crosses(seen.latest.metric, higher_is_better=seen.higher_is_better,

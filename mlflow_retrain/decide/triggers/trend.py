@@ -77,6 +77,7 @@ def metric_trend(history: Sequence[float | None], *, metric: str, higher_is_bett
 class MetricTrend(Trigger):
     name: ClassVar[str] = "metric_trend"
     rank: ClassVar[int] = 20
+    advice: ClassVar[str] = "raise max_relative_increase or max_slope, or its noise factor"
     windows: int = 7
     max_relative_increase: float | None = None
     max_slope: float | None = None
