@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import resource
 import sys
 import tempfile
@@ -36,15 +37,14 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run(name: str) -> None:
+def replay(name: str) -> dict:
+    """The backtest with the search, once: its result and what it cost."""
     from bench_gate import config_for
 
     from mlflow_retrain.adapters.data import LabelledData
-    from mlflow_retrain.measure.metrics import worse_tail
-    from mlflow_retrain.decide.choice import walk_forward
     from mlflow_retrain.usecases.backtest import run_backtest
 
-    start, step, floor_then, budget = DATASETS[name]
+    start, step, _, budget = DATASETS[name]
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         config = config_for(name, Path(tmp))
@@ -53,6 +53,18 @@ def run(name: str) -> None:
         result = run_backtest(config, start=start, every=timedelta(days=step), data=data, folds=4,
                               dimensions=("window", "holdout", "gate"), fit_budget=budget)
         cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    return {"result": result, "config": config, "cpu": cpu, "wall": wall, "load": (load, os.getloadavg()[0])}
+
+
+def report(name: str, run: dict) -> None:
+    from mlflow_retrain.decide.choice import walk_forward
+    from mlflow_retrain.measure.metrics import worse_tail
+
+    start, step, floor_then, budget = DATASETS[name]
+    result, config, cpu, wall, load = run["result"], run["config"], run["cpu"], run["wall"], run["load"]
+    for cached in ("_forward", "_table"):  # a saved replay is chosen on again with this version's rule
+        result.__dict__.pop(cached, None)
+    result.recommended = result.recommend()
     forward = result.walk_forward()
     plain = [c for c in result.candidates() if c.name not in result.search.variants]
     triggers_only = walk_forward(plain, result.rule, 4, result.day_of())
@@ -66,7 +78,7 @@ def run(name: str) -> None:
           f"{result.steps[forward.start].date()}; {len(result.states)} policies ({len(variants)} under "
           f"{', '.join(result.search.to_dict()['values'])}), {result.fits - result.search.fits} + {result.search.fits} fits "
           f"(search budget {budget}); {wall:.0f} s wall, {cpu:.0f} s CPU, load average "
-          f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
+          f"{load[0]:.1f} at the start, {load[1]:.1f} at the end\n")
     print(f"- walk-forward OOS mean {wf['oos_mean_metric']:.2f} vs the floor on the same windows "
           f"{floor['oos_mean_metric']:.2f} ({wf['oos_mean_metric'] / floor['oos_mean_metric']:.3f}x) and the floor's "
           f"whole-history {floor_then} ({wf['oos_mean_metric'] / floor_then:.3f}x); OOS p90 {wf['oos_p90_metric']:.1f} "
@@ -106,9 +118,19 @@ def run(name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(DATASETS), default=None)
+    parser.add_argument("--save", type=Path, default=None, help="keep each replay in DIR/<data>.pickle")
+    parser.add_argument("--load", type=Path, default=None,
+                        help="report on replays kept by --save (the choice is made again, the replay is the same)")
     args = parser.parse_args()
     for name in [args.only] if args.only else list(DATASETS):
-        run(name)
+        if args.load:
+            run = pickle.loads((args.load / f"{name}.pickle").read_bytes())
+        else:
+            run = replay(name)
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / f"{name}.pickle").write_bytes(pickle.dumps(run))
+        report(name, run)
 
 
 if __name__ == "__main__":
