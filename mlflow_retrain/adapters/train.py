@@ -289,8 +289,9 @@ def bootstrap_trigger(registry: Any, trigger: str, reason: str) -> tuple[str, st
 def candidate_tags(*, trigger: str, reason: str, cycle_run_id: str, as_of: pd.Timestamp, train_window: Window,
                    holdout_window: Window) -> dict[str, str]:
     """The audit tags every new version carries, whoever trained it: pending until judged."""
-    return {T.TRIGGER: trigger, T.REASON: reason, T.CYCLE_RUN_ID: cycle_run_id, T.AS_OF: as_of.isoformat(),
-            T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(), T.DECISION: T.PENDING}
+    return {T.TRIGGER: trigger, T.REASON: reason, **({T.CYCLE_RUN_ID: cycle_run_id} if cycle_run_id else {}),
+            T.AS_OF: as_of.isoformat(), T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(),
+            T.DECISION: T.PENDING}
 
 
 def refit_tags(validated_run_id: str, window: Window, rows: int) -> dict[str, str]:

@@ -256,7 +256,7 @@ def _recover(scenario: Scenario) -> Outcome:
         {v.version: v.stage for v in versions}, {a: str(v) for a, v in model.aliases.items()},
         {v.version: dict(v.tags) for v in versions}, sum(r.info.status == "RUNNING" for r in runs),
         sum(r.data.tags.get(T.RUN_KIND) == "reconcile" for r in runs),
-        [m.name for m in client.search_registered_models(f"name LIKE '{config.model_name}.retrain-lease%'")])
+        [name for name, _, _ in registry.lease.objects(f"{config.model_name}.retrain-lease%")])
 
 
 def assert_converged(outcome: Outcome, point: str, versions_before: int) -> None:

@@ -37,6 +37,7 @@ from mlflow_retrain.base.errors import LeaseHeldError, LeaseLostError, RegistryE
 from mlflow_retrain.base.faults import FAULT_LOG
 from mlflow_retrain.loop.reconcile import controller_experiment, doctor
 from mlflow_retrain.adapters.registry import Registry, utcnow
+from mlflow_retrain.adapters.registry.lease import Leases
 
 FIRING = {"metric_threshold": {"max": 60}}
 
@@ -65,7 +66,10 @@ def _wait(what: str, ready, timeout: float = 120, every: float = 0.05):
 
 
 def _lease_objects(model: str) -> list[str]:
-    return sorted(m.name for m in MlflowClient().search_registered_models(f"name LIKE '{model}.retrain-lease%'"))
+    """Every lease object, hidden or not; none of them is in the registered models list."""
+    client = MlflowClient()
+    assert not client.search_registered_models(f"name LIKE '{model}.retrain-lease%'")
+    return sorted(name for name, _, _ in Leases(client, model).objects(f"{model}.retrain-lease%"))
 
 
 def _one_production(registry: Registry) -> str:

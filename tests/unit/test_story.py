@@ -86,3 +86,13 @@ def test_a_cycles_evidence_tag_is_plain_json_the_versions_page_reads():
     assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html?workflowType=machine_learning)" in page[-1]
     report.promotion = None
     assert '"candidate": null, "production": null' in cycle_evidence(report, "3").to_json()
+
+
+def test_the_evidence_is_kept_in_a_comment_of_the_description_not_a_tag():
+    """A tag would show the JSON raw in the versions list: the description keeps it, out of sight, and
+    reads it back whole (a `--` in a value cannot end the comment early)."""
+    evidence = json.dumps({**EVIDENCE, "holdout_window": "2024-01-01--x -->"})
+    block = story.evidence_block(evidence)
+    assert block.startswith("<!-- ") and block.endswith(" -->") and block.count("-->") == 1
+    assert json.loads(story.evidence_in(f"v2: Promoted\n\n| a | b |\n{block}")) == json.loads(evidence)
+    assert story.evidence_in("v2: Promoted, written before the block") is None

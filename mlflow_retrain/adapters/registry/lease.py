@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
+from mlflow.prompt.registry_utils import is_prompt_supported_registry
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import faults
@@ -48,6 +50,7 @@ class Generation:
     number: int
     name: str
     tags: dict[str, str]
+    hidden: bool = True  # made as a prompt (`Leases.hidden`); False: a plain registered model, from before
 
     @property
     def expires(self) -> datetime:
@@ -140,20 +143,33 @@ class Leases:
     def __init__(self, client: MlflowClient, model_name: str):
         self.client, self.model_name = client, model_name
         self.prefix = f"{model_name}.retrain-lease"
+        # where the registry has prompts (all but Databricks' workspace registry), a generation is one:
+        # the same registry object, unique by name, which the registered models list leaves out
+        self.hidden = is_prompt_supported_registry(getattr(client, "_registry_uri", None))
 
     def generations(self) -> list[Generation]:
-        """Every generation object, lowest first; other objects under the prefix are ignored."""
-        found, token = [], None
-        while True:
-            page = self.client.search_registered_models(f"name LIKE '{self.prefix}.%'", max_results=100,
-                                                        page_token=token)
-            for model in page:
-                suffix = model.name[len(self.prefix) + 1:]
-                if model.name.startswith(self.prefix + ".") and suffix.isdigit():
-                    found.append(Generation(int(suffix), model.name, dict(model.tags)))
-            token = page.token
-            if not token:
-                return sorted(found, key=lambda g: g.number)
+        """Every generation object, lowest first; other objects under the prefix are ignored. They are
+        registry objects the models list hides (see `objects`), and, from before, plain registered models."""
+        found = []
+        for name, tags, hidden in self.objects(self.prefix + ".%"):
+            suffix = name[len(self.prefix) + 1:]
+            if name.startswith(self.prefix + ".") and suffix.isdigit():
+                found.append(Generation(int(suffix), name, tags, hidden))
+        return sorted(found, key=lambda g: g.number)
+
+    def objects(self, pattern: str) -> list[tuple[str, dict[str, str], bool]]:
+        """The name, tags and whether hidden of each registry object named like `pattern`: the hidden
+        ones (prompts, which the registered models list and search leave out), then the plain ones."""
+        found, marked = [], f"tags.`{IS_PROMPT_TAG_KEY}` = 'true'"
+        for where, hidden in ((f"name LIKE '{pattern}' AND {marked}", True), (f"name LIKE '{pattern}'", False)):
+            token = None
+            while True:
+                page = self.client.search_registered_models(where, max_results=100, page_token=token)
+                found += [(model.name, dict(model.tags), hidden) for model in page]
+                token = page.token
+                if not token:
+                    break
+        return found
 
     def acquire(self, ttl: timedelta, holder: str | None = None) -> Lease:
         """Take the lease: free, expired, or held by a process provably gone (`holder_gone`).
@@ -183,17 +199,17 @@ class Leases:
                                        f"its expiry: {gone}")[:5000]
             faults.point("lease.create")
             try:
-                self.client.create_registered_model(
-                    name, tags=tags,
-                    description=f"Lease of mlflow-retrain cycles on {self.model_name} (generation {mine}); the "
-                                "highest unreleased, unexpired generation holds it.")
+                description = (f"Lease of mlflow-retrain cycles on {self.model_name} (generation {mine}); the "
+                               "highest unreleased, unexpired generation holds it.")
+                create = self.client.create_prompt if self.hidden else self.client.create_registered_model
+                create(name, tags=tags, description=description)
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 continue  # another taker won this generation: look again
             now_known = self.generations()
             if now_known[-1].number != mine:  # a taker that read an older state got past us: back off
-                self._delete(name)
+                self._delete(name, self.hidden)
                 continue
             if gone is not None:
                 log.warning("the lease of %s (generation %d) freed before its expiry: %s; taken over",
@@ -210,13 +226,13 @@ class Leases:
         faults.point("lease.sweep")
         for generation in self.generations():
             if generation.number < mine:
-                self._delete(generation.name)
-        for model in self.client.search_registered_models(f"name LIKE '{self.prefix}.takeover.%'"):
-            self._delete(model.name)
+                self._delete(generation.name, generation.hidden)
+        for name, _, hidden in self.objects(f"{self.prefix}.takeover.%"):
+            self._delete(name, hidden)
 
-    def _delete(self, name: str) -> None:
+    def _delete(self, name: str, hidden: bool) -> None:
         try:
-            self.client.delete_registered_model(name)
+            (self.client.delete_prompt if hidden else self.client.delete_registered_model)(name)
         except MlflowException as exc:
             if not not_found(exc):
                 raise
@@ -240,7 +256,7 @@ class Leases:
             self.check(lease, "renewing")
         except LeaseLostError:
             return False
-        self.client.set_registered_model_tag(lease.name, T.LEASE_EXPIRES, (utcnow() + lease.ttl).isoformat())
+        self._tag(lease.name, T.LEASE_EXPIRES, (utcnow() + lease.ttl).isoformat())
         return True
 
     def state(self) -> dict[str, str] | None:
@@ -252,10 +268,15 @@ class Leases:
         """Mark our own generation released (a successor's generation is another object: untouched)."""
         faults.point("lease.release")
         try:
-            self.client.set_registered_model_tag(lease.name, T.LEASE_RELEASED, "true")
+            self._tag(lease.name, T.LEASE_RELEASED, "true")
         except MlflowException as exc:
             if not not_found(exc):  # swept by a successor after our lease expired: nothing to release
                 raise
+
+
+    def _tag(self, name: str, key: str, value: str) -> None:
+        """A tag on our own generation (made by this version of the tool: hidden where it can be)."""
+        (self.client.set_prompt_tag if self.hidden else self.client.set_registered_model_tag)(name, key, value)
 
 
 class Renewal:

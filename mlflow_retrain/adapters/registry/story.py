@@ -2,9 +2,11 @@
 the registered model's page, both as Markdown derived from tags alone.
 
 Tags are the machine contract; these texts are views of them. A cycle records its gate's numbers,
-the holdout's hash and where its audit run and Evidently reports are as one tag on the candidate
-(`retrain.evidence`, JSON), and every description is recomputed from the tags after each move
-(`Versions.describe`), so a description left stale by a crash is rewritten by the next cycle.
+the holdout's hash and where its audit run and Evidently reports are as JSON in a comment at the end
+of the candidate's description (`evidence_block`; stores written before kept it as the tag
+`retrain.evidence`, still read): a tag would show it raw in the versions list. Every description is
+recomputed from the tags and that block after each move (`Versions.describe`), so a description left
+stale by a crash is rewritten by the next cycle.
 """
 
 from __future__ import annotations
@@ -62,6 +64,21 @@ class Evidence:
         """The tag's value; a score that is not a finite number is null (JSON has no NaN)."""
         return json.dumps({**dataclasses.asdict(self), "candidate": _finite(self.candidate),
                            "production": _finite(self.production)})
+
+
+EVIDENCE_BEGIN, EVIDENCE_END = "<!-- retrain.evidence ", " -->"
+
+
+def evidence_block(evidence: str) -> str:
+    """The evidence (`Evidence.to_json`) as an HTML comment: kept in the description, never shown
+    (a `--` in a value is written as JSON's `\\u002d`, so the comment cannot end early)."""
+    return EVIDENCE_BEGIN + evidence.replace("--", "-\\u002d") + EVIDENCE_END
+
+
+def evidence_in(description: str | None) -> str | None:
+    """The evidence JSON a description keeps (`evidence_block`), or None."""
+    _, found, rest = (description or "").rpartition(EVIDENCE_BEGIN)
+    return rest.split(EVIDENCE_END, 1)[0] if found and EVIDENCE_END in rest else None
 
 
 def _finite(score: float | None) -> float | None:

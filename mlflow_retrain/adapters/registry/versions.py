@@ -133,9 +133,13 @@ class Versions:
             stage = next((s for s, a in self.aliases.items() if a in aliases), NONE)
             if stage == NONE and T.ARCHIVED_AT in mv.tags:
                 stage = ARCHIVED
+        tags = dict(mv.tags)
+        evidence = story.evidence_in(mv.description)
+        if evidence is not None and T.EVIDENCE not in tags:  # read as if a tag, which stores before had
+            tags[T.EVIDENCE] = evidence
         return VersionInfo(
             version=str(mv.version), stage=stage, aliases=aliases, run_id=mv.run_id or "", source=mv.source or "",
-            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc), tags=dict(mv.tags),
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc), tags=tags,
         )
 
     def get(self, version: str | int) -> VersionInfo:
@@ -203,6 +207,13 @@ class Versions:
         for key, value in values.items():
             self.before_write(f"tag {key}")
             self.client.set_model_version_tag(self.name, str(version), key, str(value))
+
+    def record_evidence(self, version: str, evidence: str) -> None:
+        """The gate's evidence (`story.Evidence.to_json`) for the version's page, kept in its description."""
+        info = self.get(version)
+        info.tags[T.EVIDENCE] = evidence
+        self.before_write("evidence")
+        self.client.update_model_version(self.name, str(version), description=version_markdown(info))
 
     def tag_model(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -286,4 +297,5 @@ def version_markdown(version: VersionInfo) -> str:
         lines.append(f"- **Rolled back:** taken out of Production by a rollback at {get(T.ROLLED_BACK_WALL)} (clock time)")
     lines += story.gate_markdown(tags, version.version)
     lines += ["", "_Written by mlflow-retrain from the `retrain.*` tags below; rewritten when they change._"]
-    return "\n".join(lines)[:5000]  # the registry's limit
+    kept = story.evidence_block(tags[T.EVIDENCE]) if T.EVIDENCE in tags else ""
+    return "\n".join(lines)[:5000 - len(kept) - 1] + "\n" + kept  # the registry's limit
