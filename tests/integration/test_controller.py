@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import inprocess_cli
 import mlflow
 import pytest
 from click.testing import CliRunner
@@ -266,9 +267,8 @@ def test_retrain_through_the_mlproject_train_entry_point(prod_store, write_polic
     one shipped inside the package runs."""
     assert not (tmp_path / "MLproject").exists()
     path = write_policy(triggers={"metric_threshold": {"max": 60}})
-    done = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", "cycle", "--config", str(path), "--as-of",
-                           "2011-05-31", "--json"], env={**os.environ, "MLFLOW_TRACKING_URI": prod_store},
-                          capture_output=True, text=True, timeout=300)
+    done = inprocess_cli.run(["cycle", "--config", str(path), "--as-of", "2011-05-31", "--json"],
+                             env={**os.environ, "MLFLOW_TRACKING_URI": prod_store})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outcome"] == "promoted"
     assert "holdout_window" in done.stderr  # the entry point's own table is still shown, on stderr

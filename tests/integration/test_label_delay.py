@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import inprocess_cli
 import numpy as np
 import pandas as pd
 from load_policy import write_load_policy
@@ -76,9 +77,6 @@ def test_the_backtest_reports_each_policy_with_and_without_the_delay(store, tmp_
 def test_rows_without_a_label_yet_are_features_only(store, tmp_path):
     """Real late labels: the newest week has no label yet. With label_delay the data loads, a cycle
     trains and scores on labelled rows and drift reads the unlabelled ones; without it, one line."""
-    import subprocess
-    import sys
-
     frame = energy_load("2022-09-01", "2023-01-21 23:00")
     stamps = pd.to_datetime(frame["timestamp"])
     frame.loc[stamps > pd.Timestamp("2023-01-14 23:00"), "load_mw"] = None  # a week of rows without labels
@@ -95,8 +93,7 @@ def test_rows_without_a_label_yet_are_features_only(store, tmp_path):
     # older than the delay, an empty label is still refused, naming the key that would allow it
     frame.loc[stamps < pd.Timestamp("2022-10-01"), "load_mw"] = None
     strict = write_load_policy(tmp_path, frame)
-    out = subprocess.run([sys.executable, "-m", "mlflow_retrain.cli", "check", "--config", str(strict)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    out = inprocess_cli.run(["check", "--config", str(strict)], cwd=tmp_path)
     assert out.returncode == 2 and "monitoring.label_delay" in out.stderr and "Traceback" not in out.stderr
 
 
