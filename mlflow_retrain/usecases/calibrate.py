@@ -31,6 +31,7 @@ from mlflow_retrain.policy.config import (Config, DataConfig, MonitoringConfig, 
 log = logging.getLogger(__name__)
 FOLDS = 4  # fit points; each serves the monitoring windows up to the next one
 SCORED_SHARE = 0.4  # the newest share of the span the folds serve; the older rows are for training
+SHORTER_EDGE = 0.02  # a shorter training window must err this much less than all history to be chosen
 HEADROOM = 1.1  # the naive ratio's limit above the model's worst fold
 BROKEN = 2.0  # an absolute error limit at this many times the naive baseline's worst: a broken model
 
@@ -176,13 +177,15 @@ def calibrate(data: LabelledData, config: Config, *, shorter: timedelta, budget:
     def mean(name: str) -> float:
         return float(np.mean(served(name))) if served(name) else math.nan
 
-    better = "shorter" in folds and (mean("shorter") > mean("all") if hib else mean("shorter") < mean("all"))
+    # a near tie goes to all history: the choice is made on a few windows, and more rows rarely hurt
+    better = "shorter" in folds and (1 - mean("shorter") < (1 - SHORTER_EDGE) * (1 - mean("all")) if hib
+                                     else mean("shorter") < (1 - SHORTER_EDGE) * mean("all"))
     chosen = "shorter" if better else "all"
     metric, named = config.metric, {"all": f"all history ({everything.days}d)", "shorter": f"{shorter.days}d"}
     tried = "; ".join(f"{named[n]}: mean {metric} {mean(n):.4g} on {len(served(n))} windows" for n in folds)
     reasons = {"training.window": f"walk-forward over {used} fit point(s), {fits} fits in {seconds:.0f} s: {tried}. "
                                   f"Chosen: {named[chosen]}" + ("" if better else
-                                                                " (a shorter window did not err less)")}
+                                                                f" (a shorter window did not err {SHORTER_EDGE:.0%} less)")}
     holdouts = [f.holdout for f in folds[chosen] if math.isfinite(f.holdout)]
     errors = served(chosen) or holdouts
     if not (errors and holdouts):  # the metric undefined everywhere (one class in each window)

@@ -25,19 +25,26 @@ EVERY = timedelta(days=14)
 TRIGGERS = {"metric_threshold": {"max": 55}, "cooldown": "15d"}
 
 
-def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, write_policy, tmp_path):
-    config = load_config(write_policy(triggers=TRIGGERS))
+# candidates' mae over the seasonal-naive baseline's on their holdouts ranges 0.38..0.91 here: at 0.6
+# the naive gate (`validation.max_ratio_to_naive`) rejects some candidates that the relative gate passes
+@pytest.mark.parametrize("validation", [{}, {"max_ratio_to_naive": 0.6}], ids=["gate", "naive-gate"])
+def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, write_policy, tmp_path, validation):
+    config = load_config(write_policy(triggers=TRIGGERS, validation=validation))
     data = LabelledData.load(config)
     result = run_backtest(config, start="2011-04-30", end="2011-09-17", every=EVERY, data=data,
                           policies=select(default_policies(config, EVERY), ["configured"]))
     state = result.states[0]  # and the schedule of its budget, added by the backtest
     assert [(s.policy.family, s.policy.equal_budget) for s in result.states[1:]] == [("schedule", True)]
-    real = []
+    real, binding = [], 0
     for as_of in result.steps[1:-1]:  # the bootstrap is the store's v1, trained as of 2011-04-30
         report = run_cycle(config, as_of=as_of.isoformat(), via="inprocess", data=data)
         if report.outcome in ("promoted", "rejected"):
             real.append((report.as_of, report.outcome))
+            naive = [r for r in report.promotion.reasons if r.startswith("naive gate: ")]
+            assert len(naive) == (1 if validation else 0), report.promotion.reasons
+            binding += bool(naive) and naive[0].endswith("(fail)")
     assert state.retrain_points == real
+    assert binding >= (1 if validation else 0)  # the naive gate decided at least once
     assert state.retrains >= 2, real  # the comparison means something only if retrains happened
     # the model serving at the end is the same fit in both: same windows, same training code
     served = pd.Timestamp(max((t for t, outcome in real if outcome == "promoted"), default=result.steps[0]))

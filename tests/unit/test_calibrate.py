@@ -36,8 +36,9 @@ def test_growing_demand_gets_a_gate_relative_to_the_naive_baseline_and_numbers_f
     assert s.ratio_to_naive == max(1.0, math.ceil(110 * max(ratios)) / 100)
     everything = [f.holdout for f in c.folds] + [f.naive for f in c.folds]
     assert s.gate == float(f"{2 * max(everything):.3g}") and all(f.holdout < s.gate for f in c.folds)
-    # the training window: the one of the two tried whose served windows erred less
-    assert s.training_window in (timedelta(days=math.ceil((s.end - s.start) / D)), 59 * D)
+    # the two training windows err alike (within 2%): all history
+    assert s.training_window == timedelta(days=math.ceil((s.end - s.start) / D))
+    assert s.reasons["training.window"].endswith("(a shorter window did not err 2% less)")
     config = parse_config(yaml.safe_load(render(s, "next")))
     assert config.validation.max_ratio_to_naive == s.ratio_to_naive and config.validation.max_metric == s.gate
     assert config.triggers.metric_threshold.max == s.threshold and config.data.exclude == ("rownames",)
@@ -45,6 +46,19 @@ def test_growing_demand_gets_a_gate_relative_to_the_naive_baseline_and_numbers_f
     assert f"model / baseline: {', '.join(f'{r:.4g}' for r in ratios)}" in said
     assert f"over {len(errors)} monitoring windows" in said and "walk-forward over 4 fit point(s)" in said
     assert "'rownames' left out of the features" in s.warnings[0] and "(a counter)" in s.warnings[0]
+
+
+def test_a_shorter_training_window_is_chosen_when_the_old_rows_mislead():
+    stamps = pd.date_range("2024-01-01", periods=24 * 120, freq="h")
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, len(stamps))
+    flipped = stamps >= "2024-02-18"  # 40% in, the relation flips: older rows teach the wrong sign
+    y = 50 + np.where(flipped, -8, 8) * x + rng.normal(0, 1, len(stamps))
+    s = calibrated(pd.DataFrame({"ts": stamps, "x": x, "y": y}), "y")
+    assert s.training_window == 59 * D and s.reasons["training.window"].endswith("Chosen: 59d")
+    short, everything = (float(part.split("mean mae ")[1].split(" ")[0])
+                         for part in s.reasons["training.window"].split(": ", 1)[1].split("; ")[::-1])
+    assert short < 0.98 * everything
 
 
 def test_an_imbalanced_target_is_judged_on_roc_auc_with_a_floor_below_the_models_worst_fold():
