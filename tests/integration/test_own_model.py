@@ -119,24 +119,35 @@ def test_the_same_project_from_a_git_uri(project_store: Path):
     uri = git_repo(source)
     raw = yaml.safe_load((project_store / "retrain-project.yaml").read_text())
     raw["training"]["project"]["uri"] = uri
+    raw["training"]["refit_on_pass"] = True  # the candidate that passes is made again, through as_of
     policy = project_store / "retrain-git.yaml"
     policy.write_text(yaml.safe_dump(raw))
     report = cycle(policy, "--as-of", LATER, "--force", "--reason", "new charging tariff")
-    assert report["outcome"] == T.PROMOTED and report["candidate_version"] == "2"
-    run = MlflowClient().get_run(Registry(load_config(policy)).get("2").run_id)
+    assert report["outcome"] == T.PROMOTED and report["candidate_version"] == "3"
+    validated, refit = (Registry(load_config(policy)).get(v) for v in ("2", "3"))
+    run = MlflowClient().get_run(refit.run_id)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
     assert run.data.tags["mlflow.source.git.commit"] == head  # the training code's exact commit is on record
+    # the refit: the same entry point, its training window running through the holdout's end
+    assert (validated.tags[T.DECISION], refit.tags[T.REFIT_OF]) == (T.REFITTED, validated.run_id)
+    assert run.data.params["train_end"] == refit.tags[T.HOLDOUT_WINDOW].split("..")[1] == refit.tags[T.AS_OF]
+    assert run.data.params["train_start"] == validated.tags[T.TRAIN_WINDOW].split("..")[0]
 
 
 def test_the_built_in_trainer_fits_the_users_factory_then_monitors_it(store: str, tmp_path: Path):
     folder = user_folder(tmp_path)
     policy = folder / "retrain-factory.yaml"
+    raw = yaml.safe_load(policy.read_text())
+    raw["training"]["refit_on_pass"] = True  # the packaged MLproject's `--refit-of` makes what serves
+    policy.write_text(yaml.safe_dump(raw))
     assert cycle(policy, "--as-of", BOOTSTRAP)["outcome"] == T.PROMOTED  # through the packaged MLproject
     report = cycle(policy, "--as-of", LATER)
-    assert report["outcome"] == T.PROMOTED, report
-    version = Registry(load_config(policy)).get("2")
+    assert report["outcome"] == T.PROMOTED and report["candidate_version"] == "3", report
+    validated, version = (Registry(load_config(policy)).get(v) for v in ("2", "3"))
+    assert version.stage == "Production" and version.tags[T.REFIT_OF] == validated.run_id
+    assert MlflowClient().get_run(version.run_id).data.params["train_window"] == version.tags[T.TRAIN_WINDOW]
     # the model carries the user's module, so it loads where features.py is not importable
-    model_dir = Path(mlflow.artifacts.download_artifacts("models:/energy-load/2"))
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/energy-load/3"))
     assert (model_dir / "code" / "features.py").is_file()
     requirements = (model_dir / "requirements.txt").read_text()
     assert "scikit-learn==" in requirements and "features" not in requirements
