@@ -126,6 +126,9 @@ DESCRIPTIONS: dict[str, str] = {
     "validation.significance": "Optional paired bootstrap on per-row errors (mae, rmse, r2, accuracy).",
     "validation.significance.confidence": "The bootstrap's confidence, in [0.5, 1).",
     "validation.significance.n_boot": "Bootstrap resamples.",
+    "validation.compare": "better, not_worse (rejected only when worse beyond noise) or non_inferior (promoted only "
+                          "when shown within the margin): see [The policy file](policy.md), Beyond noise.",
+    "validation.margin": "not_worse / non_inferior: a fraction of Production's mean per-row loss (0.02 = 2%).",
     "validation.checks": "Gate checks of installed packages, by name (see [Architecture](architecture.md)).",
     "validation.require_approval": "A candidate that passes waits in Staging for a person "
                                    "(see [Approvals](approvals.md)).",

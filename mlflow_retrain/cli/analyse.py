@@ -80,8 +80,9 @@ def monitor(config_path: str, start: str | None, end: str | None, every: str | N
                          log_run=not no_log)
 
     def human(r: dict[str, Any]) -> str:
-        lines = [table(r["windows"][-20:], ["end", "version", "rows", "metric", "partial", "drift_share", "fired",
-                                                      "health"])]
+        estimated = ["estimate"] if any(w["estimate"] is not None for w in r["windows"]) else []
+        lines = [table(r["windows"][-20:], ["end", "version", "rows", "metric", *estimated, "partial", "drift_share",
+                                            "fired", "health"])]
         if len(r["windows"]) > 20:
             lines.insert(0, f"(last 20 of {len(r['windows'])} windows; all in {r['table']})")
         lines += ["", f"dashboard: {r['dashboard']}", f"health: {'ok' if not r['health'] else r['health'][0]}",

@@ -53,6 +53,7 @@ class WindowPoint:
     fired: list[str] = field(default_factory=list)
     health: list[str] = field(default_factory=list)
     drift_columns: list[ColumnDrift] = field(default_factory=list)  # each measured feature's test and verdict
+    estimate: float | None = None  # the metric estimated without labels (`estimated_metric`), beside the real one
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,10 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
     fig.add_trace(go.Scatter(x=mids, y=values, mode="lines+markers", name=f"{metric} per window",
                              line={"color": METRIC_COLOR, "width": 1.6}, marker={"size": 4}, connectgaps=False,
                              hovertext=[_window_hover(p, metric) for p in points], hoverinfo="text"), row=1, col=1)
+    if any(p.estimate is not None for p in points):  # where it parts from the metric, the estimate is blind
+        fig.add_trace(go.Scatter(x=mids, y=[p.estimate for p in points], mode="lines+markers", connectgaps=False,
+                                 name=f"{metric} estimated without labels", line={"dash": "dot", "width": 1.4},
+                                 marker={"size": 3}), row=1, col=1)
     lo = min([points[0].start, *(e.time for e in events)]) if points else min(e.time for e in events)
     hi = max([points[-1].end, *(e.time for e in events)]) if points else max(e.time for e in events)
     if threshold is not None:

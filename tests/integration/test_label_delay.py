@@ -18,6 +18,7 @@ from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.registry import Registry
+from mlflow_retrain.usecases.monitor import run_monitor
 
 WEEK = timedelta(days=7)
 START, END = "2022-12-03", "2023-02-25"  # the shift (2023-01-01) in the middle
@@ -133,3 +134,13 @@ def test_the_label_free_trigger_decides_alike_in_cycles_and_replay(store, tmp_pa
     fired = [day for day, reason in reasons if "(no labels yet) > max 9" in reason]
     assert fired and min(fired) <= "2023-01-07", reasons  # the first week of the shift, labels a week away
     assert all(day >= "2023-01-01" for day in fired), reasons
+    # the monitor shows the estimate beside the realised metric per window: table, JSON and chart
+    seen = run_monitor(config, start=START, end=END, out_dir=tmp_path / "monitor", log_run=False)
+    scored = [p for p in seen.points if p.metric is not None]
+    assert scored and all(p.estimate is not None and p.estimate != p.metric for p in scored)
+    before = [p.estimate for p in scored if p.version == scored[0].version and p.end <= pd.Timestamp("2023-01-01")]
+    after = [p.estimate for p in scored if p.version == scored[0].version and p.start >= pd.Timestamp("2023-01-01")]
+    assert before and after and min(after) > max(before)  # it sees the covariate shift without labels
+    table = pd.read_csv(seen.table)
+    assert table.estimate.notna().sum() == len(scored) and "estimate" in seen.to_dict()["windows"][0]
+    assert "mae estimated without labels" in seen.dashboard.read_text()
