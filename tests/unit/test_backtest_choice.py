@@ -9,7 +9,7 @@ import pytest
 
 from mlflow_retrain.usecases.backtest import BacktestResult
 from mlflow_retrain.usecases.replay import Policy, PolicyState
-from mlflow_retrain.decide.choice import (Candidate, Rule, blocks_of, boundaries, choose, equal_budget, gain,
+from mlflow_retrain.decide.choice import (Candidate, Rule, blocks_of, boundaries, choose, equal_budget, failed_checks, gain,
                                           per_30_days, robust_choose, schedule_curve, tied, walk_forward)
 
 def result(policies: dict[str, tuple[str, int, list[float | None]]], *, tolerance: float = 0.05,
@@ -187,3 +187,10 @@ def test_a_walk_forward_that_runs_never_while_retraining_pays_is_flagged():
     calm = walk_forward([candidate("never", "never", [10.0] * 120), every], Rule(), folds=4,
                         day_of=[float(d) for d in range(121)])
     assert all(f.chosen == "never" for f in calm.folds) and not calm.warnings  # never is right there
+
+
+def test_a_rejection_is_counted_by_the_checks_its_reasons_say_failed():
+    reasons = ["absolute gate: candidate mae 12 < max 8 (fail)", "relative gate: improvement 2 > 0 required (pass)",
+               "significance: 95% CI [-1, 3] includes zero (fail)", "veto: freeze (candidate mae 12; fail)"]
+    assert failed_checks(reasons) == ["absolute", "significance", "veto"]
+    assert failed_checks(["absolute gate: none configured", "my check said no"]) == ["other"]
