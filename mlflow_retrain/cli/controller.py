@@ -140,7 +140,9 @@ def replay(config_path: str, start: str | None, end: str | None, every: str | No
     """Replay the data's history into the store: one real cycle per step, oldest first, as cycles run on a
     schedule would have (versions, audit runs, reports). `backtest` replays in memory instead."""
     import sys
+    from datetime import datetime
 
+    from mlflow_retrain.decide.words import moment, unit_for
     from mlflow_retrain.policy.section import parse_span
     from mlflow_retrain.usecases.history import history_steps, replay_cycles, step_line
 
@@ -152,8 +154,10 @@ def replay(config_path: str, start: str | None, end: str | None, every: str | No
     rows = [{"as_of": r.as_of, "outcome": r.outcome, "production_version": r.production_version,
              "candidate_version": r.candidate_version, "reason": r.reason, "cycle_run_id": r.cycle_run_id}
             for r in reports]
+    unit = unit_for(config.monitoring.window)
     emit({"model_name": config.model_name, "cycles": rows}, as_json, lambda p: table(
-        [{k: r[k] for k in ("as_of", "outcome", "production_version", "candidate_version")} for r in p["cycles"]]))
+        [{"as_of": moment(datetime.fromisoformat(r["as_of"]), unit), "outcome": r["outcome"],
+          "production": r["production_version"], "candidate": r["candidate_version"]} for r in p["cycles"]]))
 
 
 @cli.command(epilog="\b\nExample:\n  mlflow-retrain check --config retrain.yaml --as-of 2012-06-30")

@@ -266,7 +266,9 @@ def init(data: Path, *, target: str, out: Path, timestamp: str | None = None, ta
     path = where.relative_to(home).as_posix() if where.is_relative_to(home) else str(where)
     suggestion = suggest(frame, target=target, timestamp=timestamp, task=task, origin=str(data),
                          model_name=model_name or default_model_name(data), data_path=path, budget=budget)
-    command = f"mlflow-retrain cycle --config {shlex.quote(str(out))}"
+    # the history first, in order (`replay`): a first cycle as of the newest row would leave every
+    # later replay behind the registry's history
+    command = f"mlflow-retrain replay --config {shlex.quote(str(out))}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(suggestion, command))
     for warning in suggestion.warnings:

@@ -350,10 +350,16 @@ RUN_CASES = [
          env=(("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),)),
     case("approve-version-unicode-digit", "approve \u00b2 --reason x", "is not a version number"),
     case("evaluate-version-unicode-digit", "evaluate --as-of 2011-05-31 --no-reports --model-uri models:/bikes/\u00b2",
-         "is not a version number"),    case("init-budget-negative", "init --data data/bikes.csv --target cnt --out new.yaml --budget -1",
+         "is not a version number"),
+    case("init-budget-negative", "init --data data/bikes.csv --target cnt --out new.yaml --budget -1",
          "-1.0 is not in the range x>=0"),
     case("ratio-to-naive-not-positive", "check", "validation.max_ratio_to_naive must be positive, got 0",
          with_policy(validation={"max_ratio_to_naive": 0})),
+    # ---- replaying history into the store: in order, after what it holds
+    case("replay-behind-the-history", "replay --from 2011-04-01 --every 7d",
+         "the store's history of 'bikes' reaches 2011-04-30, after --from 2011-04-01: replay in order from "
+         "2011-04-30 on (--from 2011-04-30), or into a fresh store"),
+    case("replay-every-words", "replay --from 2011-05-01 --every weekly", "--every: 'weekly' is not a span"),
 ]
 
 

@@ -42,7 +42,7 @@ def test_init_then_cycle_without_edits(store, tmp_path):
     runner = CliRunner()
     out = runner.invoke(cli, ["init", "--data", str(data), "--target", "units", "--model-name", "store-demand"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.splitlines()[-1] == "next: mlflow-retrain cycle --config retrain.yaml"
+    assert out.stdout.splitlines()[-1] == "next: mlflow-retrain replay --config retrain.yaml"
     text = (tmp_path / "retrain.yaml").read_text()
     assert "timestamp: day" in text and "path: data\n" in text and "categorical: weekday, region" in text
 

@@ -70,7 +70,7 @@ def test_a_sequence_of_commands_in_one_process(tmp_path: Path, small_data: Path,
             return done
 
         made = run("init", "--data", str(small_data), "--target", "cnt", "--model-name", "bikes")
-        assert made.stdout.splitlines()[-1] == "next: mlflow-retrain cycle --config retrain.yaml"
+        assert made.stdout.splitlines()[-1] == "next: mlflow-retrain replay --config retrain.yaml"
         cycle = json.loads(run("cycle", "--config", "retrain.yaml", "--as-of", "2011-06-30", "--retrain-via", "inprocess",
                                 "--json").stdout)
         assert cycle["outcome"] == "promoted" and cycle["candidate_version"] == "1"

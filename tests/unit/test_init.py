@@ -159,7 +159,7 @@ def test_init_writes_a_policy_that_loads_from_a_compressed_csv(tmp_path, name):
     result = init(tmp_path / name, target="units", out=out, budget=None)
     config = load_config(out)
     assert config.model_name == "rows" and config.data.path == name
-    assert result.next_command == f"mlflow-retrain cycle --config {out}"
+    assert result.next_command == f"mlflow-retrain replay --config {out}"
     data = LabelledData.load(config)
     assert data.spec.features == ("price", "store") and data.spec.categorical == ("store",)
     with pytest.raises(ConfigError, match="retrain.yaml exists; pass --force to overwrite it"):
