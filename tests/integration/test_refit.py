@@ -10,7 +10,7 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 
-from mlflow_retrain.adapters.data import LabelledData
+from mlflow_retrain.adapters.data import LabelledData, training_windows
 from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.loop.cycle import run_cycle
@@ -70,3 +70,38 @@ def test_replay_refits_exactly_as_real_cycles_do(prod_store, write_policy):
     rows = data.frame.tail(200)
     served = mlflow.sklearn.load_model(f"models:/{config.model_name}/Production").predict(data.features(rows))
     np.testing.assert_array_equal(served, Replay(config, data).fit(state.production).model.predict(data.features(rows)))
+
+
+CAPPED = '''
+from sklearn.compose import make_column_selector, make_column_transformer
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OrdinalEncoder
+
+
+class Capped(HistGradientBoostingRegressor):
+    """Fits the validated candidate's rows, refuses the refit's (more rows)."""
+
+    def fit(self, X, y, **kwargs):
+        if len(X) > {limit}:
+            raise ValueError("more rows than this estimator takes")
+        return super().fit(X, y, **kwargs)
+
+
+def make():
+    text = make_column_selector(dtype_include=object)
+    return make_pipeline(make_column_transformer((OrdinalEncoder(), text), remainder="passthrough"), Capped(max_iter=30))
+'''
+
+
+def test_a_refit_that_fails_leaves_the_validated_fit_promoted_by_its_gate(prod_store, write_policy, tmp_path):
+    config = load_config(write_policy(training={**REFIT, "estimator": "capped:make", "params": {}},
+                                      triggers={"metric_threshold": {"max": 60}}))
+    data = LabelledData.load(config)
+    window = training_windows(pd.Timestamp("2011-05-31"), config.training.window, config.training.holdout)[0]
+    (tmp_path / "capped.py").write_text(CAPPED.format(limit=data.count_after(window.start, window.end)))
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess", data=data)
+    assert report.outcome == T.PROMOTED and report.candidate_version == "2", report.reason
+    versions = {v.version: v for v in Registry(config).versions()}
+    assert versions["2"].stage == "Production" and T.REFIT_OF not in versions["2"].tags
+    assert "the refit failed (" in versions["2"].tags[T.DECISION_REASON] and set(versions) == {"1", "2"}
