@@ -25,19 +25,29 @@ EVERY = timedelta(days=14)
 TRIGGERS = {"metric_threshold": {"max": 55}, "cooldown": "15d"}
 
 
-def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, write_policy, tmp_path):
-    config = load_config(write_policy(triggers=TRIGGERS))
+# max_age after a rejected candidate waits one max age after it: every candidate fails the absolute
+# gate, and no cooldown hides the wait
+AFTER_REJECTION = ({"metric_threshold": {"max": 1000}, "max_age": "30d"}, {"max_metric": 10})
+
+
+@pytest.mark.parametrize("triggers, validation", [(TRIGGERS, {}), AFTER_REJECTION], ids=["threshold", "max_age"])
+def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, write_policy, tmp_path, triggers,
+                                                                   validation):
+    config = load_config(write_policy(triggers=triggers, validation=validation))
     data = LabelledData.load(config)
     result = run_backtest(config, start="2011-04-30", end="2011-09-17", every=EVERY, data=data,
                           policies=select(default_policies(config, EVERY), ["configured"]))
     state = result.states[0]  # and the schedule of its budget, added by the backtest
     assert [(s.policy.family, s.policy.equal_budget) for s in result.states[1:]] == [("schedule", True)]
-    real = []
+    real, reasons = [], []
     for as_of in result.steps[1:-1]:  # the bootstrap is the store's v1, trained as of 2011-04-30
         report = run_cycle(config, as_of=as_of.isoformat(), via="inprocess", data=data)
+        reasons += [r.reason for r in report.decision.results if r.kind == "max_age"]
         if report.outcome in ("promoted", "rejected"):
             real.append((report.as_of, report.outcome))
     assert state.retrain_points == real
+    if "max_age" in triggers:  # the path this case is for was taken
+        assert any("was rejected: next due" in r for r in reasons), reasons
     assert state.retrains >= 2, real  # the comparison means something only if retrains happened
     # the model serving at the end is the same fit in both: same windows, same training code
     served = pd.Timestamp(max((t for t, outcome in real if outcome == "promoted"), default=result.steps[0]))
