@@ -1,4 +1,4 @@
-"""The champion/challenger gate: promote a candidate only if it is good AND better.
+"""The champion/challenger gate: promote a candidate only if it is good AND better (or not worse).
 
 Semantics follow `mlflow.validate_evaluation_results` (an absolute threshold, a minimum absolute
 and a minimum relative change over the baseline, `greater_is_better`) but the result is a decision
@@ -120,10 +120,7 @@ def gate(*, metric: str, candidate: float, baseline: float | None, higher_is_bet
         if significance is not None:
             ci = paired_bootstrap_ci(*_losses(baseline_loss, candidate_loss), confidence=significance,
                                      n_boot=n_boot, seed=seed)
-            passed = ci[0] > 0
-            checks.append((passed, f"significance: {significance:.0%} CI of the per-row loss reduction "
-                                   f"[{_n(ci[0])}, {_n(ci[1])}] {'excludes' if passed else 'includes'} zero "
-                                   f"({'pass' if passed else 'fail'})"))
+            checks.append(significance_check(ci, significance))
     checks.extend(extra)
     return PromotionDecision(
         promote=all(ok for ok, _ in checks), reasons=[text for _, text in checks], metric=metric,
@@ -163,6 +160,13 @@ def relative_check(metric: str, candidate: float, baseline: float, improvement: 
         need = f"is {'' if passed else 'not '}above 0"
     return passed, (f"relative gate: candidate {metric} {_n(candidate)} vs Production {_n(baseline)}, "
                     f"improvement {_n(improvement)} {need} ({'pass' if passed else 'fail'})")
+
+
+def significance_check(reduction: tuple[float, float], confidence: float) -> tuple[bool, str]:
+    """`compare: better` with `significance`: the CI of the per-row loss reduction excludes zero."""
+    passed = reduction[0] > 0
+    return passed, (f"significance: {confidence:.0%} CI of the per-row loss reduction [{_n(reduction[0])}, "
+                    f"{_n(reduction[1])}] {'excludes' if passed else 'includes'} zero ({'pass' if passed else 'fail'})")
 
 
 def noise_check(metric: str, candidate: float, baseline: float, reduction: tuple[float, float],

@@ -307,7 +307,7 @@ def _comparison(s: Section, cfg: ValidationConfig, metric: str) -> None:
         raise s.fail("compare", f"{cfg.compare} needs a metric with a per-row loss ({', '.join(PAIRED_METRICS)}); "
                                 f"monitoring.metric is {metric}: use compare: better or change the metric")
     for key in ("min_improvement", "min_relative_improvement"):
-        if key in s.raw:
+        if getattr(cfg, key):  # 0, the bundled policy's value, asks for nothing: switching needs no edit
             raise s.fail(key, f"applies to compare: better only; {cfg.compare} uses margin")
 
 

@@ -27,24 +27,36 @@ TRIGGERS = {"metric_threshold": {"max": 55}, "cooldown": "15d"}
 
 # candidates' mae over the seasonal-naive baseline's on their holdouts ranges 0.38..0.91 here: at 0.6
 # the naive gate (`validation.max_ratio_to_naive`) rejects some candidates that the relative gate passes
-@pytest.mark.parametrize("validation", [{}, {"max_ratio_to_naive": 0.6}], ids=["gate", "naive-gate"])
-def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, write_policy, tmp_path, validation):
-    config = load_config(write_policy(triggers=TRIGGERS, validation=validation))
+NAIVE_GATE = (TRIGGERS, {"max_ratio_to_naive": 0.6})
+# max_age after a rejected candidate waits one max age after it: every candidate fails the absolute
+# gate, and no cooldown hides the wait
+AFTER_REJECTION = ({"metric_threshold": {"max": 1000}, "max_age": "30d"}, {"max_metric": 10})
+
+
+@pytest.mark.parametrize("triggers, validation", [(TRIGGERS, {}), NAIVE_GATE, AFTER_REJECTION],
+                         ids=["threshold", "naive-gate", "max_age"])
+def test_replay_makes_the_same_decisions_as_real_controller_cycles(prod_store, write_policy, tmp_path, triggers,
+                                                                   validation):
+    config = load_config(write_policy(triggers=triggers, validation=validation))
     data = LabelledData.load(config)
     result = run_backtest(config, start="2011-04-30", end="2011-09-17", every=EVERY, data=data,
                           policies=select(default_policies(config, EVERY), ["configured"]))
     state = result.states[0]  # and the schedule of its budget, added by the backtest
     assert [(s.policy.family, s.policy.equal_budget) for s in result.states[1:]] == [("schedule", True)]
-    real, binding = [], 0
+    real, reasons, binding = [], [], 0
     for as_of in result.steps[1:-1]:  # the bootstrap is the store's v1, trained as of 2011-04-30
         report = run_cycle(config, as_of=as_of.isoformat(), via="inprocess", data=data)
+        reasons += [r.reason for r in report.decision.results if r.kind == "max_age"]
         if report.outcome in ("promoted", "rejected"):
             real.append((report.as_of, report.outcome))
             naive = [r for r in report.promotion.reasons if r.startswith("naive gate: ")]
-            assert len(naive) == (1 if validation else 0), report.promotion.reasons
+            assert len(naive) == (1 if "max_ratio_to_naive" in validation else 0), report.promotion.reasons
             binding += bool(naive) and naive[0].endswith("(fail)")
     assert state.retrain_points == real
-    assert binding >= (1 if validation else 0)  # the naive gate decided at least once
+    naive_gate = "max_ratio_to_naive" in validation
+    assert binding >= (1 if naive_gate else 0)  # the naive gate decided at least once
+    if "max_age" in triggers:  # the path this case is for was taken
+        assert any("was rejected: next due" in r for r in reasons), reasons
     assert state.retrains >= 2, real  # the comparison means something only if retrains happened
     # the model serving at the end is the same fit in both: same windows, same training code
     served = pd.Timestamp(max((t for t, outcome in real if outcome == "promoted"), default=result.steps[0]))

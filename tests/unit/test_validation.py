@@ -116,7 +116,7 @@ def test_the_policy_chooses_the_comparison():
     assert not better.promote and better.reasons[1].startswith("relative gate")
     for compare, word in (("not_worse", "does not lie wholly above"), ("non_inferior", "is within")):
         policy = parse_config({"model_name": "m", "data": data, "validation": {
-            "compare": compare, "margin": 0.05, "significance": {"confidence": 0.9}}})
+            "compare": compare, "margin": 0.05, "significance": {"confidence": 0.9}, "min_improvement": 0.0}})
         assert (policy.validation.compare, policy.validation.margin) == (compare, 0.05)
         fresher = judge(policy, candidate, production)
         assert fresher.promote and len(fresher.reasons) == 2
