@@ -34,7 +34,7 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
 
 def validate(c: Cycle, candidate: VersionInfo, production: VersionInfo | None) -> None:
     """Compare on one holdout, gate, promote or archive; the numbers go to the report and run. A first
-    model that fails says what to change (`report.first_model_advice`), on its version too."""
+    model that fails says what to change (`loop.report.first_model_advice`), on its version too."""
     config, report = c.config, c.report
     promotion = _scored(c, candidate, production)
     if production is None and not promotion.promote:
