@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import click
 
+from mlflow_retrain.decide.words import DAY, moment, period, unit_for
 from mlflow_retrain.cli.group import EXIT_CODES, as_of_option, cli, config_option, emit, json_option, load, load_with_data, print_now, table
 
 
@@ -60,11 +63,12 @@ def evaluate(config_path: str, as_of: str | None, model_uri: str | None, out_dir
         f"\nreport: {p}" for p in r["reports"]))
 
 
-def _cycle_human(r: dict[str, Any]) -> str:
-    lines = [f"outcome: {r['outcome']}  (model {r['model_name']}, as of {r['as_of']}, "
+def _cycle_human(r: dict[str, Any], unit: str = DAY) -> str:
+    """A cycle's report for people: its times in the policy's words (`decide.words`), the JSON keeps ISO."""
+    lines = [f"outcome: {r['outcome']}  (model {r['model_name']}, as of {moment(datetime.fromisoformat(r['as_of']), unit)}, "
              f"Production was v{r['production_version'] or '-'})"]
     if r["monitoring"]:
-        lines += ["", "monitoring", table(r["monitoring"])]
+        lines += ["", "monitoring", table([{**w, "window": period(w["window"], unit)} for w in r["monitoring"]])]
     if r["retrain"] and r["retrain"]["results"]:
         lines += ["", "triggers", table([{"trigger": t["kind"], "fired": t["fired"], "reason": t["reason"]}
                                          for t in r["retrain"]["results"]])]
@@ -115,7 +119,7 @@ def cycle(config_path: str, as_of: str | None, force: bool, event: str | None, r
         if summary_md:
             with open(summary_md, "a", encoding="utf-8") as out:
                 out.write(report.to_markdown())
-        emit(report.to_dict(), as_json, _cycle_human)
+        emit(report.to_dict(), as_json, partial(_cycle_human, unit=unit_for(config.monitoring.window)))
         print_now()
 
     run_cycle(config, as_of=as_of, force=force, reason=reason, event=event, dry_run=dry_run, via=retrain_via,
@@ -140,9 +144,7 @@ def replay(config_path: str, start: str | None, end: str | None, every: str | No
     """Replay the data's history into the store: one real cycle per step, oldest first, as cycles run on a
     schedule would have (versions, audit runs, reports). `backtest` replays in memory instead."""
     import sys
-    from datetime import datetime
 
-    from mlflow_retrain.decide.words import moment, unit_for
     from mlflow_retrain.policy.section import parse_span
     from mlflow_retrain.usecases.history import history_steps, replay_cycles, step_line
 
@@ -169,7 +171,8 @@ def check(config_path: str, as_of: str | None, as_json: bool) -> None:
     config, data = load_with_data(config_path)
     from mlflow_retrain.loop.cycle import run_cycle
 
-    emit(run_cycle(config, as_of=as_of, dry_run=True, data=data).to_dict(), as_json, _cycle_human)
+    emit(run_cycle(config, as_of=as_of, dry_run=True, data=data).to_dict(), as_json,
+         partial(_cycle_human, unit=unit_for(config.monitoring.window)))
 
 
 

@@ -31,3 +31,11 @@ def moment(stamp: datetime, unit: str) -> str:
     if unit == DAY and (stamp.hour, stamp.minute, stamp.second, stamp.microsecond) == (0, 0, 0, 0):
         return stamp.date().isoformat()
     return stamp.isoformat(timespec="seconds" if stamp.second or stamp.microsecond else "minutes")
+
+
+def period(window: str, unit: str) -> str:
+    """A window `start..end` (`Window.iso`) in the same words: `2024-03-01..2024-03-08` in a daily policy."""
+    start, _, end = window.partition("..")
+    if not end:
+        return window
+    return f"{moment(datetime.fromisoformat(start), unit)}..{moment(datetime.fromisoformat(end), unit)}"

@@ -40,7 +40,7 @@ def compare(config: Config, data: LabelledData, holdout: Window, candidate: Vers
 
 def validate(c: Cycle, candidate: VersionInfo, production: VersionInfo | None) -> None:
     """Compare on one holdout, gate, promote or archive; the numbers go to the report and run. A first
-    model that fails says what to change (`report.first_model_advice`), on its version too."""
+    model that fails says what to change (`loop.report.first_model_advice`), on its version too."""
     config, report = c.config, c.report
     if candidate.tags.get(T.REFIT_OF):  # staged by a cycle cut short: its gate's record, not its rows, decides
         _carry_out(c, candidate, production, _recorded(c, candidate, production))

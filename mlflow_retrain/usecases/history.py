@@ -15,7 +15,8 @@ import pandas as pd
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.adapters.streams import output_into
-from mlflow_retrain.base.errors import UsageError
+from mlflow_retrain.base.errors import DataError, UsageError
+from mlflow_retrain.decide import format_span
 from mlflow_retrain.decide.words import moment, unit_for
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.loop.observe import last_retrain
@@ -25,21 +26,29 @@ from mlflow_retrain.usecases.replay import replay_steps
 
 
 def first_step(config: Config, data: LabelledData) -> pd.Timestamp:
-    """The first time a model can be trained: a training window and a holdout after the data's first row."""
-    return data.first + config.training.window + config.training.holdout
+    """The first time a model can be trained: a training window and a holdout after the data's first
+    row. A window longer than half the data (`init`'s "all history") is a cap, not a wait: the first
+    model then trains on the first half, so the replay still has a history to walk."""
+    half = (data.last_labelled - data.first) / 2
+    return data.first + min(config.training.window, half) + config.training.holdout
 
 
 def history_steps(config: Config, data: LabelledData, start: str | None, end: str | None,
                   every: timedelta) -> list[pd.Timestamp]:
     """The replay's `--as-of`s, checked before anything is written: bad input, or a start behind the
     store's history (its cycles would be blocked: a cycle cannot go back in time), is refused."""
+    unit = unit_for(config.monitoring.window)
+    if start is None and first_step(config, data) >= data.last_labelled:
+        raise DataError(f"{data.origin} spans {moment(data.first, unit)}..{moment(data.last_labelled, unit)}, no longer "
+                        f"than a training window ({format_span(config.training.window)}) and a holdout "
+                        f"({format_span(config.training.holdout)}): shorten training.window, or pass --from")
     steps = replay_steps(data, start if start is not None else first_step(config, data), end, every)
     registry = Registry(config)
     behind = last_retrain(registry.versions()) if registry.unborn is None else None
     if behind is not None and steps[0] < behind:
-        last = moment(behind, unit_for(config.monitoring.window))
+        last = moment(behind, unit)
         raise UsageError(f"the store's history of {config.model_name!r} reaches {last}, after --from "
-                         f"{moment(steps[0], unit_for(config.monitoring.window))}: replay in order from {last} on "
+                         f"{moment(steps[0], unit)}: replay in order from {last} on "
                          f"(--from {last}), or into a fresh store (another tracking_uri or folder)")
     return steps
 

@@ -118,6 +118,8 @@ def test_spans_and_times_read_in_one_unit_chosen_from_the_monitoring_window():
     assert words.moment(T0, "d") == "2012-06-01" and words.moment(T0, "h") == "2012-06-01T00:00"
     assert words.moment(T0 + timedelta(hours=23), "d") == "2012-06-01T23:00"  # nothing lost
     assert words.moment(T0 + timedelta(seconds=5), "d") == "2012-06-01T00:00:05"
+    assert words.period("2012-06-01T00:00:00..2012-06-08T00:00:00", "d") == "2012-06-01..2012-06-08"
+    assert words.period("2012-06-01T00:00:00..2012-06-01T06:00:00", "h") == "2012-06-01T00:00..2012-06-01T06:00"
     # a sentence: both spans in the policy's unit, its date as a date
     daily = t.max_age(T0 - timedelta(hours=hours), as_of=T0, max_age=timedelta(days=120))
     assert daily.reason == "Production trained 163d before 2012-06-01, more than max_age 120d"
@@ -174,6 +176,10 @@ def test_metric_triggers_ignore_windows_the_model_was_trained_on():
     stale = decide(pd.Timestamp("2012-06-29"))  # even the latest window is in-sample
     threshold = next(r for r in stale.results if r.kind == "metric_threshold")
     assert not threshold.fired and "overlaps Production's training data" in threshold.reason
+    # a weekly policy's reasons name days: no T00:00:00 on every stamp
+    assert threshold.reason.startswith("2012-06-22..2012-06-29 overlaps Production's training data (until 2012-06-29)")
+    fired = next(r for r in decide(None).results if r.kind == "metric_threshold")
+    assert fired.reason == "mae 52 <= max 80 on 2012-06-22..2012-06-29"
 
 
 def test_a_trigger_that_fires_on_every_window_is_flagged_with_what_to_change():

@@ -17,6 +17,7 @@ import numpy as np
 from mlflow_retrain.decide.observations import Observations
 from mlflow_retrain.decide.triggers import PolicyContext, Trigger
 from mlflow_retrain.decide.verdicts import TriggerResult, number
+from mlflow_retrain.decide.words import moment, period
 
 
 def crosses(value: float | None, *, higher_is_better: bool, limit: float | None) -> bool:
@@ -68,10 +69,11 @@ class MetricThreshold(Trigger):
     def check(self, seen: Observations) -> TriggerResult:
         latest = seen.latest
         if latest.rows and latest.metric is None:
-            return TriggerResult(False, self.name, f"{latest.window} overlaps Production's training data (until "
-                                                   f"{seen.seen_until.isoformat()}): no out-of-sample {seen.metric}")
+            return TriggerResult(False, self.name, f"{period(latest.window, seen.unit)} overlaps Production's training "
+                                                   f"data (until {moment(seen.seen_until, seen.unit)}): no "
+                                                   f"out-of-sample {seen.metric}")
         return metric_threshold(latest.metric, metric=seen.metric, higher_is_better=seen.higher_is_better,
-                                limit=self.limit(seen.higher_is_better), window=latest.window)
+                                limit=self.limit(seen.higher_is_better), window=period(latest.window, seen.unit))
 
     def below_floor(self, own: float | None, *, metric: str, higher_is_better: bool) -> str | None:
         limit = self.limit(higher_is_better)
