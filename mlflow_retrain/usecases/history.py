@@ -39,9 +39,10 @@ def history_steps(config: Config, data: LabelledData, start: str | None, end: st
     store's history (its cycles would be blocked: a cycle cannot go back in time), is refused."""
     unit = unit_for(config.monitoring.window)
     if start is None and first_step(config, data) >= data.last_labelled:
-        raise DataError(f"{data.origin} spans {moment(data.first, unit)}..{moment(data.last_labelled, unit)}, no longer "
-                        f"than a training window ({format_span(config.training.window)}) and a holdout "
-                        f"({format_span(config.training.holdout)}): shorten training.window, or pass --from")
+        raise DataError(f"{data.origin} spans {moment(data.first, unit)}..{moment(data.last_labelled, unit)}: too short "
+                        f"for a first model's training rows (a training window of {format_span(config.training.window)}"
+                        f", at most half the data) and a holdout ({format_span(config.training.holdout)}) after them: "
+                        f"shorten training.holdout, or pass --from")
     steps = replay_steps(data, start if start is not None else first_step(config, data), end, every)
     registry = Registry(config)
     behind = last_retrain(registry.versions()) if registry.unborn is None else None

@@ -156,7 +156,7 @@ def test_cli_backtest_json(store, write_policy, tmp_path):
     assert [p["policy"] for p in payload["policies"]][:2] == ["never", "configured"] and payload["steps"] == 6
     # the schedule with the configured policy's retrain count is added: the equal-budget comparison
     assert [p["family"] for p in payload["policies"][2:] if p["equal_budget"]] in ([], ["schedule"])
-    assert payload["warnings"] == []  # the threshold of 55 fires at some steps only
+    assert not [w for w in payload["warnings"] if "fires always" in w]  # the threshold of 55 fires at some steps only
 
 
 def test_a_configured_trigger_that_fires_at_every_step_is_flagged(store, write_policy, tmp_path):

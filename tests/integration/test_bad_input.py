@@ -360,8 +360,9 @@ RUN_CASES = [
          "the store's history of 'bikes' reaches 2011-04-30, after --from 2011-04-01: replay in order from "
          "2011-04-30 on (--from 2011-04-30), or into a fresh store"),
     case("replay-every-words", "replay --from 2011-05-01 --every weekly", "--every: 'weekly' is not a span"),
-    case("replay-data-too-short", "replay", "no longer than a training window (3650d) and a holdout (14d): shorten "
-         "training.window, or pass --from", with_policy(training={"window": "3650d", "holdout": "14d"})),
+    case("replay-data-too-short", "replay", "too short for a first model's training rows (a training window of 3650d, "
+         "at most half the data) and a holdout (400d) after them: shorten training.holdout, or pass --from",
+         with_policy(training={"window": "3650d", "holdout": "400d"})),
 ]
 
 

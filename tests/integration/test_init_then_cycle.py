@@ -55,8 +55,9 @@ def test_init_then_cycle_without_edits(store, tmp_path):
     assert cycles[0]["outcome"] == "promoted" and cycles[0]["candidate_version"] == "1"  # bootstrap
     # the 2024 level shift lifts the MAE past 0.8 x MAD; a model retrained on it beats v1 and the MAD gate
     assert cycles[1]["retrain"]["fired"] == ["metric_threshold"] and cycles[1]["outcome"] == "promoted"
+    # init's policy refits a candidate that passed (training.refit_on_pass): v2 was judged, v3 serves
     production = MlflowClient().get_latest_versions("store-demand", stages=["Production"])
-    assert [str(v.version) for v in production] == ["2"]
+    assert [str(v.version) for v in production] == ["3"] and production[0].tags["retrain.refit_of"]
 
     again = runner.invoke(cli, ["init", "--data", str(data), "--target", "units"])
     assert again.exit_code == 2 and again.output == "error: retrain.yaml exists; pass --force to overwrite it\n"
@@ -86,11 +87,12 @@ def test_init_calibrates_on_growing_demand_then_cycles_promote_the_first_model_a
     first = cycle("2024-03-15")
     assert first["outcome"] == "promoted" and first["candidate_version"] == "1"  # the bootstrap passes the gate
     later = cycle("2024-07-10")  # the level grew ~50% past anything v1 saw: v1 degrades
-    assert later["retrain"]["fired"] and later["outcome"] == "promoted" and later["candidate_version"] == "2"
+    # v2 passed the gate; init's policy refits it through as_of (training.refit_on_pass): v3 serves
+    assert later["retrain"]["fired"] and later["outcome"] == "promoted" and later["candidate_version"] == "3"
     reasons = later["promotion"]["reasons"]
     naive = next(r for r in reasons if r.startswith("naive gate: "))
     assert naive.endswith("(pass)") and f"{policy.validation.max_ratio_to_naive:g}x the naive baseline's" in naive
     # the absolute limit alone would not have judged the level the target grew to: the ratio did
     assert later["promotion"]["candidate"] < policy.validation.max_metric
     production = MlflowClient().get_latest_versions("growing", stages=["Production"])
-    assert [str(v.version) for v in production] == ["2"]
+    assert [str(v.version) for v in production] == ["3"]
