@@ -105,3 +105,16 @@ def test_a_refit_that_fails_leaves_the_validated_fit_promoted_by_its_gate(prod_s
     versions = {v.version: v for v in Registry(config).versions()}
     assert versions["2"].stage == "Production" and T.REFIT_OF not in versions["2"].tags
     assert "the refit failed (" in versions["2"].tags[T.DECISION_REASON] and set(versions) == {"1", "2"}
+
+
+def test_with_sign_off_the_refit_is_what_waits_for_a_person(prod_store, write_policy):
+    config = load_config(write_policy(training=REFIT, triggers={"metric_threshold": {"max": 60}},
+                                      validation={"require_approval": True, "approval_ttl": "7d"}))
+    report = run_cycle(config, as_of="2011-05-31", via="inprocess")
+    assert (report.outcome, report.candidate_version) == (T.AWAITING_APPROVAL, "3"), report.reason
+    registry = Registry(config)
+    validated, refit = registry.get("2"), registry.get("3")
+    assert (validated.stage, validated.tags[T.DECISION]) == ("Archived", T.REFITTED)
+    assert (refit.stage, refit.tags[T.DECISION], refit.tags[T.REFIT_OF]) == ("Staging", T.AWAITING_APPROVAL,
+                                                                          validated.run_id)
+    assert registry.production().version == "1"  # nothing serves before a person approves the refit
