@@ -351,6 +351,8 @@ RUN_CASES = [
     case("approve-version-unicode-digit", "approve \u00b2 --reason x", "is not a version number"),
     case("evaluate-version-unicode-digit", "evaluate --as-of 2011-05-31 --no-reports --model-uri models:/bikes/\u00b2",
          "is not a version number"),
+    case("compare-unknown", CYCLE, "validation.compare must be one of better, not_worse, non_inferior, got 'worse'",
+         with_policy(validation={"compare": "worse"})),
 ]
 
 
