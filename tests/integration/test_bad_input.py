@@ -363,6 +363,8 @@ RUN_CASES = [
     case("replay-data-too-short", "replay", "too short for a first model's training rows (a training window of 3650d, "
          "at most half the data) and a holdout (400d) after them: shorten training.holdout, or pass --from",
          with_policy(training={"window": "3650d", "holdout": "400d"})),
+    case("compare-unknown", CYCLE, "validation.compare must be one of better, not_worse, non_inferior, got 'worse'",
+         with_policy(validation={"compare": "worse"})),
 ]
 
 
