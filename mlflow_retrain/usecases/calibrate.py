@@ -33,6 +33,7 @@ FOLDS = 4  # fit points; each serves the monitoring windows up to the next one
 SCORED_SHARE = 0.4  # the newest share of the span the folds serve; the older rows are for training
 SHORTER_EDGE = 0.02  # a shorter training window must err this much less than all history to be chosen
 HEADROOM = 1.1  # the naive ratio's limit above the model's worst fold
+LEAK = 0.1  # a model erring under this share of the naive baseline's error on every fold: a leaked target?
 BROKEN = 2.0  # an absolute error limit at this many times the naive baseline's worst: a broken model
 
 
@@ -198,13 +199,23 @@ def calibrate(data: LabelledData, config: Config, *, shorter: timedelta, budget:
         f"than 90% of a model's windows were")
     naives = [f.naive for f in folds[chosen] if f.naive is not None]
     gate, ratio = _gate(hib, metric, holdouts, naives, kind, reasons)
-    warning = None if ratio is None or ratio == 1.0 else (
-        f"{config.training.estimator} erred up to {ratio / HEADROOM:.3g}x the {kind} baseline on the walk-forward: "
-        "its features do not carry what the baseline repeats (a lag of the target would); the gate was widened "
-        "so a first model passes")
+    warning = _warning(config, [h / n for h, n in zip(holdouts, naives) if n > 0] if not hib else [], kind)
     return Calibration(training_window=windows[chosen], threshold=threshold, gate=gate, ratio=ratio,
                        folds=tuple(folds[chosen]), naive_kind=kind, fits=fits, seconds=seconds, reasons=reasons,
                        warning=warning)
+
+
+def _warning(config: Config, ratios: list[float], kind: str) -> str | None:
+    """What a user should look at when the model's error is far from the naive baseline's either way."""
+    if ratios and max(ratios) < LEAK:
+        return (f"{config.training.estimator} erred at most {max(ratios):.2g}x the {kind} baseline on the "
+                f"walk-forward: a feature may carry the target itself (a part or a sum of it, a later value); "
+                "check the features and add such columns to data.exclude")
+    if ratios and max(ratios) > 1:
+        return (f"{config.training.estimator} erred up to {max(ratios):.3g}x the {kind} baseline on the "
+                "walk-forward: its features do not carry what the baseline repeats (a lag of the target would); "
+                "the gate was widened so a first model passes")
+    return None
 
 
 def _gate(hib: bool, metric: str, holdouts: list[float], naives: list[float], kind: str,

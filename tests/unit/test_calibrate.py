@@ -105,6 +105,14 @@ def test_fold_points_serve_the_newest_rows_and_need_room_to_train():
     assert fold_points(first, first + pd.Timedelta(days=10), 7 * D, 7 * D) == []
 
 
+def test_a_model_far_better_than_the_naive_baseline_is_flagged_as_a_possible_leak():
+    frame = growing_demand(days=120)
+    s = calibrated(frame.assign(half=frame.demand / 2), "demand", budget=0)  # a part of the target, as a feature
+    leak = next(w for w in s.warnings if "a feature may carry the target itself" in w)
+    assert leak.startswith("sklearn.ensemble.HistGradientBoostingRegressor erred at most 0.0")
+    assert not any("carry the target" in w for w in calibrated(frame, "demand", budget=0).warnings)
+
+
 def test_a_budget_of_zero_fits_one_point():
     s = calibrated(growing_demand(days=120), "demand", budget=0)
     assert len(s.calibration.folds) == 1 and s.calibration.fits == 2
