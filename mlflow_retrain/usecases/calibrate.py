@@ -197,7 +197,9 @@ def calibrate(data: LabelledData, config: Config, *, shorter: timedelta, budget:
         f"the {tail} of the model's {metric} over {len(errors)} monitoring windows after its fits (range "
         f"{min(errors):.4g} .. {max(errors):.4g}, mean {np.mean(errors):.4g}): retrain when a window is worse "
         f"than 90% of a model's windows were")
-    naives = [f.naive for f in folds[chosen] if f.naive is not None]
+    # paired with the holdouts fold by fold: a fold without either leaves the baseline out
+    paired = [f for f in folds[chosen] if math.isfinite(f.holdout) and f.naive is not None]
+    naives = [f.naive for f in paired] if len(paired) == len(holdouts) else []
     gate, ratio = _gate(hib, metric, holdouts, naives, kind, reasons)
     warning = _warning(config, [h / n for h, n in zip(holdouts, naives) if n > 0] if not hib else [], kind)
     return Calibration(training_window=windows[chosen], threshold=threshold, gate=gate, ratio=ratio,
@@ -233,12 +235,12 @@ def _gate(hib: bool, metric: str, holdouts: list[float], naives: list[float], ki
     gate = _round(BROKEN * max(holdouts + naives))
     guard = (f"max_metric {gate}: {BROKEN:g}x the worst holdout {metric} of model and baseline, a broken-model "
              "guard (a first model is placed on it alone)")
-    if not naives:
-        reasons["validation"] = f"{seen}. {guard}"
+    if not naives or min(naives) <= 0:  # a baseline without error would refuse every model by ratio
+        none = "" if not naives else "; the baseline repeated a holdout exactly, so no ratio to it"
+        reasons["validation"] = f"{seen}{none}. {guard}"
         return gate, None
-    ratios = [h / n for h, n in zip(holdouts, naives) if n > 0]
-    worst_ratio = max(ratios) if ratios else 1.0
-    ratio = max(1.0, math.ceil(100 * HEADROOM * worst_ratio) / 100)
+    ratios = [h / n for h, n in zip(holdouts, naives)]
+    ratio = max(1.0, math.ceil(100 * HEADROOM * max(ratios)) / 100)
     why = ("no worse than the naive baseline" if ratio == 1.0 else
            f"the model lost to the naive baseline on a fold, so {HEADROOM:g}x its worst ratio; better features "
            "would let this be 1.0")
