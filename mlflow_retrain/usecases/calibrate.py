@@ -33,6 +33,7 @@ FOLDS = 4  # fit points; each serves the monitoring windows up to the next one
 SCORED_SHARE = 0.4  # the newest share of the span the folds serve; the older rows are for training
 SHORTER_EDGE = 0.02  # a shorter training window must err this much less than all history to be chosen
 HEADROOM = 1.1  # the naive ratio's limit above the model's worst fold
+LEAK = 0.1  # a model erring under this share of the naive baseline's error on every fold: a leaked target?
 BROKEN = 2.0  # an absolute error limit at this many times the naive baseline's worst: a broken model
 
 
@@ -196,15 +197,27 @@ def calibrate(data: LabelledData, config: Config, *, shorter: timedelta, budget:
         f"the {tail} of the model's {metric} over {len(errors)} monitoring windows after its fits (range "
         f"{min(errors):.4g} .. {max(errors):.4g}, mean {np.mean(errors):.4g}): retrain when a window is worse "
         f"than 90% of a model's windows were")
-    naives = [f.naive for f in folds[chosen] if f.naive is not None]
+    # paired with the holdouts fold by fold: a fold without either leaves the baseline out
+    paired = [f for f in folds[chosen] if math.isfinite(f.holdout) and f.naive is not None]
+    naives = [f.naive for f in paired] if len(paired) == len(holdouts) else []
     gate, ratio = _gate(hib, metric, holdouts, naives, kind, reasons)
-    warning = None if ratio is None or ratio == 1.0 else (
-        f"{config.training.estimator} erred up to {ratio / HEADROOM:.3g}x the {kind} baseline on the walk-forward: "
-        "its features do not carry what the baseline repeats (a lag of the target would); the gate was widened "
-        "so a first model passes")
+    warning = _warning(config, [h / n for h, n in zip(holdouts, naives) if n > 0] if not hib else [], kind)
     return Calibration(training_window=windows[chosen], threshold=threshold, gate=gate, ratio=ratio,
                        folds=tuple(folds[chosen]), naive_kind=kind, fits=fits, seconds=seconds, reasons=reasons,
                        warning=warning)
+
+
+def _warning(config: Config, ratios: list[float], kind: str) -> str | None:
+    """What a user should look at when the model's error is far from the naive baseline's either way."""
+    if ratios and max(ratios) < LEAK:
+        return (f"{config.training.estimator} erred at most {max(ratios):.2g}x the {kind} baseline on the "
+                f"walk-forward: a feature may carry the target itself (a part or a sum of it, a later value); "
+                "check the features and add such columns to data.exclude")
+    if ratios and max(ratios) > 1:
+        return (f"{config.training.estimator} erred up to {max(ratios):.3g}x the {kind} baseline on the "
+                "walk-forward: its features do not carry what the baseline repeats (a lag of the target would); "
+                "the gate was widened so a first model passes")
+    return None
 
 
 def _gate(hib: bool, metric: str, holdouts: list[float], naives: list[float], kind: str,
@@ -222,12 +235,12 @@ def _gate(hib: bool, metric: str, holdouts: list[float], naives: list[float], ki
     gate = _round(BROKEN * max(holdouts + naives))
     guard = (f"max_metric {gate}: {BROKEN:g}x the worst holdout {metric} of model and baseline, a broken-model "
              "guard (a first model is placed on it alone)")
-    if not naives:
-        reasons["validation"] = f"{seen}. {guard}"
+    if not naives or min(naives) <= 0:  # a baseline without error would refuse every model by ratio
+        none = "" if not naives else "; the baseline repeated a holdout exactly, so no ratio to it"
+        reasons["validation"] = f"{seen}{none}. {guard}"
         return gate, None
-    ratios = [h / n for h, n in zip(holdouts, naives) if n > 0]
-    worst_ratio = max(ratios) if ratios else 1.0
-    ratio = max(1.0, math.ceil(100 * HEADROOM * worst_ratio) / 100)
+    ratios = [h / n for h, n in zip(holdouts, naives)]
+    ratio = max(1.0, math.ceil(100 * HEADROOM * max(ratios)) / 100)
     why = ("no worse than the naive baseline" if ratio == 1.0 else
            f"the model lost to the naive baseline on a fold, so {HEADROOM:g}x its worst ratio; better features "
            "would let this be 1.0")

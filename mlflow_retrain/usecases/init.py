@@ -160,10 +160,10 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
     windows = suggest_windows((stamps.iloc[-1] - stamps.iloc[0]).to_pytimedelta(), len(checked), step, needed)
     if why_needed:
         reasons["monitoring.window"] = why_needed
-    config = trial_config(LabelledData(checked, spec, origin), task=task, metric=metric, estimator=ESTIMATORS[task],
+    data = LabelledData(checked, spec, origin)
+    config = trial_config(data, task=task, metric=metric, estimator=ESTIMATORS[task],
                           monitoring=windows.monitoring, holdout=windows.holdout)
-    calibration = None if budget is None else calibrate(LabelledData(checked, spec, origin), config,
-                                                         shorter=windows.training, budget=budget)
+    calibration = None if budget is None else calibrate(data, config, shorter=windows.training, budget=budget)
     if calibration is not None:
         threshold, gate, ratio, training = (calibration.threshold, calibration.gate, calibration.ratio,
                                             calibration.training_window)
@@ -172,6 +172,9 @@ def suggest(frame: pd.DataFrame, *, target: str, timestamp: str | None = None, t
     else:
         threshold, gate, gate_reasons = suggest_thresholds(checked[target], task, metric)
         ratio, training = None, windows.training
+        if budget is not None:  # the data held too little for one fit point with a holdout
+            gate_reasons = {k: f"too few rows for a walk-forward, so from the target: {v}"
+                            for k, v in gate_reasons.items()}
     drift_exclude, warning = drift_exclusions(calendar_columns(checked, spec.features, timestamp), spec.features,
                                               windows.monitoring, training)
     if warning:

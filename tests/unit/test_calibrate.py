@@ -105,7 +105,26 @@ def test_fold_points_serve_the_newest_rows_and_need_room_to_train():
     assert fold_points(first, first + pd.Timedelta(days=10), 7 * D, 7 * D) == []
 
 
+def test_a_model_far_better_than_the_naive_baseline_is_flagged_as_a_possible_leak():
+    frame = growing_demand(days=120)
+    s = calibrated(frame.assign(half=frame.demand / 2), "demand", budget=0)  # a part of the target, as a feature
+    leak = next(w for w in s.warnings if "a feature may carry the target itself" in w)
+    assert leak.startswith("sklearn.ensemble.HistGradientBoostingRegressor erred at most 0.0")
+    assert not any("carry the target" in w for w in calibrated(frame, "demand", budget=0).warnings)
+
+
 def test_a_budget_of_zero_fits_one_point():
     s = calibrated(growing_demand(days=120), "demand", budget=0)
     assert len(s.calibration.folds) == 1 and s.calibration.fits == 2
     assert "walk-forward over 1 fit point(s), 2 fits" in s.reasons["training.window"]
+
+
+def test_a_baseline_that_repeats_the_holdout_exactly_gets_no_ratio_and_too_little_data_says_so():
+    stamps = pd.date_range("2024-01-01", periods=30, freq="D")
+    weekly = pd.DataFrame({"ts": stamps, "x": np.random.default_rng(0).normal(size=30), "y": np.arange(30.0) % 7})
+    s = suggest(weekly, target="y", model_name="m", data_path="d.csv", task="regression")
+    assert [f.naive for f in s.calibration.folds] == [0.0] * 4  # a week back repeats every holdout
+    assert s.ratio_to_naive is None and s.gate == float(f"{2 * max(f.holdout for f in s.calibration.folds):.3g}")
+    assert "the baseline repeated a holdout exactly, so no ratio to it" in s.reasons["validation"]
+    short = suggest(weekly.head(3), target="y", model_name="m", data_path="d.csv", task="regression")
+    assert short.calibration is None and short.reasons["validation"].startswith("too few rows for a walk-forward")
