@@ -278,9 +278,10 @@ def judge(config: Policy, candidate: Scores, baseline: Scores | None, naive: Sco
     v = config.validation
     significance = v.significance
     ratio = v.max_ratio_to_naive
-    against_naive = [] if ratio is None else [naive_check(config.metric, candidate.metrics[config.metric],
-                                                          None if naive is None else naive.metrics.get(config.metric),
-                                                          ratio)]
+    # a first model is judged by the absolute gate alone, as it is placed (`docs/concepts.md`)
+    against_naive = [] if ratio is None or baseline is None else [
+        naive_check(config.metric, candidate.metrics[config.metric],
+                    None if naive is None else naive.metrics.get(config.metric), ratio)]
     seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)
     noise = v.compare != BETTER
     return gate(
