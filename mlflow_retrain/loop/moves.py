@@ -62,14 +62,13 @@ def refitted(registry: Registry, validated: VersionInfo, refit: str, production:
         T.BASELINE_VERSION: production.version if production else ""})
 
 
-def recorded(registry: Registry, refit: VersionInfo) -> tuple[str, str] | None:
-    """(the gate's reason, its baseline version) recorded on the validated fit a refit replaced, or None
-    when no version it refits says `refitted`."""
-    for version in registry.versions():
-        if version.run_id == refit.tags.get(T.REFIT_OF) and version.tags.get(T.DECISION) == T.REFITTED:
-            reason = version.tags.get(T.DECISION_REASON, "").partition(REFIT_NOTE)[0]
-            return reason, version.tags.get(T.BASELINE_VERSION, "")
-    return None
+def recorded(registry: Registry, refit: VersionInfo) -> tuple[VersionInfo | None, str]:
+    """The validated fit a refit replaced (None if it is not in the registry) and the gate's reason
+    recorded on it ("" once it no longer says `refitted`: a person moved it since)."""
+    validated = next((v for v in registry.versions() if v.run_id == refit.tags.get(T.REFIT_OF)), None)
+    if validated is None or validated.tags.get(T.DECISION) != T.REFITTED:
+        return validated, ""
+    return validated, validated.tags.get(T.DECISION_REASON, "").partition(REFIT_NOTE)[0]
 
 
 def signed_off(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdict, when: pd.Timestamp,

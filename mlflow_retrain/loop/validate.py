@@ -76,13 +76,20 @@ def refit(c: Cycle, validated: VersionInfo, production: VersionInfo | None,
 
 def _recorded(c: Cycle, refit: VersionInfo, production: VersionInfo | None) -> PromotionDecision:
     """A refit's verdict is its validated fit's gate, recorded on that fit when the refit was staged; it
-    stands only while Production is still the version that gate compared against."""
-    reason, baseline = recorded(c.registry, refit) or ("", "?")
+    stands only while that record does and Production is still the version the gate compared against."""
+    validated, reason = recorded(c.registry, refit)
+    baseline = validated.tags.get(T.BASELINE_VERSION, "") if validated is not None else ""
     now = production.version if production is not None else ""
     if reason and baseline == now:
         return PromotionDecision(True, [reason], c.config.metric, float("nan"), None, None, None)
-    why = (f"a refit whose validated fit's gate compared against v{baseline or '-'}, while Production is now "
-           f"v{now or '-'}: not carried out" if reason else "a refit with no validated fit recorded: not carried out")
+    if validated is None:
+        why = "a refit whose validated fit is not in the registry"
+    elif not reason:
+        why = (f"a refit whose validated fit v{validated.version} no longer says refitted (it is now "
+               f"{validated.tags.get(T.DECISION) or 'undecided'})")
+    else:
+        why = f"a refit whose validated fit's gate compared against v{baseline or '-'}"
+    why += f", while Production is now v{now or '-'}: not carried out"
     return PromotionDecision(False, [why], c.config.metric, float("nan"), None, None, None)
 
 

@@ -33,3 +33,30 @@ def test_a_kill_at_every_kind_of_write_of_a_refit_converges(tmp_path, bootstrapp
     todo = kinds(found[shared:moves[1]]) + [found[moves[1]]]
     at_once(lambda pair: kill_and_recover(*pair, check=_a_refit_serves), zip(make(tmp_path / "copies", len(todo)), todo))
     assert len(todo) >= 6, todo  # register, intent, the validated fit archived, the refit staged, ...
+
+
+def test_a_staged_refit_is_not_carried_out_once_a_person_moved_production(tmp_path, bootstrapped_template,
+                                                                           write_policy, store, monkeypatch):
+    """Killed between staging the refit and promoting it; then a person promotes its validated fit by
+    hand: the refit's record is gone and Production is not the gate's baseline, so the next cycle
+    rejects the refit rather than replace the person's choice."""
+    import mlflow
+    from click.testing import CliRunner
+    from fault_harness import assert_converged, kill, recover
+
+    from mlflow_retrain.cli import cli
+
+    scenario = maker(bootstrapped_template, write_policy, CYCLE, triggers=DEGRADED,
+                     training=REFIT)(tmp_path / "moved", 1)[0]
+    kill(scenario, f"model tag {T.INTENT}@3")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", scenario.uri)
+    monkeypatch.chdir(scenario.folder)
+    mlflow.set_tracking_uri(scenario.uri)
+    moved = CliRunner().invoke(cli, ["promote", "2", "--config", str(scenario.policy), "--reason", "the team's pick",
+                                     "--as-of", "2011-05-31"])
+    assert moved.exit_code == 0, moved.output
+    outcome = recover(scenario)
+    assert_converged(outcome, "a person's promote after the refit was staged", versions_before=3)
+    assert outcome.aliases["production"] == "2" and outcome.tags["3"][T.DECISION] == T.REJECTED, outcome
+    assert "v2 no longer says refitted" in outcome.tags["3"][T.DECISION_REASON], outcome.tags["3"]
+    assert "Production is now v2" in outcome.tags["3"][T.DECISION_REASON]
