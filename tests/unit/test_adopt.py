@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mlflow_retrain.usecases.adopt import replace_triggers, triggers_section
+from mlflow_retrain.usecases.adopt import replace_triggers, set_key, triggers_section
 from mlflow_retrain.policy.config import TriggersConfig
 from mlflow_retrain.decide.triggers.max_age import MaxAge
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold
@@ -49,3 +49,13 @@ def test_options_at_their_defaults_are_left_out_and_spans_read_as_spans():
     assert triggers_section(triggers) == {"metric_threshold": {"max": 18.0},
                                           "metric_trend": {"windows": 4, "max_relative_increase": 0.5},
                                           "max_age": "120d", "cooldown": "7d"}
+
+
+def test_a_searched_key_is_set_in_place_added_under_its_section_or_appended():
+    text = "training:\n    # how long\n    window: 30d   # a month\n    holdout: 5d\nmonitoring: {window: 1d}\n"
+    once = set_key(text, "training", "holdout", "2d", "applied")
+    assert once == "training:\n    # how long\n    window: 30d   # a month\n    holdout: 2d  # applied\nmonitoring: {window: 1d}\n"
+    added = set_key(text, "training", "seed", 3, "applied")
+    assert added.startswith("training:\n    seed: 3  # applied\n    # how long\n")
+    assert set_key("model_name: m\n", "validation", "compare", "not_worse", "n") == \
+        "model_name: m\nvalidation:\n  compare: not_worse  # n\n"
