@@ -6,7 +6,8 @@
 It builds a small demo store with the CLI, as a user would (a first model trained on the bundled bike
 data, then cycles: one that keeps Production, one that retrains and promotes, one forced retrain the
 gate rejects, and a rollback), serves it with `mlflow server`, and photographs the controller's
-experiment, a cycle's run and the promoted version's page. Chromium is Debian's `chromium` package
+experiment, a cycle's run, the promoted version's page, the registered models list and the model's
+page with its versions list. Chromium is Debian's `chromium` package
 (`apt-get install -y chromium`; `.ci/run` installs it). `tests/integration/test_ui.py` uses the same
 functions to check the pages' text.
 """
@@ -26,10 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from mlflow_retrain.base import links
+
 REPO = Path(__file__).resolve().parents[1]
 BIKE = REPO / "data" / "bike_sharing_hourly.csv"
 BIN = Path(sys.executable).parent
-ML = "workflowType=machine_learning"  # MLflow 3.17's UI keeps a GenAI/ML mode per browser: a link sets it
 
 def policy(data: Path) -> dict:
     """A small, fast policy over the bike data (as in tests/conftest.py): weekly monitoring, 60-day training."""
@@ -164,13 +166,21 @@ class Pages:
         self.training_id = client.get_experiment_by_name(experiment).experiment_id
 
     def experiment(self, experiment_id: str | None = None) -> str:
-        return f"{self.url}/#/experiments/{experiment_id or self.controller_id}/runs?{ML}"
+        return links.absolute(self.url, links.experiment(experiment_id or self.controller_id))
 
     def run(self, run_id: str | None = None) -> str:
-        return f"{self.url}/#/experiments/{self.controller_id}/runs/{run_id or self.cycle_run_id}?{ML}"
+        return links.absolute(self.url, links.run(run_id or self.cycle_run_id, self.controller_id))
 
     def model_version(self, version: str | None = None) -> str:
-        return f"{self.url}/#/models/{self.model}/versions/{version or self.version}?{ML}"
+        return links.absolute(self.url, links.model(self.model, version or self.version))
+
+    def model_page(self) -> str:
+        """The registered model's page: its description (Production's history) and the versions list."""
+        return links.absolute(self.url, links.model(self.model))
+
+    def models(self) -> str:
+        """The registered models list."""
+        return f"{self.url}/#/models?{links.MODE}"
 
 
 def main() -> None:
@@ -188,7 +198,9 @@ def main() -> None:
             shots = {"controller-experiment.png": (pages.experiment(), 520),
                      "cycle-run.png": (pages.run(), 2000),  # tall enough for the description
                      "model-version.png": (pages.model_version(), 620),
-                     "training-experiment.png": (pages.experiment(pages.training_id), 520)}
+                     "training-experiment.png": (pages.experiment(pages.training_id), 520),
+                     "registered-models.png": (pages.models(), 360),
+                     "registered-model.png": (pages.model_page(), 900)}
             for name, (page, height) in shots.items():
                 print(f"{screenshot(page, args.out / name, height)}  <- {page}")
 

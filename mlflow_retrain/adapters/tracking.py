@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from mlflow_retrain.base import links
 from mlflow_retrain.base.errors import ConfigError, TrackingServerError
 from mlflow_retrain.base.redact import redact
 
@@ -154,6 +155,27 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
     with mlflow.start_run(run_name=run_name, tags=tags or {}, nested=mlflow.active_run() is not None) as run:
         yield run
+
+
+def run_page(run_id: str, known: dict[str, str] | None = None, client: Any = None) -> str:
+    """A run's link in the UI's model-training mode. It names the run's experiment: the UI's short
+    `#/runs/<id>` redirects without the mode. `known` maps run ids to experiments already read (and
+    learns the ones read here); a run that cannot be read gets the short form."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    known = {} if known is None else known
+    if run_id not in known:
+        try:
+            known[run_id] = (client or MlflowClient()).get_run(run_id).info.experiment_id
+        except MlflowException:
+            return links.run(run_id)
+    return links.run(run_id, known[run_id])
+
+
+def experiments_linked(text: str | None) -> dict[str, str]:
+    """The experiment of each run `text` links to in full (`links.run`): read back, not asked again."""
+    return dict((run, experiment) for experiment, run in re.findall(r"#/experiments/(\w+)/runs/(\w+)", text or ""))
 
 
 # ---- bounded waits --------------------------------------------------------------------------------

@@ -310,6 +310,7 @@ def name_run(config: Config, run_id: str, version: str, trigger: str, reason: st
     2011-05-31"), with a Markdown description (`mlflow.note.content`) of why it was trained and on what."""
     from mlflow.tracking import MlflowClient
 
+    from mlflow_retrain.adapters.tracking import run_page
     from mlflow_retrain.decide.verdicts import number
 
     metrics = ", ".join(f"{k} {number(v)}" for k, v in result.holdout_metrics.items() if np.isfinite(v))
@@ -321,7 +322,7 @@ def name_run(config: Config, run_id: str, version: str, trigger: str, reason: st
              f"- **Registered as** [v{version}]({links.model(config.model_name, version)}): its page says "
              "whether it was promoted and why"]
     if cycle_run_id:
-        lines.append(f"- **Started by cycle** [`{cycle_run_id}`]({links.run(cycle_run_id)})")
+        lines.append(f"- **Started by cycle** [`{cycle_run_id}`]({run_page(cycle_run_id)})")
     client = MlflowClient()
     client.set_tag(run_id, "mlflow.runName", f"v{version} · {trigger} · as of {data_time(as_of)}"[:250])
     client.set_tag(run_id, "mlflow.note.content", "\n".join(lines)[:8000])

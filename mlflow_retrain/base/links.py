@@ -20,8 +20,8 @@ def experiment(experiment_id: str) -> str:
 
 
 def run(run_id: str, experiment_id: str | None = None, artifact: str = "") -> str:
-    """A run's page, or one of its artifacts in the viewer; without the experiment, the UI's
-    redirecting short form."""
+    """A run's page, or one of its artifacts in the viewer. Without the experiment, the UI's short
+    form, whose redirect drops the mode: a last resort (`tracking.run_page` finds the experiment)."""
     if not experiment_id:
         return f"#/runs/{run_id}?{MODE}"
     return f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/artifactPath/{artifact}" if artifact else "") + f"?{MODE}"

@@ -136,5 +136,6 @@ def log_audit(config: Config, registry: Registry, report: CycleReport, reports_d
     if report.promotion is not None and report.candidate_version:  # the gate's evidence, for the version's page
         registry.record_evidence(report.candidate_version, cycle_evidence(report, run.info.experiment_id).to_json())
     trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
+    trained_in = MlflowClient().get_run(trained_by).info.experiment_id if trained_by else None  # a full link
     mlflow.set_tags({**tags, "mlflow.runName": cycle_title(config, report)[:250],
-                     "mlflow.note.content": cycle_description(config, report, trained_by)[:8000]})
+                     "mlflow.note.content": cycle_description(config, report, trained_by, trained_in)[:8000]})

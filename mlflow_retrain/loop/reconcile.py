@@ -24,6 +24,7 @@ from mlflow_retrain.policy.config import Config
 from mlflow_retrain.decide.invariants import Diagnosis, Finding
 from mlflow_retrain.adapters.registry import Registry, utcnow
 from mlflow_retrain.adapters.registry.lease import held_by
+from mlflow_retrain.adapters.registry.story import padded
 from mlflow_retrain.adapters.registry.repair import examine
 from mlflow_retrain.loop.moves import corrupt_intents, repair
 
@@ -154,6 +155,8 @@ def reconcile_title(result: Reconciled) -> str:
 
 
 def reconcile_description(config: Config, result: Reconciled, as_of: datetime) -> str:
+    from mlflow_retrain.adapters.tracking import run_page
+
     lines = [reconcile_title(result), "",
              f"As of `{as_of.isoformat()}` the registry of `{config.model_name}` broke an invariant or a crashed "
              "cycle had left its runs open; this run repaired that before anything else was done."]
@@ -164,8 +167,8 @@ def reconcile_description(config: Config, result: Reconciled, as_of: datetime) -
                   + " |" for f in result.repairs]
     if result.closed_runs:
         lines += ["", "Runs left RUNNING by a crashed cycle, ended FAILED: "
-                  + ", ".join(f"[`{r}`]({links.run(r)})" for r in result.closed_runs)]
-    return "\n".join(lines)
+                  + ", ".join(f"[`{r}`]({run_page(r)})" for r in result.closed_runs)]
+    return padded("\n".join(lines))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.decide.approval import ApprovalVerdict
 from mlflow_retrain.decide.gate import limit_key
 from mlflow_retrain.decide.verdicts import number
+from mlflow_retrain.adapters.registry.story import padded
 from mlflow_retrain.loop.reconcile import Reconciled
 from mlflow_retrain.policy.config import Config
 
@@ -177,7 +178,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def cycle_description(config: Config, report: CycleReport, trained_by: str = "") -> str:
+def cycle_description(config: Config, report: CycleReport, trained_by: str = "", trained_in: str | None = None) -> str:
     """The audit run's Markdown description (`mlflow.note.content`): the decision, the triggers, the
     gate's numbers and links to the candidate's training run and version."""
     n, metric = number, report.metric
@@ -186,7 +187,7 @@ def cycle_description(config: Config, report: CycleReport, trained_by: str = "")
              f"{'v' + report.production_version if report.production_version else 'none'}."]
     if report.candidate_version:
         version = report.candidate_version
-        run = f", trained by run [`{trained_by}`]({links.run(trained_by)})" if trained_by else ""
+        run = f", trained by run [`{trained_by}`]({links.run(trained_by, trained_in)})" if trained_by else ""
         lines[-1] += (f" Candidate [v{version}]({links.model(report.model_name, version)}){run}.")
     lines += ["", "### Decision", "", report.reason or report.outcome]
     if report.approval is not None and report.approval.ignored:
@@ -216,4 +217,4 @@ def cycle_description(config: Config, report: CycleReport, trained_by: str = "")
         lines += ["", f"Drift share {n(report.drift.drift_share)} ({report.drift.drifted_columns} of "
                       f"{report.drift.total_columns} columns)."]
     lines += ["", "Everything above is also in the artifact `decision.json`."]
-    return "\n".join(lines)
+    return padded("\n".join(lines))

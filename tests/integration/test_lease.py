@@ -434,13 +434,12 @@ def test_a_lease_whose_holder_process_is_gone_is_taken_at_once_a_live_holders_is
         registry.acquire_lease(timedelta(minutes=5))
     recorded = json.loads(registry.lease.generations()[-1].tags[T.LEASE_PROCESS])
     assert recorded["pid"] == os.getpid()
-    registry.client.set_registered_model_tag(taken.name, T.LEASE_PROCESS,
-                                             json.dumps({**recorded, "start": recorded["start"] - 1}))
+    registry.client.set_prompt_tag(taken.name, T.LEASE_PROCESS, json.dumps({**recorded, "start": recorded["start"] - 1}))
     third = registry.acquire_lease(timedelta(minutes=5))
     assert "is another process now" in registry.lease.generations()[-1].tags[T.LEASE_FREED]
     # a lease of the earlier format (holder `host:pid:...`, no process recorded) is read as well
-    registry.client.delete_registered_model_tag(third.name, T.LEASE_PROCESS)
-    registry.client.set_registered_model_tag(third.name, T.LEASE_HOLDER, f"{socket.gethostname()}:{holder.pid}:old")
+    registry.client.delete_prompt_tag(third.name, T.LEASE_PROCESS)
+    registry.client.set_prompt_tag(third.name, T.LEASE_HOLDER, f"{socket.gethostname()}:{holder.pid}:old")
     fourth = registry.acquire_lease(timedelta(minutes=5))
     assert fourth.generation == 4
     registry.release_lease(fourth)
@@ -448,3 +447,21 @@ def test_a_lease_whose_holder_process_is_gone_is_taken_at_once_a_live_holders_is
     with pytest.raises(LeaseHeldError):  # another host's pid proves nothing here
         registry.acquire_lease(timedelta(minutes=5))
     registry.release_lease(elsewhere)
+
+
+def test_a_lease_generation_of_the_earlier_kind_is_respected_then_swept_and_the_models_list_holds_models(store):
+    """Stores written before kept the generations as plain registered models: still the lease."""
+    client = MlflowClient()
+    client.create_registered_model("bikes")
+    client.create_registered_model("bikes.retrain-lease.1", tags={
+        T.LEASE_FOR: "bikes", T.LEASE_HOLDER: "another-host:1:x", T.LEASE_GENERATION: "1",
+        T.LEASE_EXPIRES: (utcnow() + timedelta(minutes=5)).isoformat()})
+    leases = Leases(client, "bikes")
+    with pytest.raises(LeaseHeldError, match="another-host:1:x"):
+        leases.acquire(timedelta(minutes=5))
+    client.set_registered_model_tag("bikes.retrain-lease.1", T.LEASE_RELEASED, "true")
+    lease = leases.acquire(timedelta(minutes=5))
+    assert lease.generation == 2 and _lease_objects("bikes") == ["bikes.retrain-lease.2"]  # the old one swept
+    assert [m.name for m in client.search_registered_models()] == ["bikes"]
+    leases.check(lease, "writing")
+    assert leases.renew(lease) and leases.state()[T.LEASE_HOLDER] == lease.holder

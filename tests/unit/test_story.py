@@ -26,7 +26,7 @@ def test_a_versions_page_shows_the_gate_table_the_hash_and_links_to_the_run_and_
     v2 = version("2", "Production", **{T.DECISION: T.PROMOTED, T.EVIDENCE: json.dumps(EVIDENCE)})
     text = version_markdown(v2)
     assert "**Gate on the holdout** `2011-05-24..2011-05-31` (rows hashed to `d1g3st`)" in text
-    assert "| candidate v2 | 44.71 |" in text and "| Production v1 | 85.2 |" in text
+    assert "| candidate v2&emsp; | 44.71 |" in text and "| Production v1&emsp; | 85.2 |" in text  # padded cells
     assert "[`run9`](#/experiments/3/runs/run9?workflowType=machine_learning)" in text
     assert "[data drift](#/experiments/3/runs/run9/artifactPath/reports/data_drift.html?workflowType=machine_learning)" in text
     assert "[model quality](#/experiments/3/runs/run9/artifactPath/reports/model_quality.html?workflowType=machine_learning)" in text

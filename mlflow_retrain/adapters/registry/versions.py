@@ -22,6 +22,7 @@ from mlflow_retrain.policy.section import check_version
 from mlflow_retrain.base.errors import RegistryError
 from mlflow_retrain.adapters.registry import story
 from mlflow_retrain.adapters.store import unborn
+from mlflow_retrain.adapters.tracking import experiments_linked, run_page
 
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
 
@@ -210,10 +211,19 @@ class Versions:
 
     def record_evidence(self, version: str, evidence: str) -> None:
         """The gate's evidence (`story.Evidence.to_json`) for the version's page, kept in its description."""
-        info = self.get(version)
+        mv = self.client.get_model_version(self.name, str(version))
+        info = self._info(mv)
         info.tags[T.EVIDENCE] = evidence
+        text = self._markdown(info, mv.description, {}, self.client)
         self.before_write("evidence")
-        self.client.update_model_version(self.name, str(version), description=version_markdown(info))
+        self.client.update_model_version(self.name, str(version), description=text)
+
+    @staticmethod
+    def _markdown(info: VersionInfo, description: str | None, known: dict[str, str], client: MlflowClient) -> str:
+        """`version_markdown` with full run links, their experiments read back from the description
+        (`known` collects them across versions) or asked once."""
+        known.update(experiments_linked(description))
+        return version_markdown(info, lambda run: run_page(run, known, client))
 
     def tag_model(self, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -229,12 +239,12 @@ class Versions:
         by_version: dict[str, list[str]] = {}
         for alias, number in model.aliases.items():
             by_version.setdefault(str(number), []).append(alias)
-        infos = []
+        infos, known = [], {}
         for mv in self.client.search_model_versions(f"name = '{self.name}'"):
             infos.append(self._info(mv, tuple(by_version.get(str(mv.version), []))))
             if T.DECISION not in mv.tags:
                 continue  # not made by the tool: its description is its owner's
-            text = version_markdown(infos[-1])
+            text = self._markdown(infos[-1], mv.description, known, self.client)
             if (mv.description or "") != text:
                 self.fence("describe")
                 self.client.update_model_version(self.name, str(mv.version), description=text)
@@ -254,9 +264,9 @@ _HEADLINES = {T.PENDING: "Pending: waiting to be validated against Production",
               T.REFITTED: "Refitted: passed the gate; its refit through as of (holdout included) took its place"}
 
 
-def version_markdown(version: VersionInfo) -> str:
+def version_markdown(version: VersionInfo, run_link: Callable[[str], str] = links.run) -> str:
     """A version's audit tags as Markdown for its page in the MLflow UI: why it was trained, what was
-    decided and why, against which baseline, on which windows, with links to its runs."""
+    decided and why, against which baseline, on which windows, with links to its runs (`run_link`)."""
     tags = version.tags
 
     def get(key: str) -> str:
@@ -288,9 +298,9 @@ def version_markdown(version: VersionInfo) -> str:
         lines.append("- **Windows:** " + ", ".join(w for w in windows if w))
     if get(T.REFIT_OF):
         lines.append(f"- **Refit** on `{get(T.REFIT_ROWS)}` of the validated fit [`{get(T.REFIT_OF)}`]"
-                     f"({links.run(get(T.REFIT_OF))}), whose gate is the evidence below")
-    runs = [f"training run [`{version.run_id}`]({links.run(version.run_id)})" if version.run_id else "",
-            f"cycle [`{get(T.CYCLE_RUN_ID)}`]({links.run(get(T.CYCLE_RUN_ID))})" if get(T.CYCLE_RUN_ID) else ""]
+                     f"({run_link(get(T.REFIT_OF))}), whose gate is the evidence below")
+    runs = [f"training run [`{version.run_id}`]({run_link(version.run_id)})" if version.run_id else "",
+            f"cycle [`{get(T.CYCLE_RUN_ID)}`]({run_link(get(T.CYCLE_RUN_ID))})" if get(T.CYCLE_RUN_ID) else ""]
     if any(runs):
         lines.append("- **Runs:** " + ", ".join(r for r in runs if r))
     if get(T.ROLLED_BACK_WALL):
@@ -298,4 +308,4 @@ def version_markdown(version: VersionInfo) -> str:
     lines += story.gate_markdown(tags, version.version)
     lines += ["", "_Written by mlflow-retrain from the `retrain.*` tags below; rewritten when they change._"]
     kept = story.evidence_block(tags[T.EVIDENCE]) if T.EVIDENCE in tags else ""
-    return "\n".join(lines)[:5000 - len(kept) - 1] + "\n" + kept  # the registry's limit
+    return story.padded("\n".join(lines))[:5000 - len(kept) - 1] + "\n" + kept  # the registry's limit
