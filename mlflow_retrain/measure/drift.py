@@ -78,15 +78,21 @@ class _Reference:
 
 
 def _present(values: pd.Series, categorical: bool) -> np.ndarray:
+    every, present = _with_mask(values, categorical)
+    return every[present]
+
+
+def _with_mask(values: pd.Series, categorical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The column's values as the tests read them, and which rows hold one (not missing, finite)."""
     if categorical:
-        return values.replace([np.inf, -np.inf], np.nan).dropna().to_numpy()
+        labels = values.replace([np.inf, -np.inf], np.nan)
+        return labels.to_numpy(), labels.notna().to_numpy()
     numbers = values.to_numpy(dtype=float, na_value=np.nan)
-    return numbers[np.isfinite(numbers)]
+    return numbers, np.isfinite(numbers)
 
 
 def _counts(values: np.ndarray) -> dict:
-    counts = pd.Series(values).value_counts()
-    return dict(counts[counts > 0])
+    return dict(pd.Series(values).value_counts())  # of an array: no zero counts
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,17 @@ class DriftMeter:
         """Each measured feature's test, score and verdict in `current`, as Evidently's report has them."""
         current, _ = for_evidently(current[self.features], self.spec)
         return [self._column(ref, _present(current[ref.name], ref.categorical)) for ref in self.references]
+
+    def sliced(self, frame: pd.DataFrame) -> Callable[[int, int], list[ColumnDrift]]:
+        """`columns` of the rows `lo:hi` of `frame`, for the many windows of one frame (the monitor's):
+        the frame is prepared once and each window only sliced from it; the same numbers."""
+        current, _ = for_evidently(frame[self.features], self.spec)
+        prepared = [(ref, *_with_mask(current[ref.name], ref.categorical)) for ref in self.references]
+
+        def columns(lo: int, hi: int) -> list[ColumnDrift]:
+            return [self._column(ref, every[lo:hi][present[lo:hi]]) for ref, every, present in prepared]
+
+        return columns
 
     def measure(self, current: pd.DataFrame) -> DriftNumbers:
         return summarize(self.columns(current))

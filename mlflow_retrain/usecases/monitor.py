@@ -256,6 +256,7 @@ def _score(config: Config, data: LabelledData, windows: list[Window], every: pd.
     for chunk, slab in data.slabs(windows):
         bounds, predictions, failures = _predict(slab, [windows[i] for i in chunk], [owners[i] for i in chunk],
                                                  models)
+        drifts: dict[str, Any] = {}  # per version: the chunk's rows prepared once for its drift meter
         for k, i in enumerate(chunk):
             window, (lo, hi), version = windows[i], bounds[k], owners[i]
             partial = window.end - window.start < every
@@ -270,7 +271,9 @@ def _score(config: Config, data: LabelledData, windows: list[Window], every: pd.
                 pred, proba, latency = predictions[k]
                 metric = score_predictions(config, slab, rows, pred, proba).metrics.get(config.metric)
                 meter = models.meter(version, runs.get(version, "")) if version else None
-                columns = meter.columns(rows) if meter else []
+                if meter and version not in drifts:
+                    drifts[version] = meter.sliced(slab.frame)
+                columns = drifts[version](lo, hi) if meter else []
                 measured = summarize(columns) if meter else None
                 drift = measured.drift_share if measured else None
                 if not partial:  # a trigger judges a whole window; the cycle never sees this partial one
