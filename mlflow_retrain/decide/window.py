@@ -42,3 +42,13 @@ class Window:
         """`(lo, hi)` such that `frame.iloc[lo:hi]` holds this window's rows of a time-sorted frame."""
         return (int(timestamps.searchsorted(self.start, side="right")),
                 int(timestamps.searchsorted(self.end, side="right")))
+
+
+def unseen(holdout: Window, seen_until: pd.Timestamp | None) -> Window:
+    """The holdout's rows after `seen_until` (the end of Production's training rows), so both models
+    are scored out of sample: a Production refitted through its own as-of has seen the start of the
+    next holdout when cycles come closer together than the holdout (`docs/design.md#refit-after-the-gate`).
+    The whole holdout when none of it was seen, or all of it (Production trained through as_of)."""
+    if seen_until is None or not holdout.start < seen_until < holdout.end:
+        return holdout
+    return Window(seen_until, holdout.end)

@@ -20,6 +20,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import TrainingError
 from mlflow_retrain.decide import PromotionDecision, format_span
 from mlflow_retrain.decide.gate import limit_key
+from mlflow_retrain.decide.window import unseen
 from mlflow_retrain.loop.evaluate import judge, registered
 from mlflow_retrain.loop.moves import await_approval, judged, recorded, refitted
 from mlflow_retrain.loop.observe import Cycle
@@ -31,7 +32,10 @@ log = logging.getLogger(__name__)
 
 def compare(config: Config, data: LabelledData, holdout: Window, candidate: VersionInfo,
             production: VersionInfo | None) -> tuple[PromotionDecision, dict[str, Any]]:
-    """Staging against Production, both loaded from the registry, on the holdout ending at as_of."""
+    """Staging against Production, both loaded from the registry, on the holdout ending at as_of: its
+    rows after Production's training rows (`window.unseen`), so neither model is scored in sample."""
+    seen = production.tags.get(T.TRAIN_WINDOW) if production is not None else None
+    holdout = unseen(holdout, Window.parse(seen).end if seen else None)
     rows = data.cut(holdout, "holdout window")
     decision, evidence = judge(config, data, rows, registered(config, data, candidate.version),
                                None if production is None else registered(config, data, production.version))

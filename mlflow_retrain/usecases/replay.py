@@ -18,6 +18,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window
 from mlflow_retrain.decide.choice import failed_checks
+from mlflow_retrain.decide.window import unseen
 from mlflow_retrain.decide import WindowScore, assess, format_span, monitoring_depth, recent_windows
 from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.measure.drift import DriftMeter
@@ -285,8 +286,10 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     if not decision.retrain:
         return
     candidate = replay.fit(labelled)
-    holdout = candidate.holdout_window
-    promotion, _ = judge(config, replay.data, candidate.holdout_rows, replay.judged(labelled, holdout),
+    # the holdout's rows Production was not fitted on, as the cycle's `validate.compare` scores them
+    holdout = unseen(candidate.holdout_window, replay.fits[state.production].train_window.end)
+    rows = candidate.holdout_rows if holdout == candidate.holdout_window else replay.data.rows(holdout)
+    promotion, _ = judge(config, replay.data, rows, replay.judged(labelled, holdout),
                          replay.judged(state.production, holdout))
     state.retrains += 1
     state.train_seconds += candidate.fit_seconds

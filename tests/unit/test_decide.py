@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from mlflow_retrain.policy.parse import parse_config
@@ -43,3 +44,16 @@ def test_triggers_keep_their_rank_order_whatever_the_file_order():
     assert config.triggers.new_data is None and config.triggers.needs("drift")
     with pytest.raises(AttributeError):
         config.triggers.not_a_trigger
+
+
+def test_the_holdout_is_cut_to_the_rows_production_was_not_fitted_on():
+    """A Production refitted through its own as-of has seen the start of the next holdout when cycles
+    come closer than the holdout: both models are scored on the rest, as in the backtest's replay."""
+    from mlflow_retrain.decide.window import Window, unseen
+
+    holdout = Window(pd.Timestamp("2012-06-01"), pd.Timestamp("2012-06-15"))
+    assert unseen(holdout, pd.Timestamp("2012-06-08")) == Window(pd.Timestamp("2012-06-08"), pd.Timestamp("2012-06-15"))
+    assert unseen(holdout, pd.Timestamp("2012-05-18")) == holdout  # none of it seen: the whole holdout
+    assert unseen(holdout, pd.Timestamp("2012-06-01")) == holdout  # (start, end]: the start row is not in it
+    assert unseen(holdout, pd.Timestamp("2012-06-15")) == holdout  # all of it seen: nothing else to score on
+    assert unseen(holdout, None) == holdout  # a version with no training window recorded
