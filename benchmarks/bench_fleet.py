@@ -16,7 +16,10 @@ memory: the peak of the sum over the process tree of RSS and of PSS (proportiona
 splits pages the forked workers share with their forkserver instead of counting them per process),
 sampled every 0.2 s from /proc. Results go to stdout as Markdown.
 
-    .venv/bin/python benchmarks/bench_fleet.py [--models 30] [--keep DIR]
+With `--fleet-only` the separate processes are skipped (at 1,000 models they are an hour of
+processes) and the fleet runs once: its time, per-model seconds and memory are the measure.
+
+    .venv/bin/python benchmarks/bench_fleet.py [--models 30] [--keep DIR] [--fleet-only]
 """
 
 from __future__ import annotations
@@ -121,10 +124,24 @@ def run(args: list[str], env: dict[str, str], cwd: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def report(models: int, boot_seconds: float, rows: list[tuple[str, float, TreeMemory]]) -> None:
+    """The Markdown table: wall time, per-model seconds and peak memory of each run."""
+    load = os.getloadavg()
+    print(f"### Fleet: {models} models, a no-op cycle of each\n")
+    print(f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end; "
+          f"bootstrap of the {models} models by one `fleet cycle --jobs 2`: {boot_seconds:.0f} s.\n")
+    print("| run | wall s | per model s | peak RSS of the tree MB | peak PSS of the tree MB |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, seconds, memory in rows:
+        print(f"| {label} | {seconds:.1f} | {seconds / models:.2f} | {memory.peak_rss / 1024:.0f} | "
+              f"{memory.peak_pss / 1024:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=30)
     parser.add_argument("--keep", type=Path, default=None, help="Build the fleet here and keep it.")
+    parser.add_argument("--fleet-only", action="store_true", help="Skip the separate processes; one fleet run.")
     options = parser.parse_args()
     folder = options.keep or Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
@@ -146,6 +163,8 @@ def main() -> None:
             return seconds, memory
 
         fleets = [fleet_run()]
+        if options.fleet_only:
+            return report(options.models, boot_seconds, [("`fleet cycle --jobs 2`", *fleets[0])])
         files = sorted(policies.glob("*.yaml"))
         with TreeMemory() as alone_memory, ThreadPoolExecutor(2) as two_at_a_time:
             began = time.perf_counter()
@@ -158,18 +177,10 @@ def main() -> None:
         if options.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
 
-    load = os.getloadavg()
-    print(f"### Fleet: {options.models} models, a no-op cycle of each\n")
-    print(f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end; "
-          f"bootstrap of the {options.models} models by one `fleet cycle --jobs 2`: {boot_seconds:.0f} s.\n")
-    print("| run | wall s | per model s | peak RSS of the tree MB | peak PSS of the tree MB |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for label, seconds, memory in (
-            (f"`fleet cycle --jobs 2` (one process, {options.models} models), before", *fleets[0]),
-            (f"{options.models} separate `cycle` processes, 2 at a time", alone_seconds, alone_memory),
-            ("`fleet cycle --jobs 2`, after", *fleets[1])):
-        print(f"| {label} | {seconds:.1f} | {seconds / options.models:.2f} | {memory.peak_rss / 1024:.0f} | "
-              f"{memory.peak_pss / 1024:.0f} |")
+    report(options.models, boot_seconds, [
+        (f"`fleet cycle --jobs 2` (one process, {options.models} models), before", *fleets[0]),
+        (f"{options.models} separate `cycle` processes, 2 at a time", alone_seconds, alone_memory),
+        ("`fleet cycle --jobs 2`, after", *fleets[1])])
     fleet_seconds = (fleets[0][0] + fleets[1][0]) / 2
     print(f"\nWall-time ratio (separate / mean of the two fleet runs): **{alone_seconds / fleet_seconds:.1f}x**")
 

@@ -13,11 +13,12 @@ REPO = Path(__file__).resolve().parents[2]
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
-def execute(notebook: dict) -> dict:
+def execute(notebook: dict, namespace: dict | None = None) -> dict:
     """Run the code cells in order as a kernel does, filling in each cell's outputs: what it printed,
     and the value of its last expression with its rich forms (a plotly figure's JSON, a frame's
-    HTML). No Jupyter kernel is needed (nbclient and ipykernel are not dependencies)."""
-    namespace: dict = {}
+    HTML). No Jupyter kernel is needed (nbclient and ipykernel are not dependencies). A `namespace`
+    carries the variables across calls (`benchmarks/bench_notebook.py` times one cell per call)."""
+    namespace = {} if namespace is None else namespace
     count = 0
     for cell in notebook["cells"]:
         if cell["cell_type"] != "code":
