@@ -81,7 +81,7 @@ class MetricThreshold(Trigger):
             return None
         bound, side = ("min", "above") if higher_is_better else ("max", "below")
         return (f"trigger {self.name}: {bound} {number(limit)} is {side} Production's own {metric} on its "
-                f"training-time holdout ({number(own)}), so it fires always; {self.advice}")
+                f"training-time holdout ({number(own)}): even a fresh model crosses it, so it fires on most windows; {self.advice}")
 
     def mark(self, seen: Observations) -> bool:
         return crosses(seen.latest.metric, higher_is_better=seen.higher_is_better,
