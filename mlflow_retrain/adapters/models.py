@@ -96,9 +96,9 @@ def _openmp() -> Any:
 
 
 def threads_for(rows: int) -> ContextManager[Any]:
-    """One OpenMP thread for a prediction on few rows: threads that start and spin for every tree
-    cost more than the rows (20-100x the CPU of one thread on a busy 2-core machine); the results are
-    the same."""
+    """One OpenMP thread for a prediction or a fit on few rows: threads that start and spin for every
+    tree cost more than the rows (20-100x the CPU of one thread on a busy 2-core machine); the results
+    are the same."""
     if rows >= ONE_THREAD_ROWS:
         return contextlib.nullcontext()
     return _openmp().limit(limits=1)

@@ -31,7 +31,7 @@ from mlflow_retrain.policy.config import Config, DataConfig
 from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest, training_windows
 from mlflow_retrain.base.errors import ConfigError, TrainingError
 from mlflow_retrain.measure.metrics import score
-from mlflow_retrain.adapters.models import Scorer, dataset_columns, model_columns
+from mlflow_retrain.adapters.models import Scorer, dataset_columns, model_columns, threads_for
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def fit(config: Config, data: LabelledData, as_of: pd.Timestamp, *, refit: bool 
     columns = model_columns(config, data.spec)
     started = time.perf_counter()
     try:
-        model.fit(train_rows[list(columns)], data.target(train_rows))
+        with threads_for(len(train_rows)):  # a small fit on every core spins more than it fits
+            model.fit(train_rows[list(columns)], data.target(train_rows))
     except (ValueError, TypeError) as exc:
         raise TrainingError(f"{config.training.estimator} cannot fit this data ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:300]}); check task, estimator and columns") from None
