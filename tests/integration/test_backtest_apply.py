@@ -78,7 +78,7 @@ def test_a_searched_training_value_is_applied_and_replays_as_its_row(store, poli
     assert code == 0, output
     search = first["search"]
     assert search["values"] == ["window all (104d: all the history there was)", "window 15d", "holdout 2d",
-                                "holdout 1d"] and search["policies"] == ["never", "every-10d"]
+                                "holdout 1d", "gate not-worse"] and search["policies"] == ["never", "every-10d"]
     rows = {r["policy"]: r for r in first["policies"]}
     assert rows["every-10d/window-all"]["variant"].startswith("window all") and rows["every-10d"]["variant"] is None
     assert row(first, "every-10d/holdout-2d") != row(first, "every-10d")  # another holdout: other models

@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 from mlflow_retrain import demo
+from mlflow_retrain.adapters.streams import output_into
 
 
 def test_the_training_output_goes_to_the_log_not_the_story(tmp_path, capfd):
     child = "import sys; print('v2 table'); print('INFO mlflow.projects: run succeeded', file=sys.stderr)"
-    with (tmp_path / "train.log").open("w") as log, demo._into(log):
+    with (tmp_path / "train.log").open("w") as log, output_into(log):
         subprocess.run([sys.executable, "-c", child], check=True)
         print("warning from the cycle", file=sys.stderr)
     print("[ 1/3] cycle as of 2012-11-04")

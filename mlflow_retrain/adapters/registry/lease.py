@@ -5,6 +5,8 @@ Why it is built this way: docs/design.md#adapters-registry-lease.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 import os
@@ -143,9 +145,14 @@ class Leases:
     def __init__(self, client: MlflowClient, model_name: str):
         self.client, self.model_name = client, model_name
         self.prefix = f"{model_name}.retrain-lease"
-        # where the registry has prompts (all but Databricks' workspace registry), a generation is one:
-        # the same registry object, unique by name, which the registered models list leaves out
-        self.hidden = is_prompt_supported_registry(getattr(client, "_registry_uri", None))
+
+    @functools.cached_property
+    def hidden(self) -> bool:
+        """Where the registry has prompts (all but Databricks' workspace registry), a generation is one:
+        the same registry object, unique by name, which the registered models list leaves out. Asked
+        when first needed: reading the client's registry opens the store, which a read-only command
+        must leave uncreated."""
+        return is_prompt_supported_registry(getattr(self.client, "_registry_uri", None))
 
     def generations(self) -> list[Generation]:
         """Every generation object, lowest first; other objects under the prefix are ignored. They are
