@@ -29,6 +29,7 @@ from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.decide import format_span
 from mlflow_retrain.decide.choice import (DAYS_PER_BUDGET, Candidate, Rule, WalkForward, choose, equal_budget,
                                           gain, per_30_days, perfect, schedule_curve, tied, walk_forward)
+from mlflow_retrain.decide.gate import limit_key
 from mlflow_retrain.decide.triggers import fires_always
 from mlflow_retrain.decide.triggers.drift import DataDrift
 from mlflow_retrain.decide.triggers.estimated import EstimatedMetric
@@ -71,7 +72,7 @@ def default_policies(config: Config, every: timedelta, thresholds: Iterable[floa
     base = config.threshold_limit or config.gate_threshold
     if thresholds is None:
         if base is None:
-            gate = "validation.min_metric" if hib else "validation.max_metric"
+            gate = limit_key(hib)
             raise ConfigError(f"the threshold sweep needs triggers.metric_threshold or {gate} in the "
                               "policy file, or --thresholds")
         best = perfect(hib)
@@ -256,7 +257,7 @@ class BacktestResult:
         most = max(self.states, key=lambda s: s.retrains, default=None)
         if most is None or not most.retrains or most.rejected_by["absolute"] * 2 <= most.retrains:
             return []
-        key = "validation.min_metric" if self.higher_is_better else "validation.max_metric"
+        key = limit_key(self.higher_is_better)
         supported = worse_tail(most.candidate_metrics, higher_is_better=self.higher_is_better)
         recommended = next((s for s in self.states if s.policy.name == self.recommended), None)
         idle = f"; the recommendation ({self.recommended}) retrains {recommended.retrains} times because of it" if (
