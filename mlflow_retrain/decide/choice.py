@@ -6,13 +6,13 @@ Why it is built this way: docs/design.md#decide-choice.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from itertools import pairwise
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlflow_retrain.decide.gate import failed_checks as gate_failed_checks
 from mlflow_retrain.decide.gate import paired_bootstrap_ci
 
 DAYS_PER_BUDGET = 30  # a budget counts retrains per 30 days of data time
@@ -89,9 +89,7 @@ def failed_checks(reasons: Sequence[str]) -> list[str]:
     """The gate checks a rejection failed, named as its reasons name them (`absolute`, `relative`,
     `significance`, a plugin's name): each reason is `name: ... (pass|fail)`; a rejection whose
     reasons say no `fail` counts as `other`."""
-    failed = [text.split(":", 1)[0].removesuffix(" gate").strip() for text in reasons
-              if re.search(r"\bfail\)\s*$", text)]
-    return failed or ["other"]
+    return [name.removesuffix(" gate") for name in gate_failed_checks(reasons)] or ["other"]
 
 
 def per_30_days(retrains: int, days: float) -> float:

@@ -12,6 +12,7 @@ the core by `evaluate.judge`) and applies the gate, then every gate check the po
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
@@ -55,10 +56,21 @@ class PromotionDecision:
     def reason(self) -> str:
         return "; ".join(self.reasons)
 
+    @property
+    def failed(self) -> list[str]:
+        """The checks this decision's reasons name as failed (`absolute gate`, a plugin's name)."""
+        return failed_checks(self.reasons)
+
     def to_dict(self) -> dict[str, Any]:
         return {"promote": self.promote, "reasons": list(self.reasons), "metric": self.metric,
                 "candidate": self.candidate, "baseline": self.baseline, "threshold": self.threshold,
                 "improvement": self.improvement, "ci": None if self.ci is None else list(self.ci)}
+
+
+def failed_checks(reasons: Sequence[str]) -> list[str]:
+    """The checks that failed, named as their reasons name them: each reason reads `name: ... (pass|fail)`
+    (a plugin may end `...; fail)`), so the titles, the backtest's `rejected_by` and the story agree."""
+    return [text.split(":", 1)[0].strip() for text in reasons if re.search(r"\bfail\)\s*$", text)]
 
 
 def paired_bootstrap_ci(baseline_loss: np.ndarray, candidate_loss: np.ndarray, *, confidence: float = 0.95,

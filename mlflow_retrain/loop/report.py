@@ -135,7 +135,7 @@ def _cmp(higher_is_better: bool, better: bool) -> str:
 def failed_checks(gate: PromotionDecision, otherwise: str = "gate") -> str:
     """The checks a candidate failed, by name (`absolute gate`, `relative gate`, ...), for the titles
     and reasons that must say which; `otherwise` when no check names itself as failed."""
-    return ", ".join(r.split(":", 1)[0] for r in gate.reasons if r.endswith("(fail)")) or otherwise
+    return ", ".join(gate.failed) or otherwise
 
 
 def cycle_title(config: Config, report: CycleReport) -> str:

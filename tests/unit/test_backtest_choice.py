@@ -9,6 +9,8 @@ import pytest
 
 from mlflow_retrain.usecases.backtest import BacktestResult
 from mlflow_retrain.usecases.replay import Policy, PolicyState
+from mlflow_retrain.decide.gate import PromotionDecision
+from mlflow_retrain.loop.report import failed_checks as report_failed_checks
 from mlflow_retrain.decide.choice import (Candidate, Rule, blocks_of, boundaries, choose, equal_budget, failed_checks, gain,
                                           per_30_days, robust_choose, schedule_curve, tied, walk_forward)
 
@@ -194,3 +196,7 @@ def test_a_rejection_is_counted_by_the_checks_its_reasons_say_failed():
                "significance: 95% CI [-1, 3] includes zero (fail)", "veto: freeze (candidate mae 12; fail)"]
     assert failed_checks(reasons) == ["absolute", "significance", "veto"]
     assert failed_checks(["absolute gate: none configured", "my check said no"]) == ["other"]
+    # the cycle's titles read the same names from the decision (a plugin's "; fail)" included)
+    decision = PromotionDecision(False, reasons, "mae", 12.0, 10.0, 8.0, None)
+    assert decision.failed == ["absolute gate", "significance", "veto"]
+    assert report_failed_checks(decision) == "absolute gate, significance, veto"
