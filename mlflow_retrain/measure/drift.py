@@ -104,12 +104,18 @@ class _Test:
     counts: bool  # reads the window's value counts (else only its values)
 
 
+def _labels(reference: dict, current: dict) -> list:
+    """Both sides' values in one fixed order: a set of strings iterates in the process's hash-seed order,
+    and the tests' sums would then differ in their last bits from run to run."""
+    return sorted(reference.keys() | current.keys(), key=repr)
+
+
 def _ks(ref: _Reference, current: np.ndarray, counts: dict) -> float:
     return float(stats.ks_2samp(ref.values, current).pvalue)
 
 
 def _chisquare(ref: _Reference, current: np.ndarray, counts: dict) -> float:
-    keys = list(ref.counts.keys() | counts.keys())
+    keys = _labels(ref.counts, counts)
     scale = len(current) / ref.size
     expected = [ref.counts.get(key, 0) * scale for key in keys]
     observed = [counts.get(key, 0) for key in keys]
@@ -138,7 +144,7 @@ def _jensenshannon(ref: _Reference, current: np.ndarray, counts: dict) -> float:
         edges = np.histogram_bin_edges(np.concatenate([ref.values, current]), bins="sturges")
         return float(distance.jensenshannon(np.histogram(ref.values, edges)[0] / ref.size,
                                             np.histogram(current, edges)[0] / len(current)))
-    keys = list(ref.counts.keys() | counts.keys())
+    keys = _labels(ref.counts, counts)
     shares = [ref.counts.get(key, 0) / ref.size for key in keys]
     now = [counts.get(key, 0) / len(current) for key in keys]
     return float(distance.jensenshannon(shares, now))
