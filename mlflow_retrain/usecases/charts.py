@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 METRIC_COLOR, DRIFT_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9467bd", "#c62828"
 FIRED_COLOR, HEALTH_COLOR = "#ef6c00", "#c62828"
 STEADY_COLOR = "#ede7f6"  # a measured column that did not drift (drifted ones take DRIFT_COLOR)
-DECISION_STYLE = {"promoted": ("#2e7d32", "triangle-up"), "rejected": ("#c62828", "x")}
+DECISION_STYLE = {"promoted": ("#2e7d32", "triangle-up"), "rejected": ("#c62828", "x"),
+                  "challenger": ("#f9a825", "diamond")}
 OTHER_DECISION = ("#757575", "circle-open")
 CONFIG = {"displaylogo": False, "responsive": True}
 STYLE = """
