@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import pandas as pd
+import pytest
 
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.registry import Registry, utcnow
@@ -17,6 +18,7 @@ from mlflow_retrain.decide.challenge import WAIT
 from mlflow_retrain.loop.cycle import run_cycle
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.usecases.audit import status
+from mlflow_retrain.usecases.monitor import run_monitor
 from mlflow_retrain.usecases.backtest import default_policies, run_backtest, select
 from mlflow_retrain.usecases.replay import fitted_at
 
@@ -65,7 +67,8 @@ def test_replay_plays_the_challenger_exactly_as_cycles_do(prod_store, write_poli
         production.tags[T.CHALLENGER_SINCE])
 
 
-def test_a_new_candidate_replaces_the_challenger_and_one_that_cannot_win_is_archived(prod_store, write_policy):
+def test_a_new_candidate_replaces_the_challenger_and_one_that_cannot_win_is_archived(prod_store, write_policy,
+                                                                                    tmp_path):
     config = load_config(write_policy(triggers={"metric_threshold": {"max": 1000}}, validation=CHALLENGER))
     data = LabelledData.load(config)
 
@@ -93,3 +96,12 @@ def test_a_new_candidate_replaces_the_challenger_and_one_that_cannot_win_is_arch
     assert (lost.stage, lost.tags[T.DECISION]) == ("Archived", T.REJECTED) and not lost.aliases
     assert "can no longer reach 2, archived: 2011-07-16T00:00:00..2011-07-23T00:00:00" in lost.tags[T.DECISION_REASON]
     assert registry.production().version == "2" and status(config).challenger is None
+    # `monitor` draws both: each challenger's error beside Production's on the windows it was the challenger
+    result = run_monitor(config, data=data, start="2011-07-02", end="2011-08-06", out_dir=tmp_path, log_run=False)
+    table = pd.read_csv(result.table, dtype={"challenger_version": str})
+    drawn = table.dropna(subset=["challenger"])
+    assert list(drawn.challenger_version) == ["3", "4", "4", "4"] and drawn.metric.notna().all()
+    rounds = [json.loads(lost.tags[f"{T.CHALLENGER_ROUND}.{n}"]) for n in (1, 2)]
+    assert [r["challenger"] for r in rounds] == pytest.approx(list(drawn.challenger[1:3]))
+    assert [r["production"] for r in rounds] == pytest.approx(list(drawn.metric[1:3]))
+    assert "mae of the challenger" in result.dashboard.read_text()
