@@ -172,7 +172,7 @@ def test_a_bare_on_key_in_yaml_is_the_events_not_true():
     ([{"format": "slack"}], "notify[0].url is required"),
     ([{"url": URL, "format": "teams"}], "notify[0].format must be one of slack, json, got 'teams'"),
     ([{"url": URL, "on": ["promoted", "deployed"]}], ("notify[0].on names unknown event 'deployed'; events: promoted, "
-                                                       "rejected, awaiting_approval, downtime, failed")),
+                                                       "rejected, awaiting_approval, challenger, downtime, failed")),
     ([{"url": URL, "on": []}], "notify[0].on is empty"),
     ([{"url": URL, "secret": "hunter22"}], "notify[0].secret must not be written in the policy"),
     ([{"url": URL, "secret_env": "NO_SUCH_VAR_FOR_NOTIFY"}], ("notify[0].secret_env names NO_SUCH_VAR_FOR_NOTIFY, "
