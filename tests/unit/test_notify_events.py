@@ -28,7 +28,7 @@ def report(outcome: str, **extra) -> CycleReport:
     r = CycleReport("bikes", "2011-05-31T00:00:00", False, outcome=outcome, production_version="1",
                     cycle_run_id="abc123", **extra)
     r.decision = RetrainDecision(True, ["metric_threshold"], [], "mae 71.2 > max 60", None)
-    if outcome in ("promoted", "rejected", "awaiting_approval", "expired"):
+    if outcome in ("promoted", "rejected", "awaiting_approval", "expired", "challenger"):
         r.candidate_version = "2"
         r.promotion = PromotionDecision(outcome != "rejected", ["absolute gate: 44.7 < 90 (pass)"], "mae", 44.7,
                                         85.2, 90.0, None)
@@ -40,6 +40,7 @@ def report(outcome: str, **extra) -> CycleReport:
     ("promoted", ["promoted"]), ("rejected", ["rejected"]), ("awaiting_approval", ["awaiting_approval"]),
     ("expired", ["rejected"]),  # nobody signed off within approval_ttl: archived, told as a rejection
     ("no_retrain", []), ("blocked", []), ("would_retrain", []),
+    ("challenger", ["challenger"]),  # inconclusive: waits beside Production (`validation.challenger`)
 ])
 def test_a_cycle_tells_its_verdict_on_a_candidate_only(outcome, kinds):
     events = E.cycle_events(report(outcome))
