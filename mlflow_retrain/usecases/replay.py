@@ -318,10 +318,11 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
     else:
         state.rejected += 1
         state.last_rejected = labelled
-    state.failed.append(() if promotion.promote else tuple(failed_checks(promotion.reasons)))
+    placed = state.challenger == labelled  # a challenger is no rejection (yet): its rounds decide
+    state.failed.append(() if promotion.promote or placed else tuple(failed_checks(promotion.reasons)))
     state.candidate_metrics.append(promotion.candidate)
     state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else
-                                 T.CHALLENGER if state.challenger == labelled else T.REJECTED))
+                                 T.CHALLENGER if placed else T.REJECTED))
 
 
 def _challenge(replay: Replay, state: PolicyState, as_of: pd.Timestamp) -> str:
