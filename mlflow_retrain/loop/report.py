@@ -85,7 +85,8 @@ class CycleReport:
             "holdout_window": self.holdout_window, "holdout_digest": self.holdout_digest,
             "archived_versions": self.archived_versions, "reason": self.reason,
             "stale": self.stale, "approval": None if self.approval is None else self.approval.to_dict(),
-            "data": self.data, "naive": self.naive, "warnings": list(self.warnings), "challenger": self.challenger,
+            "data": self.data, "naive": self.naive, "warnings": list(self.warnings),
+            **({"challenger": self.challenger} if self.challenger is not None else {}),  # with one in Staging
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 
