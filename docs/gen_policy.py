@@ -29,7 +29,7 @@ FULL_POLICY: dict[str, Any] = {
     "triggers": {"metric_threshold": {"max": 80}, "metric_trend": {"windows": 4, "max_slope": 10},
                  "data_drift": {}, "estimated_metric": {"max": 80}, "max_age": "120d", "new_data": {},
                  "debounce": {}, "cooldown": "7d"},
-    "validation": {"max_metric": 90, "significance": {}, "checks": {}},
+    "validation": {"max_metric": 90, "significance": {}, "checks": {}, "challenger": {}},
     "registry": {"aliases": {}},
     "notify": [{"url": "https://hooks.example.com/x"}],
 }
@@ -129,6 +129,11 @@ DESCRIPTIONS: dict[str, str] = {
     "validation.compare": "better, not_worse (rejected only when worse beyond noise) or non_inferior (promoted only "
                           "when shown within the margin): see [The policy file](policy.md), Beyond noise.",
     "validation.margin": "not_worse / non_inferior: a fraction of Production's mean per-row loss (0.02 = 2%).",
+    "validation.challenger": "Optional: a candidate whose comparison is inconclusive (rejected by it alone, the "
+                             "paired CI containing 0) waits as the `challenger` and is scored beside Production "
+                             "per window: see [The policy file](policy.md), The challenger.",
+    "validation.challenger.windows": "The rounds (labelled `monitoring.window`s) it plays at most.",
+    "validation.challenger.wins": "The rounds it must win (a lower error on the same rows) to be promoted.",
     "validation.checks": "Gate checks of installed packages, by name (see [Architecture](architecture.md)).",
     "validation.require_approval": "A candidate that passes waits in Staging for a person "
                                    "(see [Approvals](approvals.md)).",

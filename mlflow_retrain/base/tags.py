@@ -50,6 +50,10 @@ APPROVAL_REASON = "retrain.approval_reason"
 APPROVAL_AT = "retrain.approval_at"  # data time of the command (--as-of, default the newest row)
 APPROVAL_WALL = "retrain.approval_wall"
 AWAITING_SINCE = "retrain.awaiting_since"  # data time the gate passed it: approval_ttl counts from here
+# a challenger (`validation.challenger`): the labelled data time its rounds start after, and each round
+# against Production (`<n>`, JSON: the window, its rows, both scores, won), appended once per window
+CHALLENGER_SINCE = "retrain.challenger.since"
+CHALLENGER_ROUND = "retrain.challenger.round"
 
 PROMOTED, REJECTED, PENDING = "promoted", "rejected", "pending"
 ABANDONED = "abandoned"  # pending, then superseded by a newer candidate before anyone judged it
@@ -57,9 +61,10 @@ AWAITING_APPROVAL = "awaiting_approval"  # passed the gate, waits in Staging for
 EXPIRED = "expired"  # waited longer than validation.approval_ttl: archived
 SUPERSEDED = "superseded"  # a newer (forced) candidate replaced it in Staging while it waited
 REFITTED = "refitted"  # passed the gate; its refit through as_of (`training.refit_on_pass`) took its place
+CHALLENGER = "challenger"  # inconclusive against Production: waits in Staging (and alias `challenger`), scored per window
 APPROVED = "approved"  # values of APPROVAL
 # judged by the gate (a cooldown counts from the newest of these), whatever came of it after
-JUDGED = (PROMOTED, REJECTED, AWAITING_APPROVAL, EXPIRED, SUPERSEDED, REFITTED)
+JUDGED = (PROMOTED, REJECTED, AWAITING_APPROVAL, EXPIRED, SUPERSEDED, REFITTED, CHALLENGER)
 BOOTSTRAP = "bootstrap"
 
 REFERENCE_ARTIFACT = "reference/train.parquet"

@@ -54,6 +54,9 @@ def status(config_path: str, as_json: bool) -> None:
             lines += ["", f"v{a['version']} awaits approval since {a['since'] or '(not recorded)'}, "
                           + (f"expires as of {a['expires']}" if a["expires"] else "no approval_ttl: waits for a person"),
                       f"  {a['approve']}", f"  {a['reject']}", f"  {a['tag']}"]
+        if r["challenger"]:
+            c = r["challenger"]
+            lines += ["", f"v{c['version']} is the challenger since {c['since']}: {c['so_far']}"]
         lines += ["", f"last cycle: {r['last_cycle'] or '-'}", f"lease: {r['lease'] or 'free'}"]
         lines += [f"MLflow UI, {what}: {page}" for what, page in r["pages"].items()]
         return "\n".join(lines + undelivered_lines(r["undelivered"]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence
 
 import numpy as np
@@ -265,6 +265,9 @@ class Validation(Protocol):
     @property
     def max_ratio_to_naive(self) -> float | None: ...
 
+    @property
+    def challenger(self) -> Any: ...  # `decide.challenge.ChallengerRule | None`: its verdict needs the CI
+
 
 class Training(Protocol):
     @property
@@ -296,7 +299,7 @@ def judge(config: Policy, candidate: Scores, baseline: Scores | None, naive: Sco
                     None if naive is None else naive.metrics.get(config.metric), ratio)]
     seen = Comparison(config.metric, config.higher_is_better, candidate, baseline)
     noise = v.compare != BETTER
-    return gate(
+    decision = gate(
         metric=config.metric, candidate=candidate.metrics[config.metric],
         baseline=None if baseline is None else baseline.metrics[config.metric],
         higher_is_better=config.higher_is_better, threshold=config.gate_threshold,
@@ -308,3 +311,9 @@ def judge(config: Policy, candidate: Scores, baseline: Scores | None, naive: Sco
         compare=v.compare, margin=v.margin,
         confidence=significance.confidence if significance else Significance.confidence,
     )
+    if v.challenger is not None and decision.ci is None and baseline is not None:
+        # whether a rejection is inconclusive (`challenge.inconclusive`) reads the paired interval
+        ci = paired_bootstrap_ci(baseline.loss, candidate.loss, confidence=Significance.confidence,
+                                 n_boot=Significance.n_boot, seed=config.training.seed)
+        decision = replace(decision, ci=ci)
+    return decision

@@ -80,7 +80,23 @@ def diagnose(versions: list[VersionState], aliases: dict[str, str], intent: str 
     findings += _pending(versions, staging, production, use_stages, aliases)
     findings += _awaiting(versions, staging, production)
     findings += _tags(versions, production, aliases, production_alias, staging_alias, now)
+    findings += _challenger(versions, staging, aliases.get(T.CHALLENGER))
     return Diagnosis(findings)
+
+
+def _challenger(versions: list[VersionState], staging: VersionState | None, alias: str | None) -> list[Finding]:
+    """The `challenger` alias is on the Staging version that says `challenger`, and only there: left on
+    any other (archived, promoted) it is dropped; a challenger in Staging without it gets it back. A
+    repair never promotes a challenger: only its rounds' verdict (`decide.challenge.verdict`) does."""
+    by_version = {v.version: v for v in versions}
+    holder = staging if staging is not None and staging.tags.get(T.DECISION) == T.CHALLENGER else None
+    if alias is not None and (holder is None or str(alias) != holder.version) and str(alias) in by_version:
+        return [Finding(f"the 'challenger' alias is on v{alias}, which is not the challenger in Staging", DROP_ALIAS,
+                        str(alias), {"stage": T.CHALLENGER})]
+    if holder is not None and alias is None:
+        return [Finding(f"v{holder.version} is the challenger in Staging without the 'challenger' alias", SET_ALIAS,
+                        holder.version, {"stage": T.CHALLENGER})]
+    return []
 
 
 def approved(version: VersionState) -> bool:
@@ -174,21 +190,24 @@ def _pending(versions: list[VersionState], staging: VersionState | None, product
 
 def _awaiting(versions: list[VersionState], staging: VersionState | None,
               production: VersionState | None) -> list[Finding]:
-    """A version awaiting approval outside Staging was moved by hand (in the UI): it no longer waits.
+    """A version awaiting approval (or a challenger) outside Staging was moved by hand (in the UI): it no longer waits.
     In Production (with a person's approval, see `approved`) the tag check below records the promotion;
     elsewhere it is archived as abandoned."""
     held = {v.version for v in (staging, production) if v is not None}
     found = []
     for version in versions:
-        if version.tags.get(T.DECISION) != T.AWAITING_APPROVAL or version.version in held:
+        decision = version.tags.get(T.DECISION)
+        if decision not in (T.AWAITING_APPROVAL, T.CHALLENGER) or version.version in held:
             continue
-        why = {T.DECISION: T.ABANDONED, T.DECISION_REASON: "moved out of Staging outside the tool while it awaited "
-                                                           "approval (repaired)"}
+        waited, waits = (("awaited approval", "awaits approval") if decision == T.AWAITING_APPROVAL
+                         else ("was the challenger", "is the challenger"))
+        why = {T.DECISION: T.ABANDONED, T.DECISION_REASON: f"moved out of Staging outside the tool while it {waited} "
+                                                           "(repaired)"}
         if version.stage == ARCHIVED:
-            found.append(Finding(f"v{version.version} is archived but still says awaiting_approval", TAG,
+            found.append(Finding(f"v{version.version} is archived but still says {decision}", TAG,
                                  version.version, why))
         else:
-            found.append(Finding(f"v{version.version} awaits approval outside Staging: archived as abandoned",
+            found.append(Finding(f"v{version.version} {waits} outside Staging: archived as abandoned",
                                  ABANDON, version.version, why))
     return found
 

@@ -22,7 +22,9 @@ from mlflow_retrain.adapters.trainers import PROJECT, make_candidate, preflight
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import DataError, RegistryError, UsageError
 from mlflow_retrain.decide.words import unit_for
-from mlflow_retrain.decide.plan import BOOTSTRAP, RETRAIN, SIGN_OFF, VALIDATE, Plan
+from mlflow_retrain.decide.challenge import PROMOTE
+from mlflow_retrain.decide.plan import BOOTSTRAP, NOTHING, RETRAIN, SIGN_OFF, VALIDATE, Plan
+from mlflow_retrain.loop.challenger import challenger_round
 from mlflow_retrain.loop.evaluate import registered
 from mlflow_retrain.loop.moves import place, signed_off
 from mlflow_retrain.loop.observe import Cycle, observe
@@ -134,7 +136,9 @@ def _cycle(c: Cycle) -> CycleReport:
             waiting = report.candidate_version or getattr(registry.staging(), "version", None)
             if waiting:
                 note_ignored(registry, registry.get(waiting), report.approval, as_of)
-        _carry_out(c, plan, production)
+        # a challenger's rounds first; promoted, it is the cycle's one move of Production (a retrain waits)
+        if plan.step not in (RETRAIN, NOTHING) or challenger_round(c, production) != PROMOTE:
+            _carry_out(c, plan, production)
         log_audit(c.config, registry, report, c.reports_dir)
         if report.candidate_version:
             registry.describe()  # the versions' pages say what was decided (and the evidence), once it was

@@ -38,7 +38,8 @@ def cycle_events(report: CycleReport, config: Config | None = None) -> list[Even
     who = f"{report.model_name} v{report.candidate_version}"
     verdicts = {PROMOTED: f"{who} promoted to Production",
                 REJECTED: f"{who} rejected" + (": nothing in Production yet" if report.first_model_rejected else ""),
-                AWAITING_APPROVAL: f"{who} passed the gate and awaits approval"}
+                AWAITING_APPROVAL: f"{who} passed the gate and awaits approval",
+                T.CHALLENGER: f"{who} is the challenger: inconclusive against Production, scored beside it"}
     if report.outcome == AWAITING_APPROVAL:
         ttl = config.validation.approval_ttl if config is not None else None
         policy = str(config.source) if config is not None and config.source else "retrain.yaml"

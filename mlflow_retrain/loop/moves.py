@@ -17,6 +17,8 @@ from mlflow_retrain.adapters.registry.repair import examine
 from mlflow_retrain.adapters.train import Candidate
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.decide.approval import EXPIRE, PROMOTE, ApprovalVerdict
+from mlflow_retrain.decide.challenge import PROMOTE as PROMOTE_CHALLENGER
+from mlflow_retrain.decide.challenge import ChallengerVerdict, Round
 from mlflow_retrain.decide.gate import PromotionDecision, gate
 from mlflow_retrain.decide.invariants import (ABANDON, DROP_ALIAS, FINISH_INTENT, SET_ALIAS, SET_ASIDE_INTENT,
                                               SET_STAGE, STAGE_PENDING, TAG, UNDO_HAND_MOVE, Finding)
@@ -69,6 +71,29 @@ def recorded(registry: Registry, refit: VersionInfo) -> tuple[VersionInfo | None
     if validated is None or validated.tags.get(T.DECISION) != T.REFITTED:
         return validated, ""
     return validated, validated.tags.get(T.DECISION_REASON, "").partition(REFIT_NOTE)[0]
+
+
+def challenge(registry: Registry, candidate: VersionInfo, production: VersionInfo, decision: PromotionDecision,
+              when: pd.Timestamp, since: pd.Timestamp, by: str) -> None:
+    """An inconclusive candidate stays in Staging as the challenger (alias `challenger`), in one move;
+    its rounds count the labelled windows after `since`."""
+    _moves(registry).stage_candidate(candidate.version, by=by, when=when.to_pydatetime(), tags={
+        T.DECISION: T.CHALLENGER, T.DECISION_REASON: decision.reason, T.BASELINE_VERSION: production.version,
+        T.CHALLENGER_SINCE: since.isoformat()})
+
+
+def played(registry: Registry, challenger: VersionInfo, rounds: int, scored: Round) -> None:
+    """One more round on the challenger, appended as `retrain.challenger.round.<n>` (never rewritten)."""
+    _moves(registry).write_tags(challenger.version, {f"{T.CHALLENGER_ROUND}.{rounds + 1}": scored.to_json()})
+
+
+def settled(registry: Registry, challenger: VersionInfo, production: VersionInfo, verdict: ChallengerVerdict,
+            when: pd.Timestamp, by: str) -> list[str]:
+    """The rounds' verdict on a challenger: promoted (Production archived) or archived as rejected, the
+    alias dropped either way. Returns the versions archived."""
+    tags = {T.DECISION: T.PROMOTED if verdict.action == PROMOTE_CHALLENGER else T.REJECTED,
+            T.DECISION_REASON: verdict.reason, T.BASELINE_VERSION: production.version}
+    return _promote_or_archive(registry, challenger, verdict.action == PROMOTE_CHALLENGER, tags, when, by)
 
 
 def signed_off(registry: Registry, candidate: VersionInfo, verdict: ApprovalVerdict, when: pd.Timestamp,

@@ -52,6 +52,7 @@ class CycleReport:
     data: dict[str, Any] | None = None
     naive: float | None = None  # a first model's scale: a naive forecast's metric on the same holdout (`measure.naive`)
     warnings: list[str] = field(default_factory=list)  # a trigger that will fire always (`Trigger.below_floor`)
+    challenger: dict[str, Any] | None = None  # the challenger's rounds so far and their verdict (`loop.challenger`)
 
     @property
     def reason(self) -> str:
@@ -85,6 +86,7 @@ class CycleReport:
             "archived_versions": self.archived_versions, "reason": self.reason,
             "stale": self.stale, "approval": None if self.approval is None else self.approval.to_dict(),
             "data": self.data, "naive": self.naive, "warnings": list(self.warnings),
+            **({"challenger": self.challenger} if self.challenger is not None else {}),  # with one in Staging
             "reconciled": None if self.reconciled is None or not self.reconciled.acted else self.reconciled.to_dict(),
         }
 

@@ -21,6 +21,7 @@ from mlflow_retrain.base.errors import TrainingError
 from mlflow_retrain.decide import PromotionDecision, format_span
 from mlflow_retrain.decide.gate import limit_key
 from mlflow_retrain.decide.window import unseen
+from mlflow_retrain.loop.challenger import placed
 from mlflow_retrain.loop.evaluate import judge, registered
 from mlflow_retrain.loop.moves import await_approval, judged, recorded, refitted
 from mlflow_retrain.loop.observe import Cycle
@@ -53,6 +54,8 @@ def validate(c: Cycle, candidate: VersionInfo, production: VersionInfo | None) -
     if production is None and not promotion.promote:
         promotion = replace(promotion, reasons=[*promotion.reasons, first_model_advice(config, report.naive)])
     report.promotion = promotion
+    if placed(c, candidate, production, promotion):  # inconclusive: waits beside Production (`loop.challenger`)
+        return
     if promotion.promote and config.training.refit_on_pass:
         candidate = refit(c, candidate, production, promotion)
         report.candidate_version = candidate.version

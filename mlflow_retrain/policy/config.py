@@ -21,6 +21,7 @@ from mlflow_retrain.measure.names import higher_is_better
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlflow_retrain.decide.challenge import ChallengerRule
     from mlflow_retrain.decide.gate import Significance
 
 
@@ -181,6 +182,7 @@ class ValidationConfig:
     checks: tuple[Any, ...] = ()  # gate checks from plugins (`decide.gate.GateCheck`), by name in the file
     require_approval: bool = False  # a candidate that passes waits in Staging for a person (`decide.approval`)
     approval_ttl: timedelta | None = None  # then archived as expired, counted in data time; None = waits
+    challenger: ChallengerRule | None = None  #: an inconclusive candidate waits beside Production
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class RegistryConfig:
 
 NOTIFY_FORMATS = ("slack", "json")
 # what a notification can be sent on; a target's `on:` picks some (default: all)
-NOTIFY_EVENTS = ("promoted", "rejected", "awaiting_approval", "downtime", "failed")
+NOTIFY_EVENTS = ("promoted", "rejected", "awaiting_approval", "challenger", "downtime", "failed")
 NOTIFY_SCHEMES = ("http", "https")
 
 

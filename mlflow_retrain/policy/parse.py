@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_retrain.base.errors import ConfigError
 from mlflow_retrain.measure.columns import ALL_EXCLUDED, DRIFT_METHODS, ColumnDriftRule, DriftConfig, unfit_method
@@ -21,6 +21,9 @@ from mlflow_retrain.policy.config import (CONTRACT, DUPLICATES, ENV_MANAGERS, RE
                                           TrainingConfig, TriggersConfig, ValidationConfig)
 from mlflow_retrain.policy.notify import notify_targets, ui_url
 from mlflow_retrain.policy.section import Section, check_model_name
+
+if TYPE_CHECKING:
+    from mlflow_retrain.decide.challenge import ChallengerRule
 
 # MLflow's own rule for aliases (letters, digits, _ and -), less its reserved names
 _ALIAS = re.compile(r"^[\w-]+$")
@@ -273,6 +276,7 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
         checks=_checks(c, task, metric) if (c := s.sub("checks")) is not None else (),
         require_approval=s.get("require_approval", bool, ValidationConfig.require_approval),
         approval_ttl=s.span("approval_ttl"),
+        challenger=_challenger(c, metric) if (c := s.sub("challenger")) is not None else None,
     )
     s.done()
     if cfg.approval_ttl is not None and not cfg.require_approval:
@@ -287,7 +291,27 @@ def _validation(s: Section, task: str, metric: str) -> ValidationConfig:
         raise s.fail("min_relative_improvement",
                      f"must be a fraction in [0, 1), e.g. 0.02 for 2%, got {cfg.min_relative_improvement}")
     _comparison(s, cfg, metric)
+    if cfg.challenger is not None and cfg.require_approval:
+        raise s.fail("challenger", "and require_approval both hold a candidate in Staging: use one")
+    if cfg.challenger is not None and cfg.compare == "not_worse":
+        raise s.fail("challenger", "never applies with compare: not_worse (it rejects only a candidate worse beyond "
+                                   "noise, which is conclusive): use compare: better or non_inferior")
     return cfg
+
+
+def _challenger(s: Section, metric: str) -> "ChallengerRule":
+    """`validation.challenger: {windows, wins}`: an inconclusive candidate waits beside Production."""
+    from mlflow_retrain.decide.challenge import ChallengerRule
+
+    rule = ChallengerRule(windows=s.get("windows", int, ChallengerRule.windows),
+                          wins=s.get("wins", int, ChallengerRule.wins))
+    s.done()
+    if metric not in PAIRED_METRICS:
+        raise s.fail("windows", f"a challenger is placed on a paired comparison ({', '.join(PAIRED_METRICS)}); "
+                                f"monitoring.metric is {metric}")
+    if not 1 <= rule.wins <= rule.windows:
+        raise s.fail("wins", f"must be between 1 and windows ({rule.windows}), got {rule.wins}")
+    return rule
 
 
 def _comparison(s: Section, cfg: ValidationConfig, metric: str) -> None:

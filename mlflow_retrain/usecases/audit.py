@@ -54,6 +54,7 @@ class Status:
     undelivered: list[dict[str, Any]]  # messages no notify target received yet (`outbox`): the next send retries
     awaiting: dict[str, Any] | None  # the Staging candidate awaiting a person: since, expires, how to sign off
     pages: dict[str, str]  # where to look in the MLflow UI (`ui_pages`)
+    challenger: dict[str, Any] | None = None  # the challenger in Staging: its rounds so far (`loop.challenger`)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -78,7 +79,23 @@ def status(config: Config) -> Status:
                                  config.validation.approval_ttl, str(config.source or "retrain.yaml"))
     return Status(config.model_name, described(production), described(staging),
                   [version_row(v) for v in versions], registry.model_tags().get(T.LAST_CYCLE), lease, undelivered,
-                  awaiting, ui_pages(config))
+                  awaiting, ui_pages(config), _challenger(config, staging))
+
+
+def _challenger(config: Config, staging: VersionInfo | None) -> dict[str, Any] | None:
+    """The challenger's score so far: its rounds against Production and what they decide yet."""
+    from mlflow_retrain.decide.challenge import verdict
+    from mlflow_retrain.loop.challenger import rounds
+
+    if staging is None or staging.tags.get(T.DECISION) != T.CHALLENGER:
+        return None
+    played = rounds(staging)
+    rule = config.validation.challenger
+    return {"version": staging.version, "since": staging.tags.get(T.CHALLENGER_SINCE, ""),
+            "wins": sum(r.won for r in played), "played": len(played), "rounds": [r.__dict__ for r in played],
+            "needs": None if rule is None else f"{rule.wins} of {rule.windows}",
+            "so_far": verdict(rule, played, config.metric).reason if rule is not None else
+            "validation.challenger is off: the next cycle archives it"}
 
 
 def ui_pages(config: Config) -> dict[str, str]:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 METRIC_COLOR, DRIFT_COLOR, THRESHOLD_COLOR = "#1f77b4", "#9467bd", "#c62828"
 FIRED_COLOR, HEALTH_COLOR = "#ef6c00", "#c62828"
 STEADY_COLOR = "#ede7f6"  # a measured column that did not drift (drifted ones take DRIFT_COLOR)
-DECISION_STYLE = {"promoted": ("#2e7d32", "triangle-up"), "rejected": ("#c62828", "x")}
+DECISION_STYLE = {"promoted": ("#2e7d32", "triangle-up"), "rejected": ("#c62828", "x"),
+                  "challenger": ("#f9a825", "diamond")}
 OTHER_DECISION = ("#757575", "circle-open")
 CONFIG = {"displaylogo": False, "responsive": True}
 STYLE = """
@@ -54,6 +55,8 @@ class WindowPoint:
     health: list[str] = field(default_factory=list)
     drift_columns: list[ColumnDrift] = field(default_factory=list)  # each measured feature's test and verdict
     estimate: float | None = None  # the metric estimated without labels (`estimated_metric`), beside the real one
+    challenger: float | None = None  # the challenger's metric on the same rows, while there is one
+    challenger_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,11 @@ def dashboard_figure(*, metric: str, points: Sequence[WindowPoint], threshold: f
         fig.add_trace(go.Scatter(x=mids, y=[p.estimate for p in points], mode="lines+markers", connectgaps=False,
                                  name=f"{metric} estimated without labels", line={"dash": "dot", "width": 1.4},
                                  marker={"size": 3}), row=1, col=1)
+    if any(p.challenger is not None for p in points):  # what the challenger's rounds compare
+        fig.add_trace(go.Scatter(x=mids, y=[p.challenger for p in points], mode="lines+markers", connectgaps=False,
+                                 name=f"{metric} of the challenger", line={"color": DECISION_STYLE["challenger"][0],
+                                                                           "width": 1.4}, marker={"size": 4}),
+                      row=1, col=1)
     lo = min([points[0].start, *(e.time for e in events)]) if points else min(e.time for e in events)
     hi = max([points[-1].end, *(e.time for e in events)]) if points else max(e.time for e in events)
     if threshold is not None:

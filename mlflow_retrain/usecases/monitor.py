@@ -29,6 +29,7 @@ from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window, parse_time
 from mlflow_retrain.decide import Observations, WindowScore, format_span
 from mlflow_retrain.decide.triggers import fires_always
+from mlflow_retrain.usecases.monitor_challenger import challenger_windows
 from mlflow_retrain.usecases.monitor_estimate import estimate_windows
 from mlflow_retrain.measure.drift import ColumnDrift, DriftMeter, summarize
 from mlflow_retrain.base.errors import ConfigError, DataError, HealthError
@@ -75,7 +76,8 @@ class MonitorResult:
         """One row per window; per measured feature its drift score (`drift.<column>`, the test's own
         scale: a p-value or a distance) and, in `drifted`, the features whose test said drift."""
         return [{"start": p.start.isoformat(), "end": p.end.isoformat(), "version": p.version, "rows": p.rows,
-                 "metric": p.metric, "estimate": p.estimate, "partial": p.partial, "drift_share": p.drift_share, "latency_ms": p.latency_ms,
+                 "metric": p.metric, "estimate": p.estimate, "challenger": p.challenger,
+                 "challenger_version": p.challenger_version, "partial": p.partial, "drift_share": p.drift_share, "latency_ms": p.latency_ms,
                  "fired": ",".join(p.fired), "health": "; ".join(p.health),
                  "drifted": ",".join(c.column for c in p.drift_columns if c.drifted),
                  **{f"drift.{c.column}": c.score for c in p.drift_columns}} for p in self.points]
@@ -217,6 +219,7 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     models = _Models(config, data)
     points = _score(config, data, windows, pd.Timedelta(every), promotions, models, runs)
     estimate_windows(config, data, points, models, registry.versions())
+    challenger_windows(config, data, points, models, registry.versions())
     clock = now if now is not None else pd.Timestamp(utcnow()).tz_localize(None)
     health = _health(config, data, points, clock if end is None else last)
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="mlflow-retrain-monitor-"))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config
 from mlflow_retrain.adapters.data import LabelledData, Window
+from mlflow_retrain.decide.challenge import ARCHIVE, PROMOTE, WAIT, Round, inconclusive, play, verdict
 from mlflow_retrain.decide.choice import failed_checks
 from mlflow_retrain.decide.window import unseen
 from mlflow_retrain.decide import WindowScore, assess, format_span, monitoring_depth, recent_windows
@@ -24,6 +25,7 @@ from mlflow_retrain.measure.columns import DriftNumbers
 from mlflow_retrain.measure.drift import DriftMeter
 from mlflow_retrain.base.errors import DataError
 from mlflow_retrain.measure.estimate import PerformanceEstimator
+from mlflow_retrain.loop.challenger import next_rounds
 from mlflow_retrain.loop.evaluate import estimate_rows, judge, label_free, score_predictions, score_rows
 from mlflow_retrain.usecases.fitting import FitsAhead
 from mlflow_retrain.adapters.train import FitResult, fit
@@ -77,6 +79,10 @@ class PolicyState:
     next_due: pd.Timestamp | None = None  # a schedule's next retrain time
     failed: list[tuple[str, ...]] = field(default_factory=list)  # per retrain point: the gate checks it failed
     candidate_metrics: list[float] = field(default_factory=list)  # per retrain point: the candidate's holdout metric
+    challenger: FitKey | None = None  # an inconclusive candidate waiting beside Production (`validation.challenger`)
+    challenger_since: pd.Timestamp | None = None
+    rounds: list[Round] = field(default_factory=list)  # the challenger's rounds so far
+    challenges: list[tuple[str, str]] = field(default_factory=list)  # (as_of, challenger|promoted|rejected|superseded)
 
     @property
     def rejected_by(self) -> Counter[str]:
@@ -249,7 +255,8 @@ def replay_policies(replay: Replay, policies: list[Policy], steps: list[pd.Times
                 replay.fit_ahead(ahead[index - 1:index - 1 + chunk])
             for state in states:
                 _step(replay, state, as_of, depth[state.policy.name])
-            replay.forget(serving={state.production for state in states}, upto=labelled(as_of))
+            serving = {state.production for state in states} | {s.challenger for s in states if s.challenger is not None}
+            replay.forget(serving=serving, upto=labelled(as_of))
         serve = Window(as_of, min(as_of + step_span, steps[-1]))
         for state in states:
             state.series.append(replay.window_score(state.production, serve).metric)
@@ -283,8 +290,13 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
                       reason=("every window" if state.policy.every_window
                               else f"scheduled every {format_span(state.policy.cadence)}" if due else None))
     state.fired.append(decision.fired)
+    if state.challenger is not None and _challenge(replay, state, as_of) == PROMOTE:
+        return  # the cycle's one move of Production: a retrain the triggers asked for waits
     if not decision.retrain:
         return
+    if state.challenger is not None:  # a new candidate replaces the challenger (`moves._stage_candidate`)
+        state.challenges.append((as_of.isoformat(), T.SUPERSEDED))
+        state.challenger = None
     candidate = replay.fit(labelled)
     # the holdout's rows Production was not fitted on, as the cycle's `validate.compare` scores them
     holdout = unseen(candidate.holdout_window, replay.fits[state.production].train_window.end)
@@ -300,9 +312,40 @@ def _step(replay: Replay, state: PolicyState, as_of: pd.Timestamp, depth: int) -
         if config.training.refit_on_pass:  # the cycle's refit (`validate.refit`) serves in its place
             state.production = Refit(labelled)
             state.train_seconds += replay.fit(state.production).fit_seconds
+    elif config.validation.challenger is not None and inconclusive(promotion):  # `loop.challenger.placed`
+        state.challenger, state.challenger_since, state.rounds = labelled, labelled, []
+        state.challenges.append((as_of.isoformat(), T.CHALLENGER))
     else:
         state.rejected += 1
         state.last_rejected = labelled
-    state.failed.append(() if promotion.promote else tuple(failed_checks(promotion.reasons)))
+    placed = state.challenger == labelled  # a challenger is no rejection (yet): its rounds decide
+    state.failed.append(() if promotion.promote or placed else tuple(failed_checks(promotion.reasons)))
     state.candidate_metrics.append(promotion.candidate)
-    state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else T.REJECTED))
+    state.retrain_points.append((as_of.isoformat(), T.PROMOTED if promotion.promote else
+                                 T.CHALLENGER if placed else T.REJECTED))
+
+
+def _challenge(replay: Replay, state: PolicyState, as_of: pd.Timestamp) -> str:
+    """The challenger's rounds on the windows labelled by `as_of` and their verdict, as a cycle plays
+    them (`loop.challenger.challenger_round`); promoted it serves, archived it counts as a rejection."""
+    config = state.policy.config
+    rule = config.validation.challenger
+
+    def score(window: Window) -> Round | None:
+        both = [replay.window_score(key, window) for key in (state.production, state.challenger)]
+        return play(window.iso(), both[0].rows, both[0].metric, both[1].metric, config.higher_is_better)
+
+    state.rounds += next_rounds(rule, state.rounds, state.challenger_since, config.monitoring.labelled(as_of),
+                                config.monitoring.window, score, config.metric)
+    found = verdict(rule, state.rounds, config.metric)
+    if found.action == PROMOTE:
+        state.production = state.challenger
+        state.promoted += 1
+    elif found.action == ARCHIVE:
+        state.rejected += 1
+        made = fitted_at(state.challenger)
+        state.last_rejected = made if state.last_rejected is None else max(state.last_rejected, made)
+    if found.action != WAIT:
+        state.challenges.append((as_of.isoformat(), T.PROMOTED if found.action == PROMOTE else T.REJECTED))
+        state.challenger = None
+    return found.action

@@ -365,6 +365,8 @@ RUN_CASES = [
          with_policy(training={"window": "3650d", "holdout": "400d"})),
     case("compare-unknown", CYCLE, "validation.compare must be one of better, not_worse, non_inferior, got 'worse'",
          with_policy(validation={"compare": "worse"})),
+    case("challenger-wins-beyond-windows", CYCLE, "validation.challenger.wins must be between 1 and windows (2), got 3",
+         with_policy(validation={"challenger": {"windows": 2, "wins": 3}})),
 ]
 
 

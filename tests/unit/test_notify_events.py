@@ -28,7 +28,7 @@ def report(outcome: str, **extra) -> CycleReport:
     r = CycleReport("bikes", "2011-05-31T00:00:00", False, outcome=outcome, production_version="1",
                     cycle_run_id="abc123", **extra)
     r.decision = RetrainDecision(True, ["metric_threshold"], [], "mae 71.2 > max 60", None)
-    if outcome in ("promoted", "rejected", "awaiting_approval", "expired"):
+    if outcome in ("promoted", "rejected", "awaiting_approval", "expired", "challenger"):
         r.candidate_version = "2"
         r.promotion = PromotionDecision(outcome != "rejected", ["absolute gate: 44.7 < 90 (pass)"], "mae", 44.7,
                                         85.2, 90.0, None)
@@ -40,6 +40,7 @@ def report(outcome: str, **extra) -> CycleReport:
     ("promoted", ["promoted"]), ("rejected", ["rejected"]), ("awaiting_approval", ["awaiting_approval"]),
     ("expired", ["rejected"]),  # nobody signed off within approval_ttl: archived, told as a rejection
     ("no_retrain", []), ("blocked", []), ("would_retrain", []),
+    ("challenger", ["challenger"]),  # inconclusive: waits beside Production (`validation.challenger`)
 ])
 def test_a_cycle_tells_its_verdict_on_a_candidate_only(outcome, kinds):
     events = E.cycle_events(report(outcome))
@@ -172,7 +173,7 @@ def test_a_bare_on_key_in_yaml_is_the_events_not_true():
     ([{"format": "slack"}], "notify[0].url is required"),
     ([{"url": URL, "format": "teams"}], "notify[0].format must be one of slack, json, got 'teams'"),
     ([{"url": URL, "on": ["promoted", "deployed"]}], ("notify[0].on names unknown event 'deployed'; events: promoted, "
-                                                       "rejected, awaiting_approval, downtime, failed")),
+                                                       "rejected, awaiting_approval, challenger, downtime, failed")),
     ([{"url": URL, "on": []}], "notify[0].on is empty"),
     ([{"url": URL, "secret": "hunter22"}], "notify[0].secret must not be written in the policy"),
     ([{"url": URL, "secret_env": "NO_SUCH_VAR_FOR_NOTIFY"}], ("notify[0].secret_env names NO_SUCH_VAR_FOR_NOTIFY, "

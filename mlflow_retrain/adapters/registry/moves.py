@@ -208,6 +208,7 @@ class Moves:
         self.set_stage(i.version, PRODUCTION, archive_existing=True)
         self.set_alias(PRODUCTION, i.version)
         self.drop_alias(STAGING, i.version)
+        self.drop_alias(T.CHALLENGER, i.version)
         if i.previous:
             self._retire(i.previous, i, i.previous_tags)
 
@@ -222,9 +223,14 @@ class Moves:
             elif not why and replaced.tags.get(T.DECISION) == T.AWAITING_APPROVAL:  # only a forced retrain does this
                 why = {T.DECISION: T.SUPERSEDED, T.DECISION_REASON: f"superseded in Staging by v{i.version} "
                                                                     "while it awaited approval"}
+            elif not why and replaced.tags.get(T.DECISION) == T.CHALLENGER:  # the rule: a new candidate replaces it
+                why = {T.DECISION: T.SUPERSEDED, T.DECISION_REASON: f"superseded in Staging by v{i.version} while it "
+                                                                    "was the challenger (a new candidate replaces it)"}
             self._retire(i.previous, i, why)
         self.set_stage(i.version, STAGING)
         self.set_alias(STAGING, i.version)
+        if i.tags.get(T.DECISION) == T.CHALLENGER:
+            self.set_alias(T.CHALLENGER, i.version)
 
     def _archive(self, i: Intent) -> None:
         self._retire(i.version, i, i.tags)
@@ -233,7 +239,7 @@ class Moves:
         """Archived: stage, no alias, `archived_at` in the move's data time."""
         self.write_tags(version, {**tags, T.ARCHIVED_AT: i.when})
         self.set_stage(version, ARCHIVED)
-        for stage in (STAGING, PRODUCTION):
+        for stage in (STAGING, PRODUCTION, T.CHALLENGER):
             self.drop_alias(stage, version)
 
     def write_tags(self, version: str, values: dict[str, str]) -> None:
@@ -262,14 +268,15 @@ class Moves:
             self.client.transition_model_version_stage(self.name, str(version), stage)
 
     def set_alias(self, stage: str, version: str) -> None:
-        alias = self.versions.aliases[stage]
+        """`stage`'s alias (or the `challenger` alias) onto `version`."""
+        alias = self.versions.aliases.get(stage, stage)
         if str(self.client.get_registered_model(self.name).aliases.get(alias)) == str(version):
             return
         self.versions.before_write(f"alias {alias}")
         _retry(lambda: self.client.set_registered_model_alias(self.name, alias, str(version)))
 
     def drop_alias(self, stage: str, version: str) -> None:
-        alias = self.versions.aliases[stage]
+        alias = self.versions.aliases.get(stage, stage)
         if str(self.client.get_registered_model(self.name).aliases.get(alias)) != str(version):
             return
         self.versions.before_write(f"drop alias {alias}")
