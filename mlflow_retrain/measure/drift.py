@@ -10,6 +10,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
@@ -69,6 +70,13 @@ class _Reference:
         self.size = len(self.values)
         self.counts = _counts(self.values)
         self.norm = 0.0 if categorical or not self.size else max(float(np.std(self.values)), 0.001)
+
+    @cached_property
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        """The values sorted (stably, as scipy's merge of both sides orders equal values) and the CDF
+        at each (the share of values at most it): what `wasserstein_distance` recomputes per window."""
+        values = np.sort(self.values, kind="stable")
+        return values, values.searchsorted(values, "right") / len(values)
 
     def distinct_with(self, counts: dict) -> int:
         """Distinct values of both sides; exact up to FEW_VALUES + 1, the most any rule looks at."""
@@ -136,7 +144,33 @@ def _z(ref: _Reference, current: np.ndarray, counts: dict) -> float:
 
 
 def _wasserstein(ref: _Reference, current: np.ndarray, counts: dict) -> float:
-    return float(stats.wasserstein_distance(ref.values, current) / ref.norm)
+    return float(_cdf_distance(*ref.ordered, current) / ref.norm)
+
+
+def _cdf_distance(u: np.ndarray, u_cdf: np.ndarray, current: np.ndarray) -> float:
+    """scipy's `wasserstein_distance(reference, current)`, bit for bit (its `_cdf_distance`, p = 1), from the
+    reference sorted once with its CDF at each value: both sides' values merged in order, each side's
+    CDF at every merged value, the sum of |difference| x step in one `vecdot` over the same arrays.
+    scipy sorts the reference anew per call. Why: docs/design.md#measure-drift."""
+    v = np.sort(np.asarray(current, dtype=float), kind="stable")
+    n, m = len(u), len(v)
+    v_right = u.searchsorted(v, "right")  # reference values <= each current value: its place after them
+    at = v_right + np.arange(m)  # the current values' places in the merged order
+    from_u = np.ones(n + m, dtype=bool)
+    from_u[at] = False
+    merged = np.empty(n + m)
+    merged[from_u], merged[at] = u, v
+    # the current side's CDF at each reference value: k/m from the first value with k current values
+    # at most it (a current value is at most u[j] when fewer than j + 1 reference values are below it)
+    runs = np.diff(u.searchsorted(v, "left"), prepend=0, append=n)
+    gap = np.empty(n + m)
+    gap[from_u] = np.abs(u_cdf - np.repeat(np.arange(m + 1) / m, runs))
+    gap[at] = np.abs(v_right / n - v.searchsorted(v, "right") / m)
+    return float(_vecdot(gap[:-1], np.diff(merged)))
+
+
+# scipy's own sum (`scipy._lib._util.np_vecdot`): numpy 2's vecdot, else the plain product's sum
+_vecdot = getattr(np, "vecdot", None) or (lambda x, y: np.sum(x * y))
 
 
 def _jensenshannon(ref: _Reference, current: np.ndarray, counts: dict) -> float:
