@@ -172,13 +172,30 @@ def model_requirements(model: Any) -> list[str]:
     estimator, the user's own transformers' packages), so serving installs what the model needs
     and nothing is guessed; inferring them instead re-imports the model in a subprocess (5 s).
     """
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import version
 
-    owners = packages_distributions()
+    owners = _owners()
     parts = [model, *(model.get_params(deep=True).values() if hasattr(model, "get_params") else [])]
     roots = {str(getattr(part, "__module__", None) or type(part).__module__).split(".")[0] for part in parts}
     found = {dist for root in roots | {"pandas", "numpy", "sklearn"} for dist in owners.get(root, [])}
     return sorted(f"{dist}=={version(dist)}" for dist in found)
+
+
+_OWNERS: dict[tuple, dict[str, list[str]]] = {}
+
+
+def _owners() -> dict[str, list[str]]:
+    """`importlib.metadata.packages_distributions()` (0.3-0.4 s of CPU, read on every training), kept
+    while `sys.path` and its folders' times and link counts are the same: installing or removing a
+    distribution changes its folder's, so the next read sees it."""
+    from importlib.metadata import packages_distributions
+
+    key = tuple((entry, os.stat(entry).st_mtime_ns, os.stat(entry).st_nlink) for entry in sys.path
+                if os.path.isdir(entry))
+    if key not in _OWNERS:
+        _OWNERS.clear()
+        _OWNERS[key] = packages_distributions()
+    return _OWNERS[key]
 
 
 def _flavor(model: Any) -> str:
