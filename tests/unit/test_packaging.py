@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import os
 from pathlib import Path
 
 import yaml
@@ -47,12 +46,13 @@ def test_model_requirements_reads_the_installed_distributions_once_until_one_is_
     monkeypatch.syspath_prepend(str(tmp_path))
     model = types.SimpleNamespace()  # of the standard library: owned by no distribution
     first = train.model_requirements(model)
-    assert train.model_requirements(model) == first and len(reads) == 1
+    read = len(reads)  # 0 when an earlier test of this process read them already
+    (tmp_path / "written.txt").write_text("a file written into a folder on sys.path (a cycle's working folder)")
+    assert train.model_requirements(model) == first and len(reads) == read <= 1
     assert any(r.startswith("scikit-learn==") for r in first) and not any(r.startswith("suite-probe") for r in first)
     info = tmp_path / "suite_probe-1.2.dist-info"  # what pip writes for a distribution installed into tmp_path
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: suite-probe\nVersion: 1.2\n")
     (info / "top_level.txt").write_text("suite_probe\n")
-    os.utime(tmp_path, ns=(0, os.stat(tmp_path).st_mtime_ns + 1))  # a folder's time moves on by at least 1 ns
     probe = type("Probe", (), {"__module__": "suite_probe.model"})()
-    assert "suite-probe==1.2" in train.model_requirements(probe) and len(reads) == 2
+    assert "suite-probe==1.2" in train.model_requirements(probe) and len(reads) == read + 1
