@@ -193,10 +193,12 @@ def _owners() -> dict[str, list[str]]:
     found = ((entry, sorted(name for name in os.listdir(entry) if name.endswith((".dist-info", ".egg-info"))))
              for entry in sys.path if os.path.isdir(entry))
     key = tuple((entry, tuple(names)) for entry, names in found if names)
-    if key not in _OWNERS:
+    owners = _OWNERS.get(key)
+    if owners is None:  # a local, not a second lookup: another thread's training may clear the dict meanwhile
+        owners = packages_distributions()
         _OWNERS.clear()
-        _OWNERS[key] = packages_distributions()
-    return _OWNERS[key]
+        _OWNERS[key] = owners
+    return owners
 
 
 def _flavor(model: Any) -> str:
