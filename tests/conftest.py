@@ -365,11 +365,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # files with most tests first, so a slow file of one test ran alone at the end. Ranked by the files'
 # times alone (2026-11-27 and 2026-12-07, `--durations`), after test_wheel_install.py stopped copying
 # its venv's dependencies with pip (182 s -> 73 s of CPU alone, at load 15: now beside the server drills); the
-# other files keep their order, the unit tests last.
-SLOWEST_FIRST = ("test_faults_http.py", "test_faults_recovery.py", "test_lease.py", "test_own_model.py",
-                 "test_faults.py", "test_serve_replicas.py", "test_server_faults.py", "test_wheel_install.py",
-                 "test_lease_training.py", "test_cluster.py", "test_flavors.py", "test_controller.py", "test_serve.py",
-                 "test_hand_moves.py")
+# other files keep their order, the unit tests last. The refit kills and the README recipe (284 s and 273 s in
+# the 2026-12-07 run of 982 tests, the two longest files) had no rank: handed out in collection order.
+SLOWEST_FIRST = ("test_faults_refit.py", "test_readme_recipe.py", "test_faults_http.py", "test_faults_recovery.py",
+                 "test_lease.py", "test_own_model.py", "test_faults.py", "test_serve_replicas.py",
+                 "test_server_faults.py", "test_wheel_install.py", "test_lease_training.py", "test_cluster.py",
+                 "test_flavors.py", "test_controller.py", "test_serve.py", "test_hand_moves.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -172,13 +172,33 @@ def model_requirements(model: Any) -> list[str]:
     estimator, the user's own transformers' packages), so serving installs what the model needs
     and nothing is guessed; inferring them instead re-imports the model in a subprocess (5 s).
     """
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import version
 
-    owners = packages_distributions()
+    owners = _owners()
     parts = [model, *(model.get_params(deep=True).values() if hasattr(model, "get_params") else [])]
     roots = {str(getattr(part, "__module__", None) or type(part).__module__).split(".")[0] for part in parts}
     found = {dist for root in roots | {"pandas", "numpy", "sklearn"} for dist in owners.get(root, [])}
     return sorted(f"{dist}=={version(dist)}" for dist in found)
+
+
+_OWNERS: dict[tuple, dict[str, list[str]]] = {}
+
+
+def _owners() -> dict[str, list[str]]:
+    """`importlib.metadata.packages_distributions()` (0.4 s of CPU, read on every training), kept
+    while the distributions' metadata folders on `sys.path` are the same: installing, upgrading or
+    removing one changes them, so the next read sees it."""
+    from importlib.metadata import packages_distributions
+
+    found = ((entry, sorted(name for name in os.listdir(entry) if name.endswith((".dist-info", ".egg-info"))))
+             for entry in sys.path if os.path.isdir(entry))
+    key = tuple((entry, tuple(names)) for entry, names in found if names)
+    owners = _OWNERS.get(key)
+    if owners is None:  # a local, not a second lookup: another thread's training may clear the dict meanwhile
+        owners = packages_distributions()
+        _OWNERS.clear()
+        _OWNERS[key] = owners
+    return owners
 
 
 def _flavor(model: Any) -> str:

@@ -36,6 +36,8 @@ import atexit, json, os, sys
 import mlflow, sklearn, pandas, mlflow.sklearn, mlflow.store.tracking.sqlalchemy_store
 import mlflow_retrain.cli, mlflow_retrain.loop.cycle, mlflow_retrain.loop.evaluate
 from mlflow_retrain.cli import main
+from mlflow_retrain.adapters.train import model_requirements
+model_requirements(object())  # the installed distributions, read once for every child that trains
 
 def child(request):
     os.chdir(request["cwd"])
