@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -172,13 +173,26 @@ def model_requirements(model: Any) -> list[str]:
     estimator, the user's own transformers' packages), so serving installs what the model needs
     and nothing is guessed; inferring them instead re-imports the model in a subprocess (5 s).
     """
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import version
 
-    owners = packages_distributions()
     parts = [model, *(model.get_params(deep=True).values() if hasattr(model, "get_params") else [])]
     roots = {str(getattr(part, "__module__", None) or type(part).__module__).split(".")[0] for part in parts}
-    found = {dist for root in roots | {"pandas", "numpy", "sklearn"} for dist in owners.get(root, [])}
+    roots |= {"pandas", "numpy", "sklearn"}
+    owners = _owners()
+    if roots - owners.keys() - sys.stdlib_module_names - {"__main__"}:  # installed since the map was read?
+        _owners.cache_clear()
+        owners = _owners()
+    found = {dist for root in roots for dist in owners.get(root, [])}
     return sorted(f"{dist}=={version(dist)}" for dist in found)
+
+
+@functools.cache
+def _owners() -> dict[str, list[str]]:
+    """Top-level module -> distributions, read once per process: reading it scans every installed
+    package's file list (0.3-0.9 s), which a process fitting many models (the demo, `serve`) paid per fit."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
 
 
 def _flavor(model: Any) -> str:
@@ -214,16 +228,18 @@ def log_model(config: Config, result: FitResult) -> Any:
         code_paths=_code_paths(config) or None,
     )
     flavor = _flavor(result.model)
-    if flavor != "sklearn":
-        return getattr(mlflow, flavor).log_model(result.model, **common)
-    import skops.io
+    # MLflow checks the input example by loading the model and predicting its 5 rows: on one thread
+    with threads_for(len(common["input_example"])):
+        if flavor != "sklearn":
+            return getattr(mlflow, flavor).log_model(result.model, **common)
+        import skops.io
 
-    try:
-        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
-    except Exception:  # skops cannot persist every object (e.g. a lambda): pickle is MLflow's other format
-        return mlflow.sklearn.log_model(result.model, serialization_format="cloudpickle", **common)
-    # we trust the types we just fitted ourselves
-    return mlflow.sklearn.log_model(result.model, skops_trusted_types=untrusted, **common)
+        try:
+            untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+        except Exception:  # skops cannot persist every object (e.g. a lambda): pickle is MLflow's other format
+            return mlflow.sklearn.log_model(result.model, serialization_format="cloudpickle", **common)
+        # we trust the types we just fitted ourselves
+        return mlflow.sklearn.log_model(result.model, skops_trusted_types=untrusted, **common)
 
 
 def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str, str]:
