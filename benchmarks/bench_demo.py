@@ -57,7 +57,9 @@ def main() -> None:
     floors, runs = [timed(FLOOR, env, REPO)], {name: [] for name in commands}
     for _ in range(options.runs):
         for name, args in commands.items():
-            runs[name].append(timed(args, env, scratch()))
+            folder = scratch()
+            runs[name].append(timed(args, env, folder))
+            shutil.rmtree(folder)  # its store, reports and dashboard: about 100 MB
             floors.append(timed(FLOOR, env, REPO))
     load = os.getloadavg()
     floor_wall, floor_cpu = (statistics.median(f[i] for f in floors) for i in (0, 1))
