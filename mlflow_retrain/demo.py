@@ -20,11 +20,15 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.streams import output_into
+from mlflow_retrain.adapters.trainers import IN_PROCESS, PROJECT
 from mlflow_retrain.usecases.history import replay_cycles, step_line
 
 log = logging.getLogger("mlflow_retrain.demo")
 
 STORE_FILES = ("mlflow.db", "mlartifacts", "mlruns")
+FIRST_VIA_PROJECT = ("the first candidate trains as a CI job would, through `mlflow run` of the packaged MLproject's "
+                     "train entry point;\nthe later ones in this process, the same fit (--retrain-via project: all "
+                     "through `mlflow run`)\n\n")
 
 
 def replay_points(data: LabelledData, start: str, every: str) -> list[pd.Timestamp]:
@@ -39,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", default="4W", help="replay step (pandas frequency)")
     parser.add_argument("--out", default="demo-out", help="folder for the dashboard and reports")
     parser.add_argument("--keep-store", action="store_true", help="do not reset mlflow.db before the replay")
-    parser.add_argument("--retrain-via", choices=["project", "inprocess"], default="project")
+    parser.add_argument("--retrain-via", choices=[PROJECT, IN_PROCESS], default=None,
+                        help="how every candidate is trained (default: the first through `mlflow run` of the packaged "
+                             "MLproject, as a CI job runs it, the rest in this process: the same fit, without "
+                             "starting Python and MLflow again for each)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
@@ -66,18 +73,21 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     points = replay_points(data, args.start, args.every)
+    via, first_via = args.retrain_via or IN_PROCESS, None if args.retrain_via else PROJECT
+    if first_via:
+        print(FIRST_VIA_PROJECT, end="")
     # The train entry point's own output (a table per version, MLflow's progress on stderr) would bury
     # the story: it goes to a log.
     train_log = out / "train.log"
     with train_log.open("w") as log:
-        last = replay_cycles(config, data, points, via=args.retrain_via, log=log, each=lambda step, report: print(
-            step_line(f"{step + 1:2d}/{len(points)}", "cycle", report)))[-1]
+        last = replay_cycles(config, data, points, via=via, first_via=first_via, log=log,
+                             each=lambda step, report: print(step_line(f"{step + 1:2d}/{len(points)}", "cycle", report)))[-1]
         # An urgent manual retrain on the very window the current Production was trained on cannot
         # beat it: the gate rejects it and the candidate is archived, tagged with why.
         print("a user forces a retrain on the data Production was trained on (it cannot beat Production):")
         with output_into(log):
             report = run_cycle(config, as_of=_version_as_of(config) or last.as_of, force=True,
-                               reason="demo: on-demand retrain requested by a user", via=args.retrain_via, data=data)
+                               reason="demo: on-demand retrain requested by a user", via=via, data=data)
         print(step_line("then", "forced", report))
     print(f"(the train entry point's output: {train_log})")
 

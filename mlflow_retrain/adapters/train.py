@@ -234,16 +234,18 @@ def log_model(config: Config, result: FitResult) -> Any:
         code_paths=_code_paths(config) or None,
     )
     flavor = _flavor(result.model)
-    if flavor != "sklearn":
-        return getattr(mlflow, flavor).log_model(result.model, **common)
-    import skops.io
+    # MLflow checks the input example by loading the model and predicting its 5 rows: on one thread
+    with threads_for(len(common["input_example"])):
+        if flavor != "sklearn":
+            return getattr(mlflow, flavor).log_model(result.model, **common)
+        import skops.io
 
-    try:
-        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
-    except Exception:  # skops cannot persist every object (e.g. a lambda): pickle is MLflow's other format
-        return mlflow.sklearn.log_model(result.model, serialization_format="cloudpickle", **common)
-    # we trust the types we just fitted ourselves
-    return mlflow.sklearn.log_model(result.model, skops_trusted_types=untrusted, **common)
+        try:
+            untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(result.model))
+        except Exception:  # skops cannot persist every object (e.g. a lambda): pickle is MLflow's other format
+            return mlflow.sklearn.log_model(result.model, serialization_format="cloudpickle", **common)
+        # we trust the types we just fitted ourselves
+        return mlflow.sklearn.log_model(result.model, skops_trusted_types=untrusted, **common)
 
 
 def log_fit(config: Config, data: LabelledData, result: FitResult) -> tuple[str, str, str, str]:

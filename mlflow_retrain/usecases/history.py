@@ -55,13 +55,17 @@ def history_steps(config: Config, data: LabelledData, start: str | None, end: st
 
 
 def replay_cycles(config: Config, data: LabelledData, steps: list[pd.Timestamp], *, via: str, log: TextIO,
-                  each: Callable[[int, CycleReport], None]) -> list[CycleReport]:
+                  each: Callable[[int, CycleReport], None], first_via: str | None = None) -> list[CycleReport]:
     """One cycle per step, oldest first, each told to `each(index, report)` as it ends; the training
-    output (a table per version, MLflow's progress) goes to `log`, where it does not bury the story."""
-    reports = []
+    output (a table per version, MLflow's progress) goes to `log`, where it does not bury the story.
+    With `first_via`, the cycles up to the first that trains one train `first_via`, the rest `via`
+    (the demo shows the `mlflow run` path once and fits the rest in process, the same fit)."""
+    reports: list[CycleReport] = []
     for index, as_of in enumerate(steps):
+        trained = any(r.candidate_version for r in reports)
         with output_into(log):
-            report = run_cycle(config, as_of=as_of.isoformat(), via=via, data=data)
+            report = run_cycle(config, as_of=as_of.isoformat(), via=first_via if first_via and not trained else via,
+                               data=data)
         each(index, report)
         reports.append(report)
     return reports
