@@ -370,7 +370,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 SLOWEST_FIRST = ("test_faults_refit.py", "test_readme_recipe.py", "test_faults_http.py", "test_faults_recovery.py",
                  "test_lease.py", "test_own_model.py", "test_faults.py", "test_serve_replicas.py",
                  "test_server_faults.py", "test_wheel_install.py", "test_lease_training.py", "test_cluster.py",
-                 "test_flavors.py", "test_controller.py", "test_serve.py", "test_hand_moves.py")
+                 "test_flavors.py", "test_controller.py", "test_serve.py", "test_hand_moves.py",
+                 "test_faults_challenger.py", "test_demo.py", "test_challenger.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
