@@ -188,7 +188,7 @@ def test_while_it_waits_triggers_are_held_then_the_ttl_expires_it(waiting_store,
     held = run_cycle(config, as_of="2011-06-06", via="inprocess")  # v1's mae 59 > 50: the trigger fires
     assert held.outcome == "blocked" and held.decision.blocked_by == "awaiting_approval"
     assert held.decision.fired == ["metric_threshold"] and held.approval.action == "wait"
-    assert "expires as of 2011-06-07T00:00:00" in held.approval.reason
+    assert "expires as of 2011-06-07 (approval_ttl 7d)" in held.approval.reason  # a daily policy: dates
     assert where(config) == {"1": "Production", "2": "Staging", "production": "1", "staging": "2"}  # no v3
     expired = run_cycle(config, as_of="2011-06-07", via="inprocess")
     assert expired.outcome == "expired" and expired.archived_versions == ["2"]

@@ -47,7 +47,7 @@ class Shown(Protocol):
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a version's page needs of the cycle that judged it, kept as its `retrain.evidence` tag:
+    """What a version's page needs of the cycle that judged it, kept as `retrain.evidence` in its record:
     both models' scores on the one holdout, its window and hash, and the audit run with its reports
     (paths in that run). The cycle's report makes one (`loop/events.py`)."""
 

@@ -334,6 +334,6 @@ def version_markdown(version: VersionInfo, run_link: Callable[[str], str] = link
     if get(T.ROLLED_BACK_WALL):
         lines.append(f"- **Rolled back:** taken out of Production by a rollback at {get(T.ROLLED_BACK_WALL)} (clock time)")
     lines += story.gate_markdown(tags, version.version)
-    lines += ["", "_Written by mlflow-retrain from the `retrain.*` tags below; rewritten when they change._"]
+    lines += ["", "_Written by mlflow-retrain from the version's `retrain.*` tags and record; rewritten when they change._"]
     kept = story.record_block(version.record)
     return story.padded("\n".join(lines))[:5000 - len(kept) - 1] + "\n" + kept  # the registry's limit
