@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import mean_absolute_error
 
+from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.load import load_config
@@ -143,7 +144,7 @@ def test_moves_by_hand_serve_from_their_data_time_in_the_order_they_were_made(pr
         return [p.version for p in result.points]
 
     promote(config, "2", "by hand", as_of="2011-06-01")
-    v2 = client.get_model_version("bikes", "2").tags
+    v2 = Registry(config).get("2").tags
     assert v2[T.PROMOTED_AT].startswith("2011-06-01") and not v2[T.PROMOTED_WALL].startswith("2011")
     assert served() == ["1"] * 4 + ["2"] * 2  # from its data time, not the clock's
     # undone at the same data time: the move made last is the one serving

@@ -100,6 +100,8 @@ def test_the_record_is_kept_in_a_comment_of_the_description_not_tags():
     assert story.record_in(described) == record and json.loads(story.record_in(described)[T.EVIDENCE]) == json.loads(evidence)
     assert story.with_record(described, {T.AS_OF: "x"}).startswith("v2: Promoted\n\n| a | b |\n<!-- retrain.record ")
     assert story.record_in("v2: Promoted, written before the block") == {} and story.record_block({}) == ""
+    full = story.with_record("x" * 4990, record)  # within the registry's 5,000 characters, the record whole
+    assert len(full) <= story.DESCRIPTION_LIMIT and story.record_in(full) == record
     old = "v2: Promoted\n<!-- retrain.evidence " + evidence.replace("--", "-\\u002d") + " -->"
     assert json.loads(story.record_in(old)[T.EVIDENCE]) == json.loads(evidence)
 

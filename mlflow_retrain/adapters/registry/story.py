@@ -78,7 +78,8 @@ def padded(markdown: str) -> str:
 
 
 RECORD_BEGIN, EVIDENCE_BEGIN, BLOCK_END = "<!-- retrain.record ", "<!-- retrain.evidence ", " -->"
-RECORD_LIMIT = 3500  # of the 5,000 characters MLflow keeps of a description; the rest is the text
+DESCRIPTION_LIMIT = 5000  # characters of a version's description (MLflow's column; PostgreSQL enforces it)
+RECORD_LIMIT = 3500  # of those, the record's; the rest is the text
 
 
 def record_block(record: dict[str, str]) -> str:
@@ -107,13 +108,14 @@ def record_in(description: str | None) -> dict[str, str]:
 
 
 def with_record(description: str | None, record: dict[str, str]) -> str:
-    """The description with its record block replaced by `record` (the text before it unchanged)."""
-    text = description or ""
+    """The description with its record block replaced by `record`: the text before it unchanged, but
+    for its end when the two would pass the registry's limit (the next `describe` writes it anew)."""
+    text, block = description or "", record_block(record)
     for begin in (RECORD_BEGIN, EVIDENCE_BEGIN):
         if begin in text:
             text = text.rpartition(begin)[0]
             break
-    return text.rstrip("\n") + "\n" + record_block(record)
+    return text.rstrip("\n")[:DESCRIPTION_LIMIT - len(block) - 1] + "\n" + block
 
 
 def _finite(score: float | None) -> float | None:

@@ -336,4 +336,4 @@ def version_markdown(version: VersionInfo, run_link: Callable[[str], str] = link
     lines += story.gate_markdown(tags, version.version)
     lines += ["", "_Written by mlflow-retrain from the version's `retrain.*` tags and record; rewritten when they change._"]
     kept = story.record_block(version.record)
-    return story.padded("\n".join(lines))[:5000 - len(kept) - 1] + "\n" + kept  # the registry's limit
+    return story.padded("\n".join(lines))[:story.DESCRIPTION_LIMIT - len(kept) - 1] + "\n" + kept
