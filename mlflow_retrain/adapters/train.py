@@ -30,6 +30,7 @@ from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.config import Config, DataConfig
 from mlflow_retrain.adapters.data import LabelledData, Window, frame_digest, training_windows
 from mlflow_retrain.base.errors import ConfigError, TrainingError
+from mlflow_retrain.decide.words import moment, unit_for
 from mlflow_retrain.measure.metrics import score
 from mlflow_retrain.adapters.models import Scorer, dataset_columns, model_columns, threads_for
 
@@ -310,10 +311,11 @@ def bootstrap_trigger(registry: Any, trigger: str, reason: str) -> tuple[str, st
 
 
 def candidate_tags(*, trigger: str, reason: str, cycle_run_id: str, as_of: pd.Timestamp, train_window: Window,
-                   holdout_window: Window) -> dict[str, str]:
-    """The audit tags every new version carries, whoever trained it: pending until judged."""
+                   holdout_window: Window, unit: str) -> dict[str, str]:
+    """The audit tags every new version carries, whoever trained it: pending until judged. Its as_of
+    reads as a date in a daily policy (`words.moment`, in `unit`): a tag the versions list shows."""
     return {T.TRIGGER: trigger, T.REASON: reason, **({T.CYCLE_RUN_ID: cycle_run_id} if cycle_run_id else {}),
-            T.AS_OF: as_of.isoformat(), T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(),
+            T.AS_OF: moment(as_of, unit), T.TRAIN_WINDOW: train_window.iso(), T.HOLDOUT_WINDOW: holdout_window.iso(),
             T.DECISION: T.PENDING}
 
 
@@ -389,7 +391,8 @@ def train(
     with start_run(config.experiment, f"train as of {as_of.isoformat()}", run_tags) as run:
         model_uri, model_id, train_digest, holdout_digest = log_fit(config, data, result)
     version_tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
-                                  train_window=result.train_window, holdout_window=result.holdout_window)
+                                  train_window=result.train_window, holdout_window=result.holdout_window,
+                                  unit=unit_for(config.monitoring.window))
     if refit_of:
         version_tags.update(refit_tags(refit_of, result.train_window, len(result.train_rows)))
     info = registry.register(model_uri, model_id, run.info.run_id, version_tags)

@@ -27,6 +27,7 @@ from mlflow_retrain.base.errors import ConfigError, RetrainError, TrainingError
 from mlflow_retrain.adapters.streams import tail_of_output
 from mlflow_retrain.adapters.train import Candidate, FitResult, refit_window
 from mlflow_retrain.decide.window import Window
+from mlflow_retrain.decide.words import unit_for
 from mlflow_retrain.measure.metrics import score
 
 log = logging.getLogger(__name__)
@@ -349,7 +350,8 @@ def adopt(config: Config, data: LabelledData, as_of: pd.Timestamp, run_id: str, 
         log_frame(data.cut(train_window, "training window")[[spec.timestamp, *spec.features, spec.target]],
                   T.REFERENCE_ARTIFACT, run_id=run_id)
     tags = candidate_tags(trigger=trigger, reason=reason, cycle_run_id=cycle_run_id, as_of=as_of,
-                          train_window=train_window, holdout_window=holdout_window)
+                          train_window=train_window, holdout_window=holdout_window,
+                          unit=unit_for(config.monitoring.window))
     if refit_of:
         tags.update(refit_tags(refit_of, train_window, data.count_after(train_window.start, train_window.end)))
     if own:

@@ -1,8 +1,13 @@
 """The audit contract: tag names written on model versions, the registered model and runs.
 
 One place for the names so the writer (controller, train) and the readers (status, history,
-monitor) cannot drift apart.
+monitor) cannot drift apart. A version's record is kept in two places, read as one
+(docs/design.md#base-tags): the few keys a person reads in MLflow's versions list (`SHOWN`) as tags,
+the rest in its description's record block (`registry/story.py`). Either way a value once written
+stays: a later one is appended as `<key>.<n>` (`appended`), and readers see the newest (`newest`).
 """
+
+import re
 
 TRIGGER = "retrain.trigger"
 REASON = "retrain.reason"
@@ -19,7 +24,7 @@ REFIT_ROWS = "retrain.refit_rows"
 PROMOTED_AT = "retrain.promoted_at"  # in data time (--as-of), so replays draw the real history
 PROMOTED_WALL = "retrain.promoted_wall"  # wall-clock time, orders promotions for rollback
 ARCHIVED_AT = "retrain.archived_at"
-LAST_CYCLE = "retrain.last_cycle"
+LAST_CYCLE = "retrain.last_cycle"  # on the registered model: "<run id> <outcome>" of the newest cycle or move
 # on a judged version: the gate's numbers, the holdout's hash, the audit run and its reports (JSON;
 # `registry/story.py` renders it on the version's page)
 EVIDENCE = "retrain.evidence"
@@ -55,6 +60,9 @@ AWAITING_SINCE = "retrain.awaiting_since"  # data time the gate passed it: appro
 CHALLENGER_SINCE = "retrain.challenger.since"
 CHALLENGER_ROUND = "retrain.challenger.round"
 
+# the tags a person reads in the versions list; anything else written on a version goes into its record
+SHOWN = (DECISION, TRIGGER, CYCLE_RUN_ID, AS_OF, APPROVAL)
+
 PROMOTED, REJECTED, PENDING = "promoted", "rejected", "pending"
 ABANDONED = "abandoned"  # pending, then superseded by a newer candidate before anyone judged it
 AWAITING_APPROVAL = "awaiting_approval"  # passed the gate, waits in Staging for a person
@@ -68,3 +76,29 @@ JUDGED = (PROMOTED, REJECTED, AWAITING_APPROVAL, EXPIRED, SUPERSEDED, REFITTED, 
 BOOTSTRAP = "bootstrap"
 
 REFERENCE_ARTIFACT = "reference/train.parquet"
+
+
+_NUMBERED = re.compile(r"(retrain\.[a-z_]+)\.([1-9][0-9]*)")
+
+
+def newest(values: dict[str, str]) -> dict[str, str]:
+    """`values` with each key that has appended values (`<key>.<n>`) reading the newest of them."""
+    found: dict[str, tuple[int, str]] = {}
+    for key, value in values.items():
+        match = _NUMBERED.fullmatch(key)
+        if match and match.group(1) in values and int(match.group(2)) > found.get(match.group(1), (1, ""))[0]:
+            found[match.group(1)] = (int(match.group(2)), value)
+    return {**values, **{key: value for key, (_, value) in found.items()}}
+
+
+def appended(have: dict[str, str], key: str, value: str) -> str | None:
+    """The key to write `value` under, given what a version has (`newest` of it): None when it already
+    reads so, the key itself when unset (or a decision still `pending`, which holds no verdict), else
+    the next `<key>.<n>`: no audit value is rewritten."""
+    current = have.get(key)
+    if current == value:
+        return None
+    if current is None or (key == DECISION and current == PENDING and DECISION + ".2" not in have):
+        return key
+    numbers = [int(m.group(2)) for k in have if (m := _NUMBERED.fullmatch(k)) and m.group(1) == key]
+    return f"{key}.{max(numbers, default=1) + 1}"

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.decide.verdicts import RetrainDecision, format_span
+from mlflow_retrain.decide.verdicts import RetrainDecision
+from mlflow_retrain.decide.words import DAY, moment, span_in
 
 WAIT, PROMOTE, REJECT, EXPIRE, REVALIDATE = "wait", "promote", "reject", "expire", "revalidate"
 HELD = "awaiting_approval"  # `RetrainDecision.blocked_by` while a candidate waits
@@ -43,9 +44,10 @@ class ApprovalVerdict:
 
 
 def review(*, approval: str | None, by: str | None, why: str | None, waiting_since: datetime | None,
-           as_of: datetime, ttl: timedelta | None, required: bool) -> ApprovalVerdict:
+           as_of: datetime, ttl: timedelta | None, required: bool, unit: str = DAY) -> ApprovalVerdict:
     """The verdict on one waiting candidate (rules in the module docstring). `approval`, `by` and `why`
-    are its tags as found (None when absent); `waiting_since` and `as_of` are data times."""
+    are its tags as found (None when absent); `waiting_since` and `as_of` are data times, said in the
+    policy's `unit` (`decide.words`)."""
     said = (approval or "").strip().lower()
     who = f"by {by}" if by else "through the retrain.approval tag (no name recorded: set in the MLflow UI?)"
     because = f": {why}" if why else ": no reason given"
@@ -64,12 +66,12 @@ def review(*, approval: str | None, by: str | None, why: str | None, waiting_sin
                               ignored)
     age = as_of - waiting_since
     if ttl is not None and age >= ttl:
-        late = (f"nobody approved or rejected it within approval_ttl {format_span(ttl)}: awaiting since "
-                f"{waiting_since.isoformat()}, {format_span(age)} before {as_of.isoformat()}")
+        late = (f"nobody approved or rejected it within approval_ttl {span_in(ttl, unit)}: awaiting since "
+                f"{moment(waiting_since, unit)}, {span_in(age, unit)} before {moment(as_of, unit)}")
         return ApprovalVerdict(EXPIRE, [*notes, late], ignored)
-    until = (f"; expires as of {(waiting_since + ttl).isoformat()} (approval_ttl {format_span(ttl)})" if ttl is not None
-             else "; no approval_ttl: it waits until a person decides")
-    return ApprovalVerdict(WAIT, [*notes, f"awaiting approval since {waiting_since.isoformat()}{until}"], ignored)
+    until = (f"; expires as of {moment(waiting_since + ttl, unit)} (approval_ttl {span_in(ttl, unit)})"
+             if ttl is not None else "; no approval_ttl: it waits until a person decides")
+    return ApprovalVerdict(WAIT, [*notes, f"awaiting approval since {moment(waiting_since, unit)}{until}"], ignored)
 
 
 def sign_off_help(model_name: str, version: str, since: datetime | None, ttl: timedelta | None,

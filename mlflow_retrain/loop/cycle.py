@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlflow_retrain.adapters.data import LabelledData
 from mlflow_retrain.adapters.models import Scorer
-from mlflow_retrain.adapters.registry import Registry, VersionInfo, utcnow
+from mlflow_retrain.adapters.registry import Registry, VersionInfo
 from mlflow_retrain.adapters.tracking import check_tracking, start_run
 from mlflow_retrain.adapters.trainers import PROJECT, make_candidate, preflight
 from mlflow_retrain.base import tags as T
@@ -135,15 +135,15 @@ def _cycle(c: Cycle) -> CycleReport:
         if report.approval is not None and report.approval.ignored:  # said once on the version that waits
             waiting = report.candidate_version or getattr(registry.staging(), "version", None)
             if waiting:
-                note_ignored(registry, registry.get(waiting), report.approval, as_of)
+                note_ignored(registry, registry.get(waiting), report.approval, as_of,
+                             unit_for(c.config.monitoring.window))
         # a challenger's rounds first; promoted, it is the cycle's one move of Production (a retrain waits)
         if plan.step not in (RETRAIN, NOTHING) or challenger_round(c, production) != PROMOTE:
             _carry_out(c, plan, production)
         log_audit(c.config, registry, report, c.reports_dir)
         if report.candidate_version:
             registry.describe()  # the versions' pages say what was decided (and the evidence), once it was
-        registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {utcnow().isoformat(timespec='seconds')} "
-                                          f"as_of={as_of.isoformat()} {report.outcome}"})
+        registry.tag_model({T.LAST_CYCLE: f"{run.info.run_id} {report.outcome}"})  # its run has the rest
         mlflow.set_tags({"outcome": report.outcome, T.DECISION: report.outcome})
     return report
 

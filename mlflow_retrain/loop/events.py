@@ -135,7 +135,7 @@ def log_audit(config: Config, registry: Registry, report: CycleReport, reports_d
         mlflow.log_artifact(str(html), "reports")
         report.reports.append(f"reports/{html.name}")
     if report.promotion is not None and report.candidate_version:  # the gate's evidence, for the version's page
-        registry.record_evidence(report.candidate_version, cycle_evidence(report, run.info.experiment_id).to_json())
+        registry.tag(report.candidate_version, {T.EVIDENCE: cycle_evidence(report, run.info.experiment_id).to_json()})
     trained_by = registry.get(report.candidate_version).run_id if report.candidate_version else ""
     trained_in = MlflowClient().get_run(trained_by).info.experiment_id if trained_by else None  # a full link
     mlflow.set_tags({**tags, "mlflow.runName": cycle_title(config, report)[:250],

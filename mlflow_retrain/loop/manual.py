@@ -86,7 +86,7 @@ def audited(config: Config, registry: Registry, action: str, title: str, when: p
         registry.describe()
         mlflow.set_tags(record.tags)
         mlflow.log_dict(record.decision, "decision.json")
-        registry.tag_model({T.LAST_CYCLE: f"{record.run_id} {record.wall} as_of={when.isoformat()} {action}"})
+        registry.tag_model({T.LAST_CYCLE: f"{record.run_id} {action}"})
 
 
 def told(config: Config, action: str, version: str, previous: str | None, reason: str, run_id: str,

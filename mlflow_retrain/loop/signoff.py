@@ -17,7 +17,7 @@ from mlflow_retrain.base import links
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import ApprovalError, RetrainError
 from mlflow_retrain.decide.approval import PROMOTE, ApprovalVerdict, review
-from mlflow_retrain.decide.verdicts import format_span
+from mlflow_retrain.decide.words import moment, span_in, unit_for
 from mlflow_retrain.loop.manual import audited, opened, told
 from mlflow_retrain.loop.reconcile import reconciled
 from mlflow_retrain.loop.moves import signed_off
@@ -29,17 +29,16 @@ VERDICTS = {"approve": T.APPROVED, "reject": T.REJECTED}  # command -> the value
 IGNORED = "retrain.approval_ignored"  # + "", ".2", ...: each unusable value found, noted once
 
 
-def note_ignored(registry: Registry, version: VersionInfo, verdict: ApprovalVerdict, as_of: pd.Timestamp) -> bool:
+def note_ignored(registry: Registry, version: VersionInfo, verdict: ApprovalVerdict, as_of: pd.Timestamp,
+                 unit: str) -> bool:
     """Say on the version, once per value, that its `retrain.approval` value was ignored; earlier
     notes are kept (a new value gets the next key). True when a note was written."""
     if not verdict.ignored:
         return False
-    notes = {k: v for k, v in version.tags.items() if k == IGNORED or k.startswith(IGNORED + ".")}
-    said = f"retrain.approval={verdict.ignored!r} ignored as of {as_of.isoformat()}: set approved or rejected"
-    if any(v.startswith(f"retrain.approval={verdict.ignored!r} ") for v in notes.values()):
+    said = f"retrain.approval={verdict.ignored!r} ignored as of {moment(as_of, unit)}: set approved or rejected"
+    if any(v.startswith(f"retrain.approval={verdict.ignored!r} ") for v in version.history(IGNORED)):
         return False
-    key = IGNORED if not notes else f"{IGNORED}.{len(notes) + 1}"
-    registry.tag(version.version, {key: said})
+    registry.tag(version.version, {IGNORED: said})  # appended as the next `<key>.<n>`
     return True
 
 
@@ -54,7 +53,7 @@ def review_candidate(config: Config, version: VersionInfo, as_of: pd.Timestamp) 
     return review(approval=tags.get(T.APPROVAL), by=tags.get(T.APPROVAL_BY), why=tags.get(T.APPROVAL_REASON),
                   waiting_since=pd.Timestamp(since).to_pydatetime() if since else None,
                   as_of=as_of.to_pydatetime(), ttl=config.validation.approval_ttl,
-                  required=config.validation.require_approval)
+                  required=config.validation.require_approval, unit=unit_for(config.monitoring.window))
 
 
 @dataclass(frozen=True)
@@ -88,16 +87,16 @@ def history_end(registry: Registry) -> tuple[pd.Timestamp, str] | None:
 def in_order(config: Config, registry: Registry, candidate: VersionInfo, action: str, when: pd.Timestamp) -> str:
     """Refuse a sign-off whose data time precedes the registry's history (a replay's history stays in
     order); return a note when it comes after approval_ttl ran out (the record says so, it is kept)."""
-    end = history_end(registry)
+    end, unit = history_end(registry), unit_for(config.monitoring.window)
     if end is not None and when < end[0]:
-        raise ApprovalError(f"{action} as of {when.isoformat()} comes before the registry's history, which reaches "
-                            f"{end[0].isoformat()} ({end[1]}): pass --as-of {end[0].isoformat()} or later")
+        raise ApprovalError(f"{action} as of {moment(when, unit)} comes before the registry's history, which reaches "
+                            f"{moment(end[0], unit)} ({end[1]}): pass --as-of {moment(end[0], unit)} or later")
     since, ttl = candidate.tags.get(T.AWAITING_SINCE), config.validation.approval_ttl
     if since and ttl is not None and when >= pd.Timestamp(since) + ttl:
         late = when - pd.Timestamp(since) - ttl
-        return (f"{action} as of {when.isoformat()} is {format_span(late)} after v{candidate.version}'s approval_ttl "
-                f"ran out ({(pd.Timestamp(since) + ttl).isoformat()}); a cycle by then would have expired it. In a "
-                "replay, pass --as-of with the data time of the decision")
+        return (f"{action} as of {moment(when, unit)} is {span_in(late, unit)} after v{candidate.version}'s "
+                f"approval_ttl ran out ({moment(pd.Timestamp(since) + ttl, unit)}); a cycle by then would have "
+                "expired it. In a replay, pass --as-of with the data time of the decision")
     return ""
 
 
@@ -165,6 +164,6 @@ def _person() -> str:
 def _description(config: Config, title: str, when: pd.Timestamp, verdict: ApprovalVerdict,
                  candidate: VersionInfo, note: str) -> str:
     page = f"[v{candidate.version}]({links.model(config.model_name, candidate.version)})"
-    return (f"{title}\n\nSigned off as of `{when.isoformat()}` on `{config.model_name}`: {verdict.reason}.\n\n"
+    return (f"{title}\n\nSigned off as of `{moment(when, unit_for(config.monitoring.window))}` on `{config.model_name}`: {verdict.reason}.\n\n"
             + (f"**Note:** {note}\n\n" if note else "")
             + f"The gate had passed {page}: {candidate.tags.get(T.DECISION_REASON, '')}")[:8000]

@@ -31,6 +31,7 @@ from mlflow_retrain.adapters.data import LabelledData, Window, parse_time
 from mlflow_retrain.decide import Observations, WindowScore, format_span
 from mlflow_retrain.decide.triggers import fires_always
 from mlflow_retrain.usecases.monitor_challenger import challenger_windows
+from mlflow_retrain.decide.words import moment, span_in, unit_for
 from mlflow_retrain.usecases.monitor_estimate import estimate_windows
 from mlflow_retrain.measure.drift import ColumnDrift, DriftMeter, summarize
 from mlflow_retrain.base.errors import ConfigError, DataError, HealthError
@@ -357,26 +358,29 @@ def _health(config: Config, data: LabelledData, points: list[MonitoredWindow], s
     still coming); a gap at the span's end is the span's issue, not that window's.
     """
     issues = dict.fromkeys(sorted({issue for p in points for issue in p.health}))
-    gap = config.monitoring.max_data_gap
+    gap, unit = config.monitoring.max_data_gap, unit_for(config.monitoring.window)
     if gap is not None:
         for point in points:
-            message = None if point.partial else _data_gap(data, pd.Timestamp(point.end), gap)
+            message = None if point.partial else _data_gap(data, pd.Timestamp(point.end), gap, unit)
             if message:
                 point.health.append(message)
                 issues[message] = None
-        message = _data_gap(data, span_end, gap)
+        message = _data_gap(data, span_end, gap, unit)
         if message:
             issues[message] = None
     return list(issues)
 
 
-def _data_gap(data: LabelledData, at: pd.Timestamp, gap: timedelta) -> str | None:
-    """A data_gap issue when the newest label at or before `at` is older than `gap` (or none exists)."""
+def _data_gap(data: LabelledData, at: pd.Timestamp, gap: timedelta, unit: str) -> str | None:
+    """A data_gap issue when the newest label at or before `at` is older than `gap` (or none exists),
+    said in the policy's `unit` (`decide.words`)."""
     newest = data.newest(at)
     if newest is not None and at - newest <= pd.Timedelta(gap):
         return None
-    since = "ever" if newest is None else newest.isoformat()
-    return f"data_gap: no labelled data since {since} at {at.isoformat()} (max {format_span(gap)})"
+    if newest is None:
+        return f"data_gap: no labelled data at all by {moment(at, unit)} (max {span_in(gap, unit)})"
+    return (f"data_gap: no labelled data for {span_in(at - newest, unit)} by {moment(at, unit)}, the newest as of "
+            f"{moment(newest, unit)} (max {span_in(gap, unit)})")
 
 
 def _reports(config: Config, data: LabelledData, result: MonitorResult, models: _Models, runs: dict[str, str],

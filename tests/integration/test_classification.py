@@ -17,6 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.backtest import default_policies, run_backtest
 from mlflow_retrain.policy.load import load_config
@@ -68,8 +69,8 @@ def test_a_classifier_is_trained_evaluated_retrained_and_backtested(busy_policy,
     report = run_cycle(config, as_of="2011-08-30", via=IN_PROCESS, data=data)
     assert report.decision.fired == ["metric_threshold"] and "< min 0.9" in report.decision.reason
     assert report.outcome == "promoted", report.reason
-    version = MlflowClient().get_model_version("busy", report.candidate_version)
-    assert version.current_stage == "Production" and version.tags[T.DECISION] == "promoted"
+    version = Registry(config).get(report.candidate_version)
+    assert version.stage == "Production" and version.tags[T.DECISION] == "promoted"
     assert "candidate accuracy" in version.tags[T.DECISION_REASON] and "is above the limit 0.7" in version.tags[T.DECISION_REASON]
 
     # a score's threshold sweep stays below 1 and counts the windows *below* the threshold

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from mlflow_retrain.base import tags as T
-from mlflow_retrain.usecases.audit import history
+from mlflow_retrain.usecases.audit import history, status
 from mlflow_retrain.cli import cli
 from mlflow_retrain.cli.controller import _cycle_human
 from mlflow_retrain.decide.triggers.threshold import MetricThreshold
@@ -23,7 +23,8 @@ from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.reconcile import controller_experiment
 from mlflow_retrain.loop.manual import rollback
 from mlflow_retrain.loop.cycle import run_cycle
-from mlflow_retrain.adapters.registry import Registry
+from mlflow_retrain.adapters.registry import Registry, story, utcnow
+from mlflow_retrain.adapters.registry.repair import examine
 from mlflow_retrain.loop.training import train
 
 
@@ -177,16 +178,41 @@ def test_cooldown_blocks_an_unforced_retrain_and_records_the_decision(prod_store
     assert forced.candidate_version == "2"
 
 
+def written_before(config, version: str) -> dict[str, str]:
+    """The version as stores before the record wrote it: every `retrain.*` value a tag, the description
+    without the record block. Returns its tags."""
+    client, info = MlflowClient(), Registry(config).get(version)
+    for key, value in info.tags.items():
+        client.set_model_version_tag(config.model_name, version, key, value)
+    described = client.get_model_version(config.model_name, version).description
+    client.update_model_version(config.model_name, version, description=story.with_record(described, {}))
+    assert Registry(config).get(version).record == {}
+    return dict(client.get_model_version(config.model_name, version).tags)
+
+
 def test_rollback_returns_to_the_previous_production(prod_store, write_policy):
+    """... and appends to what v1 records, written as an older store did (every value a tag): no tag is
+    rewritten, readers (the move, doctor, status, history) see the newest of each value."""
     config = load_config(write_policy(triggers={"metric_threshold": {"max": 60}}))
+    before = written_before(config, "1")
+    assert len(before) >= 7 and Registry(config).get("1").tags == before  # read as it was written
     run_cycle(config, as_of="2011-05-31", via="inprocess")
     move = rollback(config, reason="v2 over-predicts holidays")
     assert (move.version, move.previous) == ("1", "2")
     registry = Registry(config)
     assert registry.production().version == "1" and registry.get("2").stage == "Archived"
-    assert "rollback: v2 over-predicts holidays" in registry.get("1").tags[T.DECISION_REASON]
+    v1 = registry.get("1")
+    assert "rollback: v2 over-predicts holidays" in v1.tags[T.DECISION_REASON]
     assert [row["kind"] for row in history(config)][:2] == ["rollback", "cycle"]
     assert_invariants(config)
+    # v1's old tags as they were, the move appended to its record: the gate's reason stays beside the person's
+    stored = MlflowClient().get_model_version(config.model_name, "1").tags
+    assert {k: stored[k] for k in before} == before and set(stored) == set(before)
+    assert v1.record[f"{T.DECISION_REASON}.2"] == v1.tags[T.DECISION_REASON] != before[T.DECISION_REASON]
+    assert v1.record[f"{T.PROMOTED_AT}.2"] == v1.tags[T.PROMOTED_AT] and T.ARCHIVED_AT in v1.record
+    assert examine(registry, utcnow()).healthy and status(config).production["version"] == "1"
+    # a version written now carries a few short tags; the rest is its description's record
+    assert set(MlflowClient().get_model_version(config.model_name, "2").tags) <= set(T.SHOWN)
 
 
 def test_cli_status_history_compare_promote(prod_store, write_policy):

@@ -17,6 +17,7 @@ import inprocess_cli
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mlflow_retrain.adapters.registry import story
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.policy.load import load_config
 from mlflow_retrain.loop.signoff import sign_off
@@ -38,8 +39,9 @@ def _doctor(path: Path, *extra: str) -> tuple[int, dict]:
 
 
 def _audit(client: MlflowClient) -> dict[str, dict[str, str]]:
-    """Every version's retrain.* tags."""
-    return {str(mv.version): {k: v for k, v in mv.tags.items() if k.startswith("retrain.")}
+    """Every version's retrain.* values as written: its tags and its description's record (`<key>.<n>` apart)."""
+    return {str(mv.version): {k: v for k, v in {**story.record_in(mv.description), **mv.tags}.items()
+                              if k.startswith("retrain.")}
             for mv in client.search_model_versions("name = 'bikes'")}
 
 
@@ -102,7 +104,8 @@ def rejected_store(store: str, awaiting_template: Path, tmp_path: Path, write_po
 def test_a_rejected_version_moved_into_production_by_hand_is_reported_and_the_audited_one_restored(rejected_store):
     path, client = rejected_store, MlflowClient()
     before = _audit(client)
-    assert before["2"][T.DECISION] == T.REJECTED and _production(client) == ("1", ["1"])
+    assert T.newest(before["2"])[T.DECISION] == T.REJECTED and _production(client) == ("1", ["1"])
+    assert before["2"][T.DECISION] == T.AWAITING_APPROVAL  # the verdict appended to it: retrain.decision.2
 
     # one click in the UI: the alias onto the rejected, archived v2
     client.set_registered_model_alias("bikes", "production", "2")

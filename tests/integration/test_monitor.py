@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import mean_absolute_error
 
+from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.load import load_config
@@ -118,10 +119,10 @@ def test_the_newest_partial_window_is_shown_marked_and_never_downtime(prod_store
 
 def test_labels_that_stopped_arriving_are_a_data_gap_at_the_end_of_the_span(prod_store, write_policy, tmp_path):
     config = load_config(write_policy(monitoring={"window": "7d", "metric": "mae", "max_data_gap": "2d"}))
-    gap = "data_gap: no labelled data since 2011-09-30T23:00:00 at {} (max 2d)"
+    gap = "data_gap: no labelled data for {} by {}, the newest as of 2011-09-30T23:00 (max 2d)"  # one unit: days
     # a replay to --to: three days past the newest label, inside a window that is not whole yet
     replay = run_monitor(config, start="2011-09-01", end="2011-10-04", out_dir=tmp_path / "replay", log_run=False)
-    assert replay.health == [gap.format("2011-10-04T00:00:00")]
+    assert replay.health == [gap.format("3d", "2011-10-04")]
     assert not any(p.health for p in replay.points) and replay.points[-1].partial  # the span's issue
     # live: the span ends at the clock; a day after the newest label is fine, three days are not
     live = run_monitor(config, start="2011-09-01", out_dir=tmp_path / "live", log_run=False,
@@ -129,7 +130,7 @@ def test_labels_that_stopped_arriving_are_a_data_gap_at_the_end_of_the_span(prod
     assert live.healthy
     stopped = run_monitor(config, start="2011-09-01", out_dir=tmp_path / "stopped", log_run=False,
                           now=pd.Timestamp("2011-10-04"))
-    assert stopped.health == [gap.format("2011-10-04T00:00:00")]
+    assert stopped.health == [gap.format("3d", "2011-10-04")]
 
 
 def test_moves_by_hand_serve_from_their_data_time_in_the_order_they_were_made(prod_store, write_policy, tmp_path):
@@ -143,7 +144,7 @@ def test_moves_by_hand_serve_from_their_data_time_in_the_order_they_were_made(pr
         return [p.version for p in result.points]
 
     promote(config, "2", "by hand", as_of="2011-06-01")
-    v2 = client.get_model_version("bikes", "2").tags
+    v2 = Registry(config).get("2").tags
     assert v2[T.PROMOTED_AT].startswith("2011-06-01") and not v2[T.PROMOTED_WALL].startswith("2011")
     assert served() == ["1"] * 4 + ["2"] * 2  # from its data time, not the clock's
     # undone at the same data time: the move made last is the one serving

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import inprocess_cli
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -145,7 +146,8 @@ def test_a_project_trains_on_a_plugin_backend_and_a_failed_remote_run_is_one_lin
     # the contract, the user's parameters and the backend config reached the backend
     start, end = first.tags[T.TRAIN_WINDOW].split("..")
     holdout_start, holdout_end = first.tags[T.HOLDOUT_WINDOW].split("..")
-    assert job["params"] == {"max_iter": "80", "as_of": first.tags[T.AS_OF], "train_start": start, "train_end": end,
+    assert pd.Timestamp(job["params"]["as_of"]) == pd.Timestamp(first.tags[T.AS_OF])  # (a date, as the list shows it)
+    assert job["params"] == {"max_iter": "80", "as_of": job["params"]["as_of"], "train_start": start, "train_end": end,
                              "holdout_start": holdout_start, "holdout_end": holdout_end,
                              "cycle_run_id": report["cycle_run_id"], "data_path": str(folder / "load.csv")}
     assert set(job["params"]) == {"max_iter", *CONTRACT}

@@ -110,15 +110,16 @@ def test_a_sign_off_keeps_the_history_in_order_and_says_when_it_comes_after_the_
     policy = write_policy(validation=APPROVAL, triggers=DEGRADED)
     early = sign(policy, "approve", "2", "--reason", "x", "--as-of", "2011-05-20")
     assert early.exit_code == 2 and early.stdout == ""
-    assert ("approve as of 2011-05-20T00:00:00 comes before the registry's history, which reaches "
-            "2011-05-31T00:00:00 (v2 awaiting_since): pass --as-of 2011-05-31T00:00:00 or later") in early.stderr
+    assert ("approve as of 2011-05-20 comes before the registry's history, which reaches "
+            "2011-05-31 (v2 awaiting_since): pass --as-of 2011-05-31 or later") in early.stderr
     assert Registry(load_config(policy)).get("2").tags[T.DECISION] == T.AWAITING_APPROVAL  # nothing written
     late = sign(policy, "approve", "2", "--reason", "ok", "--as-of", "2011-06-20")
     assert late.exit_code == 0, late.output
-    assert json.loads(late.stdout)["note"].startswith("approve as of 2011-06-20T00:00:00 is 13d after v2's "
-                                                      "approval_ttl ran out (2011-06-07T00:00:00)")
+    assert json.loads(late.stdout)["note"].startswith("approve as of 2011-06-20 is 13d after v2's "
+                                                      "approval_ttl ran out (2011-06-07)")  # daily: dates
     run = MlflowClient().get_run(json.loads(late.stdout)["run_id"])
-    assert "**Note:** approve as of 2011-06-20T00:00:00 is 13d after" in run.data.tags["mlflow.note.content"]
+    assert "**Note:** approve as of 2011-06-20 is 13d after" in run.data.tags["mlflow.note.content"]
+    assert "Signed off as of `2011-06-20` on" in run.data.tags["mlflow.note.content"]
 
 
 def test_reject_archives_the_candidate_with_the_persons_reason(waiting_store, write_policy):
@@ -187,7 +188,7 @@ def test_while_it_waits_triggers_are_held_then_the_ttl_expires_it(waiting_store,
     held = run_cycle(config, as_of="2011-06-06", via="inprocess")  # v1's mae 59 > 50: the trigger fires
     assert held.outcome == "blocked" and held.decision.blocked_by == "awaiting_approval"
     assert held.decision.fired == ["metric_threshold"] and held.approval.action == "wait"
-    assert "expires as of 2011-06-07T00:00:00" in held.approval.reason
+    assert "expires as of 2011-06-07 (approval_ttl 7d)" in held.approval.reason  # a daily policy: dates
     assert where(config) == {"1": "Production", "2": "Staging", "production": "1", "staging": "2"}  # no v3
     expired = run_cycle(config, as_of="2011-06-07", via="inprocess")
     assert expired.outcome == "expired" and expired.archived_versions == ["2"]

@@ -180,6 +180,15 @@ def test_the_ui_explains_each_cycle_and_version(prod_store, write_policy, tmp_pa
     for page in (version_page, model_page, run_page):
         assert "**" not in visible(page) and "retrain.evidence" not in visible(page)
     assert "retrain-lease" not in models_page and "retrain-lease" not in model_page
+    # the versions list: a few short `retrain.*` tags per row, the decision among them (the rest is the
+    # description's hidden record; v2 carried 12 before, cut to a few characters each)
+    rows = [visible(row) for row in re.findall(r'role="row".*?(?=role="row"|$)', model_page.split("<body", 1)[-1],
+                                               flags=re.S)[1:]]
+    shown_tags = [re.findall(r"(retrain\.[a-z_.0-9]+) :", row) for row in rows]
+    assert [re.search(r"Version (\d+)", row).group(1) for row in rows] == ["2", "1"], rows
+    assert all(2 <= len(t) <= 5 for t in shown_tags), shown_tags
+    assert "retrain.decision : promoted" in rows[0] and "retrain.as_of : 2011-05-31" in rows[0]
+    assert set(stored.tags) <= set(T.SHOWN) and "retrain.reason" not in rows[0]
     assert "reports/data_drift.html" in report_page  # the artifact viewer opens on the report
 
 

@@ -26,9 +26,10 @@ SINCE = datetime(2011, 5, 31)
 WEEK = timedelta(days=7)
 
 
-def verdict(approval=None, *, age=timedelta(days=1), ttl=WEEK, required=True, by=None, why=None, since=SINCE):
+def verdict(approval=None, *, age=timedelta(days=1), ttl=WEEK, required=True, by=None, why=None, since=SINCE,
+            unit="d"):
     return review(approval=approval, by=by, why=why, waiting_since=since, as_of=SINCE + age, ttl=ttl,
-                  required=required)
+                  required=required, unit=unit)
 
 
 def test_a_person_approves_or_rejects_with_who_and_why():
@@ -58,10 +59,23 @@ def test_nobody_decides_within_the_ttl_in_data_time_expires():
 
 def test_waiting_says_until_when_and_without_a_ttl_waits_for_good():
     waiting = verdict()
-    assert waiting.action == WAIT and not waiting.final and "expires as of 2011-06-07T00:00:00" in waiting.reason
+    assert waiting.reason == "awaiting approval since 2011-05-31; expires as of 2011-06-07 (approval_ttl 7d)"
+    assert waiting.action == WAIT and not waiting.final
     assert verdict(age=timedelta(days=400), ttl=None).action == WAIT
     assert "waits until a person decides" in verdict(ttl=None).reason
     assert verdict(since=None, age=timedelta(days=400)).action == WAIT  # no start recorded: cannot expire
+
+
+def test_the_texts_say_one_unit_from_the_monitoring_window_and_dates_for_daily_ones():
+    """Days and dates in a daily policy, hours and times to the minute below one (`decide.words`)."""
+    expired = verdict(age=timedelta(days=163), ttl=timedelta(days=120))
+    assert expired.reason == ("nobody approved or rejected it within approval_ttl 120d: awaiting since 2011-05-31, "
+                              "163d before 2011-11-10")
+    hourly = verdict(age=timedelta(hours=30), ttl=timedelta(hours=36), unit="h", since=SINCE + timedelta(hours=5))
+    assert hourly.reason == ("awaiting approval since 2011-05-31T05:00; expires as of 2011-06-01T17:00 "
+                             "(approval_ttl 36h)")
+    late = verdict(age=timedelta(hours=40), ttl=timedelta(hours=36), unit="h")
+    assert late.action == EXPIRE and late.reason.endswith("awaiting since 2011-05-31T00:00, 40h before 2011-06-01T16:00")
 
 
 def test_a_replay_behind_the_wait_does_not_expire_it():

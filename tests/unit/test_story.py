@@ -88,11 +88,33 @@ def test_a_cycles_evidence_tag_is_plain_json_the_versions_page_reads():
     assert '"candidate": null, "production": null' in cycle_evidence(report, "3").to_json()
 
 
-def test_the_evidence_is_kept_in_a_comment_of_the_description_not_a_tag():
-    """A tag would show the JSON raw in the versions list: the description keeps it, out of sight, and
-    reads it back whole (a `--` in a value cannot end the comment early)."""
+def test_the_record_is_kept_in_a_comment_of_the_description_not_tags():
+    """A tag would show each value raw in the versions list: the description keeps the record, out of
+    sight, reads it back whole (a `--` in a value cannot end the comment early), and a rewrite keeps
+    the text before it; a description of a store before (the evidence alone) reads as its evidence."""
     evidence = json.dumps({**EVIDENCE, "holdout_window": "2024-01-01--x -->"})
-    block = story.evidence_block(evidence)
+    record = {T.EVIDENCE: evidence, T.DECISION_REASON: "a -- b", T.ARCHIVED_AT: "2024-01-02"}
+    block = story.record_block(record)
     assert block.startswith("<!-- ") and block.endswith(" -->") and block.count("-->") == 1
-    assert json.loads(story.evidence_in(f"v2: Promoted\n\n| a | b |\n{block}")) == json.loads(evidence)
-    assert story.evidence_in("v2: Promoted, written before the block") is None
+    described = story.with_record("v2: Promoted\n\n| a | b |\n", record)
+    assert story.record_in(described) == record and json.loads(story.record_in(described)[T.EVIDENCE]) == json.loads(evidence)
+    assert story.with_record(described, {T.AS_OF: "x"}).startswith("v2: Promoted\n\n| a | b |\n<!-- retrain.record ")
+    assert story.record_in("v2: Promoted, written before the block") == {} and story.record_block({}) == ""
+    full = story.with_record("x" * 4990, record)  # within the registry's 5,000 characters, the record whole
+    assert len(full) <= story.DESCRIPTION_LIMIT and story.record_in(full) == record
+    old = "v2: Promoted\n<!-- retrain.evidence " + evidence.replace("--", "-\\u002d") + " -->"
+    assert json.loads(story.record_in(old)[T.EVIDENCE]) == json.loads(evidence)
+
+
+def test_no_value_is_rewritten_a_later_one_is_appended_and_read_as_the_newest():
+    """`tags.appended`: the same value is skipped, a pending decision takes its verdict in place (it
+    held none), any other change goes under the next `<key>.<n>`; `tags.newest` reads the highest."""
+    have = {T.DECISION: T.PENDING, T.ARCHIVED_AT: "2024-01-02", f"{T.HAND_MOVE}.1": "{}"}
+    assert T.appended(have, T.ARCHIVED_AT, "2024-01-02") is None
+    assert T.appended(have, T.DECISION, T.REJECTED) == T.DECISION and T.appended(have, T.REASON, "r") == T.REASON
+    assert T.appended(have, T.ARCHIVED_AT, "2024-02-01") == f"{T.ARCHIVED_AT}.2"
+    have = {T.DECISION: T.REJECTED, f"{T.DECISION}.2": T.PROMOTED, f"{T.DECISION}.10": T.PENDING,
+            f"{T.HAND_MOVE}.1": "{}", f"{T.HAND_MOVE}.2": "{}"}
+    read = T.newest(have)
+    assert read[T.DECISION] == T.PENDING and read[f"{T.DECISION}.2"] == T.PROMOTED and T.HAND_MOVE not in read
+    assert T.appended(read, T.DECISION, T.PROMOTED) == f"{T.DECISION}.11"  # a pending after a verdict keeps it

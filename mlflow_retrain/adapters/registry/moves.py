@@ -243,8 +243,7 @@ class Moves:
             self.drop_alias(stage, version)
 
     def write_tags(self, version: str, values: dict[str, str]) -> None:
-        have = self.versions.get(version).tags
-        self.versions.tag(version, {k: v for k, v in values.items() if have.get(k) != v})
+        self.versions.tag(version, values)  # appended; a value it already reads is skipped
 
     def set_stage(self, version: str, stage: str, archive_existing: bool = False) -> None:
         if not self.versions.config.registry.use_stages:

@@ -2,11 +2,11 @@
 the registered model's page, both as Markdown derived from tags alone.
 
 Tags are the machine contract; these texts are views of them. A cycle records its gate's numbers,
-the holdout's hash and where its audit run and Evidently reports are as JSON in a comment at the end
-of the candidate's description (`evidence_block`; stores written before kept it as the tag
-`retrain.evidence`, still read): a tag would show it raw in the versions list. Every description is
-recomputed from the tags and that block after each move (`Versions.describe`), so a description left
-stale by a crash is rewritten by the next cycle.
+the holdout's hash and where its audit run and Evidently reports are in the version's record, kept
+as JSON in a comment at the end of its description with every value that is no tag (`record_block`;
+stores written before kept them as tags, still read): a tag would show it raw in the versions list.
+Every description is recomputed from the tags and that block after each move (`Versions.describe`),
+so a description left stale by a crash is rewritten by the next cycle.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Shown(Protocol):
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a version's page needs of the cycle that judged it, kept as its `retrain.evidence` tag:
+    """What a version's page needs of the cycle that judged it, kept as `retrain.evidence` in its record:
     both models' scores on the one holdout, its window and hash, and the audit run with its reports
     (paths in that run). The cycle's report makes one (`loop/events.py`)."""
 
@@ -77,19 +77,45 @@ def padded(markdown: str) -> str:
                      else re.sub(r"(?<=[^\s|\\]) \|(?=.)", "&emsp; |", line) for line in markdown.splitlines())
 
 
-EVIDENCE_BEGIN, EVIDENCE_END = "<!-- retrain.evidence ", " -->"
+RECORD_BEGIN, EVIDENCE_BEGIN, BLOCK_END = "<!-- retrain.record ", "<!-- retrain.evidence ", " -->"
+DESCRIPTION_LIMIT = 5000  # characters of a version's description (MLflow's column; PostgreSQL enforces it)
+RECORD_LIMIT = 3500  # of those, the record's; the rest is the text
 
 
-def evidence_block(evidence: str) -> str:
-    """The evidence (`Evidence.to_json`) as an HTML comment: kept in the description, never shown
-    (a `--` in a value is written as JSON's `\\u002d`, so the comment cannot end early)."""
-    return EVIDENCE_BEGIN + evidence.replace("--", "-\\u002d") + EVIDENCE_END
+def record_block(record: dict[str, str]) -> str:
+    """A version's record (its `retrain.*` values that are no tag, `tags.SHOWN`) as an HTML comment:
+    kept in the description, never shown (a `--` in a value is written as JSON's `\\u002d`, so the
+    comment cannot end early). Empty when there is nothing to keep."""
+    return RECORD_BEGIN + json.dumps(record).replace("--", "-\\u002d") + BLOCK_END if record else ""
 
 
-def evidence_in(description: str | None) -> str | None:
-    """The evidence JSON a description keeps (`evidence_block`), or None."""
-    _, found, rest = (description or "").rpartition(EVIDENCE_BEGIN)
-    return rest.split(EVIDENCE_END, 1)[0] if found and EVIDENCE_END in rest else None
+def record_in(description: str | None) -> dict[str, str]:
+    """The record a description keeps (`record_block`); stores before kept only the evidence there
+    (`<!-- retrain.evidence {...} -->`), read as the record's `retrain.evidence`."""
+    text = description or ""
+    for begin in (RECORD_BEGIN, EVIDENCE_BEGIN):
+        _, found, rest = text.rpartition(begin)
+        if found and BLOCK_END in rest:
+            kept = rest.split(BLOCK_END, 1)[0]
+            if begin == EVIDENCE_BEGIN:
+                return {T.EVIDENCE: kept}
+            try:
+                record = json.loads(kept)
+            except ValueError:
+                return {}
+            return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    return {}
+
+
+def with_record(description: str | None, record: dict[str, str]) -> str:
+    """The description with its record block replaced by `record`: the text before it unchanged, but
+    for its end when the two would pass the registry's limit (the next `describe` writes it anew)."""
+    text, block = description or "", record_block(record)
+    for begin in (RECORD_BEGIN, EVIDENCE_BEGIN):
+        if begin in text:
+            text = text.rpartition(begin)[0]
+            break
+    return text.rstrip("\n")[:DESCRIPTION_LIMIT - len(block) - 1] + "\n" + block
 
 
 def _finite(score: float | None) -> float | None:

@@ -37,7 +37,15 @@ class VersionInfo:
     run_id: str
     source: str
     created_at: datetime
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # its tags and its record, as one (`tags.newest`)
+    record: dict[str, str] = field(default_factory=dict)  # the part its description keeps (`story.record_in`)
+    written: dict[str, str] = field(default_factory=dict)  # tags and record as written, each `<key>.<n>` apart
+
+    def history(self, key: str) -> list[str]:
+        """Every value written under `key`, oldest first (`<key>`, `<key>.2`, ...)."""
+        kept = self.written or self.tags
+        return [kept[k] for k in sorted((k for k in kept if k == key or (k.startswith(key + ".") and
+                                         k[len(key) + 1:].isdigit())), key=lambda k: int(k[len(key) + 1:] or 1))]
 
     @property
     def number(self) -> int:
@@ -129,18 +137,18 @@ class Versions:
 
     def _info(self, mv: Any, aliases: tuple[str, ...] | None = None) -> VersionInfo:
         aliases = tuple(mv.aliases) if aliases is None else aliases
+        record = story.record_in(mv.description)
+        written = {**record, **mv.tags}
+        tags = T.newest(written)
         stage = mv.current_stage or NONE
         if not self.config.registry.use_stages:
             stage = next((s for s, a in self.aliases.items() if a in aliases), NONE)
-            if stage == NONE and T.ARCHIVED_AT in mv.tags:
+            if stage == NONE and T.ARCHIVED_AT in tags:
                 stage = ARCHIVED
-        tags = dict(mv.tags)
-        evidence = story.evidence_in(mv.description)
-        if evidence is not None and T.EVIDENCE not in tags:  # read as if a tag, which stores before had
-            tags[T.EVIDENCE] = evidence
         return VersionInfo(
             version=str(mv.version), stage=stage, aliases=aliases, run_id=mv.run_id or "", source=mv.source or "",
-            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc), tags=tags,
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc), tags=tags, record=record,
+            written=written,
         )
 
     def get(self, version: str | int) -> VersionInfo:
@@ -201,22 +209,42 @@ class Versions:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-        mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+        shown = {k: str(v) for k, v in tags.items() if k in T.SHOWN}
+        record = {k: str(v) for k, v in tags.items() if k not in T.SHOWN}
+        mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=shown, model_id=model_id,
+                                              description=story.record_block(record) or None)
         return self._info(mv, ())
 
     def tag(self, version: str, values: dict[str, str]) -> None:
-        for key, value in values.items():
-            self.before_write(f"tag {key}")
-            self.client.set_model_version_tag(self.name, str(version), key, str(value))
-
-    def record_evidence(self, version: str, evidence: str) -> None:
-        """The gate's evidence (`story.Evidence.to_json`) for the version's page, kept in its description."""
+        """Each value appended to the version's record, in order (`tags.appended`: one it already reads
+        is skipped, none is rewritten): the keys a person reads in the versions list (`tags.SHOWN`) as
+        tags, the rest in its description's record block, one write for a run of them (as tags once
+        that block is full)."""
         mv = self.client.get_model_version(self.name, str(version))
         info = self._info(mv)
-        info.tags[T.EVIDENCE] = evidence
-        text = self._markdown(info, mv.description, {}, self.client)
-        self.before_write("evidence")
-        self.client.update_model_version(self.name, str(version), description=text)
+        have, record, written = dict(info.tags), dict(info.record), dict(info.record)
+        description = mv.description
+
+        def flush() -> None:  # the record's new values, before a tag written after them
+            nonlocal description, written
+            if record != written:
+                self.before_write(f"tag {','.join(k for k in record if k not in written)}")
+                description = story.with_record(description, record)
+                self.client.update_model_version(self.name, str(version), description=description)
+                written = dict(record)
+
+        for key, value in values.items():
+            where = T.appended(have, key, str(value))
+            if where is None:
+                continue
+            have = T.newest({**have, where: str(value)})
+            if key in T.SHOWN or len(story.record_block({**record, where: str(value)})) > story.RECORD_LIMIT:
+                flush()
+                self.before_write(f"tag {where}")
+                self.client.set_model_version_tag(self.name, str(version), where, str(value))
+            else:
+                record[where] = str(value)
+        flush()
 
     @staticmethod
     def _markdown(info: VersionInfo, description: str | None, known: dict[str, str], client: MlflowClient) -> str:
@@ -242,7 +270,7 @@ class Versions:
         infos, known = [], {}
         for mv in self.client.search_model_versions(f"name = '{self.name}'"):
             infos.append(self._info(mv, tuple(by_version.get(str(mv.version), []))))
-            if T.DECISION not in mv.tags:
+            if T.DECISION not in infos[-1].tags:
                 continue  # not made by the tool: its description is its owner's
             text = self._markdown(infos[-1], mv.description, known, self.client)
             if (mv.description or "") != text:
@@ -306,6 +334,6 @@ def version_markdown(version: VersionInfo, run_link: Callable[[str], str] = link
     if get(T.ROLLED_BACK_WALL):
         lines.append(f"- **Rolled back:** taken out of Production by a rollback at {get(T.ROLLED_BACK_WALL)} (clock time)")
     lines += story.gate_markdown(tags, version.version)
-    lines += ["", "_Written by mlflow-retrain from the `retrain.*` tags below; rewritten when they change._"]
-    kept = story.evidence_block(tags[T.EVIDENCE]) if T.EVIDENCE in tags else ""
-    return story.padded("\n".join(lines))[:5000 - len(kept) - 1] + "\n" + kept  # the registry's limit
+    lines += ["", "_Written by mlflow-retrain from the version's `retrain.*` tags and record; rewritten when they change._"]
+    kept = story.record_block(version.record)
+    return story.padded("\n".join(lines))[:story.DESCRIPTION_LIMIT - len(kept) - 1] + "\n" + kept
