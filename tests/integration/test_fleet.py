@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ from mlflow.tracking import MlflowClient
 from synthetic import TARGET, energy_load
 
 from mlflow_retrain.cli import cli
+from mlflow_retrain.fleet import work
+from mlflow_retrain.fleet.policies import read_members
+from mlflow_retrain.fleet.task import Task
 
 BOOTSTRAP, LATER = "2022-02-28", "2022-03-07"
 SHARED = {"data": {"timestamp": "timestamp", "target": TARGET},
@@ -100,6 +104,18 @@ def test_a_fleet_bootstraps_then_idles_and_one_model_never_stops_the_others(stor
     for row in idle["models"]:
         assert (row["outcome"], row["production"], row["age"], row["exit_code"]) == ("no_retrain", "1", "7d", 0)
         assert row["metric"] == "mae" and 0 < row["last_metric"] < 500 and "no trigger fired" in row["reason"]
+
+    # the same no-op cycles as a worker runs them, here: the rows the pool printed, and the lease searches
+    # the registry 6 times a cycle (it searched 10: its sweep read again what it had just read)
+    searches, search = [], MlflowClient.search_registered_models
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MlflowClient, "search_registered_models",
+                      lambda self, *a, **k: searches.append(a) or search(self, *a, **k))
+        again = [work.run(Task("cycle", m, dict(os.environ), {}, as_of=LATER)).to_dict()
+                 for m in read_members([fleet_dir])]
+    same = ("model", "outcome", "reason", "production", "age", "age_days", "metric", "last_metric", "exit_code")
+    assert [{k: r[k] for k in same} for r in again] == [{k: r[k] for k in same} for r in idle["models"]]
+    assert len(searches) == 6 * len(again), searches
 
     # a broken policy beside them: its one line, exit 2; the others still run
     (fleet_dir / "west.yaml").write_text(yaml.safe_dump(policy("load-west", "../data/north.csv",

@@ -339,7 +339,7 @@ def test_a_taker_that_died_before_sweeping_leaves_a_lower_generation_its_release
     registry = Registry(config)
     dead = registry.acquire_lease(timedelta(seconds=-1), holder="crashed-host:1:dead")
     with monkeypatch.context() as patch:  # the taker dies between creating its generation and sweeping
-        patch.setattr(type(registry.lease), "_sweep", lambda self, mine: None)
+        patch.setattr(type(registry.lease), "_sweep", lambda self, mine, objects: None)
         live = registry.acquire_lease(timedelta(minutes=5))
     assert _lease_objects("bikes") == ["bikes.retrain-lease.1", "bikes.retrain-lease.2"]
     registry.release_lease(dead)  # marks its own, lower generation: the lease stays with the higher one

@@ -154,11 +154,12 @@ class Leases:
         must leave uncreated."""
         return is_prompt_supported_registry(getattr(self.client, "_registry_uri", None))
 
-    def generations(self) -> list[Generation]:
-        """Every generation object, lowest first; other objects under the prefix are ignored. They are
-        registry objects the models list hides (see `objects`), and, from before, plain registered models."""
+    def generations(self, objects: list[tuple[str, dict[str, str], bool]] | None = None) -> list[Generation]:
+        """Every generation object, lowest first, among `objects` (read now when not given); other objects
+        under the prefix are ignored. They are registry objects the models list hides (see `objects`),
+        and, from before, plain registered models."""
         found = []
-        for name, tags, hidden in self.objects(self.prefix + ".%"):
+        for name, tags, hidden in self.objects(self.prefix + ".%") if objects is None else objects:
             suffix = name[len(self.prefix) + 1:]
             if name.startswith(self.prefix + ".") and suffix.isdigit():
                 found.append(Generation(int(suffix), name, tags, hidden))
@@ -214,7 +215,8 @@ class Leases:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 continue  # another taker won this generation: look again
-            now_known = self.generations()
+            now = self.objects(self.prefix + ".%")
+            now_known = self.generations(now)
             if now_known[-1].number != mine:  # a taker that read an older state got past us: back off
                 self._delete(name, self.hidden)
                 continue
@@ -223,19 +225,22 @@ class Leases:
                             top.tags.get(T.LEASE_HOLDER), top.number, gone)
             elif top is not None and top.tags.get(T.LEASE_RELEASED) != "true":
                 log.warning("the lease of %s (generation %d) expired; taken over", top.tags.get(T.LEASE_HOLDER), top.number)
-            self._sweep(mine)
+            self._sweep(mine, now)
             return Lease(name, holder, expires, mine, ttl)
         raise LeaseHeldError(f"could not take the lease on {self.model_name!r}: it keeps changing hands; "
                              "try again later")
 
-    def _sweep(self, mine: int) -> None:
-        """Delete generations below ours and takeover markers of the earlier protocol (never ours)."""
+    def _sweep(self, mine: int, objects: list[tuple[str, dict[str, str], bool]]) -> None:
+        """Delete generations below ours and takeover markers of the earlier protocol (never ours), as
+        the read right after ours was made found them (`objects`, everything under the prefix): one
+        made below ours after that read is a taker that read an older state, and deletes its own."""
         faults.point("lease.sweep")
-        for generation in self.generations():
+        for generation in self.generations(objects):
             if generation.number < mine:
                 self._delete(generation.name, generation.hidden)
-        for name, _, hidden in self.objects(f"{self.prefix}.takeover.%"):
-            self._delete(name, hidden)
+        for name, _, hidden in objects:
+            if name.startswith(f"{self.prefix}.takeover."):
+                self._delete(name, hidden)
 
     def _delete(self, name: str, hidden: bool) -> None:
         try:
