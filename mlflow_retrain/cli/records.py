@@ -9,6 +9,7 @@ import click
 from mlflow_retrain.base import tags as T
 
 from mlflow_retrain.cli.group import cli, config_option, emit, json_option, load, table
+from mlflow_retrain.decide.words import stamped, unit_for
 
 
 def undelivered_lines(kept: list[dict[str, Any]]) -> list[str]:
@@ -49,14 +50,16 @@ def status(config_path: str, as_json: bool) -> None:
             lines += ["", stage, table([r[stage]]) if r[stage] else "(none)"]
         lines += ["", "versions", table(r["versions"], ["version", "stage", "aliases", "trigger", "decision",
                                                          "baseline_version", "reason"])]
+        unit = unit_for(config.monitoring.window)
         if r["awaiting"]:
             a = r["awaiting"]
-            lines += ["", f"v{a['version']} awaits approval since {a['since'] or '(not recorded)'}, "
-                          + (f"expires as of {a['expires']}" if a["expires"] else "no approval_ttl: waits for a person"),
+            lines += ["", f"v{a['version']} awaits approval since {stamped(a['since'], unit) or '(not recorded)'}, "
+                          + (f"expires as of {stamped(a['expires'], unit)}" if a["expires"]
+                             else "no approval_ttl: waits for a person"),
                       f"  {a['approve']}", f"  {a['reject']}", f"  {a['tag']}"]
         if r["challenger"]:
             c = r["challenger"]
-            lines += ["", f"v{c['version']} is the challenger since {c['since']}: {c['so_far']}"]
+            lines += ["", f"v{c['version']} is the challenger since {stamped(c['since'], unit)}: {c['so_far']}"]
         lines += ["", f"last cycle: {r['last_cycle'] or '-'}", f"lease: {r['lease'] or 'free'}"]
         lines += [f"MLflow UI, {what}: {page}" for what, page in r["pages"].items()]
         return "\n".join(lines + undelivered_lines(r["undelivered"]))

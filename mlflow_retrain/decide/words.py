@@ -33,6 +33,15 @@ def moment(stamp: datetime, unit: str) -> str:
     return stamp.isoformat(timespec="seconds" if stamp.second or stamp.microsecond else "minutes")
 
 
+def stamped(text: str | None, unit: str) -> str | None:
+    """`moment` of an ISO time kept as text (a JSON field), for the sentence beside it; text that is
+    not one is left as it is."""
+    try:
+        return moment(datetime.fromisoformat(text), unit) if text else text
+    except ValueError:
+        return text
+
+
 def period(window: str, unit: str) -> str:
     """A window `start..end` (`Window.iso`) in the same words: `2024-03-01..2024-03-08` in a daily policy."""
     start, _, end = window.partition("..")

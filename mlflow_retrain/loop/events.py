@@ -22,6 +22,7 @@ from mlflow_retrain.adapters.registry import Registry
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.base.errors import LeaseHeldError, UsageError
 from mlflow_retrain.decide.approval import sign_off_help
+from mlflow_retrain.decide.words import HOUR, stamped, unit_for
 from mlflow_retrain.loop.report import CycleReport, cycle_description, cycle_title
 from mlflow_retrain.policy.config import Config
 
@@ -45,7 +46,9 @@ def cycle_events(report: CycleReport, config: Config | None = None) -> list[Even
         policy = str(config.source) if config is not None and config.source else "retrain.yaml"
         how = sign_off_help(report.model_name, str(report.candidate_version), datetime.fromisoformat(report.as_of),
                             ttl, policy)
-        until = f"; expires as of {how['expires']}" if how["expires"] else "; it waits until a person decides"
+        unit = unit_for(config.monitoring.window) if config is not None else HOUR
+        until = (f"; expires as of {stamped(how['expires'], unit)}" if how["expires"]
+                 else "; it waits until a person decides")
         reason = f"{report.reason}. To sign off: {how['approve']} (or {how['reject']}), {how['tag']}{until}"
         events.append(Event(AWAITING_APPROVAL, report.model_name, verdicts[AWAITING_APPROVAL], reason, payload, how))
     elif report.outcome in verdicts:
