@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from mlflow_retrain.base import tags as T
 from mlflow_retrain.usecases.charts import RetrainEvent, WindowPoint, dashboard_html
@@ -219,11 +218,7 @@ def run_monitor(config: Config, *, data: LabelledData | None = None, start: str 
     windows = spans(first, last, every)
     runs = {v.version: v.run_id for v in registry.versions()}
     models = _Models(config, data)
-    # drift sums a window against the whole reference (`drift._cdf_distance`, 250,000 values for a
-    # 180-day training window at 58 rows an hour): BLAS threads started for each sum spin longer than
-    # the sum takes (2-3x the CPU on a busy 2-core machine); the sums differ by rounding alone
-    with threadpool_limits(1, user_api="blas"):
-        points = _score(config, data, windows, pd.Timedelta(every), promotions, models, runs)
+    points = _score(config, data, windows, pd.Timedelta(every), promotions, models, runs)
     estimate_windows(config, data, points, models, registry.versions())
     challenger_windows(config, data, points, models, registry.versions())
     clock = now if now is not None else pd.Timestamp(utcnow()).tz_localize(None)
