@@ -14,6 +14,7 @@ import inprocess_cli
 from growing import growing_demand
 from mlflow_retrain.cli import cli
 from mlflow_retrain.policy.load import load_config
+from mlflow_retrain.adapters.registry import story
 
 
 def demand(folder: Path) -> Path:
@@ -57,7 +58,7 @@ def test_init_then_cycle_without_edits(store, tmp_path):
     assert cycles[1]["retrain"]["fired"] == ["metric_threshold"] and cycles[1]["outcome"] == "promoted"
     # init's policy refits a candidate that passed (training.refit_on_pass): v2 was judged, v3 serves
     production = MlflowClient().get_latest_versions("store-demand", stages=["Production"])
-    assert [str(v.version) for v in production] == ["3"] and production[0].tags["retrain.refit_of"]
+    assert [str(v.version) for v in production] == ["3"] and story.record_in(production[0].description)["retrain.refit_of"]
 
     again = runner.invoke(cli, ["init", "--data", str(data), "--target", "units"])
     assert again.exit_code == 2 and again.output == "error: retrain.yaml exists; pass --force to overwrite it\n"

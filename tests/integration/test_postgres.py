@@ -91,6 +91,9 @@ def _take_lease(uri: str, config_path: str, barrier, queue) -> None:
         queue.put(("held", str(exc)))
     except Exception as exc:  # noqa: BLE001  (anything else is the failure this test looks for)
         queue.put(("error", f"{type(exc).__name__}: {exc}"))
+    # every taker lives until all have decided: a winner that exited first is a holder provably gone,
+    # which a slower taker rightly takes over (a second "won" the race did not cause)
+    barrier.wait(timeout=120)
 
 
 def _set_alias(uri: str, name: str, version: str, barrier, queue) -> None:
