@@ -205,7 +205,8 @@ class Versions:
         if not self.exists():
             try:
                 self.client.create_registered_model(
-                    self.name, description="Managed by mlflow-retrain: see the retrain.* tags on each version.")
+                    self.name, description=("Managed by mlflow-retrain: each version says why it was made and what was "
+                                            "decided (its retrain.* tags and the record at the end of its description)."))
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
