@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import sys
 import importlib
 from dataclasses import dataclass
 from typing import Any, ContextManager, Sequence
@@ -87,9 +88,11 @@ class Scorer:
         return pred, None if proba is None else np.asarray(proba)
 
 
-@functools.cache
-def _openmp() -> Any:
-    """The OpenMP runtimes loaded when the first model predicts (scanned once: a scan costs ms)."""
+@functools.lru_cache(maxsize=1)
+def _openmp(modules: int) -> Any:
+    """The OpenMP runtimes loaded (a scan costs ms): scanned again once modules were imported since,
+    for a model of another library (LightGBM, XGBoost) brings its own runtime, which the first scan
+    did not see and would leave on every core."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController().select(user_api="openmp")
@@ -101,7 +104,7 @@ def threads_for(rows: int) -> ContextManager[Any]:
     are the same."""
     if rows >= ONE_THREAD_ROWS:
         return contextlib.nullcontext()
-    return _openmp().limit(limits=1)
+    return _openmp(len(sys.modules)).limit(limits=1)
 
 
 def signature_columns(signature: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:

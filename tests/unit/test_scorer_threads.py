@@ -8,7 +8,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from mlflow_retrain.adapters.models import ONE_THREAD_ROWS, Scorer
+from mlflow_retrain.adapters.models import ONE_THREAD_ROWS, Scorer, threads_for
 
 
 class Recording(HistGradientBoostingRegressor):
@@ -34,3 +34,14 @@ def test_few_rows_predict_on_one_thread_many_on_all_with_the_same_numbers() -> N
         assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"] == model.threads
     np.testing.assert_array_equal(few, many[:168])
     np.testing.assert_array_equal(pred, many[:2000])
+
+
+def test_a_runtime_loaded_after_the_first_limit_is_limited_too() -> None:
+    """LightGBM brings its own OpenMP runtime: one imported after a first prediction is limited as well
+    (a suite worker that had loaded it saw [2, 1] above)."""
+    with threads_for(10):
+        pass
+    import lightgbm  # noqa: F401  (its own libgomp)
+
+    with threads_for(10):
+        assert {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"} == {1}
